@@ -1,0 +1,1 @@
+"""The `kdbench` command line (typer + rich)."""

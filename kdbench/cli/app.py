@@ -1,0 +1,49 @@
+"""The `kdbench` command. Thin: parse, call one library function, render with rich.
+
+User mistakes (a `UserError`: unknown name, number out of range, missing dataset) print one line and exit 2
+without a traceback; a diverged run exits 1.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from ..errors import UserError
+from .reporter import console
+
+app = typer.Typer(
+    name="kdbench",
+    help="A benchmark harness for knowledge distillation: one engine, one evaluator, one teacher zoo.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _register_commands() -> None:
+    # Each command (group) lives in its own `*_cmd.py` module and adds itself to `app` on import; order of
+    # discovery is alphabetical, `--help` lists commands in registration order.
+    import importlib
+    import pkgutil
+
+    from .. import cli
+
+    for info in sorted(pkgutil.iter_modules(cli.__path__), key=lambda i: i.name):
+        if info.name.endswith("_cmd"):
+            importlib.import_module(f"{cli.__name__}.{info.name}")
+
+
+def main() -> None:
+    _register_commands()
+    try:
+        app()
+    except UserError as e:
+        console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

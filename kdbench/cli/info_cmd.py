@@ -1,0 +1,48 @@
+"""`kdbench methods` and `kdbench datasets`: what is registered, with papers and defaults."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from ..data.registry import get_dataset_spec, list_datasets
+from ..method import get_method, list_methods
+from .app import app
+from .reporter import console
+
+
+def _fmt(defaults: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in defaults.items()) or "—"
+
+
+@app.command("methods")
+def methods_command() -> None:
+    """List the registered distillation methods with their paper, default student and default hyperparameters.
+
+    Override a default with `kdbench run --method kd --set kd.temperature=2`.
+    """
+    table = Table(title="distillation methods")
+    for col in ("name", "paper", "teacher", "default student", "defaults (--set NAME.KEY=VALUE)"):
+        table.add_column(col)
+    for name in list_methods():
+        spec = get_method(name)
+        table.add_row(name, spec.paper, "yes" if spec.needs_teacher else "no", spec.default_student,
+                      _fmt(spec.defaults()))
+    console.print(table)
+
+
+@app.command("datasets")
+def datasets_command() -> None:
+    """List the registered datasets with their default recipe and parameters (`--set data.KEY=VALUE`)."""
+    import dataclasses
+
+    table = Table(title="datasets")
+    for col in ("name", "description", "recipe", "epochs", "batch", "lr", "parameters"):
+        table.add_column(col)
+    for name in list_datasets():
+        spec = get_dataset_spec(name)
+        r = spec.recipe
+        table.add_row(name, spec.description, r.name, str(r.epochs), str(r.batch_size), f"{r.lr:g}",
+                      _fmt(dataclasses.asdict(spec.params)))
+    console.print(table)
+
+

@@ -1,0 +1,61 @@
+"""`kdbench teachers list|train`: the cached teacher zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..teacher_zoo import TeacherZoo
+from ..teachers import create_teacher
+from .app import app
+from .options import DataRoot, Device, Sets, ZooDir
+from .reporter import RichReporter, console
+
+teachers_app = typer.Typer(help="The teacher zoo: teachers trained once, cached with a checksum, shared.",
+                           no_args_is_help=True)
+app.add_typer(teachers_app, name="teachers")
+
+
+@teachers_app.command("list")
+def list_command(zoo_dir: Path = ZooDir) -> None:
+    """Show every cached teacher (architecture, dataset, recipe, seed, accuracy, size, time, checksum).
+
+    Example: kdbench teachers list --zoo-dir /shared/zoo
+    """
+    zoo = TeacherZoo(zoo_dir)
+    cards = zoo.cards()
+    table = Table(title=f"teacher zoo at {zoo.root} ({len(cards)} teachers)")
+    for col in ("arch", "dataset", "recipe", "seed", "epochs", "top-1", "top-5", "params", "train time", "sha256"):
+        table.add_column(col, justify="right" if col in ("top-1", "top-5", "params", "epochs") else "left")
+    for c in cards:
+        table.add_row(c["arch"], c["dataset"], c["recipe"], str(c["seed"]), str(c.get("epochs", "")),
+                      f"{c['top1']:.2f}", f"{c['top5']:.2f}", f"{c['params'] / 1e6:.1f}M",
+                      f"{c['train_s']:.0f}s", c["sha256"][:12])
+    console.print(table)
+
+
+@teachers_app.command("train")
+def train_command(
+    arch: str = typer.Argument(..., help="Teacher architecture (any timm model, e.g. resnet152)."),
+    dataset: str = typer.Option("digits", "--dataset", "-d"),
+    epochs: int = typer.Option(None, "--epochs", help="Teacher epochs [default: the dataset recipe's]."),
+    seed: int = typer.Option(0, "--seed"),
+    sets: list[str] = Sets,
+    zoo_dir: Path = ZooDir,
+    data_root: Path = DataRoot,
+    device: str = Device,
+) -> None:
+    """Train a teacher into the zoo (or show the cached one).
+
+    Example: kdbench teachers train resnet152 --dataset digits
+    """
+    reporter = RichReporter()
+    try:
+        _, card = create_teacher(arch, dataset, epochs=epochs, seed=seed, sets=sets, zoo_dir=zoo_dir,
+                                 data_root=data_root, device=device, reporter=reporter)
+    finally:
+        reporter.close()
+    state = "cached" if card.get("cached") else "trained"
+    console.print(f"{arch} on {dataset}: top-1 {card['top1']:.2f}% ({state}) at {card['path']}")

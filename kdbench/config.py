@@ -1,0 +1,163 @@
+"""The resolved configuration of one run, its content hash (the run id) and `--set key=value` parsing.
+
+What goes into the hash is everything that can change the numbers: method and its hyperparameters, teacher,
+student, dataset and its parameters, both recipes, seed, the teacher checkpoint's sha256. Machine paths
+(results, zoo and data folders) and the device are left out (as DomainBed's flaw taught), so the same run on
+another cluster has the same id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import UserError
+from .recipe import Recipe
+
+RUN_ID_LENGTH = 16
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: the same content always gives the same bytes."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, tuple | set | frozenset):
+        return list(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def content_hash(obj: Any, length: int = RUN_ID_LENGTH) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers. `run_id` is its content hash."""
+
+    method: str
+    student: str
+    dataset: str
+    seed: int
+    recipe: Recipe
+    teacher: str | None = None
+    teacher_recipe: Recipe | None = None
+    teacher_seed: int = 0
+    teacher_ckpt_sha256: str | None = None  # set when the user supplies --teacher-ckpt
+    method_params: dict[str, Any] = field(default_factory=dict)
+    student_params: dict[str, Any] = field(default_factory=dict)
+    teacher_params: dict[str, Any] = field(default_factory=dict)
+    data_params: dict[str, Any] = field(default_factory=dict)
+    # Numerics that change results: AMP and channels_last are part of the identity.
+    amp: bool = False
+    channels_last: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(canonical_json(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        d = dict(d)
+        d["recipe"] = Recipe.from_dict(d["recipe"])
+        if d.get("teacher_recipe") is not None:
+            d["teacher_recipe"] = Recipe.from_dict(d["teacher_recipe"])
+        return cls(**d)
+
+    @property
+    def run_id(self) -> str:
+        return content_hash(self.to_dict())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --set key=value
+
+
+def parse_set_options(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """Split `["kd.temperature=2", "student.k=0"]` into `{"kd": {"temperature": "2"}, "student": {"k": "0"}}`.
+
+    Values stay strings here; they are converted against the target dataclass by :func:`apply_overrides`.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        scope, dot, name = key.strip().partition(".")
+        if not sep or not dot or not scope or not name:
+            raise UserError(f"--set expects SCOPE.KEY=VALUE (e.g. kd.temperature=2), got '{item}'")
+        out.setdefault(scope, {})[name] = value.strip()
+    return out
+
+
+def _convert(value: str, annotation: Any, key: str) -> Any:
+    """Convert a CLI string to the type a dataclass field declares (int, float, bool, str, tuples, Optional)."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if value.lower() in ("none", "null"):
+            return None
+        return _convert(value, non_none[0], key)
+    if origin is tuple:
+        inner = args[0] if args else str
+        parts = [p for p in value.strip("()[]").split(",") if p.strip()]
+        return tuple(_convert(p.strip(), inner, key) for p in parts)
+    try:
+        if annotation is bool:
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if annotation is int:
+            return int(value)
+        if annotation is float:
+            return float(value)
+    except ValueError:
+        raise UserError(f"{key}: expected {annotation.__name__}, got '{value}'") from None
+    return value
+
+
+def apply_overrides(defaults: Any, overrides: dict[str, str], scope: str) -> Any:
+    """A copy of the frozen dataclass `defaults` with string overrides converted to each field's type.
+
+    An unknown key is an error that lists the valid keys; validation in the dataclass's `__post_init__`
+    (ranges) runs on the result.
+    """
+    if not overrides:
+        return defaults
+    hints = typing.get_type_hints(type(defaults))
+    fields = {f.name for f in dataclasses.fields(defaults)}
+    converted = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            valid = ", ".join(f"{scope}.{f}" for f in sorted(fields)) or "(none)"
+            raise UserError(f"unknown option '{scope}.{key}'. Valid: {valid}")
+        converted[key] = _convert(value, hints[key], f"{scope}.{key}")
+    return dataclasses.replace(defaults, **converted)
+
+
+def convert_free_kwargs(overrides: dict[str, str]) -> dict[str, Any]:
+    """Best-effort typing of options without a schema (e.g. timm model kwargs): int, float, bool, else str."""
+    out: dict[str, Any] = {}
+    for key, value in overrides.items():
+        low = value.lower()
+        if low in ("true", "false"):
+            out[key] = low == "true"
+            continue
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = value
+    return out

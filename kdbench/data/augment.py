@@ -1,0 +1,42 @@
+"""Named augmentation pipelines on image tensors (C × H × W), so a recipe can name its augmentation as a string.
+
+Names: "none", "crop-padN" (random crop back to the input size after zero padding by N), and "-flip" appended
+for a random horizontal flip (wrong for digits, right for natural images).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UserError
+
+_PATTERN = re.compile(r"^(none|crop-pad(?P<pad>\d+))(?P<flip>-flip)?$")
+
+
+def make_augment(name: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    m = _PATTERN.match(name)
+    if not m:
+        raise UserError(f"unknown augmentation '{name}'. Valid: none, crop-padN, crop-padN-flip (N an integer)")
+    pad = int(m.group("pad") or 0)
+    flip = bool(m.group("flip"))
+    if pad == 0 and not flip:
+        return None
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        # Uses the global torch RNG: the engine reseeds it per epoch, so augmentation is reproducible and a
+        # resumed run draws the same crops as an uninterrupted one.
+        if pad:
+            h, w = x.shape[-2:]
+            padded = F.pad(x, (pad, pad, pad, pad))
+            top = int(torch.randint(0, 2 * pad + 1, ()).item())
+            left = int(torch.randint(0, 2 * pad + 1, ()).item())
+            x = padded[..., top : top + h, left : left + w]
+        if flip and bool(torch.rand(()) < 0.5):
+            x = x.flip(-1)
+        return x
+
+    return augment

@@ -1,0 +1,95 @@
+"""The dataset registry: one entry per dataset, each a builder plus its default parameters and recipe.
+
+Adding a dataset is one decorated builder (see `digits.py`): it returns :class:`DataSplits` whose samples are
+`(image, label, index)` triples, the index being the sample's position in its split (CRD's memory bank and
+any instance-level method need it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from .._registry import Registry
+from ..recipe import Recipe
+
+
+@dataclass
+class DataSplits:
+    train: Dataset  # augmented with the recipe's augmentation; yields (x, y, index)
+    test: Dataset  # never augmented; yields (x, y, index)
+    num_classes: int
+    in_chans: int
+    image_size: int
+    train_targets: torch.Tensor  # (N_train,) int64 labels, for samplers that need classes (CRD negatives)
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    # How the split was made, recorded in the run (e.g. a partition rule for Mini-ImageNet).
+    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+Builder = Callable[..., DataSplits]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    build: Builder  # build(params, root: Path, augment: str) -> DataSplits
+    params: Any  # default parameters: a frozen dataclass instance, overridable with --set data.KEY=VALUE
+    recipe: Recipe  # default training recipe (students and teachers)
+    description: str
+    needs_root: bool = False  # True for datasets read from disk (then root/where-to-put-files matters)
+
+
+# Modules of kdbench.data that hold machinery, not datasets.
+_NOT_DATASETS = {"registry", "augment", "tensor_dataset", "loaders"}
+
+
+def _load_builtin() -> None:
+    # Every other module of kdbench.data defines datasets and registers them on import: adding a dataset is
+    # adding one file.
+    import importlib
+    import pkgutil
+
+    from .. import data
+
+    for info in pkgutil.iter_modules(data.__path__):
+        if info.name not in _NOT_DATASETS and not info.name.startswith("_"):
+            importlib.import_module(f"{data.__name__}.{info.name}")
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset", loader=_load_builtin)
+
+
+def register_dataset(
+    name: str, *, params: Any, recipe: Recipe, description: str, needs_root: bool = False
+) -> Callable[[Builder], Builder]:
+    def decorator(build: Builder) -> Builder:
+        DATASETS.add(name, DatasetSpec(name, build, params, recipe, description, needs_root))
+        return build
+
+    return decorator
+
+
+def get_dataset_spec(name: str) -> DatasetSpec:
+    return DATASETS.get(name)
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("KDBENCH_DATA", Path.home() / ".cache" / "kdbench" / "data")).expanduser()
+
+
+def build_dataset(name: str, params: Any = None, root: str | Path | None = None, augment: str = "none") -> DataSplits:
+    spec = get_dataset_spec(name)
+    return spec.build(params if params is not None else spec.params, Path(root or default_data_root()), augment)

@@ -1,0 +1,50 @@
+"""Errors a person can act on.
+
+A :class:`UserError` is a mistake in what the user asked for (an unknown name, a number out of range, a missing
+dataset). The CLI prints its message as one line and exits with code 2, without a traceback. Anything else is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UserError(Exception):
+    """A mistake in the user's request; the message says what to do about it."""
+
+    exit_code = 2
+
+
+class RunDiverged(Exception):
+    """Raised by the engine when a loss is not finite; the run is recorded as `diverged`."""
+
+    def __init__(self, epoch: int, step: int, losses: dict[str, float]) -> None:
+        bad = ", ".join(f"{k}={v}" for k, v in losses.items())
+        super().__init__(f"non-finite loss at epoch {epoch} step {step}: {bad}")
+        self.epoch = epoch
+        self.step = step
+        self.losses = losses
+
+
+def unknown_name(kind: str, name: str, valid: Iterable[str], max_listed: int = 40) -> UserError:
+    """A UserError for an unknown `name`, suggesting the closest valid names and listing the valid ones."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    listed = ", ".join(valid[:max_listed]) + (f", … ({len(valid)} in all)" if len(valid) > max_listed else "")
+    return UserError(f"unknown {kind} '{name}'.{hint} Valid: {listed}")
+
+
+def check_range(
+    name: str, value: float, low: float | None = None, high: float | None = None, *, low_open: bool = False
+) -> None:
+    """Raise a UserError saying the allowed range when `value` falls outside [low, high] (or (low, high])."""
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    if too_low or too_high:
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        bracket = "(" if low_open else "["
+        raise UserError(f"{name}={value:g} is out of range; allowed: {bracket}{lo}, {hi}]")

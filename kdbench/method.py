@@ -1,0 +1,184 @@
+"""The method contract: a registry of distillation methods and the :class:`Distiller` base class.
+
+A method is one file in `methods/`, registered by decorator::
+
+    @dataclass(frozen=True)
+    class KDParams:
+        temperature: float = 4.0
+        w_ce: float = 0.1
+        w_kd: float = 0.9
+
+    @register_method("kd", paper="Hinton et al. 2015 ...", params=KDParams())
+    class KD(Distiller):
+        def forward_train(self, batch):
+            ...
+            return student_logits, {"ce": self.params.w_ce * ce, "kd": self.params.w_kd * kd}
+
+The engine sums the returned losses, logs each by name, and owns the optimizer, the backward pass, the AMP
+scaler and the results store; a method never touches them. What a method needs from the engine it *declares*
+as class attributes (`needs_teacher`, `default_student`), and what it needs to size itself comes in the
+:class:`MethodContext` (training-set size and labels, classes, input shape).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+
+from ._registry import Registry
+
+ENTRY_POINT_GROUP = "kdbench.methods"
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor  # position of each sample in the training split
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    num_classes: int
+    in_chans: int
+    image_size: int
+    num_train: int
+    train_targets: torch.Tensor  # (num_train,) labels, for class-aware sampling (CRD negatives)
+    epochs: int
+    seed: int
+
+
+class Distiller(nn.Module):
+    """Holds the student, the frozen teacher (or None) and any extra trainable modules of a method.
+
+    Subclasses implement :meth:`forward_train`. The teacher is put in eval mode, its parameters frozen, and kept
+    in eval mode whatever `train()` is called with. Every other parameter of the distiller is trainable and
+    given to the optimizer by the engine (student + regressors / embedding heads / ...).
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = True
+    default_student: ClassVar[str] = "resnet18"
+
+    def __init__(self, student: nn.Module, teacher: nn.Module | None, params: Any, ctx: MethodContext) -> None:
+        super().__init__()
+        self.student = student
+        self.params = params
+        self.ctx = ctx
+        if teacher is not None:
+            teacher.eval()
+            teacher.requires_grad_(False)
+        # Stored outside the module tree: the teacher is not trained, not checkpointed with the student, and
+        # not moved by DDP; `to()` below moves it along.
+        self._teacher = [teacher] if teacher is not None else []
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher[0] if self._teacher else None
+
+    def train(self, mode: bool = True) -> Distiller:
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()
+        return self
+
+    def _apply(self, fn: Callable, recurse: bool = True) -> Distiller:  # .to(), .cuda(), .half() ...
+        super()._apply(fn, recurse)
+        if self.teacher is not None:
+            self.teacher._apply(fn, recurse)
+        return self
+
+    def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Return the student's logits and a dict of *weighted* losses for one training batch."""
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Evaluation: the student's logits. The evaluator judges every method through this one call."""
+        return self.student(images)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the engine before each epoch (1-based), e.g. for a two-stage schedule."""
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.parameters() if p.requires_grad)
+
+    @torch.no_grad()
+    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        assert self.teacher is not None
+        return self.teacher(images)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    cls: type[Distiller]
+    paper: str
+    params: Any  # default hyperparameters: a frozen dataclass instance
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.cls.needs_teacher
+
+    @property
+    def default_student(self) -> str:
+        return self.cls.default_student
+
+    def defaults(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.params) if dataclasses.is_dataclass(self.params) else {}
+
+
+def _load_methods() -> None:
+    """Import every module of kdbench.methods (built-ins) and every `kdbench.methods` entry point (plugins)."""
+    from importlib.metadata import entry_points
+
+    from . import methods
+
+    for info in pkgutil.iter_modules(methods.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{methods.__name__}.{info.name}")
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        ep.load()
+
+
+METHODS: Registry[MethodSpec] = Registry("method", loader=_load_methods)
+
+
+@dataclass(frozen=True)
+class _NoParams:
+    pass
+
+
+def register_method(name: str, *, paper: str, params: Any = None) -> Callable[[type[Distiller]], type[Distiller]]:
+    """Register a Distiller subclass under `name` with its paper and default hyperparameters.
+
+    The same class may be registered twice under different names with different defaults (a named variant,
+    e.g. `crd+kd`).
+    """
+
+    def decorator(cls: type[Distiller]) -> type[Distiller]:
+        if not (isinstance(cls, type) and issubclass(cls, Distiller)):
+            raise TypeError(f"@register_method('{name}') expects a Distiller subclass, got {cls!r}")
+        if not cls.name:
+            cls.name = name
+        if not cls.paper:
+            cls.paper = paper
+        METHODS.add(name, MethodSpec(name, cls, paper, params if params is not None else _NoParams()))
+        return cls
+
+    return decorator
+
+
+def get_method(name: str) -> MethodSpec:
+    return METHODS.get(name)
+
+
+def list_methods() -> list[str]:
+    return METHODS.names()

@@ -1,0 +1,108 @@
+"""One model factory for teachers and students: any timm architecture, plus kdbench's own (e.g. the GNN student).
+
+Custom architectures register with :func:`register_model`; their builder receives the dataset's
+`num_classes`, `in_chans` and `image_size` plus any `--set student.KEY=VALUE` options. Weights are never
+fetched: timm's `pretrained=True` would retry a hub for ~46 s offline, so it is refused here and local weights
+come through the teacher zoo or `--teacher-ckpt`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any
+
+import timm
+import torch.nn as nn
+
+from .._registry import Registry
+from ..errors import UserError, unknown_name
+
+ModelBuilder = Callable[..., nn.Module]
+
+_NOT_ARCHITECTURES = {"zoo", "features", "stem"}
+
+
+def _load_custom_models() -> None:
+    # Every other module in kdbench.models defines architectures and registers them on import.
+    from .. import models
+
+    for info in pkgutil.iter_modules(models.__path__):
+        if info.name not in _NOT_ARCHITECTURES and not info.name.startswith("_"):
+            importlib.import_module(f"{models.__name__}.{info.name}")
+
+
+CUSTOM_MODELS: Registry[ModelBuilder] = Registry("model", loader=_load_custom_models)
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Register a non-timm architecture. Its builder is called as
+    `builder(num_classes=..., in_chans=..., image_size=..., **options)`."""
+
+    def decorator(builder: ModelBuilder) -> ModelBuilder:
+        return CUSTOM_MODELS.add(name, builder)
+
+    return decorator
+
+
+def is_model(name: str) -> bool:
+    return name in CUSTOM_MODELS or timm.is_model(name)
+
+
+def list_architectures() -> list[str]:
+    return CUSTOM_MODELS.names() + timm.list_models()
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    in_chans: int = 3,
+    image_size: int = 32,
+    cifar_stem: bool = False,
+    **options: Any,
+) -> nn.Module:
+    """Build an untrained model named `name` for a dataset's classes, channels and image side.
+
+    `cifar_stem=True` swaps a timm CNN's ImageNet stem for the small-image one (see `kdbench.models.stem`);
+    custom architectures ignore it (they have no stem).
+    """
+    if options.get("pretrained"):
+        raise UserError(
+            "pretrained hub weights cannot be fetched here; train a teacher with `kdbench teachers train` "
+            "or pass your own weights with --teacher-ckpt PATH"
+        )
+    options.pop("pretrained", None)
+    if name in CUSTOM_MODELS:
+        return CUSTOM_MODELS.get(name)(
+            num_classes=num_classes, in_chans=in_chans, image_size=image_size, **options
+        )
+    if not timm.is_model(name):
+        raise unknown_name("model", name, list_architectures(), max_listed=30)
+    try:
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **options)
+    except TypeError as e:  # an option the architecture does not take
+        raise UserError(f"model '{name}' rejected its options {sorted(options)}: {e}") from None
+    if cifar_stem:
+        from .stem import apply_cifar_stem
+
+        model = apply_cifar_stem(model, name)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_weight_layers(model: nn.Module) -> int:
+    """Layers with weights along the depth, as papers count them (convolutions + linear layers; a ResNet-152
+    gives 152 counting its projection shortcuts out). Modules may report their own depth via `num_layers`."""
+    own = getattr(model, "num_layers", None)
+    if isinstance(own, int):
+        return own
+    n = 0
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d | nn.Linear) and "downsample" not in name:
+            n += 1
+    return n

@@ -1,0 +1,38 @@
+"""Run records → one pandas DataFrame (a leaderboard is a pure function of it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .records import RunStore
+
+
+def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
+    """One row per run: identity columns, metrics, teacher metrics (prefixed `teacher_`), timing, sizes."""
+    row: dict[str, Any] = {
+        k: record.get(k) for k in ("run_id", "status", "method", "teacher", "student", "dataset", "seed", "recipe")
+    }
+    for k, v in (record.get("metrics") or {}).items():
+        row[k] = v
+    for k, v in (record.get("teacher_metrics") or {}).items():
+        if isinstance(v, int | float | str | bool) or v is None:
+            row[f"teacher_{k}"] = v
+    for section in ("timing", "inference", "memory", "student_info"):
+        for k, v in (record.get(section) or {}).items():
+            row[f"{section}.{k}"] = v
+    config = record.get("config") or {}
+    row["method_params"] = config.get("method_params")
+    row["student_params"] = config.get("student_params")
+    row["data_params"] = config.get("data_params")
+    row["finished_at"] = record.get("finished_at")
+    return row
+
+
+def load_runs(results_dir: str | Path | None = None) -> pd.DataFrame:
+    """Every run record under `results_dir` (default ./results or $KDBENCH_RESULTS) as a DataFrame."""
+    rows = [flatten_record(r) for r in RunStore(results_dir).iter_records()]
+    columns = ["run_id", "status", "method", "teacher", "student", "dataset", "seed", "recipe"]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)

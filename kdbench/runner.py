@@ -1,0 +1,249 @@
+"""`run()`: one distillation run from options to a stored record.
+
+dataset → teacher (zoo or user checkpoint) → method (student + losses) → engine → evaluator → record.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import RunConfig
+from .data.loaders import make_eval_loader, make_train_loader
+from .data.registry import DataSplits, build_dataset, get_dataset_spec
+from .engine import Engine, EngineSettings, FitResult
+from .environment import configure_threads, environment, resolve_device
+from .errors import RunDiverged, UserError
+from .evaluate import inference_time_per_image
+from .method import MethodContext, get_method
+from .models.zoo import count_parameters, count_weight_layers, create_model
+from .progress import NULL_REPORTER, Reporter
+from .records import RunStore, new_record
+from .resolve import RunOptions, resolve_config
+from .storage import sha256_file
+from .teacher_zoo import TeacherKey, TeacherZoo, load_teacher_checkpoint
+
+# Inference time per image is measured at this batch size (stated in every record) unless overridden.
+INFER_BATCH_SIZE = 256
+
+
+@dataclass
+class Paths:
+    results_dir: str | Path | None = None
+    zoo_dir: str | Path | None = None
+    data_root: str | Path | None = None
+
+
+def teacher_key(config: RunConfig) -> TeacherKey:
+    assert config.teacher is not None and config.teacher_recipe is not None
+    return TeacherKey(
+        arch=config.teacher, dataset=config.dataset, recipe=config.teacher_recipe, seed=config.teacher_seed,
+        data_params=config.data_params, model_options=config.teacher_params,
+    )
+
+
+def load_data(config: RunConfig, data_root: str | Path | None, augment: str | None = None) -> DataSplits:
+    spec = get_dataset_spec(config.dataset)
+    params = spec.params.__class__(**config.data_params) if config.data_params else spec.params
+    return build_dataset(config.dataset, params, data_root, augment or config.recipe.augment)
+
+
+def build_student(config: RunConfig, data: DataSplits) -> torch.nn.Module:
+    return create_model(
+        config.student, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
+        cifar_stem=config.recipe.cifar_stem, **config.student_params,
+    )
+
+
+def execute(
+    config: RunConfig,
+    paths: Paths | None = None,
+    *,
+    device: str = "auto",
+    force: bool = False,
+    reporter: Reporter = NULL_REPORTER,
+    checkpoint_interval_s: float = 0.0,
+    infer_batch_size: int = INFER_BATCH_SIZE,
+    teacher_ckpt: str | Path | None = None,
+) -> dict[str, Any]:
+    """Run `config` to completion (resuming from its checkpoint if one exists) and return its record.
+
+    A completed record of the same config is returned as it is unless `force`. `teacher_ckpt` is the user's
+    teacher file when `config.teacher_ckpt_sha256` is set (its sha256 must match).
+    """
+    paths = paths or Paths()
+    store = RunStore(paths.results_dir)
+    run_id = config.run_id
+    existing = store.load(run_id)
+    if existing is not None and existing["status"] == "completed" and not force:
+        reporter.log(f"run {run_id} already completed; showing the stored result (--force to rerun)")
+        return {**existing, "cached": True}
+    if force:
+        store.checkpoint_path(run_id).unlink(missing_ok=True)
+
+    configure_threads()
+    dev = resolve_device(device)
+    settings = EngineSettings(dev, amp=config.amp, channels_last=config.channels_last,
+                              checkpoint_interval_s=checkpoint_interval_s)
+    record = new_record(config)
+    record["environment"] = environment(dev)
+    record["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    store.write(record)
+    t_start = time.perf_counter()
+    try:
+        data = load_data(config, paths.data_root)
+        record["data"] = {"num_train": len(data.train), "num_test": len(data.test),
+                          "num_classes": data.num_classes, "image_size": data.image_size, **data.notes}
+
+        teacher = None
+        t0 = time.perf_counter()
+        if config.teacher is not None:
+            if config.teacher_ckpt_sha256 is not None:
+                if teacher_ckpt is None or sha256_file(Path(teacher_ckpt)) != config.teacher_ckpt_sha256:
+                    raise UserError("this run's teacher is a user checkpoint: pass the same --teacher-ckpt file")
+                teacher, card = load_teacher_checkpoint(teacher_ckpt, config.teacher, data, dev,
+                                                        cifar_stem=config.recipe.cifar_stem)
+            else:
+                zoo = TeacherZoo(paths.zoo_dir, reporter)
+                teacher, card = zoo.get_or_train(teacher_key(config), data, settings)
+            record["teacher_metrics"] = _teacher_metrics(card, teacher)
+        teacher_s = time.perf_counter() - t0
+        return _distill(config, data, teacher, settings, store, record, reporter, t_start, teacher_s,
+                        infer_batch_size)
+    except RunDiverged as e:
+        record.update(status="diverged", divergence={"epoch": e.epoch, "step": e.step, "losses": e.losses})
+        record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        store.write(record)
+        return record
+    except BaseException as e:
+        record.update(status="failed", error=f"{type(e).__name__}: {e}",
+                      traceback=traceback.format_exc(limit=20)[-4000:])
+        record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        store.write(record)
+        raise
+
+
+def _teacher_metrics(card: dict[str, Any], teacher: torch.nn.Module) -> dict[str, Any]:
+    keep = ("top1", "top5", "top1_best", "best_epoch", "epochs", "train_s", "sha256", "path", "cached",
+            "user_checkpoint", "recipe")
+    return {**{k: card[k] for k in keep if k in card}, "params": count_parameters(teacher),
+            "layers": count_weight_layers(teacher)}
+
+
+def _distill(
+    config: RunConfig,
+    data: DataSplits,
+    teacher: torch.nn.Module | None,
+    settings: EngineSettings,
+    store: RunStore,
+    record: dict[str, Any],
+    reporter: Reporter,
+    t_start: float,
+    teacher_s: float,
+    infer_batch_size: int,
+) -> dict[str, Any]:
+    spec = get_method(config.method)
+    params = spec.params.__class__(**config.method_params) if config.method_params else spec.params
+    ctx = MethodContext(
+        num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
+        num_train=len(data.train), train_targets=data.train_targets, epochs=config.recipe.epochs,
+        seed=config.seed,
+    )
+    torch.manual_seed(config.seed)  # student and the method's own modules start from the run's seed
+    student = build_student(config, data)
+    distiller = spec.cls(student, teacher, params, ctx)
+    run_id = config.run_id
+    train_loader = make_train_loader(data.train, config.recipe.batch_size, config.seed, settings.device)
+    eval_loader = make_eval_loader(data.test, config.recipe.eval_batch_size, config.seed, settings.device)
+    record["eval"] = {"batch_size": config.recipe.eval_batch_size, "order": "shuffled", "order_seed": config.seed}
+
+    def on_epoch_end(fit: FitResult) -> None:
+        store.write_metrics(run_id, fit.history)
+
+    t0 = time.perf_counter()
+    fit = Engine(settings, reporter).fit(
+        distiller, train_loader, eval_loader, config.recipe, config.seed,
+        checkpoint_path=store.checkpoint_path(run_id), on_epoch_end=on_epoch_end,
+    )
+    train_s = time.perf_counter() - t0
+
+    example = torch.cat([data.test[i][0][None] for i in range(min(len(data.test), infer_batch_size))])
+    if example.shape[0] < infer_batch_size:  # small test sets: tile to the stated batch size
+        example = example.repeat((infer_batch_size + example.shape[0] - 1) // example.shape[0], 1, 1, 1)
+    example = example[:infer_batch_size]
+    per_image = inference_time_per_image(distiller, example, settings.device, amp=settings.amp,
+                                         channels_last=settings.channels_last)
+    extra_params = sum(p.numel() for n, p in distiller.named_parameters() if not n.startswith("student."))
+    record.update(
+        status="completed",
+        metrics={**fit.summary(), "resumed_from_epoch": fit.resumed_from},
+        student_info={"params": count_parameters(student), "layers": count_weight_layers(student),
+                      "method_extra_params": extra_params},
+        inference={"batch_size": infer_batch_size, "s_per_image": per_image, "device": settings.device.type},
+        timing={"teacher_s": teacher_s, "train_s": train_s, "total_s": time.perf_counter() - t_start,
+                "epoch_s_mean": sum(r.epoch_s for r in fit.history) / len(fit.history)},
+        memory=_memory(settings.device),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    store.write(record)
+    return record
+
+
+def _memory(device: torch.device) -> dict[str, float]:
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def run(
+    method: str,
+    teacher: str | None = None,
+    *,
+    student: str | None = None,
+    dataset: str = "digits",
+    seed: int = 0,
+    teacher_seed: int = 0,
+    epochs: int | None = None,
+    teacher_epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    sets: list[str] | None = None,
+    teacher_ckpt: str | None = None,
+    results_dir: str | Path | None = None,
+    zoo_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+    device: str = "auto",
+    amp: bool = False,
+    channels_last: bool = False,
+    force: bool = False,
+    reporter: Reporter = NULL_REPORTER,
+) -> dict[str, Any]:
+    """Train one method and return its run record (the public Python entry point).
+
+    >>> import kdbench
+    >>> record = kdbench.run("kd", teacher="resnet18", student="resnet18", epochs=2, teacher_epochs=2)
+    >>> record["metrics"]["top1_last"]
+    """
+    opts = RunOptions(
+        method=method, teacher=teacher, student=student, dataset=dataset, seed=seed, teacher_seed=teacher_seed,
+        epochs=epochs, teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=list(sets or []),
+        teacher_ckpt=teacher_ckpt, amp=amp, channels_last=channels_last,
+    )
+    config = resolve_config(opts)
+    paths = Paths(results_dir, zoo_dir, data_root)
+    return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=teacher_ckpt)
+
+
+def clear_run(results_dir: str | Path | None, run_id: str) -> None:
+    shutil.rmtree(RunStore(results_dir).run_dir(run_id), ignore_errors=True)
+
+
+__all__ = ["Paths", "RunOptions", "execute", "run"]

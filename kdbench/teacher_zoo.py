@@ -1,0 +1,213 @@
+"""The teacher zoo: teachers trained once by the harness, cached with a checksum, shared by every run.
+
+An entry is keyed by (architecture, dataset + its parameters, recipe, seed) and lives in
+`<zoo>/<dataset>/<arch>/<recipe>-s<seed>-<digest>/` as `model.safetensors` plus `card.json` (sha256 of the
+weights, accuracy, epochs, time, versions). The card is written last, so an entry without a card is not an
+entry. Loading verifies the sha256; a mismatch rejects the file (renamed `*.rejected`) with a message and the
+teacher is retrained. Training happens under a file lock, so concurrent runs that need the same missing
+teacher train it once and the others wait and load it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from filelock import FileLock
+from safetensors.torch import load_file, save_file
+
+from .config import content_hash
+from .data.loaders import make_eval_loader, make_train_loader
+from .data.registry import DataSplits
+from .engine import Engine, EngineSettings
+from .environment import environment
+from .errors import UserError
+from .evaluate import evaluate
+from .method import MethodContext, get_method
+from .models.zoo import count_parameters, create_model
+from .progress import NULL_REPORTER, Reporter
+from .recipe import Recipe
+from .storage import atomic_write_json, sha256_file
+
+WEIGHTS = "model.safetensors"
+CARD = "card.json"
+
+
+def default_zoo_dir() -> Path:
+    return Path(os.environ.get("KDBENCH_ZOO", Path.home() / ".cache" / "kdbench" / "zoo")).expanduser()
+
+
+@dataclass(frozen=True)
+class TeacherKey:
+    arch: str
+    dataset: str
+    recipe: Recipe
+    seed: int = 0
+    data_params: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch, "dataset": self.dataset, "recipe": self.recipe.to_dict(), "seed": self.seed,
+            "data_params": self.data_params, "model_options": self.model_options,
+        }
+
+    @property
+    def digest(self) -> str:
+        return content_hash(self.to_dict(), length=10)
+
+    @property
+    def relpath(self) -> Path:
+        return Path(self.dataset) / self.arch / f"{self.recipe.name}-s{self.seed}-{self.digest}"
+
+
+def _build(key: TeacherKey, data: DataSplits) -> nn.Module:
+    return create_model(
+        key.arch, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
+        cifar_stem=key.recipe.cifar_stem, **key.model_options,
+    )
+
+
+class TeacherZoo:
+    def __init__(self, root: str | Path | None = None, reporter: Reporter = NULL_REPORTER) -> None:
+        self.root = Path(root) if root is not None else default_zoo_dir()
+        self.reporter = reporter
+
+    def entry_dir(self, key: TeacherKey) -> Path:
+        return self.root / key.relpath
+
+    def load(self, key: TeacherKey, data: DataSplits) -> tuple[nn.Module, dict[str, Any]] | None:
+        """The cached teacher and its card, or None if absent or rejected by its checksum."""
+        entry = self.entry_dir(key)
+        card_path, weights = entry / CARD, entry / WEIGHTS
+        if not card_path.exists() or not weights.exists():
+            return None
+        card = json.loads(card_path.read_text())
+        actual = sha256_file(weights)
+        if actual != card["sha256"]:
+            rejected = weights.with_suffix(".safetensors.rejected")
+            os.replace(weights, rejected)
+            card_path.unlink()
+            self.reporter.log(
+                f"teacher {key.arch} at {entry}: checksum mismatch (card {card['sha256'][:12]}…, file "
+                f"{actual[:12]}…); file rejected as {rejected.name}, retraining"
+            )
+            return None
+        model = _build(key, data)
+        model.load_state_dict(load_file(weights))
+        model.eval()
+        return model, card
+
+    def get_or_train(
+        self, key: TeacherKey, data: DataSplits, settings: EngineSettings
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        found = self.load(key, data)
+        if found is not None:
+            self.reporter.log(f"teacher {key.arch} loaded from the zoo ({self.entry_dir(key)})")
+            return found[0], {**found[1], "cached": True}
+        entry = self.entry_dir(key)
+        entry.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(entry) + ".lock")
+        if lock.is_locked:
+            self.reporter.log(f"teacher {key.arch}: another process is training it; waiting")
+        with lock:
+            found = self.load(key, data)  # trained by another process while we waited
+            if found is not None:
+                return found[0], {**found[1], "cached": True}
+            model, card = self._train(key, data, settings)
+        return model, {**card, "cached": False}
+
+    def _train(
+        self, key: TeacherKey, data: DataSplits, settings: EngineSettings
+    ) -> tuple[nn.Module, dict[str, Any]]:
+        entry = self.entry_dir(key)
+        self.reporter.log(f"training teacher {key.arch} on {key.dataset} ({key.recipe.epochs} epochs)")
+        torch.manual_seed(key.seed)
+        model = _build(key, data)
+        ce = get_method("ce")
+        ctx = MethodContext(
+            num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
+            num_train=len(data.train), train_targets=data.train_targets, epochs=key.recipe.epochs, seed=key.seed,
+        )
+        distiller = ce.cls(model, None, ce.params, ctx)
+        # Teachers are big (ResNet-152: ~0.5 GB of weights + momentum): checkpoint at most once a minute.
+        engine = Engine(replace(settings, checkpoint_interval_s=max(settings.checkpoint_interval_s, 60.0)),
+                        self.reporter)
+        t0 = time.perf_counter()
+        fit = engine.fit(
+            distiller,
+            make_train_loader(data.train, key.recipe.batch_size, key.seed, settings.device),
+            make_eval_loader(data.test, key.recipe.eval_batch_size, key.seed, settings.device),
+            key.recipe,
+            key.seed,
+            checkpoint_path=entry / "work" / "checkpoint.pt",
+        )
+        train_s = time.perf_counter() - t0
+        model = model.to("cpu").eval()
+        weights = entry / WEIGHTS
+        tmp = entry / f".{WEIGHTS}.{os.getpid()}.tmp"
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        os.replace(tmp, weights)
+        card = {
+            "key": key.to_dict(),
+            "path": str(entry),
+            "sha256": sha256_file(weights),
+            "arch": key.arch,
+            "dataset": key.dataset,
+            "recipe": key.recipe.name,
+            "seed": key.seed,
+            "params": count_parameters(model),
+            **{k: v for k, v in fit.summary().items()},
+            "top1": fit.last.top1,
+            "top5": fit.last.top5,
+            "train_s": train_s,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "environment": environment(settings.device),
+        }
+        atomic_write_json(entry / CARD, card)  # last: its presence marks the entry complete
+        (entry / "work" / "checkpoint.pt").unlink(missing_ok=True)
+        self.reporter.log(f"teacher {key.arch}: top-1 {card['top1']:.2f}% in {train_s:.0f} s, cached at {entry}")
+        return model, card
+
+    def cards(self) -> list[dict[str, Any]]:
+        if not self.root.is_dir():
+            return []
+        return [json.loads(p.read_text()) for p in sorted(self.root.glob(f"*/*/*/{CARD}"))]
+
+
+def load_teacher_checkpoint(
+    path: str | Path, arch: str, data: DataSplits, device: torch.device, cifar_stem: bool = False
+) -> tuple[nn.Module, dict[str, Any]]:
+    """A user's own teacher weights (`--teacher-ckpt`): safetensors, or a torch file holding a state dict
+    (optionally under "state_dict" or "model"). Evaluated on the test split for the run's teacher metrics."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--teacher-ckpt {path}: no such file")
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for nested in ("state_dict", "model"):
+            if isinstance(state, dict) and isinstance(state.get(nested), dict):
+                state = state[nested]
+    model = create_model(arch, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
+                         cifar_stem=cifar_stem)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(
+            f"--teacher-ckpt {path} does not fit {arch} with {data.num_classes} classes: "
+            f"missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}"
+        )
+    model.eval()
+    loader = make_eval_loader(data.test, 256, 0, device)
+    ev = evaluate(model.to(device), loader, device)
+    return model, {
+        "path": str(path), "sha256": sha256_file(path), "arch": arch, "params": count_parameters(model),
+        "top1": ev.top1, "top5": ev.top5, "cached": True, "user_checkpoint": True,
+    }
