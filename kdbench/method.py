@@ -107,6 +107,16 @@ class Distiller(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the engine before each epoch (1-based), e.g. for a two-stage schedule."""
 
+    def describe(self) -> dict[str, Any]:
+        """Facts about the method's own state worth keeping in the run record (e.g. a memory bank's size)."""
+        return {}
+
+    @classmethod
+    def student_options(cls, params: Any, student: str) -> dict[str, Any]:
+        """Keyword options the method passes to its student's builder (e.g. CNN2GNN's graph settings for the
+        GNN student). Explicit `--set student.KEY=VALUE` options win over these."""
+        return {}
+
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)
 

@@ -56,10 +56,18 @@ def load_data(config: RunConfig, data_root: str | Path | None, augment: str | No
 
 
 def build_student(config: RunConfig, data: DataSplits) -> torch.nn.Module:
+    spec = get_method(config.method)
+    options = {**spec.cls.student_options(method_params(config), config.student), **config.student_params}
     return create_model(
         config.student, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
-        cifar_stem=config.recipe.cifar_stem, **config.student_params,
+        cifar_stem=config.recipe.cifar_stem, **options,
     )
+
+
+def method_params(config: RunConfig) -> Any:
+    """The method's hyperparameter dataclass, rebuilt from the config."""
+    spec = get_method(config.method)
+    return spec.params.__class__(**config.method_params) if config.method_params else spec.params
 
 
 def execute(
@@ -150,7 +158,7 @@ def _distill(
     infer_batch_size: int,
 ) -> dict[str, Any]:
     spec = get_method(config.method)
-    params = spec.params.__class__(**config.method_params) if config.method_params else spec.params
+    params = method_params(config)
     ctx = MethodContext(
         num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
         num_train=len(data.train), train_targets=data.train_targets, epochs=config.recipe.epochs,
@@ -160,8 +168,10 @@ def _distill(
     student = build_student(config, data)
     distiller = spec.cls(student, teacher, params, ctx)
     run_id = config.run_id
-    train_loader = make_train_loader(data.train, config.recipe.batch_size, config.seed, settings.device)
-    eval_loader = make_eval_loader(data.test, config.recipe.eval_batch_size, config.seed, settings.device)
+    train_loader = make_train_loader(data.train, config.recipe.batch_size, config.seed, settings.device,
+                                     data.num_workers)
+    eval_loader = make_eval_loader(data.test, config.recipe.eval_batch_size, config.seed, settings.device,
+                                   data.num_workers)
     record["eval"] = {"batch_size": config.recipe.eval_batch_size, "order": "shuffled", "order_seed": config.seed}
 
     def on_epoch_end(fit: FitResult) -> None:
@@ -190,6 +200,7 @@ def _distill(
         timing={"teacher_s": teacher_s, "train_s": train_s, "total_s": time.perf_counter() - t_start,
                 "epoch_s_mean": sum(r.epoch_s for r in fit.history) / len(fit.history)},
         memory=_memory(settings.device),
+        method_info=distiller.describe(),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     store.write(record)

@@ -142,8 +142,8 @@ class TeacherZoo:
         t0 = time.perf_counter()
         fit = engine.fit(
             distiller,
-            make_train_loader(data.train, key.recipe.batch_size, key.seed, settings.device),
-            make_eval_loader(data.test, key.recipe.eval_batch_size, key.seed, settings.device),
+            make_train_loader(data.train, key.recipe.batch_size, key.seed, settings.device, data.num_workers),
+            make_eval_loader(data.test, key.recipe.eval_batch_size, key.seed, settings.device, data.num_workers),
             key.recipe,
             key.seed,
             checkpoint_path=entry / "work" / "checkpoint.pt",

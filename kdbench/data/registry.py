@@ -33,6 +33,8 @@ class DataSplits:
     std: tuple[float, ...] = ()
     # How the split was made, recorded in the run (e.g. a partition rule for Mini-ImageNet).
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # DataLoader worker processes: 0 for in-memory tensors; disk-backed sets decode in workers.
+    num_workers: int = 0
 
 
 Builder = Callable[..., DataSplits]
