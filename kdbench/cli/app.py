@@ -43,7 +43,3 @@ def main() -> None:
     except UserError as e:
         console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

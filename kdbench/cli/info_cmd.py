@@ -7,7 +7,7 @@ from rich.table import Table
 from ..data.registry import get_dataset_spec, list_datasets
 from ..method import get_method, list_methods
 from .app import app
-from .reporter import console
+from .reporter import out
 
 
 def _fmt(defaults: dict) -> str:
@@ -27,7 +27,7 @@ def methods_command() -> None:
         spec = get_method(name)
         table.add_row(name, spec.paper, "yes" if spec.needs_teacher else "no", spec.default_student,
                       _fmt(spec.defaults()))
-    console.print(table)
+    out.print(table)
 
 
 @app.command("datasets")
@@ -43,6 +43,6 @@ def datasets_command() -> None:
         r = spec.recipe
         table.add_row(name, spec.description, r.name, str(r.epochs), str(r.batch_size), f"{r.lr:g}",
                       _fmt(dataclasses.asdict(spec.params)))
-    console.print(table)
+    out.print(table)
 
 

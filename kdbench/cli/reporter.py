@@ -10,6 +10,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..progress import Reporter
 
+# Results (tables, records) go to stdout so they can be piped; progress, logs and errors go to stderr.
+out = Console()
 console = Console(stderr=True)
 
 

@@ -11,7 +11,7 @@ from rich.table import Table
 from ..runner import run
 from .app import app
 from .options import DataRoot, Device, ResultsDir, Sets, ZooDir
-from .reporter import RichReporter, console
+from .reporter import RichReporter, console, out
 
 
 @app.command("run")
@@ -61,7 +61,7 @@ def run_command(
     if as_json:
         typer.echo(json.dumps(record, indent=2, default=str))
     else:
-        console.print(record_table(record))
+        out.print(record_table(record))
     if record["status"] == "diverged":
         d = record["divergence"]
         console.print(f"[bold red]diverged[/bold red] at epoch {d['epoch']} step {d['step']}: {d['losses']}")

@@ -11,7 +11,7 @@ from ..teacher_zoo import TeacherZoo
 from ..teachers import create_teacher
 from .app import app
 from .options import DataRoot, Device, Sets, ZooDir
-from .reporter import RichReporter, console
+from .reporter import RichReporter, out
 
 teachers_app = typer.Typer(help="The teacher zoo: teachers trained once, cached with a checksum, shared.",
                            no_args_is_help=True)
@@ -33,7 +33,7 @@ def list_command(zoo_dir: Path = ZooDir) -> None:
         table.add_row(c["arch"], c["dataset"], c["recipe"], str(c["seed"]), str(c.get("epochs", "")),
                       f"{c['top1']:.2f}", f"{c['top5']:.2f}", f"{c['params'] / 1e6:.1f}M",
                       f"{c['train_s']:.0f}s", c["sha256"][:12])
-    console.print(table)
+    out.print(table)
 
 
 @teachers_app.command("train")
@@ -58,4 +58,4 @@ def train_command(
     finally:
         reporter.close()
     state = "cached" if card.get("cached") else "trained"
-    console.print(f"{arch} on {dataset}: top-1 {card['top1']:.2f}% ({state}) at {card['path']}")
+    out.print(f"{arch} on {dataset}: top-1 {card['top1']:.2f}% ({state}) at {card['path']}")
