@@ -27,6 +27,14 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     row["method_params"] = config.get("method_params")
     row["student_params"] = config.get("student_params")
     row["data_params"] = config.get("data_params")
+    # The rest of the run's identity, so that a table never averages runs that differ in more than their seed.
+    row["recipe_params"] = config.get("recipe")
+    row["teacher_recipe_params"] = config.get("teacher_recipe")
+    row["teacher_params"] = config.get("teacher_params")
+    row["teacher_seed"] = config.get("teacher_seed")
+    row["teacher_ckpt_sha256"] = config.get("teacher_ckpt_sha256")
+    row["amp"] = config.get("amp")
+    row["channels_last"] = config.get("channels_last")
     row["finished_at"] = record.get("finished_at")
     return row
 

@@ -139,7 +139,7 @@ def execute(
 
 
 def _teacher_metrics(card: dict[str, Any], teacher: torch.nn.Module) -> dict[str, Any]:
-    keep = ("top1", "top5", "top1_best", "best_epoch", "epochs", "train_s", "sha256", "path", "cached",
+    keep = ("top1", "top5", "top1_best", "top5_best", "best_epoch", "epochs", "train_s", "sha256", "path", "cached",
             "user_checkpoint", "recipe")
     return {**{k: card[k] for k in keep if k in card}, "params": count_parameters(teacher),
             "layers": count_weight_layers(teacher)}
@@ -236,6 +236,7 @@ def run(
     channels_last: bool = False,
     force: bool = False,
     reporter: Reporter = NULL_REPORTER,
+    infer_batch_size: int = INFER_BATCH_SIZE,
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
 
@@ -250,7 +251,8 @@ def run(
     )
     config = resolve_config(opts)
     paths = Paths(results_dir, zoo_dir, data_root)
-    return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=teacher_ckpt)
+    return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=teacher_ckpt,
+                   infer_batch_size=infer_batch_size)
 
 
 def clear_run(results_dir: str | Path | None, run_id: str) -> None:

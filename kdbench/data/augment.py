@@ -7,7 +7,6 @@ for a random horizontal flip (wrong for digits, right for natural images).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +16,32 @@ from ..errors import UserError
 _PATTERN = re.compile(r"^(none|crop-pad(?P<pad>\d+))(?P<flip>-flip)?$")
 
 
-def make_augment(name: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
+class PadCropFlip:
+    """Zero-pad by `pad`, crop back at a random offset, flip with probability ½.
+
+    A class rather than a closure so that DataLoader workers started by spawn can pickle it. Uses the global
+    torch RNG: the engine reseeds it per epoch, so augmentation is reproducible and a resumed run draws the
+    same crops as an uninterrupted one.
+    """
+
+    def __init__(self, pad: int, flip: bool) -> None:
+        self.pad = pad
+        self.flip = flip
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.pad
+        if pad:
+            h, w = x.shape[-2:]
+            padded = F.pad(x, (pad, pad, pad, pad))
+            top = int(torch.randint(0, 2 * pad + 1, ()).item())
+            left = int(torch.randint(0, 2 * pad + 1, ()).item())
+            x = padded[..., top : top + h, left : left + w]
+        if self.flip and bool(torch.rand(()) < 0.5):
+            x = x.flip(-1)
+        return x
+
+
+def make_augment(name: str) -> PadCropFlip | None:
     m = _PATTERN.match(name)
     if not m:
         raise UserError(f"unknown augmentation '{name}'. Valid: none, crop-padN, crop-padN-flip (N an integer)")
@@ -25,18 +49,4 @@ def make_augment(name: str) -> Callable[[torch.Tensor], torch.Tensor] | None:
     flip = bool(m.group("flip"))
     if pad == 0 and not flip:
         return None
-
-    def augment(x: torch.Tensor) -> torch.Tensor:
-        # Uses the global torch RNG: the engine reseeds it per epoch, so augmentation is reproducible and a
-        # resumed run draws the same crops as an uninterrupted one.
-        if pad:
-            h, w = x.shape[-2:]
-            padded = F.pad(x, (pad, pad, pad, pad))
-            top = int(torch.randint(0, 2 * pad + 1, ()).item())
-            left = int(torch.randint(0, 2 * pad + 1, ()).item())
-            x = padded[..., top : top + h, left : left + w]
-        if flip and bool(torch.rand(()) < 0.5):
-            x = x.flip(-1)
-        return x
-
-    return augment
+    return PadCropFlip(pad, flip)
