@@ -1,0 +1,144 @@
+"""`fitnet`: hints for thin deep nets (Romero, Ballas, Kahou, Chassang, Gatta, Bengio, ICLR 2015, "FitNets: Hints
+for Thin Deep Nets", arXiv:1412.6550).
+
+A regressor r maps the student's *guided* layer to the shape of the teacher's *hint* layer:
+
+    one stage (default, as RepDistiller/mdistiller/torchdistill, so numbers compare with the CRD tables):
+        L = w_ce · CE(z_s, y) + w_feat · MSE(r(F_s), F_t)
+    two stages (`stages=2`, the paper's schedule):
+        epochs 1 … hint_epochs:  L = w_feat · MSE(r(F_s), F_t)                      (hint pre-training)
+        later epochs:            L = w_ce · CE(z_s, y) + w_kd · T² · KL(p_t^T ‖ p_s^T)   (KD)
+
+Layers are indices into timm's `feature_info` (for a ResNet 2 = `layer2`, RepDistiller's `hint_layer=2`). The
+paper annealed its KD weight in stage 2; here it is fixed (w_kd = 1, T = 4, the CRD+KD values). The stage is
+a function of the epoch alone (`on_epoch_start`), so a resumed run takes the same path; the optimizer is the
+engine's and is never touched: parameters without a gradient in a stage are simply not updated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from kdbench.errors import UserError, check_range
+from kdbench.method import Batch, Distiller, MethodContext, register_method
+from kdbench.methods.kd import kd_loss
+from kdbench.models.features import FeatureTap, num_stages
+
+
+def fitnet_loss(regressed_student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
+    """mean over all elements of (r(F_s) − F_t)²  — the FitNet hint loss (Romero et al. 2015), unweighted.
+
+    The paper writes ½‖·‖²; the reference codebases (and the w_feat = 100 default) use the mean squared error.
+    Computed in float32.
+    """
+    return F.mse_loss(regressed_student_map.float(), teacher_map.float())
+
+
+class HintRegressor(nn.Module):
+    """Maps a (C_s, H_s, W_s) student map to a (C_t, H_t, W_t) teacher map, as RepDistiller's ConvReg:
+
+    - student 2× the teacher's size: 3×3 conv, stride 2;
+    - student half the teacher's size: 4×4 transposed conv, stride 2;
+    - student between 1× and 2× the teacher's size: a conv whose kernel (1 + H_s − H_t, 1 + W_s − W_t) absorbs
+      the difference (1×1 when the sizes match);
+    - any other ratio (RepDistiller raises; a kernel-absorbing conv would be huge): adaptive average pooling to
+      the teacher's size, then a 1×1 conv;
+
+    then BatchNorm and, as in the references, ReLU (`relu=False` for hint layers that are not post-ReLU).
+    """
+
+    def __init__(self, s_shape: tuple[int, int, int], t_shape: tuple[int, int, int], relu: bool = True) -> None:
+        super().__init__()
+        (s_c, s_h, s_w), (t_c, t_h, t_w) = s_shape, t_shape
+        self.pool: nn.Module = nn.Identity()
+        if (s_h, s_w) == (2 * t_h, 2 * t_w):
+            self.conv: nn.Module = nn.Conv2d(s_c, t_c, kernel_size=3, stride=2, padding=1)
+        elif (2 * s_h, 2 * s_w) == (t_h, t_w):
+            self.conv = nn.ConvTranspose2d(s_c, t_c, kernel_size=4, stride=2, padding=1)
+        elif t_h <= s_h < 2 * t_h and t_w <= s_w < 2 * t_w:
+            self.conv = nn.Conv2d(s_c, t_c, kernel_size=(1 + s_h - t_h, 1 + s_w - t_w))
+        else:
+            self.pool = nn.AdaptiveAvgPool2d((t_h, t_w))
+            self.conv = nn.Conv2d(s_c, t_c, kernel_size=1)
+        self.bn = nn.BatchNorm2d(t_c)
+        self.relu = nn.ReLU() if relu else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(self.pool(x))))
+
+
+@dataclass(frozen=True)
+class FitNetParams:
+    hint_stage: int = 2  # teacher's hint layer (feature_info index); also the student's unless guided_stage is set
+    guided_stage: int | None = None  # student's guided layer; None: the same index as hint_stage
+    w_ce: float = 1.0
+    w_feat: float = 100.0
+    regressor_relu: bool = True
+    stages: int = 1  # 1: hint loss added to CE from epoch 1 (the references); 2: the paper's two stages
+    hint_epochs: int = 30  # two-stage only: epochs of hint pre-training (RepDistiller's init_epochs)
+    w_kd: float = 1.0  # two-stage only, stage 2
+    temperature: float = 4.0  # two-stage only, stage 2
+
+    def __post_init__(self) -> None:
+        check_range("fitnet.w_ce", self.w_ce, 0.0, None)
+        check_range("fitnet.w_feat", self.w_feat, 0.0, None)
+        check_range("fitnet.stages", self.stages, 1, 2)
+        check_range("fitnet.hint_epochs", self.hint_epochs, 1, None)
+        check_range("fitnet.w_kd", self.w_kd, 0.0, None)
+        check_range("fitnet.temperature", self.temperature, 0.0, 100.0, low_open=True)
+
+    @property
+    def student_stage(self) -> int:
+        return self.hint_stage if self.guided_stage is None else self.guided_stage
+
+
+def _check_stage(key: str, stage: int, model: nn.Module, role: str) -> None:
+    n = num_stages(model)
+    if not -n <= stage < n:
+        raise UserError(f"{key}={stage} is out of range for the {role} {type(model).__name__}; allowed: "
+                        f"[{-n}, {n - 1}] (timm feature_info indices)")
+
+
+@register_method("fitnet", paper="Romero et al. 2015, FitNets: Hints for Thin Deep Nets (ICLR)", params=FitNetParams())
+class FitNet(Distiller):
+    def __init__(self, student: nn.Module, teacher: nn.Module, params: FitNetParams, ctx: MethodContext) -> None:
+        super().__init__(student, teacher, params, ctx)
+        p = params
+        _check_stage("fitnet.hint_stage", p.hint_stage, teacher, "teacher")
+        _check_stage("fitnet.guided_stage" if p.guided_stage is not None else "fitnet.hint_stage",
+                     p.student_stage, student, "student")
+        if p.stages == 2 and p.hint_epochs >= ctx.epochs:
+            raise UserError(f"fitnet.hint_epochs={p.hint_epochs} leaves no KD stage in {ctx.epochs} epochs; "
+                            f"allowed with fitnet.stages=2: [1, {ctx.epochs - 1}]")
+        self._s_tap = FeatureTap(student, stages=[p.student_stage])
+        self._t_tap = FeatureTap(teacher, stages=[p.hint_stage])
+        example = torch.zeros(2, ctx.in_chans, ctx.image_size, ctx.image_size)
+        s_map = self._s_tap.probe(example).stages[p.student_stage]
+        t_map = self._t_tap.probe(example).stages[p.hint_stage]
+        self.regressor = HintRegressor(tuple(s_map.shape[1:]), tuple(t_map.shape[1:]), relu=p.regressor_relu)
+        self._hint_phase = False
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self._hint_phase = self.params.stages == 2 and epoch <= self.params.hint_epochs
+
+    def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        p = self.params
+        s = self._s_tap(batch.images)
+        with torch.no_grad():
+            t = self._t_tap(batch.images)
+        if p.stages == 2 and not self._hint_phase:  # the paper's second stage: KD, the hint is done
+            return s.logits, {"ce": p.w_ce * F.cross_entropy(s.logits, batch.labels),
+                              "kd": p.w_kd * kd_loss(s.logits, t.logits, p.temperature)}
+        hint = p.w_feat * fitnet_loss(self.regressor(s.stages[p.student_stage]), t.stages[p.hint_stage])
+        if self._hint_phase:
+            return s.logits, {"hint": hint}
+        return s.logits, {"ce": p.w_ce * F.cross_entropy(s.logits, batch.labels), "hint": hint}
+
+    def describe(self) -> dict[str, object]:
+        return {"regressor": type(self.regressor.conv).__name__,
+                "regressor_kernel": list(getattr(self.regressor.conv, "kernel_size", ())),
+                "regressor_pools": not isinstance(self.regressor.pool, nn.Identity)}
