@@ -33,7 +33,8 @@ class DataSplits:
     std: tuple[float, ...] = ()
     # How the split was made, recorded in the run (e.g. a partition rule for Mini-ImageNet).
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # DataLoader worker processes: 0 for in-memory tensors; disk-backed sets decode in workers.
+    # DataLoader worker processes: 0 for in-memory tensors; disk-backed sets set loaders.AUTO_WORKERS (-1) and
+    # the loader sizes it for the device (loaders.loader_workers; KDBENCH_WORKERS overrides).
     num_workers: int = 0
 
 
@@ -51,7 +52,7 @@ class DatasetSpec:
 
 
 # Modules of kdbench.data that hold machinery, not datasets.
-_NOT_DATASETS = {"registry", "augment", "tensor_dataset", "loaders"}
+_NOT_DATASETS = {"registry", "augment", "tensor_dataset", "loaders", "transforms"}
 
 
 def _load_builtin() -> None:

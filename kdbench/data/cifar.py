@@ -1,0 +1,132 @@
+"""`cifar10`, `cifar100`: the official 50,000/10,000 splits read by torchvision's own CIFAR readers.
+
+Files: `<data-root>/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta}` and
+`<data-root>/cifar-100-python/{train,test,meta}` (the python pickles of the official tarballs). Missing files are
+downloaded once, with a bounded timeout; offline, the error names the files and the URL.
+
+Integrity (md5) design: our subclasses keep torchvision's reader *and* its md5 check unchanged — the expected
+checksums are the class attributes `train_list`, `test_list` and `meta` that torchvision's constructor verifies
+before reading a byte. Nothing here can turn the check off for a real user. Tests write tiny files in the true
+on-disk format and monkeypatch those three attributes *of our subclass* (not torchvision's class) to the
+fixture's md5s, so they exercise the very reading code real users run, and a corrupted fixture still fails
+the check (tests/test_data_cifar.py pins both). A failed check is reported naming the bad file.
+
+Items are uint8 C × H × W tensors taken straight from the decoded array (no PIL round trip), through the
+recipe's v2 pipeline (`kdbench.data.transforms`), returned as (image, label, index).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.datasets import CIFAR10, CIFAR100
+
+from ..recipe import Recipe
+from ._files import open_verified
+from .loaders import AUTO_WORKERS
+from .registry import DataSplits, register_dataset
+from .transforms import eval_transform, train_transform
+
+# CRD / RepDistiller's CIFAR-100 statistics; CIFAR-10's are the per-channel mean/std of its training images.
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def crd_recipe(name: str) -> Recipe:
+    """CRD's CIFAR recipe (Tian et al., ICLR 2020, as in RepDistiller): SGD 0.9, lr 0.05 ×0.1 after epochs
+    150/180/210 of 240, weight decay 5e-4, batch 64, RandomCrop(32, pad 4) + flip, small-image CNN stem."""
+    return Recipe(
+        name=name,
+        epochs=240,
+        batch_size=64,
+        lr=0.05,
+        optimizer="sgd",
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="multistep",
+        milestones=(150, 180, 210),
+        gamma=0.1,
+        augment="crop-pad4-flip",
+        eval_batch_size=256,
+        cifar_stem=True,
+    )
+
+
+class _TensorItems:
+    """(uint8 C×H×W tensor → transform, label, index) items from torchvision's decoded H×W×C array."""
+
+    data: object
+    targets: list[int]
+    transform: object
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        image = torch.from_numpy(self.data[index]).permute(2, 0, 1)  # type: ignore[index]
+        if self.transform is not None:
+            image = self.transform(image)  # type: ignore[operator]
+        return image, int(self.targets[index]), index
+
+
+class CIFAR10Files(_TensorItems, CIFAR10):
+    """torchvision's CIFAR10 reader, md5 check on, yielding (image, label, index)."""
+
+
+class CIFAR100Files(_TensorItems, CIFAR100):
+    """torchvision's CIFAR100 reader (fine labels), md5 check on, yielding (image, label, index)."""
+
+
+@dataclass(frozen=True)
+class CifarParams:
+    """No options: the official splits at their native 32 px."""
+
+
+def _build(
+    name: str, cls: type[CIFAR10], root: Path, augment: str, mean: tuple[float, ...], std: tuple[float, ...]
+) -> DataSplits:
+    folder = root / cls.base_folder
+    files = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
+
+    def open_split(train: bool, transform) -> CIFAR10:
+        return open_verified(
+            name, root, folder, [(f, md5) for f, md5 in files], cls.url,
+            construct=lambda: cls(str(root), train=train, transform=transform),
+            download=lambda: cls(str(root), train=True, download=True),
+        )
+
+    train = open_split(True, train_transform(augment, 32, mean, std, source_size=32))
+    test = open_split(False, eval_transform(32, mean, std, source_size=32))
+    return DataSplits(
+        train=train,
+        test=test,
+        num_classes=len(train.classes),
+        in_chans=3,
+        image_size=32,
+        train_targets=torch.tensor(train.targets, dtype=torch.int64),
+        mean=mean,
+        std=std,
+        notes={"split": f"official train/test ({len(train):,}/{len(test):,})"},
+        num_workers=AUTO_WORKERS,
+    )
+
+
+@register_dataset(
+    "cifar100",
+    params=CifarParams(),
+    recipe=crd_recipe("crd-cifar100"),
+    description="CIFAR-100, 100 classes, 50,000/10,000 at 32 px (torchvision reader, download when missing)",
+    needs_root=True,
+)
+def build_cifar100(params: CifarParams, root: Path, augment: str) -> DataSplits:
+    return _build("cifar100", CIFAR100Files, root, augment, CIFAR100_MEAN, CIFAR100_STD)
+
+
+@register_dataset(
+    "cifar10",
+    params=CifarParams(),
+    recipe=crd_recipe("crd-cifar10"),
+    description="CIFAR-10, 10 classes, 50,000/10,000 at 32 px (torchvision reader, download when missing)",
+    needs_root=True,
+)
+def build_cifar10(params: CifarParams, root: Path, augment: str) -> DataSplits:
+    return _build("cifar10", CIFAR10Files, root, augment, CIFAR10_MEAN, CIFAR10_STD)
