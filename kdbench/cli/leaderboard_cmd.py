@@ -1,0 +1,70 @@
+"""`kdbench leaderboard`: paper-like tables from every run record under --results-dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import UserError
+from ..leaderboard import FORMATS, METRICS, TABLES, build, format_for_path, render, rich_table
+from ..records import RunStore
+from ..results import load_runs
+from .app import app
+from .options import ResultsDir
+from .reporter import console
+
+
+@app.command("leaderboard")
+def leaderboard_command(
+    table: str = typer.Option("methods", "--table", "-t", help=f"Which table: {' | '.join(TABLES)}."),
+    metric: str = typer.Option("top1_last", "--metric", help=f"{' | '.join(METRICS)} (CRD tables: last epoch; "
+                               "DKD tables: best epoch)."),
+    where: str = typer.Option(None, "--where", "-w", help="Filter runs first: COLUMN=VALUE[,COLUMN=VALUE…] "
+                              "(comma = AND, `|` = OR, `!=` negates), e.g. method=kd|crd,dataset=digits."),
+    fmt: str = typer.Option(None, "--format", "-f", help=f"{' | '.join(FORMATS)} [default: from --out's suffix, "
+                            "else rich]."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the table to this file (.md .csv .tex .html .txt)."),
+    distilled: str = typer.Option("cnn2gnn", "--distilled", help="Ladder: distilled methods shown beside the "
+                                  "models trained alone (comma-separated)."),
+    method: str = typer.Option("cnn2gnn", "--method", "-m", help="Ablation: the method whose variants to compare."),
+    results_dir: Path = ResultsDir,
+) -> None:
+    """Compare runs: KD methods per teacher → student pair, the depth ladder, every run, or one method's ablation.
+
+    Only completed runs are averaged (mean ± std over seeds, seed count in brackets); the footer counts the
+    failed, diverged and running ones and names the metric. Runs that differ in more than their seed (recipe,
+    data parameters, hyperparameters) never share a cell.
+
+    Examples:
+
+      kdbench leaderboard
+
+      kdbench leaderboard --metric top1_best --out table.tex
+
+      kdbench leaderboard --table ladder --format markdown
+
+      kdbench leaderboard --table runs --where method=kd,status=failed
+    """
+    runs = load_runs(results_dir)
+    if runs.empty:
+        root = RunStore(results_dir).root
+        raise UserError(f"no run records under {root / 'runs'}: run `kdbench run ...` first or pass --results-dir")
+    fmt = fmt or (format_for_path(out) if out is not None else "rich")
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format '{fmt}'. Valid: {', '.join(FORMATS)}")
+    board = build(runs, table, metric, where, distilled=[m.strip() for m in distilled.split(",") if m.strip()],
+                  method=method)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render(board, fmt))
+        console.print(f"wrote {board.title} ({len(board.table)} rows) to {out}", highlight=False)
+    elif fmt == "rich":
+        from rich.console import Console
+
+        stdout = Console()  # stdout: the table is the command's output
+        if not stdout.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
+            stdout = Console(width=250)
+        stdout.print(rich_table(board))
+    else:
+        typer.echo(render(board, fmt), nl=False)

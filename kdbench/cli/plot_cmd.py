@@ -1,0 +1,59 @@
+"""`kdbench plot`: accuracy vs inference time per image, and training curves, as PNG and PDF."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..errors import UserError
+from ..leaderboard import METRICS, filter_runs, prepare_runs
+from ..plots import FORMATS, accuracy_vs_time, select_runs, training_curves
+from ..records import RunStore
+from ..results import load_runs
+from .app import app
+from .options import ResultsDir
+from .reporter import console
+
+# Without --runs or --where, curves are drawn for every run only when there are few enough to read.
+MAX_DEFAULT_CURVES = 12
+
+
+@app.command("plot")
+def plot_command(
+    out_dir: Path = typer.Option(Path("plots"), "--out-dir", help="Folder for the figures."),
+    runs: str = typer.Option(None, "--runs", help="Training curves of these runs: ID,ID,… (unique prefixes do)."),
+    where: str = typer.Option(None, "--where", "-w", help="Filter runs first: COLUMN=VALUE[,COLUMN=VALUE…] "
+                              "(comma = AND, `|` = OR, `!=` negates), e.g. dataset=digits,method=ce|cnn2gnn."),
+    metric: str = typer.Option("top1_last", "--metric", help=f"Accuracy axis: {' | '.join(METRICS)}."),
+    formats: str = typer.Option("png,pdf", "--formats", help=f"Comma-separated: {', '.join(FORMATS)}."),
+    results_dir: Path = ResultsDir,
+) -> None:
+    """Accuracy vs inference time per image (one point per model / method, error bars = std over seeds) and
+    training curves (test top-1 and training loss per epoch) of chosen runs.
+
+    Examples:
+
+      kdbench plot --out-dir plots
+
+      kdbench plot --where dataset=digits --runs 3f2a9c,77b0e1
+    """
+    all_runs = load_runs(results_dir)
+    if all_runs.empty:
+        raise UserError(f"no run records under {RunStore(results_dir).root / 'runs'}: run `kdbench run ...` first")
+    fmts = [f.strip() for f in formats.split(",") if f.strip()]
+    chosen = filter_runs(prepare_runs(all_runs), where)
+    written = accuracy_vs_time(chosen, out_dir, metric, fmts)
+    if runs:
+        curves = select_runs(chosen, [r.strip() for r in runs.split(",") if r.strip()])
+    elif where or len(chosen) <= MAX_DEFAULT_CURVES:
+        curves = chosen
+    else:
+        curves = chosen.iloc[:0]
+        console.print(f"[dim]›[/dim] {len(chosen)} runs: pick the training curves with --runs or --where",
+                      highlight=False)
+    written += training_curves(curves, results_dir, out_dir, fmts)
+    if not written:
+        console.print("nothing to plot: no completed runs with an inference time or a metrics.jsonl")
+    for path in written:
+        typer.echo(str(path))
