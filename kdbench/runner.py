@@ -120,7 +120,12 @@ def execute(
                                                         cifar_stem=config.recipe.cifar_stem)
             else:
                 zoo = TeacherZoo(paths.zoo_dir, reporter)
-                teacher, card = zoo.get_or_train(teacher_key(config), data, settings)
+                # The teacher trains with its own recipe's augmentation (its zoo key records that recipe).
+                assert config.teacher_recipe is not None
+                teacher_data = data
+                if config.teacher_recipe.augment != config.recipe.augment:
+                    teacher_data = load_data(config, paths.data_root, augment=config.teacher_recipe.augment)
+                teacher, card = zoo.get_or_train(teacher_key(config), teacher_data, settings)
             record["teacher_metrics"] = _teacher_metrics(card, teacher)
         teacher_s = time.perf_counter() - t0
         return _distill(config, data, teacher, settings, store, record, reporter, t_start, teacher_s,

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
+# One torch thread per test process (and per CLI subprocess, through the environment): the tiny tensors of the
+# test suite gain nothing from a second thread, and on a shared 2-core machine (or beside SLURM jobs) two threads
+# per process oversubscribe the cores and run 10-20x slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -17,7 +27,3 @@ def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     monkeypatch.setenv("KDBENCH_ZOO", str(d["zoo"]))
     monkeypatch.setenv("KDBENCH_DATA", str(d["data"]))
     return d
-
-
-# Tiny settings that exercise the whole path in seconds: 2 epochs, 8 px digits, a small timm CNN.
-TINY = {"epochs": 1, "teacher_epochs": 1, "sets": ["data.image_size=8"]}

@@ -40,7 +40,7 @@ def list_command(zoo_dir: Path = ZooDir) -> None:
 def train_command(
     arch: str = typer.Argument(..., help="Teacher architecture (any timm model, e.g. resnet152)."),
     dataset: str = typer.Option("digits", "--dataset", "-d"),
-    epochs: int = typer.Option(None, "--epochs", help="Teacher epochs [default: the dataset recipe's]."),
+    epochs: int = typer.Option(None, "--epochs", help="Teacher epochs \\[default: the dataset recipe's]."),
     seed: int = typer.Option(0, "--seed"),
     sets: list[str] = Sets,
     zoo_dir: Path = ZooDir,

@@ -1,0 +1,66 @@
+"""`kdbench status [SWEEP_ID]`: each run of a sweep (latest if omitted) with its state, as a table."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ..sweep.status import STATES, SweepState, sweep_state, teacher_state
+from ..sweep.submit import load_sweep
+from .app import app
+from .options import ResultsDir
+from .reporter import console
+
+_STYLE = {"completed": "green", "failed": "bold red", "diverged": "magenta", "running": "cyan", "pending": "dim"}
+
+
+def counts_line(state: SweepState) -> str:
+    counts = state.counts()
+    return f"{len(state.runs)} runs: " + ", ".join(f"{counts[s]} {s}" for s in STATES)
+
+
+def status_table(state: SweepState, sweep: dict) -> Table:
+    table = Table(title=f"sweep {state.sweep_id} ({state.executor}) — {counts_line(state)}", title_justify="left")
+    for col in ("run id", "run", "state", "top-1", "job"):
+        table.add_column(col, justify="right" if col == "top-1" else "left", overflow="fold")
+    for r in state.runs:
+        note = f" ({r.error.splitlines()[0][:60]})" if r.state == "failed" and r.error else ""
+        job = f"{r.job_id} {r.job_state or ''}".strip() if r.job_id else "—"
+        table.add_row(r.run_id, r.label, f"[{_STYLE[r.state]}]{r.state}[/]{note}",
+                      f"{r.top1:.2f}" if r.top1 is not None else "", job)
+    labels = {d: t["label"] for sub in sweep["submissions"] for d, t in sub["teacher_jobs"].items()}
+    for digest, (job_id, job_state) in state.teachers.items():
+        t_state = teacher_state(job_state)
+        shown = f"[{_STYLE[t_state]}]{t_state}[/]" if t_state else ""
+        table.add_row(digest, f"teacher {labels.get(digest, '')}", shown, "", f"{job_id} {job_state or ''}".strip())
+    return table
+
+
+@app.command("status")
+def status_command(
+    sweep_id: str = typer.Argument(None, help="Sweep id \\[default: the latest sweep in the results folder]."),
+    results_dir: Path = ResultsDir,
+    as_json: bool = typer.Option(False, "--json", help="Print each run's state as JSON instead of a table."),
+) -> None:
+    """Show the state of every run of a sweep: pending, running, completed, failed or diverged.
+
+    Examples:
+
+      kdbench status
+
+      kdbench status 20250101-120000-ab12 --results-dir /shared/results
+    """
+    sweep = load_sweep(results_dir, sweep_id)
+    state = sweep_state(sweep)
+    if as_json:
+        typer.echo(json.dumps({"sweep_id": state.sweep_id, "executor": state.executor, "counts": state.counts(),
+                               "runs": [dataclasses.asdict(r) for r in state.runs],
+                               "teachers": {d: {"job_id": j, "job_state": s} for d, (j, s) in state.teachers.items()}},
+                              indent=2))
+        return
+    console.print(status_table(state, sweep))
+    console.print(counts_line(state), highlight=False)

@@ -1,0 +1,205 @@
+"""`kdbench sweep`: a grid of runs (methods × teachers × students × datasets × seeds) through submitit.
+
+Teachers missing from the zoo get one job each; every run not yet completed goes into ONE job array that
+starts after those teacher jobs succeeded. Submitting the same sweep again submits nothing new.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..errors import UserError
+from ..sweep.grid import (
+    Paths,
+    expand,
+    grid_from_options,
+    load_sweep_file,
+    parse_sbatch,
+    paths_from_options,
+    resources_from_options,
+)
+from ..sweep.plan import Plan, make_plan, runs_of_sweep
+from ..sweep.status import SweepState, env_poll_s, sweep_state, wait_for_sweep
+from ..sweep.submit import absolute_paths, choose_executor, load_sweep, new_sweep, submit_plan
+from .app import app
+from .options import DataRoot, ResultsDir, Sets, ZooDir
+from .reporter import console
+from .status_cmd import counts_line, status_table
+
+
+def _merge(file_options: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:
+    """CLI flags override the sweep file; `--set` and `--sbatch` add to it (a repeated key: the CLI's wins)."""
+    out = dict(file_options)
+    for key, value in cli.items():
+        if key == "sets":
+            out["sets"] = [*(file_options.get("sets") or []), *(value or [])]
+        elif key == "sbatch":
+            out["sbatch"] = {**parse_sbatch(file_options.get("sbatch")), **parse_sbatch(value or [])}
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def plan_table(plan: Plan, executor: str, reason: str) -> Table:
+    table = Table(title=f"sweep plan — executor {executor} ({reason})", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("runs in the grid", str(len(plan.runs)))
+    for task in plan.teacher_tasks:
+        table.add_row("teacher job", task.label)
+    for key in plan.cached_teachers:
+        table.add_row("teacher cached", f"{key.arch} on {key.dataset} ({key.recipe.name}, seed {key.seed})")
+    dep = " (after the teacher jobs)" if plan.teacher_tasks else ""
+    table.add_row("array tasks", f"{len(plan.run_tasks)}{dep}")
+    for i, run in enumerate(plan.run_tasks):
+        table.add_row(f"  [{i}]", f"{run.run_id}  {run.label()}")
+    reasons: dict[str, int] = {}
+    for _, why in plan.skipped:
+        reasons[why.split(" (")[0]] = reasons.get(why.split(" (")[0], 0) + 1
+    table.add_row("skipped", ", ".join(f"{n} {why}" for why, n in reasons.items()) or "0")
+    return table
+
+
+def _wait(sweep: dict[str, Any]) -> SweepState:
+    total = len(sweep["runs"])
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task(f"sweep {sweep['sweep_id']}", total=total, info="")
+
+        def update(state: SweepState) -> None:
+            c = state.counts()
+            progress.update(task, completed=c["completed"] + c["failed"] + c["diverged"],
+                            info=counts_line(state).split(": ", 1)[1])
+
+        return wait_for_sweep(sweep, update, poll_s=env_poll_s())
+
+
+@app.command("sweep")
+def sweep_command(
+    methods: str = typer.Option(None, "--methods", help="Comma list of methods, e.g. ce,kd,crd."),
+    teachers: str = typer.Option(None, "--teachers", help="Comma list of teacher architectures."),
+    students: str = typer.Option(None, "--students", help="Comma list of students \\[default: each method's]."),
+    datasets: str = typer.Option(None, "--datasets", help="Comma list of datasets \\[default: digits]."),
+    seeds: str = typer.Option(None, "--seeds", help="Seeds: 0,1,2 or a range 0-4 \\[default: 0]."),
+    teacher_seed: int = typer.Option(None, "--teacher-seed", help="Seed of the zoo teachers \\[default: 0]."),
+    epochs: int = typer.Option(None, "--epochs", help="Student epochs \\[default: the dataset recipe's]."),
+    teacher_epochs: int = typer.Option(None, "--teacher-epochs", help="Teacher epochs \\[default: recipe's]."),
+    batch_size: int = typer.Option(None, "--batch-size", help="Training batch size \\[default: recipe's]."),
+    lr: float = typer.Option(None, "--lr", help="Base learning rate \\[default: recipe's]."),
+    sets: list[str] = Sets,
+    results_dir: Path = ResultsDir,
+    zoo_dir: Path = ZooDir,
+    data_root: Path = DataRoot,
+    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N \\[default: auto]."),
+    config: Path = typer.Option(None, "--config", help="Sweep file (YAML) with the same keys; flags override it."),
+    executor: str = typer.Option(None, "--executor", help="slurm | local | debug \\[default: slurm if it answers]."),
+    partition: str = typer.Option(None, "--partition", help="SLURM partition."),
+    gpus_per_node: int = typer.Option(None, "--gpus-per-node",
+                                      help="GPUs per job; N > 1 starts N tasks (tasks_per_node=N) for DDP."),
+    cpus_per_task: int = typer.Option(None, "--cpus-per-task", help="CPUs per task (torch threads follow)."),
+    mem_gb: float = typer.Option(None, "--mem-gb", help="Memory per job in GB."),
+    timeout_min: int = typer.Option(None, "--timeout-min", help="Time limit per job in minutes \\[default: 60]; "
+                                    "a job near it checkpoints and requeues itself."),
+    array_parallelism: int = typer.Option(None, "--array-parallelism", help="Array tasks running at once."),
+    account: str = typer.Option(None, "--account", help="SLURM account."),
+    qos: str = typer.Option(None, "--qos", help="SLURM QOS."),
+    constraint: str = typer.Option(None, "--constraint", help="SLURM node constraint."),
+    sbatch: list[str] = typer.Option(None, "--sbatch", help="Extra sbatch option KEY=VALUE, repeatable."),
+    resume: str = typer.Option(None, "--resume", help="Resubmit what is missing or failed in sweep ID."),
+    force: bool = typer.Option(False, "--force", help="Rerun runs that already completed."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; submit nothing."),
+    wait: bool = typer.Option(False, "--wait", help="Block until every job ended; exit 1 if a run failed."),
+) -> None:
+    """Submit a grid of runs: one job per missing teacher, then all runs as one job array.
+
+    Examples:
+
+      kdbench sweep --methods ce,kd --teachers resnet18 --seeds 0,1,2 --wait
+
+      kdbench sweep --config slurm/sweeps/embedded.yaml --partition gpu --dry-run
+
+      kdbench sweep --resume 20250101-120000-ab12
+    """
+    cli = {"methods": methods, "teachers": teachers, "students": students, "datasets": datasets, "seeds": seeds,
+           "teacher_seed": teacher_seed, "epochs": epochs, "teacher_epochs": teacher_epochs,
+           "batch_size": batch_size, "lr": lr, "sets": sets, "results_dir": results_dir, "zoo_dir": zoo_dir,
+           "data_root": data_root, "device": device, "executor": executor, "partition": partition,
+           "gpus_per_node": gpus_per_node, "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
+           "timeout_min": timeout_min, "array_parallelism": array_parallelism, "account": account, "qos": qos,
+           "constraint": constraint, "sbatch": sbatch}
+    if resume:
+        sweep, plan, reason = _resume_plan(resume, cli, force)
+    else:
+        options = _merge(load_sweep_file(config) if config else {}, cli)
+        grid = grid_from_options(options)
+        paths = absolute_paths(paths_from_options(options))
+        resources = resources_from_options(options)
+        runs = expand(grid)
+        kind, reason = choose_executor(options.get("executor"))
+        plan = make_plan(runs, paths.results_dir, paths.zoo_dir, force=force)
+        sweep = new_sweep(grid, paths, resources, kind, reason, runs)
+    console.print(plan_table(plan, sweep["executor"], reason))
+    if dry_run:
+        console.print("dry run: nothing submitted", highlight=False)
+        return
+    if plan.empty:
+        console.print(f"nothing to submit: all {len(plan.runs)} runs are done or in flight", highlight=False)
+        return
+
+    t0 = time.perf_counter()
+    submitted = submit_plan(sweep, plan, force=force)
+    rec = submitted.record
+    teacher_ids = ", ".join(t["job_id"] for t in rec["teacher_jobs"].values()) or "none"
+    if rec["array_job"]:
+        where = f"in array {rec['array_job']}"
+    elif rec["workers"]:
+        where = f"in {len(rec['workers'])} local workers"
+    else:
+        where = "in this process"
+    console.print(
+        f"sweep [bold]{sweep['sweep_id']}[/bold]: teacher jobs {teacher_ids}; {len(rec['tasks'])} runs {where}"
+        + (f" ({rec['dependency']})" if rec["dependency"] else "")
+        + f"; submitted in {time.perf_counter() - t0:.1f}s",
+        highlight=False,
+    )
+    console.print(f"follow it with: kdbench status {sweep['sweep_id']} --results-dir {sweep['paths']['results_dir']}",
+                  highlight=False)
+    if not wait and sweep["executor"] != "debug":
+        return
+    state = _wait(sweep) if sweep["executor"] != "debug" else sweep_state(sweep)
+    console.print(status_table(state, sweep))
+    console.print(counts_line(state), highlight=False)
+    if state.counts()["failed"]:
+        raise typer.Exit(1)
+
+
+_RESOURCE_FLAGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism",
+                   "account", "qos", "constraint")
+_GRID_FLAGS = ("methods", "teachers", "students", "datasets", "seeds", "teacher_seed", "epochs", "teacher_epochs",
+               "batch_size", "lr", "zoo_dir", "data_root", "device")
+
+
+def _resume_plan(sweep_id: str, cli: dict[str, Any], force: bool) -> tuple[dict[str, Any], Plan, str]:
+    """The saved sweep with resource flags applied, and a plan of its runs not done and not in flight."""
+    given = [k for k in _GRID_FLAGS if cli.get(k) is not None] + (["sets"] if cli.get("sets") else [])
+    if given:
+        raise UserError(f"--resume keeps the sweep's grid and paths; drop --{given[0].replace('_', '-')} "
+                        "(resource flags such as --timeout-min may change)")
+    sweep = load_sweep(cli.get("results_dir"), sweep_id)
+    if cli.get("executor") not in (None, sweep["executor"]):
+        raise UserError(f"sweep {sweep_id} runs on the {sweep['executor']} executor; --resume cannot change it")
+    kind, reason = choose_executor(sweep["executor"])
+    sweep["resources"].update({k: cli[k] for k in _RESOURCE_FLAGS if cli.get(k) is not None})
+    if cli.get("sbatch"):
+        sweep["resources"]["sbatch"] = {**sweep["resources"]["sbatch"], **parse_sbatch(cli["sbatch"])}
+    resources_from_options(sweep["resources"])  # validates the merged values
+    paths = Paths(**sweep["paths"])
+    in_flight = sweep_state(sweep).in_flight()
+    plan = make_plan(runs_of_sweep(sweep), paths.results_dir, paths.zoo_dir, force=force, in_flight=in_flight)
+    return sweep, plan, reason

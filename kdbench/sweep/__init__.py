@@ -1,0 +1,20 @@
+"""Sweeps: a grid of runs submitted through submitit (SLURM job arrays, local processes or in-process).
+
+- `grid`: the grid and its expansion into run configs (+ YAML sweep files);
+- `plan`: what to submit (teachers missing from the zoo, runs not done);
+- `jobs`: the submitted callables (checkpointable run and teacher jobs);
+- `submit`: executors, the job array with its afterok dependency, the sweep file;
+- `status`: each run's state from its record and its job.
+"""
+
+from __future__ import annotations
+
+from .grid import Grid, Paths, Resources, SweepRun, expand, load_sweep_file
+from .plan import Plan, make_plan, runs_of_sweep
+from .status import SweepState, sweep_state, wait_for_sweep
+from .submit import choose_executor, load_sweep, new_sweep, submit_plan
+
+__all__ = [
+    "Grid", "Paths", "Plan", "Resources", "SweepRun", "SweepState", "choose_executor", "expand", "load_sweep",
+    "load_sweep_file", "make_plan", "new_sweep", "runs_of_sweep", "submit_plan", "sweep_state", "wait_for_sweep",
+]

@@ -1,0 +1,243 @@
+"""A sweep's grid (methods × teachers × students × datasets × seeds) and its expansion into run configs.
+
+The grid holds the same options as `kdbench run` (epochs, `--set`, ...), applied to every run. Each point is
+resolved with :func:`kdbench.resolve.resolve_config`, so a sweep's run ids are exactly the ids `kdbench run`
+gives the same options. A method that needs no teacher (`ce`) expands once per student: its run id has no
+teacher in it, and expanding it per teacher would only repeat the same run.
+
+A sweep file (YAML) uses the CLI's option names (`methods`, `teachers`, `seeds`, `epochs`, `sets`,
+`partition`, `gpus_per_node`, ... with `_` or `-`); lists may be YAML lists or comma strings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig
+from ..errors import UserError
+from ..method import get_method
+from ..resolve import RunOptions, resolve_config
+from ..runner import teacher_key
+from ..teacher_zoo import TeacherKey
+
+
+@dataclass
+class Grid:
+    """What to run: every combination of the lists, with the shared `kdbench run` options."""
+
+    methods: list[str]
+    teachers: list[str] = field(default_factory=list)
+    students: list[str] = field(default_factory=list)  # empty: each method's default student
+    datasets: list[str] = field(default_factory=lambda: ["digits"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    teacher_seed: int = 0
+    epochs: int | None = None
+    teacher_epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    sets: list[str] = field(default_factory=list)
+    amp: bool = False
+    channels_last: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Grid:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Paths:
+    """Where runs, teachers and data live; made absolute at submission because jobs may start elsewhere."""
+
+    results_dir: str | None = None
+    zoo_dir: str | None = None
+    data_root: str | None = None
+    device: str = "auto"
+
+
+@dataclass
+class Resources:
+    """What each job asks the scheduler for. `None` leaves the scheduler's default."""
+
+    partition: str | None = None
+    gpus_per_node: int = 0
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    timeout_min: int = 60
+    array_parallelism: int = 64
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    sbatch: dict[str, str] = field(default_factory=dict)  # extra `#SBATCH --KEY=VALUE` lines
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One point of the grid: its resolved config and, if it distils from a zoo teacher, that teacher's key."""
+
+    config: RunConfig
+    teacher: TeacherKey | None
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+    def label(self) -> str:
+        c = self.config
+        pair = f"{c.teacher} → {c.student}" if c.teacher else c.student
+        return f"{c.method} {pair} {c.dataset} seed {c.seed}"
+
+
+def expand(grid: Grid) -> list[SweepRun]:
+    """Every distinct run of the grid, in grid order (dataset, method, teacher, student, seed)."""
+    if not grid.methods:
+        raise UserError("a sweep needs at least one method: --methods ce,kd")
+    if not grid.seeds:
+        raise UserError("a sweep needs at least one seed: --seeds 0,1,2")
+    if not grid.datasets:
+        raise UserError("a sweep needs at least one dataset: --datasets digits")
+    runs: dict[str, SweepRun] = {}
+    for dataset in grid.datasets:
+        for method in grid.methods:
+            spec = get_method(method)
+            if spec.needs_teacher and not grid.teachers:
+                raise UserError(f"method '{method}' distils from a teacher: pass --teachers ARCH[,ARCH...]")
+            teachers: list[str | None] = list(grid.teachers) if spec.needs_teacher else [None]
+            students: list[str | None] = list(grid.students) or [None]  # None: the method's default
+            for teacher in teachers:
+                for student in students:
+                    for seed in grid.seeds:
+                        config = resolve_config(RunOptions(
+                            method=method, teacher=teacher, student=student, dataset=dataset, seed=seed,
+                            teacher_seed=grid.teacher_seed, epochs=grid.epochs, teacher_epochs=grid.teacher_epochs,
+                            batch_size=grid.batch_size, lr=grid.lr, sets=list(grid.sets), amp=grid.amp,
+                            channels_last=grid.channels_last,
+                        ))
+                        key = teacher_key(config) if config.teacher is not None else None
+                        runs.setdefault(config.run_id, SweepRun(config, key))
+    return list(runs.values())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parsing lists and sweep files
+
+
+def split_list(value: str | list[Any] | tuple[Any, ...] | None) -> list[str]:
+    """`"ce, kd"` or `["ce", "kd"]` → `["ce", "kd"]`; None or "" → []."""
+    if value is None:
+        return []
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def parse_seeds(value: str | list[Any] | None) -> list[int]:
+    """`"0,1,2"`, `"0-4"` (inclusive range) or `[0, 1]` → a list of ints."""
+    out: list[int] = []
+    for part in split_list(value):
+        lo, dash, hi = part.partition("-")
+        try:
+            out.extend(range(int(lo), int(hi) + 1) if dash and lo else [int(part)])
+        except ValueError:
+            raise UserError(f"seeds: expected integers like 0,1,2 or 0-4, got '{part}'") from None
+    return out
+
+
+def parse_sbatch(value: dict[str, Any] | list[str] | str | None) -> dict[str, str]:
+    """Extra sbatch options from `KEY=VALUE` strings or a mapping (`{"exclusive": ""}` gives `--exclusive`)."""
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k).lstrip("-"): "" if v is None else str(v) for k, v in value.items()}
+    out: dict[str, str] = {}
+    for item in [value] if isinstance(value, str) else value:
+        key, _, val = str(item).partition("=")
+        key = key.strip().lstrip("-")
+        if not key:
+            raise UserError(f"--sbatch expects KEY=VALUE (e.g. --sbatch exclusive= or --sbatch nice=10), got '{item}'")
+        out[key] = val.strip()
+    return out
+
+
+GRID_KEYS = {f.name for f in dataclasses.fields(Grid)}
+PATH_KEYS = {f.name for f in dataclasses.fields(Paths)}
+RESOURCE_KEYS = {f.name for f in dataclasses.fields(Resources)}
+OTHER_KEYS = {"executor"}
+
+
+def load_sweep_file(path: str | Path) -> dict[str, Any]:
+    """A sweep YAML as a flat dict of option values, keys normalised (`gpus-per-node` → `gpus_per_node`).
+
+    Unknown keys are an error listing the valid ones, so a typo never silently drops an option.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--config {path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"--config {path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"--config {path}: expected a mapping of option: value at the top level")
+    out = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    valid = GRID_KEYS | PATH_KEYS | RESOURCE_KEYS | OTHER_KEYS
+    unknown = sorted(set(out) - valid)
+    if unknown:
+        raise UserError(f"--config {path}: unknown key '{unknown[0]}'. Valid: {', '.join(sorted(valid))}")
+    return out
+
+
+def grid_from_options(options: dict[str, Any]) -> Grid:
+    """Build a :class:`Grid` from merged file + CLI options (lists as lists or comma strings)."""
+
+    def opt_int(name: str) -> int | None:
+        v = options.get(name)
+        return None if v is None else int(v)
+
+    return Grid(
+        methods=split_list(options.get("methods")),
+        teachers=split_list(options.get("teachers")),
+        students=split_list(options.get("students")),
+        datasets=split_list(options.get("datasets")) or ["digits"],
+        seeds=parse_seeds(options.get("seeds")) or [0],
+        teacher_seed=int(options.get("teacher_seed") or 0),
+        epochs=opt_int("epochs"),
+        teacher_epochs=opt_int("teacher_epochs"),
+        batch_size=opt_int("batch_size"),
+        lr=None if options.get("lr") is None else float(options["lr"]),
+        sets=[str(s) for s in (options.get("sets") or [])],
+        amp=bool(options.get("amp", False)),
+        channels_last=bool(options.get("channels_last", False)),
+    )
+
+
+def resources_from_options(options: dict[str, Any]) -> Resources:
+    defaults = Resources()
+    kw: dict[str, Any] = {}
+    for f in dataclasses.fields(Resources):
+        if f.name == "sbatch":
+            kw["sbatch"] = parse_sbatch(options.get("sbatch"))
+        elif options.get(f.name) is not None:
+            kw[f.name] = options[f.name]
+    res = dataclasses.replace(defaults, **kw)
+    if res.gpus_per_node < 0 or (res.cpus_per_task is not None and res.cpus_per_task < 1):
+        raise UserError("--gpus-per-node must be >= 0 and --cpus-per-task >= 1")
+    if res.timeout_min < 1 or res.array_parallelism < 1:
+        raise UserError("--timeout-min and --array-parallelism must be >= 1")
+    return res
+
+
+def paths_from_options(options: dict[str, Any]) -> Paths:
+    def as_str(v: Any) -> str | None:
+        return None if v is None else str(v)
+
+    return Paths(results_dir=as_str(options.get("results_dir")), zoo_dir=as_str(options.get("zoo_dir")),
+                 data_root=as_str(options.get("data_root")), device=str(options.get("device") or "auto"))

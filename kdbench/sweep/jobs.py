@@ -1,0 +1,147 @@
+"""The callables a sweep submits: one per run (an array task) and one per missing zoo teacher.
+
+Both are `submitit.helpers.Checkpointable`: on preemption or timeout submitit calls `checkpoint()`, pickles the
+returned DelayedSubmission and requeues the job; the requeued job calls the object again. A run job then calls
+`kdbench.runner.execute` again, which resumes from the run's `checkpoint.pt` (the engine saves one every epoch
+and reseeds every epoch from (seed, epoch)), so the final metrics equal an uninterrupted run's. A teacher job
+resumes from the zoo entry's work checkpoint the same way.
+
+Configs travel as plain dicts (`RunConfig.to_dict()`), so a pickle stays loadable when kdbench's classes
+change between submission and start.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import submitit
+
+from ..config import RunConfig
+from ..progress import Reporter
+
+
+def _reporter() -> Reporter:
+    # Plain lines (one per epoch) in the job's log file, not progress bars.
+    from ..cli.reporter import RichReporter
+
+    return RichReporter(enabled=False)
+
+
+def _set_threads(threads: int | None) -> None:
+    """Match torch's threads to the CPUs the job was given (a 1-CPU SLURM task still sees every core)."""
+    import torch
+
+    from ..environment import configure_threads
+
+    configure_threads()  # from SLURM_CPUS_PER_TASK under SLURM
+    if threads and not os.environ.get("SLURM_CPUS_PER_TASK"):
+        torch.set_num_threads(threads)  # local executor: processes share the machine
+
+
+def _global_rank() -> int:
+    try:
+        return submitit.JobEnvironment().global_rank
+    except RuntimeError:  # called outside a submitit job (tests, a plain call)
+        return 0
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """One sweep run: `kdbench.runner.execute(config)`; the record in `<results>/runs/<run_id>/` is the output."""
+
+    def __init__(self, config: dict[str, Any], paths: dict[str, Any], *, force: bool = False,
+                 threads: int | None = None) -> None:
+        self.config = config
+        self.paths = paths
+        self.force = force
+        self.threads = threads
+
+    @property
+    def run_id(self) -> str:
+        return RunConfig.from_dict(self.config).run_id
+
+    def __call__(self) -> dict[str, Any] | None:
+        from ..runner import Paths, execute
+
+        # `--gpus-per-node N` starts N tasks; the engine has no DDP yet, so only rank 0 trains (the others
+        # would race on the same record and checkpoint).
+        if _global_rank() != 0:
+            return None
+        _set_threads(self.threads)
+        config = RunConfig.from_dict(self.config)
+        reporter = _reporter()
+        reporter.log(f"run {config.run_id}: {config.method} {config.teacher or '-'} -> {config.student} "
+                     f"{config.dataset} seed {config.seed} (restart {os.environ.get('SLURM_RESTART_COUNT', 0)})")
+        record = execute(
+            config,
+            Paths(self.paths.get("results_dir"), self.paths.get("zoo_dir"), self.paths.get("data_root")),
+            device=self.paths.get("device", "auto"), force=self.force, reporter=reporter,
+        )
+        return {"run_id": record["run_id"], "status": record["status"], "metrics": record.get("metrics")}
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        # The engine already saved the last finished epoch; the requeued call resumes from it. A forced run
+        # must not start over again after a preemption.
+        self.force = False
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+class TeacherJob(submitit.helpers.Checkpointable):
+    """Train the zoo teacher of `config` (the teacher of one of the sweep's runs) unless it is cached."""
+
+    def __init__(self, config: dict[str, Any], paths: dict[str, Any], *, threads: int | None = None) -> None:
+        self.config = config
+        self.paths = paths
+        self.threads = threads
+
+    def __call__(self) -> dict[str, Any] | None:
+        from ..engine import EngineSettings
+        from ..environment import resolve_device
+        from ..runner import load_data, teacher_key
+        from ..teacher_zoo import TeacherZoo
+
+        if _global_rank() != 0:
+            return None
+        _set_threads(self.threads)
+        config = RunConfig.from_dict(self.config)
+        key = teacher_key(config)
+        reporter = _reporter()
+        data = load_data(config, self.paths.get("data_root"), augment=key.recipe.augment)
+        settings = EngineSettings(resolve_device(self.paths.get("device", "auto")), amp=config.amp,
+                                  channels_last=config.channels_last)
+        _, card = TeacherZoo(self.paths.get("zoo_dir"), reporter).get_or_train(key, data, settings)
+        return {"arch": key.arch, "dataset": key.dataset, "digest": key.digest, "top1": card.get("top1"),
+                "cached": card.get("cached"), "path": card.get("path")}
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+class RunSequence(submitit.helpers.Checkpointable):
+    """Several runs one after another in one job: the local executor's worker.
+
+    The local executor starts every job at once, so a sweep of 30 runs would start 30 trainings on one machine;
+    instead each of a few workers takes its share of the runs. A failed run does not stop the others; the job
+    fails at the end if any run failed. On a requeue, runs already completed return their stored record.
+    """
+
+    def __init__(self, runs: list[RunJob]) -> None:
+        self.runs = runs
+
+    def __call__(self) -> list[dict[str, Any] | None]:
+        out: list[dict[str, Any] | None] = []
+        failed: list[str] = []
+        for run in self.runs:
+            try:
+                out.append(run())
+            except Exception as e:  # noqa: BLE001 - the record holds the traceback; go on with the next run
+                failed.append(f"{run.run_id} ({type(e).__name__}: {e})")
+                out.append(None)
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(self.runs)} runs failed: " + "; ".join(failed))
+        return out
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        for run in self.runs:
+            run.force = False
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)

@@ -1,0 +1,231 @@
+"""A sweep's state: each run's record combined with the state of its latest job.
+
+The run record is the truth for finished runs (completed / diverged). While a job is queued or running it
+decides (a requeued run's record may still say `failed` from its interrupted attempt); a job that ended
+without a completed record is a failed run. SLURM job states come from `squeue` (live jobs) and `sacct`
+(finished ones); local jobs from submitit's result file and the controller process.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from submitit.core.utils import JobPaths
+
+from ..records import RunStore
+from .submit import latest_jobs
+
+STATES = ("pending", "running", "completed", "failed", "diverged")
+_PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD"}
+_RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING", "STOPPED"}
+_ENDED_BADLY = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+                "DEADLINE", "REVOKED"}
+
+
+@dataclass(frozen=True)
+class RunState:
+    run_id: str
+    label: str
+    state: str  # one of STATES
+    job_id: str | None
+    job_state: str | None
+    top1: float | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class SweepState:
+    sweep_id: str
+    executor: str
+    runs: list[RunState]
+    teachers: dict[str, tuple[str, str | None]]  # digest → (job id, job state)
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(r.state for r in self.runs)
+        return {s: c.get(s, 0) for s in STATES}
+
+    @property
+    def active(self) -> bool:
+        teacher_busy = any(state in _PENDING | _RUNNING for _, state in self.teachers.values())
+        # A run whose record completed may still have its job returning: wait for the job too.
+        return teacher_busy or any(r.state in ("pending", "running") or r.job_state in _PENDING | _RUNNING
+                                   for r in self.runs)
+
+    def in_flight(self) -> dict[str, str]:
+        """Run id → job id of runs whose job is still queued or running."""
+        return {r.run_id: r.job_id for r in self.runs
+                if r.job_id and r.job_state in _PENDING | _RUNNING}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Job states
+
+
+def _expand_array(spec: str) -> list[int]:
+    """`"[0-3,5%2]"` → [0, 1, 2, 3, 5] (sacct/squeue's notation for array tasks not yet split)."""
+    out: list[int] = []
+    for part in spec.strip("[]").split("%")[0].split(","):
+        lo, dash, hi = part.partition("-")
+        if lo.isdigit():
+            out.extend(range(int(lo), int(hi) + 1) if dash and hi.isdigit() else [int(lo)])
+    return out
+
+
+def _parse_states(lines: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in lines.splitlines():
+        job, _, state = line.strip().partition("|")
+        if not job or not state:
+            continue
+        state = state.split()[0].rstrip("+")  # "CANCELLED by 0" → CANCELLED
+        m = re.fullmatch(r"(\d+)_(\[.*\])", job)
+        if m:
+            for i in _expand_array(m.group(2)):
+                out.setdefault(f"{m.group(1)}_{i}", state)
+        else:
+            out[job] = state
+    return out
+
+
+def slurm_job_states(job_ids: list[str]) -> dict[str, str]:
+    """SLURM state of each job id (`123` or an array task `123_4`); unknown ids are left out."""
+    if not job_ids:
+        return {}
+    wanted = set(job_ids)
+    states: dict[str, str] = {}
+    try:  # live jobs first: squeue knows them the moment they are submitted
+        q = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30)
+        states.update({k: v for k, v in _parse_states(q.stdout).items() if k in wanted})
+    except (OSError, subprocess.SubprocessError):
+        pass
+    missing = wanted - set(states)
+    if missing:
+        bases = sorted({j.split("_")[0] for j in missing})
+        try:
+            a = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)],
+                               capture_output=True, text=True, timeout=30)
+            found = _parse_states(a.stdout)
+            states.update({k: found[k] for k in missing if k in found})
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return states
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    m = re.search(r"^State:\s*(\S)", status, re.M)
+    return bool(m) and m.group(1) != "Z"
+
+
+def local_job_states(folder: Path, job_ids: list[str]) -> dict[str, str]:
+    """Local executor: job ids are the controller's pid; its result file says how the job ended."""
+    states: dict[str, str] = {}
+    for job_id in job_ids:
+        result = JobPaths(folder, job_id, task_id=0).result_pickle
+        if result.exists():
+            try:
+                with result.open("rb") as f:
+                    outcome = pickle.load(f)[0]
+            except Exception:  # noqa: BLE001 - a file being written: look again next time
+                continue
+            states[job_id] = "COMPLETED" if outcome == "success" else "FAILED"
+        elif job_id.isdigit() and _pid_alive(int(job_id)):
+            states[job_id] = "RUNNING"
+        elif job_id.isdigit():
+            states[job_id] = "FAILED"  # the controller is gone without a result
+    return states
+
+
+def job_states(sweep: dict[str, Any], job_ids: list[str]) -> dict[str, str]:
+    if sweep["executor"] == "slurm":
+        return slurm_job_states(job_ids)
+    if sweep["executor"] == "local":
+        return local_job_states(Path(sweep["folder"]), job_ids)
+    return {}  # debug: jobs ran in the submitting process; the records say it all
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Run states
+
+
+def combine(record_status: str | None, job_state: str | None, has_job: bool) -> str:
+    """One run's state from its record's status and its latest job's state."""
+    if record_status in ("completed", "diverged"):
+        return record_status
+    if job_state in _PENDING:
+        return "pending"
+    if job_state in _RUNNING:
+        return "running"
+    if job_state in _ENDED_BADLY or job_state == "COMPLETED" or record_status == "failed":
+        return "failed"  # a job that ended without a completed record failed, whatever SLURM says
+    if record_status == "running":
+        return "running"
+    return "pending" if has_job else "failed"
+
+
+def teacher_state(job_state: str | None) -> str | None:
+    """A teacher job's state in the run vocabulary (None when unknown, e.g. the debug executor)."""
+    if job_state == "COMPLETED":
+        return "completed"
+    if job_state in _PENDING:
+        return "pending"
+    if job_state in _RUNNING:
+        return "running"
+    return "failed" if job_state in _ENDED_BADLY else None
+
+
+def sweep_state(sweep: dict[str, Any]) -> SweepState:
+    store = RunStore(sweep["paths"]["results_dir"])
+    run_jobs, teacher_jobs = latest_jobs(sweep)
+    states = job_states(sweep, [*run_jobs.values(), *teacher_jobs.values()])
+    runs = []
+    for entry in sweep["runs"]:
+        rid = entry["run_id"]
+        record = store.load(rid)
+        job_id = run_jobs.get(rid)
+        job_state = states.get(job_id) if job_id else None
+        status = record["status"] if record else None
+        if job_state == "RUNNING" and record is None and sweep["executor"] == "local":
+            job_state = "PENDING"  # its local worker is busy with an earlier run of its share
+        metrics = (record or {}).get("metrics") or {}
+        pair = f"{entry['teacher']} → {entry['student']}" if entry["teacher"] else entry["student"]
+        runs.append(RunState(
+            run_id=rid, label=f"{entry['method']} {pair} {entry['dataset']} s{entry['seed']}",
+            state=combine(status, job_state, job_id is not None),
+            job_id=job_id, job_state=job_state, top1=metrics.get("top1_last"),
+            error=(record or {}).get("error"),
+        ))
+    teachers = {d: (j, states.get(j)) for d, j in teacher_jobs.items()}
+    return SweepState(sweep["sweep_id"], sweep["executor"], runs, teachers)
+
+
+def wait_for_sweep(sweep: dict[str, Any], on_update: Callable[[SweepState], None] | None = None,
+                   poll_s: float = 2.0, timeout_s: float | None = None) -> SweepState:
+    """Poll until no job of the sweep is queued or running; `on_update` sees every poll."""
+    start = time.monotonic()
+    while True:
+        state = sweep_state(sweep)
+        if on_update is not None:
+            on_update(state)
+        if not state.active:
+            return state
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            return state
+        time.sleep(poll_s)
+
+
+def env_poll_s() -> float:
+    """Polling period of `--wait` (KDBENCH_POLL_S; tests use a short one)."""
+    return float(os.environ.get("KDBENCH_POLL_S", "5"))

@@ -1,0 +1,266 @@
+"""Submitting a sweep's plan through submitit, and the sweep file that remembers what was submitted.
+
+One job per missing teacher, then every run as ONE job array that starts only after all teacher jobs ended
+well (`--dependency=afterok:T1:T2`, `--kill-on-invalid-dep=yes` so a failed teacher cancels the array
+instead of leaving it pending forever). With every teacher cached there is no teacher job and no dependency.
+
+Executors: `slurm` (sbatch), `local` (subprocesses of this machine: the teacher jobs plus a few workers that
+each run their share of the runs in turn, as many as the CPUs allow, since local jobs all start at once; a
+run whose teacher is still being trained waits on the zoo's file lock) and `debug` (in this process, one
+after another). The default is
+slurm when `sbatch` is on PATH and `scontrol ping` reaches the controller; submitit's own auto-detection
+picks slurm whenever `srun` exists, even with the controller down.
+
+The sweep file `<results>/sweeps/<sweep_id>.json` holds the grid, options, every run's config and the job
+ids of each submission (a `--resume` appends one); submitit's files go to `<results>/submitit/<sweep_id>/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from ..errors import UserError
+from ..records import default_results_dir
+from ..storage import atomic_write_json
+from ..teacher_zoo import default_zoo_dir
+from .grid import Grid, Paths, Resources, SweepRun
+from .jobs import RunJob, RunSequence, TeacherJob
+from .plan import Plan
+
+EXECUTORS = ("slurm", "local", "debug")
+SCHEMA_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Executor choice
+
+
+def slurm_available() -> tuple[bool, str]:
+    """Whether SLURM can take jobs now, and why (shown to the user with the executor choice)."""
+    if shutil.which("sbatch") is None:
+        return False, "no sbatch on PATH"
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as e:
+        return False, f"`scontrol ping` failed ({e})"
+    if ping.returncode == 0 and " UP" in ping.stdout:
+        return True, "sbatch on PATH and `scontrol ping` reaches the controller"
+    first = (ping.stdout.strip() or ping.stderr.strip()).splitlines()[:1]
+    return False, f"`scontrol ping`: {first[0] if first else 'no controller'}"
+
+
+def choose_executor(name: str | None) -> tuple[str, str]:
+    """(executor, reason). `None` means: slurm if it answers, else local."""
+    if name is not None:
+        if name not in EXECUTORS:
+            raise UserError(f"unknown executor '{name}'. Valid: {', '.join(EXECUTORS)}")
+        if name == "slurm":
+            ok, why = slurm_available()
+            if not ok:
+                raise UserError(f"--executor slurm: SLURM is not reachable ({why}); use --executor local")
+            return name, why
+        return name, "asked for"
+    ok, why = slurm_available()
+    return ("slurm", why) if ok else ("local", f"SLURM not reachable: {why}")
+
+
+def make_executor(kind: str, folder: Path, resources: Resources, name: str,
+                  dependency: str | None = None) -> submitit.Executor:
+    executor = submitit.AutoExecutor(folder=folder, cluster=kind)
+    # `--gpus-per-node N` asks for N tasks (one per GPU), the layout DDP needs; see jobs.RunJob for rank > 0.
+    tasks = max(1, resources.gpus_per_node)
+    params: dict[str, Any] = {"name": name, "timeout_min": resources.timeout_min, "nodes": 1,
+                              "tasks_per_node": tasks}
+    if resources.gpus_per_node:
+        params["gpus_per_node"] = resources.gpus_per_node
+    if resources.cpus_per_task:
+        params["cpus_per_task"] = resources.cpus_per_task
+    if resources.mem_gb:
+        params["mem_gb"] = resources.mem_gb
+    if kind == "slurm":
+        extra: dict[str, Any] = {"kill-on-invalid-dep": "yes"}
+        # An option given without a value (`--sbatch exclusive`) becomes a bare flag.
+        extra.update({k: (v if v != "" else True) for k, v in resources.sbatch.items()})
+        if dependency:
+            extra["dependency"] = dependency
+        params.update(slurm_partition=resources.partition, slurm_account=resources.account,
+                      slurm_qos=resources.qos, slurm_constraint=resources.constraint,
+                      slurm_array_parallelism=resources.array_parallelism, slurm_additional_parameters=extra)
+    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    return executor
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The sweep file
+
+
+def sweeps_dir(results_dir: str | Path | None) -> Path:
+    return Path(results_dir if results_dir is not None else default_results_dir()) / "sweeps"
+
+
+def sweep_path(results_dir: str | Path | None, sweep_id: str) -> Path:
+    return sweeps_dir(results_dir) / f"{sweep_id}.json"
+
+
+def new_sweep_id() -> str:
+    # Sorts by time; the suffix keeps two sweeps started in the same second apart.
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def absolute_paths(paths: Paths) -> Paths:
+    """Results and zoo made absolute (jobs may start in another folder or on another node)."""
+    results = Path(paths.results_dir) if paths.results_dir else default_results_dir()
+    zoo = Path(paths.zoo_dir) if paths.zoo_dir else default_zoo_dir()
+    data = str(Path(paths.data_root).expanduser().resolve()) if paths.data_root else None
+    return Paths(str(results.expanduser().resolve()), str(zoo.expanduser().resolve()), data, paths.device)
+
+
+def run_entry(run: SweepRun) -> dict[str, Any]:
+    c = run.config
+    return {"run_id": run.run_id, "method": c.method, "teacher": c.teacher, "student": c.student,
+            "dataset": c.dataset, "seed": c.seed, "teacher_digest": run.teacher.digest if run.teacher else None,
+            "config": c.to_dict()}
+
+
+def new_sweep(grid: Grid, paths: Paths, resources: Resources, executor: str, reason: str,
+              runs: list[SweepRun]) -> dict[str, Any]:
+    sweep_id = new_sweep_id()
+    return {
+        "schema": SCHEMA_VERSION,
+        "sweep_id": sweep_id,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "created_ts": time.time(),
+        "executor": executor,
+        "executor_reason": reason,
+        "folder": str(Path(paths.results_dir or ".") / "submitit" / sweep_id),
+        "grid": grid.to_dict(),
+        "paths": dataclasses.asdict(paths),
+        "resources": dataclasses.asdict(resources),
+        "runs": [run_entry(r) for r in runs],
+        "submissions": [],
+    }
+
+
+def save_sweep(sweep: dict[str, Any]) -> Path:
+    path = sweep_path(sweep["paths"]["results_dir"], sweep["sweep_id"])
+    atomic_write_json(path, sweep)
+    return path
+
+
+def load_sweep(results_dir: str | Path | None, sweep_id: str | None = None) -> dict[str, Any]:
+    """The sweep `sweep_id`, or the latest one (by submission time) when None."""
+    folder = sweeps_dir(results_dir)
+    if sweep_id is None:
+        files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        if not files:
+            raise UserError(f"no sweep in {folder}: start one with `kdbench sweep`")
+        sweeps = [json.loads(p.read_text()) for p in files]
+        return max(sweeps, key=lambda s: s.get("created_ts", 0.0))
+    path = folder / f"{sweep_id}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        raise UserError(f"no sweep '{sweep_id}' in {folder}. Known: {', '.join(known[-10:]) or '(none)'}")
+    return json.loads(path.read_text())
+
+
+def latest_jobs(sweep: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(run id → job id, teacher digest → job id) of the latest submission that included each."""
+    runs: dict[str, str] = {}
+    teachers: dict[str, str] = {}
+    for sub in sweep["submissions"]:
+        runs.update(sub["tasks"])
+        teachers.update({d: t["job_id"] for d, t in sub["teacher_jobs"].items()})
+    return runs, teachers
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Submission
+
+
+@dataclass
+class Submitted:
+    """What one submission started; `jobs` holds submitit's Job objects (for waiting in this process)."""
+
+    teacher_jobs: dict[str, Any]  # digest → Job
+    run_jobs: dict[str, Any]  # run id → Job
+    dependency: str | None
+    record: dict[str, Any]  # the entry appended to the sweep file's "submissions"
+
+
+def submit_plan(sweep: dict[str, Any], plan: Plan, *, force: bool = False) -> Submitted:
+    """Submit the plan's teacher jobs and its run array, append the submission to the sweep and save it."""
+    kind = sweep["executor"]
+    folder = Path(sweep["folder"])
+    resources = Resources(**sweep["resources"])
+    paths = sweep["paths"]
+    threads = resources.cpus_per_task
+    teacher_jobs: dict[str, Any] = {}
+    for task in plan.teacher_tasks:
+        executor = make_executor(kind, folder, resources, name=f"kdbench-teacher-{task.key.arch}")
+        teacher_jobs[task.key.digest] = executor.submit(TeacherJob(task.config.to_dict(), paths, threads=threads))
+    if kind == "debug":  # in-process: train the teachers now, before the runs that need them
+        for job in teacher_jobs.values():
+            job.exception()
+
+    dependency = None
+    if teacher_jobs and kind == "slurm":
+        dependency = "afterok:" + ":".join(str(j.job_id) for j in teacher_jobs.values())
+    run_jobs: dict[str, Any] = {}
+    if plan.run_tasks:
+        executor = make_executor(kind, folder, resources, name=f"kdbench-sweep-{sweep['sweep_id']}",
+                                 dependency=dependency)
+        calls = [RunJob(r.config.to_dict(), paths, force=force, threads=threads) for r in plan.run_tasks]
+        if kind == "local":
+            run_jobs = _submit_local_workers(executor, plan.run_tasks, calls, resources)
+            jobs = []
+        else:
+            with executor.batch():  # one `sbatch --array` for every run
+                jobs = [executor.submit(call) for call in calls]
+            run_jobs = {r.run_id: job for r, job in zip(plan.run_tasks, jobs, strict=True)}
+        if kind == "debug":
+            for job in jobs:
+                job.exception()  # runs it; unlike result(), never drops into pdb on failure
+
+    record = {
+        "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "force": force,
+        "teacher_jobs": {d: {"job_id": str(j.job_id), "arch": t.key.arch, "label": t.label}
+                         for (d, j), t in zip(teacher_jobs.items(), plan.teacher_tasks, strict=True)},
+        "array_job": str(next(iter(run_jobs.values())).job_id).split("_")[0] if run_jobs and kind == "slurm"
+        else None,
+        "workers": sorted({str(j.job_id) for j in run_jobs.values()}) if kind == "local" else [],
+        "dependency": dependency,
+        "tasks": {rid: str(j.job_id) for rid, j in run_jobs.items()},
+        "skipped": {r.run_id: why for r, why in plan.skipped},
+    }
+    sweep["submissions"].append(record)
+    save_sweep(sweep)
+    return Submitted(teacher_jobs, run_jobs, dependency, record)
+
+
+def local_workers(n_runs: int, resources: Resources) -> int:
+    """How many local workers: one per `cpus_per_task` CPUs of this machine, at most `array_parallelism`."""
+    cpus = os.cpu_count() or 1
+    return max(1, min(n_runs, resources.array_parallelism, cpus // (resources.cpus_per_task or cpus)))
+
+
+def _submit_local_workers(executor: submitit.Executor, runs: list[SweepRun], calls: list[RunJob],
+                          resources: Resources) -> dict[str, Any]:
+    n = local_workers(len(calls), resources)
+    shares = [list(range(i, len(calls), n)) for i in range(n)]  # round-robin: each worker gets a mix
+    run_jobs: dict[str, Any] = {}
+    for share in shares:
+        job = executor.submit(RunSequence([calls[i] for i in share]))
+        run_jobs.update({runs[i].run_id: job for i in share})
+    return run_jobs
