@@ -1,0 +1,53 @@
+"""`kdbench ladder`: the distilled two-layer GNN beside ResNet18…152 on the same data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..ladder import LADDER_CNNS, run_ladder
+from ..leaderboard import build, render, rich_table
+from ..runner import Paths
+from .app import app
+from .eval_cmd import parse_int_list
+from .options import DataRoot, Device, ResultsDir, Sets, ZooDir
+from .reporter import console, out
+
+
+@app.command("ladder")
+def ladder_command(
+    teacher: str = typer.Option("resnet152", "--teacher", "-t", help="Teacher the GNN is distilled from."),
+    dataset: str = typer.Option("digits", "--dataset", "-d"),
+    seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
+    models: str = typer.Option(",".join(LADDER_CNNS), "--models", help="CNNs trained alone beside the GNN."),
+    gnn: str = typer.Option("gnn2", "--gnn", help="The GNN student."),
+    method: str = typer.Option("cnn2gnn", "--method", help="Distillation method for the GNN."),
+    epochs: int = typer.Option(None, "--epochs"),
+    teacher_epochs: int = typer.Option(None, "--teacher-epochs"),
+    sets: list[str] = Sets,
+    results_dir: Path = ResultsDir,
+    zoo_dir: Path = ZooDir,
+    data_root: Path = DataRoot,
+    device: str = Device,
+    fmt: str = typer.Option("rich", "--format", help="rich | markdown | csv | latex | html."),
+) -> None:
+    """Train ResNet18/34/50/101/152 alone, the GNN alone and the distilled GNN; print the ladder table.
+
+    Completed runs are reused, so an interrupted ladder continues where it stopped.
+
+    Example: kdbench ladder --teacher resnet152 --dataset digits --seeds 0,1,2
+    """
+    def progress(i: int, n: int, record: dict) -> None:
+        m = record.get("metrics") or {}
+        console.print(f"[{i}/{n}] {record['method']} {record['student']} seed {record['seed']}: "
+                      f"{record['status']} top-1 {m.get('top1_last', float('nan')):.2f}", highlight=False)
+
+    paths = Paths(results_dir, zoo_dir, data_root)
+    run_ladder(
+        teacher, paths=paths, device=device, on_run=progress, dataset=dataset,
+        seeds=tuple(parse_int_list(seeds, "--seeds")), cnns=tuple(m for m in models.split(",") if m),
+        gnn_student=gnn, distill_method=method, epochs=epochs, teacher_epochs=teacher_epochs, sets=sets,
+    )
+    board = build(results_dir, table="ladder", where=f"dataset={dataset}", distilled=(method,))
+    out.print(rich_table(board) if fmt == "rich" else render(board, fmt))

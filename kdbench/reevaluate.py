@@ -1,0 +1,78 @@
+"""Re-evaluate a finished run at several evaluation batch sizes and store the curve in its record.
+
+Students whose graph spans the batch (CNN2GNN's `batch` mode) predict differently with different neighbours, so
+their accuracy is a function of the evaluation batch size (1 = no neighbours at all). The order of the test set
+is the run's fixed shuffled order (seeded with the run's seed), so every point of the curve is reproducible.
+A batch-independent student (a CNN in eval mode, an anchor-graph GNN) gives a flat curve.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import RunConfig
+from .data.loaders import make_eval_loader
+from .environment import resolve_device
+from .errors import UserError, check_range
+from .evaluate import evaluate
+from .records import RunStore
+from .runner import build_student, load_data
+
+
+def load_trained_student(record: dict[str, Any], store: RunStore, data_root: str | Path | None,
+                         device: torch.device) -> tuple[torch.nn.Module, Any]:
+    """The run's student with its final weights (from the run's last checkpoint), and the run's data."""
+    config = RunConfig.from_dict(record["config"])
+    ckpt = store.checkpoint_path(record["run_id"])
+    if not ckpt.exists():
+        raise UserError(f"run {record['run_id']} has no checkpoint at {ckpt}; rerun it with --force to re-create it")
+    data = load_data(config, data_root, augment="none")
+    student = build_student(config, data)
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["model"]
+    prefix = "student."
+    student.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    return student.to(device).eval(), data
+
+
+def reevaluate(
+    run_id: str,
+    batch_sizes: list[int],
+    *,
+    results_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate run `run_id` at each batch size; store and return `record["eval_curve"]`."""
+    for bs in batch_sizes:
+        check_range("batch size", bs, 1, 1_000_000)
+    store = RunStore(results_dir)
+    record = store.load(run_id)
+    if record is None:
+        known = [r["run_id"] for r in store.iter_records()]
+        matches = [k for k in known if k.startswith(run_id)]
+        if len(matches) != 1:
+            raise UserError(
+                f"no run '{run_id}' under {store.root / 'runs'} (kdbench leaderboard --table runs lists them)"
+            )
+        record = store.load(matches[0])
+        assert record is not None
+    if record["status"] != "completed":
+        raise UserError(f"run {record['run_id']} is {record['status']}, not completed: nothing to re-evaluate")
+    dev = resolve_device(device)
+    student, data = load_trained_student(record, store, data_root, dev)
+    order_seed = record["config"]["seed"]
+    points = []
+    for bs in batch_sizes:
+        t0 = time.perf_counter()
+        ev = evaluate(student, make_eval_loader(data.test, bs, order_seed, dev), dev)
+        points.append({"batch_size": bs, "top1": ev.top1, "top5": ev.top5, "loss": ev.loss,
+                       "eval_s": time.perf_counter() - t0})
+    curve = {"order": "shuffled", "order_seed": order_seed, "points": points,
+             "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record["eval_curve"] = curve
+    store.write(record)
+    return record
