@@ -16,7 +16,7 @@ from .config import RunConfig, apply_overrides, convert_free_kwargs, parse_set_o
 from .data.registry import get_dataset_spec
 from .errors import UserError, check_range, unknown_name
 from .method import get_method
-from .models.zoo import is_model, list_architectures
+from .models.zoo import is_model, list_architectures, student_lr_scale
 from .storage import sha256_file
 
 
@@ -56,7 +56,12 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         method_overrides.update(sets.pop(scope, {}))
     method_params = apply_overrides(spec.params, method_overrides, spec.name)
     data_params = apply_overrides(ds.params, sets.pop("data", {}), "data")
-    recipe = ds.recipe.replace(epochs=opts.epochs, batch_size=opts.batch_size, lr=opts.lr)
+    student = opts.student or spec.default_student
+    _check_model(student, "student")
+    # Light students train at a scaled lr (CRD recipe: 0.01 instead of 0.05 for MobileNetV2/ShuffleNet); the
+    # resolved value is what the config records and hashes. An explicit --lr always wins.
+    lr = opts.lr if opts.lr is not None else round(ds.recipe.lr * student_lr_scale(student), 12)
+    recipe = ds.recipe.replace(epochs=opts.epochs, batch_size=opts.batch_size, lr=lr)
     recipe = apply_overrides(recipe, sets.pop("recipe", {}), "recipe")
     student_params = convert_free_kwargs(sets.pop("student", {}))
     teacher_options = convert_free_kwargs(sets.pop("teacher", {}))
@@ -65,8 +70,6 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         valid = sorted({*method_scopes, "data", "recipe", "teacher_recipe", "student", "teacher"})
         raise UserError(f"unknown --set scope '{next(iter(sets))}'. Valid scopes: {', '.join(valid)}")
 
-    student = opts.student or spec.default_student
-    _check_model(student, "student")
     teacher = teacher_recipe = ckpt_sha = None
     if spec.needs_teacher:
         if not opts.teacher:

@@ -84,3 +84,10 @@ def test_distillation_without_a_teacher_is_refused():
 
 def test_content_hash_ignores_key_order():
     assert content_hash({"a": 1, "b": [1, 2]}) == content_hash({"b": [1, 2], "a": 1})
+
+
+def test_light_students_get_the_published_lower_lr_unless_lr_is_given():
+    base = config().recipe.lr
+    assert resolve_config(RunOptions(method="ce", student="mobilenetv2_100")).recipe.lr == pytest.approx(base * 0.2)
+    assert resolve_config(RunOptions(method="cnn2gnn", teacher="resnet18")).recipe.lr == pytest.approx(base * 0.2)
+    assert resolve_config(RunOptions(method="ce", student="gnn2", lr=0.05)).recipe.lr == 0.05

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -35,15 +36,28 @@ def _load_custom_models() -> None:
 
 CUSTOM_MODELS: Registry[ModelBuilder] = Registry("model", loader=_load_custom_models)
 
+# Learning-rate scale of light students relative to the dataset recipe's lr. The CRD recipe trains MobileNetV2
+# and ShuffleNet students at 0.01 instead of 0.05 (RepDistiller); custom students declare theirs when registered.
+_LR_SCALES: dict[str, float] = {}
+_TIMM_LIGHT_STUDENTS = re.compile(r"^(mobilenetv2|shufflenet)")
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+
+def register_model(name: str, *, lr_scale: float = 1.0) -> Callable[[ModelBuilder], ModelBuilder]:
     """Register a non-timm architecture. Its builder is called as
-    `builder(num_classes=..., in_chans=..., image_size=..., **options)`."""
+    `builder(num_classes=..., in_chans=..., image_size=..., **options)`. `lr_scale` multiplies the recipe's lr
+    when this architecture is the student (unless the user sets `--lr`)."""
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
+        _LR_SCALES[name] = lr_scale
         return CUSTOM_MODELS.add(name, builder)
 
     return decorator
+
+
+def student_lr_scale(name: str) -> float:
+    if name in CUSTOM_MODELS:
+        return _LR_SCALES.get(name, 1.0)
+    return 0.2 if _TIMM_LIGHT_STUDENTS.match(name) else 1.0
 
 
 def is_model(name: str) -> bool:
