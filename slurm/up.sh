@@ -145,7 +145,8 @@ fi
 DB_PASS="$(cat "$D/secret/db.pass")"
 
 # ---------------------------------------------------------------------------------------------- configs
-NCPU="$(nproc)"
+# GNU nproc honours OMP_NUM_THREADS (test suites set it to 1): count the CPUs the node really has.
+NCPU="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
 # `slurmd -C` reports the node's real memory; declaring a little less keeps slurmd from draining the node
 # for "Low RealMemory" when the kernel reserves some.
 mem_mb="$(env -u SLURM_CONF slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9][0-9]*\).*/\1/p' | head -n 1)"

@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..progress import Reporter
 
 # Results (tables, records) go to stdout so they can be piped; progress, logs and errors go to stderr.
-out = Console()
+# Piped (a file, a test, a SLURM log) rich would wrap tables at 80 columns and cut cells: render them wide.
+out = Console(width=None if sys.stdout.isatty() else 200)
 console = Console(stderr=True)
 
 
