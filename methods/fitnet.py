@@ -119,6 +119,10 @@ class FitNet(Distiller):
         example = torch.zeros(2, ctx.in_chans, ctx.image_size, ctx.image_size)
         s_map = self._s_tap.probe(example).stages[p.student_stage]
         t_map = self._t_tap.probe(example).stages[p.hint_stage]
+        for role, fmap in (("student", s_map), ("teacher", t_map)):
+            if fmap.dim() != 4:  # e.g. the GNN student's hidden layer is (B, D): there is no map to regress
+                raise UserError(f"fitnet regresses spatial feature maps, but the {role}'s stage output has shape "
+                                f"{tuple(fmap.shape)}; use kd, rkd or crd for this pair")
         self.regressor = HintRegressor(tuple(s_map.shape[1:]), tuple(t_map.shape[1:]), relu=p.regressor_relu)
         self._hint_phase = False
 

@@ -124,3 +124,12 @@ def test_every_hyperparameter_is_settable_from_the_command_line():
                       "regressor_relu": False}
     defaults = get_method("fitnet").defaults()
     assert (defaults["hint_stage"], defaults["w_ce"], defaults["w_feat"], defaults["stages"]) == (2, 1.0, 100.0, 1)
+
+
+def test_fitnet_refuses_a_student_without_spatial_maps_in_one_line():
+    spec = get_method("fitnet")
+    ctx = MethodContext(10, 3, 16, 8, torch.zeros(8, dtype=torch.long), 1, 0)
+    teacher = create_model("resnet18", num_classes=10, image_size=16)
+    student = create_model("gnn2", num_classes=10, image_size=16)
+    with pytest.raises(UserError, match="spatial feature maps"):
+        spec.cls(student, teacher, FitNetParams(hint_stage=0), ctx)
