@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Regenerates the reference leaderboard of the embedded benchmark (digits) committed in results/.
+#
+#   bash results/regenerate.sh            # ~1 h on 2 CPU cores; completed runs are reused, so it can be resumed
+#
+# 1. the embedded sweep (slurm/sweeps/embedded.yaml: every method, teachers resnet152 and resnet18, seeds 0-2),
+#    on this machine (local executor; pass EXECUTOR=slurm to use a cluster);
+# 2. the CNN2GNN ablations (anchor graph, k = 0: the same input without a graph) and the GNN alone;
+# 3. the depth ladder (ResNet18…152 trained alone beside the distilled GNN);
+# 4. tables (markdown, CSV) and the accuracy-vs-inference-time plot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R=results
+EXECUTOR="${EXECUTOR:-local}"
+SEEDS="${SEEDS:-0,1,2}"
+
+kdbench sweep --config slurm/sweeps/embedded.yaml --executor "$EXECUTOR" --seeds "$SEEDS" --results-dir "$R" --wait
+for variant in cnn2gnn.graph=anchor cnn2gnn.k=0; do
+  kdbench sweep --methods cnn2gnn --teachers resnet152 --datasets digits --seeds "$SEEDS" --set "$variant" \
+    --executor "$EXECUTOR" --results-dir "$R" --wait
+done
+kdbench ladder --teacher resnet152 --dataset digits --seeds "$SEEDS" --results-dir "$R" --format markdown > /dev/null
+
+kdbench leaderboard --results-dir "$R" --table methods --format markdown --out "$R/leaderboard.md"
+kdbench leaderboard --results-dir "$R" --table methods --format csv --out "$R/leaderboard.csv"
+kdbench leaderboard --results-dir "$R" --table ladder --format markdown --out "$R/ladder.md"
+kdbench leaderboard --results-dir "$R" --table ladder --format csv --out "$R/ladder.csv"
+kdbench leaderboard --results-dir "$R" --table ablation --method cnn2gnn --format markdown --out "$R/ablation.md"
+kdbench plot --results-dir "$R" --out-dir "$R/plots" --formats png
