@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -32,8 +33,13 @@ def _pyplot() -> Any:
     return plt
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "plot"
+def _slug(text: str, max_len: int = 80) -> str:
+    """A file-name-safe stem; long labels (many differing recipe fields) are cut and keep a short hash of the
+    whole label, so names stay unique and under the file-system limit."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "plot"
+    if len(slug) > max_len:
+        slug = f"{slug[:max_len].rstrip('-')}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    return slug
 
 
 def _save(fig: Any, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
@@ -52,7 +58,7 @@ def _save(fig: Any, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Pa
 def accuracy_vs_time(
     runs: pd.DataFrame, out_dir: str | Path, metric: str = "top1_last", formats: Sequence[str] = FORMATS
 ) -> list[Path]:
-    """One figure per dataset · recipe: mean `metric` against inference time per image (log scale), one point
+    """One figure per dataset · recipe name: mean `metric` against inference time per image (log scale), one point
     per model and method, error bars = std over seeds. Returns the files written (none without completed runs)."""
     if metric not in METRICS:
         raise UserError(f"unknown metric '{metric}'. Valid: {', '.join(METRICS)}")
@@ -62,7 +68,10 @@ def accuracy_vs_time(
     data = data[~data["infer_ms_per_image"].map(is_missing).astype(bool)]
     plt = _pyplot()
     written: list[Path] = []
-    for (dataset, recipe), g in data.groupby(["dataset", "recipe"], sort=True):
+    # One figure per dataset · recipe *name*: the light students' scaled lr (a recipe variant) must not split
+    # the GNN from the CNNs it is compared with; the tables keep the variants apart.
+    data = data.assign(recipe_name=data["recipe"].astype(str).str.split(" [", regex=False).str[0])
+    for (dataset, recipe), g in data.groupby(["dataset", "recipe_name"], sort=True):
         fig, ax = plt.subplots(figsize=(6.4, 4.4), layout="constrained")
         for trained, h in g.groupby("trained", sort=True):
             yerr = [0.0 if is_missing(s) else s for s in h["std"]]

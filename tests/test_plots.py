@@ -72,3 +72,11 @@ def test_plot_cli_writes_both_figures(results: tuple[Path, list[str]], tmp_path:
     written = sorted(p.name for p in out.iterdir())
     assert written == ["accuracy_vs_time_digits_digits-v1.png", "training_curves.png"]
     assert all(_is_figure(p) for p in out.iterdir())
+
+
+def test_long_labels_give_short_unique_file_names():
+    from kdbench.plots import _slug
+
+    a, b = _slug("x" * 300 + "a"), _slug("x" * 300 + "b")
+    assert len(a) <= 90 and a != b
+    assert _slug("digits digits-v1") == "digits-digits-v1"
