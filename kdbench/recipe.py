@@ -66,3 +66,14 @@ class Recipe:
         d = dict(d)
         d["milestones"] = tuple(d.get("milestones", ()))
         return cls(**d)
+
+
+def crd_schedule(name: str, *, augment: str, cifar_stem: bool) -> Recipe:
+    """The CRD paper's CIFAR-100 schedule (RepDistiller): 240 epochs, SGD momentum 0.9, lr 0.05 × 0.1 after
+    epochs 150/180/210, weight decay 5e-4, batch 64. Datasets that follow its shape differ only in name,
+    augmentation and stem."""
+    return Recipe(
+        name=name, epochs=240, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+        schedule="multistep", milestones=(150, 180, 210), gamma=0.1, augment=augment, eval_batch_size=256,
+        cifar_stem=cifar_stem,
+    )

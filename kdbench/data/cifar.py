@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from ..recipe import Recipe
+from ..recipe import Recipe, crd_schedule
 from ._files import open_verified
 from .loaders import AUTO_WORKERS
 from .registry import DataSplits, register_dataset
@@ -37,21 +37,7 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 def crd_recipe(name: str) -> Recipe:
     """CRD's CIFAR recipe (Tian et al., ICLR 2020, as in RepDistiller): SGD 0.9, lr 0.05 ×0.1 after epochs
     150/180/210 of 240, weight decay 5e-4, batch 64, RandomCrop(32, pad 4) + flip, small-image CNN stem."""
-    return Recipe(
-        name=name,
-        epochs=240,
-        batch_size=64,
-        lr=0.05,
-        optimizer="sgd",
-        momentum=0.9,
-        weight_decay=5e-4,
-        schedule="multistep",
-        milestones=(150, 180, 210),
-        gamma=0.1,
-        augment="crop-pad4-flip",
-        eval_batch_size=256,
-        cifar_stem=True,
-    )
+    return crd_schedule(name, augment="crop-pad4-flip", cifar_stem=True)
 
 
 class _TensorItems:

@@ -28,27 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError, check_range
-from ..recipe import Recipe
+from ..recipe import crd_schedule
 from .imagefolder import ImageFileDataset, resolve_path, scan_class_folders
 from .loaders import AUTO_WORKERS
 from .registry import DataSplits, register_dataset
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
 
-MINI_IMAGENET_RECIPE = Recipe(
-    name="mini-imagenet-v1",
-    epochs=240,
-    batch_size=64,
-    lr=0.05,
-    optimizer="sgd",
-    momentum=0.9,
-    weight_decay=5e-4,
-    schedule="multistep",
-    milestones=(150, 180, 210),
-    gamma=0.1,
-    augment="crop-pad10-flip",
-    eval_batch_size=256,
-    cifar_stem=False,
-)
+MINI_IMAGENET_RECIPE = crd_schedule("mini-imagenet-v1", augment="crop-pad10-flip", cifar_stem=False)
 
 CSV_SPLITS = ("train.csv", "val.csv", "test.csv")
 FOLDER_SPLITS = ("train", "val", "test")

@@ -24,27 +24,13 @@ import torch
 from torchvision.datasets import STL10
 
 from ..errors import check_range
-from ..recipe import Recipe
+from ..recipe import crd_schedule
 from ._files import open_verified
 from .loaders import AUTO_WORKERS
 from .registry import DataSplits, register_dataset
 from .transforms import eval_transform, train_transform
 
-STL10_RECIPE = Recipe(
-    name="stl10-v1",
-    epochs=240,
-    batch_size=64,
-    lr=0.05,
-    optimizer="sgd",
-    momentum=0.9,
-    weight_decay=5e-4,
-    schedule="multistep",
-    milestones=(150, 180, 210),
-    gamma=0.1,
-    augment="crop-pad12-flip",
-    eval_batch_size=256,
-    cifar_stem=False,
-)
+STL10_RECIPE = crd_schedule("stl10-v1", augment="crop-pad12-flip", cifar_stem=False)
 
 
 class STL10Labelled(STL10):
