@@ -18,7 +18,9 @@ def _fmt(defaults: dict) -> str:
 def methods_command() -> None:
     """List the registered distillation methods with their paper, default student and default hyperparameters.
 
-    Override a default with `kdbench run --method kd --set kd.temperature=2`.
+    Example: kdbench methods
+
+    Override a default with: kdbench run --method kd --teacher resnet152 --set kd.temperature=2
     """
     table = Table(title="distillation methods")
     for col in ("name", "paper", "teacher", "default student", "defaults (--set NAME.KEY=VALUE)"):
@@ -32,7 +34,12 @@ def methods_command() -> None:
 
 @app.command("datasets")
 def datasets_command() -> None:
-    """List the registered datasets with their default recipe and parameters (`--set data.KEY=VALUE`)."""
+    """List the registered datasets with their default recipe and parameters (`--set data.KEY=VALUE`).
+
+    Example: kdbench datasets
+
+    Then: kdbench run --method ce --dataset cifar100 --data-root /data
+    """
     import dataclasses
 
     table = Table(title="datasets")
