@@ -10,7 +10,10 @@
 # 4. tables (markdown, CSV) and the accuracy-vs-inference-time plot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-R=results
+# Records go to results/reference (not ./results, the default results dir, so a user's own first run trains
+# instead of finding the reference record); tables and the plot go to results/.
+R=results/reference
+OUT=results
 EXECUTOR="${EXECUTOR:-local}"
 SEEDS="${SEEDS:-0,1,2}"
 
@@ -21,9 +24,9 @@ for variant in cnn2gnn.graph=anchor cnn2gnn.k=0; do
 done
 kdbench ladder --teacher resnet152 --dataset digits --seeds "$SEEDS" --results-dir "$R" --format markdown > /dev/null
 
-kdbench leaderboard --results-dir "$R" --table methods --format markdown --out "$R/leaderboard.md"
-kdbench leaderboard --results-dir "$R" --table methods --format csv --out "$R/leaderboard.csv"
-kdbench leaderboard --results-dir "$R" --table ladder --format markdown --out "$R/ladder.md"
-kdbench leaderboard --results-dir "$R" --table ladder --format csv --out "$R/ladder.csv"
-kdbench leaderboard --results-dir "$R" --table ablation --method cnn2gnn --format markdown --out "$R/ablation.md"
-kdbench plot --results-dir "$R" --out-dir "$R/plots" --formats png
+kdbench leaderboard --results-dir "$R" --table methods --format markdown --out "$OUT/leaderboard.md"
+kdbench leaderboard --results-dir "$R" --table methods --format csv --out "$OUT/leaderboard.csv"
+kdbench leaderboard --results-dir "$R" --table ladder --format markdown --out "$OUT/ladder.md"
+kdbench leaderboard --results-dir "$R" --table ladder --format csv --out "$OUT/ladder.csv"
+kdbench leaderboard --results-dir "$R" --table ablation --method cnn2gnn --format markdown --out "$OUT/ablation.md"
+kdbench plot --results-dir "$R" --out-dir "$OUT/plots" --formats png
