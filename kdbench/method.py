@@ -176,9 +176,12 @@ def register_method(name: str, *, paper: str, params: Any = None) -> Callable[[t
     def decorator(cls: type[Distiller]) -> type[Distiller]:
         if not (isinstance(cls, type) and issubclass(cls, Distiller)):
             raise TypeError(f"@register_method('{name}') expects a Distiller subclass, got {cls!r}")
-        if not cls.name:
+        # The class's own attributes only: a subclass of a registered method (CNN2GNN reuses KD's loss) must not
+        # inherit its parent's name (which is also its `--set` scope) or paper. A class registered twice (a
+        # named variant such as crd+kd) keeps its first name.
+        if "name" not in cls.__dict__:
             cls.name = name
-        if not cls.paper:
+        if "paper" not in cls.__dict__:
             cls.paper = paper
         METHODS.add(name, MethodSpec(name, cls, paper, params if params is not None else _NoParams()))
         return cls

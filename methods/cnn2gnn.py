@@ -20,12 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
 from kdbench.errors import UserError, check_range
-from kdbench.method import Batch, Distiller, register_method
-from kdbench.methods.kd import kd_loss
+from kdbench.method import register_method
+from kdbench.methods.kd import KD
 from kdbench.models.graph import GRAPH_MODES, SparseGraphLearner, sparse_conditional_probs
 
 __all__ = ["CNN2GNN", "CNN2GNNParams", "SparseGraphLearner", "sparse_conditional_probs"]
@@ -63,7 +60,10 @@ class CNN2GNNParams:
 
 
 @register_method("cnn2gnn", paper="Jiao, Zhang, Li 2024, CNN2GNN: How to Bridge CNN with GNN", params=CNN2GNNParams())
-class CNN2GNN(Distiller):
+class CNN2GNN(KD):
+    """Response distillation into the GNN student: exactly vanilla KD's loss (w_ce·CE + w_kd·T²·KL, inherited
+    from :class:`KD`); what CNN2GNN adds is the student and the graph options it passes to it."""
+
     default_student = "gnn2"
 
     @classmethod
@@ -71,15 +71,6 @@ class CNN2GNN(Distiller):
         if student != "gnn2":  # any other student (e.g. a CNN baseline) is built with its own defaults
             return {}
         return {key: getattr(params, key) for key in _GRAPH_OPTIONS}
-
-    def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        p = self.params
-        logits = self.student(batch.images)
-        teacher_logits = self.teacher_logits(batch.images)
-        return logits, {
-            "ce": p.w_ce * F.cross_entropy(logits, batch.labels),
-            "kd": p.w_kd * kd_loss(logits, teacher_logits, p.temperature),
-        }
 
     def describe(self) -> dict[str, Any]:
         learner = getattr(self.student, "graph", None)
