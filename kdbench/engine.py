@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 from .errors import RunDiverged
@@ -26,6 +27,7 @@ from .evaluate import _autocast, evaluate
 from .method import Batch, Distiller
 from .progress import NULL_REPORTER, Reporter
 from .recipe import Recipe
+from .safe_load import UnusableCheckpointError, check_plain, load_plain_checkpoint
 from .schedule import build_optimizer, lr_at_epoch, set_lr
 from .storage import atomic_torch_save
 
@@ -47,6 +49,7 @@ class EpochRecord:
 class FitResult:
     history: list[EpochRecord] = field(default_factory=list)
     resumed_from: int = 0  # epochs already done when this process started
+    resume_refused: str | None = None  # why a checkpoint found at start was not used (the run restarted)
 
     @property
     def last(self) -> EpochRecord:
@@ -79,6 +82,55 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+CHECKPOINT_KEYS = ("model", "optimizer", "scaler", "history")
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    history: list[EpochRecord]) -> None:
+    """Everything a resumed run needs, as plain data only (tensors, numbers, strings, lists, dicts), so that
+    resuming reads it with the safe loader. No RNG state: every epoch reseeds from (seed, epoch)."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "history": [asdict(r) for r in history],
+    }
+    check_plain(state)  # fail at save time, loudly, rather than at resume time
+    atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: torch.amp.GradScaler) -> list[EpochRecord]:
+    """Restore a `save_checkpoint` file into model, optimizer and scaler; the epoch history it holds.
+
+    Everything is checked before anything is restored, so a refused checkpoint (UnusableCheckpointError) leaves
+    model and optimizer exactly as they were: a restart from scratch gives a fresh run's numbers.
+    """
+    state = load_plain_checkpoint(path)
+    bad = UnusableCheckpointError(f"checkpoint {path} does not hold this run's state")
+    if not all(k in state for k in CHECKPOINT_KEYS) or not isinstance(state["history"], list):
+        raise bad
+    try:
+        history = [EpochRecord(**r) for r in state["history"]]
+    except TypeError:
+        raise bad from None
+    weights, own = state["model"], model.state_dict()
+    if not isinstance(weights, dict) or set(weights) != set(own) or any(
+        not isinstance(weights[k], torch.Tensor) or weights[k].shape != v.shape for k, v in own.items()
+    ):
+        raise bad
+    if not isinstance(state["scaler"], dict) or (scaler.is_enabled() and set(state["scaler"]) != set(
+            scaler.state_dict())):
+        raise bad
+    try:
+        optimizer.load_state_dict(state["optimizer"])  # validates the groups before it changes anything
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise bad from None
+    model.load_state_dict(weights)
+    scaler.load_state_dict(state["scaler"])
+    return history
+
+
 @dataclass
 class EngineSettings:
     device: torch.device
@@ -87,6 +139,8 @@ class EngineSettings:
     # Save a checkpoint after an epoch when this many seconds passed since the last one (0: every epoch).
     # The final epoch is always saved.
     checkpoint_interval_s: float = 0.0
+    # A checkpoint that cannot be used stops the run (UnusableCheckpointError) instead of a restart from scratch.
+    strict_resume: bool = False
 
 
 class Engine:
@@ -112,13 +166,10 @@ class Engine:
         scaler = torch.amp.GradScaler(device.type, enabled=self.s.amp and device.type == "cuda")
         result = FitResult()
         if checkpoint_path is not None and checkpoint_path.exists():
-            state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            result.history = [EpochRecord(**r) for r in state["history"]]
+            result.history, result.resume_refused = self._resume(checkpoint_path, model, optimizer, scaler)
             result.resumed_from = len(result.history)
-            self.reporter.log(f"resumed from epoch {result.resumed_from} checkpoint")
+            if result.resumed_from:
+                self.reporter.log(f"resumed from epoch {result.resumed_from} checkpoint")
         last_save = time.monotonic()
 
         for epoch in range(len(result.history) + 1, recipe.epochs + 1):
@@ -126,19 +177,24 @@ class Engine:
             result.history.append(record)
             due = time.monotonic() - last_save >= self.s.checkpoint_interval_s or epoch == recipe.epochs
             if checkpoint_path is not None and due:
-                atomic_torch_save(
-                    {
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "history": [asdict(r) for r in result.history],
-                    },
-                    checkpoint_path,
-                )
+                save_checkpoint(checkpoint_path, model, optimizer, scaler, result.history)
                 last_save = time.monotonic()
             if on_epoch_end is not None:
                 on_epoch_end(result)
         return result
+
+    def _resume(self, path: Path, model: Distiller, optimizer: torch.optim.Optimizer,
+                scaler: torch.amp.GradScaler) -> tuple[list[EpochRecord], str | None]:
+        """Restore model, optimizer and scaler from `path`: (the epochs it holds, None). A checkpoint that cannot
+        be used (refused by the safe loader, or not this run's state) is reported and the run starts from
+        scratch: ([], why); with `strict_resume` it stops the run instead."""
+        try:
+            return load_checkpoint(path, model, optimizer, scaler), None
+        except UnusableCheckpointError as e:
+            if self.s.strict_resume:
+                raise
+            self.reporter.log(f"warning: {e}; starting this run again from scratch (the file will be replaced)")
+            return [], str(e)
 
     def _train_epoch(
         self,

@@ -21,6 +21,7 @@ from .errors import UserError, check_range
 from .evaluate import evaluate
 from .records import RunStore
 from .runner import build_student, load_data
+from .safe_load import UnusableCheckpointError, load_plain_checkpoint
 
 
 def load_trained_student(record: dict[str, Any], store: RunStore, data_root: str | Path | None,
@@ -32,9 +33,14 @@ def load_trained_student(record: dict[str, Any], store: RunStore, data_root: str
         raise UserError(f"run {record['run_id']} has no checkpoint at {ckpt}; rerun it with --force to re-create it")
     data = load_data(config, data_root, augment="none")
     student = build_student(config, data)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)["model"]
+    state = load_plain_checkpoint(ckpt).get("model")  # the safe loader: a crafted file is refused, never run
     prefix = "student."
-    student.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    items = state.items() if isinstance(state, dict) else []
+    weights = {k[len(prefix):]: v for k, v in items if isinstance(k, str) and k.startswith(prefix)}
+    try:
+        student.load_state_dict(weights)
+    except RuntimeError:  # missing / unexpected / misshapen weights: not this run's checkpoint
+        raise UnusableCheckpointError(f"checkpoint {ckpt} does not hold run {record['run_id']}'s student") from None
     return student.to(device).eval(), data
 
 

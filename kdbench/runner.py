@@ -80,11 +80,13 @@ def execute(
     checkpoint_interval_s: float = 0.0,
     infer_batch_size: int = INFER_BATCH_SIZE,
     teacher_ckpt: str | Path | None = None,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Run `config` to completion (resuming from its checkpoint if one exists) and return its record.
 
     A completed record of the same config is returned as it is unless `force`. `teacher_ckpt` is the user's
-    teacher file when `config.teacher_ckpt_sha256` is set (its sha256 must match).
+    teacher file when `config.teacher_ckpt_sha256` is set (its sha256 must match). A checkpoint the safe loader
+    refuses restarts the run from scratch with a warning, or with `strict` stops it (UnusableCheckpointError).
     """
     paths = paths or Paths()
     store = RunStore(paths.results_dir)
@@ -99,7 +101,7 @@ def execute(
     configure_threads()
     dev = resolve_device(device)
     settings = EngineSettings(dev, amp=config.amp, channels_last=config.channels_last,
-                              checkpoint_interval_s=checkpoint_interval_s)
+                              checkpoint_interval_s=checkpoint_interval_s, strict_resume=strict)
     record = new_record(config)
     record["environment"] = environment(dev)
     record["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -199,6 +201,7 @@ def _distill(
     record.update(
         status="completed",
         metrics={**fit.summary(), "resumed_from_epoch": fit.resumed_from},
+        **({"resume_refused": fit.resume_refused} if fit.resume_refused else {}),
         student_info={"params": count_parameters(student), "layers": count_weight_layers(student),
                       "method_extra_params": extra_params},
         inference={"batch_size": infer_batch_size, "s_per_image": per_image, "device": settings.device.type},
@@ -242,8 +245,12 @@ def run(
     force: bool = False,
     reporter: Reporter = NULL_REPORTER,
     infer_batch_size: int = INFER_BATCH_SIZE,
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
+
+    `strict`: a checkpoint that cannot be resumed (e.g. refused by the safe loader) stops the run instead of
+    restarting it from scratch with a warning.
 
     >>> import kdbench
     >>> record = kdbench.run("kd", teacher="resnet18", student="resnet18", epochs=2, teacher_epochs=2)
@@ -257,7 +264,7 @@ def run(
     config = resolve_config(opts)
     paths = Paths(results_dir, zoo_dir, data_root)
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=teacher_ckpt,
-                   infer_batch_size=infer_batch_size)
+                   infer_batch_size=infer_batch_size, strict=strict)
 
 
 def clear_run(results_dir: str | Path | None, run_id: str) -> None:

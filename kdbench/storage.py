@@ -1,5 +1,11 @@
 """Atomic file writes (temp file in the same folder + rename): a reader never sees a half-written file, and a
-crash mid-write leaves the previous version intact."""
+crash mid-write leaves the previous version intact.
+
+Modes: `tempfile.mkstemp` creates its file 0600 whatever the umask, so each file gets the mode a plain `open()`
+would have given it (0666 minus the umask: 0644 under umask 022, 0664 under 002, for a group sharing a results
+folder), and never the world-writable bit, even under umask 000: a record or checkpoint that anyone can rewrite
+is one anyone can forge.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +19,32 @@ from typing import Any
 import torch
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (`os.umask` can only swap it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)  # elsewhere: swap and restore at once
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode of a new file: what `open()` gives under the current umask, never world-writable."""
+    return 0o666 & ~current_umask() & ~0o002
+
+
 def _atomic_replace(path: Path, write: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # POSIX (Windows before Python 3.13 has none, nor modes to fix)
+                os.fchmod(f.fileno(), file_mode())  # mkstemp made it 0600
             write(f)
             f.flush()
             os.fsync(f.fileno())

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 from filelock import FileLock
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .config import content_hash
 from .data.loaders import make_eval_loader, make_train_loader
@@ -33,7 +33,8 @@ from .method import MethodContext, get_method
 from .models.zoo import count_parameters, create_model
 from .progress import NULL_REPORTER, Reporter
 from .recipe import Recipe
-from .storage import atomic_write_json, sha256_file
+from .safe_load import UnusableCheckpointError, load_plain_weights
+from .storage import atomic_write_json, file_mode, sha256_file
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
@@ -88,21 +89,32 @@ class TeacherZoo:
         card_path, weights = entry / CARD, entry / WEIGHTS
         if not card_path.exists() or not weights.exists():
             return None
-        card = json.loads(card_path.read_text())
+        try:
+            card = json.loads(card_path.read_text())
+            expected = str(card["sha256"])
+        except (ValueError, KeyError, TypeError):  # not a card this zoo wrote
+            card, expected = {}, "(unreadable card)"
         actual = sha256_file(weights)
-        if actual != card["sha256"]:
-            rejected = weights.with_suffix(".safetensors.rejected")
-            os.replace(weights, rejected)
-            card_path.unlink()
-            self.reporter.log(
-                f"teacher {key.arch} at {entry}: checksum mismatch (card {card['sha256'][:12]}…, file "
-                f"{actual[:12]}…); file rejected as {rejected.name}, retraining"
-            )
+        if actual != expected:  # checked before a byte of the weights is parsed
+            self._reject(key, weights, f"checksum mismatch (card {expected[:12]}…, file {actual[:12]}…)")
             return None
         model = _build(key, data)
-        model.load_state_dict(load_file(weights))
+        try:
+            # safetensors: tensors only, no code; a malformed file is refused like a mismatching one.
+            model.load_state_dict(load_plain_weights(weights))
+        except (UnusableCheckpointError, RuntimeError) as e:
+            self._reject(key, weights, str(e) if isinstance(e, UnusableCheckpointError) else f"does not fit {key.arch}")
+            return None
         model.eval()
         return model, card
+
+    def _reject(self, key: TeacherKey, weights: Path, why: str) -> None:
+        """Set an entry's weights aside (`*.rejected`) and drop its card, so that the teacher is retrained."""
+        rejected = weights.with_suffix(".safetensors.rejected")
+        os.replace(weights, rejected)
+        (weights.parent / CARD).unlink(missing_ok=True)
+        self.reporter.log(f"teacher {key.arch} at {weights.parent}: {why}; file rejected as {rejected.name}, "
+                          "retraining")
 
     def get_or_train(
         self, key: TeacherKey, data: DataSplits, settings: EngineSettings
@@ -153,6 +165,7 @@ class TeacherZoo:
         weights = entry / WEIGHTS
         tmp = entry / f".{WEIGHTS}.{os.getpid()}.tmp"
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        os.chmod(tmp, file_mode())  # the umask's mode, never world-writable (a zoo is shared by every run)
         os.replace(tmp, weights)
         card = {
             "key": key.to_dict(),
@@ -189,13 +202,10 @@ def load_teacher_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--teacher-ckpt {path}: no such file")
-    if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        for nested in ("state_dict", "model"):
-            if isinstance(state, dict) and isinstance(state.get(nested), dict):
-                state = state[nested]
+    state = load_plain_weights(path)  # refuses (UnsafeCheckpointError) anything but plain tensors; runs nothing
+    for nested in ("state_dict", "model"):
+        if isinstance(state.get(nested), dict):
+            state = state[nested]
     model = create_model(arch, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
                          cifar_stem=cifar_stem)
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -35,6 +35,8 @@ def run_command(
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA: fp16 + GradScaler; CPU: bf16)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format (CUDA)."),
     force: bool = typer.Option(False, "--force", help="Rerun even if this exact config already completed."),
+    strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on a checkpoint that cannot be resumed "
+                                "instead of restarting the run from scratch with a warning."),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a table."),
 ) -> None:
     """Train a student with METHOD and record the result.
@@ -54,7 +56,7 @@ def run_command(
             teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=sets,
             teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, results_dir=results_dir,
             zoo_dir=zoo_dir, data_root=data_root, device=device, amp=amp, channels_last=channels_last,
-            force=force, reporter=reporter, teacher_seed=teacher_seed,
+            force=force, reporter=reporter, teacher_seed=teacher_seed, strict=strict,
         )
     finally:
         reporter.close()

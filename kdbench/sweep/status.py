@@ -9,7 +9,6 @@ without a completed record is a failed run. SLURM job states come from `squeue` 
 from __future__ import annotations
 
 import os
-import pickle
 import re
 import subprocess
 import time
@@ -22,6 +21,7 @@ from typing import Any
 from submitit.core.utils import JobPaths
 
 from ..records import RunStore
+from ..safe_load import RefusedPickle, load_plain_pickle
 from .submit import latest_jobs
 
 STATES = ("pending", "running", "completed", "failed", "diverged")
@@ -130,20 +130,29 @@ def _pid_alive(pid: int) -> bool:
 
 
 def local_job_states(folder: Path, job_ids: list[str]) -> dict[str, str]:
-    """Local executor: job ids are the controller's pid; its result file says how the job ended."""
+    """Local executor: job ids are the controller's pid; its result file says how the job ended.
+
+    The result file is a pickle in the results folder, which others may be able to write: it is read with an
+    unpickler that imports nothing (kdbench's jobs return only plain values), never with `pickle.load`, and only
+    for a job id that is a pid, so the path stays inside the sweep's own submitit folder.
+    """
     states: dict[str, str] = {}
     for job_id in job_ids:
+        if not job_id.isdigit():  # local job ids are pids; anything else is not a job of ours
+            continue
         result = JobPaths(folder, job_id, task_id=0).result_pickle
         if result.exists():
             try:
-                with result.open("rb") as f:
-                    outcome = pickle.load(f)[0]
+                outcome = load_plain_pickle(result)[0]
+            except RefusedPickle:  # not a result our job wrote: a failed job, whatever it claims
+                states[job_id] = "FAILED"
+                continue
             except Exception:  # noqa: BLE001 - a file being written: look again next time
                 continue
             states[job_id] = "COMPLETED" if outcome == "success" else "FAILED"
-        elif job_id.isdigit() and _pid_alive(int(job_id)):
+        elif _pid_alive(int(job_id)):
             states[job_id] = "RUNNING"
-        elif job_id.isdigit():
+        else:
             states[job_id] = "FAILED"  # the controller is gone without a result
     return states
 

@@ -202,6 +202,7 @@ def submit_plan(sweep: dict[str, Any], plan: Plan, *, force: bool = False) -> Su
     """Submit the plan's teacher jobs and its run array, append the submission to the sweep and save it."""
     kind = sweep["executor"]
     folder = Path(sweep["folder"])
+    private_folder(folder)
     resources = Resources(**sweep["resources"])
     paths = sweep["paths"]
     threads = resources.cpus_per_task
@@ -247,6 +248,18 @@ def submit_plan(sweep: dict[str, Any], plan: Plan, *, force: bool = False) -> Su
     sweep["submissions"].append(record)
     save_sweep(sweep)
     return Submitted(teacher_jobs, run_jobs, dependency, record)
+
+
+def private_folder(folder: Path) -> None:
+    """Create submitit's folder (and its `submitit/` parent) readable and writable by this user only.
+
+    submitit's job files are pickles that the job unpickles and runs: anyone who could replace one would run
+    code as this user. The rest of the results folder may be shared; this part must not be.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in (folder.parent, folder):
+        if path.stat().st_uid == os.getuid():
+            path.chmod(0o700)
 
 
 def local_workers(n_runs: int, resources: Resources) -> int:
