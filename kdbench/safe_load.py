@@ -20,6 +20,7 @@ tuple, dict, set) come back, so nothing in the file can run.
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ def load_plain_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about odd pickles it then refuses: the refusal is the news
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:  # missing, unreadable: not a question of content
         raise UnusableCheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     except Exception:  # noqa: BLE001 - any failure to decode the file means it is not one we can use

@@ -257,6 +257,9 @@ def private_folder(folder: Path) -> None:
     code as this user. The rest of the results folder may be shared; this part must not be.
     """
     folder.mkdir(parents=True, exist_ok=True)
+    if folder.stat().st_uid != os.getuid():
+        raise UserError(f"submitit folder {folder} belongs to another user: its job pickles would run as you. "
+                        "Use a results folder of your own (--results-dir)")
     for path in (folder.parent, folder):
         if path.stat().st_uid == os.getuid():
             path.chmod(0o700)
