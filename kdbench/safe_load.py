@@ -41,9 +41,10 @@ class UnusableCheckpointError(UserError):
 class UnsafeCheckpointError(UnusableCheckpointError):
     """A file the safe loader refused: it is not a plain tensor checkpoint (or it is corrupt)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, reason: str = "") -> None:
         super().__init__(f"not a plain tensor checkpoint: {path}")
         self.path = Path(path)
+        self.reason = reason  # the loader's own words (e.g. which global the pickle asked for), for debugging
 
 
 def load_plain_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -59,12 +60,18 @@ def load_plain_checkpoint(path: str | Path) -> dict[str, Any]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:  # missing, unreadable: not a question of content
         raise UnusableCheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
-    except Exception:  # noqa: BLE001 - any failure to decode the file means it is not one we can use
-        # The refusal says which global the pickle asked for; the one-line message stays the path.
-        raise UnsafeCheckpointError(path) from None
+    except Exception as e:  # noqa: BLE001 - any failure to decode the file means it is not one we can use
+        # torch's refusal is a page of advice (incl. "use weights_only=False", exactly wrong here): keep one line.
+        raise UnsafeCheckpointError(path, reason=_one_line(str(e))) from None
     if not isinstance(state, dict):
-        raise UnsafeCheckpointError(path)
+        raise UnsafeCheckpointError(path, reason=f"it holds a {type(state).__name__}, not a dict")
     return state
+
+
+def _one_line(message: str) -> str:
+    """The line of torch's refusal that names what it refused (a global, an opcode), else its first line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return next((line for line in lines if "unsupported" in line.lower()), lines[0] if lines else "")
 
 
 def load_plain_weights(path: str | Path) -> dict[str, Any]:
@@ -79,8 +86,8 @@ def load_plain_weights(path: str | Path) -> dict[str, Any]:
         return load_file(str(path))
     except OSError as e:
         raise UnusableCheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
-    except (SafetensorError, ValueError, RuntimeError):
-        raise UnsafeCheckpointError(path) from None
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise UnsafeCheckpointError(path, reason=str(e)) from None
 
 
 def check_plain(obj: Any, where: str = "checkpoint") -> None:

@@ -111,8 +111,9 @@ def copy_of(clean_run: tuple[Path, dict], dest: Path) -> tuple[Path, RunStore, s
 @pytest.mark.parametrize("fmt", ["torch", "pickle"])
 def test_the_crafted_file_is_live_and_the_safe_loader_refuses_it(tmp_path, fmt):
     crafted = write_crafted(tmp_path / "checkpoint.pt", tmp_path / "marker", fmt)
-    with pytest.raises(UnsafeCheckpointError, match=re.escape(f"not a plain tensor checkpoint: {crafted}")):
+    with pytest.raises(UnsafeCheckpointError, match=re.escape(f"not a plain tensor checkpoint: {crafted}")) as ei:
         load_plain_checkpoint(crafted)
+    assert "unsupported" in ei.value.reason.lower()  # what the loader refused, kept for whoever investigates
     assert not (tmp_path / "marker").exists()
     assert issubclass(UnsafeCheckpointError, UserError)
     # The payload is real: the unsafe loader kdbench used to call runs it (so the tests below test something).
