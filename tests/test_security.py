@@ -311,3 +311,12 @@ def test_submitits_folder_of_job_pickles_is_private(tmp_path):
     finally:
         os.umask(old)
     assert (folder.stat().st_mode & 0o777, folder.parent.stat().st_mode & 0o777) == (0o700, 0o700)
+
+
+def test_timm_cannot_be_asked_to_read_a_weights_file_itself(tmp_path):
+    from kdbench.models.zoo import create_model
+
+    crafted = write_crafted(tmp_path / "w.pth", tmp_path / "marker")
+    with pytest.raises(UserError, match="checkpoint_path is not accepted"):
+        create_model("resnet18", num_classes=10, checkpoint_path=str(crafted))
+    assert not (tmp_path / "marker").exists()

@@ -88,6 +88,10 @@ def create_model(
             "or pass your own weights with --teacher-ckpt PATH"
         )
     options.pop("pretrained", None)
+    # timm would read these files itself, outside kdbench's safe loader and the teacher's sha256 bookkeeping.
+    file_options = sorted({"checkpoint_path", "pretrained_cfg", "pretrained_cfg_overlay"} & set(options))
+    if file_options:
+        raise UserError(f"model option {file_options[0]} is not accepted: pass weights with --teacher-ckpt PATH")
     if name in CUSTOM_MODELS:
         return CUSTOM_MODELS.get(name)(
             num_classes=num_classes, in_chans=in_chans, image_size=image_size, **options
