@@ -76,17 +76,20 @@ class ATParams:
 class AT(Distiller):
     def __init__(self, student: nn.Module, teacher: nn.Module, params: ATParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
-        self.pairs = paired_stages(num_stages(student), num_stages(teacher))
-        if not self.pairs:
-            raise UserError("at needs at least two stages in student and teacher (every stage but the stem)")
-        self._s_tap = FeatureTap(student, stages=[s for s, _ in self.pairs])
-        self._t_tap = FeatureTap(teacher, stages=[t for _, t in self.pairs])
         example = torch.zeros(2, ctx.in_chans, ctx.image_size, ctx.image_size)
-        for role, tap in (("student", self._s_tap), ("teacher", self._t_tap)):
-            for fmap in tap.probe(example).stages.values():
+        for role, model in (("student", student), ("teacher", teacher)):
+            tap = FeatureTap(model, stages=range(num_stages(model)))
+            maps = tap.probe(example).stages.values()
+            tap.remove()
+            for fmap in maps:
                 if fmap.dim() != 4:  # e.g. the GNN student's hidden layer is (B, D): there is no spatial map
                     raise UserError(f"at compares spatial attention maps, but the {role}'s stage output has shape "
                                     f"{tuple(fmap.shape)}; use kd, dkd, rkd, pkt or crd for this pair")
+        self.pairs = paired_stages(num_stages(student), num_stages(teacher))
+        if not self.pairs:
+            raise UserError("at needs at least two stages in student and teacher (it uses every stage but the stem)")
+        self._s_tap = FeatureTap(student, stages=[s for s, _ in self.pairs])
+        self._t_tap = FeatureTap(teacher, stages=[t for _, t in self.pairs])
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params

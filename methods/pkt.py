@@ -23,7 +23,8 @@ PKT_EPS = 1e-7
 
 
 def conditional_probabilities(emb: torch.Tensor, eps: float = PKT_EPS) -> torch.Tensor:
-    """P[i, j] = K(i, j) / Σ_j' K(i, j'),  K = (cos(e_i, e_j) + 1) / 2 (the cosine-similarity kernel, in [0, 1]).
+    """P[i, j] = K(i, j) / Σ_j' K(i, j'),  K = (cos(e_i, e_j) + 1) / 2 (the cosine-similarity kernel, in [0, 1];
+    its ½ cancels in the row normalisation).
 
     e_i / (‖e_i‖ + eps) as in the reference code (a zero embedding gives a zero row, K = ½ against everything).
     """
