@@ -117,6 +117,13 @@ class Distiller(nn.Module):
         GNN student). Explicit `--set student.KEY=VALUE` options win over these."""
         return {}
 
+    @classmethod
+    def resolve_params(cls, params: Any, *, teacher: str | None, student: str) -> Any:
+        """The hyperparameters this pair runs with, fixed when the run's config is resolved (so they are in its
+        config and run id): e.g. DKD's published per-pair β. Explicit `--set` values arrive already applied; a
+        method must keep them. Default: `params` unchanged."""
+        return params
+
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)
 

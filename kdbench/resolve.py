@@ -58,6 +58,8 @@ def resolve_config(opts: RunOptions) -> RunConfig:
     data_params = apply_overrides(ds.params, sets.pop("data", {}), "data")
     student = opts.student or spec.default_student
     _check_model(student, "student")
+    method_params = spec.cls.resolve_params(method_params, teacher=opts.teacher if spec.needs_teacher else None,
+                                            student=student)
     # Light students train at a scaled lr (CRD recipe: 0.01 instead of 0.05 for MobileNetV2/ShuffleNet); the
     # resolved value is what the config records and hashes. An explicit --lr always wins.
     lr = opts.lr if opts.lr is not None else round(ds.recipe.lr * student_lr_scale(student), 12)

@@ -8,6 +8,8 @@ Defaults: feat_dim 128, nce_k 16384, nce_t 0.07, nce_m 0.5, w_ce 1, w_crd 0.8 (c
 
 Memory: two N × feat_dim float32 banks (2 · N · 128 · 4 bytes: 51 MB for CIFAR's 50,000 images, 1.3 GB for
 ImageNet), checkpointed with the run so that resume is exact; `describe()` puts the figure in the run record.
+The memory pieces (:class:`Embed`, :func:`init_memory`, :func:`momentum_update_`, :func:`sample_other_class`)
+are public because HKD (`kdbench.methods.hkd`) contrasts against the same kind of bank.
 """
 
 from __future__ import annotations
@@ -38,6 +40,47 @@ class Embed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.linear(x.flatten(1)).float(), dim=1)
+
+
+def init_memory(n_data: int, feat_dim: int) -> torch.Tensor:
+    """An N × feat_dim bank, uniform in ±√(3/feat_dim) so that rows have unit expected norm (RepDistiller's init).
+
+    Draws from the torch global RNG (the run's seed).
+    """
+    std = 1.0 / math.sqrt(feat_dim / 3)
+    return torch.rand(n_data, feat_dim).mul_(2 * std).add_(-std)
+
+
+@torch.no_grad()
+def momentum_update_(memory: torch.Tensor, v: torch.Tensor, index: torch.Tensor, momentum: float) -> None:
+    """In place: M[i] ← normalise(momentum · M[i] + (1 − momentum) · v_i) for the batch's rows i = index."""
+    moved = memory[index] * momentum + v * (1 - momentum)
+    memory.index_copy_(0, index, F.normalize(moved, dim=1))
+
+
+def other_class_capacity(train_labels: torch.Tensor) -> int:
+    """How many negatives every sample can draw from other classes: N minus the size of the largest class."""
+    counts = torch.bincount(train_labels)
+    return int(train_labels.numel() - counts[counts > 0].max())
+
+
+@torch.no_grad()
+def sample_other_class(train_labels: torch.Tensor, index: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, k) training-set indices: for each sample, k distinct samples of other classes ("exact" mode).
+
+    The k smallest of uniform random keys, with the anchor's own class keyed out, are a uniform sample without
+    replacement; rows are drawn in chunks so the keys never exceed _KEY_BUDGET numbers. Draws from the torch
+    global RNG (reseeded per epoch by the engine). `k` must not exceed :func:`other_class_capacity`.
+    """
+    n_data = train_labels.numel()
+    labels = train_labels[index]
+    rows = max(1, _KEY_BUDGET // n_data)
+    negatives = []
+    for chunk in labels.split(rows):
+        keys = torch.rand(len(chunk), n_data, device=labels.device)
+        keys.masked_fill_(train_labels[None, :] == chunk[:, None], 2.0)
+        negatives.append(keys.topk(k, dim=1, largest=False).indices)
+    return torch.cat(negatives)
 
 
 def nce_loss(scores: torch.Tensor, n_data: int) -> torch.Tensor:
@@ -80,8 +123,7 @@ class CRDLoss(nn.Module):
         labels = torch.as_tensor(train_labels, dtype=torch.long).flatten()
         if labels.numel() != n_data:
             raise ValueError(f"train_labels has {labels.numel()} entries for n_data={n_data}")
-        counts = torch.bincount(labels)
-        available = n_data - int(counts[counts > 0].max())  # other-class samples of the largest class
+        available = other_class_capacity(labels)
         if available < 1:
             raise UserError("crd needs at least two classes in the training set (negatives come from other classes)")
         self.n_data = n_data
@@ -91,9 +133,8 @@ class CRDLoss(nn.Module):
         self.nce_m = nce_m
         self.embed_s = Embed(s_dim, feat_dim)
         self.embed_t = Embed(t_dim, feat_dim)
-        std = 1.0 / math.sqrt(feat_dim / 3)
-        self.register_buffer("memory_s", torch.rand(n_data, feat_dim).mul_(2 * std).add_(-std))
-        self.register_buffer("memory_t", torch.rand(n_data, feat_dim).mul_(2 * std).add_(-std))
+        self.register_buffer("memory_s", init_memory(n_data, feat_dim))
+        self.register_buffer("memory_t", init_memory(n_data, feat_dim))
         self.register_buffer("z_s", torch.tensor(-1.0))  # < 0: not estimated yet
         self.register_buffer("z_t", torch.tensor(-1.0))
         # Derived from the data, not state: moves with .to() but stays out of checkpoints.
@@ -105,19 +146,8 @@ class CRDLoss(nn.Module):
 
     @torch.no_grad()
     def sample_contrast_index(self, index: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + K) training-set indices: the sample itself, then K distinct samples of other classes.
-
-        The K smallest of uniform random keys, with the anchor's own class keyed out, are a uniform sample
-        without replacement; rows are drawn in chunks so the keys never exceed _KEY_BUDGET numbers.
-        """
-        labels = self.train_labels[index]
-        rows = max(1, _KEY_BUDGET // self.n_data)
-        negatives = []
-        for chunk in labels.split(rows):
-            keys = torch.rand(len(chunk), self.n_data, device=labels.device)
-            keys.masked_fill_(self.train_labels[None, :] == chunk[:, None], 2.0)
-            negatives.append(keys.topk(self.nce_k, dim=1, largest=False).indices)
-        return torch.cat([index[:, None], torch.cat(negatives)], dim=1)
+        """(B, 1 + K) training-set indices: the sample itself, then K distinct samples of other classes."""
+        return torch.cat([index[:, None], sample_other_class(self.train_labels, index, self.nce_k)], dim=1)
 
     def forward(
         self,
@@ -139,14 +169,9 @@ class CRDLoss(nn.Module):
                     self.z_s.fill_(h_s.mean().item() * self.n_data)
                     self.z_t.fill_(h_t.mean().item() * self.n_data)
             loss = nce_loss(h_s / self.z_s, self.n_data) + nce_loss(h_t / self.z_t, self.n_data)
-            self._update_memory(self.memory_s, v_s.detach(), index)
-            self._update_memory(self.memory_t, v_t.detach(), index)
+            momentum_update_(self.memory_s, v_s.detach(), index, self.nce_m)
+            momentum_update_(self.memory_t, v_t.detach(), index, self.nce_m)
         return loss
-
-    @torch.no_grad()
-    def _update_memory(self, memory: torch.Tensor, v: torch.Tensor, index: torch.Tensor) -> None:
-        moved = memory[index] * self.nce_m + v * (1 - self.nce_m)
-        memory.index_copy_(0, index, F.normalize(moved, dim=1))
 
 
 @dataclass(frozen=True)

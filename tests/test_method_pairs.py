@@ -21,7 +21,14 @@ LOSSES = {
     "rkd": {"ce", "rkd_dist", "rkd_angle"},
     "crd": {"ce", "crd"},
     "crd+kd": {"ce", "crd", "kd"},
+    "hkd": {"ce", "hkd_individual", "hkd_holistic"},
+    "hkd+kd": {"ce", "hkd_individual", "hkd_holistic", "kd"},
+    "dkd": {"ce", "dkd"},
+    "at": {"ce", "at"},
+    "pkt": {"ce", "pkt"},
 }
+# Methods whose own modules train with the student (regressor, embedding heads, graph convolutions).
+WITH_MODULES = {"fitnet", "crd", "crd+kd", "hkd", "hkd+kd"}
 # (teacher, student, image side): VGG needs ≥ 32 px in timm; the others run at 16 to stay fast.
 PAIRS = [
     ("resnet152", "resnet18", 16),
@@ -70,7 +77,7 @@ def test_one_training_step_on_mismatched_pairs(pair, method):
     assert not missing  # student and the method's own modules (regressor / embed heads) all learn
     assert all(p.grad is None for p in d.teacher.parameters())
     extra = [n for n, _ in d.named_parameters() if not n.startswith("student.")]
-    assert bool(extra) == (method != "rkd")  # FitNet's regressor, CRD's embed heads; RKD adds nothing
+    assert bool(extra) == (method in WITH_MODULES)  # RKD, DKD, AT and PKT add nothing
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +85,7 @@ def shared_zoo(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("zoo")  # one zoo for the module: the resnet18 teacher trains once
 
 
-@pytest.mark.parametrize("method", ["fitnet", "rkd", "crd"])
+@pytest.mark.parametrize("method", ["fitnet", "rkd", "crd", "hkd", "dkd", "at", "pkt"])
 def test_end_to_end_run_on_digits_logs_the_methods_losses(method, dirs, shared_zoo):
     record = kdbench.run(method, teacher="resnet18", student="resnet18", dataset="digits", epochs=1,
                          teacher_epochs=1, sets=["data.image_size=8"], results_dir=dirs["results"],
@@ -86,13 +93,19 @@ def test_end_to_end_run_on_digits_logs_the_methods_losses(method, dirs, shared_z
     assert record["status"] == "completed"
     lines = (dirs["results"] / "runs" / record["run_id"] / "metrics.jsonl").read_text().splitlines()
     assert set(json.loads(lines[0])["losses"]) == LOSSES[method] | {"total"}
-    # FitNet's regressor and CRD's embed heads are trained with the student; RKD adds nothing.
-    assert (record["student_info"]["method_extra_params"] > 0) == (method != "rkd")
+    # FitNet's regressor, CRD's embed heads, HKD's heads and graph convolutions train with the student.
+    assert (record["student_info"]["method_extra_params"] > 0) == (method in WITH_MODULES)
     if method == "crd":
         info = record["method_info"]
         assert info["n_data"] == record["data"]["num_train"] == 1437
         assert 0 < info["nce_k"] < 1437 and info["nce_k_requested"] == 16384
         assert info["memory_bank_bytes"] == 2 * 1437 * 128 * 4
+    if method == "hkd":
+        info = record["method_info"]
+        assert (info["n_data"], info["k"], info["memory_bank_bytes"]) == (1437, 8, 2 * 1437 * 128 * 4)
+        assert 0 < info["nce_k"] < 1437
+    if method == "dkd":  # the β the run used is in its config (hence its id) and its record
+        assert record["config"]["method_params"]["beta"] == record["method_info"]["beta"] == 8.0
 
 
 def table_rows(text: str) -> dict[str, str]:
@@ -125,6 +138,13 @@ def test_methods_command_lists_paper_and_defaults(monkeypatch, capsys):
         ("crd", "Tian", ["w_ce=1.0", "w_crd=0.8", "w_kd=0.0", "feat_dim=128", "nce_k=16384", "nce_t=0.07",
                          "nce_m=0.5"]),
         ("crd+kd", "Tian", ["w_crd=0.8", "w_kd=1.0", "nce_k=16384"]),
+        ("hkd", "Zhou", ["w_ce=1.0", "w_hkd=3.0", "w_kd=0.0", "feat_dim=128", "k=8", "nce_k=16384", "nce_t=0.07",
+                         "nce_m=0.9"]),
+        ("hkd+kd", "Zhou", ["w_hkd=3.0", "w_kd=1.0", "temperature=4.0"]),
+        ("dkd", "Zhao", ["w_ce=1.0", "alpha=1.0", "beta=None", "temperature=4.0", "warmup=20",
+                         "beta_preset=published"]),
+        ("at", "Zagoruyko", ["w_ce=1.0", "w_at=1000.0"]),
+        ("pkt", "Passalis", ["w_ce=1.0", "w_pkt=30000.0"]),
     ]:
         assert name in rows, f"{name} not listed"
         assert paper in rows[name] and all(d in rows[name] for d in defaults), rows[name]

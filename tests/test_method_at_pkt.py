@@ -1,0 +1,100 @@
+"""AT and PKT: each loss against a by-hand computation of its formula, the properties that follow from it, the
+stage pairing of AT across models with different stage counts, and AT's one-line refusal of a map-less student."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kdbench.errors import UserError
+from kdbench.method import MethodContext, get_method
+from kdbench.methods.at import ATParams, at_loss, paired_stages
+from kdbench.methods.pkt import pkt_loss
+from kdbench.models import create_model
+
+
+def unit(v: list[float]) -> list[float]:
+    n = math.sqrt(sum(x * x for x in v))
+    return [x / n for x in v]
+
+
+def attention_by_hand(f: list[list[list[float]]]) -> list[float]:
+    """f: (C, H·W flattened as one list per channel) → normalised mean over channels of f²."""
+    return unit([sum(ch[k] ** 2 for ch in f) / len(f) for k in range(len(f[0]))])
+
+
+def test_at_loss_matches_the_formula():
+    # Two samples, student 2 channels, teacher 3 channels, both 2×2 maps.
+    s = [[[1.0, 0.0, 2.0, 1.0], [0.5, -1.0, 0.0, 1.0]], [[0.0, 1.0, 1.0, 0.0], [2.0, 0.0, -1.0, 1.0]]]
+    t = [[[1.0, 1.0, 0.0, 2.0], [0.0, 1.0, 1.0, 0.0], [3.0, 0.0, 1.0, 1.0]],
+         [[1.0, 0.0, 0.0, 1.0], [2.0, 2.0, 1.0, 0.0], [0.0, 1.0, -1.0, 0.0]]]
+    total = 0.0
+    for b in range(2):
+        qs, qt = attention_by_hand(s[b]), attention_by_hand(t[b])
+        total += sum((a - c) ** 2 for a, c in zip(qs, qt, strict=True))
+    got = at_loss(torch.tensor(s).reshape(2, 2, 2, 2), torch.tensor(t).reshape(2, 3, 2, 2))
+    assert got.item() == pytest.approx(total / 8, rel=1e-5)  # mean over 2 samples × 4 positions
+
+
+def test_at_loss_properties():
+    f = torch.randn(3, 8, 4, 4)
+    assert at_loss(f, f).item() == pytest.approx(0.0, abs=1e-7)
+    assert at_loss(5 * f, f).item() == pytest.approx(0.0, abs=1e-7)  # each map is normalised
+    assert at_loss(-f, f).item() == pytest.approx(0.0, abs=1e-7)  # |F|²: the sign does not matter
+
+
+def test_at_loss_matches_maps_of_different_sizes_by_area_interpolation():
+    s = torch.rand(2, 4, 8, 8)
+    t = torch.rand(2, 6, 4, 4)
+    q = s.pow(2).mean(1)
+    pooled = q.reshape(2, 4, 2, 4, 2).mean(dim=(2, 4))  # each 2×2 cell averaged: the 4×4 attention map
+    qs = torch.nn.functional.normalize(pooled.flatten(1), dim=1)
+    qt = torch.nn.functional.normalize(t.pow(2).mean(1).flatten(1), dim=1)
+    expected = (qs - qt).pow(2).mean()
+    assert at_loss(s, t).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert at_loss(t, s).item() == pytest.approx(expected.item(), rel=1e-5)  # whichever side is larger
+
+
+def test_stages_pair_every_stage_but_the_stem_from_the_deepest_back():
+    assert paired_stages(5, 5) == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    assert paired_stages(4, 6) == [(1, 3), (2, 4), (3, 5)]
+    assert paired_stages(1, 5) == []
+
+
+def test_at_refuses_a_student_without_spatial_maps_in_one_line():
+    ctx = MethodContext(10, 3, 16, 8, torch.zeros(8, dtype=torch.long), 1, 0)
+    teacher = create_model("resnet18", num_classes=10, image_size=16)
+    student = create_model("gnn2", num_classes=10, image_size=16)
+    with pytest.raises(UserError, match="spatial attention maps") as err:
+        get_method("at").cls(student, teacher, ATParams(), ctx)
+    assert "\n" not in str(err.value)
+
+
+def pkt_by_hand(s: list[list[float]], t: list[list[float]], eps: float = 1e-7) -> float:
+    def probs(e: list[list[float]]) -> list[list[float]]:
+        e = [[x / (math.sqrt(sum(v * v for v in row)) + eps) for x in row] for row in e]
+        k = [[(sum(a * b for a, b in zip(r1, r2, strict=True)) + 1) / 2 for r2 in e] for r1 in e]
+        return [[v / sum(row) for v in row] for row in k]
+
+    ps, pt = probs(s), probs(t)
+    n = len(s)
+    return sum(pt[i][j] * math.log((pt[i][j] + eps) / (ps[i][j] + eps)) for i in range(n) for j in range(n)) / n**2
+
+
+def test_pkt_loss_matches_the_formula():
+    s = [[1.0, 0.0, 2.0], [0.5, -1.0, 1.0], [0.0, 1.0, -1.0]]
+    t = [[1.0, 2.0], [-1.0, 0.5], [2.0, 2.0]]  # different widths: only similarities are compared
+    assert pkt_loss(torch.tensor(s), torch.tensor(t)).item() == pytest.approx(pkt_by_hand(s, t), rel=1e-5)
+
+
+def test_pkt_loss_properties():
+    e = torch.randn(6, 10)
+    assert pkt_loss(e, e).item() == pytest.approx(0.0, abs=1e-7)
+    assert pkt_loss(3 * e, e).item() == pytest.approx(0.0, abs=1e-7)  # cosine kernel: scale-free
+    assert pkt_loss(torch.randn(6, 4), e).item() > 0
+    s = torch.randn(6, 4, requires_grad=True)
+    t = torch.randn(6, 10, requires_grad=True)
+    pkt_loss(s, t).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0 and t.grad is None
