@@ -132,7 +132,9 @@ class CifarResNet(CifarNet):
         return x
 
 
-def _resnet(variant: str, pretrained: bool, depth: int, widths: tuple[int, int, int, int], **kwargs: Any):
+def _resnet(
+    variant: str, pretrained: bool, depth: int, widths: tuple[int, int, int, int], **kwargs: Any
+) -> CifarResNet:
     assert (depth - 2) % 6 == 0, "a basic-block CIFAR ResNet has depth 6n + 2"
     n = (depth - 2) // 6
     return build(CifarResNet, variant, pretrained, 4, block=BasicBlock, stem_width=widths[0], widths=widths[1:],

@@ -27,7 +27,9 @@ from ._common import CifarNet, build, cifar_cfgs, feature
 from .shufflenetv1 import ChannelShuffle
 
 
-def _conv_bn(in_chs: int, out_chs: int, kernel: int, stride: int = 1, depthwise: bool = False):
+def _conv_bn(
+    in_chs: int, out_chs: int, kernel: int, stride: int = 1, depthwise: bool = False
+) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
     conv = nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=kernel // 2,
                      groups=in_chs if depthwise else 1, bias=False)
     return conv, nn.BatchNorm2d(out_chs)
