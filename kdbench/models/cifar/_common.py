@@ -1,4 +1,4 @@
-"""What every CIFAR architecture of the CRD codebase shares here: the timm interface and the timm registration.
+"""What the CIFAR architectures of the CRD codebase share: the timm model interface and the timm registration.
 
 Each network is a plain `nn.Module` subclass of :class:`CifarNet`, which provides timm's classifier interface
 (`num_classes`, `get_classifier()`, `reset_classifier()`, `forward_features`, `forward_head(pre_logits=...)`)
