@@ -12,6 +12,12 @@ __version__ = "0.1.0"
 
 __all__ = ["create_teacher", "get_method", "leaderboard", "list_methods", "load_runs", "run"]
 
+# The CRD codebase's CIFAR architectures (`cifar_resnet8x4`, …) join timm's registry as soon as timm is
+# imported, without importing it here (see _timm_hook).
+from ._timm_hook import register_cifar_models_with_timm  # noqa: E402
+
+register_cifar_models_with_timm()
+
 
 def __getattr__(name: str) -> Any:
     # Lazy: `import kdbench` stays cheap (no torch/timm import) until a function is used.

@@ -147,7 +147,7 @@ def execute(
 
 def _teacher_metrics(card: dict[str, Any], teacher: torch.nn.Module) -> dict[str, Any]:
     keep = ("top1", "top5", "top1_best", "top5_best", "best_epoch", "epochs", "train_s", "sha256", "path", "cached",
-            "user_checkpoint", "recipe")
+            "user_checkpoint", "recipe", "source", "source_sha256")
     return {**{k: card[k] for k in keep if k in card}, "params": count_parameters(teacher),
             "layers": count_weight_layers(teacher)}
 

@@ -38,6 +38,8 @@ from .storage import atomic_write_json, file_mode, sha256_file
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
+# The teacher-recipe name of teachers imported from elsewhere (kdbench.teacher_import): never trained here.
+IMPORTED_RECIPE = "imported"
 
 
 def default_zoo_dir() -> Path:
@@ -139,6 +141,7 @@ class TeacherZoo:
         self, key: TeacherKey, data: DataSplits, settings: EngineSettings
     ) -> tuple[nn.Module, dict[str, Any]]:
         entry = self.entry_dir(key)
+        _refuse_to_train_imported(key, entry)
         self.reporter.log(f"training teacher {key.arch} on {key.dataset} ({key.recipe.epochs} epochs)")
         torch.manual_seed(key.seed)
         model = _build(key, data)
@@ -192,6 +195,16 @@ class TeacherZoo:
         if not self.root.is_dir():
             return []
         return [json.loads(p.read_text()) for p in sorted(self.root.glob(f"*/*/*/{CARD}"))]
+
+
+def _refuse_to_train_imported(key: TeacherKey, entry: Path) -> None:
+    if key.recipe.name == IMPORTED_RECIPE:
+        raise UserError(
+            f"no imported teacher {key.arch} for {key.dataset} (seed {key.seed}) at {entry}: import one with "
+            f"`kdbench teachers import PATH --arch {key.arch} --dataset {key.dataset}` (an imported teacher is "
+            f"keyed by its dataset's default recipe renamed '{IMPORTED_RECIPE}': change no other teacher_recipe "
+            "field, nor --teacher-epochs)"
+        )
 
 
 def load_teacher_checkpoint(

@@ -59,3 +59,34 @@ def train_command(
         reporter.close()
     state = "cached" if card.get("cached") else "trained"
     out.print(f"{arch} on {dataset}: top-1 {card['top1']:.2f}% ({state}) at {card['path']}")
+
+
+@teachers_app.command("import")
+def import_command(
+    path: Path = typer.Argument(..., help="A checkpoint saved by the CRD codebase (RepDistiller): {'model': ...}."),
+    arch: str = typer.Option(..., "--arch", help="Its architecture, a cifar_ model (e.g. cifar_resnet32x4)."),
+    dataset: str = typer.Option("cifar100", "--dataset", "-d"),
+    seed: int = typer.Option(0, "--seed", help="Zoo seed of this teacher; runs select it with --teacher-seed."),
+    sets: list[str] = Sets,
+    force: bool = typer.Option(False, "--force", help="Replace an imported teacher of another file."),
+    zoo_dir: Path = ZooDir,
+    data_root: Path = DataRoot,
+    device: str = Device,
+) -> None:
+    """Import a teacher trained by the CRD codebase into the zoo (safetensors + sha256, card `source: imported`),
+    evaluated on the dataset's test split. Runs use it with `--set teacher_recipe.name=imported`.
+
+    Example: kdbench teachers import resnet32x4_best.pth --arch cifar_resnet32x4 --dataset cifar100
+    """
+    from ..teacher_import import import_teacher
+
+    reporter = RichReporter()
+    try:
+        card = import_teacher(path, arch, dataset, seed=seed, sets=sets, zoo_dir=zoo_dir, data_root=data_root,
+                              device=device, force=force, reporter=reporter)
+    finally:
+        reporter.close()
+    state = "already imported" if card.get("already_imported") else "imported"
+    out.print(f"{arch} on {card['dataset']}: top-1 {card['top1']:.2f}% ({state}) at {card['path']}\n"
+              f"use it with: kdbench run --teacher {arch} --dataset {card['dataset']} --teacher-seed {card['seed']} "
+              "--set teacher_recipe.name=imported ...", highlight=False)

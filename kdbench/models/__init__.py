@@ -1,5 +1,11 @@
-"""Models: one factory for timm and kdbench architectures, and feature taps by hooks."""
+"""Models: one factory for timm and kdbench architectures, and feature taps by hooks.
 
+Importing this package registers the CRD codebase's CIFAR architectures (`cifar_resnet8x4`, …) in timm's own
+registry (`kdbench.models.cifar`), so `timm.create_model("cifar_…")` and every kdbench command know them.
+"""
+
+from . import cifar  # noqa: F401  (registers the cifar_ architectures in timm)
+from .crd_checkpoint import load_crd_checkpoint
 from .features import Features, FeatureTap
 from .zoo import count_parameters, count_weight_layers, create_model, is_model, register_model
 
@@ -10,5 +16,6 @@ __all__ = [
     "count_weight_layers",
     "create_model",
     "is_model",
+    "load_crd_checkpoint",
     "register_model",
 ]

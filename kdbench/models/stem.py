@@ -8,7 +8,8 @@ the stages see 32/16/8/4 px. :func:`apply_cifar_stem` makes that change in place
   `ResNet` class): `conv1` becomes a 3×3 stride-1 conv (a deep stem keeps its convs, its first one at stride 1)
   and `maxpool` becomes Identity;
 - MobileNetV3 and the EfficientNet class (EfficientNet, MobileNetV2, MNASNet…): `conv_stem` at stride 1;
-- VGG: unchanged (timm's VGG already opens with 3×3 stride-1 convs and keeps its five pools, as CIFAR VGGs do).
+- VGG: unchanged (timm's VGG already opens with 3×3 stride-1 convs and keeps its five pools, as CIFAR VGGs do);
+- the `cifar_` architectures (kdbench.models.cifar, `small_image_native = True`): unchanged, CIFAR-shaped already.
 
 `feature_info` reductions are updated so `FeatureTap`, timm's feature API and anything sizing modules from them
 stay right. Other families raise a UserError rather than silently keeping a stem that discards 15/16 of a
@@ -69,7 +70,10 @@ def _conv_stem(model: MobileNetV3 | EfficientNet) -> None:
 
 
 def apply_cifar_stem(model: nn.Module, name: str) -> nn.Module:
-    """Give `model` (an untrained timm CNN called `name`) the 3×3 stride-1, no-max-pool stem; returns it."""
+    """Give `model` (an untrained timm CNN called `name`) the 3×3 stride-1, no-max-pool stem; returns it.
+    Models built for small images already (the `cifar_` architectures) are returned unchanged."""
+    if getattr(model, "small_image_native", False):
+        return model
     if isinstance(model, ResNet):
         _resnet(model)
     elif isinstance(model, MobileNetV3 | EfficientNet):

@@ -22,7 +22,8 @@ from ..errors import UserError, unknown_name
 
 ModelBuilder = Callable[..., nn.Module]
 
-_NOT_ARCHITECTURES = {"zoo", "features", "stem"}
+# `cifar` registers its architectures in timm's registry (imported by kdbench.models itself), not in this one.
+_NOT_ARCHITECTURES = {"zoo", "features", "stem", "cifar", "crd_checkpoint"}
 
 
 def _load_custom_models() -> None:
@@ -39,7 +40,7 @@ CUSTOM_MODELS: Registry[ModelBuilder] = Registry("model", loader=_load_custom_mo
 # Learning-rate scale of light students relative to the dataset recipe's lr. The CRD recipe trains MobileNetV2
 # and ShuffleNet students at 0.01 instead of 0.05 (RepDistiller); custom students declare theirs when registered.
 _LR_SCALES: dict[str, float] = {}
-_TIMM_LIGHT_STUDENTS = re.compile(r"^(mobilenetv2|shufflenet)")
+_TIMM_LIGHT_STUDENTS = re.compile(r"^(mobilenetv2|shufflenet|cifar_mobilenetv2|cifar_shufflev)")
 
 
 def register_model(name: str, *, lr_scale: float = 1.0) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -80,7 +81,7 @@ def create_model(
     """Build an untrained model named `name` for a dataset's classes, channels and image side.
 
     `cifar_stem=True` swaps a timm CNN's ImageNet stem for the small-image one (see `kdbench.models.stem`);
-    custom architectures ignore it (they have no stem).
+    custom architectures and the `cifar_` ones (built for 32 px already) ignore it.
     """
     if options.get("pretrained"):
         raise UserError(
