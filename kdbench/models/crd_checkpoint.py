@@ -2,14 +2,14 @@
 
 RepDistiller's training scripts save `torch.save({"model": state_dict, "epoch": ..., "best_acc": ...,
 "optimizer": ...})`. Those files are pickles, and unpickling runs whatever code the file names, so they are
-read only with `torch.load(..., weights_only=True)`, which accepts tensors, numbers, strings and containers
-and refuses everything else. The `cifar_` models keep the original state-dict keys, so the weights load as
-they are; a file for another architecture is reported with the keys or shapes that differ.
+read only through `kdbench.safe_load.load_plain_checkpoint` (`torch.load(..., weights_only=True)`), which
+accepts tensors, numbers, strings and containers and refuses everything else. The `cifar_` models keep the
+original state-dict keys, so the weights load as they are; a file for another architecture is reported with
+the keys or shapes that differ.
 """
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
+from ..safe_load import load_plain_checkpoint
 from .zoo import create_model
 
 
@@ -26,13 +27,7 @@ def read_crd_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no such checkpoint file: {path}")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError):
-        # weights_only refuses any non-tensor object; a file that is no torch file at all fails the same way
-        raise UserError(f"not a plain tensor checkpoint: {path}") from None
-    if not isinstance(saved, dict):
-        raise UserError(f"not a plain tensor checkpoint: {path}")
+    saved = load_plain_checkpoint(path)  # one line, never obeyed, for a crafted or foreign file
     nested = isinstance(saved.get("model"), dict)
     state = saved["model"] if nested else saved
     if not all(isinstance(v, torch.Tensor) for v in state.values()):
