@@ -137,3 +137,15 @@ def test_params_are_validated():
         DKDParams(beta_preset="paper")
     with pytest.raises(UserError, match="dkd.beta"):
         DKDParams(beta=-1.0)
+
+
+def test_published_beta_table_names_registered_cifar_models() -> None:
+    # The per-pair betas are keyed by zoo names: a typo would silently fall back to the default beta.
+    import timm
+
+    import kdbench.models  # noqa: F401  (registers the cifar_ models)
+    from kdbench.methods.dkd import PUBLISHED_BETA
+
+    names = set(timm.list_models("cifar_*"))
+    for teacher, student in PUBLISHED_BETA:
+        assert teacher in names and student in names, (teacher, student)
