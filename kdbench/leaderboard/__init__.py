@@ -16,7 +16,8 @@ Rules every table keeps, because they are where published comparisons go wrong:
 - the footer says which metric is shown (last-epoch as in the CRD tables, best-epoch as in the DKD tables).
 
 One job per module: `board` (kinds, metrics, the Leaderboard), `runs` (prepare and filter), `labels`, `stats`,
-`cells` (display strings), `tables` (the tables) and `render` (output formats).
+`cells` (display strings), `tables` (the tables), `compare` (ours beside the published numbers of
+`kdbench.published`) and `render` (output formats).
 """
 
 from __future__ import annotations
@@ -29,16 +30,17 @@ import pandas as pd
 from ..errors import unknown_name
 from .board import METRICS, TABLES, Leaderboard
 from .cells import format_cell
+from .compare import published_table
 from .labels import distinguish
 from .render import FORMATS, format_for_path, latex_escape, render, rich_table, to_html, to_latex, to_markdown
 from .runs import filter_runs, is_missing, pair_label, parse_where, prepare_runs
 from .tables import ablation_table, ladder_table, methods_table, runs_table
 
 __all__ = [
-    "FORMATS", "METRICS", "TABLES", "Leaderboard", "ablation_table", "build", "distinguish", "filter_runs",
-    "format_cell", "format_for_path", "is_missing", "ladder_table", "latex_escape", "leaderboard", "methods_table",
-    "pair_label", "parse_where", "prepare_runs", "render", "rich_table", "runs_table", "to_html", "to_latex",
-    "to_markdown",
+    "FORMATS", "Leaderboard", "METRICS", "TABLES", "ablation_table", "build", "build_published", "distinguish",
+    "filter_runs", "format_cell", "format_for_path", "is_missing", "ladder_table", "latex_escape", "leaderboard",
+    "methods_table", "pair_label", "parse_where", "prepare_runs", "published_table", "render", "rich_table",
+    "runs_table", "to_html", "to_latex", "to_markdown",
 ]
 
 
@@ -90,6 +92,17 @@ def build(
     if table == "runs":
         return runs_table(df)
     return ablation_table(df, metric, method)
+
+
+def build_published(
+    runs: pd.DataFrame | str | Path | None = None, where: str | None = None, paper: str | None = None
+) -> Leaderboard:
+    """Our runs beside the published numbers of `paper` (default: every paper in `kdbench.published`), each at
+    the paper's epoch convention; see :mod:`kdbench.leaderboard.compare`."""
+    from ..published import load_published
+
+    published = load_published(paper)
+    return published_table(filter_runs(prepare_runs(_as_runs(runs)), where), published)
 
 
 def _as_runs(runs: pd.DataFrame | str | Path | None) -> pd.DataFrame:

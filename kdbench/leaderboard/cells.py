@@ -16,6 +16,13 @@ def format_cell(mean: float, std: float, n: int, flag: str = "") -> str:
     return f"{mean:.{DECIMALS}f}{spread} ({n}){flag}"
 
 
+def published_cell(top1: float, std: float = float("nan"), runs: Any = None) -> str:
+    """A published number: `73.33 ± 0.25 (5)`; std and run count only where the paper gives them."""
+    spread = "" if is_missing(std) else f" ± {std:.{DECIMALS}f}"
+    count = "" if is_missing(runs) else f" ({int(runs)})"
+    return f"{top1:.{DECIMALS}f}{spread}{count}"
+
+
 def fmt_params(v: Any) -> str:
     """A parameter count: `11.17M`, `84.3k`."""
     if is_missing(v):

@@ -10,8 +10,8 @@ import pandas as pd
 from .runs import canon
 
 # Paper-like row order; methods not listed follow alphabetically.
-METHOD_ORDER = ("teacher", "ce", "kd", "fitnet", "at", "sp", "pkt", "rkd", "crd", "crd+kd", "crd_kd", "dkd", "hkd",
-                "hkd+kd", "hkd_kd", "cnn2gnn")
+METHOD_ORDER = ("teacher", "ce", "kd", "fitnet", "at", "sp", "pkt", "rkd", "rkd+kd", "crd", "crd+kd", "crd_kd",
+                "dkd", "hkd", "hkd+kd", "hkd_kd", "cnn2gnn")
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -14,7 +14,8 @@ from .runs import canon, clean, is_missing
 from .stats import completed, first_present, mark_best_and_flags, mean_of, summarize, teacher_stats
 
 
-def _caveats_footer(df: pd.DataFrame, metric: str) -> list[str]:
+def caveats_footer(df: pd.DataFrame, metric: str) -> list[str]:
+    """Footer lines about runs left out of the averages (failed, diverged, running, no metric) and missing recipes."""
     lines = []
     if len(df) and df["recipe_params"].map(is_missing).all():
         # Runs loaded without their full recipe (older load_runs): say so rather than mix recipes silently.
@@ -91,7 +92,7 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
         footer.append(f"{FEWER_SEEDS} fewer seeds than the table's most-seeded cell ({data.attrs.get('max_n')})")
     if any("[" in r for r in rows) or any("[" in c for c in cols):
         footer.append("[k=v]: settings that differ between rows or columns of the same name; never averaged together")
-    footer += _caveats_footer(scope, metric)
+    footer += caveats_footer(scope, metric)
     if not len(data):
         footer.append("no completed runs to show")
     return Leaderboard("methods", title or f"KD methods ({metric})", table, data, footer, bold)
@@ -171,7 +172,7 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
               "only within one device); train time: mean wall time of the student's training"]
     if data["fewer_seeds"].any():
         footer.append(f"{FEWER_SEEDS} fewer seeds than the table's most-seeded row ({max_n})")
-    footer += _caveats_footer(scope, metric)
+    footer += caveats_footer(scope, metric)
     if not len(data):
         footer.append(f"no completed runs of ce or {', '.join(distilled)} to show")
     return Leaderboard("ladder", f"depth ladder ({metric})", display, data, footer, bold)
