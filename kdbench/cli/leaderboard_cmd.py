@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import UserError
-from ..leaderboard import FORMATS, METRICS, TABLES, build, format_for_path, render, rich_table
+from ..leaderboard import FORMATS, METRICS, TABLES, build, build_published, format_for_path, render, rich_table
 from ..records import RunStore
 from ..results import load_runs
 from .app import app
@@ -18,8 +18,8 @@ from .reporter import console
 @app.command("leaderboard")
 def leaderboard_command(
     table: str = typer.Option("methods", "--table", "-t", help=f"Which table: {' | '.join(TABLES)}."),
-    metric: str = typer.Option("top1_last", "--metric", help=f"{' | '.join(METRICS)} (CRD tables: last epoch; "
-                               "DKD tables: best epoch)."),
+    metric: str = typer.Option(None, "--metric", help=f"{' | '.join(METRICS)} (CRD tables: last epoch; "
+                               "DKD tables: best epoch) \\[default: top1_last]."),
     where: str = typer.Option(None, "--where", "-w", help="Filter runs first: COLUMN=VALUE[,COLUMN=VALUE…] "
                               "(comma = AND, `|` = OR, `!=` negates), e.g. method=kd|crd,dataset=digits."),
     fmt: str = typer.Option(None, "--format", "-f", help=f"{' | '.join(FORMATS)} [default: from --out's suffix, "
@@ -28,6 +28,8 @@ def leaderboard_command(
     distilled: str = typer.Option("cnn2gnn", "--distilled", help="Ladder: distilled methods shown beside the "
                                   "models trained alone (comma-separated)."),
     method: str = typer.Option("cnn2gnn", "--method", "-m", help="Ablation: the method whose variants to compare."),
+    published: bool = typer.Option(False, "--published", help="Ours beside the published CIFAR-100 numbers "
+                                    "(`kdbench published`) with Δ, each at the paper's epoch convention."),
     results_dir: Path = ResultsDir,
 ) -> None:
     """Compare runs: KD methods per teacher → student pair, the depth ladder, every run, or one method's ablation.
@@ -45,6 +47,8 @@ def leaderboard_command(
       kdbench leaderboard --table ladder --format markdown
 
       kdbench leaderboard --table runs --where method=kd,status=failed
+
+      kdbench leaderboard --published --where dataset=cifar100
     """
     runs = load_runs(results_dir)
     if runs.empty:
@@ -53,8 +57,14 @@ def leaderboard_command(
     fmt = fmt or (format_for_path(out) if out is not None else "rich")
     if fmt not in FORMATS:
         raise UserError(f"unknown format '{fmt}'. Valid: {', '.join(FORMATS)}")
-    board = build(runs, table, metric, where, distilled=[m.strip() for m in distilled.split(",") if m.strip()],
-                  method=method)
+    if published:
+        if metric is not None:
+            raise UserError("--published compares each paper's number at its own epoch convention (last or best): "
+                            "drop --metric")
+        board = build_published(runs, where)
+    else:
+        board = build(runs, table, metric or "top1_last", where,
+                      distilled=[m.strip() for m in distilled.split(",") if m.strip()], method=method)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render(board, fmt))

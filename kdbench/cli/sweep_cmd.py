@@ -1,4 +1,5 @@
-"""`kdbench sweep`: a grid of runs (methods × teachers × students × datasets × seeds) through submitit.
+"""`kdbench sweep`: a grid of runs (methods × teachers × students, or explicit teacher:student pairs, × datasets ×
+seeds) through submitit.
 
 Teachers missing from the zoo get one job each; every run not yet completed goes into ONE job array that
 starts after those teacher jobs succeeded. Submitting the same sweep again submits nothing new.
@@ -85,6 +86,8 @@ def sweep_command(
     methods: str = typer.Option(None, "--methods", help="Comma list of methods, e.g. ce,kd,crd."),
     teachers: str = typer.Option(None, "--teachers", help="Comma list of teacher architectures."),
     students: str = typer.Option(None, "--students", help="Comma list of students \\[default: each method's]."),
+    pairs: str = typer.Option(None, "--pairs", help="Explicit TEACHER:STUDENT pairs, comma list, in place of "
+                              "--teachers × --students; a lone STUDENT is trained alone (by ce)."),
     datasets: str = typer.Option(None, "--datasets", help="Comma list of datasets \\[default: digits]."),
     seeds: str = typer.Option(None, "--seeds", help="Seeds: 0,1,2 or a range 0-4 \\[default: 0]."),
     teacher_seed: int = typer.Option(None, "--teacher-seed", help="Seed of the zoo teachers \\[default: 0]."),
@@ -124,9 +127,12 @@ def sweep_command(
 
       kdbench sweep --config slurm/sweeps/embedded.yaml --partition gpu --dry-run
 
+      kdbench sweep --methods ce,kd --pairs resnet50:resnet18,resnet34:resnet18 --dry-run
+
       kdbench sweep --resume 20250101-120000-ab12
     """
-    cli = {"methods": methods, "teachers": teachers, "students": students, "datasets": datasets, "seeds": seeds,
+    cli = {"methods": methods, "teachers": teachers, "students": students, "pairs": pairs, "datasets": datasets,
+           "seeds": seeds,
            "teacher_seed": teacher_seed, "epochs": epochs, "teacher_epochs": teacher_epochs,
            "batch_size": batch_size, "lr": lr, "sets": sets, "results_dir": results_dir, "zoo_dir": zoo_dir,
            "data_root": data_root, "device": device, "executor": executor, "partition": partition,
@@ -181,8 +187,8 @@ def sweep_command(
 
 _RESOURCE_FLAGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism",
                    "account", "qos", "constraint")
-_GRID_FLAGS = ("methods", "teachers", "students", "datasets", "seeds", "teacher_seed", "epochs", "teacher_epochs",
-               "batch_size", "lr", "zoo_dir", "data_root", "device")
+_GRID_FLAGS = ("methods", "teachers", "students", "pairs", "datasets", "seeds", "teacher_seed", "epochs",
+               "teacher_epochs", "batch_size", "lr", "zoo_dir", "data_root", "device")
 
 
 def _resume_plan(sweep_id: str, cli: dict[str, Any], force: bool) -> tuple[dict[str, Any], Plan, str]:

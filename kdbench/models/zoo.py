@@ -39,8 +39,11 @@ CUSTOM_MODELS: Registry[ModelBuilder] = Registry("model", loader=_load_custom_mo
 
 # Learning-rate scale of light students relative to the dataset recipe's lr. The CRD recipe trains MobileNetV2
 # and ShuffleNet students at 0.01 instead of 0.05 (RepDistiller); custom students declare theirs when registered.
+# timm architectures (timm's own and the CRD codebase's `cifar_` ones registered in timm) declare nothing, so the
+# rule is keyed on their names: timm's MobileNetV2s and ShuffleNets, cifar_mobilenetv2 and cifar_shufflev1/v2.
 _LR_SCALES: dict[str, float] = {}
-_TIMM_LIGHT_STUDENTS = re.compile(r"^(mobilenetv2|shufflenet|cifar_mobilenetv2|cifar_shufflev)")
+LIGHT_STUDENT_LR_SCALE = 0.2  # 0.05 × 0.2 = 0.01
+_TIMM_LIGHT_STUDENTS = re.compile(r"^(mobilenetv2|shufflenet|cifar_mobilenetv2$|cifar_shufflev[12]$)")
 
 
 def register_model(name: str, *, lr_scale: float = 1.0) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -56,9 +59,10 @@ def register_model(name: str, *, lr_scale: float = 1.0) -> Callable[[ModelBuilde
 
 
 def student_lr_scale(name: str) -> float:
+    """The factor the dataset recipe's lr is multiplied by when `name` is the student (see _TIMM_LIGHT_STUDENTS)."""
     if name in CUSTOM_MODELS:
         return _LR_SCALES.get(name, 1.0)
-    return 0.2 if _TIMM_LIGHT_STUDENTS.match(name) else 1.0
+    return LIGHT_STUDENT_LR_SCALE if _TIMM_LIGHT_STUDENTS.match(name) else 1.0
 
 
 def is_model(name: str) -> bool:

@@ -1,12 +1,18 @@
 """A sweep's grid (methods × teachers × students × datasets × seeds) and its expansion into run configs.
 
+Instead of the product teachers × students, `pairs` lists explicit teacher → student pairs (a paper's table
+distils each teacher into its own students, not into every student); an entry with a student only is a model
+trained alone, run by the methods without a teacher (a depth ladder's CNNs beside a distilled pair).
+
 The grid holds the same options as `kdbench run` (epochs, `--set`, ...), applied to every run. Each point is
 resolved with :func:`kdbench.resolve.resolve_config`, so a sweep's run ids are exactly the ids `kdbench run`
 gives the same options. A method that needs no teacher (`ce`) expands once per student: its run id has no
-teacher in it, and expanding it per teacher would only repeat the same run.
+teacher in it, and expanding it per teacher would only repeat the same run. With `pairs`, such a method runs
+once per distinct student of the pairs (student-only entries included).
 
 A sweep file (YAML) uses the CLI's option names (`methods`, `teachers`, `seeds`, `epochs`, `sets`,
-`partition`, `gpus_per_node`, ... with `_` or `-`); lists may be YAML lists or comma strings.
+`partition`, `gpus_per_node`, ... with `_` or `-`); lists may be YAML lists or comma strings. A pair is written
+`TEACHER:STUDENT` (or a two-item list), a student trained alone just `STUDENT`.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ class Grid:
     methods: list[str]
     teachers: list[str] = field(default_factory=list)
     students: list[str] = field(default_factory=list)  # empty: each method's default student
+    # Explicit (teacher, student) pairs in place of teachers × students (the two cannot be mixed); a None
+    # teacher is a student that only the methods without a teacher train.
+    pairs: list[tuple[str | None, str]] = field(default_factory=list)
     datasets: list[str] = field(default_factory=lambda: ["digits"])
     seeds: list[int] = field(default_factory=lambda: [0])
     teacher_seed: int = 0
@@ -48,7 +57,21 @@ class Grid:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Grid:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kept = {k: v for k, v in d.items() if k in names}
+        kept["pairs"] = [(t, s) for t, s in kept.get("pairs") or []]  # JSON turns tuples into lists
+        return cls(**kept)
+
+    def points(self, needs_teacher: bool) -> list[tuple[str | None, str | None]]:
+        """The (teacher, student) combinations one method runs over; None student: the method's default."""
+        if self.pairs:
+            if self.teachers or self.students:
+                raise UserError("a sweep takes either pairs (TEACHER:STUDENT) or teachers × students, not both")
+            if needs_teacher:
+                return [(t, s) for t, s in dict.fromkeys(self.pairs) if t is not None]
+            return [(None, s) for s in dict.fromkeys(s for _, s in self.pairs)]
+        teachers: list[str | None] = list(self.teachers) if needs_teacher else [None]
+        students: list[str | None] = list(self.students) or [None]
+        return [(t, s) for t in teachers for s in students]
 
 
 @dataclass
@@ -106,21 +129,19 @@ def expand(grid: Grid) -> list[SweepRun]:
     for dataset in grid.datasets:
         for method in grid.methods:
             spec = get_method(method)
-            if spec.needs_teacher and not grid.teachers:
-                raise UserError(f"method '{method}' distils from a teacher: pass --teachers ARCH[,ARCH...]")
-            teachers: list[str | None] = list(grid.teachers) if spec.needs_teacher else [None]
-            students: list[str | None] = list(grid.students) or [None]  # None: the method's default
-            for teacher in teachers:
-                for student in students:
-                    for seed in grid.seeds:
-                        config = resolve_config(RunOptions(
-                            method=method, teacher=teacher, student=student, dataset=dataset, seed=seed,
-                            teacher_seed=grid.teacher_seed, epochs=grid.epochs, teacher_epochs=grid.teacher_epochs,
-                            batch_size=grid.batch_size, lr=grid.lr, sets=list(grid.sets), amp=grid.amp,
-                            channels_last=grid.channels_last,
-                        ))
-                        key = teacher_key(config) if config.teacher is not None else None
-                        runs.setdefault(config.run_id, SweepRun(config, key))
+            if spec.needs_teacher and not (grid.teachers or any(t for t, _ in grid.pairs)):
+                raise UserError(f"method '{method}' distils from a teacher: pass --teachers ARCH[,ARCH...] or "
+                                "--pairs TEACHER:STUDENT[,...]")
+            for teacher, student in grid.points(spec.needs_teacher):
+                for seed in grid.seeds:
+                    config = resolve_config(RunOptions(
+                        method=method, teacher=teacher, student=student, dataset=dataset, seed=seed,
+                        teacher_seed=grid.teacher_seed, epochs=grid.epochs, teacher_epochs=grid.teacher_epochs,
+                        batch_size=grid.batch_size, lr=grid.lr, sets=list(grid.sets), amp=grid.amp,
+                        channels_last=grid.channels_last,
+                    ))
+                    key = teacher_key(config) if config.teacher is not None else None
+                    runs.setdefault(config.run_id, SweepRun(config, key))
     return list(runs.values())
 
 
@@ -135,6 +156,26 @@ def split_list(value: str | list[Any] | tuple[Any, ...] | None) -> list[str]:
     if isinstance(value, list | tuple):
         return [str(v).strip() for v in value if str(v).strip()]
     return [part.strip() for part in str(value).split(",") if part.strip()]
+
+
+def parse_pairs(value: str | list[Any] | None) -> list[tuple[str | None, str]]:
+    """`"resnet56:resnet20, resnet110:resnet32, resnet18"`, or a YAML list of such strings or of
+    [teacher, student]; a lone `STUDENT` is (None, STUDENT), a model trained alone."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list | tuple) else split_list(value)
+    out: list[tuple[str | None, str]] = []
+    for item in items:
+        parts = [str(p).strip() for p in item] if isinstance(item, list | tuple) else \
+            [p.strip() for p in str(item).split(":")]
+        if len(parts) == 1 and parts[0]:
+            out.append((None, parts[0]))
+        elif len(parts) == 2 and all(parts):
+            out.append((parts[0], parts[1]))
+        else:
+            raise UserError(f"pairs: expected TEACHER:STUDENT (e.g. cifar_resnet32x4:cifar_resnet8x4) or a "
+                            f"STUDENT trained alone, got '{item}'")
+    return out
 
 
 def parse_seeds(value: str | list[Any] | None) -> list[int]:
@@ -206,6 +247,7 @@ def grid_from_options(options: dict[str, Any]) -> Grid:
         methods=split_list(options.get("methods")),
         teachers=split_list(options.get("teachers")),
         students=split_list(options.get("students")),
+        pairs=parse_pairs(options.get("pairs")),
         datasets=split_list(options.get("datasets")) or ["digits"],
         seeds=parse_seeds(options.get("seeds")) or [0],
         teacher_seed=int(options.get("teacher_seed") or 0),

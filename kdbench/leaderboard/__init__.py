@@ -1,0 +1,113 @@
+"""Leaderboards: pure functions from the runs DataFrame (`kdbench.results.load_runs`) to paper-like tables.
+
+Tables (the kinds of comparison the CNN2GNN paper makes):
+- `methods`: rows = teacher, student alone (`ce`), each KD method; columns = dataset · teacher → student · recipe;
+  cells = mean ± std over seeds (seed count), best student per column marked.
+- `ladder`: the models of the depth ladder trained alone (`ce`) and the distilled GNN side by side: layers,
+  parameters, accuracy, inference time per image at a stated batch size, training time.
+- `runs`: one row per run record, whatever its status.
+- `ablation`: one method's hyperparameter variants (e.g. CNN2GNN's k and graph mode) beside the student alone.
+
+Rules every table keeps, because they are where published comparisons go wrong:
+- only completed runs are averaged; failed, diverged and running ones are counted in the footer;
+- runs that differ in anything but their seeds never share a cell: recipe (all its fields, not just its name),
+  data parameters, teacher source and numerics (AMP, channels_last) split columns; method and student
+  hyperparameters split rows, labelled by the values that differ;
+- the footer says which metric is shown (last-epoch as in the CRD tables, best-epoch as in the DKD tables).
+
+One job per module: `board` (kinds, metrics, the Leaderboard), `runs` (prepare and filter), `labels`, `stats`,
+`cells` (display strings), `tables` (the tables), `compare` (ours beside the published numbers of
+`kdbench.published`) and `render` (output formats).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import unknown_name
+from .board import METRICS, TABLES, Leaderboard
+from .cells import format_cell
+from .compare import published_table
+from .labels import distinguish
+from .render import FORMATS, format_for_path, latex_escape, render, rich_table, to_html, to_latex, to_markdown
+from .runs import filter_runs, is_missing, pair_label, parse_where, prepare_runs
+from .tables import ablation_table, ladder_table, methods_table, runs_table
+
+__all__ = [
+    "FORMATS", "Leaderboard", "METRICS", "TABLES", "ablation_table", "build", "build_published", "distinguish",
+    "filter_runs", "format_cell", "format_for_path", "is_missing", "ladder_table", "latex_escape", "leaderboard",
+    "methods_table", "pair_label", "parse_where", "prepare_runs", "published_table", "render", "rich_table",
+    "runs_table", "to_html", "to_latex", "to_markdown",
+]
+
+
+def leaderboard(
+    runs: pd.DataFrame | str | Path | None = None,
+    table: str = "methods",
+    metric: str = "top1_last",
+    where: str | None = None,
+    *,
+    distilled: Sequence[str] = ("cnn2gnn",),
+    method: str = "cnn2gnn",
+) -> pd.DataFrame:
+    """A leaderboard as a DataFrame of display cells (`df.attrs` holds title, footer and best cells).
+
+    `runs` is the DataFrame of `kdbench.load_runs()` or a results folder (default ./results or
+    $KDBENCH_RESULTS). `where` filters runs first (`"method=kd,dataset=digits"`). For the numbers behind the
+    cells, or to render markdown / LaTeX / HTML / CSV, use :func:`build` and :func:`render`.
+
+    >>> import kdbench
+    >>> kdbench.leaderboard("results", table="methods", metric="top1_best")
+    """
+    board = build(runs, table, metric, where, distilled=distilled, method=method)
+    out = board.table.copy()
+    out.attrs = {"title": board.title, "footer": list(board.footer), "best": sorted(board.bold)}
+    return out
+
+
+def build(
+    runs: pd.DataFrame | str | Path | None = None,
+    table: str = "methods",
+    metric: str = "top1_last",
+    where: str | None = None,
+    *,
+    distilled: Sequence[str] = ("cnn2gnn",),
+    method: str = "cnn2gnn",
+) -> Leaderboard:
+    """Build one table from the runs DataFrame (or a results folder); see the module docstring."""
+    if table not in TABLES:
+        raise unknown_name("table", table, TABLES)
+    if metric not in METRICS:
+        raise unknown_name("metric", metric, METRICS)
+    # An ablation compares evaluation batch sizes (CNN2GNN's batch graph depends on them) as rows, not columns.
+    row_fields = ("eval_batch_size",) if table == "ablation" else ()
+    df = filter_runs(prepare_runs(_as_runs(runs), row_recipe_fields=row_fields), where)
+    if table == "methods":
+        return methods_table(df, metric)
+    if table == "ladder":
+        return ladder_table(df, metric, distilled)
+    if table == "runs":
+        return runs_table(df)
+    return ablation_table(df, metric, method)
+
+
+def build_published(
+    runs: pd.DataFrame | str | Path | None = None, where: str | None = None, paper: str | None = None
+) -> Leaderboard:
+    """Our runs beside the published numbers of `paper` (default: every paper in `kdbench.published`), each at
+    the paper's epoch convention; see :mod:`kdbench.leaderboard.compare`."""
+    from ..published import load_published
+
+    published = load_published(paper)
+    return published_table(filter_runs(prepare_runs(_as_runs(runs)), where), published)
+
+
+def _as_runs(runs: pd.DataFrame | str | Path | None) -> pd.DataFrame:
+    if isinstance(runs, pd.DataFrame):
+        return runs
+    from ..results import load_runs
+
+    return load_runs(runs)

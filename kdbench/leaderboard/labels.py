@@ -1,0 +1,77 @@
+"""Row and column labels that tell apart settings which differ in more than a name, and the paper-like row order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from .runs import canon
+
+# Paper-like row order; methods not listed follow alphabetically.
+METHOD_ORDER = ("teacher", "ce", "kd", "fitnet", "at", "sp", "pkt", "rkd", "rkd+kd", "crd", "crd+kd", "crd_kd",
+                "dkd", "hkd", "hkd+kd", "hkd_kd", "cnn2gnn")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d} if prefix else {"": d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, list | tuple):
+        return "(" + ",".join(_fmt_value(x) for x in v) + ")"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def distinguish(dicts: Sequence[dict[str, Any]]) -> list[str]:
+    """For each dict, `k=v, …` over the (flattened) keys whose values differ among `dicts`; "" when all equal."""
+    flats = [_flat(d) for d in dicts]
+    keys = sorted({k for f in flats for k in f})
+    differing = [k for k in keys if len({canon(f.get(k, "—")) for f in flats}) > 1]
+    return [", ".join(f"{k}={_fmt_value(f.get(k, '—'))}" for k in differing) for f in flats]
+
+
+def _with_suffix(base: str, extra: str) -> str:
+    return f"{base} [{extra}]" if extra else base
+
+
+def method_rank(method: str) -> tuple[int, str]:
+    """Sort key: METHOD_ORDER first, other methods after it alphabetically."""
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def label_rows(groups: pd.DataFrame) -> dict[str, str]:
+    """Row key → label: the method name, plus the hyperparameters that differ when a method has variants."""
+    labels: dict[str, str] = {}
+    for method, g in groups.groupby("method", sort=False):
+        firsts = g.drop_duplicates("_row_key")
+        extras = distinguish(list(firsts["variant"])) if len(firsts) > 1 else [""] * len(firsts)
+        for key, extra in zip(firsts["_row_key"], extras, strict=True):
+            labels[key] = _with_suffix(str(method), extra)
+    return labels
+
+
+def label_columns(columns: pd.DataFrame, with_pair: bool = True) -> dict[str, str]:
+    """Column key → "dataset · teacher → student · recipe", plus the settings that differ under one name."""
+    labels: dict[str, str] = {}
+    by_base: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in columns.to_dict("records"):
+        recipe = r["_setting"]["recipe"].get("name") or "?"
+        base = " · ".join([str(r["dataset"]), *([r["pair"]] if with_pair else []), str(recipe)])
+        by_base.setdefault(base, {})[r["_col_key"]] = r["_setting"]
+    for base, settings in by_base.items():
+        extras = distinguish(list(settings.values())) if len(settings) > 1 else [""]
+        for key, extra in zip(settings, extras, strict=True):
+            labels[key] = _with_suffix(base, extra)
+    return labels

@@ -1,0 +1,207 @@
+"""The tables, as pure functions of the prepared runs: `methods`, `ablation`, `ladder` and `runs`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from ..errors import UserError
+from .board import DECIMALS, EXCLUDED_STATUSES, FEWER_SEEDS, METRIC_WORDS, TEACHER_ROW, Leaderboard
+from .cells import fmt_any, fmt_infer, fmt_params, fmt_seconds, format_cell
+from .labels import label_columns, label_rows, method_rank
+from .runs import canon, clean, is_missing
+from .stats import completed, first_present, mark_best_and_flags, mean_of, summarize, teacher_stats
+
+
+def caveats_footer(df: pd.DataFrame, metric: str) -> list[str]:
+    """Footer lines about runs left out of the averages (failed, diverged, running, no metric) and missing recipes."""
+    lines = []
+    if len(df) and df["recipe_params"].map(is_missing).all():
+        # Runs loaded without their full recipe (older load_runs): say so rather than mix recipes silently.
+        lines.append("warning: the runs carry no recipe fields, so runs are told apart by recipe name only")
+    counts = {s: int((df["status"] == s).sum()) for s in EXCLUDED_STATUSES}
+    parts = [f"{n} {s}" for s, n in counts.items() if n]
+    if parts:
+        lines.append(f"not averaged: {', '.join(parts)} run(s) (`kdbench leaderboard --table runs` lists them)")
+    done = df[df["status"] == "completed"]
+    no_metric = int(done[metric].map(is_missing).sum()) if len(done) else 0
+    if no_metric:
+        lines.append(f"{no_metric} completed run(s) have no {metric} and are left out")
+    return lines
+
+
+def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence[str] | None = None,
+                  title: str | None = None) -> Leaderboard:
+    """The KD-method comparison: teacher, student alone (ce) and every method, per dataset · pair · recipe."""
+    scope = df if methods is None else df[df["method"].isin(list(methods))]
+    done = completed(scope, metric)
+    kd_cols = done[~done["teacher"].map(is_missing).astype(bool)].drop_duplicates("_col_key")
+    ce_only = done[done["teacher"].map(is_missing).astype(bool)]
+    # A run without a teacher joins every pair column with the same student setting; else a column of its own.
+    attach: dict[str, list[str]] = {}
+    for r in kd_cols.to_dict("records"):
+        attach.setdefault(r["_student_key"], []).append(r["_col_key"])
+    lone = ce_only[~ce_only["_student_key"].isin(list(attach))].drop_duplicates("_student_key")
+    for key in lone["_student_key"]:
+        attach[key] = [key]
+    columns = pd.concat([kd_cols, lone.assign(_col_key=lone["_student_key"])], ignore_index=True)
+    col_labels = label_columns(columns) if len(columns) else {}
+    row_labels = label_rows(done) if len(done) else {}
+
+    records = []
+    for r in columns.to_dict("records"):
+        label = col_labels[r["_col_key"]]
+        info = {"column": label, "dataset": r["dataset"], "teacher": clean(r["teacher"]), "student": r["student"],
+                "recipe": r["_setting"]["recipe"].get("name")}
+        if not is_missing(r["teacher"]):
+            records.append({"row": TEACHER_ROW, "method": TEACHER_ROW, **info,
+                            **teacher_stats(scope[scope["_col_key"] == r["_col_key"]], metric)})
+        members = done[done["_student_key"].map(lambda k, c=r["_col_key"]: c in attach.get(k, [])).astype(bool)
+                       & ((done["_col_key"] == r["_col_key"]) | done["teacher"].map(is_missing).astype(bool))]
+        for key, g in members.groupby("_row_key", sort=False):
+            mean, std, n = summarize(g[metric])
+            records.append({"row": row_labels[key], "method": g["method"].iloc[0], **info, "mean": mean, "std": std,
+                            "n": n, "run_ids": " ".join(sorted(g["run_id"]))})
+    data = pd.DataFrame.from_records(
+        records, columns=["row", "method", "column", "dataset", "teacher", "student", "recipe", "mean", "std", "n",
+                          "run_ids"])
+    data = mark_best_and_flags(data) if len(data) else data.assign(best=False, fewer_seeds=False)
+    data.insert(7, "metric", metric)
+
+    rows = sorted(data["row"].unique(), key=lambda r: (*method_rank(data.loc[data["row"] == r, "method"].iloc[0]),
+                                                       r))
+    # Teacher → student pairs first, then students that were only trained alone.
+    lone_cols = set(data.loc[data["teacher"].map(is_missing).astype(bool), "column"])
+    cols = sorted(data["column"].unique(), key=lambda c: (c in lone_cols, c))
+    table = pd.DataFrame("—", index=pd.Index(rows, name="method"), columns=cols, dtype=object)
+    bold = set()
+    for r in data.to_dict("records"):
+        flag = FEWER_SEEDS if r["fewer_seeds"] else ""
+        table.loc[r["row"], r["column"]] = format_cell(r["mean"], r["std"], r["n"], flag)
+        if r["best"]:
+            bold.add((r["row"], r["column"]))
+
+    footer = [f"cells: {METRIC_WORDS[metric]}, mean ± std over seeds (number of seeds); bold = best student in "
+              "its column"]
+    if TEACHER_ROW in rows:
+        footer.append("teacher: the teacher's own test accuracy (number = distinct teacher checkpoints)")
+    if "ce" in set(data["method"]):
+        footer.append("ce: the student trained alone, without a teacher (for gnn2: the GNN alone)")
+    if data["fewer_seeds"].any():
+        footer.append(f"{FEWER_SEEDS} fewer seeds than the table's most-seeded cell ({data.attrs.get('max_n')})")
+    if any("[" in r for r in rows) or any("[" in c for c in cols):
+        footer.append("[k=v]: settings that differ between rows or columns of the same name; never averaged together")
+    footer += caveats_footer(scope, metric)
+    if not len(data):
+        footer.append("no completed runs to show")
+    return Leaderboard("methods", title or f"KD methods ({metric})", table, data, footer, bold)
+
+
+def ablation_table(df: pd.DataFrame, metric: str = "top1_last", method: str = "cnn2gnn") -> Leaderboard:
+    """One method's variants (rows labelled by the hyperparameters that differ) beside the student alone."""
+    if method not in set(df["method"]):
+        present = sorted({str(m) for m in df["method"] if not is_missing(m)})
+        raise UserError(f"no runs of method '{method}' to ablate; methods with runs: {', '.join(present) or 'none'}")
+    students = set(df.loc[df["method"] == method, "student"])
+    scope = df[(df["method"] == method) | ((df["method"] == "ce") & df["student"].isin(list(students)))]
+    board = methods_table(scope, metric, title=f"{method} ablation ({metric})")
+    board.kind = "ablation"
+    return board
+
+
+def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequence[str] = ("cnn2gnn",)) -> Leaderboard:
+    """Every model trained alone (`ce`) and the runs of the `distilled` methods, per dataset and recipe: layers,
+    parameters, accuracy, inference time per image (at the recorded batch size), training time."""
+    scope = df[df["method"].isin(["ce", *distilled])]
+    done = completed(scope, metric)
+    row_labels = label_rows(done) if len(done) else {}
+    # Sections: dataset · recipe (plus data / recipe fields that differ under one recipe name).
+    sections = done.assign(_col_key=[canon([d, s["data"], s["recipe"], s["amp"], s["channels_last"]])
+                                     for d, s in zip(done["dataset"], done["_setting"], strict=True)])
+    section_of = dict(zip(done["run_id"], sections["_col_key"], strict=True))
+    section_labels = label_columns(sections, with_pair=False) if len(done) else {}
+    records = []
+    for (_, _, _), g in done.groupby(["_student_key", "_col_key", "_row_key"], sort=False):
+        r = g.iloc[0]
+        mean, std, n = summarize(g[metric])
+        batch = {int(b) for b in g["inference.batch_size"] if not is_missing(b)}
+        devices = {str(d) for d in g["inference.device"] if not is_missing(d)}
+        label = row_labels[r["_row_key"]]
+        model = f"{r['student']}{label[len(str(r['method'])):]}"  # the student plus its variant, if any
+        records.append({
+            "dataset": r["dataset"], "recipe": section_labels[section_of[r["run_id"]]].split(" · ", 1)[-1],
+            "model": model, "trained": "alone (ce)" if r["method"] == "ce" else f"{r['method']} ← {r['teacher']}",
+            "layers": first_present(g["student_info.layers"]), "params": first_present(g["student_info.params"]),
+            "mean": mean, "std": std, "n": n,
+            "infer_ms_per_image": mean_of(g["inference.s_per_image"]) * 1e3,
+            "infer_batch_size": batch.pop() if len(batch) == 1 else None,
+            "infer_device": devices.pop() if len(devices) == 1 else ("mixed" if devices else None),
+            "train_s": mean_of(g["timing.train_s"]), "run_ids": " ".join(sorted(g["run_id"])),
+        })
+    cols = ["dataset", "recipe", "model", "trained", "layers", "params", "mean", "std", "n", "infer_ms_per_image",
+            "infer_batch_size", "infer_device", "train_s", "run_ids"]
+    data = pd.DataFrame.from_records(records, columns=cols)
+    data = data.sort_values(["dataset", "recipe", "layers", "params", "model", "trained"], na_position="last",
+                            ignore_index=True)
+    data.insert(6, "metric", metric)
+    max_n = int(data["n"].max()) if len(data) else 0
+    data["fewer_seeds"] = data["n"] < max_n
+    data["best"] = False
+    for _, g in data.groupby(["dataset", "recipe"], sort=False):
+        if len(g) > 1:
+            data.loc[g.index[g["mean"].round(DECIMALS) == g["mean"].round(DECIMALS).max()], "best"] = True
+
+    acc = metric
+    display = pd.DataFrame({
+        "dataset": data["dataset"], "recipe": data["recipe"], "model": data["model"], "trained": data["trained"],
+        "layers": data["layers"].map(lambda v: "—" if is_missing(v) else str(int(v))),
+        "params": data["params"].map(fmt_params),
+        acc: [format_cell(m, s, n, FEWER_SEEDS if f else "")
+              for m, s, n, f in zip(data["mean"], data["std"], data["n"], data["fewer_seeds"], strict=True)],
+        "ms/image": [fmt_infer(t, b, d) for t, b, d in
+                                       zip(data["infer_ms_per_image"], data["infer_batch_size"], data["infer_device"],
+                                           strict=True)],
+        "train time": data["train_s"].map(fmt_seconds),
+    }, dtype=object)
+    bold = {(str(i), acc) for i in data.index[data["best"]]}
+    display.index = display.index.map(str)
+    footer = [f"{metric}: {METRIC_WORDS[metric]}, mean ± std over seeds (n); bold = best in its dataset · recipe",
+              "layers: weight layers (conv + linear) of the student; params: the student's parameters",
+              "ms/image: inference wall time per image at the stated batch size (b) on the stated device (compare "
+              "only within one device); train time: mean wall time of the student's training"]
+    if data["fewer_seeds"].any():
+        footer.append(f"{FEWER_SEEDS} fewer seeds than the table's most-seeded row ({max_n})")
+    footer += caveats_footer(scope, metric)
+    if not len(data):
+        footer.append(f"no completed runs of ce or {', '.join(distilled)} to show")
+    return Leaderboard("ladder", f"depth ladder ({metric})", display, data, footer, bold)
+
+
+RUN_COLUMNS = ("run_id", "status", "method", "variant", "pair", "dataset", "recipe", "seed", "top1_last", "top1_best",
+               "top5_last", "best_epoch", "epochs", "timing.train_s", "finished_at")
+
+
+def runs_table(df: pd.DataFrame) -> Leaderboard:
+    """One row per run record, any status, sorted by dataset, pair, method (paper order) and seed."""
+    data = df.copy()
+    labels = label_rows(data) if len(data) else {}
+    data["variant"] = [labels[k][len(str(m)):].strip(" []") for k, m in zip(data["_row_key"], data["method"],
+                                                                          strict=True)]
+    data["_rank"] = data["method"].map(lambda m: method_rank(str(m)))
+    data = data.sort_values(["dataset", "pair", "_rank", "variant", "seed"], key=_sortable, ignore_index=True)
+    data = data[list(RUN_COLUMNS)]
+    for col in ("seed", "best_epoch", "epochs"):  # integers that NaN (runs without metrics) turned into floats
+        data[col] = pd.array([None if is_missing(v) else int(v) for v in data[col]], dtype="Int64")
+    display = data.astype(object).map(fmt_any)
+    display.index = display.index.map(str)
+    counts = data["status"].value_counts()
+    footer = ["runs: " + ", ".join(f"{int(n)} {s}" for s, n in counts.items()) if len(data) else "no runs",
+              "variant: the hyperparameters in which runs of the same method differ"]
+    return Leaderboard("runs", "runs", display, data.reset_index(drop=True), footer, set())
+
+
+def _sortable(col: pd.Series) -> pd.Series:
+    if col.name == "_rank":
+        return col
+    return col.map(lambda v: "" if is_missing(v) else (f"{v:012.3f}" if isinstance(v, int | float) else str(v)))

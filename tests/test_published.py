@@ -1,0 +1,161 @@
+"""The published CIFAR-100 tables shipped as data, `kdbench published`, and `kdbench leaderboard --published`
+joining real run records (written with RunStore; no model is trained) with them at the paper's epoch convention."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_leaderboard import make_config, write_run
+
+from kdbench.errors import UserError
+from kdbench.leaderboard import build_published, render
+from kdbench.published import EPOCHS, PAPERS, load_published
+
+# The CIFAR architectures of the CRD codebase under kdbench's names.
+CIFAR_ARCHS = {
+    *(f"cifar_resnet{d}" for d in (8, 14, 20, 32, 44, 56, 110)), "cifar_resnet8x4", "cifar_resnet32x4",
+    "cifar_resnet50", "cifar_wrn_16_1", "cifar_wrn_16_2", "cifar_wrn_40_1", "cifar_wrn_40_2",
+    *(f"cifar_vgg{d}" for d in (8, 11, 13, 16, 19)), "cifar_mobilenetv2", "cifar_shufflev1", "cifar_shufflev2",
+}
+METHODS = {"teacher", "ce", "kd", "fitnet", "at", "rkd", "pkt", "crd", "crd+kd", "dkd", "rkd+kd", "hkd", "hkd+kd"}
+CLI = [sys.executable, "-m", "kdbench"]
+
+
+def one(df: pd.DataFrame, **match: str) -> dict:
+    rows = df[(df[list(match)] == pd.Series(match)).all(axis=1)]
+    assert len(rows) == 1, (match, rows)
+    return rows.iloc[0].to_dict()
+
+
+def test_published_numbers_as_the_papers_print_them() -> None:
+    df = load_published()
+    pair = {"teacher": "cifar_resnet32x4", "student": "cifar_resnet8x4", "dataset": "cifar100"}
+    kd = one(df, paper="crd", table="Table 1", method="kd", **pair)
+    assert (kd["top1"], kd["std"], kd["runs"], kd["epoch"]) == (73.33, 0.25, 5, "last")
+    crd = one(df, paper="crd", table="Table 1", method="crd", **pair)
+    assert (crd["top1"], crd["std"]) == (75.51, 0.18)
+    assert one(df, paper="crd", method="crd+kd", **pair)["top1"] == 75.46
+    assert one(df, paper="crd", method="teacher", **pair)["top1"] == 79.42
+    assert one(df, paper="crd", method="ce", **pair)["top1"] == 72.50
+    shuffle = one(df, paper="crd", method="crd", teacher="cifar_wrn_40_2", student="cifar_shufflev1")
+    assert (shuffle["top1"], shuffle["table"], shuffle["runs"]) == (76.05, "Table 2", 3)
+    # DKD's README copies its KD column from CRD (last epoch); its DKD column is best epoch.
+    assert one(df, paper="dkd", method="dkd", **pair)["epoch"] == "best"
+    assert one(df, paper="dkd", method="dkd", **pair)["top1"] == 76.32
+    assert one(df, paper="dkd", method="kd", **pair)["epoch"] == "last"
+    hkd = one(df, paper="hkd", method="hkd+kd", **pair)
+    assert (hkd["top1"], hkd["std"], hkd["epoch"]) == (76.13, 0.05, "unstated")
+    # 13 CRD pairs × (teacher, student, 7 methods); DKD 11 pairs × 2; HKD 5 pairs × 7 rows.
+    assert df["paper"].value_counts().to_dict() == {"crd": 117, "dkd": 22, "hkd": 35}
+
+
+def test_every_published_row_uses_kdbench_names() -> None:
+    df = load_published()
+    assert set(df["teacher"]) | set(df["student"]) <= CIFAR_ARCHS
+    assert set(df["method"]) <= METHODS
+    assert set(df["paper"]) == set(PAPERS) and set(df["epoch"]) <= set(EPOCHS)
+    assert set(df["dataset"]) == {"cifar100"}
+    assert not df.duplicated(["paper", "table", "teacher", "student", "method"]).any()
+    assert df["top1"].between(50, 90).all() and df["source"].str.len().gt(0).all()
+    assert set(load_published("hkd")["paper"]) == {"hkd"}
+    with pytest.raises(UserError, match="Valid: crd, dkd, hkd"):
+        load_published("kd")
+
+
+def test_published_command_formats_and_bad_paper() -> None:
+    env = os.environ.copy()
+    csv = subprocess.run([*CLI, "published", "--paper", "crd", "--format", "csv"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert csv.returncode == 0, csv.stderr
+    rows = pd.read_csv(io.StringIO(csv.stdout))
+    assert set(rows["paper"]) == {"crd"} and len(rows) == 117
+    markdown = subprocess.run([*CLI, "published", "--paper", "dkd"], capture_output=True, text=True, env=env,
+                              timeout=120)
+    assert markdown.returncode == 0, markdown.stderr
+    # DKD mixes conventions, so its columns say which; the resnet32x4 → resnet8x4 row holds both numbers.
+    assert "| kd (last) | dkd (best) |" in markdown.stdout
+    assert "| README · cifar_resnet32x4 → cifar_resnet8x4 | 73.33 | 76.32 |" in markdown.stdout
+    latex = subprocess.run([*CLI, "published", "--format", "latex"], capture_output=True, text=True, env=env,
+                           timeout=120)
+    assert latex.returncode == 0 and latex.stdout.count(r"\begin{tabular}") == 3
+    assert r"73.33 $\pm$ 0.25" in latex.stdout
+    bad = subprocess.run([*CLI, "published", "--paper", "fitnet"], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert bad.returncode == 2 and "crd, dkd, hkd" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def cifar_config(method: str, seed: int, *, teacher: str | None = "cifar_resnet32x4",
+                 student: str = "cifar_resnet8x4", dataset: str = "cifar100"):
+    """A real resolved config, renamed to the CIFAR pair (the cifar_ models need not exist to write a record)."""
+    config = make_config(method, teacher="resnet50" if teacher else None, seed=seed)
+    return dataclasses.replace(config, teacher=teacher, student=student, dataset=dataset)
+
+
+KD_LAST = [73.0, 73.5, 74.0]  # write_run stores top1_best = top1_last + 1
+DKD_LAST = [75.0, 75.2]
+
+
+@pytest.fixture
+def cifar_results(dirs: dict[str, Path]) -> Path:
+    root = dirs["results"]
+    for seed, v in enumerate(KD_LAST):
+        write_run(root, cifar_config("kd", seed), v, teacher_top1=79.0)
+    for seed, v in enumerate(DKD_LAST):
+        write_run(root, cifar_config("dkd", seed), v, teacher_top1=79.0)
+    write_run(root, cifar_config("ce", 0, teacher=None), 72.0)
+    # Neither may join the resnet32x4 → resnet8x4 rows: another dataset, another teacher.
+    write_run(root, cifar_config("kd", 0, dataset="cifar10"), 90.0)
+    write_run(root, cifar_config("kd", 0, teacher="cifar_wrn_40_2"), 60.0)
+    return root
+
+
+def test_leaderboard_published_joins_ours_at_the_papers_epoch(cifar_results: Path) -> None:
+    board = build_published(cifar_results)
+    data = board.data
+    kd = one(data, paper="crd", method="kd", teacher="cifar_resnet32x4", student="cifar_resnet8x4")
+    assert kd["metric"] == "top1_last" and kd["n"] == 3 and kd["published_top1"] == 73.33
+    assert kd["mean"] == pytest.approx(73.5) and kd["std"] == pytest.approx(0.5)
+    assert kd["delta"] == pytest.approx(73.5 - 73.33)
+    # DKD reports the best epoch: ours is compared at top1_best (75.1 + 1), never at the last epoch.
+    dkd = one(data, paper="dkd", method="dkd")
+    assert dkd["metric"] == "top1_best" and dkd["mean"] == pytest.approx(76.1)
+    assert dkd["delta"] == pytest.approx(76.1 - 76.32)
+    # DKD's KD column is CRD's last-epoch number, so it meets our last epoch too.
+    assert one(data, paper="dkd", method="kd")["mean"] == pytest.approx(73.5)
+    # HKD does not say which epoch: shown, but compared with neither.
+    hkd_kd = one(data, paper="hkd", method="kd", student="cifar_resnet8x4")
+    assert hkd_kd["n"] == 0 and pd.isna(hkd_kd["delta"])
+    teacher = one(data, paper="crd", method="teacher", student="cifar_resnet8x4")
+    assert teacher["mean"] == 79.0 and teacher["delta"] == pytest.approx(79.0 - 79.42)
+    ce = one(data, paper="crd", method="ce", student="cifar_resnet8x4")
+    assert ce["mean"] == 72.0 and ce["n"] == 1
+    # Only the pair we ran (plus its student alone) appears; the cifar10 and wrn_40_2 runs join nothing.
+    assert set(zip(data["teacher"], data["student"], strict=True)) == {("cifar_resnet32x4", "cifar_resnet8x4")}
+    assert set(data["dataset"]) == {"cifar100"}
+    assert not (data["mean"] == 90.0).any() and not (data["mean"] == 60.0).any()
+
+    text = render(board, "markdown")
+    assert "| crd Table 1 | cifar100 | cifar_resnet32x4 → cifar_resnet8x4 | kd | last | 73.33 ± 0.25 (5) | " \
+           "73.50 ± 0.50 (3) | +0.17 |" in text
+    assert "| dkd README | cifar100 | cifar_resnet32x4 → cifar_resnet8x4 | dkd | best | 76.32 (5) | " \
+           "76.10 ± 0.14 (2) | -0.22 |" in text
+    assert "hkd: the paper does not say" in text
+
+
+def test_cli_leaderboard_published(cifar_results: Path) -> None:
+    env = os.environ.copy()
+    res = subprocess.run([*CLI, "leaderboard", "--published", "--results-dir", str(cifar_results), "--format",
+                          "csv"], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = pd.read_csv(io.StringIO(res.stdout))
+    assert one(rows, paper="dkd", method="dkd")["mean"] == pytest.approx(76.1)
+    mixed = subprocess.run([*CLI, "leaderboard", "--published", "--metric", "top1_last", "--results-dir",
+                            str(cifar_results)], capture_output=True, text=True, env=env, timeout=120)
+    assert mixed.returncode == 2 and "epoch convention" in mixed.stderr
