@@ -29,6 +29,8 @@ def leaderboard_command(
                                   "models trained alone (comma-separated)."),
     method: str = typer.Option("cnn2gnn", "--method", "-m", help="Ablation: the method whose variants to compare."),
     results_dir: Path = ResultsDir,
+    strict: bool = typer.Option(False, "--strict", help="An unreadable run record is an error (exit 2), "
+                                "not a warning."),
 ) -> None:
     """Compare runs: KD methods per teacher → student pair, the depth ladder, every run, or one method's ablation.
 
@@ -46,7 +48,7 @@ def leaderboard_command(
 
       kdbench leaderboard --table runs --where method=kd,status=failed
     """
-    runs = load_runs(results_dir)
+    runs = load_runs(results_dir, strict=strict)
     if runs.empty:
         root = RunStore(results_dir).root
         raise UserError(f"no run records under {root / 'runs'}: run `kdbench run ...` first or pass --results-dir")
