@@ -82,7 +82,7 @@ CASES = [
      "kd.temperature=nan is not a finite number; allowed: finite values in (0, 100]"),
     ("--set -inf weight", [*KD, "--set", "kd.w_kd=-inf"], _none, "kd.w_kd=-inf is not a finite number"),
     ("--set inf recipe", ["run", "--method", "ce", "--set", "recipe.weight_decay=inf"], _none,
-     "recipe.weight_decay=inf is not a finite number"),
+     "weight_decay=inf is not a finite number; allowed: finite values in [0, 1]"),
     ("--set nan student option", ["run", "--method", "ce", "--student", "gnn2", "--set", "student.dropout=nan"],
      _none, "student.dropout=nan is not a finite number"),
     ("sweep --lr nan", ["sweep", "--methods", "ce", "--lr", "nan", "--executor", "debug", "--dry-run"], _none,
