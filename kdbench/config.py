@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -119,10 +120,17 @@ def _convert(value: str, annotation: Any, key: str) -> Any:
         if annotation is int:
             return int(value)
         if annotation is float:
-            return float(value)
+            return float(value)  # finiteness is checked after the dataclass's own range check (see below)
     except ValueError:
         raise UserError(f"{key}: expected {annotation.__name__}, got '{value}'") from None
     return value
+
+
+def _finite(number: float, key: str) -> float:
+    """A --set number must be finite: NaN slips past every range check and ±inf makes a run diverge later."""
+    if not math.isfinite(number):
+        raise UserError(f"{key}={number:g} is not a finite number; allowed: a finite value")
+    return number
 
 
 def apply_overrides(defaults: Any, overrides: dict[str, str], scope: str) -> Any:
@@ -141,11 +149,18 @@ def apply_overrides(defaults: Any, overrides: dict[str, str], scope: str) -> Any
             valid = ", ".join(f"{scope}.{f}" for f in sorted(fields)) or "(none)"
             raise UserError(f"unknown option '{scope}.{key}'. Valid: {valid}")
         converted[key] = _convert(value, hints[key], f"{scope}.{key}")
-    return dataclasses.replace(defaults, **converted)
+    result = dataclasses.replace(defaults, **converted)  # __post_init__ range checks name the allowed range
+    for key, value in converted.items():  # a field without a range check still never takes NaN or ±inf
+        for number in value if isinstance(value, tuple) else (value,):
+            if isinstance(number, float):
+                _finite(number, f"{scope}.{key}")
+    return result
 
 
-def convert_free_kwargs(overrides: dict[str, str]) -> dict[str, Any]:
-    """Best-effort typing of options without a schema (e.g. timm model kwargs): int, float, bool, else str."""
+def convert_free_kwargs(overrides: dict[str, str], scope: str = "") -> dict[str, Any]:
+    """Best-effort typing of options without a schema (e.g. timm model kwargs): int, float, bool, else str.
+
+    A number that is NaN or ±inf is refused (`scope` prefixes the key in that message)."""
     out: dict[str, Any] = {}
     for key, value in overrides.items():
         low = value.lower()
@@ -154,10 +169,11 @@ def convert_free_kwargs(overrides: dict[str, str]) -> dict[str, Any]:
             continue
         for cast in (int, float):
             try:
-                out[key] = cast(value)
-                break
+                number = cast(value)
             except ValueError:
                 continue
+            out[key] = _finite(number, f"{scope}.{key}" if scope else key) if cast is float else number
+            break
         else:
             out[key] = value
     return out

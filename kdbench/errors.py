@@ -8,6 +8,7 @@ bug and keeps its traceback.
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable
 
 
@@ -40,11 +41,16 @@ def unknown_name(kind: str, name: str, valid: Iterable[str], max_listed: int = 4
 def check_range(
     name: str, value: float, low: float | None = None, high: float | None = None, *, low_open: bool = False
 ) -> None:
-    """Raise a UserError saying the allowed range when `value` falls outside [low, high] (or (low, high])."""
+    """Raise a UserError saying the allowed range when `value` falls outside [low, high] (or (low, high]).
+
+    NaN and ±inf are always refused (a NaN compares false with every bound, so it would slip through silently,
+    and an infinite weight or rate only makes the run diverge later)."""
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf)" if high is None else f"{high:g}]"
+    allowed = f"{'(' if low_open or low is None else '['}{lo}, {hi}"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{name}={value:g} is not a finite number; allowed: finite values in {allowed}")
     too_low = low is not None and (value <= low if low_open else value < low)
     too_high = high is not None and value > high
     if too_low or too_high:
-        lo = "-inf" if low is None else f"{low:g}"
-        hi = "inf" if high is None else f"{high:g}"
-        bracket = "(" if low_open else "["
-        raise UserError(f"{name}={value:g} is out of range; allowed: {bracket}{lo}, {hi}]")
+        raise UserError(f"{name}={value:g} is out of range; allowed: {allowed}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,33 @@ def default_results_dir() -> Path:
     return Path(os.environ.get("KDBENCH_RESULTS", "results")).expanduser()
 
 
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A `result.json` that is not a readable record (truncated, not JSON, not a record)."""
+
+    run_id: str
+    path: Path
+    reason: str
+
+    def describe(self) -> str:
+        return f"run {self.run_id}: {self.path} is unreadable ({self.reason})"
+
+
+def _check_folder(root: Path) -> None:
+    """A results dir that is (or lies under) a file is a one-line UserError, not an OSError later."""
+    for folder in (root, *root.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "is a file" if folder == root else f"lies under {folder}, which is a file"
+                raise UserError(f"results dir {root} {what}, not a folder: pass --results-dir a folder "
+                                "(it is created if missing)")
+            return
+
+
 class RunStore:
     def __init__(self, root: str | Path | None = None) -> None:
-        self.root = Path(root) if root is not None else default_results_dir()
+        self.root = Path(root).expanduser() if root is not None else default_results_dir()
+        _check_folder(self.root)
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
@@ -42,10 +66,14 @@ class RunStore:
         return self.run_dir(run_id) / "metrics.jsonl"
 
     def load(self, run_id: str) -> dict[str, Any] | None:
+        """The run's record; None if it has none. An unreadable record is a UserError naming the file."""
         path = self.result_path(run_id)
         if not path.exists():
             return None
-        return json.loads(path.read_text())
+        record = _read_record(path)
+        if isinstance(record, str):
+            raise UserError(f"run {run_id}: {path} is unreadable ({record}); delete {path.parent} to run it afresh")
+        return record
 
     def status(self, run_id: str) -> str | None:
         record = self.load(run_id)
@@ -66,16 +94,34 @@ class RunStore:
         atomic_write_text(self.metrics_path(run_id), "".join(line + "\n" for line in lines))
 
     def iter_records(self) -> list[dict[str, Any]]:
+        """Every readable record (see :meth:`scan` for the unreadable ones)."""
+        return self.scan()[0]
+
+    def scan(self) -> tuple[list[dict[str, Any]], list[UnreadableRecord]]:
+        """Every record under `runs/`, and every `result.json` that could not be read (with the reason)."""
         runs = self.root / "runs"
         if not runs.is_dir():
-            return []
-        out = []
+            return [], []
+        records, unreadable = [], []
         for path in sorted(runs.glob("*/result.json")):
-            try:
-                out.append(json.loads(path.read_text()))
-            except json.JSONDecodeError:  # only possible for files written by something else
-                continue
-        return out
+            record = _read_record(path)
+            if isinstance(record, str):
+                unreadable.append(UnreadableRecord(path.parent.name, path, record))
+            else:
+                records.append(record)
+        return records, unreadable
+
+
+def _read_record(path: Path) -> dict[str, Any] | str:
+    """The record in `path`, or why it cannot be read. Records are written atomically, so an unreadable one was
+    damaged by something else (a full disk on a copy, a hand edit, a sync tool)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+    if not isinstance(record, dict) or not isinstance(record.get("run_id"), str) or "status" not in record:
+        return "not a run record (no run_id or status)"
+    return record
 
 
 def new_record(config: RunConfig) -> dict[str, Any]:

@@ -5,6 +5,10 @@
 - `data`: the dataset's parameters (e.g. `data.image_size=32`);
 - `recipe` / `teacher_recipe`: any recipe field of the student's / teacher's training;
 - `student` / `teacher`: keyword options of the architecture (e.g. `student.k=0` for the GNN student).
+
+The teacher half (data parameters, teacher recipe, `teacher.*` options) is :func:`resolve_teacher`, shared by
+`kdbench run` and `kdbench teachers train` / :func:`kdbench.create_teacher`, so a teacher a user trains by hand
+has the very zoo key a run looks up.
 """
 
 from __future__ import annotations
@@ -13,11 +17,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import RunConfig, apply_overrides, convert_free_kwargs, parse_set_options
-from .data.registry import get_dataset_spec
+from .data.registry import DatasetSpec, get_dataset_spec
 from .errors import UserError, check_range, unknown_name
 from .method import get_method
 from .models.zoo import is_model, list_architectures, student_lr_scale
 from .storage import sha256_file
+from .teacher_zoo import TeacherKey
+
+# The `--set` scopes that shape a zoo teacher.
+TEACHER_SCOPES = ("data", "teacher_recipe", "teacher")
+
+
+@dataclass(frozen=True)
+class TeacherCheckpoint:
+    """A user's teacher file (`--teacher-ckpt`) and its sha256, hashed once: the digest goes into the run id,
+    is checked against the config and lands in the record without the file being read again for it."""
+
+    path: Path
+    sha256: str
+
+    @classmethod
+    def hash(cls, path: str | Path) -> TeacherCheckpoint:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise UserError(f"--teacher-ckpt {path}: no such file")
+        return cls(path, sha256_file(path))
 
 
 @dataclass
@@ -33,7 +57,7 @@ class RunOptions:
     batch_size: int | None = None
     lr: float | None = None
     sets: list[str] = field(default_factory=list)
-    teacher_ckpt: str | None = None
+    teacher_ckpt: str | Path | TeacherCheckpoint | None = None
     amp: bool = False
     channels_last: bool = False
 
@@ -43,19 +67,52 @@ def _check_model(name: str, role: str) -> None:
         raise unknown_name(f"{role} architecture", name, list_architectures(), max_listed=30)
 
 
+def _data_params(ds: DatasetSpec, scoped: dict[str, dict[str, str]]) -> object:
+    return apply_overrides(ds.params, scoped.get("data", {}), "data")
+
+
+def resolve_teacher(
+    arch: str,
+    dataset: str = "digits",
+    *,
+    epochs: int | None = None,
+    seed: int = 0,
+    sets: list[str] | dict[str, dict[str, str]] | None = None,
+) -> TeacherKey:
+    """The zoo key of teacher `arch` trained on `dataset` with the dataset's recipe (`epochs` overrides it).
+
+    Of `sets` (`--set` items, or them already split by scope) only the teacher's scopes are read: `data.*`,
+    `teacher_recipe.*` and `teacher.*`; the caller decides whether other scopes are an error.
+    """
+    _check_model(arch, "teacher")
+    check_range("teacher_seed", seed, 0, 2**31 - 1)
+    ds = get_dataset_spec(dataset)
+    scoped = sets if isinstance(sets, dict) else parse_set_options(sets)
+    recipe = apply_overrides(ds.recipe.replace(epochs=epochs), scoped.get("teacher_recipe", {}), "teacher_recipe")
+    return TeacherKey(arch, ds.name, recipe, seed, _asdict(_data_params(ds, scoped)), _teacher_options(scoped))
+
+
+def _teacher_options(scoped: dict[str, dict[str, str]]) -> dict:
+    return convert_free_kwargs(scoped.get("teacher", {}), "teacher")
+
+
 def resolve_config(opts: RunOptions) -> RunConfig:
     spec = get_method(opts.method)
     ds = get_dataset_spec(opts.dataset)
     check_range("seed", opts.seed, 0, 2**31 - 1)
     check_range("teacher_seed", opts.teacher_seed, 0, 2**31 - 1)
     sets = parse_set_options(opts.sets)
-
     method_scopes = {spec.name, spec.cls.name}
+    unknown = sorted(set(sets) - {*method_scopes, "recipe", "student", *TEACHER_SCOPES})
+    if unknown:
+        valid = sorted({*method_scopes, "recipe", "student", *TEACHER_SCOPES})
+        raise UserError(f"unknown --set scope '{unknown[0]}'. Valid scopes: {', '.join(valid)}")
+
     method_overrides: dict[str, str] = {}
     for scope in method_scopes:
-        method_overrides.update(sets.pop(scope, {}))
+        method_overrides.update(sets.get(scope, {}))
     method_params = apply_overrides(spec.params, method_overrides, spec.name)
-    data_params = apply_overrides(ds.params, sets.pop("data", {}), "data")
+    data_params = _data_params(ds, sets)
     student = opts.student or spec.default_student
     _check_model(student, "student")
     method_params = spec.cls.resolve_params(method_params, teacher=opts.teacher if spec.needs_teacher else None,
@@ -64,13 +121,9 @@ def resolve_config(opts: RunOptions) -> RunConfig:
     # resolved value is what the config records and hashes. An explicit --lr always wins.
     lr = opts.lr if opts.lr is not None else round(ds.recipe.lr * student_lr_scale(student), 12)
     recipe = ds.recipe.replace(epochs=opts.epochs, batch_size=opts.batch_size, lr=lr)
-    recipe = apply_overrides(recipe, sets.pop("recipe", {}), "recipe")
-    student_params = convert_free_kwargs(sets.pop("student", {}))
-    teacher_options = convert_free_kwargs(sets.pop("teacher", {}))
-    teacher_recipe_sets = sets.pop("teacher_recipe", {})
-    if sets:
-        valid = sorted({*method_scopes, "data", "recipe", "teacher_recipe", "student", "teacher"})
-        raise UserError(f"unknown --set scope '{next(iter(sets))}'. Valid scopes: {', '.join(valid)}")
+    recipe = apply_overrides(recipe, sets.get("recipe", {}), "recipe")
+    student_params = convert_free_kwargs(sets.get("student", {}), "student")
+    teacher_options = _teacher_options(sets)
 
     teacher = teacher_recipe = ckpt_sha = None
     if spec.needs_teacher:
@@ -79,13 +132,11 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         teacher = opts.teacher
         _check_model(teacher, "teacher")
         if opts.teacher_ckpt:
-            ckpt = Path(opts.teacher_ckpt)
-            if not ckpt.is_file():
-                raise UserError(f"--teacher-ckpt {ckpt}: no such file")
-            ckpt_sha = sha256_file(ckpt)
+            ckpt = opts.teacher_ckpt
+            ckpt_sha = (ckpt if isinstance(ckpt, TeacherCheckpoint) else TeacherCheckpoint.hash(ckpt)).sha256
         else:
-            teacher_recipe = ds.recipe.replace(epochs=opts.teacher_epochs)
-            teacher_recipe = apply_overrides(teacher_recipe, teacher_recipe_sets, "teacher_recipe")
+            teacher_recipe = resolve_teacher(teacher, ds.name, epochs=opts.teacher_epochs, seed=opts.teacher_seed,
+                                             sets=sets).recipe
     return RunConfig(
         method=spec.name,
         student=student,

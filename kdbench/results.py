@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from .errors import UserError
 from .records import RunStore
 
 
@@ -39,8 +41,17 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def load_runs(results_dir: str | Path | None = None) -> pd.DataFrame:
-    """Every run record under `results_dir` (default ./results or $KDBENCH_RESULTS) as a DataFrame."""
-    rows = [flatten_record(r) for r in RunStore(results_dir).iter_records()]
+def load_runs(results_dir: str | Path | None = None, *, strict: bool = False) -> pd.DataFrame:
+    """Every run record under `results_dir` (default ./results or $KDBENCH_RESULTS) as a DataFrame.
+
+    An unreadable record (e.g. a truncated `result.json`) is never dropped silently: each is reported on stderr
+    (run id and reason) and the others load; with `strict` they are a UserError instead."""
+    records, unreadable = RunStore(results_dir).scan()
+    if unreadable and strict:
+        listed = "; ".join(u.describe() for u in unreadable)
+        raise UserError(f"{len(unreadable)} unreadable run record(s): {listed} (fix or delete them, or drop --strict)")
+    for u in unreadable:
+        print(f"warning: {u.describe()}; skipped", file=sys.stderr)
+    rows = [flatten_record(r) for r in records]
     columns = ["run_id", "status", "method", "teacher", "student", "dataset", "seed", "recipe"]
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)

@@ -9,11 +9,14 @@ import resource
 import shutil
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 from .config import RunConfig
 from .data.loaders import make_eval_loader, make_train_loader
@@ -26,8 +29,7 @@ from .method import MethodContext, get_method
 from .models.zoo import count_parameters, count_weight_layers, create_model
 from .progress import NULL_REPORTER, Reporter
 from .records import RunStore, new_record
-from .resolve import RunOptions, resolve_config
-from .storage import sha256_file
+from .resolve import RunOptions, TeacherCheckpoint, resolve_config
 from .teacher_zoo import TeacherKey, TeacherZoo, load_teacher_checkpoint
 
 # Inference time per image is measured at this batch size (stated in every record) unless overridden.
@@ -79,14 +81,19 @@ def execute(
     reporter: Reporter = NULL_REPORTER,
     checkpoint_interval_s: float = 0.0,
     infer_batch_size: int = INFER_BATCH_SIZE,
-    teacher_ckpt: str | Path | None = None,
+    teacher_ckpt: TeacherCheckpoint | str | Path | None = None,
     strict: bool = False,
 ) -> dict[str, Any]:
     """Run `config` to completion (resuming from its checkpoint if one exists) and return its record.
 
     A completed record of the same config is returned as it is unless `force`. `teacher_ckpt` is the user's
-    teacher file when `config.teacher_ckpt_sha256` is set (its sha256 must match). A checkpoint the safe loader
-    refuses restarts the run from scratch with a warning, or with `strict` stops it (UnusableCheckpointError).
+    teacher file when `config.teacher_ckpt_sha256` is set (its sha256 must match; a :class:`TeacherCheckpoint`
+    carries the digest already computed, so the file is not hashed again). A checkpoint the safe loader refuses
+    restarts the run from scratch with a warning, or with `strict` stops it (UnusableCheckpointError).
+
+    The data and a user's teacher file are opened before any record is written: a mistake there (a missing or
+    unreadable file) leaves no record behind. The run itself holds a per-run lock: a second process asking for
+    the same run id waits, then returns the finished record, or resumes from the checkpoint if the first died.
     """
     paths = paths or Paths()
     store = RunStore(paths.results_dir)
@@ -95,39 +102,66 @@ def execute(
     if existing is not None and existing["status"] == "completed" and not force:
         reporter.log(f"run {run_id} already completed; showing the stored result (--force to rerun)")
         return {**existing, "cached": True}
-    if force:
-        store.checkpoint_path(run_id).unlink(missing_ok=True)
 
     configure_threads()
     dev = resolve_device(device)
     settings = EngineSettings(dev, amp=config.amp, channels_last=config.channels_last,
                               checkpoint_interval_s=checkpoint_interval_s, strict_resume=strict)
+    data = load_data(config, paths.data_root)
+    user_teacher = _load_user_teacher(config, teacher_ckpt, data, dev) if config.teacher_ckpt_sha256 else None
+    with run_lock(store, run_id, reporter):
+        existing = store.load(run_id)  # finished by another process while this one waited for the lock
+        if existing is not None and existing["status"] == "completed" and not force:
+            reporter.log(f"run {run_id} completed by another process; showing its result")
+            return {**existing, "cached": True}
+        if force:
+            store.checkpoint_path(run_id).unlink(missing_ok=True)
+        return _execute_locked(config, paths, data, user_teacher, settings, store, reporter, infer_batch_size)
+
+
+def _load_user_teacher(
+    config: RunConfig, teacher_ckpt: TeacherCheckpoint | str | Path | None, data: DataSplits, dev: torch.device
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    ckpt = teacher_ckpt if isinstance(teacher_ckpt, TeacherCheckpoint) or teacher_ckpt is None \
+        else TeacherCheckpoint.hash(teacher_ckpt)
+    if ckpt is None or ckpt.sha256 != config.teacher_ckpt_sha256:
+        raise UserError("this run's teacher is a user checkpoint: pass the same --teacher-ckpt file")
+    assert config.teacher is not None
+    return load_teacher_checkpoint(ckpt.path, config.teacher, data, dev, cifar_stem=config.recipe.cifar_stem,
+                                   sha256=ckpt.sha256)
+
+
+def _execute_locked(
+    config: RunConfig,
+    paths: Paths,
+    data: DataSplits,
+    user_teacher: tuple[torch.nn.Module, dict[str, Any]] | None,
+    settings: EngineSettings,
+    store: RunStore,
+    reporter: Reporter,
+    infer_batch_size: int,
+) -> dict[str, Any]:
     record = new_record(config)
-    record["environment"] = environment(dev)
+    record["environment"] = environment(settings.device)
     record["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record["data"] = {"num_train": len(data.train), "num_test": len(data.test),
+                      "num_classes": data.num_classes, "image_size": data.image_size, **data.notes}
     store.write(record)
     t_start = time.perf_counter()
     try:
-        data = load_data(config, paths.data_root)
-        record["data"] = {"num_train": len(data.train), "num_test": len(data.test),
-                          "num_classes": data.num_classes, "image_size": data.image_size, **data.notes}
-
         teacher = None
         t0 = time.perf_counter()
-        if config.teacher is not None:
-            if config.teacher_ckpt_sha256 is not None:
-                if teacher_ckpt is None or sha256_file(Path(teacher_ckpt)) != config.teacher_ckpt_sha256:
-                    raise UserError("this run's teacher is a user checkpoint: pass the same --teacher-ckpt file")
-                teacher, card = load_teacher_checkpoint(teacher_ckpt, config.teacher, data, dev,
-                                                        cifar_stem=config.recipe.cifar_stem)
-            else:
-                zoo = TeacherZoo(paths.zoo_dir, reporter)
-                # The teacher trains with its own recipe's augmentation (its zoo key records that recipe).
-                assert config.teacher_recipe is not None
-                teacher_data = data
-                if config.teacher_recipe.augment != config.recipe.augment:
-                    teacher_data = load_data(config, paths.data_root, augment=config.teacher_recipe.augment)
-                teacher, card = zoo.get_or_train(teacher_key(config), teacher_data, settings)
+        if user_teacher is not None:
+            teacher, card = user_teacher
+            record["teacher_metrics"] = _teacher_metrics(card, teacher)
+        elif config.teacher is not None:
+            zoo = TeacherZoo(paths.zoo_dir, reporter)
+            # The teacher trains with its own recipe's augmentation (its zoo key records that recipe).
+            assert config.teacher_recipe is not None
+            teacher_data = data
+            if config.teacher_recipe.augment != config.recipe.augment:
+                teacher_data = load_data(config, paths.data_root, augment=config.teacher_recipe.augment)
+            teacher, card = zoo.get_or_train(teacher_key(config), teacher_data, settings)
             record["teacher_metrics"] = _teacher_metrics(card, teacher)
         teacher_s = time.perf_counter() - t0
         return _distill(config, data, teacher, settings, store, record, reporter, t_start, teacher_s,
@@ -143,6 +177,24 @@ def execute(
         record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         store.write(record)
         raise
+
+
+@contextmanager
+def run_lock(store: RunStore, run_id: str, reporter: Reporter = NULL_REPORTER) -> Iterator[None]:
+    """Hold the run's file lock (`runs/<id>/run.lock`): one process trains a run id at a time. The OS releases
+    it when its holder dies, so a waiter then takes over (and the engine resumes from the checkpoint)."""
+    path = store.run_dir(run_id) / "run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        reporter.log(f"run {run_id}: another process is running it; waiting for it to finish")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _teacher_metrics(card: dict[str, Any], teacher: torch.nn.Module) -> dict[str, Any]:
@@ -263,7 +315,10 @@ def run(
     )
     config = resolve_config(opts)
     paths = Paths(results_dir, zoo_dir, data_root)
-    return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=teacher_ckpt,
+    # resolve_config hashed the file into the config; the digest travels along instead of hashing it again.
+    ckpt = TeacherCheckpoint(Path(teacher_ckpt).expanduser(), config.teacher_ckpt_sha256) \
+        if teacher_ckpt and config.teacher_ckpt_sha256 else None
+    return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,
                    infer_batch_size=infer_batch_size, strict=strict)
 
 
@@ -271,4 +326,4 @@ def clear_run(results_dir: str | Path | None, run_id: str) -> None:
     shutil.rmtree(RunStore(results_dir).run_dir(run_id), ignore_errors=True)
 
 
-__all__ = ["Paths", "RunOptions", "execute", "run"]
+__all__ = ["Paths", "RunOptions", "TeacherCheckpoint", "execute", "run"]

@@ -12,7 +12,7 @@ is the closed-form sparse conditional probability graph
 public here as :func:`sparse_conditional_probs` and :class:`SparseGraphLearner`. The paper's code and exact
 settings are not public: k, the graph mode ('batch': nodes are the batch's samples; 'anchor': m learned anchors,
 inductive), widths, dropout, T and the weights are our reconstruction's defaults, all options
-(`--set cnn2gnn.KEY=VALUE`; see /work/shared/reference/cnn2gnn.md). `--set cnn2gnn.k=0` is the no-graph ablation.
+(`--set cnn2gnn.KEY=VALUE`; see docs/cnn2gnn.md). `--set cnn2gnn.k=0` is the no-graph ablation.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from fixtures_data import patch_md5, write_cifar10, write_cifar100
+from fixtures_data import md5_of, patch_md5, write_cifar10, write_cifar100
 
 import kdbench
 from kdbench.data import build_dataset, get_dataset_spec
@@ -130,3 +130,25 @@ def test_run_end_to_end_on_a_tiny_cifar100(dirs, monkeypatch):
     assert record["data"]["num_train"] == 16 and record["data"]["num_classes"] == 100
     assert record["config"]["recipe"]["name"] == "crd-cifar100"
     assert 0.0 <= record["metrics"]["top1_last"] <= 100.0
+
+
+def test_garbage_in_place_of_a_file_is_unreadable_not_missing(dirs, monkeypatch):
+    # The file is there and (checksums patched to match the garbage) passes the md5 check; the reader cannot
+    # parse it: the error names that file and the format expected, and never calls it missing.
+    written = write_cifar100(dirs["data"], train_per_class=1, test_per_class=1)
+    train = written.folder / "train"
+    train.write_bytes(b"garbage" * 100)
+    patch_md5(monkeypatch, CIFAR100Files, {**written.md5, "train": md5_of(train)})
+    with pytest.raises(UserError) as err:
+        build_dataset("cifar100", root=dirs["data"])
+    msg = str(err.value)
+    assert f"{train} is unreadable (UnpicklingError" in msg and "missing" not in msg
+    assert "expected the python pickles of the official cifar-100-python.tar.gz" in msg and "\n" not in msg
+
+
+def test_a_missing_file_is_called_missing(dirs, monkeypatch):
+    monkeypatch.setenv("KDBENCH_OFFLINE", "1")
+    written = write_cifar100(dirs["data"], train_per_class=1, test_per_class=1)
+    (written.folder / "meta").unlink()
+    with pytest.raises(UserError, match=r"cifar100: missing meta; expected .*cifar-100-python/\{train,test,meta\}"):
+        build_dataset("cifar100", root=dirs["data"])

@@ -88,3 +88,11 @@ def test_recipe_is_documented_84px_crd_shape():
     assert (recipe.name, recipe.epochs, recipe.milestones, recipe.augment) == (
         "mini-imagenet-v1", 240, (150, 180, 210), "crop-pad10-flip")
     assert get_dataset_spec("mini-imagenet").params.image_size == 84
+
+
+def test_an_unreadable_split_file_is_named_with_the_format_expected(dirs):
+    base = write_mini_imagenet_csv(dirs["data"], num_classes=3, per_class=4)
+    (base / "val.csv").write_bytes(b"\xff\xfe\x00garbage\x00" * 50)
+    with pytest.raises(UserError, match=r"val.csv is unreadable \(UnicodeDecodeError.*expected a UTF-8 CSV with the "
+                       r"header 'filename,label'"):
+        build_dataset("mini-imagenet", SMALL, dirs["data"])

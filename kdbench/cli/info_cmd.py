@@ -30,6 +30,8 @@ def methods_command() -> None:
         table.add_row(name, spec.paper, "yes" if spec.needs_teacher else "no", spec.default_student,
                       _fmt(spec.defaults()))
     out.print(table)
+    out.print("Each loss, where its defaults come from and its published table: docs/methods.md in the kdbench "
+              "repository; CNN2GNN's choices and ablations: docs/cnn2gnn.md", highlight=False)
 
 
 @app.command("datasets")

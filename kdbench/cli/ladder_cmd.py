@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from ..ladder import LADDER_CNNS, run_ladder
@@ -11,25 +9,36 @@ from ..leaderboard import build, render, rich_table
 from ..runner import Paths
 from .app import app
 from .eval_cmd import parse_int_list
-from .options import DataRoot, Device, ResultsDir, Sets, ZooDir
+from .options import (
+    DataRootOption,
+    DatasetOption,
+    DeviceOption,
+    EpochsOption,
+    MethodOption,
+    ResultsDirOption,
+    SetsOption,
+    TeacherEpochsOption,
+    TeacherOption,
+    ZooDirOption,
+)
 from .reporter import console, out
 
 
 @app.command("ladder")
 def ladder_command(
-    teacher: str = typer.Option("resnet152", "--teacher", "-t", help="Teacher the GNN is distilled from."),
-    dataset: str = typer.Option("digits", "--dataset", "-d"),
+    teacher: TeacherOption = "resnet152",
+    dataset: DatasetOption = "digits",
     seeds: str = typer.Option("0", "--seeds", help="Comma-separated seeds."),
     models: str = typer.Option(",".join(LADDER_CNNS), "--models", help="CNNs trained alone beside the GNN."),
     gnn: str = typer.Option("gnn2", "--gnn", help="The GNN student."),
-    method: str = typer.Option("cnn2gnn", "--method", help="Distillation method for the GNN."),
-    epochs: int = typer.Option(None, "--epochs"),
-    teacher_epochs: int = typer.Option(None, "--teacher-epochs"),
-    sets: list[str] = Sets,
-    results_dir: Path = ResultsDir,
-    zoo_dir: Path = ZooDir,
-    data_root: Path = DataRoot,
-    device: str = Device,
+    method: MethodOption = "cnn2gnn",
+    epochs: EpochsOption = None,
+    teacher_epochs: TeacherEpochsOption = None,
+    sets: SetsOption = None,
+    results_dir: ResultsDirOption = None,
+    zoo_dir: ZooDirOption = None,
+    data_root: DataRootOption = None,
+    device: DeviceOption = "auto",
     fmt: str = typer.Option("rich", "--format", help="rich | markdown | csv | latex | html."),
 ) -> None:
     """Train ResNet18/34/50/101/152 alone, the GNN alone and the distilled GNN; print the ladder table.
@@ -45,7 +54,7 @@ def ladder_command(
 
     paths = Paths(results_dir, zoo_dir, data_root)
     run_ladder(
-        teacher, paths=paths, device=device, on_run=progress, dataset=dataset,
+        teacher or "resnet152", paths=paths, device=device or "auto", on_run=progress, dataset=dataset,
         seeds=tuple(parse_int_list(seeds, "--seeds")), cnns=tuple(m for m in models.split(",") if m),
         gnn_student=gnn, distill_method=method, epochs=epochs, teacher_epochs=teacher_epochs, sets=sets,
     )

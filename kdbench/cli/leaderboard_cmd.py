@@ -31,6 +31,8 @@ def leaderboard_command(
     published: bool = typer.Option(False, "--published", help="Ours beside the published CIFAR-100 numbers "
                                     "(`kdbench published`) with Δ, each at the paper's epoch convention."),
     results_dir: Path = ResultsDir,
+    strict: bool = typer.Option(False, "--strict", help="An unreadable run record is an error (exit 2), "
+                                "not a warning."),
 ) -> None:
     """Compare runs: KD methods per teacher → student pair, the depth ladder, every run, or one method's ablation.
 
@@ -50,7 +52,7 @@ def leaderboard_command(
 
       kdbench leaderboard --published --where dataset=cifar100
     """
-    runs = load_runs(results_dir)
+    runs = load_runs(results_dir, strict=strict)
     if runs.empty:
         root = RunStore(results_dir).root
         raise UserError(f"no run records under {root / 'runs'}: run `kdbench run ...` first or pass --results-dir")

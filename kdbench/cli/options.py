@@ -1,19 +1,50 @@
-"""CLI options shared by several commands (run, sweep, teachers), defined once."""
+"""CLI options shared by several commands, each defined once.
+
+`run`, `sweep` and `ladder` declare their common options with these `Annotated` aliases
+(`epochs: EpochsOption = None`), so a flag, its short form and its help text exist in one place; the default sits
+in each command's signature (e.g. `--device` is `auto` for `run`, unset for `sweep`, whose sweep file may set it).
+`ResultsDir`, `ZooDir`, `DataRoot`, `Device` and `Sets` are the same options in the older default-value style
+(`zoo_dir: Path = ZooDir`), for the commands that still use it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-ResultsDir = typer.Option(None, "--results-dir", help="Run records go here \\[default: ./results or $KDBENCH_RESULTS].")
-ZooDir = typer.Option(None, "--zoo-dir", help="Teacher zoo \\[default: ~/.cache/kdbench/zoo or $KDBENCH_ZOO].")
-DataRoot = typer.Option(None, "--data-root", help="Dataset files \\[default: ~/.cache/kdbench/data or $KDBENCH_DATA].")
-Device = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.")
-Sets = typer.Option(
-    None, "--set", help="SCOPE.KEY=VALUE, repeatable: kd.temperature=2, data.image_size=32, student.k=0, "
-    "recipe.weight_decay=1e-4.",
-)
+_RESULTS_HELP = "Run records go here \\[default: ./results or $KDBENCH_RESULTS]."
+_ZOO_HELP = "Teacher zoo \\[default: ~/.cache/kdbench/zoo or $KDBENCH_ZOO]."
+_DATA_HELP = "Dataset files \\[default: ~/.cache/kdbench/data or $KDBENCH_DATA]."
+_DEVICE_HELP = "auto | cpu | cuda | cuda:N."
+_SETS_HELP = ("SCOPE.KEY=VALUE, repeatable: kd.temperature=2, data.image_size=32, student.k=0, "
+              "recipe.weight_decay=1e-4.")
+
+MethodOption = Annotated[str, typer.Option("--method", "-m", help="Distillation method (see `kdbench methods`).")]
+TeacherOption = Annotated[str | None, typer.Option("--teacher", "-t", help="Teacher architecture (any timm model).")]
+DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="Dataset (see `kdbench datasets`).")]
+TeacherSeedOption = Annotated[int | None, typer.Option("--teacher-seed",
+                                                        help="Seed of the zoo teacher to use or train.")]
+EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Student epochs \\[default: the dataset recipe's].")]
+TeacherEpochsOption = Annotated[int | None, typer.Option("--teacher-epochs",
+                                                          help="Teacher epochs \\[default: recipe's].")]
+BatchSizeOption = Annotated[int | None, typer.Option("--batch-size",
+                                                      help="Training batch size \\[default: recipe's].")]
+LrOption = Annotated[float | None, typer.Option("--lr", help="Base learning rate, a finite number in (0, 10] "
+                                                "\\[default: recipe's].")]
+SetsOption = Annotated[list[str] | None, typer.Option("--set", help=_SETS_HELP)]
+ResultsDirOption = Annotated[Path | None, typer.Option("--results-dir", help=_RESULTS_HELP)]
+ZooDirOption = Annotated[Path | None, typer.Option("--zoo-dir", help=_ZOO_HELP)]
+DataRootOption = Annotated[Path | None, typer.Option("--data-root", help=_DATA_HELP)]
+DeviceOption = Annotated[str | None, typer.Option("--device", help=_DEVICE_HELP)]
+ForceOption = Annotated[bool, typer.Option("--force", help="Rerun runs that already completed.")]
+
+ResultsDir = typer.Option(None, "--results-dir", help=_RESULTS_HELP)
+ZooDir = typer.Option(None, "--zoo-dir", help=_ZOO_HELP)
+DataRoot = typer.Option(None, "--data-root", help=_DATA_HELP)
+Device = typer.Option("auto", "--device", help=_DEVICE_HELP)
+Sets = typer.Option(None, "--set", help=_SETS_HELP)
 
 
 def path_or_none(p: Path | None) -> Path | None:

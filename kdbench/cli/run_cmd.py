@@ -10,31 +10,46 @@ from rich.table import Table
 
 from ..runner import run
 from .app import app
-from .options import DataRoot, Device, ResultsDir, Sets, ZooDir
+from .options import (
+    BatchSizeOption,
+    DataRootOption,
+    DatasetOption,
+    DeviceOption,
+    EpochsOption,
+    ForceOption,
+    LrOption,
+    MethodOption,
+    ResultsDirOption,
+    SetsOption,
+    TeacherEpochsOption,
+    TeacherOption,
+    TeacherSeedOption,
+    ZooDirOption,
+)
 from .reporter import RichReporter, console, out
 
 
 @app.command("run")
 def run_command(
-    method: str = typer.Option(..., "--method", "-m", help="Distillation method (see `kdbench methods`)."),
-    teacher: str = typer.Option(None, "--teacher", "-t", help="Teacher architecture (any timm model)."),
+    method: MethodOption,
+    teacher: TeacherOption = None,
     student: str = typer.Option(None, "--student", "-s", help="Student architecture \\[default: the method's]."),
-    dataset: str = typer.Option("digits", "--dataset", "-d", help="Dataset (see `kdbench datasets`)."),
+    dataset: DatasetOption = "digits",
     seed: int = typer.Option(0, "--seed", help="Seed of the student run (data order, init, augmentation)."),
-    teacher_seed: int = typer.Option(0, "--teacher-seed", help="Seed of the zoo teacher to use or train."),
-    epochs: int = typer.Option(None, "--epochs", help="Student epochs \\[default: the dataset recipe's]."),
-    teacher_epochs: int = typer.Option(None, "--teacher-epochs", help="Teacher epochs \\[default: recipe's]."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Training batch size \\[default: recipe's]."),
-    lr: float = typer.Option(None, "--lr", help="Base learning rate \\[default: recipe's]."),
-    sets: list[str] = Sets,
+    teacher_seed: TeacherSeedOption = 0,
+    epochs: EpochsOption = None,
+    teacher_epochs: TeacherEpochsOption = None,
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
+    sets: SetsOption = None,
     teacher_ckpt: Path = typer.Option(None, "--teacher-ckpt", help="Your own teacher weights (.safetensors/.pt)."),
-    results_dir: Path = ResultsDir,
-    zoo_dir: Path = ZooDir,
-    data_root: Path = DataRoot,
-    device: str = Device,
+    results_dir: ResultsDirOption = None,
+    zoo_dir: ZooDirOption = None,
+    data_root: DataRootOption = None,
+    device: DeviceOption = "auto",
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA: fp16 + GradScaler; CPU: bf16)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format (CUDA)."),
-    force: bool = typer.Option(False, "--force", help="Rerun even if this exact config already completed."),
+    force: ForceOption = False,
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on a checkpoint that cannot be resumed "
                                 "instead of restarting the run from scratch with a warning."),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a table."),
@@ -55,8 +70,8 @@ def run_command(
             method, teacher, student=student, dataset=dataset, seed=seed, epochs=epochs,
             teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=sets,
             teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, results_dir=results_dir,
-            zoo_dir=zoo_dir, data_root=data_root, device=device, amp=amp, channels_last=channels_last,
-            force=force, reporter=reporter, teacher_seed=teacher_seed, strict=strict,
+            zoo_dir=zoo_dir, data_root=data_root, device=device or "auto", amp=amp, channels_last=channels_last,
+            force=force, reporter=reporter, teacher_seed=teacher_seed or 0, strict=strict,
         )
     finally:
         reporter.close()

@@ -29,7 +29,19 @@ from ..sweep.plan import Plan, make_plan, runs_of_sweep
 from ..sweep.status import SweepState, env_poll_s, sweep_state, wait_for_sweep
 from ..sweep.submit import absolute_paths, choose_executor, load_sweep, new_sweep, submit_plan
 from .app import app
-from .options import DataRoot, ResultsDir, Sets, ZooDir
+from .options import (
+    BatchSizeOption,
+    DataRootOption,
+    DeviceOption,
+    EpochsOption,
+    ForceOption,
+    LrOption,
+    ResultsDirOption,
+    SetsOption,
+    TeacherEpochsOption,
+    TeacherSeedOption,
+    ZooDirOption,
+)
 from .reporter import console
 from .status_cmd import counts_line, status_table
 
@@ -90,16 +102,16 @@ def sweep_command(
                               "--teachers × --students; a lone STUDENT is trained alone (by ce)."),
     datasets: str = typer.Option(None, "--datasets", help="Comma list of datasets \\[default: digits]."),
     seeds: str = typer.Option(None, "--seeds", help="Seeds: 0,1,2 or a range 0-4 \\[default: 0]."),
-    teacher_seed: int = typer.Option(None, "--teacher-seed", help="Seed of the zoo teachers \\[default: 0]."),
-    epochs: int = typer.Option(None, "--epochs", help="Student epochs \\[default: the dataset recipe's]."),
-    teacher_epochs: int = typer.Option(None, "--teacher-epochs", help="Teacher epochs \\[default: recipe's]."),
-    batch_size: int = typer.Option(None, "--batch-size", help="Training batch size \\[default: recipe's]."),
-    lr: float = typer.Option(None, "--lr", help="Base learning rate \\[default: recipe's]."),
-    sets: list[str] = Sets,
-    results_dir: Path = ResultsDir,
-    zoo_dir: Path = ZooDir,
-    data_root: Path = DataRoot,
-    device: str = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N \\[default: auto]."),
+    teacher_seed: TeacherSeedOption = None,
+    epochs: EpochsOption = None,
+    teacher_epochs: TeacherEpochsOption = None,
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
+    sets: SetsOption = None,
+    results_dir: ResultsDirOption = None,
+    zoo_dir: ZooDirOption = None,
+    data_root: DataRootOption = None,
+    device: DeviceOption = None,
     config: Path = typer.Option(None, "--config", help="Sweep file (YAML) with the same keys; flags override it."),
     executor: str = typer.Option(None, "--executor", help="slurm | local | debug \\[default: slurm if it answers]."),
     partition: str = typer.Option(None, "--partition", help="SLURM partition."),
@@ -115,7 +127,7 @@ def sweep_command(
     constraint: str = typer.Option(None, "--constraint", help="SLURM node constraint."),
     sbatch: list[str] = typer.Option(None, "--sbatch", help="Extra sbatch option KEY=VALUE, repeatable."),
     resume: str = typer.Option(None, "--resume", help="Resubmit what is missing or failed in sweep ID."),
-    force: bool = typer.Option(False, "--force", help="Rerun runs that already completed."),
+    force: ForceOption = False,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; submit nothing."),
     wait: bool = typer.Option(False, "--wait", help="Block until every job ended; exit 1 if a run failed."),
 ) -> None:

@@ -1,5 +1,9 @@
 """Dataset files on disk: presence checks, one bounded download attempt, and one-line errors naming the files.
 
+Missing and unreadable are told apart: a missing file is downloaded (or named, with the URL, when that fails);
+a file that is there but fails its md5 check or its reader is named as unreadable, with the format expected and
+what to do.
+
 Presence is checked first (no network when the files are there). A download is tried only for missing files,
 never when KDBENCH_OFFLINE is set, and with a socket timeout so that a cluster node without internet fails in
 seconds instead of hanging; any failure becomes a UserError that says which files are expected where.
@@ -40,9 +44,12 @@ def corrupted_files(folder: Path, files_md5: Iterable[tuple[str, str]]) -> list[
     return [name for name, md5 in files_md5 if not check_integrity(str(folder / name), md5)]
 
 
-def try_download(dataset: str, expected: str, url: str, root: Path, download: Callable[[], object]) -> None:
+def try_download(
+    dataset: str, expected: str, url: str, root: Path, download: Callable[[], object], missing: Iterable[str] = ()
+) -> None:
     """Run `download` (torchvision's downloader) with a socket timeout; every failure is one actionable line."""
-    hint = f"{dataset}: expected {expected} (download {url} and extract it in {root})"
+    absent = f"missing {', '.join(missing)}; " if missing else ""
+    hint = f"{dataset}: {absent}expected {expected} (download {url} and extract it in {root})"
     if offline():
         raise UserError(f"{hint}; KDBENCH_OFFLINE is set, so no download was tried")
     previous = socket.getdefaulttimeout()
@@ -64,13 +71,18 @@ def open_verified(
     url: str,
     construct: Callable[[], T],
     download: Callable[[], object],
+    file_format: str = "the files of the official archive",
+    read_file: Callable[[Path], object] | None = None,
 ) -> T:
     """`construct()` a torchvision dataset whose reader checks `files_md5` itself: missing files are downloaded
     once (bounded, see :func:`try_download`); a failed md5 check names the bad files instead of torchvision's
-    "Dataset not found or corrupted"."""
+    "Dataset not found or corrupted"; a reader failure on files that passed it (only possible with patched
+    checksums) names the file `read_file` cannot read. Both say `file_format`, the format expected."""
     names = [name for name, _ in files_md5]
-    if missing_files(folder, names):
-        try_download(dataset, expected_files(folder, names), url, root, download)
+    absent = missing_files(folder, names)
+    if absent:
+        try_download(dataset, expected_files(folder, names), url, root, download, missing=absent)
+    advice = f"delete {folder} and run again to download it afresh, or extract {url} in {root}"
     try:
         return construct()
     except RuntimeError:
@@ -79,6 +91,19 @@ def open_verified(
             raise
         listed = ", ".join(str(folder / name) for name in bad)
         raise UserError(
-            f"{dataset}: {listed} failed the md5 check (a corrupted or partial copy); "
-            f"delete {folder} and run again to download it afresh"
+            f"{dataset}: {listed} failed the md5 check: the file is there but unreadable (a corrupted or partial "
+            f"copy; expected {file_format}); {advice}"
         ) from None
+    except Exception as e:  # noqa: BLE001 — the reader choked on a file: say which one, and what it should be
+        culprit = next((folder / n for n in names if read_file and _unreadable(read_file, folder / n)), None)
+        what = str(culprit) if culprit else expected_files(folder, names)
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+        raise UserError(f"{dataset}: {what} is unreadable ({reason}); expected {file_format}; {advice}") from None
+
+
+def _unreadable(read_file: Callable[[Path], object], path: Path) -> bool:
+    try:
+        read_file(path)
+    except Exception:  # noqa: BLE001 — any failure means this is the file the reader cannot read
+        return True
+    return False

@@ -17,6 +17,7 @@ recipe's v2 pipeline (`kdbench.data.transforms`), returned as (image, label, ind
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,12 @@ class CifarParams:
     """No options: the official splits at their native 32 px."""
 
 
+def read_pickle(path: Path) -> object:
+    """Read one CIFAR file as torchvision does (Python 2 pickles: latin1)."""
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")
+
+
 def _build(
     name: str, cls: type[CIFAR10], root: Path, augment: str, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> DataSplits:
@@ -78,6 +85,7 @@ def _build(
             name, root, folder, [(f, md5) for f, md5 in files], cls.url,
             construct=lambda: cls(str(root), train=train, transform=transform),
             download=lambda: cls(str(root), train=True, download=True),
+            file_format=f"the python pickles of the official {cls.filename}", read_file=read_pickle,
         )
 
     train = open_split(True, train_transform(augment, 32, mean, std, source_size=32))

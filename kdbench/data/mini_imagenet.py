@@ -64,12 +64,17 @@ def read_csv_layout(base: Path) -> dict[str, list[str]]:
     on_disk = set(os.listdir(images))
     classes: dict[str, set[str]] = {}
     for name in CSV_SPLITS:
-        with open(base / name, newline="") as f:
-            reader = csv.DictReader(f)
-            if not {"filename", "label"} <= set(reader.fieldnames or ()):
-                raise UserError(f"mini-imagenet: {base / name} must start with the header 'filename,label'")
-            for row in reader:
-                classes.setdefault(row["label"], set()).add(row["filename"])
+        try:
+            with open(base / name, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if not {"filename", "label"} <= set(reader.fieldnames or ()):
+                    raise UserError(f"mini-imagenet: {base / name} must start with the header 'filename,label'")
+                for row in reader:
+                    classes.setdefault(row["label"], set()).add(row["filename"])
+        except (UnicodeDecodeError, csv.Error) as e:
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+            raise UserError(f"mini-imagenet: {base / name} is unreadable ({reason}); expected a UTF-8 CSV with the "
+                            "header 'filename,label' (the few-shot split files); restore it") from None
     absent = sorted(f for files in classes.values() for f in files if f not in on_disk)
     if absent:
         raise UserError(f"mini-imagenet: {len(absent)} images named in the CSVs are not in {images} (e.g. {absent[0]})")

@@ -51,6 +51,12 @@ class STL10Labelled(STL10):
         return image, int(self.labels[index]), index  # type: ignore[index]
 
 
+def _check_bin(path: Path) -> None:
+    """An image file must hold whole 3×96×96 images (labels: any number of bytes)."""
+    if path.name.endswith("_X.bin") and path.stat().st_size % (3 * 96 * 96):
+        raise ValueError(f"{path.stat().st_size} bytes is not a whole number of 3×96×96 images")
+
+
 @dataclass(frozen=True)
 class STL10Params:
     image_size: int = 96  # resized (antialiased) when not 96
@@ -91,6 +97,8 @@ def build_stl10(params: STL10Params, root: Path, augment: str) -> DataSplits:
             "stl10", root, folder, files, cls.url,
             construct=lambda: cls(str(root), split=split),
             download=lambda: cls(str(root), split="train", download=True),
+            file_format=f"the raw uint8 .bin files of the official {cls.filename} (images 3×96×96 each)",
+            read_file=_check_bin,
         )
 
     train, test = open_split("train"), open_split("test")

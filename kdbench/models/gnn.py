@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError, check_range
-from .graph import GRAPH_MODES, Graph, SparseGraphLearner
+from .graph import GRAPH_MODES, Graph, IdentityGraph, NeighbourGraph, SparseGraphLearner, WeightsCache
 from .zoo import register_model
 
 
@@ -27,7 +27,8 @@ class GraphConv(nn.Module):
     """One graph convolution: out = Â · dropout(x) W + b (then ReLU if `activation`).
 
     Â is applied after W (fewer features to move when out < in); the bias is added after Â, so each node gets it
-    once. In anchor mode the layer also advances the anchors' features (`graph.anchor_x`) through the same W.
+    once. In anchor mode the layer also advances the anchors' features (`graph.anchor_x`) through the same W;
+    in evaluation that anchor step is computed once per pass (:class:`WeightsCache`), not once per batch.
     """
 
     def __init__(self, in_features: int, out_features: int, dropout: float = 0.0, activation: bool = False):
@@ -36,6 +37,7 @@ class GraphConv(nn.Module):
         self.linear = nn.Linear(in_features, out_features, bias=False)
         self.bias = nn.Parameter(torch.zeros(out_features))
         self.activation = activation
+        self._anchor_cache = WeightsCache()
 
     def _finish(self, y: torch.Tensor) -> torch.Tensor:
         y = y + self.bias
@@ -45,9 +47,16 @@ class GraphConv(nn.Module):
         y = self.linear(self.drop(x))
         anchor_y = None
         if graph.anchor_x is not None:
-            anchor_y = self.linear(self.drop(graph.anchor_x))
-            graph.anchor_x = self._finish(graph.anchors.propagate(anchor_y))
+            anchor_x, anchors = graph.anchor_x, graph.anchors
+            anchor_y, graph.anchor_x = self._anchor_cache.get(
+                self, (anchor_x, anchors), lambda: self._anchor_step(anchor_x, anchors))
         return self._finish(graph.propagate(y, anchor_y))
+
+    def _anchor_step(self, anchor_x: torch.Tensor, anchors: NeighbourGraph | IdentityGraph
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The anchors' transformed features (what samples read) and their output (the next layer's input)."""
+        anchor_y = self.linear(self.drop(anchor_x))
+        return anchor_y, self._finish(anchors.propagate(anchor_y))
 
 
 class GNN2(nn.Module):
