@@ -1,0 +1,104 @@
+"""`evaluate()` on hand-made logits: top-1, top-5 and the loss against counts and sums written out by hand.
+
+A tiny module returns a fixed row of logits per sample (the "image" carries the sample's index), so every
+number the evaluator reports is known in advance: where each label ranks, ties that cannot change the answer,
+fewer classes than 5, an uneven last batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from kdbench.evaluate import evaluate
+
+CPU = torch.device("cpu")
+
+
+class FixedLogits(nn.Module):
+    """Returns `table[i]` for the sample whose image is the number i; records the mode it was called in."""
+
+    def __init__(self, table: list[list[float]]) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.tensor(table))
+        self.modes: list[bool] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        return self.table[images.long()]
+
+
+def _loader(labels: list[int], batch_size: int) -> DataLoader:
+    n = len(labels)
+    ds = TensorDataset(torch.arange(n, dtype=torch.float32), torch.tensor(labels), torch.arange(n))
+    return DataLoader(ds, batch_size=batch_size, shuffle=False)
+
+
+def _cross_entropy_by_hand(table: list[list[float]], labels: list[int]) -> float:
+    total = 0.0
+    for row, y in zip(table, labels, strict=True):
+        total += math.log(sum(math.exp(v) for v in row)) - row[y]
+    return total / len(labels)
+
+
+def _ranked(label: int, rank: int, classes: int = 7) -> list[float]:
+    """Logits 7, 6, …, 1 with the label at `rank` (1 = highest); the other classes fill the rest in order."""
+    values = [float(classes - r) for r in range(classes)]
+    others = [c for c in range(classes) if c != label]
+    row = [0.0] * classes
+    row[label] = values[rank - 1]
+    for c, v in zip(others, values[: rank - 1] + values[rank:], strict=True):
+        row[c] = v
+    return row
+
+
+# (label, rank of the label among 7 classes): 3 at rank 1, 2 at rank 2, 1 at rank 3, 2 at rank 5, 1 at 6 and 7.
+RANKS = [(0, 1), (3, 2), (6, 1), (2, 5), (1, 2), (5, 6), (4, 1), (0, 5), (2, 7), (6, 3)]
+TABLE = [_ranked(y, r) for y, r in RANKS]
+LABELS = [y for y, _ in RANKS]
+
+
+@pytest.mark.parametrize("batch_size", [4, 3, 1, 10], ids=lambda b: f"batch{b}")
+def test_top1_top5_and_loss_match_the_ranks_and_the_formula(batch_size: int):
+    # 10 samples in batches of 4 and 3 leave uneven last batches (2 and 1): counts and the loss are per sample.
+    result = evaluate(FixedLogits(TABLE), _loader(LABELS, batch_size), CPU)
+    assert result.count == 10
+    assert result.top1 == pytest.approx(30.0)  # ranks 1: three samples
+    assert result.top5 == pytest.approx(80.0)  # ranks 1, 2, 3, 5: eight samples (6 and 7 miss)
+    assert result.loss == pytest.approx(_cross_entropy_by_hand(TABLE, LABELS), rel=1e-6)
+
+
+def test_ties_that_cannot_change_the_answer():
+    table = [
+        [2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 0.0],  # label 5 below five tied classes: outside the top 5
+        [1.0, 1.0, 3.0, 1.0, 1.0, 1.0, 1.0],  # label 2 alone on top, the rest tied: top-1
+        [4.0, 4.0, 3.0, 0.0, 0.0, 0.0, 0.0],  # label 2 third behind a tie, ahead of a tie: top-5, not top-1
+        [5.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],  # label 0 on top of a six-way tie: top-1
+    ]
+    labels = [5, 2, 2, 0]
+    result = evaluate(FixedLogits(table), _loader(labels, 3), CPU)
+    assert result.top1 == pytest.approx(50.0)
+    assert result.top5 == pytest.approx(75.0)
+    assert result.loss == pytest.approx(_cross_entropy_by_hand(table, labels), rel=1e-6)
+
+
+def test_fewer_classes_than_five_count_every_sample_in_the_top5():
+    table = [[0.0, 1.0, 2.0], [2.0, 1.0, 0.0], [5.0, -1.0, 3.0]]
+    labels = [0, 0, 1]  # ranks 3, 1, 3 among 3 classes
+    result = evaluate(FixedLogits(table), _loader(labels, 2), CPU)
+    assert result.top1 == pytest.approx(100.0 / 3)
+    assert result.top5 == pytest.approx(100.0)
+    assert result.loss == pytest.approx(_cross_entropy_by_hand(table, labels), rel=1e-6)
+
+
+def test_the_model_is_evaluated_in_eval_mode_and_left_in_its_mode():
+    model = FixedLogits(TABLE).train()
+    evaluate(model, _loader(LABELS, 4), CPU)
+    assert model.modes == [False, False, False] and model.training
+    model.eval()
+    evaluate(model, _loader(LABELS, 4), CPU)
+    assert not model.training
