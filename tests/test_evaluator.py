@@ -1,4 +1,5 @@
-"""`evaluate()` on hand-made logits: top-1, top-5 and the loss against counts and sums written out by hand.
+"""`evaluate()` on hand-made logits: top-1, top-5 and the loss against counts and sums written out by hand; AMP
+and channels-last reach the model; inference time is the best timed call after a warm-up, per image.
 
 A tiny module returns a fixed row of logits per sample (the "image" carries the sample's index), so every
 number the evaluator reports is known in advance: where each label ranks, ties that cannot change the answer,
@@ -8,13 +9,14 @@ fewer classes than 5, an uneven last batch.
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from kdbench.evaluate import evaluate
+from kdbench.evaluate import evaluate, inference_time_per_image
 
 CPU = torch.device("cpu")
 
@@ -102,3 +104,59 @@ def test_the_model_is_evaluated_in_eval_mode_and_left_in_its_mode():
     model.eval()
     evaluate(model, _loader(LABELS, 4), CPU)
     assert not model.training
+
+
+class RecordDtype(nn.Module):
+    """A linear layer that records the dtype autocast gives its output and the layout of its input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 3)
+        self.dtypes: list[torch.dtype] = []
+        self.channels_last: list[bool] = []
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.channels_last.append(images.is_contiguous(memory_format=torch.channels_last)
+                                  and not images.is_contiguous())
+        out = self.linear(images.mean(dim=(2, 3)))
+        self.dtypes.append(out.dtype)
+        return out
+
+
+def test_amp_on_cpu_runs_bfloat16_and_is_off_by_default():
+    images = torch.randn(6, 4, 3, 3)
+    ds = TensorDataset(images, torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6))
+    model = RecordDtype()
+    evaluate(model, DataLoader(ds, batch_size=6), CPU)
+    inference_time_per_image(model, images, CPU, repeats=1)
+    assert model.dtypes == [torch.float32] * 3 and model.channels_last == [False] * 3
+    model.dtypes.clear()
+    evaluate(model, DataLoader(ds, batch_size=6), CPU, amp=True)
+    inference_time_per_image(model, images, CPU, repeats=1, amp=True)
+    assert model.dtypes == [torch.bfloat16] * 3
+    model.channels_last.clear()
+    evaluate(model, DataLoader(ds, batch_size=6), CPU, channels_last=True)
+    inference_time_per_image(model, images, CPU, repeats=1, channels_last=True)
+    assert model.channels_last == [True] * 3
+
+
+class Sleeps(nn.Module):
+    """Sleeps the next of `seconds` on each call: a forward whose duration is known."""
+
+    def __init__(self, seconds: list[float]) -> None:
+        super().__init__()
+        self.seconds = list(seconds)
+        self.modes: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        time.sleep(self.seconds.pop(0))
+        return x
+
+
+def test_inference_time_is_the_best_timed_call_after_a_warm_up_per_image():
+    # The warm-up (first call) is the fastest and must not count; the best of the 3 timed calls is 0.1 s.
+    model = Sleeps([0.01, 0.2, 0.1, 0.3]).train()
+    per_image = inference_time_per_image(model, torch.zeros(10, 1), CPU)
+    assert model.seconds == [] and model.modes == [False] * 4 and model.training  # 1 + repeats=3 calls
+    assert 0.01 <= per_image < 0.019  # 0.1 s / 10 images, plus scheduling noise
