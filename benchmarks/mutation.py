@@ -50,22 +50,25 @@ class Target:
     path: str  # source file, relative to the repository root
     tests: tuple[str, ...]  # pytest node ids, fastest first
     functions: tuple[str, ...] = ()  # only these top-level functions/classes (empty: the whole module)
+    keyword: str = ""  # pytest -k: only the tests whose names match (e.g. one method's cases of a shared test)
 
 
 WIRING = "tests/test_method_wiring.py"
+PARAMS = "tests/test_method_params.py"
 GRAPH_TESTS = ("tests/test_graph_operators.py", "tests/test_graph_module.py")
 
 TARGETS = [
     Target("kdbench.evaluate", "kdbench/evaluate.py", ("tests/test_evaluator.py",)),
     Target("kdbench.schedule", "kdbench/schedule.py", ("tests/test_schedule.py",)),
-    Target("kdbench.methods.kd", "methods/kd.py", ("tests/test_kd_loss.py", WIRING)),
+    Target("kdbench.methods.kd", "methods/kd.py", ("tests/test_kd_loss.py", WIRING, PARAMS), keyword="kd"),
     Target("kdbench.models.graph", "kdbench/models/graph.py", GRAPH_TESTS),
     Target("kdbench.models.gnn", "kdbench/models/gnn.py", GRAPH_TESTS),
-    Target("kdbench.methods.ce", "methods/ce.py", (WIRING,)),
-    Target("kdbench.methods.cnn2gnn", "methods/cnn2gnn.py", (WIRING,)),
-    Target("kdbench.methods.rkd", "methods/rkd.py", ("tests/test_method_rkd.py", WIRING)),
-    Target("kdbench.methods.fitnet", "methods/fitnet.py", ("tests/test_method_fitnet.py", WIRING)),
-    Target("kdbench.methods.crd", "methods/crd.py", ("tests/test_method_crd.py", WIRING)),
+    Target("kdbench.methods.ce", "methods/ce.py", (WIRING, PARAMS), keyword="ce"),
+    Target("kdbench.methods.cnn2gnn", "methods/cnn2gnn.py", (WIRING, PARAMS), keyword="cnn2gnn"),
+    Target("kdbench.methods.rkd", "methods/rkd.py", ("tests/test_method_rkd.py", WIRING, PARAMS), keyword="rkd"),
+    Target("kdbench.methods.fitnet", "methods/fitnet.py", ("tests/test_method_fitnet.py", WIRING, PARAMS),
+           keyword="fitnet"),
+    Target("kdbench.methods.crd", "methods/crd.py", ("tests/test_method_crd.py", WIRING, PARAMS), keyword="crd"),
     Target("kdbench.data.loaders", "kdbench/data/loaders.py", ("tests/test_sampler.py",)),
     Target("kdbench.data.augment", "kdbench/data/augment.py", ("tests/test_augment.py",)),
     Target("kdbench.engine", "kdbench/engine.py", ("tests/test_sampler.py", "tests/test_engine_numbers.py")),
@@ -260,9 +263,10 @@ class _ServeCode(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         exec(self.code, module.__dict__)
 
 
-def _pytest_args(tests: tuple[str, ...]) -> list[str]:
-    return ["-x", "-q", "-p", "no:cacheprovider", "--no-header", "-W", "ignore", "--rootdir", str(ROOT),
-            *[str(ROOT / t) for t in tests]]
+def _pytest_args(target: Target) -> list[str]:
+    keyword = ["-k", target.keyword] if target.keyword else []
+    return ["-x", "-q", "-p", "no:cacheprovider", "--no-header", "-W", "ignore", "--rootdir", str(ROOT), *keyword,
+            *[str(ROOT / t) for t in target.tests]]
 
 
 def _child(target: Target, code, log: Path, trace_lines: Path | None) -> None:
@@ -275,7 +279,7 @@ def _child(target: Target, code, log: Path, trace_lines: Path | None) -> None:
     import pytest
 
     if trace_lines is None:
-        os._exit(int(pytest.main(_pytest_args(target.tests))))
+        os._exit(int(pytest.main(_pytest_args(target))))
     executed: set[int] = set()
 
     def local(frame, event, arg):
@@ -293,7 +297,7 @@ def _child(target: Target, code, log: Path, trace_lines: Path | None) -> None:
     import threading
 
     threading.settrace(global_trace)
-    code_ = int(pytest.main(_pytest_args(target.tests)))
+    code_ = int(pytest.main(_pytest_args(target)))
     sys.settrace(None)
     trace_lines.write_text(json.dumps(sorted(executed)))
     os._exit(code_)
@@ -353,7 +357,7 @@ def mutate_target(target: Target, workdir: Path, limit: int | None = None) -> di
     spans = _statement_lines(tree)
     timeout = 3 * clean_s + 30
     results = []
-    print(f"\n{target.module}: {len(points)} mutants, tests {' '.join(target.tests)} "
+    print(f"\n{target.module}: {len(points)} mutants, tests {' '.join(target.tests)} {target.keyword} "
           f"(clean run {clean_s:.1f} s)", flush=True)
     for n, m in enumerate(points, 1):
         if not (spans.get(m.line, {m.line}) & executed):
@@ -398,7 +402,8 @@ def main() -> None:
     if args.list:
         for t in targets:
             tree = ast.parse((ROOT / t.path).read_text())
-            print(f"{t.module:<26} {len(mutation_points(tree, t.functions)):>4} mutants  {' '.join(t.tests)}")
+            keyword = f"  -k {t.keyword}" if t.keyword else ""
+            print(f"{t.module:<26} {len(mutation_points(tree, t.functions)):>4} mutants  {' '.join(t.tests)}{keyword}")
         return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -409,6 +414,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    import scipy.optimize  # noqa: F401
     import timm  # noqa: F401
 
     args.workdir.mkdir(parents=True, exist_ok=True)
