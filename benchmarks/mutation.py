@@ -263,13 +263,14 @@ class _ServeCode(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         exec(self.code, module.__dict__)
 
 
-def _pytest_args(target: Target) -> list[str]:
+def _pytest_args(target: Target, first_failure: bool = True) -> list[str]:
     keyword = ["-k", target.keyword] if target.keyword else []
-    return ["-x", "-q", "-p", "no:cacheprovider", "--no-header", "-W", "ignore", "--rootdir", str(ROOT), *keyword,
+    stop = ["-x"] if first_failure else ["-rf"]
+    return [*stop, "-q", "-p", "no:cacheprovider", "--no-header", "-W", "ignore", "--rootdir", str(ROOT), *keyword,
             *[str(ROOT / t) for t in target.tests]]
 
 
-def _child(target: Target, code, log: Path, trace_lines: Path | None) -> None:
+def _child(target: Target, code, log: Path, trace_lines: Path | None, first_failure: bool = True) -> None:
     """In the forked child: serve `code` for the target module, run its tests, exit with pytest's code."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
@@ -279,7 +280,7 @@ def _child(target: Target, code, log: Path, trace_lines: Path | None) -> None:
     import pytest
 
     if trace_lines is None:
-        os._exit(int(pytest.main(_pytest_args(target))))
+        os._exit(int(pytest.main(_pytest_args(target, first_failure))))
     executed: set[int] = set()
 
     def local(frame, event, arg):
@@ -303,14 +304,15 @@ def _child(target: Target, code, log: Path, trace_lines: Path | None) -> None:
     os._exit(code_)
 
 
-def run_child(target: Target, code, log: Path, timeout: float, trace_lines: Path | None = None) -> tuple[str, float]:
+def run_child(target: Target, code, log: Path, timeout: float, trace_lines: Path | None = None,
+              first_failure: bool = True) -> tuple[str, float]:
     t0 = time.monotonic()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         try:
-            _child(target, code, log, trace_lines)
+            _child(target, code, log, trace_lines, first_failure)
         finally:
             os._exit(99)
     while True:
@@ -377,6 +379,23 @@ def mutate_target(target: Target, workdir: Path, limit: int | None = None) -> di
             "clean_s": round(clean_s, 1), "results": results}
 
 
+def by_hand(target: Target, old: str, new: str, workdir: Path) -> None:
+    """Run the target's tests (all of them, not stopping at the first failure) against its source with the one
+    textual change `old` → `new`, and list the tests that fail: a hand-made mutant, checked without touching
+    the file."""
+    path = ROOT / target.path
+    source = path.read_text()
+    if source.count(old) != 1:
+        raise SystemExit(f"{target.path}: {old!r} occurs {source.count(old)} times; give a unique snippet")
+    code = compile(source.replace(old, new), str(path), "exec")
+    log = workdir / "by-hand.log"
+    outcome, seconds = run_child(target, code, log, 1800, first_failure=False)
+    failed = [line.split(" - ")[0] for line in log.read_text().splitlines() if line.startswith(("FAILED", "ERROR"))]
+    print(f"{target.path}: {old!r} → {new!r}: {outcome} ({seconds:.0f} s)")
+    for line in failed:
+        print(f"  {line}")
+
+
 def report(summary: dict) -> None:
     print(f"\n{summary['module']}: {summary['killed'] + summary['timeout']}/{summary['mutants']} killed "
           f"({100 * summary['kill_ratio']:.1f} %; {summary['timeout']} by timeout), {summary['survived']} survived, "
@@ -392,6 +411,9 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list targets, tests and mutant counts, run nothing")
     parser.add_argument("--json", type=Path, help="write every mutant's outcome to this file")
     parser.add_argument("--limit", type=int, help="only the first N mutants of each target (a smoke run)")
+    parser.add_argument("--by-hand", nargs=2, metavar=("OLD", "NEW"),
+                        help="one hand-made mutant of the (single) target: replace the unique snippet OLD by NEW "
+                             "in memory and list the tests that fail")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/kdbench-mutation"))
     args = parser.parse_args()
     by_name = {t.module: t for t in TARGETS}
@@ -418,6 +440,11 @@ def main() -> None:
     import timm  # noqa: F401
 
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.by_hand:
+        if len(targets) != 1:
+            raise SystemExit("--by-hand takes exactly one target module")
+        by_hand(targets[0], *args.by_hand, args.workdir)
+        return
     summaries = []
     for t in targets:
         summary = mutate_target(t, args.workdir, args.limit)
