@@ -18,6 +18,7 @@ from kdbench.models.graph import (
     IdentityGraph,
     NeighbourGraph,
     SparseGraphLearner,
+    sparse_conditional_neighbors,
     sparse_conditional_probs,
     squared_distances,
 )
@@ -148,3 +149,71 @@ def test_gnn2_forward_is_two_graph_layers_over_the_joint_operator(graph: str):
         h = torch.relu(op @ nodes @ w1.T + b1)
         logits = (op @ h @ w2.T + b2)[:4]
         torch.testing.assert_close(model(images), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_the_closed_form_is_scale_free_down_to_tiny_distances():
+    # p(j|i) is a ratio of distance gaps: scaling every distance leaves it unchanged, however small they are
+    # (the 0/0 guard only takes over when all k+1 distances are equal).
+    g = torch.Generator().manual_seed(0)
+    d = torch.rand(6, 9, generator=g, dtype=torch.float64) + 0.1
+    for scale in (1e-3, 1e-6):
+        torch.testing.assert_close(sparse_conditional_probs(d * scale, 3), sparse_conditional_probs(d, 3))
+        idx, w = sparse_conditional_neighbors(d * scale, 3)
+        torch.testing.assert_close(torch.zeros_like(d).scatter(1, idx, w), sparse_conditional_probs(d, 3))
+
+
+def test_k_zero_gives_no_neighbours_and_k_up_to_n_minus_one_is_allowed():
+    d = torch.rand(4, 6, dtype=torch.float64)
+    assert torch.equal(sparse_conditional_probs(d, 0), torch.zeros_like(d))
+    idx, w = sparse_conditional_neighbors(d, 0)
+    assert idx.shape == w.shape == (4, 0)
+    p = sparse_conditional_probs(d, 5)  # 6 candidates: k + 1 = 6 of them, the farthest gets 0
+    torch.testing.assert_close(p.sum(1), torch.ones(4, dtype=p.dtype))
+    assert (p.gather(1, d.argmax(1, keepdim=True)) == 0).all()
+    for bad in (-1, 6):
+        with pytest.raises(ValueError, match=f"k={bad}"):
+            sparse_conditional_probs(d, bad)
+
+
+def test_squared_distances_by_hand():
+    a = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    b = torch.tensor([[3.0, 4.0], [1.0, 2.0], [-1.0, 0.0]])
+    expected = torch.tensor([[25.0, 5.0, 1.0], [8.0, 0.0, 8.0]])
+    torch.testing.assert_close(squared_distances(a, b), expected)
+
+
+def test_the_learner_refuses_bad_settings_and_describes_itself():
+    with pytest.raises(ValueError, match="graph mode 'ring'"):
+        SparseGraphLearner(4, mode="ring")
+    with pytest.raises(ValueError, match="k=-1"):
+        SparseGraphLearner(4, k=-1)
+    with pytest.raises(ValueError, match="anchors=3, k=3"):
+        SparseGraphLearner(4, k=3, mode="anchor", num_anchors=3)
+    assert SparseGraphLearner(4, k=3, mode="anchor", num_anchors=4).anchors.shape == (4, 4)
+    assert SparseGraphLearner(4, k=0, mode="anchor", num_anchors=1).proj is None
+    learner, _ = _filled_anchor_learner(k=2, m=6)
+    assert learner.describe() == {"mode": "anchor", "k": 2, "anchors": 6, "anchors_filled": 6}
+    assert SparseGraphLearner(4, k=3).describe() == {"mode": "batch", "k": 3, "anchors": 0, "anchors_filled": 0}
+    assert learner.extra_repr() == "mode=anchor, k=2"
+
+
+def test_partly_filled_anchors_are_the_only_ones_used():
+    torch.manual_seed(0)
+    learner = SparseGraphLearner(5, k=2, proj_dim=3, mode="anchor", num_anchors=6).train()
+    untrained = learner.eval()(torch.randn(4, 5))  # never trained: all 6 random anchors, none filled
+    assert untrained.p.shape == (4, 6) and int(learner.anchors_filled) == 0
+    first = torch.randn(4, 5)
+    graph = learner.train()(first)  # 4 of the 6 anchors filled from this batch
+    assert int(learner.anchors_filled) == 4 and graph.p.shape == (4, 4)
+    torch.testing.assert_close(graph.anchor_x, first)
+    graph = learner(torch.randn(3, 5))  # 2 more fill the rest; a third sample is not taken
+    assert int(learner.anchors_filled) == 6 and graph.p.shape == (3, 6)
+    torch.testing.assert_close(learner.anchors[:4].detach(), first)
+
+
+def test_one_filled_anchor_leaves_no_neighbour_to_pick():
+    torch.manual_seed(0)
+    learner = SparseGraphLearner(5, k=2, proj_dim=3, mode="anchor", num_anchors=6).train()
+    assert isinstance(learner(torch.randn(1, 5)), IdentityGraph)  # 1 anchor: k+1 = 2 candidates needed
+    two = learner(torch.randn(1, 5))  # 2 anchors: k clipped to 1
+    assert isinstance(two, AnchorGraph) and (two.p > 0).sum() == 1
