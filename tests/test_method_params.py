@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 from wiring.defaults import PUBLISHED, RANGES, UNCHECKED, WEIGHT_RANGE
 
 from kdbench.errors import UserError
@@ -75,3 +76,22 @@ def test_cnn2gnn_needs_more_anchors_than_neighbours_only_in_anchor_mode():
     assert CNN2GNNParams(graph="anchor", k=0, anchors=1).anchors == 1  # no graph: the anchors are unused
     with pytest.raises(UserError, match="unknown cnn2gnn.graph 'ring'"):
         CNN2GNNParams(graph="ring")
+
+
+def test_cnn2gnn_passes_its_graph_options_to_the_gnn_student_only_and_describes_its_graph():
+    from kdbench.method import MethodContext
+    from kdbench.models import create_model
+
+    params = CNN2GNNParams(graph="anchor", k=3, hidden=8, proj_dim=5, anchors=7, dropout=0.25, pool=4)
+    spec = get_method("cnn2gnn")
+    options = spec.cls.student_options(params, "gnn2")
+    assert options == {"graph": "anchor", "k": 3, "hidden": 8, "proj_dim": 5, "anchors": 7, "dropout": 0.25,
+                       "pool": 4}
+    assert spec.cls.student_options(params, "resnet18") == {}
+    ctx = MethodContext(num_classes=3, in_chans=1, image_size=8, num_train=10, train_targets=torch.arange(10) % 3,
+                        epochs=1, seed=0)
+    teacher = create_model("test_resnet", num_classes=3, in_chans=1, image_size=8)
+    gnn = spec.cls(create_model("gnn2", num_classes=3, in_chans=1, image_size=8, **options), teacher, params, ctx)
+    assert gnn.describe() == {"graph": {"mode": "anchor", "k": 3, "anchors": 7, "anchors_filled": 0}}
+    cnn = spec.cls(create_model("test_resnet", num_classes=3, in_chans=1, image_size=8), teacher, params, ctx)
+    assert cnn.describe() == {}
