@@ -69,7 +69,7 @@ TARGETS = [
     Target("kdbench.methods.fitnet", "methods/fitnet.py", ("tests/test_method_fitnet.py", WIRING, PARAMS),
            keyword="fitnet"),
     Target("kdbench.methods.crd", "methods/crd.py", ("tests/test_method_crd.py", WIRING, PARAMS), keyword="crd"),
-    Target("kdbench.data.loaders", "kdbench/data/loaders.py", ("tests/test_sampler.py",)),
+    Target("kdbench.data.loaders", "kdbench/data/loaders.py", ("tests/test_loader_workers.py", "tests/test_sampler.py")),
     Target("kdbench.data.augment", "kdbench/data/augment.py", ("tests/test_augment.py",)),
     Target("kdbench.engine", "kdbench/engine.py", ("tests/test_sampler.py", "tests/test_engine_numbers.py")),
     Target("kdbench.leaderboard", "kdbench/leaderboard.py", ("tests/test_leaderboard.py",),
