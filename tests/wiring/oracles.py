@@ -6,7 +6,8 @@ stage output, the classifier's input), calls `forward_train` once, and compares 
 dict its oracle returns. An oracle restates the method's *wiring* from its docstring: which public loss function
 gets which tensors, which temperature, which weight. It never calls `forward_train`.
 
-How to add a method (a registered method without an oracle fails the test, pointing here):
+How to add a method (a registered method without an oracle fails the test, pointing here; its published
+defaults and parameter ranges go in tests/wiring/defaults.py, checked by tests/test_method_params.py):
 
     @oracle("mymethod", variants=[{"w_ce": 0.3, "w_mine": 2.5, "temperature": 2.0}])
     def _mymethod(case: Case) -> dict[str, torch.Tensor]:
