@@ -6,6 +6,7 @@ the run before any step, and checkpoints follow their interval."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,33 @@ def test_progress_reports_one_step_per_batch_and_each_epochs_record():
 def test_epoch_seeds_are_pinned_and_fit_numpys_seed_range():
     # Changing the formula would change every published number: these values are part of reproducibility.
     assert [epoch_seed(0, 1), epoch_seed(5, 240), epoch_seed(10_000, 3)] == [7919, 6900575, 1410119165]
+    assert epoch_seed(3000, 0) == 852525352  # 3000·1000003 lies between 2^31 and 2^32: the modulus is 2^31
     assert 0 <= epoch_seed(2**40, 7) < 2**31
+
+
+class FirstEpochOnly(TwoLosses):
+    """Adds a parameter that only epoch 1's loss uses: later steps must leave it alone (no gradient, no step)."""
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        self.extra = nn.Parameter(torch.ones(3))
+
+    def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits, losses = super().forward_train(batch)
+        if self.epoch == 1:
+            losses["extra"] = (self.extra * logits).pow(2).mean()
+        return logits, losses
+
+
+def test_a_parameter_without_gradient_in_a_step_is_not_moved_by_momentum():
+    # FitNet's two stages leave the regressor (or the classifier) without a gradient: gradients are reset to None,
+    # not zero, so SGD's momentum does not keep moving them.
+    ds, ctx, recipe = _setup()
+    model = FirstEpochOnly(ctx)
+    after_first: list[torch.Tensor] = []
+    _fit(model, ds, recipe, on_epoch_end=lambda r: after_first.append(model.extra.detach().clone()))
+    assert not torch.equal(after_first[0], torch.ones(3))
+    assert torch.equal(model.extra.detach(), after_first[0])
 
 
 def _record(epoch: int, top1: float) -> EpochRecord:
@@ -168,11 +195,13 @@ def _stop_after(n: int):
     return hook
 
 
-@pytest.mark.parametrize("interval,saved", [(None, True), (1e9, False)], ids=["default-every-epoch", "long"])
+@pytest.mark.parametrize("interval,saved", [(None, True), ("clock", False)], ids=["default-every-epoch", "long"])
 def test_checkpoints_follow_their_interval_and_the_last_epoch_is_always_saved(tmp_path: Path, interval, saved):
     ds, ctx, recipe = _setup()
     ckpt = tmp_path / "ckpt.pt"
-    settings = EngineSettings(CPU) if interval is None else EngineSettings(CPU, checkpoint_interval_s=interval)
+    # "clock": an interval far longer than an epoch, yet shorter than a sum of two clock readings would be.
+    seconds = time.monotonic() if interval == "clock" else None
+    settings = EngineSettings(CPU) if seconds is None else EngineSettings(CPU, checkpoint_interval_s=seconds)
     with pytest.raises(Stop):
         _fit(TwoLosses(ctx), ds, recipe, settings, checkpoint_path=ckpt, on_epoch_end=_stop_after(1))
     assert ckpt.exists() == saved
@@ -180,3 +209,15 @@ def test_checkpoints_follow_their_interval_and_the_last_epoch_is_always_saved(tm
     assert result.resumed_from == (1 if saved else 0) and ckpt.exists()
     state = torch.load(ckpt, weights_only=False)
     assert [r["epoch"] for r in state["history"]] == [1, 2, 3]
+
+
+def test_an_epoch_of_one_batch_logs_that_batchs_losses():
+    ds, ctx, recipe = _setup(epochs=1)
+    model = TwoLosses(ctx)
+    torch.manual_seed(0)
+    train = make_train_loader(ds, 32, seed=1, device=CPU)  # 22 samples, one batch
+    result = Engine(EngineSettings(CPU)).fit(model, train, make_eval_loader(ds, 32, order_seed=0, device=CPU),
+                                             recipe.replace(batch_size=32), seed=1)
+    (_, ce, l2, hits, _), = model.log
+    assert result.last.losses == pytest.approx({"ce": ce, "l2": l2, "total": ce + l2}, rel=1e-6)
+    assert result.last.train_top1 == pytest.approx(100.0 * hits / N)
