@@ -217,3 +217,29 @@ def test_one_filled_anchor_leaves_no_neighbour_to_pick():
     assert isinstance(learner(torch.randn(1, 5)), IdentityGraph)  # 1 anchor: k+1 = 2 candidates needed
     two = learner(torch.randn(1, 5))  # 2 anchors: k clipped to 1
     assert isinstance(two, AnchorGraph) and (two.p > 0).sum() == 1
+
+
+def test_three_nodes_are_enough_for_one_neighbour():
+    torch.manual_seed(0)
+    learner = SparseGraphLearner(5, k=4, proj_dim=4).eval()
+    x, y = torch.randn(3, 5), torch.randn(3, 2)
+    with torch.no_grad():  # 2 candidates per node: k clipped to 1
+        graph = learner(x)
+        assert isinstance(graph, NeighbourGraph)
+        torch.testing.assert_close(graph.propagate(y), _batch_operator(learner.proj(x), 1) @ y)
+
+
+def test_no_graph_in_anchor_mode_has_no_anchors():
+    learner = SparseGraphLearner(4, k=0, mode="anchor", num_anchors=1)
+    assert not hasattr(learner, "anchors") and learner.describe()["anchors"] == 0
+    assert isinstance(learner(torch.randn(3, 4)), IdentityGraph)
+
+
+def test_a_checkpoint_of_partly_filled_anchors_keeps_using_only_those():
+    torch.manual_seed(0)
+    trained = SparseGraphLearner(5, k=2, proj_dim=3, mode="anchor", num_anchors=6).train()
+    trained(torch.randn(3, 5))  # 3 of 6 filled
+    resumed = SparseGraphLearner(5, k=2, proj_dim=3, mode="anchor", num_anchors=6)
+    resumed.load_state_dict(trained.state_dict())
+    graph = resumed.eval()(torch.randn(4, 5))
+    assert int(resumed.anchors_filled) == 3 and graph.p.shape == (4, 3)
