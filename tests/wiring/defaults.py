@@ -1,0 +1,51 @@
+"""What tests/test_method_params.py holds every registered method's parameters to.
+
+PUBLISHED: each method's defaults, field by field, as published (the papers / reference codebases; see the
+method's docstring and the README's method table). A registered method missing here fails the test; add its
+complete defaults dict next to the others.
+
+RANGES: the allowed range of a parameter, by field name, shared across methods (a `temperature` is a temperature
+in every method): (low, high, low_open) with None for no bound. Every numeric field of a method's params must be
+listed here or in UNCHECKED (with the reason), so a new parameter's validation is pinned when it is registered;
+`w_*` fields are loss weights, [0, ∞).
+"""
+
+from __future__ import annotations
+
+_CRD = {"w_ce": 1.0, "w_crd": 0.8, "w_kd": 0.0, "temperature": 4.0, "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07,
+        "nce_m": 0.5}
+
+PUBLISHED: dict[str, dict[str, object]] = {
+    "ce": {"w_ce": 1.0, "label_smoothing": 0.0},
+    "kd": {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9},
+    "fitnet": {"hint_stage": 2, "guided_stage": None, "w_ce": 1.0, "w_feat": 100.0, "regressor_relu": True,
+               "stages": 1, "hint_epochs": 30, "w_kd": 1.0, "temperature": 4.0},
+    "rkd": {"w_ce": 1.0, "w_dist": 25.0, "w_angle": 50.0},
+    "crd": _CRD,
+    "crd+kd": {**_CRD, "w_kd": 1.0},
+    "cnn2gnn": {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9, "graph": "batch", "k": 10, "hidden": 256,
+                "proj_dim": 256, "anchors": 256, "dropout": 0.5, "pool": 0},
+}
+
+WEIGHT_RANGE = (0.0, None, False)
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "temperature": (0.0, 100.0, True),
+    "label_smoothing": (0.0, 1.0, False),
+    "stages": (1, 2, False),
+    "hint_epochs": (1, None, False),
+    "feat_dim": (1, 65536, False),
+    "nce_k": (1, None, False),
+    "nce_t": (0.0, 100.0, True),
+    "nce_m": (0.0, 1.0, False),
+    "k": (0, 1000, False),
+    "hidden": (1, 65536, False),
+    "proj_dim": (1, 65536, False),
+    "dropout": (0.0, 1.0, False),
+    "pool": (0, 224, False),
+}
+
+UNCHECKED = {
+    "hint_stage": "checked against the model's stages when the method is built (tests/test_method_fitnet.py)",
+    "guided_stage": "idem",
+    "anchors": "its lower bound depends on k and the graph mode (tests/test_method_params.py, cnn2gnn case)",
+}

@@ -1,0 +1,178 @@
+"""Oracles for tests/test_method_wiring.py: what each registered method's loss terms must equal.
+
+The wiring test builds every registered method (`kdbench.method.list_methods()`) on one tiny fixed batch,
+records with forward hooks what the student and the teacher actually computed (logits, every `feature_info`
+stage output, the classifier's input), calls `forward_train` once, and compares each returned loss term with the
+dict its oracle returns. An oracle restates the method's *wiring* from its docstring: which public loss function
+gets which tensors, which temperature, which weight. It never calls `forward_train`.
+
+How to add a method (a registered method without an oracle fails the test, pointing here; its published
+defaults and parameter ranges go in tests/wiring/defaults.py, checked by tests/test_method_params.py):
+
+    @oracle("mymethod", variants=[{"w_ce": 0.3, "w_mine": 2.5, "temperature": 2.0}])
+    def _mymethod(case: Case) -> dict[str, torch.Tensor]:
+        p = case.params                       # the method's params for this variant (a frozen dataclass)
+        s, t = case.student, case.teacher     # Features: .logits, .stages[i], .embedding (from hooks)
+        return {"ce": p.w_ce * F.cross_entropy(s.logits, case.batch.labels),
+                "mine": p.w_mine * my_loss(s.embedding, t.embedding, p.temperature)}   # the method's public loss
+
+- Use the method's own public loss functions / modules (`kdbench.methods.<name>.<loss>`), never its forward.
+- `variants`: parameter overrides, each run on a fresh instance besides the defaults. Together they must change
+  every weight (`w_*`) and every temperature-like field from its default, with all `w_*` pairwise distinct in at
+  least one variant (the test checks this), so that a swapped weight or a wrong temperature changes a number.
+  A variant may hold `"_epoch": n` to run that case at epoch n (`on_epoch_start(n)`; epochs = 3 in the context).
+- `case.state_before` is the method's `state_dict()` cloned just before `forward_train` (for stateful losses such
+  as a memory bank); `case.rng_state` is the torch RNG state at that moment (for methods that draw samples: set it
+  back and draw again through the method's public sampler to reproduce the same draw).
+- `case.method` is the instance after `forward_train`: use it for the method's own trainable modules (a
+  regressor, an embedding head) whose output the loss function is given.
+- A key `"state:<name>"` in the returned dict is compared with `method.state_dict()[<name>]` after the step
+  instead of with a loss term (e.g. a memory bank's momentum update, which no loss term shows).
+- `teacher`/`student` in `@oracle(...)` choose other architectures (defaults: DEFAULT_TEACHER, DEFAULT_STUDENT).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from kdbench.method import Batch, Distiller, MethodContext
+from kdbench.methods.crd import CRDLoss
+from kdbench.methods.fitnet import fitnet_loss
+from kdbench.methods.kd import kd_loss
+from kdbench.methods.rkd import rkd_angle_loss, rkd_distance_loss
+from kdbench.models.features import Features
+
+# Tiny timm models (0.4 M / 0.1 M parameters) with feature_info and a classifier, differing in every width.
+DEFAULT_TEACHER = "test_efficientnet"
+DEFAULT_STUDENT = "test_resnet"
+
+
+@dataclass
+class Case:
+    method: Distiller
+    params: Any
+    ctx: MethodContext
+    batch: Batch
+    student: Features
+    teacher: Features | None
+    epoch: int
+    state_before: dict[str, torch.Tensor]
+    rng_state: torch.Tensor
+
+    def module_before(self, name: str) -> torch.nn.Module:
+        """A copy of the method's submodule `name` with the state it had before `forward_train`."""
+        module = copy.deepcopy(getattr(self.method, name))
+        prefix = name + "."
+        module.load_state_dict({k[len(prefix):]: v for k, v in self.state_before.items() if k.startswith(prefix)})
+        return module
+
+
+Oracle = Callable[[Case], dict[str, torch.Tensor]]
+
+
+@dataclass
+class OracleSpec:
+    fn: Oracle
+    variants: list[dict[str, Any]]
+    teacher: str = DEFAULT_TEACHER
+    student: str = DEFAULT_STUDENT
+    student_options: dict[str, Any] = field(default_factory=dict)
+
+
+ORACLES: dict[str, OracleSpec] = {}
+
+
+def oracle(name: str, *, variants: list[dict[str, Any]], teacher: str = DEFAULT_TEACHER,
+           student: str = DEFAULT_STUDENT) -> Callable[[Oracle], Oracle]:
+    def decorator(fn: Oracle) -> Oracle:
+        if name in ORACLES:
+            raise ValueError(f"two oracles for method '{name}'")
+        ORACLES[name] = OracleSpec(fn, variants, teacher, student)
+        return fn
+
+    return decorator
+
+
+def variant_params(defaults: Any, variant: dict[str, Any]) -> Any:
+    return dataclasses.replace(defaults, **{k: v for k, v in variant.items() if not k.startswith("_")})
+
+
+def _ce(case: Case, w: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    return w * F.cross_entropy(case.student.logits, case.batch.labels, label_smoothing=label_smoothing)
+
+
+# --------------------------------------------------------------------------------------------------------------
+
+
+@oracle("ce", variants=[{"w_ce": 0.7, "label_smoothing": 0.2}])
+def _ce_only(case: Case) -> dict[str, torch.Tensor]:
+    p = case.params
+    return {"ce": _ce(case, p.w_ce, p.label_smoothing)}
+
+
+def _kd_terms(case: Case) -> dict[str, torch.Tensor]:
+    p = case.params
+    return {"ce": _ce(case, p.w_ce), "kd": p.w_kd * kd_loss(case.student.logits, case.teacher.logits, p.temperature)}
+
+
+oracle("kd", variants=[{"temperature": 2.0, "w_ce": 0.3, "w_kd": 1.7}])(_kd_terms)
+# CNN2GNN's loss is KD's; its graph options shape the student (tests/test_cnn2gnn.py), not the loss terms.
+oracle("cnn2gnn", variants=[{"temperature": 3.0, "w_ce": 0.6, "w_kd": 2.2}])(_kd_terms)
+
+
+@oracle("rkd", variants=[{"w_ce": 0.4, "w_dist": 3.0, "w_angle": 7.0}])
+def _rkd(case: Case) -> dict[str, torch.Tensor]:
+    p, s, t = case.params, case.student, case.teacher
+    return {"ce": _ce(case, p.w_ce),
+            "rkd_dist": p.w_dist * rkd_distance_loss(s.embedding, t.embedding),
+            "rkd_angle": p.w_angle * rkd_angle_loss(s.embedding, t.embedding)}
+
+
+@oracle("fitnet", variants=[
+    {"w_ce": 0.5, "w_feat": 30.0, "hint_stage": 3, "guided_stage": 2},  # one stage, other layers
+    {"stages": 2, "hint_epochs": 1, "w_feat": 20.0, "_epoch": 1},  # two stages: the hint stage
+    {"stages": 2, "hint_epochs": 1, "w_ce": 0.3, "w_kd": 1.9, "temperature": 2.5, "_epoch": 2},  # then KD
+])
+def _fitnet(case: Case) -> dict[str, torch.Tensor]:
+    p, s, t = case.params, case.student, case.teacher
+    student_stage = p.hint_stage if p.guided_stage is None else p.guided_stage
+    if p.stages == 2 and case.epoch > p.hint_epochs:
+        return {"ce": _ce(case, p.w_ce), "kd": p.w_kd * kd_loss(s.logits, t.logits, p.temperature)}
+    # The regressor is the method's trainable module; in train mode its BatchNorm normalises by the batch, so a
+    # second call on the same map gives the same output.
+    hint = p.w_feat * fitnet_loss(case.method.regressor(s.stages[student_stage]), t.stages[p.hint_stage])
+    if p.stages == 2:
+        return {"hint": hint}
+    return {"ce": _ce(case, p.w_ce), "hint": hint}
+
+
+def _crd_terms(case: Case) -> dict[str, torch.Tensor]:
+    p, s, t, ctx = case.params, case.student, case.teacher, case.ctx
+    # A CRDLoss built from the params (so feat_dim, nce_k, nce_t, nce_m reach it as documented) holding the
+    # method's state before the step (embedding heads, memory banks, Z).
+    crd = CRDLoss(s.embedding.shape[1], t.embedding.shape[1], p.feat_dim, ctx.num_train, p.nce_k, p.nce_t, p.nce_m,
+                  ctx.train_targets)
+    crd.load_state_dict(case.module_before("crd").state_dict())
+    # The negatives come from the global RNG, drawn first thing in the step: the same state gives the same draw.
+    torch.set_rng_state(case.rng_state)
+    contrast = crd.sample_contrast_index(case.batch.index)
+    terms = {"ce": _ce(case, p.w_ce),
+             "crd": p.w_crd * crd(s.embedding, t.embedding, case.batch.index, contrast_index=contrast)}
+    terms["state:crd.memory_s"], terms["state:crd.memory_t"] = crd.memory_s, crd.memory_t  # nce_m's update
+    terms["state:crd.z_s"], terms["state:crd.z_t"] = crd.z_s, crd.z_t
+    if p.w_kd > 0:
+        terms["kd"] = p.w_kd * kd_loss(s.logits, t.logits, p.temperature)
+    return terms
+
+
+_CRD_VARIANT = {"w_ce": 0.6, "w_crd": 1.3, "w_kd": 2.1, "temperature": 2.0, "feat_dim": 16, "nce_k": 7,
+                "nce_t": 0.2, "nce_m": 0.3}
+oracle("crd", variants=[_CRD_VARIANT])(_crd_terms)
+oracle("crd+kd", variants=[{**_CRD_VARIANT, "w_ce": 0.4, "w_kd": 0.7, "temperature": 3.0}])(_crd_terms)
