@@ -174,6 +174,11 @@ def test_job_states_from_squeue_and_sacct_lines():
     ("running", "COMPLETED", "failed"),  # the job ended without completing the run
     ("running", None, "running"),
     (None, None, "pending"),
+    ("running", "CANCELLED", "interrupted"),  # killed before its record could say so: reconciled
+    ("interrupted", "TIMEOUT", "interrupted"),
+    ("interrupted", "PENDING", "pending"),  # requeued
+    ("interrupted", None, "interrupted"),  # scheduler unreachable: what the record knows
+    ("running", "OUT_OF_MEMORY", "failed"),
 ])
 def test_run_state_combines_record_and_job(record, job, expected):
     assert combine(record, job, has_job=True) == expected

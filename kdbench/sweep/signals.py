@@ -1,0 +1,54 @@
+"""What a run job does when the scheduler stops it.
+
+- SIGTERM (scancel, a preemption, SLURM's own time limit): submitit ignores it, so the process would be
+  killed with its record still saying `running`. The handler here marks the record `interrupted` at once,
+  naming the cause the scheduler gives (`cancelled`, `timeout`, else `preempted`), and lets the process go
+  on: a preemption's USR2 may follow (submitit requeues), or SIGKILL after KillWait.
+- USR2 (submitit's warning before the time limit, or its preemption signal): `RunJob.checkpoint` asks
+  `warning_reason` whether it is the time limit or a preemption.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from types import FrameType
+
+from .. import attempts
+
+# squeue states that say why the job is being stopped
+_CAUSES = {"CANCELLED": "cancelled", "TIMEOUT": "timeout", "DEADLINE": "timeout", "PREEMPTED": "preempted"}
+
+
+def scheduler_cause(timeout_s: float = 3.0) -> str:
+    """Why SLURM is stopping this job, from its state in squeue (a few seconds at most: KillWait is short)."""
+    job_id = attempts.job_id()
+    if not job_id:
+        return "cancelled"  # not a SLURM job: someone sent SIGTERM by hand
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%r"], capture_output=True, text=True,
+                             timeout=timeout_s).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "preempted"
+    state, _, reason = out.strip().partition("|")
+    if state in _CAUSES:
+        return _CAUSES[state]
+    if "TimeLimit" in reason:
+        return "timeout"
+    return "preempted"  # still RUNNING or COMPLETING: a preemption (scancel sets CANCELLED first)
+
+
+def install_sigterm_handler() -> None:
+    """Mark the running record `interrupted` on SIGTERM (replaces submitit's handler, which only logs)."""
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        attempts.interrupt(scheduler_cause())
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def warning_reason(started: float, limit_s: float, delay_s: float) -> str:
+    """USR2 near the end of the allocation is the time limit's warning; earlier, a preemption."""
+    elapsed = time.time() - started
+    return "timeout" if elapsed >= limit_s - 2 * delay_s - 10 else "preempted"
