@@ -17,26 +17,29 @@ from types import FrameType
 
 from .. import attempts
 
-# squeue states that say why the job is being stopped
+# job states (sacct) that say why the job is being stopped
 _CAUSES = {"CANCELLED": "cancelled", "TIMEOUT": "timeout", "DEADLINE": "timeout", "PREEMPTED": "preempted"}
 
 
 def scheduler_cause(timeout_s: float = 3.0) -> str:
-    """Why SLURM is stopping this job, from its state in squeue (a few seconds at most: KillWait is short)."""
+    """Why SLURM is stopping this job (a few seconds at most: KillWait may be short).
+
+    Accounting (sacct) has the cause the moment scancel returns (`CANCELLED by 0`), while squeue only says
+    COMPLETING until the job is gone.
+    """
     job_id = attempts.job_id()
     if not job_id:
         return "cancelled"  # not a SLURM job: someone sent SIGTERM by hand
     try:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%r"], capture_output=True, text=True,
-                             timeout=timeout_s).stdout
+        out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True,
+                             text=True, timeout=timeout_s).stdout
     except (OSError, subprocess.SubprocessError):
         return "preempted"
-    state, _, reason = out.strip().partition("|")
-    if state in _CAUSES:
-        return _CAUSES[state]
-    if "TimeLimit" in reason:
-        return "timeout"
-    return "preempted"  # still RUNNING or COMPLETING: a preemption (scancel sets CANCELLED first)
+    states = [line.split()[0].rstrip("+") for line in out.splitlines() if line.strip()]
+    for state in reversed(states):  # the latest record of a requeued job comes last
+        if state in _CAUSES:
+            return _CAUSES[state]
+    return "preempted"  # still RUNNING: a preemption signal (scancel would have set CANCELLED first)
 
 
 def install_sigterm_handler() -> None:

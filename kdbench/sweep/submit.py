@@ -230,8 +230,11 @@ def submit_plan(sweep: dict[str, Any], plan: Plan, *, force: bool = False) -> Su
     folder = Path(sweep["folder"])
     resources = Resources(**sweep["resources"])
     if kind == "slurm" and resources.cpus_per_task is None:
+        # Chosen once and kept in the sweep (saved only if the submission succeeds): a resumed run must get the
+        # same threads, or its floating-point sums (and metrics) differ from an uninterrupted run's.
         resources = dataclasses.replace(resources,
                                         cpus_per_task=default_cpus_per_task(resources, len(plan.run_tasks) or 1))
+        sweep["resources"]["cpus_per_task"] = resources.cpus_per_task
     paths = sweep["paths"]
     threads = resources.cpus_per_task
     teacher_jobs: dict[str, Any] = {}
@@ -302,6 +305,8 @@ def _undo_submission(sweep: dict[str, Any], folder: Path, jobs: list[Any]) -> No
             job.cancel(check=False)
     if not sweep["submissions"]:  # a new sweep: its whole folder is this submission's
         shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # `<results>/submitit` when no other sweep has files there
     else:
         for leftover in folder.glob(".submission_file_*.sh"):
             leftover.unlink(missing_ok=True)
