@@ -216,14 +216,14 @@ def _same_numbers(ours: dict, reference: dict, store_ours, store_ref) -> None:
 
 
 def test_run_longer_than_the_time_limit_finishes_through_requeues(slurm_conf, zoo, tmp_path):
-    """--timeout-min 1 (SLURM's least) and a run of ~90 s of epochs: it must requeue at least once, each
+    """--timeout-min 1 (SLURM's least) and a run of ~70 s of epochs: it must requeue at least once, each
     attempt ending on the limit's warning after finishing epochs, and end with an uninterrupted run's numbers."""
     from kdbench.records import RunStore
     from kdbench.sweep.submit import load_sweep
 
-    # Epochs for ~90 s of training on this (shared, loaded) machine: one epoch measured here first.
+    # Epochs for ~70 s of training on this (shared, loaded) machine: one epoch measured here first.
     probe = _execute_in_process(_config("resnet18", epochs=1), tmp_path / "probe", zoo)
-    epochs = max(6, min(80, int(90 / probe["timing"]["epoch_s_mean"]) + 1))
+    epochs = max(6, min(80, int(70 / probe["timing"]["epoch_s_mean"]) + 1))
 
     results = tmp_path / "results"
     result = kdbench_cli("sweep", "--methods", "ce", "--students", "resnet18", "--epochs", epochs, "--batch-size",

@@ -76,7 +76,8 @@ class RunJob(submitit.helpers.Checkpointable):
         from ..records import RunStore
         from .signals import install_sigterm_handler
 
-        install_sigterm_handler()
+        if os.environ.get("SLURM_JOB_ID"):  # not in the debug executor's own process: it must still die on SIGTERM
+            install_sigterm_handler()
         _set_threads(self.threads)
         config = RunConfig.from_dict(self.config)
         self._started = time.time()

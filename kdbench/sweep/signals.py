@@ -51,7 +51,34 @@ def install_sigterm_handler() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def seconds_left(timeout_s: float = 3.0) -> float | None:
+    """Seconds until this SLURM job's time limit (squeue's %L), None when unknown or unlimited."""
+    job_id = attempts.job_id()
+    if not job_id:
+        return None
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%L"], capture_output=True, text=True,
+                             timeout=timeout_s).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    days, _, clock = out.rpartition("-")
+    parts = clock.split(":")
+    if not all(p.isdigit() for p in parts) or not (days.isdigit() or days == ""):
+        return None  # UNLIMITED, INVALID, or no such job
+    seconds = 0
+    for p in parts:
+        seconds = seconds * 60 + int(p)
+    return seconds + int(days or 0) * 86400
+
+
 def warning_reason(started: float, limit_s: float, delay_s: float) -> str:
-    """USR2 near the end of the allocation is the time limit's warning; earlier, a preemption."""
+    """USR2 near the end of the allocation is the time limit's warning; earlier, a preemption.
+
+    The scheduler's time left decides; without it, the time since this attempt's call started (which misses
+    the job's own start-up, so the margin is wide).
+    """
+    left = seconds_left()
+    if left is not None:
+        return "timeout" if left <= 2 * delay_s + 5 else "preempted"
     elapsed = time.time() - started
-    return "timeout" if elapsed >= limit_s - 2 * delay_s - 10 else "preempted"
+    return "timeout" if elapsed >= limit_s - 2 * delay_s - 30 else "preempted"
