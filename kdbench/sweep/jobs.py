@@ -13,13 +13,13 @@ change between submission and start.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import submitit
 
 from ..config import RunConfig
 from ..progress import Reporter
+from . import signals  # noqa: F401 - its load time is the fallback clock of `signals.warning_reason`
 
 
 def _reporter() -> Reporter:
@@ -58,7 +58,7 @@ class RunJob(submitit.helpers.Checkpointable):
         self.threads = threads
         self.timeout_min = timeout_min
         self.stalled = 0  # attempts in a row that finished no epoch (kept across requeues: pickled)
-        self._started = time.time()
+        self._deadline: float | None = None  # this attempt's time limit, from the scheduler
         self._epochs_at_start = 0
 
     @property
@@ -74,13 +74,14 @@ class RunJob(submitit.helpers.Checkpointable):
             return None
         from ..attempts import epochs_done
         from ..records import RunStore
-        from .signals import install_sigterm_handler
+        from .signals import install_sigterm_handler, job_deadline
 
+        self._deadline = None
         if os.environ.get("SLURM_JOB_ID"):  # not in the debug executor's own process: it must still die on SIGTERM
             install_sigterm_handler()
+            self._deadline = job_deadline()
         _set_threads(self.threads)
         config = RunConfig.from_dict(self.config)
-        self._started = time.time()
         self._epochs_at_start = epochs_done(RunStore(self.paths.get("results_dir")), config.run_id)
         reporter = _reporter()
         reporter.log(f"run {config.run_id}: {config.method} {config.teacher or '-'} -> {config.student} "
@@ -104,8 +105,7 @@ class RunJob(submitit.helpers.Checkpointable):
         from .time_limits import MAX_STALLED_ATTEMPTS, signal_delay_s
 
         timeout_min = getattr(self, "timeout_min", None) or 60
-        reason = warning_reason(getattr(self, "_started", time.time()), timeout_min * 60,
-                                signal_delay_s(timeout_min))
+        reason = warning_reason(getattr(self, "_deadline", None), timeout_min * 60, signal_delay_s(timeout_min))
         done = attempts.epochs_done(RunStore(self.paths.get("results_dir")), self.run_id)
         self.stalled = 0 if done > getattr(self, "_epochs_at_start", 0) else getattr(self, "stalled", 0) + 1
         if self.stalled >= MAX_STALLED_ATTEMPTS:

@@ -17,6 +17,8 @@ from types import FrameType
 
 from .. import attempts
 
+LOADED_AT = time.time()
+
 # job states (sacct) that say why the job is being stopped
 _CAUSES = {"CANCELLED": "cancelled", "TIMEOUT": "timeout", "DEADLINE": "timeout", "PREEMPTED": "preempted"}
 
@@ -71,14 +73,20 @@ def seconds_left(timeout_s: float = 3.0) -> float | None:
     return seconds + int(days or 0) * 86400
 
 
-def warning_reason(started: float, limit_s: float, delay_s: float) -> str:
+def job_deadline(timeout_s: float = 10.0) -> float | None:
+    """When this attempt's time limit ends (epoch seconds), from the scheduler; asked at the attempt's start,
+    where a slow answer costs nothing (in the warning's handler every second counts)."""
+    left = seconds_left(timeout_s)
+    return None if left is None else time.time() + left
+
+
+def warning_reason(deadline: float | None, limit_s: float, delay_s: float) -> str:
     """USR2 near the end of the allocation is the time limit's warning; earlier, a preemption.
 
-    The scheduler's time left decides; without it, the time since this attempt's call started (which misses
-    the job's own start-up, so the margin is wide).
+    The deadline the scheduler gave at the attempt's start decides; without it, the time since the job
+    loaded this module (jobs.py imports it when submitit unpickles the job, seconds after the job started).
     """
-    left = seconds_left()
-    if left is not None:
-        return "timeout" if left <= 2 * delay_s + 5 else "preempted"
-    elapsed = time.time() - started
-    return "timeout" if elapsed >= limit_s - 2 * delay_s - 30 else "preempted"
+    if deadline is not None:
+        return "timeout" if time.time() >= deadline - 2 * delay_s - 5 else "preempted"
+    elapsed = time.time() - LOADED_AT
+    return "timeout" if elapsed >= limit_s - 2 * delay_s - 10 else "preempted"
