@@ -137,6 +137,11 @@ def error_text(error: BaseException) -> str:
     return f"{_live.note} ({text})" if _live is not None and _live.note else text
 
 
+def stop_reason_so_far() -> str | None:
+    """The reason a signal handler gave in this attempt (None if none came)."""
+    return _live.stop_reason if _live is not None else None
+
+
 def stop_reason(error: BaseException) -> str:
     """Why the run's process is unwinding: the reason a signal handler set, else `failed`."""
     if _live is not None and _live.stop_reason is not None:

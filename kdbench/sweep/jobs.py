@@ -19,7 +19,6 @@ import submitit
 
 from ..config import RunConfig
 from ..progress import Reporter
-from . import signals  # noqa: F401 - its load time is the fallback clock of `signals.warning_reason`
 
 
 def _reporter() -> Reporter:
@@ -58,7 +57,6 @@ class RunJob(submitit.helpers.Checkpointable):
         self.threads = threads
         self.timeout_min = timeout_min
         self.stalled = 0  # attempts in a row that finished no epoch (kept across requeues: pickled)
-        self._deadline: float | None = None  # this attempt's time limit, from the scheduler
         self._epochs_at_start = 0
 
     @property
@@ -74,15 +72,15 @@ class RunJob(submitit.helpers.Checkpointable):
             return None
         from ..attempts import epochs_done
         from ..records import RunStore
-        from .signals import install_sigterm_handler, job_deadline
+        from .signals import install_sigterm_handler
 
-        self._deadline = None
         if os.environ.get("SLURM_JOB_ID"):  # not in the debug executor's own process: it must still die on SIGTERM
             install_sigterm_handler()
-            self._deadline = job_deadline()
         _set_threads(self.threads)
         config = RunConfig.from_dict(self.config)
-        self._epochs_at_start = epochs_done(RunStore(self.paths.get("results_dir")), config.run_id)
+        store = RunStore(self.paths.get("results_dir"))
+        resumes = store.checkpoint_path(config.run_id).exists() and not self.force  # a forced run starts over
+        self._epochs_at_start = epochs_done(store, config.run_id) if resumes else 0
         reporter = _reporter()
         reporter.log(f"run {config.run_id}: {config.method} {config.teacher or '-'} -> {config.student} "
                      f"{config.dataset} seed {config.seed} (restart {os.environ.get('SLURM_RESTART_COUNT', 0)})")
@@ -102,10 +100,10 @@ class RunJob(submitit.helpers.Checkpointable):
         from .. import attempts
         from ..records import RunStore
         from .signals import warning_reason
-        from .time_limits import MAX_STALLED_ATTEMPTS, signal_delay_s
+        from .time_limits import MAX_STALLED_ATTEMPTS
 
         timeout_min = getattr(self, "timeout_min", None) or 60
-        reason = warning_reason(getattr(self, "_deadline", None), timeout_min * 60, signal_delay_s(timeout_min))
+        reason = warning_reason()
         done = attempts.epochs_done(RunStore(self.paths.get("results_dir")), self.run_id)
         self.stalled = 0 if done > getattr(self, "_epochs_at_start", 0) else getattr(self, "stalled", 0) + 1
         if self.stalled >= MAX_STALLED_ATTEMPTS:
