@@ -85,8 +85,32 @@ def resolve_device(name: str) -> torch.device:
     raise UserError(f"unknown device '{name}'. Valid: auto, cpu, cuda, cuda:N")
 
 
-def configure_threads() -> None:
-    """Under SLURM a task given N CPUs still sees every core: match torch's threads to the allocation."""
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    if cpus and cpus.isdigit():
-        torch.set_num_threads(int(cpus))
+def allocated_cpus() -> tuple[int, str]:
+    """(CPUs this process was given, where that number comes from).
+
+    Under SLURM a task sees every core of the node (no cgroups, or task/none), so its allocation is
+    SLURM_CPUS_PER_TASK; else the CPUs this process may run on (taskset, cgroup cpusets, SLURM's affinity).
+    """
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit() and int(cpus) > 0:
+        return int(cpus), "SLURM_CPUS_PER_TASK"
+    try:
+        return len(os.sched_getaffinity(0)), "sched_getaffinity"
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1, "cpu_count"
+
+
+def configure_threads() -> dict[str, Any]:
+    """Match torch's threads to the CPUs this process was given; returns what ran (stored in run records).
+
+    Inside a SLURM job the allocation decides (two array tasks on one node must not each use every core).
+    Outside one, torch's own choice (or the caller's `torch.set_num_threads`) stands unless this process is
+    pinned to fewer CPUs than the machine has.
+    """
+    cpus, source = allocated_cpus()
+    in_job = bool(os.environ.get("SLURM_JOB_ID"))
+    if in_job or source == "SLURM_CPUS_PER_TASK" or cpus < (os.cpu_count() or cpus):
+        torch.set_num_threads(cpus)
+    else:
+        source = "unchanged"  # torch's default or what the caller set
+    return {"torch_threads": torch.get_num_threads(), "cpus": cpus, "source": source}

@@ -18,7 +18,8 @@ from .errors import UserError
 from .storage import atomic_write_json, atomic_write_text
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "completed", "failed", "diverged")
+# `interrupted`: stopped by the scheduler (time limit, preemption, scancel); it resumes from its checkpoint.
+STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
 
 
 def default_results_dir() -> Path:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
+from . import attempts
 from .config import RunConfig
 from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits, build_dataset, get_dataset_spec
@@ -103,7 +104,7 @@ def execute(
         reporter.log(f"run {run_id} already completed; showing the stored result (--force to rerun)")
         return {**existing, "cached": True}
 
-    configure_threads()
+    threads = configure_threads()
     dev = resolve_device(device)
     settings = EngineSettings(dev, amp=config.amp, channels_last=config.channels_last,
                               checkpoint_interval_s=checkpoint_interval_s, strict_resume=strict)
@@ -116,7 +117,8 @@ def execute(
             return {**existing, "cached": True}
         if force:
             store.checkpoint_path(run_id).unlink(missing_ok=True)
-        return _execute_locked(config, paths, data, user_teacher, settings, store, reporter, infer_batch_size)
+        return _execute_locked(config, paths, data, user_teacher, settings, store, reporter, infer_batch_size,
+                               existing=None if force else existing, threads=threads)
 
 
 def _load_user_teacher(
@@ -140,12 +142,19 @@ def _execute_locked(
     store: RunStore,
     reporter: Reporter,
     infer_batch_size: int,
+    *,
+    existing: dict[str, Any] | None,
+    threads: dict[str, Any],
 ) -> dict[str, Any]:
+    """The run proper, under its lock. `existing` is the run's earlier record (an interrupted attempt's), whose
+    attempt history the new record continues; `threads` is what configure_threads() chose."""
     record = new_record(config)
     record["environment"] = environment(settings.device)
-    record["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record["threads"] = threads
     record["data"] = {"num_train": len(data.train), "num_test": len(data.test),
                       "num_classes": data.num_classes, "image_size": data.image_size, **data.notes}
+    same_run = existing is not None and existing.get("config") == record["config"]
+    attempts.begin(record, existing if same_run else None, store, threads)  # sets started_at
     store.write(record)
     t_start = time.perf_counter()
     try:
@@ -168,15 +177,20 @@ def _execute_locked(
                         infer_batch_size)
     except RunDiverged as e:
         record.update(status="diverged", divergence={"epoch": e.epoch, "step": e.step, "losses": e.losses})
+        attempts.end(record, "diverged")
         record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         store.write(record)
         return record
     except BaseException as e:
-        record.update(status="failed", error=f"{type(e).__name__}: {e}",
-                      traceback=traceback.format_exc(limit=20)[-4000:])
+        reason = attempts.stop_reason(e)  # a time limit, preemption or scancel: `interrupted`, resumable
+        record.update(status="interrupted" if reason in attempts.INTERRUPTIONS else "failed",
+                      error=attempts.error_text(e), traceback=traceback.format_exc(limit=20)[-4000:])
+        attempts.end(record, reason)
         record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         store.write(record)
         raise
+    finally:
+        attempts.finish()
 
 
 @contextmanager
@@ -237,6 +251,7 @@ def _distill(
         store.write_metrics(run_id, fit.history)
 
     t0 = time.perf_counter()
+    attempts.training_started()
     fit = Engine(settings, reporter).fit(
         distiller, train_loader, eval_loader, config.recipe, config.seed,
         checkpoint_path=store.checkpoint_path(run_id), on_epoch_end=on_epoch_end,
@@ -258,11 +273,13 @@ def _distill(
                       "method_extra_params": extra_params},
         inference={"batch_size": infer_batch_size, "s_per_image": per_image, "device": settings.device.type},
         timing={"teacher_s": teacher_s, "train_s": train_s, "total_s": time.perf_counter() - t_start,
-                "epoch_s_mean": sum(r.epoch_s for r in fit.history) / len(fit.history)},
+                "epoch_s_mean": sum(r.epoch_s for r in fit.history) / len(fit.history)},  # totals: below
         memory=_memory(settings.device),
         method_info=distiller.describe(),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
+    attempts.end(record, "completed")
+    record["timing"] = attempts.totals(record, record["timing"])
     store.write(record)
     return record
 

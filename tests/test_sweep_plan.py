@@ -177,6 +177,11 @@ def test_job_states_from_squeue_and_sacct_lines():
     ("running", "COMPLETED", "failed"),  # the job ended without completing the run
     ("running", None, "running"),
     (None, None, "pending"),
+    ("running", "CANCELLED", "interrupted"),  # killed before its record could say so: reconciled
+    ("interrupted", "TIMEOUT", "interrupted"),
+    ("interrupted", "PENDING", "pending"),  # requeued
+    ("interrupted", None, "interrupted"),  # scheduler unreachable: what the record knows
+    ("running", "OUT_OF_MEMORY", "failed"),
 ])
 def test_run_state_combines_record_and_job(record, job, expected):
     assert combine(record, job, has_job=True) == expected
@@ -192,3 +197,33 @@ def test_default_executor_is_local_when_sbatch_is_missing(monkeypatch, tmp_path)
         choose_executor("slurm")
     with pytest.raises(UserError, match="Valid: slurm, local, debug"):
         choose_executor("pbs")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "no such file"),
+    ("dir", "is a directory, not a sweep file"),
+    (b"methods: ce\nseeds: \xff\xfe\n", "not UTF-8 text (byte 0xff at offset 19)"),
+    ("methods: [ce, kd\nseeds: 0\n", "not valid YAML at line 2, column 6 (expected ',' or ']', but got ':')"),
+    ("- ce\n- kd\n", "expected a mapping of option: value"),
+    ("methods: ce\nepoch: 3\n", "unknown key 'epoch'"),
+])
+def test_every_unreadable_sweep_file_gets_its_own_line(tmp_path, content, message):
+    path = tmp_path / "sweep.yaml"
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content)
+    with pytest.raises(UserError) as caught:
+        load_sweep_file(path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_warning_signal_fits_the_time_limit():
+    from kdbench.sweep.time_limits import signal_delay_s
+
+    assert signal_delay_s(1) == 6  # a tenth of a 1-minute limit, not submitit's 90 s
+    assert signal_delay_s(10) == 60
+    assert signal_delay_s(240) == 90  # capped on long partitions
+    assert signal_delay_s(1, checkpoint_s=20) == 20  # never shorter than a checkpoint

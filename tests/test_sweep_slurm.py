@@ -184,3 +184,166 @@ def test_preempted_task_resumes_to_an_uninterrupted_runs_numbers_and_failed_task
     assert last["skipped"] == {cnn: "completed"}
     subprocess.run(["scancel", last["tasks"][vit]], check=True)  # it would only fail again
     _wait_until(lambda: not sweep_state(load_sweep(results, sweep["sweep_id"])).active, 60, "the cancel")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Real cluster conditions: time limits, scheduler refusals, scancel, CPU binding, the controller down
+
+
+def _execute_in_process(config_dict: dict, results: Path, zoo: Path) -> dict:
+    """The same config run here in one go, with one thread like a 1-CPU job (the reference numbers)."""
+    import torch
+
+    from kdbench.config import RunConfig
+    from kdbench.runner import Paths, execute
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return execute(RunConfig.from_dict(config_dict), Paths(results, zoo))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _same_numbers(ours: dict, reference: dict, store_ours, store_ref) -> None:
+    for key in ("top1_last", "top1_best", "top5_last", "best_epoch"):
+        assert ours["metrics"][key] == reference["metrics"][key], key
+    a = [json.loads(line) for line in store_ours.metrics_path(ours["run_id"]).read_text().splitlines()]
+    b = [json.loads(line) for line in store_ref.metrics_path(reference["run_id"]).read_text().splitlines()]
+    assert len(a) == len(b) == ours["config"]["recipe"]["epochs"]
+    for x, y in zip(a, b, strict=True):
+        assert x["losses"] == pytest.approx(y["losses"], rel=1e-6) and x["top1"] == y["top1"]
+
+
+def test_run_longer_than_the_time_limit_finishes_through_requeues(slurm_conf, zoo, tmp_path):
+    """--timeout-min 1 (SLURM's least) and a run of ~70 s of epochs: it must requeue at least once, each
+    attempt ending on the limit's warning after finishing epochs, and end with an uninterrupted run's numbers."""
+    from kdbench.records import RunStore
+    from kdbench.sweep.submit import load_sweep
+
+    # Epochs for ~70 s of training on this (shared, loaded) machine: one epoch measured here first.
+    probe = _execute_in_process(_config("resnet18", epochs=1), tmp_path / "probe", zoo)
+    epochs = max(6, min(80, int(70 / probe["timing"]["epoch_s_mean"]) + 1))
+
+    results = tmp_path / "results"
+    result = kdbench_cli("sweep", "--methods", "ce", "--students", "resnet18", "--epochs", epochs, "--batch-size",
+                         "256", "--set", "data.image_size=8", "--executor", "slurm", "--cpus-per-task", "1",
+                         "--timeout-min", "1", "--results-dir", results, "--zoo-dir", zoo)
+    assert result.exit_code == 0, result.output
+    sweep = load_sweep(results)
+    ((run_id, task),) = sweep["submissions"][0]["tasks"].items()
+    script = (Path(sweep["folder"]) / f"{task.split('_')[0]}_submission.sh").read_text()
+    assert "--signal=USR2@6" in script and "--time=1" in script  # a tenth of the limit, not submitit's 90 s
+
+    reference = _execute_in_process(sweep["runs"][0]["config"], tmp_path / "ref", zoo)
+    final = _wait_for(results, sweep["sweep_id"], timeout_s=420)
+    assert [r.state for r in final.runs] == ["completed"], final
+    record = RunStore(results).load(run_id)
+    attempts = record["attempts"]
+    assert len(attempts) >= 2, attempts
+    assert [a["reason"] for a in attempts] == ["timeout"] * (len(attempts) - 1) + ["completed"]
+    for before, after in zip(attempts, attempts[1:], strict=False):  # each resumed where the last one stopped
+        assert after["epochs_at_start"] == before["epochs_done"] >= before["epochs_at_start"]
+    assert attempts[-1]["epochs_done"] == epochs and {a["job_id"] for a in attempts} == {task}
+    assert record["timing"]["attempts"] == len(attempts)
+    assert record["timing"]["total_s"] > sum(a["duration_s"] for a in attempts[:-1])
+    assert record["started_at"] == attempts[0]["started_at"]
+    _same_numbers(record, reference, RunStore(results), RunStore(tmp_path / "ref"))
+
+
+def _config(student: str, epochs: int, seed: int = 0) -> dict:
+    from kdbench.resolve import RunOptions, resolve_config
+
+    return resolve_config(RunOptions(method="ce", student=student, seed=seed, epochs=epochs, batch_size=256,
+                                     sets=["data.image_size=8"])).to_dict()
+
+
+def _wait_for(results: Path, sweep_id: str, timeout_s: float):
+    from kdbench.sweep.status import wait_for_sweep
+    from kdbench.sweep.submit import load_sweep
+
+    return wait_for_sweep(load_sweep(results, sweep_id), poll_s=1, timeout_s=timeout_s)
+
+
+@pytest.mark.parametrize(("option", "named"), [
+    (["--partition", "nosuchpartition"], "--partition nosuchpartition: SLURM refused"),
+    (["--gpus-per-node", "1"], "--gpus-per-node 1: SLURM refused"),
+])
+def test_a_refused_submission_is_one_line_exit_2_and_leaves_nothing(slurm_conf, tmp_path, option, named):
+    from kdbench.errors import UserError
+
+    results = tmp_path / "results"
+    # In process (a subprocess costs ~10 s of imports here): the CLI's main() prints a UserError as one line
+    # and exits 2 (tests/test_cli.py), so the error must be a UserError whose message is one line.
+    result = kdbench_cli("sweep", "--methods", "ce", "--students", "resnet18", *TINY, "--executor", "slurm", *option,
+                         "--results-dir", results, "--zoo-dir", tmp_path / "zoo")
+    assert isinstance(result.exception, UserError), result.output
+    assert UserError.exit_code == 2
+    message = str(result.exception)
+    assert message.startswith(named) and "\n" not in message
+    assert "sbatch: error" not in result.output  # submitit's echo of sbatch's stderr was kept back
+    assert not (results / "sweeps").exists() and not (results / "submitit").exists()
+    missing = kdbench_cli("status", "--results-dir", results)
+    assert "no sweep" in str(missing.exception)  # nothing a later status would count
+
+
+def test_scancel_leaves_an_interrupted_record_and_resume_completes_it_with_the_same_numbers(
+        slurm_conf, zoo, tmp_path, monkeypatch):
+    """Two runs in one array, no --cpus-per-task: on the 2-core node they run side by side with one thread each
+    (from SLURM_CPUS_PER_TASK). One is cancelled mid-run, then resumed. Then the controller goes away (a copy
+    of slurm.conf with a dead port) and `status` still answers from the records, quickly."""
+    from kdbench.records import RunStore
+    from kdbench.sweep.status import sweep_state
+    from kdbench.sweep.submit import load_sweep
+
+    results = tmp_path / "results"
+    result = kdbench_cli("sweep", "--methods", "ce", "--students", "resnet18", "--seeds", "0,1", "--epochs", "3",
+                         "--batch-size", "256", "--set", "data.image_size=8", "--executor", "slurm",
+                         "--timeout-min", "10", "--results-dir", results, "--zoo-dir", zoo)
+    assert result.exit_code == 0, result.output
+    sweep = load_sweep(results)
+    sub = sweep["submissions"][0]
+    assert sub["cpus_per_task"] == 1  # 2 CPUs shared by 2 tasks at once
+    script = (Path(sweep["folder"]) / f"{sub['array_job']}_submission.sh").read_text()
+    assert "--cpus-per-task=1" in script
+    by_seed = {e["seed"]: e for e in sweep["runs"]}
+    victim, other = by_seed[0]["run_id"], by_seed[1]["run_id"]
+    store = RunStore(results)
+
+    def both_running() -> bool:
+        return {r.state for r in sweep_state(sweep).runs} == {"running"} and \
+            all(store.status(rid) == "running" for rid in (victim, other))
+
+    _wait_until(both_running, 180, "both array tasks running at once")
+    _wait_until(lambda: store.metrics_path(victim).exists(), 150, "the first epoch")
+    subprocess.run(["scancel", sub["tasks"][victim]], check=True)
+    reference = _execute_in_process(by_seed[0]["config"], tmp_path / "ref", zoo)
+    _wait_for(results, sweep["sweep_id"], timeout_s=240)
+
+    record = store.load(victim)
+    assert record["status"] == "interrupted"  # written by the job on SIGTERM, before SIGKILL
+    assert record["attempts"][-1]["reason"] == "cancelled"
+    assert {r["run_id"]: r["state"] for r in status_json(results)["runs"]} == \
+        {victim: "interrupted", other: "completed"}
+    for rid in (victim, other):  # one thread each, from the allocation
+        assert store.load(rid)["threads"] == {"torch_threads": 1, "cpus": 1, "source": "SLURM_CPUS_PER_TASK"}
+
+    resumed = kdbench_cli("sweep", "--resume", sweep["sweep_id"], "--results-dir", results, "--wait")
+    assert resumed.exit_code == 0, resumed.output
+    assert list(load_sweep(results, sweep["sweep_id"])["submissions"][-1]["tasks"]) == [victim]
+    record = store.load(victim)
+    assert record["status"] == "completed"
+    assert [a["reason"] for a in record["attempts"]] == ["cancelled", "completed"]
+    assert record["metrics"]["resumed_from_epoch"] >= 1
+    _same_numbers(record, reference, store, RunStore(tmp_path / "ref"))
+
+    dead = tmp_path / "slurm.conf"  # the shared controller stays up; this copy points at a closed port
+    dead.write_text(Path(slurm_conf).read_text().replace("SlurmctldPort=6817", "SlurmctldPort=6899"))
+    monkeypatch.setenv("SLURM_CONF", str(dead))
+    t0 = time.monotonic()
+    status = kdbench_cli("status", sweep["sweep_id"], "--results-dir", results, "--json")
+    assert time.monotonic() - t0 < 8
+    assert status.exit_code == 0, status.output
+    (warning,) = status.stderr.strip().splitlines()
+    assert "SLURM controller unreachable" in warning
+    assert json.loads(status.stdout)["counts"]["completed"] == 2

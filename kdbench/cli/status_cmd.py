@@ -15,7 +15,8 @@ from .app import app
 from .options import ResultsDir
 from .reporter import console
 
-_STYLE = {"completed": "green", "failed": "bold red", "diverged": "magenta", "running": "cyan", "pending": "dim"}
+_STYLE = {"completed": "green", "failed": "bold red", "diverged": "magenta", "running": "cyan", "pending": "dim",
+          "interrupted": "yellow"}
 
 
 def counts_line(state: SweepState) -> str:
@@ -56,8 +57,11 @@ def status_command(
     """
     sweep = load_sweep(results_dir, sweep_id)
     state = sweep_state(sweep)
+    if state.scheduler_note:  # one line, on stderr so that --json stays parseable
+        typer.echo(f"warning: {state.scheduler_note}", err=True)
     if as_json:
         typer.echo(json.dumps({"sweep_id": state.sweep_id, "executor": state.executor, "counts": state.counts(),
+                               "scheduler_note": state.scheduler_note,
                                "runs": [dataclasses.asdict(r) for r in state.runs],
                                "teachers": {d: {"job_id": j, "job_state": s} for d, (j, s) in state.teachers.items()}},
                               indent=2))

@@ -28,6 +28,7 @@ from ..sweep.grid import (
 from ..sweep.plan import Plan, make_plan, runs_of_sweep
 from ..sweep.status import SweepState, env_poll_s, sweep_state, wait_for_sweep
 from ..sweep.submit import absolute_paths, choose_executor, load_sweep, new_sweep, submit_plan
+from ..sweep.time_limits import limit_warnings
 from .app import app
 from .options import (
     BatchSizeOption,
@@ -87,7 +88,7 @@ def _wait(sweep: dict[str, Any]) -> SweepState:
 
         def update(state: SweepState) -> None:
             c = state.counts()
-            progress.update(task, completed=c["completed"] + c["failed"] + c["diverged"],
+            progress.update(task, completed=c["completed"] + c["failed"] + c["diverged"] + c["interrupted"],
                             info=counts_line(state).split(": ", 1)[1])
 
         return wait_for_sweep(sweep, update, poll_s=env_poll_s())
@@ -121,6 +122,8 @@ def sweep_command(
     mem_gb: float = typer.Option(None, "--mem-gb", help="Memory per job in GB."),
     timeout_min: int = typer.Option(None, "--timeout-min", help="Time limit per job in minutes \\[default: 60]; "
                                     "a job near it checkpoints and requeues itself."),
+    max_requeues: int = typer.Option(None, "--max-requeues", help="Requeues per job after the time limit "
+                                     "\\[default: 300]; an attempt that finishes no epoch counts toward failure."),
     array_parallelism: int = typer.Option(None, "--array-parallelism", help="Array tasks running at once."),
     account: str = typer.Option(None, "--account", help="SLURM account."),
     qos: str = typer.Option(None, "--qos", help="SLURM QOS."),
@@ -149,7 +152,8 @@ def sweep_command(
            "batch_size": batch_size, "lr": lr, "sets": sets, "results_dir": results_dir, "zoo_dir": zoo_dir,
            "data_root": data_root, "device": device, "executor": executor, "partition": partition,
            "gpus_per_node": gpus_per_node, "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
-           "timeout_min": timeout_min, "array_parallelism": array_parallelism, "account": account, "qos": qos,
+           "timeout_min": timeout_min, "max_requeues": max_requeues,
+           "array_parallelism": array_parallelism, "account": account, "qos": qos,
            "constraint": constraint, "sbatch": sbatch}
     if resume:
         sweep, plan, reason = _resume_plan(resume, cli, force)
@@ -163,6 +167,8 @@ def sweep_command(
         plan = make_plan(runs, paths.results_dir, paths.zoo_dir, force=force)
         sweep = new_sweep(grid, paths, resources, kind, reason, runs)
     console.print(plan_table(plan, sweep["executor"], reason))
+    for line in limit_warnings(plan.run_tasks, sweep["paths"]["results_dir"], sweep["resources"]["timeout_min"]):
+        console.print(f"[yellow]warning[/]: {line}", highlight=False)
     if dry_run:
         console.print("dry run: nothing submitted", highlight=False)
         return
@@ -197,8 +203,8 @@ def sweep_command(
         raise typer.Exit(1)
 
 
-_RESOURCE_FLAGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism",
-                   "account", "qos", "constraint")
+_RESOURCE_FLAGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "max_requeues",
+                   "array_parallelism", "account", "qos", "constraint")
 _GRID_FLAGS = ("methods", "teachers", "students", "pairs", "datasets", "seeds", "teacher_seed", "epochs",
                "teacher_epochs", "batch_size", "lr", "zoo_dir", "data_root", "device")
 

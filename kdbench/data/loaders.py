@@ -52,10 +52,9 @@ AUTO_WORKERS = -1
 
 
 def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # the CPUs this process may use (SLURM/cgroup allocation)
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+    from ..environment import allocated_cpus
+
+    return allocated_cpus()[0]  # SLURM_CPUS_PER_TASK in a job, else the CPUs this process may use
 
 
 def loader_workers(device: torch.device, requested: int | None = None) -> int:

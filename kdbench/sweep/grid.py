@@ -93,6 +93,7 @@ class Resources:
     cpus_per_task: int | None = None
     mem_gb: float | None = None
     timeout_min: int = 60
+    max_requeues: int = 300  # time-limit requeues per job (time_limits.DEFAULT_MAX_REQUEUES)
     array_parallelism: int = 64
     account: str | None = None
     qos: str | None = None
@@ -212,20 +213,37 @@ RESOURCE_KEYS = {f.name for f in dataclasses.fields(Resources)}
 OTHER_KEYS = {"executor"}
 
 
+def yaml_mapping(path: Path) -> Any:
+    """The YAML document in `path`; each way it can be unreadable is its own one-line UserError."""
+    import yaml
+
+    if not path.exists():
+        raise UserError(f"--config {path}: no such file")
+    if path.is_dir():
+        raise UserError(f"--config {path}: is a directory, not a sweep file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"--config {path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})")\
+            from None
+    except OSError as e:
+        raise UserError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"--config {path}: not valid YAML{where} ({problem})") from None
+
+
 def load_sweep_file(path: str | Path) -> dict[str, Any]:
     """A sweep YAML as a flat dict of option values, keys normalised (`gpus-per-node` → `gpus_per_node`).
 
     Unknown keys are an error listing the valid ones, so a typo never silently drops an option.
     """
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--config {path}: no such file")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"--config {path}: not valid YAML ({e})") from None
+    raw = yaml_mapping(path)
     if not isinstance(raw, dict):
         raise UserError(f"--config {path}: expected a mapping of option: value at the top level")
     out = {str(k).replace("-", "_"): v for k, v in raw.items()}
@@ -274,6 +292,8 @@ def resources_from_options(options: dict[str, Any]) -> Resources:
         raise UserError("--gpus-per-node must be >= 0 and --cpus-per-task >= 1")
     if res.timeout_min < 1 or res.array_parallelism < 1:
         raise UserError("--timeout-min and --array-parallelism must be >= 1")
+    if res.max_requeues < 0:
+        raise UserError("--max-requeues must be >= 0")
     return res
 
 

@@ -34,8 +34,8 @@ def _set_threads(threads: int | None) -> None:
 
     from ..environment import configure_threads
 
-    configure_threads()  # from SLURM_CPUS_PER_TASK under SLURM
-    if threads and not os.environ.get("SLURM_CPUS_PER_TASK"):
+    configure_threads()  # from the allocation under SLURM
+    if threads and not os.environ.get("SLURM_JOB_ID"):
         torch.set_num_threads(threads)  # local executor: processes share the machine
 
 
@@ -50,11 +50,14 @@ class RunJob(submitit.helpers.Checkpointable):
     """One sweep run: `kdbench.runner.execute(config)`; the record in `<results>/runs/<run_id>/` is the output."""
 
     def __init__(self, config: dict[str, Any], paths: dict[str, Any], *, force: bool = False,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, timeout_min: float | None = None) -> None:
         self.config = config
         self.paths = paths
         self.force = force
         self.threads = threads
+        self.timeout_min = timeout_min
+        self.stalled = 0  # attempts in a row that finished no epoch (kept across requeues: pickled)
+        self._epochs_at_start = 0
 
     @property
     def run_id(self) -> str:
@@ -67,8 +70,17 @@ class RunJob(submitit.helpers.Checkpointable):
         # would race on the same record and checkpoint).
         if _global_rank() != 0:
             return None
+        from ..attempts import epochs_done
+        from ..records import RunStore
+        from .signals import install_sigterm_handler
+
+        if os.environ.get("SLURM_JOB_ID"):  # not in the debug executor's own process: it must still die on SIGTERM
+            install_sigterm_handler()
         _set_threads(self.threads)
         config = RunConfig.from_dict(self.config)
+        store = RunStore(self.paths.get("results_dir"))
+        resumes = store.checkpoint_path(config.run_id).exists() and not self.force  # a forced run starts over
+        self._epochs_at_start = epochs_done(store, config.run_id) if resumes else 0
         reporter = _reporter()
         reporter.log(f"run {config.run_id}: {config.method} {config.teacher or '-'} -> {config.student} "
                      f"{config.dataset} seed {config.seed} (restart {os.environ.get('SLURM_RESTART_COUNT', 0)})")
@@ -79,9 +91,26 @@ class RunJob(submitit.helpers.Checkpointable):
         )
         return {"run_id": record["run_id"], "status": record["status"], "metrics": record.get("metrics")}
 
-    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
-        # The engine already saved the last finished epoch; the requeued call resumes from it. A forced run
-        # must not start over again after a preemption.
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
+        """On the time limit's warning or a preemption: requeue if this attempt finished an epoch.
+
+        The engine already saved the last finished epoch; the requeued call resumes from it. A forced run must
+        not start over again after a preemption. Returning None tells submitit not to requeue.
+        """
+        from .. import attempts
+        from ..records import RunStore
+        from .signals import warning_reason
+        from .time_limits import MAX_STALLED_ATTEMPTS
+
+        timeout_min = getattr(self, "timeout_min", None) or 60
+        reason = warning_reason()
+        done = attempts.epochs_done(RunStore(self.paths.get("results_dir")), self.run_id)
+        self.stalled = 0 if done > getattr(self, "_epochs_at_start", 0) else getattr(self, "stalled", 0) + 1
+        if self.stalled >= MAX_STALLED_ATTEMPTS:
+            attempts.give_up(f"{self.stalled} attempts in a row finished no epoch (last one: {reason}); "
+                             f"one epoch may take longer than --timeout-min {timeout_min:g} allows")
+            return None
+        attempts.interrupt(reason)
         self.force = False
         return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 

@@ -1,8 +1,10 @@
 """A sweep's state: each run's record combined with the state of its latest job.
 
 The run record is the truth for finished runs (completed / diverged). While a job is queued or running it
-decides (a requeued run's record may still say `failed` from its interrupted attempt); a job that ended
-without a completed record is a failed run. SLURM job states come from `squeue` (live jobs) and `sacct`
+decides (a requeued run's record may still say `interrupted` from its last attempt); a job that ended
+without a completed record failed, unless the scheduler stopped it (cancelled, timed out, preempted): that
+run is `interrupted` and `--resume` continues it from its checkpoint. This also reconciles a record left
+`running` by a process killed before it could write. SLURM job states come from `squeue` (live jobs) and `sacct`
 (finished ones); local jobs from submitit's result file and the controller process.
 """
 
@@ -24,11 +26,14 @@ from ..records import RunStore
 from ..safe_load import RefusedPickle, load_plain_pickle
 from .submit import latest_jobs
 
-STATES = ("pending", "running", "completed", "failed", "diverged")
+STATES = ("pending", "running", "completed", "failed", "diverged", "interrupted")
 _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD"}
 _RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING", "STOPPED"}
 _ENDED_BADLY = {"FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
                 "DEADLINE", "REVOKED"}
+_STOPPED = {"CANCELLED", "TIMEOUT", "PREEMPTED", "DEADLINE"}  # the scheduler stopped it: resumable
+# Seconds each scheduler query may take: `status` must answer within a few seconds when the controller is down.
+QUERY_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class SweepState:
     executor: str
     runs: list[RunState]
     teachers: dict[str, tuple[str, str | None]]  # digest → (job id, job state)
+    scheduler_note: str | None = None  # e.g. the controller is unreachable: job states are partial
 
     def counts(self) -> dict[str, int]:
         c = Counter(r.state for r in self.runs)
@@ -96,15 +102,39 @@ def _parse_states(lines: str) -> dict[str, str]:
     return out
 
 
-def slurm_job_states(job_ids: list[str]) -> dict[str, str]:
-    """SLURM state of each job id (`123` or an array task `123_4`); unknown ids are left out."""
+def controller_unreachable(timeout_s: float = QUERY_TIMEOUT_S) -> str | None:
+    """Why the SLURM controller cannot be asked now (None when `scontrol ping` says it is up)."""
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return f"`scontrol ping` got no answer in {timeout_s:g}s"
+    except OSError as e:
+        return f"`scontrol ping` could not run ({e})"
+    if ping.returncode == 0 and " UP" in ping.stdout:
+        return None
+    first = (ping.stdout.strip() or ping.stderr.strip()).splitlines()[:1]
+    return first[0] if first else "no controller"
+
+
+def slurm_job_states(job_ids: list[str], notes: list[str] | None = None) -> dict[str, str]:
+    """SLURM state of each job id (`123` or an array task `123_4`); unknown ids are left out.
+
+    With the controller down, squeue is skipped (it would retry for many seconds) and sacct, served by
+    slurmdbd, answers alone; `notes` receives one line saying so.
+    """
     if not job_ids:
         return {}
     wanted = set(job_ids)
     states: dict[str, str] = {}
+    down = controller_unreachable()
+    if down is not None and notes is not None:
+        notes.append(f"SLURM controller unreachable ({down}): job states from accounting (sacct) where it "
+                     "answers, else from the run records")
     try:  # live jobs first: squeue knows them the moment they are submitted
-        q = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True, timeout=30)
-        states.update({k: v for k, v in _parse_states(q.stdout).items() if k in wanted})
+        if down is None:
+            q = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True,
+                               timeout=QUERY_TIMEOUT_S * 3)
+            states.update({k: v for k, v in _parse_states(q.stdout).items() if k in wanted})
     except (OSError, subprocess.SubprocessError):
         pass
     missing = wanted - set(states)
@@ -112,11 +142,12 @@ def slurm_job_states(job_ids: list[str]) -> dict[str, str]:
         bases = sorted({j.split("_")[0] for j in missing})
         try:
             a = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)],
-                               capture_output=True, text=True, timeout=30)
+                               capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
             found = _parse_states(a.stdout)
             states.update({k: found[k] for k in missing if k in found})
         except (OSError, subprocess.SubprocessError):
-            pass
+            if notes is not None and down is not None:
+                notes[-1] = f"SLURM unreachable ({down}; sacct got no answer either): states from the run records"
     return states
 
 
@@ -157,9 +188,9 @@ def local_job_states(folder: Path, job_ids: list[str]) -> dict[str, str]:
     return states
 
 
-def job_states(sweep: dict[str, Any], job_ids: list[str]) -> dict[str, str]:
+def job_states(sweep: dict[str, Any], job_ids: list[str], notes: list[str] | None = None) -> dict[str, str]:
     if sweep["executor"] == "slurm":
-        return slurm_job_states(job_ids)
+        return slurm_job_states(job_ids, notes)
     if sweep["executor"] == "local":
         return local_job_states(Path(sweep["folder"]), job_ids)
     return {}  # debug: jobs ran in the submitting process; the records say it all
@@ -177,10 +208,12 @@ def combine(record_status: str | None, job_state: str | None, has_job: bool) -> 
         return "pending"
     if job_state in _RUNNING:
         return "running"
+    if job_state in _STOPPED and record_status in ("running", "interrupted"):
+        return "interrupted"  # the scheduler stopped it (a record left `running` was killed before it wrote)
     if job_state in _ENDED_BADLY or job_state == "COMPLETED" or record_status == "failed":
         return "failed"  # a job that ended without a completed record failed, whatever SLURM says
-    if record_status == "running":
-        return "running"
+    if record_status in ("running", "interrupted"):
+        return record_status  # no job state (e.g. the scheduler is unreachable): what the record knows
     return "pending" if has_job else "failed"
 
 
@@ -198,7 +231,8 @@ def teacher_state(job_state: str | None) -> str | None:
 def sweep_state(sweep: dict[str, Any]) -> SweepState:
     store = RunStore(sweep["paths"]["results_dir"])
     run_jobs, teacher_jobs = latest_jobs(sweep)
-    states = job_states(sweep, [*run_jobs.values(), *teacher_jobs.values()])
+    notes: list[str] = []
+    states = job_states(sweep, [*run_jobs.values(), *teacher_jobs.values()], notes)
     runs = []
     for entry in sweep["runs"]:
         rid = entry["run_id"]
@@ -217,7 +251,7 @@ def sweep_state(sweep: dict[str, Any]) -> SweepState:
             error=(record or {}).get("error"),
         ))
     teachers = {d: (j, states.get(j)) for d, j in teacher_jobs.items()}
-    return SweepState(sweep["sweep_id"], sweep["executor"], runs, teachers)
+    return SweepState(sweep["sweep_id"], sweep["executor"], runs, teachers, notes[0] if notes else None)
 
 
 def wait_for_sweep(sweep: dict[str, Any], on_update: Callable[[SweepState], None] | None = None,

@@ -17,7 +17,9 @@ ids of each submission (a `--resume` appends one); submitit's files go to `<resu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import secrets
@@ -37,6 +39,8 @@ from ..teacher_zoo import default_zoo_dir
 from .grid import Grid, Paths, Resources, SweepRun
 from .jobs import RunJob, RunSequence, TeacherJob
 from .plan import Plan
+from .scheduler_errors import scheduler_refusal
+from .time_limits import signal_delay_s
 
 EXECUTORS = ("slurm", "local", "debug")
 SCHEMA_VERSION = 1
@@ -75,9 +79,30 @@ def choose_executor(name: str | None) -> tuple[str, str]:
     return ("slurm", why) if ok else ("local", f"SLURM not reachable: {why}")
 
 
+def node_cpus(partition: str | None) -> int | None:
+    """CPUs of the smallest node of `partition` (the default one if None), from sinfo; None if unknown."""
+    cmd = ["sinfo", "-h", "-o", "%c", *(["-p", partition] if partition else [])]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sizes = [int(tok.rstrip("+")) for tok in out.split() if tok.rstrip("+").isdigit()]
+    return min(sizes) if sizes else None
+
+
+def default_cpus_per_task(resources: Resources, n_tasks: int) -> int | None:
+    """CPUs per array task when --cpus-per-task is not given: the node's CPUs shared by the tasks that may run
+    on it at once (so two tasks on a 2-core node get one each, not two each); None when the size is unknown."""
+    cpus = node_cpus(resources.partition)
+    if cpus is None:
+        return None
+    return max(1, cpus // max(1, min(resources.array_parallelism, n_tasks)))
+
+
 def make_executor(kind: str, folder: Path, resources: Resources, name: str,
                   dependency: str | None = None) -> submitit.Executor:
-    executor = submitit.AutoExecutor(folder=folder, cluster=kind)
+    # Requeues after the time limit's warning: as many as --max-requeues (submitit's default is 3).
+    executor = submitit.AutoExecutor(folder=folder, cluster=kind, slurm_max_num_timeout=resources.max_requeues)
     # `--gpus-per-node N` asks for N tasks (one per GPU), the layout DDP needs; see jobs.RunJob for rank > 0.
     tasks = max(1, resources.gpus_per_node)
     params: dict[str, Any] = {"name": name, "timeout_min": resources.timeout_min, "nodes": 1,
@@ -94,7 +119,8 @@ def make_executor(kind: str, folder: Path, resources: Resources, name: str,
         extra.update({k: (v if v != "" else True) for k, v in resources.sbatch.items()})
         if dependency:
             extra["dependency"] = dependency
-        params.update(slurm_partition=resources.partition, slurm_account=resources.account,
+        params.update(slurm_signal_delay_s=signal_delay_s(resources.timeout_min),
+                      slurm_partition=resources.partition, slurm_account=resources.account,
                       slurm_qos=resources.qos, slurm_constraint=resources.constraint,
                       slurm_array_parallelism=resources.array_parallelism, slurm_additional_parameters=extra)
     executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
@@ -204,34 +230,38 @@ def submit_plan(sweep: dict[str, Any], plan: Plan, *, force: bool = False) -> Su
     folder = Path(sweep["folder"])
     private_folder(folder)
     resources = Resources(**sweep["resources"])
+    if kind == "slurm" and resources.cpus_per_task is None:
+        # Chosen once and kept in the sweep (saved only if the submission succeeds): a resumed run must get the
+        # same threads, or its floating-point sums (and metrics) differ from an uninterrupted run's.
+        resources = dataclasses.replace(resources,
+                                        cpus_per_task=default_cpus_per_task(resources, len(plan.run_tasks) or 1))
+        sweep["resources"]["cpus_per_task"] = resources.cpus_per_task
     paths = sweep["paths"]
     threads = resources.cpus_per_task
     teacher_jobs: dict[str, Any] = {}
-    for task in plan.teacher_tasks:
-        executor = make_executor(kind, folder, resources, name=f"kdbench-teacher-{task.key.arch}")
-        teacher_jobs[task.key.digest] = executor.submit(TeacherJob(task.config.to_dict(), paths, threads=threads))
-    if kind == "debug":  # in-process: train the teachers now, before the runs that need them
-        for job in teacher_jobs.values():
-            job.exception()
-
-    dependency = None
-    if teacher_jobs and kind == "slurm":
-        dependency = "afterok:" + ":".join(str(j.job_id) for j in teacher_jobs.values())
     run_jobs: dict[str, Any] = {}
-    if plan.run_tasks:
-        executor = make_executor(kind, folder, resources, name=f"kdbench-sweep-{sweep['sweep_id']}",
-                                 dependency=dependency)
-        calls = [RunJob(r.config.to_dict(), paths, force=force, threads=threads) for r in plan.run_tasks]
-        if kind == "local":
-            run_jobs = _submit_local_workers(executor, plan.run_tasks, calls, resources)
-            jobs = []
-        else:
-            with executor.batch():  # one `sbatch --array` for every run
-                jobs = [executor.submit(call) for call in calls]
-            run_jobs = {r.run_id: job for r, job in zip(plan.run_tasks, jobs, strict=True)}
-        if kind == "debug":
-            for job in jobs:
-                job.exception()  # runs it; unlike result(), never drops into pdb on failure
+    what = "a teacher job"
+    # sbatch's refusal is printed by submitit to stderr as well: keep it for the one-line error instead.
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured) if kind == "slurm" else contextlib.nullcontext():
+            for task in plan.teacher_tasks:
+                executor = make_executor(kind, folder, resources, name=f"kdbench-teacher-{task.key.arch}")
+                teacher_jobs[task.key.digest] = executor.submit(
+                    TeacherJob(task.config.to_dict(), paths, threads=threads))
+            if kind == "debug":  # in-process: train the teachers now, before the runs that need them
+                for job in teacher_jobs.values():
+                    job.exception()
+
+            dependency = None
+            if teacher_jobs and kind == "slurm":
+                dependency = "afterok:" + ":".join(str(j.job_id) for j in teacher_jobs.values())
+            if plan.run_tasks:
+                what = f"the array of {len(plan.run_tasks)} runs"
+                run_jobs = _submit_runs(sweep, plan, kind, folder, resources, dependency, force)
+    except submitit.core.utils.FailedJobError as e:
+        _undo_submission(sweep, folder, [*teacher_jobs.values(), *run_jobs.values()])
+        raise scheduler_refusal(str(e) or captured.getvalue(), resources, what) from None
 
     record = {
         "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -242,6 +272,7 @@ def submit_plan(sweep: dict[str, Any], plan: Plan, *, force: bool = False) -> Su
         else None,
         "workers": sorted({str(j.job_id) for j in run_jobs.values()}) if kind == "local" else [],
         "dependency": dependency,
+        "cpus_per_task": resources.cpus_per_task,
         "tasks": {rid: str(j.job_id) for rid, j in run_jobs.items()},
         "skipped": {r.run_id: why for r, why in plan.skipped},
     }
@@ -263,6 +294,38 @@ def private_folder(folder: Path) -> None:
     for path in (folder.parent, folder):
         if path.stat().st_uid == os.getuid():
             path.chmod(0o700)
+
+
+def _submit_runs(sweep: dict[str, Any], plan: Plan, kind: str, folder: Path, resources: Resources,
+                 dependency: str | None, force: bool) -> dict[str, Any]:
+    """Submit the plan's runs (one array on SLURM) and return run id → submitit Job."""
+    executor = make_executor(kind, folder, resources, name=f"kdbench-sweep-{sweep['sweep_id']}",
+                             dependency=dependency)
+    calls = [RunJob(r.config.to_dict(), sweep["paths"], force=force, threads=resources.cpus_per_task,
+                    timeout_min=resources.timeout_min) for r in plan.run_tasks]
+    if kind == "local":
+        return _submit_local_workers(executor, plan.run_tasks, calls, resources)
+    with executor.batch():  # one `sbatch --array` for every run
+        jobs = [executor.submit(call) for call in calls]
+    if kind == "debug":
+        for job in jobs:
+            job.exception()  # runs it; unlike result(), never drops into pdb on failure
+    return {r.run_id: job for r, job in zip(plan.run_tasks, jobs, strict=True)}
+
+
+def _undo_submission(sweep: dict[str, Any], folder: Path, jobs: list[Any]) -> None:
+    """After a refused submission: cancel what was already queued and drop submitit's files, so nothing of
+    it remains for `status` or a `--resume` to count (the sweep file is only written after success)."""
+    for job in jobs:
+        with contextlib.suppress(Exception):
+            job.cancel(check=False)
+    if not sweep["submissions"]:  # a new sweep: its whole folder is this submission's
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # `<results>/submitit` when no other sweep has files there
+    else:
+        for leftover in folder.glob(".submission_file_*.sh"):
+            leftover.unlink(missing_ok=True)
 
 
 def local_workers(n_runs: int, resources: Resources) -> int:
