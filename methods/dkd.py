@@ -7,12 +7,14 @@ with p = softmax(z / T) of each model, t the target class,
     TCKD = T² · KL( [p_t^T, 1 − p_t^T]  ‖  [p_t^S, 1 − p_t^S] )                 (target vs non-target)
     NCKD = T² · KL( p̂^T ‖ p̂^S ),   p̂_i = p_i / (1 − p_t)  for i ≠ t             (among the non-target classes)
 each averaged over the batch. Defaults (mdistiller's CFG.DKD): w_ce 1, α 1, β 8, T 4, warm-up 20 epochs (the
-factor is a function of the 1-based epoch alone, so a resumed run continues exactly).
+factor is a function of the 1-based epoch alone, so a resumed run continues exactly). The options name the
+weights for what they weigh: `dkd.w_tckd` is the paper's α, `dkd.w_nckd` its β.
 
 β per pair: the DKD paper tuned β for some CIFAR-100 pairs (mdistiller's configs/cifar100/dkd/*.yaml):
-:data:`PUBLISHED_BETA`. `dkd.beta_preset=published` (the default) resolves `dkd.beta` from that table for the
-run's (teacher, student), else 8; `dkd.beta_preset=none` gives 8 for every pair; an explicit `--set dkd.beta=X`
-always wins. The resolved β is what the run config records and hashes (see :meth:`DKD.resolve_params`).
+:data:`PUBLISHED_BETA`. `dkd.w_nckd_preset=published` (the default) resolves `dkd.w_nckd` from that table for
+the run's (teacher, student), else 8; `dkd.w_nckd_preset=none` gives 8 for every pair; an explicit
+`--set dkd.w_nckd=X` always wins. The resolved β is what the run config records and hashes (see
+:meth:`DKD.resolve_params`).
 """
 
 from __future__ import annotations
@@ -94,25 +96,25 @@ def dkd_loss(
 @dataclass(frozen=True)
 class DKDParams:
     w_ce: float = 1.0
-    alpha: float = 1.0  # weight of TCKD
-    beta: float | None = None  # weight of NCKD; None: from beta_preset (published table for the pair, else 8)
+    w_tckd: float = 1.0  # α: weight of TCKD
+    w_nckd: float | None = None  # β: weight of NCKD; None: from w_nckd_preset (published table for the pair, else 8)
     temperature: float = 4.0
     warmup: int = 20  # epochs over which the KD terms ramp up linearly (0: none)
-    beta_preset: str = "published"
+    w_nckd_preset: str = "published"
 
     def __post_init__(self) -> None:
         check_range("dkd.w_ce", self.w_ce, 0.0, None)
-        check_range("dkd.alpha", self.alpha, 0.0, None)
-        if self.beta is not None:
-            check_range("dkd.beta", self.beta, 0.0, None)
+        check_range("dkd.w_tckd", self.w_tckd, 0.0, None)
+        if self.w_nckd is not None:
+            check_range("dkd.w_nckd", self.w_nckd, 0.0, None)
         check_range("dkd.temperature", self.temperature, 0.0, 100.0, low_open=True)
         check_range("dkd.warmup", self.warmup, 0, None)
-        if self.beta_preset not in BETA_PRESETS:
-            raise UserError(f"unknown dkd.beta_preset '{self.beta_preset}'. Valid: {', '.join(BETA_PRESETS)}")
+        if self.w_nckd_preset not in BETA_PRESETS:
+            raise UserError(f"unknown dkd.w_nckd_preset '{self.w_nckd_preset}'. Valid: {', '.join(BETA_PRESETS)}")
 
     @property
-    def resolved_beta(self) -> float:
-        return DEFAULT_BETA if self.beta is None else self.beta
+    def resolved_w_nckd(self) -> float:
+        return DEFAULT_BETA if self.w_nckd is None else self.w_nckd
 
 
 def published_beta(teacher: str | None, student: str) -> float:
@@ -133,12 +135,12 @@ class DKD(Distiller):
 
     @classmethod
     def resolve_params(cls, params: DKDParams, *, teacher: str | None, student: str) -> DKDParams:
-        """Fill `beta` from the preset for this pair (an explicit `dkd.beta` is kept): the run config, and so
+        """Fill `w_nckd` (β) from the preset for this pair (an explicit `dkd.w_nckd` is kept): the run config, and so
         the run id, holds the β actually used."""
-        if params.beta is not None:
+        if params.w_nckd is not None:
             return params
-        beta = published_beta(teacher, student) if params.beta_preset == "published" else DEFAULT_BETA
-        return replace(params, beta=beta)
+        beta = published_beta(teacher, student) if params.w_nckd_preset == "published" else DEFAULT_BETA
+        return replace(params, w_nckd=beta)
 
     def on_epoch_start(self, epoch: int) -> None:
         self._warmup = warmup_factor(epoch, self.params.warmup)
@@ -147,8 +149,8 @@ class DKD(Distiller):
         p = self.params
         logits = self.student(batch.images)
         teacher_logits = self.teacher_logits(batch.images)
-        dkd = dkd_loss(logits, teacher_logits, batch.labels, p.alpha, p.resolved_beta, p.temperature)
+        dkd = dkd_loss(logits, teacher_logits, batch.labels, p.w_tckd, p.resolved_w_nckd, p.temperature)
         return logits, {"ce": p.w_ce * F.cross_entropy(logits, batch.labels), "dkd": self._warmup * dkd}
 
     def describe(self) -> dict[str, Any]:
-        return {"beta": self.params.resolved_beta, "beta_preset": self.params.beta_preset}
+        return {"w_nckd": self.params.resolved_w_nckd, "w_nckd_preset": self.params.w_nckd_preset}

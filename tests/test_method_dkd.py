@@ -85,7 +85,7 @@ def test_warmup_is_linear_over_the_first_epochs_and_a_function_of_the_epoch_alon
     ctx = MethodContext(10, 3, 16, 20, torch.arange(20) % 10, epochs=30, seed=0)
     student = create_model("resnet18", num_classes=10, image_size=16)
     teacher = create_model("resnet18", num_classes=10, image_size=16)
-    params = DKDParams(beta=8.0)
+    params = DKDParams(w_nckd=8.0)
     d = get_method("dkd").cls(student, teacher, params, ctx).train()
     batch = Batch(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]), torch.arange(4))
     full = dkd_loss(d.student(batch.images), d.teacher_logits(batch.images), batch.labels, 1.0, 8.0, 4.0)
@@ -109,15 +109,15 @@ def test_published_beta_is_resolved_per_pair_into_the_config_and_run_id(monkeypa
     # The CIFAR zoo names come from another module; register this pair under names the zoo here knows.
     monkeypatch.setitem(dkd_module.PUBLISHED_BETA, ("resnet34", "resnet18"), 2.0)
     params, run_id = _resolved("resnet34", "resnet18")
-    assert (params["beta"], params["beta_preset"]) == (2.0, "published")
+    assert (params["w_nckd"], params["w_nckd_preset"]) == (2.0, "published")
     other, other_id = _resolved("resnet50", "resnet18")  # not in the table: the paper's default
-    assert other["beta"] == 8.0
-    explicit, explicit_id = _resolved("resnet34", "resnet18", "dkd.beta=2")
-    assert explicit["beta"] == 2.0 and explicit_id == run_id  # same β, same run
-    wins, wins_id = _resolved("resnet34", "resnet18", "dkd.beta=5")
-    assert wins["beta"] == 5.0 and wins_id != run_id  # an explicit β wins over the table
-    none, none_id = _resolved("resnet34", "resnet18", "dkd.beta_preset=none")
-    assert none["beta"] == 8.0 and none_id not in (run_id, other_id)
+    assert other["w_nckd"] == 8.0
+    explicit, explicit_id = _resolved("resnet34", "resnet18", "dkd.w_nckd=2")
+    assert explicit["w_nckd"] == 2.0 and explicit_id == run_id  # same β, same run
+    wins, wins_id = _resolved("resnet34", "resnet18", "dkd.w_nckd=5")
+    assert wins["w_nckd"] == 5.0 and wins_id != run_id  # an explicit β wins over the table
+    none, none_id = _resolved("resnet34", "resnet18", "dkd.w_nckd_preset=none")
+    assert none["w_nckd"] == 8.0 and none_id not in (run_id, other_id)
 
 
 def test_published_table_holds_the_papers_pairs():
@@ -133,10 +133,10 @@ def test_published_table_holds_the_papers_pairs():
 
 
 def test_params_are_validated():
-    with pytest.raises(UserError, match="unknown dkd.beta_preset 'paper'"):
-        DKDParams(beta_preset="paper")
-    with pytest.raises(UserError, match="dkd.beta"):
-        DKDParams(beta=-1.0)
+    with pytest.raises(UserError, match="unknown dkd.w_nckd_preset 'paper'"):
+        DKDParams(w_nckd_preset="paper")
+    with pytest.raises(UserError, match="dkd.w_nckd"):
+        DKDParams(w_nckd=-1.0)
 
 
 def test_published_beta_table_names_registered_cifar_models() -> None:

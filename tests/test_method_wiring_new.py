@@ -30,7 +30,7 @@ CASES = [
     ("hkd+kd", []),
     ("hkd+kd", ["hkd.w_kd=0.3", "hkd.temperature=2", "hkd.individual=false"]),
     ("dkd", []),
-    ("dkd", ["dkd.w_ce=0.5", "dkd.alpha=2", "dkd.beta=3", "dkd.temperature=2", "dkd.warmup=4"]),
+    ("dkd", ["dkd.w_ce=0.5", "dkd.w_tckd=2", "dkd.w_nckd=3", "dkd.temperature=2", "dkd.warmup=4"]),
     ("at", []),
     ("at", ["at.w_ce=0.5", "at.w_at=10"]),
     ("pkt", []),
@@ -87,7 +87,7 @@ def expected_losses(method: str, d, p, batch: Batch, seed: int) -> dict[str, tor
         zt = d.teacher(x)
     out = {"ce": p.w_ce * F.cross_entropy(zs, y)}
     if method == "dkd":
-        out["dkd"] = warmup_factor(EPOCH, p.warmup) * dkd_loss(zs, zt, y, p.alpha, p.beta, p.temperature)
+        out["dkd"] = warmup_factor(EPOCH, p.warmup) * dkd_loss(zs, zt, y, p.w_tckd, p.w_nckd, p.temperature)
     elif method == "at":
         out["at"] = p.w_at * sum(at_loss(a, b) for a, b in zip(stage_maps(d.student, x), stage_maps(d.teacher, x),
                                                                 strict=True))

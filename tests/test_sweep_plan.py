@@ -156,7 +156,7 @@ def test_shipped_sweep_files_expand():
     # ce once per seed; every other method once per teacher and seed.
     assert len(runs) == 3 + 11 * 2 * 3
     # DKD's β is resolved per pair into each run's config (neither pair here is a published one: β = 8).
-    assert {r.config.method_params["beta"] for r in runs if r.config.method == "dkd"} == {8.0}
+    assert {r.config.method_params["w_nckd"] for r in runs if r.config.method == "dkd"} == {8.0}
     assert {r.config.student for r in runs if r.config.method == "cnn2gnn"} == {get_method("cnn2gnn").default_student}
 
     paper = grid_from_options(load_sweep_file(REPO / "slurm" / "sweeps" / "paper.yaml"))
