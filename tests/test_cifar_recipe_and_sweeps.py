@@ -100,19 +100,19 @@ def test_crd_sweep_lists_the_pairs_of_crd_tables_1_and_2() -> None:
     assert len(tables["Table 1"]) == 7 and len(tables["Table 2"]) == 6
     assert set(grid.pairs) == tables["Table 1"] | tables["Table 2"] and len(grid.pairs) == 13
     assert grid.pairs[:7] == [p for p in grid.pairs if p in tables["Table 1"]]  # Table 1 first
-    assert grid.methods == ["ce", "kd", "fitnet", "rkd", "crd", "crd+kd"]
+    assert grid.methods == ["ce", "kd", "fitnet", "at", "rkd", "pkt", "crd", "crd+kd", "dkd", "hkd"]
     assert grid.datasets == ["cifar100"] and grid.seeds == [0, 1, 2]
     assert (grid.epochs, grid.teacher_epochs, grid.lr, grid.sets) == (None, None, None, [])  # the recipe's
 
 
 @pytest.mark.skipif(not is_model("cifar_resnet8x4"), reason=NO_CIFAR_MODELS)
-def test_crd_sweep_dry_run_plans_teachers_first_then_222_runs(dirs: dict[str, Path]) -> None:
+def test_crd_sweep_dry_run_plans_teachers_first_then_378_runs(dirs: dict[str, Path]) -> None:
     result = kdbench_cli("sweep", "--config", CRD_SWEEP, "--dry-run", "--executor", "local", "--results-dir",
                          dirs["results"], "--zoo-dir", dirs["zoo"])
     assert result.exit_code == 0, result.output
     assert result.output.count("│ teacher job ") == 6  # wrn_40_2, resnet56, resnet110, resnet32x4, vgg13, resnet50
     runs = expand(grid_from_options(load_sweep_file(CRD_SWEEP)))
-    assert len(runs) == 5 * 13 * 3 + 9 * 3  # 5 distillation methods × 13 pairs + 9 students alone, × 3 seeds
+    assert len(runs) == 9 * 13 * 3 + 9 * 3  # 9 distillation methods × 13 pairs + 9 students alone, × 3 seeds
     lrs = {r.config.student: r.config.recipe.lr for r in runs}
     assert {s for s, lr in lrs.items() if lr == 0.01} == set(LIGHT)
 
