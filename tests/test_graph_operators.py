@@ -129,6 +129,9 @@ def test_gnn2_forward_is_two_graph_layers_over_the_joint_operator(graph: str):
                          anchors=5, pool=2)
     model.train()(torch.rand(5, 1, 4, 4))  # fills the anchors in anchor mode
     model.eval()
+    with torch.no_grad():  # biases start at zero, where a wrong sign would not show
+        model.conv1.bias.normal_()
+        model.head.bias.normal_()
     images = torch.rand(4, 1, 4, 4)
     with torch.no_grad():
         # pool=2: each 2×2 quarter of the 4×4 image averaged, flattened row-major.
@@ -243,3 +246,14 @@ def test_a_checkpoint_of_partly_filled_anchors_keeps_using_only_those():
     resumed.load_state_dict(trained.state_dict())
     graph = resumed.eval()(torch.randn(4, 5))
     assert int(resumed.anchors_filled) == 3 and graph.p.shape == (4, 3)
+
+
+def test_gnn2_defaults_and_learning_rate_scale():
+    from kdbench.models.zoo import student_lr_scale
+
+    model = create_model("gnn2", num_classes=4)
+    assert (model.graph.k, model.graph.mode, model.num_features, model.graph.proj.out_features, model.pool) == (
+        10, "batch", 256, 256, 0)
+    assert model.conv1.linear.in_features == 3 * 32 * 32 and model.head.drop.p == 0.5 and model.conv1.drop.p == 0.0
+    assert create_model("gnn2", num_classes=4, graph="anchor").graph.anchors.shape == (256, 3 * 32 * 32)
+    assert student_lr_scale("gnn2") == 0.2
