@@ -73,8 +73,15 @@ TARGETS = [
            ("tests/test_loader_workers.py", "tests/test_sampler.py")),
     Target("kdbench.data.augment", "kdbench/data/augment.py", ("tests/test_augment.py",)),
     Target("kdbench.engine", "kdbench/engine.py", ("tests/test_sampler.py", "tests/test_engine_numbers.py")),
-    Target("kdbench.leaderboard", "kdbench/leaderboard.py", ("tests/test_leaderboard.py",),
-           functions=("_stats", "format_cell", "_mark_best_and_flags", "_teacher_stats", "_mean", "_completed")),
+    # The leaderboard's statistics (its own module since the leaderboard was split) and the cell format.
+    Target("kdbench.leaderboard.stats", "kdbench/leaderboard/stats.py", ("tests/test_leaderboard.py",)),
+    Target("kdbench.leaderboard.cells", "kdbench/leaderboard/cells.py", ("tests/test_leaderboard.py",),
+           functions=("format_cell",)),
+    Target("kdbench.methods.at", "methods/at.py", ("tests/test_method_at_pkt.py", WIRING, PARAMS), keyword="at"),
+    Target("kdbench.methods.pkt", "methods/pkt.py", ("tests/test_method_at_pkt.py", WIRING, PARAMS),
+           keyword="pkt"),
+    Target("kdbench.methods.dkd", "methods/dkd.py", ("tests/test_method_dkd.py", WIRING, PARAMS), keyword="dkd"),
+    Target("kdbench.methods.hkd", "methods/hkd.py", ("tests/test_method_hkd.py", WIRING, PARAMS), keyword="hkd"),
 ]
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ factor is a function of the 1-based epoch alone, so a resumed run continues exac
 weights for what they weigh: `dkd.w_tckd` is the paper's α, `dkd.w_nckd` its β.
 
 β per pair: the DKD paper tuned β for some CIFAR-100 pairs (mdistiller's configs/cifar100/dkd/*.yaml):
-:data:`PUBLISHED_BETA`. `dkd.w_nckd_preset=published` (the default) resolves `dkd.w_nckd` from that table for
-the run's (teacher, student), else 8; `dkd.w_nckd_preset=none` gives 8 for every pair; an explicit
+:data:`PUBLISHED_BETA`. `dkd.nckd_preset=published` (the default) resolves `dkd.w_nckd` from that table for
+the run's (teacher, student), else 8; `dkd.nckd_preset=none` gives 8 for every pair; an explicit
 `--set dkd.w_nckd=X` always wins. The resolved β is what the run config records and hashes (see
 :meth:`DKD.resolve_params`).
 """
@@ -97,10 +97,10 @@ def dkd_loss(
 class DKDParams:
     w_ce: float = 1.0
     w_tckd: float = 1.0  # α: weight of TCKD
-    w_nckd: float | None = None  # β: weight of NCKD; None: from w_nckd_preset (published table for the pair, else 8)
+    w_nckd: float | None = None  # β: weight of NCKD; None: from nckd_preset (published table for the pair, else 8)
     temperature: float = 4.0
     warmup: int = 20  # epochs over which the KD terms ramp up linearly (0: none)
-    w_nckd_preset: str = "published"
+    nckd_preset: str = "published"
 
     def __post_init__(self) -> None:
         check_range("dkd.w_ce", self.w_ce, 0.0, None)
@@ -109,8 +109,8 @@ class DKDParams:
             check_range("dkd.w_nckd", self.w_nckd, 0.0, None)
         check_range("dkd.temperature", self.temperature, 0.0, 100.0, low_open=True)
         check_range("dkd.warmup", self.warmup, 0, None)
-        if self.w_nckd_preset not in BETA_PRESETS:
-            raise UserError(f"unknown dkd.w_nckd_preset '{self.w_nckd_preset}'. Valid: {', '.join(BETA_PRESETS)}")
+        if self.nckd_preset not in BETA_PRESETS:
+            raise UserError(f"unknown dkd.nckd_preset '{self.nckd_preset}'. Valid: {', '.join(BETA_PRESETS)}")
 
     @property
     def resolved_w_nckd(self) -> float:
@@ -139,7 +139,7 @@ class DKD(Distiller):
         the run id, holds the β actually used."""
         if params.w_nckd is not None:
             return params
-        beta = published_beta(teacher, student) if params.w_nckd_preset == "published" else DEFAULT_BETA
+        beta = published_beta(teacher, student) if params.nckd_preset == "published" else DEFAULT_BETA
         return replace(params, w_nckd=beta)
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -153,4 +153,4 @@ class DKD(Distiller):
         return logits, {"ce": p.w_ce * F.cross_entropy(logits, batch.labels), "dkd": self._warmup * dkd}
 
     def describe(self) -> dict[str, Any]:
-        return {"w_nckd": self.params.resolved_w_nckd, "w_nckd_preset": self.params.w_nckd_preset}
+        return {"w_nckd": self.params.resolved_w_nckd, "nckd_preset": self.params.nckd_preset}

@@ -109,14 +109,14 @@ def test_published_beta_is_resolved_per_pair_into_the_config_and_run_id(monkeypa
     # The CIFAR zoo names come from another module; register this pair under names the zoo here knows.
     monkeypatch.setitem(dkd_module.PUBLISHED_BETA, ("resnet34", "resnet18"), 2.0)
     params, run_id = _resolved("resnet34", "resnet18")
-    assert (params["w_nckd"], params["w_nckd_preset"]) == (2.0, "published")
+    assert (params["w_nckd"], params["nckd_preset"]) == (2.0, "published")
     other, other_id = _resolved("resnet50", "resnet18")  # not in the table: the paper's default
     assert other["w_nckd"] == 8.0
     explicit, explicit_id = _resolved("resnet34", "resnet18", "dkd.w_nckd=2")
     assert explicit["w_nckd"] == 2.0 and explicit_id == run_id  # same β, same run
     wins, wins_id = _resolved("resnet34", "resnet18", "dkd.w_nckd=5")
     assert wins["w_nckd"] == 5.0 and wins_id != run_id  # an explicit β wins over the table
-    none, none_id = _resolved("resnet34", "resnet18", "dkd.w_nckd_preset=none")
+    none, none_id = _resolved("resnet34", "resnet18", "dkd.nckd_preset=none")
     assert none["w_nckd"] == 8.0 and none_id not in (run_id, other_id)
 
 
@@ -133,8 +133,8 @@ def test_published_table_holds_the_papers_pairs():
 
 
 def test_params_are_validated():
-    with pytest.raises(UserError, match="unknown dkd.w_nckd_preset 'paper'"):
-        DKDParams(w_nckd_preset="paper")
+    with pytest.raises(UserError, match="unknown dkd.nckd_preset 'paper'"):
+        DKDParams(nckd_preset="paper")
     with pytest.raises(UserError, match="dkd.w_nckd"):
         DKDParams(w_nckd=-1.0)
 

@@ -7,13 +7,18 @@ complete defaults dict next to the others.
 RANGES: the allowed range of a parameter, by field name, shared across methods (a `temperature` is a temperature
 in every method): (low, high, low_open) with None for no bound. Every numeric field of a method's params must be
 listed here or in UNCHECKED (with the reason), so a new parameter's validation is pinned when it is registered;
-`w_*` fields are loss weights, [0, ∞).
+`w_*` fields are loss weights, [0, ∞). A key "method.field" gives one method's field its own range.
 """
 
 from __future__ import annotations
 
 _CRD = {"w_ce": 1.0, "w_crd": 0.8, "w_kd": 0.0, "temperature": 4.0, "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07,
         "nce_m": 0.5}
+
+# HKD: the authors' run (`-a 1 -b 3`: w_ce 1, w_hkd 3), CRD's contrast settings with their momentum 0.9, k = 8
+# neighbours, the holistic positive smoothed with momentum 0.75 (their `get_smooth`).
+_HKD = {"w_ce": 1.0, "w_hkd": 3.0, "w_kd": 0.0, "temperature": 4.0, "feat_dim": 128, "k": 8, "nce_k": 16384,
+        "nce_t": 0.07, "nce_m": 0.9, "smooth_m": 0.75, "individual": True, "negatives": "opposite"}
 
 PUBLISHED: dict[str, dict[str, object]] = {
     "ce": {"w_ce": 1.0, "label_smoothing": 0.0},
@@ -23,6 +28,12 @@ PUBLISHED: dict[str, dict[str, object]] = {
     "rkd": {"w_ce": 1.0, "w_dist": 25.0, "w_angle": 50.0},
     "crd": _CRD,
     "crd+kd": {**_CRD, "w_kd": 1.0},
+    "at": {"w_ce": 1.0, "w_at": 1000.0},
+    "pkt": {"w_ce": 1.0, "w_pkt": 30000.0},
+    "dkd": {"w_ce": 1.0, "w_tckd": 1.0, "w_nckd": None, "temperature": 4.0, "warmup": 20,
+            "nckd_preset": "published"},
+    "hkd": _HKD,
+    "hkd+kd": {**_HKD, "w_kd": 1.0},
     "cnn2gnn": {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9, "graph": "batch", "k": 10, "hidden": 256,
                 "proj_dim": 256, "anchors": 256, "dropout": 0.5, "pool": 0},
 }
@@ -42,6 +53,11 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "proj_dim": (1, 65536, False),
     "dropout": (0.0, 1.0, False),
     "pool": (0, 224, False),
+    "smooth_m": (0.0, 1.0, False),
+    "warmup": (0, None, False),
+    # A method whose field of a shared name has another range: "method.field" wins over "field".
+    "hkd.k": (1, 100_000, False),
+    "hkd+kd.k": (1, 100_000, False),
 }
 
 UNCHECKED = {

@@ -43,9 +43,13 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.method import Batch, Distiller, MethodContext
-from kdbench.methods.crd import CRDLoss
+from kdbench.methods.at import at_loss
+from kdbench.methods.crd import CRDLoss, sample_other_class
+from kdbench.methods.dkd import dkd_loss, warmup_factor
 from kdbench.methods.fitnet import fitnet_loss
+from kdbench.methods.hkd import HKDLoss
 from kdbench.methods.kd import kd_loss
+from kdbench.methods.pkt import pkt_loss
 from kdbench.methods.rkd import rkd_angle_loss, rkd_distance_loss
 from kdbench.models.features import Features
 
@@ -176,3 +180,57 @@ _CRD_VARIANT = {"w_ce": 0.6, "w_crd": 1.3, "w_kd": 2.1, "temperature": 2.0, "fea
                 "nce_t": 0.2, "nce_m": 0.3}
 oracle("crd", variants=[_CRD_VARIANT])(_crd_terms)
 oracle("crd+kd", variants=[{**_CRD_VARIANT, "w_ce": 0.4, "w_kd": 0.7, "temperature": 3.0}])(_crd_terms)
+
+
+@oracle("at", variants=[{"w_ce": 0.4, "w_at": 250.0}])
+def _at(case: Case) -> dict[str, torch.Tensor]:
+    # Every stage but the stem (feature_info index 0), student and teacher aligned from the deepest stage back.
+    p, s, t = case.params, case.student, case.teacher
+    m = min(len(s.stages), len(t.stages)) - 1
+    s_ids, t_ids = sorted(s.stages)[-m:], sorted(t.stages)[-m:]
+    at = sum(at_loss(s.stages[i], t.stages[j]) for i, j in zip(s_ids, t_ids, strict=True))
+    return {"ce": _ce(case, p.w_ce), "at": p.w_at * at}
+
+
+@oracle("pkt", variants=[{"w_ce": 0.3, "w_pkt": 700.0}])
+def _pkt(case: Case) -> dict[str, torch.Tensor]:
+    p, s, t = case.params, case.student, case.teacher
+    return {"ce": _ce(case, p.w_ce), "pkt": p.w_pkt * pkt_loss(s.embedding, t.embedding)}
+
+
+@oracle("dkd", variants=[
+    {"w_ce": 0.5, "w_tckd": 2.0, "w_nckd": 3.0, "temperature": 2.0, "warmup": 4, "_epoch": 2},  # mid warm-up
+    {"w_tckd": 0.7, "w_nckd": 5.0, "warmup": 0},  # no warm-up: factor 1
+])
+def _dkd(case: Case) -> dict[str, torch.Tensor]:
+    # The defaults leave w_nckd (β) to the per-pair preset, resolved by the config; unresolved it is the paper's 8.
+    p, s, t = case.params, case.student, case.teacher
+    beta = 8.0 if p.w_nckd is None else p.w_nckd
+    dkd = dkd_loss(s.logits, t.logits, case.batch.labels, p.w_tckd, beta, p.temperature)
+    return {"ce": _ce(case, p.w_ce), "dkd": warmup_factor(case.epoch, p.warmup) * dkd}
+
+
+def _hkd_terms(case: Case) -> dict[str, torch.Tensor]:
+    p, s, t, ctx = case.params, case.student, case.teacher, case.ctx
+    # An HKDLoss built from the params holding the method's state before the step (heads, graph convs, banks).
+    hkd = HKDLoss(s.embedding.shape[1], t.embedding.shape[1], p.feat_dim, ctx.num_train, p.k, p.nce_k, p.nce_t,
+                  p.nce_m, p.smooth_m, p.negatives, ctx.train_targets)
+    hkd.load_state_dict(case.module_before("hkd").state_dict())
+    # The negatives come from the global RNG, drawn first in the step: the same state gives the same draw.
+    torch.set_rng_state(case.rng_state)
+    negatives = sample_other_class(ctx.train_targets, case.batch.index, hkd.nce_k)
+    individual, holistic = hkd(s.embedding, t.embedding, s.logits, t.logits, case.batch.index, negatives)
+    terms = {"ce": _ce(case, p.w_ce), "hkd_holistic": p.w_hkd * holistic}
+    if p.individual:
+        terms["hkd_individual"] = p.w_hkd * individual
+    if p.w_kd > 0:
+        terms["kd"] = p.w_kd * kd_loss(s.logits, t.logits, p.temperature)
+    terms["state:hkd.memory_s"], terms["state:hkd.memory_t"] = hkd.memory_s, hkd.memory_t  # nce_m's update
+    return terms
+
+
+_HKD_VARIANT = {"w_ce": 0.6, "w_hkd": 1.3, "w_kd": 2.1, "temperature": 2.0, "feat_dim": 16, "k": 3, "nce_k": 7,
+                "nce_t": 0.2, "nce_m": 0.3, "smooth_m": 0.4, "negatives": "own"}
+oracle("hkd", variants=[_HKD_VARIANT])(_hkd_terms)
+oracle("hkd+kd", variants=[{**_HKD_VARIANT, "w_ce": 0.4, "w_kd": 0.7, "temperature": 3.0, "individual": False}])(
+    _hkd_terms)
