@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -207,3 +209,50 @@ def test_bfloat16_autocast_above_the_dense_threshold(graph: str) -> None:
         logits = model(x)
     logits.float().sum().backward()
     assert torch.isfinite(logits).all() and torch.isfinite(model.graph.proj.weight.grad).all()
+
+
+# gnn2's own option checks at their edges: a user's `--set student.k=...` reaches gnn2 unchecked by cnn2gnn.
+GNN2_EDGES = [  # (option, accepted at the edge, refused just outside)
+    ("k", [0, 1000], [-1, 1001]),
+    ("hidden", [1, 65536], [0, 65537]),
+    ("proj_dim", [1, 65536], [0, 65537]),
+    ("dropout", [0.0, 1.0], [-0.001, 1.001]),
+    ("pool", [0, 8], [-1, 9]),  # up to the image side (8 here)
+]
+
+
+@pytest.mark.parametrize(("option", "accepted", "refused"), GNN2_EDGES, ids=[e[0] for e in GNN2_EDGES])
+def test_gnn2_options_are_accepted_at_their_edges_and_refused_outside(option, accepted, refused) -> None:
+    from kdbench.errors import UserError
+    from kdbench.models.gnn import gnn2
+
+    small = {"num_classes": 3, "in_chans": 1, "image_size": 8, "hidden": 4, "proj_dim": 4, "k": 2}
+    for value in accepted:
+        model = gnn2(**{**small, option: value})
+        assert model is not None
+    for value in refused:
+        with pytest.raises(UserError, match=rf"gnn2\.{option}={value:g} is out of range"):
+            gnn2(**{**small, option: value})
+
+
+def test_gnn2_anchor_count_is_checked_in_anchor_mode_only_and_whole_numbers_are_required() -> None:
+    from kdbench.errors import UserError
+    from kdbench.models.gnn import gnn2
+
+    small = {"num_classes": 3, "in_chans": 1, "image_size": 8, "hidden": 4, "proj_dim": 4}
+    assert gnn2(**small, graph="anchor", k=3, anchors=4) is not None  # k + 1 anchors: the least that works
+    assert gnn2(**small, graph="anchor", k=3, anchors=1_000_000).graph is not None
+    for anchors in (3, 1_000_001):
+        with pytest.raises(UserError, match=rf"gnn2\.anchors={re.escape(f'{anchors:g}')} is out of range"):
+            gnn2(**small, graph="anchor", k=3, anchors=anchors)
+    assert gnn2(**small, graph="batch", k=3, anchors=1) is not None  # unused outside anchor mode
+    assert gnn2(**small, graph="anchor", k=0, anchors=1) is not None  # no graph: no anchors needed
+    for option in ("k", "hidden", "proj_dim", "anchors", "pool"):
+        with pytest.raises(UserError, match=rf"gnn2\.{option}=2\.5 must be a whole number"):
+            gnn2(**{**small, option: 2.5})
+        with pytest.raises(UserError, match=rf"gnn2\.{option}=True must be a whole number"):
+            gnn2(**{**small, option: True})
+    with pytest.raises(UserError, match="unknown graph mode 'ring'"):
+        gnn2(**small, graph="ring")
+    with pytest.raises(UserError, match="gnn2 has no option 'width'"):
+        gnn2(**small, width=3)
