@@ -118,6 +118,30 @@ class _NoGlobalsUnpickler(pickle.Unpickler):
         raise RefusedPickle(f"refused: the pickle asks for {module}.{name}")
 
 
+# What a pickle of numpy arrays (the CIFAR python files) names: the array, its dtype, and numpy's rebuilder. None
+# of them runs anything but numpy's own array construction.
+_NUMPY_ARRAY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+}
+
+
+class _NumpyArraysUnpickler(pickle.Unpickler):
+    """Plain values and numpy arrays only: any other class or function is refused."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _NUMPY_ARRAY_GLOBALS:
+            return super().find_class(module, name)
+        raise RefusedPickle(f"refused: the pickle asks for {module}.{name}")
+
+
+def load_numpy_pickle(path: str | Path, encoding: str = "ASCII") -> Any:
+    """The plain values and numpy arrays pickled in `path` (e.g. CIFAR's python files, with encoding "latin1").
+    `RefusedPickle` if it names anything else; another `pickle.UnpicklingError` / `EOFError` if it is broken."""
+    with open(path, "rb") as f:
+        return _NumpyArraysUnpickler(f, encoding=encoding).load()
+
+
 def load_plain_pickle(path: str | Path) -> Any:
     """The plain values pickled in `path` (built-in types only). `RefusedPickle` if it names any class or
     function; another `pickle.UnpicklingError` / `EOFError` if it is incomplete."""

@@ -105,7 +105,7 @@ def test_end_to_end_run_on_digits_logs_the_methods_losses(method, dirs, shared_z
         assert (info["n_data"], info["k"], info["memory_bank_bytes"]) == (1437, 8, 2 * 1437 * 128 * 4)
         assert 0 < info["nce_k"] < 1437
     if method == "dkd":  # the β the run used is in its config (hence its id) and its record
-        assert record["config"]["method_params"]["beta"] == record["method_info"]["beta"] == 8.0
+        assert record["config"]["method_params"]["w_nckd"] == record["method_info"]["w_nckd"] == 8.0
 
 
 def table_rows(text: str) -> dict[str, str]:
@@ -141,8 +141,8 @@ def test_methods_command_lists_paper_and_defaults(monkeypatch, capsys):
         ("hkd", "Zhou", ["w_ce=1.0", "w_hkd=3.0", "w_kd=0.0", "feat_dim=128", "k=8", "nce_k=16384", "nce_t=0.07",
                          "nce_m=0.9"]),
         ("hkd+kd", "Zhou", ["w_hkd=3.0", "w_kd=1.0", "temperature=4.0"]),
-        ("dkd", "Zhao", ["w_ce=1.0", "alpha=1.0", "beta=None", "temperature=4.0", "warmup=20",
-                         "beta_preset=published"]),
+        ("dkd", "Zhao", ["w_ce=1.0", "w_tckd=1.0", "w_nckd=None", "temperature=4.0", "warmup=20",
+                         "nckd_preset=published"]),
         ("at", "Zagoruyko", ["w_ce=1.0", "w_at=1000.0"]),
         ("pkt", "Passalis", ["w_ce=1.0", "w_pkt=30000.0"]),
     ]:

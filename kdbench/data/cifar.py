@@ -17,7 +17,6 @@ recipe's v2 pipeline (`kdbench.data.transforms`), returned as (image, label, ind
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from ..recipe import Recipe, crd_schedule
+from ..safe_load import load_numpy_pickle
 from ._files import open_verified
 from .loaders import AUTO_WORKERS
 from .registry import DataSplits, register_dataset
@@ -69,9 +69,9 @@ class CifarParams:
 
 
 def read_pickle(path: Path) -> object:
-    """Read one CIFAR file as torchvision does (Python 2 pickles: latin1)."""
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+    """Read one CIFAR file as torchvision does (Python 2 pickles: latin1), but with an unpickler that builds only
+    plain values and numpy arrays: this runs to find which file is unreadable, and must not obey a crafted one."""
+    return load_numpy_pickle(path, encoding="latin1")
 
 
 def _build(

@@ -2,7 +2,7 @@
 
 RepDistiller's training scripts save `torch.save({"model": state_dict, "epoch": ..., "best_acc": ...,
 "optimizer": ...})`. Those files are pickles, and unpickling runs whatever code the file names, so they are
-read only through `kdbench.safe_load.load_plain_checkpoint` (`torch.load(..., weights_only=True)`), which
+read only through `kdbench.safe_load.load_plain_checkpoint` (torch's weights-only unpickler), which
 accepts tensors, numbers, strings and containers and refuses everything else. The `cifar_` models keep the
 original state-dict keys, so the weights load as they are; a file for another architecture is reported with
 the keys or shapes that differ.
