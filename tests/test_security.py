@@ -320,3 +320,19 @@ def test_timm_cannot_be_asked_to_read_a_weights_file_itself(tmp_path):
     with pytest.raises(UserError, match="checkpoint_path is not accepted"):
         create_model("resnet18", num_classes=10, checkpoint_path=str(crafted))
     assert not (tmp_path / "marker").exists()
+
+
+def test_cifar_file_diagnosis_reads_numpy_arrays_and_refuses_anything_else(tmp_path):
+    import numpy as np
+
+    from kdbench.data.cifar import read_pickle
+    from kdbench.safe_load import RefusedPickle
+
+    honest = tmp_path / "data_batch_1"
+    honest.write_bytes(pickle.dumps({"data": np.arange(6, dtype=np.uint8).reshape(2, 3), "labels": [1, 2]}))
+    assert read_pickle(honest)["data"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    marker = tmp_path / "marker"
+    crafted = write_crafted(tmp_path / "train", marker, fmt="pickle")
+    with pytest.raises(RefusedPickle):
+        read_pickle(crafted)
+    assert not marker.exists()
