@@ -246,7 +246,9 @@ def test_gnn2_anchor_count_is_checked_in_anchor_mode_only_and_whole_numbers_are_
         with pytest.raises(UserError, match=rf"gnn2\.anchors={re.escape(f'{anchors:g}')} is out of range"):
             gnn2(**small, graph="anchor", k=3, anchors=anchors)
     assert gnn2(**small, graph="batch", k=3, anchors=1) is not None  # unused outside anchor mode
-    assert gnn2(**small, graph="anchor", k=0, anchors=1) is not None  # no graph: no anchors needed
+    assert gnn2(**small, graph="anchor", k=0, anchors=0) is not None  # no graph: no anchors needed
+    with pytest.raises(UserError, match=r"gnn2\.anchors=1 is out of range"):
+        gnn2(**small, graph="anchor", k=1, anchors=1)  # one neighbour already needs two anchors
     for option in ("k", "hidden", "proj_dim", "anchors", "pool"):
         with pytest.raises(UserError, match=rf"gnn2\.{option}=2\.5 must be a whole number"):
             gnn2(**{**small, option: 2.5})
