@@ -242,3 +242,35 @@ def test_leaderboard_is_a_pure_function_of_the_runs_dataframe(results: Path) -> 
     leaderboard(runs, table="ablation")
     assert runs.to_json() == before
     assert json.dumps(leaderboard(runs).attrs)  # plain data only
+
+
+def test_teacher_row_counts_each_teacher_checkpoint_once_and_tells_checkpoints_apart_by_sha() -> None:
+    from kdbench.leaderboard.stats import teacher_stats
+
+    runs = pd.DataFrame({
+        # two students of teacher A (counted once), one of teacher B with the same seed (its own checkpoint),
+        # one of a user teacher without a sha (identified by its seed)
+        "teacher_top1": [90.0, 90.0, 80.0, 70.0],
+        "teacher_sha256": ["aaa", "aaa", "bbb", None],
+        "teacher_seed": [0, 0, 0, 3],
+    })
+    got = teacher_stats(runs, "top1_last")
+    assert got["n"] == 3
+    assert got["mean"] == pytest.approx(80.0)
+
+
+def test_best_and_fewer_seed_marks_skip_the_teacher_and_empty_cells() -> None:
+    from kdbench.leaderboard.stats import TEACHER_ROW, mark_best_and_flags
+
+    data = pd.DataFrame({
+        "row": [TEACHER_ROW, "ce", "kd", "crd", "rkd", "pkt", "at"],
+        "column": ["c"] * 5 + ["d"] * 2,
+        "mean": [99.0, 90.0, 91.0, 91.0, float("nan"), 95.0, 94.0],
+        "n": [1, 3, 3, 2, 0, 1, 3],  # rkd: only failed runs, nothing averaged; pkt: one seed
+    })
+    marked = mark_best_and_flags(data)
+    assert marked["fewer_seeds"].tolist() == [False, False, False, True, False, True, False]
+    # ties all marked; never the teacher; a one-seed cell competes (and is flagged)
+    assert marked["best"].tolist() == [False, False, True, True, False, True, False]
+    assert marked.attrs["max_n"] == 3
+    assert mark_best_and_flags(data[data["row"] == TEACHER_ROW]).attrs["max_n"] == 0  # no student: no seeds
