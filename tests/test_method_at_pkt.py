@@ -98,3 +98,16 @@ def test_pkt_loss_properties():
     t = torch.randn(6, 10, requires_grad=True)
     pkt_loss(s, t).backward()
     assert s.grad is not None and s.grad.abs().sum() > 0 and t.grad is None
+
+
+def test_at_loss_resizes_non_square_maps_of_different_sizes_by_area():
+    # Rectangular maps, the student's larger in height and the teacher's in width: each is pooled to (min H, min W).
+    g = torch.Generator().manual_seed(0)
+    fs, ft = torch.randn(2, 4, 8, 3, generator=g), torch.randn(2, 5, 4, 6, generator=g)
+
+    def q(f: torch.Tensor) -> torch.Tensor:
+        pooled = torch.nn.functional.adaptive_avg_pool2d(f.pow(2).mean(dim=1, keepdim=True), (4, 3))
+        return torch.nn.functional.normalize(pooled.flatten(1), dim=1)
+
+    expected = (q(fs) - q(ft)).pow(2).mean()
+    assert at_loss(fs, ft).item() == pytest.approx(expected.item(), rel=1e-6)
