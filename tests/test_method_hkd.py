@@ -170,3 +170,21 @@ def test_gradients_reach_student_heads_and_graph_convs_but_not_the_banks():
 def test_params_validate_the_negative_bank_choice():
     with pytest.raises(UserError, match="unknown hkd.negatives 'both'"):
         HKDParams(negatives="both")
+
+
+def test_a_graph_of_self_loops_only_normalises_to_the_identity():
+    # k = 1: every node is only its own neighbour (degree 1), so Â = D^-1/2 A D^-1/2 = I and the hop is x itself.
+    from kdbench.methods.hkd import normalised_adjacency
+
+    assert torch.equal(normalised_adjacency(torch.eye(3)), torch.eye(3))
+
+
+def test_one_sample_of_another_class_is_enough_for_negatives():
+    from kdbench.errors import UserError
+    from kdbench.methods.hkd import HKDLoss
+
+    labels = torch.tensor([0, 0, 1])  # the largest class leaves one other-class sample: one negative
+    loss = HKDLoss(4, 4, 2, 3, 1, 16, 0.07, 0.9, 0.75, "opposite", labels)
+    assert loss.nce_k == 1
+    with pytest.raises(UserError, match="at least two classes"):
+        HKDLoss(4, 4, 2, 3, 1, 16, 0.07, 0.9, 0.75, "opposite", torch.tensor([0, 0, 0]))
