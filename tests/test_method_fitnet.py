@@ -133,3 +133,43 @@ def test_fitnet_refuses_a_student_without_spatial_maps_in_one_line():
     student = create_model("gnn2", num_classes=10, image_size=16)
     with pytest.raises(UserError, match="spatial feature maps"):
         spec.cls(student, teacher, FitNetParams(hint_stage=0), ctx)
+
+
+# (student map H, W) → (teacher map H, W): which regressor the shapes choose, at the edges of each rule.
+REGRESSOR_RULES = [
+    ((8, 8), (4, 4), "stride-2 conv"),
+    ((2, 2), (4, 4), "transposed conv"),
+    ((4, 4), (4, 4), "valid conv 1x1"),  # equal sizes: the lower edge of the valid-conv rule
+    ((7, 5), (4, 4), "valid conv 4x2"),  # just under twice the teacher's size
+    ((8, 4), (4, 4), "pool"),  # twice in height only: not the stride rule, past the valid-conv rule
+    ((4, 8), (4, 4), "pool"),
+    ((3, 4), (4, 4), "pool"),  # smaller in one side only
+    ((4, 3), (4, 4), "pool"),
+    ((11, 11), (4, 4), "pool"),  # more than twice: pooled
+]
+
+
+@pytest.mark.parametrize(("s_hw", "t_hw", "rule"), REGRESSOR_RULES)
+def test_the_regressor_follows_the_shape_rules_at_their_edges(s_hw, t_hw, rule) -> None:
+    from kdbench.methods.fitnet import HintRegressor
+
+    reg = HintRegressor((3, *s_hw), (5, *t_hw))
+    assert reg(torch.randn(2, 3, *s_hw)).shape == (2, 5, *t_hw)
+    pooled = not isinstance(reg.pool, nn.Identity)
+    kind = ("pool" if pooled else "transposed conv" if isinstance(reg.conv, nn.ConvTranspose2d)
+            else "stride-2 conv" if reg.conv.stride == (2, 2)
+            else "valid conv {}x{}".format(*reg.conv.kernel_size))
+    assert kind == rule
+
+
+def test_hint_stage_indices_are_checked_against_the_models_stages() -> None:
+    from kdbench.errors import UserError
+    from kdbench.methods.fitnet import _check_stage
+    from kdbench.models import create_model
+
+    model = create_model("resnet18", num_classes=10, image_size=16)  # 5 feature_info stages
+    for stage in (-5, 4):
+        _check_stage("fitnet.hint_stage", stage, model, "teacher")
+    for stage in (-6, 5):
+        with pytest.raises(UserError, match=rf"fitnet.hint_stage={stage} is out of range"):
+            _check_stage("fitnet.hint_stage", stage, model, "teacher")
