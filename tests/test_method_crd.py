@@ -149,3 +149,22 @@ def test_gradients_reach_the_student_and_both_heads_but_not_the_teacher_features
     assert s.grad is not None and s.grad.abs().sum() > 0
     assert crd.embed_s.linear.weight.grad.abs().sum() > 0 and crd.embed_t.linear.weight.grad.abs().sum() > 0
     assert not crd.memory_s.requires_grad and not crd.memory_t.requires_grad
+
+
+def test_nce_loss_by_hand():
+    # B = 2 anchors, K = 2 negatives, N = 8: P_n = 1/8, K·P_n = 0.25.
+    from kdbench.methods.crd import nce_loss
+
+    h = [[0.9, 0.2, 0.05], [0.3, 0.6, 0.1]]
+    noise = 2 / 8
+    expected = -sum(math.log(row[0] / (row[0] + noise)) + sum(math.log(noise / (v + noise)) for v in row[1:])
+                    for row in h) / 2
+    assert nce_loss(torch.tensor(h), 8).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_other_class_capacity_edges():
+    from kdbench.methods.crd import CRDLoss, other_class_capacity
+
+    assert other_class_capacity(torch.tensor([0, 1, 2])) == 2  # classes of one sample each
+    assert other_class_capacity(torch.tensor([0, 0, 2, 2, 2])) == 2  # an absent class (1) counts for nothing
+    assert CRDLoss(4, 4, 2, 3, 16, 0.07, 0.5, torch.tensor([0, 0, 1])).nce_k == 1  # one negative is enough
