@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from kdbench.errors import UserError, check_range
 from kdbench.method import Batch, Distiller, MethodContext, register_method
 from kdbench.methods.kd import kd_loss
-from kdbench.models.features import FeatureTap
+from kdbench.models.features import embedding_taps
 
 _NCE_EPS = 1e-7  # RepDistiller's ContrastLoss eps
 _KEY_BUDGET = 1 << 24  # random keys drawn at once when sampling negatives (bounds memory for large N)
@@ -204,11 +204,7 @@ _PAPER = "Tian et al. 2020, Contrastive Representation Distillation (ICLR)"
 class CRD(Distiller):
     def __init__(self, student: nn.Module, teacher: nn.Module, params: CRDParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
-        self._s_tap = FeatureTap(student, embedding=True)
-        self._t_tap = FeatureTap(teacher, embedding=True)
-        example = torch.zeros(2, ctx.in_chans, ctx.image_size, ctx.image_size)
-        s_dim = self._s_tap.probe(example).embedding.shape[1]
-        t_dim = self._t_tap.probe(example).embedding.shape[1]
+        self._s_tap, self._t_tap, s_dim, t_dim = embedding_taps(student, teacher, ctx.in_chans, ctx.image_size)
         self.crd = CRDLoss(s_dim, t_dim, params.feat_dim, ctx.num_train, params.nce_k, params.nce_t, params.nce_m,
                            ctx.train_targets)
 

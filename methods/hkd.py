@@ -47,7 +47,7 @@ from kdbench.errors import UserError, check_range
 from kdbench.method import Batch, Distiller, MethodContext, register_method
 from kdbench.methods.crd import Embed, init_memory, momentum_update_, other_class_capacity, sample_other_class
 from kdbench.methods.kd import kd_loss
-from kdbench.models.features import FeatureTap
+from kdbench.models.features import embedding_taps
 
 _COS_EPS = 1e-7  # the authors' eps under the cosine's denominator
 NEGATIVE_BANKS = ("opposite", "own")
@@ -225,11 +225,7 @@ _PAPER = "Zhou et al. 2021, Distilling Holistic Knowledge with Graph Neural Netw
 class HKD(Distiller):
     def __init__(self, student: nn.Module, teacher: nn.Module, params: HKDParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
-        self._s_tap = FeatureTap(student, embedding=True)
-        self._t_tap = FeatureTap(teacher, embedding=True)
-        example = torch.zeros(2, ctx.in_chans, ctx.image_size, ctx.image_size)
-        s_dim = self._s_tap.probe(example).embedding.shape[1]
-        t_dim = self._t_tap.probe(example).embedding.shape[1]
+        self._s_tap, self._t_tap, s_dim, t_dim = embedding_taps(student, teacher, ctx.in_chans, ctx.image_size)
         p = params
         self.hkd = HKDLoss(s_dim, t_dim, p.feat_dim, ctx.num_train, p.k, p.nce_k, p.nce_t, p.nce_m, p.smooth_m,
                            p.negatives, ctx.train_targets)

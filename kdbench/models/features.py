@@ -90,3 +90,13 @@ class FeatureTap:
             return self(example)
         finally:
             self.model.train(was_training)
+
+
+def embedding_taps(
+    student: nn.Module, teacher: nn.Module, in_chans: int, image_size: int
+) -> tuple[FeatureTap, FeatureTap, int, int]:
+    """Embedding taps on student and teacher and their embedding widths (read from one eval-mode probe): what a
+    method that heads both embeddings into a common space (CRD, HKD) builds its heads from."""
+    s_tap, t_tap = FeatureTap(student, embedding=True), FeatureTap(teacher, embedding=True)
+    example = torch.zeros(2, in_chans, image_size, image_size)
+    return s_tap, t_tap, s_tap.probe(example).embedding.shape[1], t_tap.probe(example).embedding.shape[1]
