@@ -3,7 +3,8 @@
 What goes into the hash is everything that can change the numbers: method and its hyperparameters, teacher,
 student, dataset and its parameters, both recipes, seed, the teacher checkpoint's sha256. Machine paths
 (results, zoo and data folders) and the device are left out (as DomainBed's flaw taught), so the same run on
-another cluster has the same id.
+another cluster has the same id. The code that makes the numbers is in it too: `code`, the method's code
+fingerprint (:mod:`kdbench.fingerprint`), so the same command after a change to the code is a new run.
 """
 
 from __future__ import annotations
@@ -60,13 +61,24 @@ class RunConfig:
     # Numerics that change results: AMP and channels_last are part of the identity.
     amp: bool = False
     channels_last: bool = False
+    # The method's code fingerprint (kdbench.fingerprint.code_fingerprint), set by resolve_config. Empty in
+    # configs made before fingerprints existed; left out of the dict (and so of the hash) then, so an old
+    # record's config still hashes to its own run id.
+    code: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(canonical_json(self))
+        d = json.loads(canonical_json(self))
+        if not d["code"]:
+            del d["code"]
+        return d
+
+    def without_code(self) -> RunConfig:
+        """The same config as made by any code (for finding the records of older code)."""
+        return dataclasses.replace(self, code="")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        d = dict(d)
+        d = dict(d)  # a record from before fingerprints has no "code": the field's default
         d["recipe"] = Recipe.from_dict(d["recipe"])
         if d.get("teacher_recipe") is not None:
             d["teacher_recipe"] = Recipe.from_dict(d["teacher_recipe"])

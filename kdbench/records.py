@@ -15,6 +15,7 @@ from typing import Any
 
 from .config import RunConfig
 from .errors import UserError
+from .fingerprint import code_fingerprint
 from .storage import atomic_write_json, atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -89,6 +90,21 @@ class RunStore:
             )
         atomic_write_json(self.result_path(run_id), record)
 
+    def older_code_runs(self, config: RunConfig) -> list[str]:
+        """Run ids of completed records of `config` made by other code (the same config but for its `code`)."""
+        if not config.code:
+            return []
+        same = config.without_code().to_dict()
+        out = []
+        for record in self.iter_records():
+            try:
+                other = RunConfig.from_dict(record.get("config") or {})
+            except (TypeError, KeyError, ValueError):  # not a config this version can read
+                continue
+            if record["status"] == "completed" and other.code != config.code and other.without_code().to_dict() == same:
+                out.append(record["run_id"])
+        return out
+
     def write_metrics(self, run_id: str, history: list[Any]) -> None:
         # Rewritten whole from the engine's history, so a resumed run never duplicates epochs.
         lines = [json.dumps(asdict(r) if not isinstance(r, dict) else r, sort_keys=True) for r in history]
@@ -137,6 +153,8 @@ def new_record(config: RunConfig) -> dict[str, Any]:
         "seed": config.seed,
         "recipe": config.recipe.name,
         "config": config.to_dict(),
+        # The code that made the numbers (kdbench.fingerprint): the leaderboard averages only current code's runs.
+        "code": code_fingerprint(config.method),
         "metrics": None,
         "teacher_metrics": None,
     }

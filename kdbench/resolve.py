@@ -19,10 +19,12 @@ from pathlib import Path
 from .config import RunConfig, apply_overrides, convert_free_kwargs, parse_set_options
 from .data.registry import DatasetSpec, get_dataset_spec
 from .errors import UserError, check_range, unknown_name
+from .fingerprint import code_fingerprint, teacher_code
 from .method import get_method
 from .models.zoo import is_model, list_architectures, student_lr_scale
+from .recipe import Recipe
 from .storage import sha256_file
-from .teacher_zoo import TeacherKey
+from .teacher_zoo import IMPORTED_RECIPE, TeacherKey
 
 # The `--set` scopes that shape a zoo teacher.
 TEACHER_SCOPES = ("data", "teacher_recipe", "teacher")
@@ -89,7 +91,13 @@ def resolve_teacher(
     ds = get_dataset_spec(dataset)
     scoped = sets if isinstance(sets, dict) else parse_set_options(sets)
     recipe = apply_overrides(ds.recipe.replace(epochs=epochs), scoped.get("teacher_recipe", {}), "teacher_recipe")
-    return TeacherKey(arch, ds.name, recipe, seed, _asdict(_data_params(ds, scoped)), _teacher_options(scoped))
+    return TeacherKey(arch, ds.name, recipe, seed, _asdict(_data_params(ds, scoped)), _teacher_options(scoped),
+                      code=zoo_teacher_code(recipe))
+
+
+def zoo_teacher_code(recipe: Recipe) -> str:
+    """The code fingerprint in a zoo teacher's key: the `ce` code that trains it; none for an imported teacher."""
+    return "" if recipe.name == IMPORTED_RECIPE else teacher_code()
 
 
 def _teacher_options(scoped: dict[str, dict[str, str]]) -> dict:
@@ -153,6 +161,7 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         data_params=_asdict(data_params),
         amp=opts.amp,
         channels_last=opts.channels_last,
+        code=code_fingerprint(spec.name)["fingerprint"],
     )
 
 

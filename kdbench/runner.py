@@ -26,11 +26,12 @@ from .engine import Engine, EngineSettings, FitResult
 from .environment import configure_threads, environment, resolve_device
 from .errors import RunDiverged, UserError
 from .evaluate import inference_time_per_image
+from .fingerprint import code_fingerprint
 from .method import MethodContext, get_method
 from .models.zoo import count_parameters, count_weight_layers, create_model
 from .progress import NULL_REPORTER, Reporter
 from .records import RunStore, new_record
-from .resolve import RunOptions, TeacherCheckpoint, resolve_config
+from .resolve import RunOptions, TeacherCheckpoint, resolve_config, zoo_teacher_code
 from .teacher_zoo import TeacherKey, TeacherZoo, load_teacher_checkpoint
 
 # Inference time per image is measured at this batch size (stated in every record) unless overridden.
@@ -49,6 +50,7 @@ def teacher_key(config: RunConfig) -> TeacherKey:
     return TeacherKey(
         arch=config.teacher, dataset=config.dataset, recipe=config.teacher_recipe, seed=config.teacher_seed,
         data_params=config.data_params, model_options=config.teacher_params,
+        code=zoo_teacher_code(config.teacher_recipe),
     )
 
 
@@ -99,10 +101,16 @@ def execute(
     paths = paths or Paths()
     store = RunStore(paths.results_dir)
     run_id = config.run_id
+    check_code(config)
     existing = store.load(run_id)
     if existing is not None and existing["status"] == "completed" and not force:
         reporter.log(f"run {run_id} already completed; showing the stored result (--force to rerun)")
         return {**existing, "cached": True}
+    if existing is None:
+        older = store.older_code_runs(config)
+        if older:
+            reporter.log(f"code changed since run {', '.join(older)}; training again under {run_id} "
+                         "(the older record stays; `kdbench leaderboard --all-code` shows it)")
 
     threads = configure_threads()
     dev = resolve_device(device)
@@ -119,6 +127,17 @@ def execute(
             store.checkpoint_path(run_id).unlink(missing_ok=True)
         return _execute_locked(config, paths, data, user_teacher, settings, store, reporter, infer_batch_size,
                                existing=None if force else existing, threads=threads)
+
+
+def check_code(config: RunConfig) -> None:
+    """A config resolved by other code (e.g. a sweep submitted before an edit) would store numbers of this code
+    under the other code's run id: refused."""
+    if config.code:
+        current = code_fingerprint(config.method)["fingerprint"]
+        if config.code != current:
+            raise UserError(f"run {config.run_id} was resolved for code {config.code} of method '{config.method}', "
+                            f"but the code is now {current}: resolve it again (rerun the command or resubmit the "
+                            "sweep)")
 
 
 def _load_user_teacher(

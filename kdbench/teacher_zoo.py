@@ -54,11 +54,15 @@ class TeacherKey:
     seed: int = 0
     data_params: dict[str, Any] = field(default_factory=dict)
     model_options: dict[str, Any] = field(default_factory=dict)
+    # The fingerprint of the code that trains the teacher (the `ce` method's, kdbench.fingerprint.teacher_code);
+    # empty for imported teachers, which were not trained here, and then left out of the digest.
+    code: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "arch": self.arch, "dataset": self.dataset, "recipe": self.recipe.to_dict(), "seed": self.seed,
             "data_params": self.data_params, "model_options": self.model_options,
+            **({"code": self.code} if self.code else {}),
         }
 
     @property

@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..dry_run import dry_run_plan
+from ..resolve import RunOptions
 from ..runner import run
 from .app import app
 from .options import (
@@ -53,6 +55,8 @@ def run_command(
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on a checkpoint that cannot be resumed "
                                 "instead of restarting the run from scratch with a warning."),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a table."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, run id, code fingerprint "
+                                 "and whether a stored record would be reused; load no data, build no model."),
 ) -> None:
     """Train a student with METHOD and record the result.
 
@@ -63,7 +67,22 @@ def run_command(
       kdbench run --method ce --student resnet18 --epochs 5
 
       kdbench run --method kd --teacher resnet50 --set kd.temperature=2 --seed 1
+
+      kdbench run --method ce --dataset cifar100 --epochs 24 --dry-run --json
     """
+    if dry_run:
+        plan = dry_run_plan(
+            RunOptions(method=method, teacher=teacher, student=student, dataset=dataset, seed=seed,
+                       teacher_seed=teacher_seed or 0, epochs=epochs, teacher_epochs=teacher_epochs,
+                       batch_size=batch_size, lr=lr, sets=list(sets or []),
+                       teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, amp=amp,
+                       channels_last=channels_last),
+            results_dir, force=force)
+        if as_json:
+            typer.echo(json.dumps(plan, indent=2, sort_keys=True))
+        else:
+            out.print(dry_run_table(plan))
+        return
     reporter = RichReporter()
     try:
         record = run(
@@ -110,4 +129,23 @@ def record_table(record: dict) -> Table:
     if t:
         table.add_row("time", f"teacher {t['teacher_s']:.1f}s, distillation {t['train_s']:.1f}s, "
                       f"total {t['total_s']:.1f}s")
+    return table
+
+
+def dry_run_table(plan: dict) -> Table:
+    """`kdbench run --dry-run` as a table: identity, code, reuse, then every resolved config field."""
+    table = Table(title=f"run {plan['run_id']} — dry run", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    code = plan["code"]
+    table.add_row("code fingerprint", f"{code['fingerprint']} (results version {code['results_version']}; "
+                  f"{', '.join(code['sources'])})")
+    reuse = "yes: a completed record exists" if plan["would_reuse"] else \
+        f"no: it would train ({'stored status: ' + plan['stored_status'] if plan['stored_status'] else 'no record'})"
+    table.add_row("would reuse", reuse)
+    table.add_row("record", plan["record"])
+    if plan["older_code_runs"]:
+        table.add_row("older code", "completed under other code: " + ", ".join(plan["older_code_runs"]))
+    for key, value in plan["config"].items():
+        table.add_row(key, json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else str(value))
     return table
