@@ -38,6 +38,8 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     row["amp"] = config.get("amp")
     row["channels_last"] = config.get("channels_last")
     row["finished_at"] = record.get("finished_at")
+    # The code that made the numbers (kdbench.fingerprint); None for records made before fingerprints.
+    row["code_fingerprint"] = (record.get("code") or {}).get("fingerprint")
     return row
 
 

@@ -30,6 +30,8 @@ def leaderboard_command(
     method: str = typer.Option("cnn2gnn", "--method", "-m", help="Ablation: the method whose variants to compare."),
     published: bool = typer.Option(False, "--published", help="Ours beside the published CIFAR-100 numbers "
                                     "(`kdbench published`) with Δ, each at the paper's epoch convention."),
+    all_code: bool = typer.Option(False, "--all-code", help="Show runs of older code too, as rows of their own "
+                                  "(`kd @3f2a1c`); by default only the current code's runs count."),
     results_dir: Path = ResultsDir,
     strict: bool = typer.Option(False, "--strict", help="An unreadable run record is an error (exit 2), "
                                 "not a warning."),
@@ -37,8 +39,9 @@ def leaderboard_command(
     """Compare runs: KD methods per teacher → student pair, the depth ladder, every run, or one method's ablation.
 
     Only completed runs are averaged (mean ± std over seeds, seed count in brackets); the footer counts the
-    failed, diverged and running ones and names the metric. Runs that differ in more than their seed (recipe,
-    data parameters, hyperparameters) never share a cell.
+    failed, diverged and running ones and names the metric. Only runs of the current code count (each record
+    carries its code fingerprint); the footer says how many older ones were left out (`--all-code` shows them).
+    Runs that differ in more than their seed (recipe, data parameters, hyperparameters) never share a cell.
 
     Examples:
 
@@ -63,10 +66,11 @@ def leaderboard_command(
         if metric is not None:
             raise UserError("--published compares each paper's number at its own epoch convention (last or best): "
                             "drop --metric")
-        board = build_published(runs, where)
+        board = build_published(runs, where, all_code=all_code)
     else:
         board = build(runs, table, metric or "top1_last", where,
-                      distilled=[m.strip() for m in distilled.split(",") if m.strip()], method=method)
+                      distilled=[m.strip() for m in distilled.split(",") if m.strip()], method=method,
+                      all_code=all_code)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render(board, fmt))

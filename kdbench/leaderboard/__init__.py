@@ -15,7 +15,11 @@ Rules every table keeps, because they are where published comparisons go wrong:
   hyperparameters split rows, labelled by the values that differ;
 - the footer says which metric is shown (last-epoch as in the CRD tables, best-epoch as in the DKD tables).
 
-One job per module: `board` (kinds, metrics, the Leaderboard), `runs` (prepare and filter), `labels`, `stats`,
+- only runs of the current code are averaged (`code`): records of older code are counted in the footer, or with
+  `all_code` shown as rows of their own (`kd @3f2a1c`);
+
+One job per module: `board` (kinds, metrics, the Leaderboard), `runs` (prepare and filter), `code` (current code
+or all), `labels`, `stats`,
 `cells` (display strings), `tables` (the tables), `compare` (ours beside the published numbers of
 `kdbench.published`) and `render` (output formats).
 """
@@ -30,6 +34,7 @@ import pandas as pd
 from ..errors import unknown_name
 from .board import METRICS, TABLES, Leaderboard
 from .cells import format_cell
+from .code import select_code
 from .compare import published_table
 from .labels import distinguish
 from .render import FORMATS, format_for_path, latex_escape, render, rich_table, to_html, to_latex, to_markdown
@@ -52,17 +57,19 @@ def leaderboard(
     *,
     distilled: Sequence[str] = ("cnn2gnn",),
     method: str = "cnn2gnn",
+    all_code: bool = False,
 ) -> pd.DataFrame:
     """A leaderboard as a DataFrame of display cells (`df.attrs` holds title, footer and best cells).
 
     `runs` is the DataFrame of `kdbench.load_runs()` or a results folder (default ./results or
-    $KDBENCH_RESULTS). `where` filters runs first (`"method=kd,dataset=digits"`). For the numbers behind the
+    $KDBENCH_RESULTS). `where` filters runs first (`"method=kd,dataset=digits"`); `all_code` shows the runs of
+    older code too, as rows of their own (by default they are left out and counted). For the numbers behind the
     cells, or to render markdown / LaTeX / HTML / CSV, use :func:`build` and :func:`render`.
 
     >>> import kdbench
     >>> kdbench.leaderboard("results", table="methods", metric="top1_best")
     """
-    board = build(runs, table, metric, where, distilled=distilled, method=method)
+    board = build(runs, table, metric, where, distilled=distilled, method=method, all_code=all_code)
     out = board.table.copy()
     out.attrs = {"title": board.title, "footer": list(board.footer), "best": sorted(board.bold)}
     return out
@@ -76,6 +83,7 @@ def build(
     *,
     distilled: Sequence[str] = ("cnn2gnn",),
     method: str = "cnn2gnn",
+    all_code: bool = False,
 ) -> Leaderboard:
     """Build one table from the runs DataFrame (or a results folder); see the module docstring."""
     if table not in TABLES:
@@ -84,25 +92,33 @@ def build(
         raise unknown_name("metric", metric, METRICS)
     # An ablation compares evaluation batch sizes (CNN2GNN's batch graph depends on them) as rows, not columns.
     row_fields = ("eval_batch_size",) if table == "ablation" else ()
-    df = filter_runs(prepare_runs(_as_runs(runs), row_recipe_fields=row_fields), where)
+    df, code_lines = select_code(filter_runs(prepare_runs(_as_runs(runs), row_recipe_fields=row_fields), where),
+                                 all_code)
     if table == "methods":
-        return methods_table(df, metric)
-    if table == "ladder":
-        return ladder_table(df, metric, distilled)
-    if table == "runs":
-        return runs_table(df)
-    return ablation_table(df, metric, method)
+        board = methods_table(df, metric)
+    elif table == "ladder":
+        board = ladder_table(df, metric, distilled)
+    elif table == "runs":
+        board = runs_table(df)
+    else:
+        board = ablation_table(df, metric, method)
+    board.footer += code_lines
+    return board
 
 
 def build_published(
-    runs: pd.DataFrame | str | Path | None = None, where: str | None = None, paper: str | None = None
+    runs: pd.DataFrame | str | Path | None = None, where: str | None = None, paper: str | None = None,
+    all_code: bool = False,
 ) -> Leaderboard:
     """Our runs beside the published numbers of `paper` (default: every paper in `kdbench.published`), each at
     the paper's epoch convention; see :mod:`kdbench.leaderboard.compare`."""
     from ..published import load_published
 
     published = load_published(paper)
-    return published_table(filter_runs(prepare_runs(_as_runs(runs)), where), published)
+    df, code_lines = select_code(filter_runs(prepare_runs(_as_runs(runs)), where), all_code)
+    board = published_table(df, published)
+    board.footer += code_lines
+    return board
 
 
 def _as_runs(runs: pd.DataFrame | str | Path | None) -> pd.DataFrame:

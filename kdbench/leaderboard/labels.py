@@ -57,8 +57,10 @@ def label_rows(groups: pd.DataFrame) -> dict[str, str]:
     for method, g in groups.groupby("method", sort=False):
         firsts = g.drop_duplicates("_row_key")
         extras = distinguish(list(firsts["variant"])) if len(firsts) > 1 else [""] * len(firsts)
-        for key, extra in zip(firsts["_row_key"], extras, strict=True):
-            labels[key] = _with_suffix(str(method), extra)
+        marks = firsts["_code_mark"] if "_code_mark" in firsts.columns else [""] * len(firsts)
+        for key, extra, mark in zip(firsts["_row_key"], extras, marks, strict=True):
+            # Older code's rows (`kdbench leaderboard --all-code`) carry its fingerprint: `kd @3f2a1c`.
+            labels[key] = _with_suffix(f"{method} {mark}" if mark else str(method), extra)
     return labels
 
 
