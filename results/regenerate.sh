@@ -7,7 +7,8 @@
 #    on this machine (local executor; pass EXECUTOR=slurm to use a cluster);
 # 2. the CNN2GNN ablations (anchor graph, k = 0: the same input without a graph) and the GNN alone;
 # 3. the depth ladder (ResNet18…152 trained alone beside the distilled GNN);
-# 4. tables (markdown, CSV) and the accuracy-vs-inference-time plot.
+# 4. tables (markdown, CSV) and the accuracy-vs-inference-time plot;
+# 5. the RESULTS_VERSION canaries (results/canary.sh, checked by tests/test_results_version.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Records go to results/reference (not ./results, the default results dir, so a user's own first run trains
@@ -30,3 +31,4 @@ kdbench leaderboard --results-dir "$R" --table ladder --format markdown --out "$
 kdbench leaderboard --results-dir "$R" --table ladder --format csv --out "$OUT/ladder.csv"
 kdbench leaderboard --results-dir "$R" --table ablation --method cnn2gnn --format markdown --out "$OUT/ablation.md"
 kdbench plot --results-dir "$R" --out-dir "$OUT/plots" --formats png
+bash results/canary.sh
