@@ -288,6 +288,8 @@ def _distill(
                 "epoch_s_mean": sum(r.epoch_s for r in fit.history) / len(fit.history)},  # totals: below
         memory=_memory(settings.device),
         method_info=distiller.describe(),
+        # Predictions that depend on the other test images of the evaluation batch: marked in every table.
+        transductive=spec.cls.transductive(params, config.student, config.student_params),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     attempts.end(record, "completed")
