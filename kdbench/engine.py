@@ -43,6 +43,10 @@ class EpochRecord:
     eval_loss: float
     epoch_s: float
     eval_s: float
+    # Accuracy on the validation split held out of training (data.val_fraction), when there is one. Defaults keep
+    # the histories of older checkpoints and metrics files loadable.
+    val_top1: float | None = None
+    val_top5: float | None = None
 
 
 @dataclass
@@ -56,20 +60,34 @@ class FitResult:
         return self.history[-1]
 
     @property
+    def selected_on(self) -> str:
+        """Which split chooses the best epoch: "val" when every epoch was evaluated on a validation split, else
+        "test" (what "best epoch" means in the DKD tables)."""
+        return "val" if self.history and all(r.val_top1 is not None for r in self.history) else "test"
+
+    @property
     def best(self) -> EpochRecord:
-        # Highest top-1; the earliest epoch wins ties (what "best epoch" means in the DKD tables).
+        # Highest top-1 on the selecting split; the earliest epoch wins ties.
+        if self.selected_on == "val":
+            return max(self.history, key=lambda r: (r.val_top1, -r.epoch))
         return max(self.history, key=lambda r: (r.top1, -r.epoch))
 
     def summary(self) -> dict[str, Any]:
+        """Last- and best-epoch numbers; the best ones are always TEST accuracies, at the epoch the selecting
+        split (`best_selected_on`) chose."""
         best = self.best
-        return {
+        out = {
             "top1_last": self.last.top1,
             "top5_last": self.last.top5,
             "top1_best": best.top1,
             "top5_best": best.top5,
             "best_epoch": best.epoch,
             "epochs": self.last.epoch,
+            "best_selected_on": self.selected_on,
         }
+        if self.selected_on == "val":
+            out.update(val_top1_best=best.val_top1, val_top5_best=best.val_top5)
+        return out
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -157,7 +175,10 @@ class Engine:
         seed: int,
         checkpoint_path: Path | None = None,
         on_epoch_end: Callable[[FitResult], None] | None = None,
+        val_loader: DataLoader | None = None,
     ) -> FitResult:
+        """Train `recipe.epochs` epochs, evaluating on `eval_loader` (test) and, when given, on `val_loader` (the
+        split that then chooses the best epoch) after each."""
         device = self.s.device
         model.to(device)
         if self.s.channels_last:
@@ -173,7 +194,8 @@ class Engine:
         last_save = time.monotonic()
 
         for epoch in range(len(result.history) + 1, recipe.epochs + 1):
-            record = self._train_epoch(model, optimizer, scaler, train_loader, eval_loader, recipe, seed, epoch)
+            record = self._train_epoch(model, optimizer, scaler, train_loader, eval_loader, recipe, seed, epoch,
+                                       val_loader)
             result.history.append(record)
             due = time.monotonic() - last_save >= self.s.checkpoint_interval_s or epoch == recipe.epochs
             if checkpoint_path is not None and due:
@@ -206,6 +228,7 @@ class Engine:
         recipe: Recipe,
         seed: int,
         epoch: int,
+        val_loader: DataLoader | None = None,
     ) -> EpochRecord:
         device = self.s.device
         t0 = time.perf_counter()
@@ -251,6 +274,8 @@ class Engine:
 
         t1 = time.perf_counter()
         ev = evaluate(model, eval_loader, device, amp=self.s.amp, channels_last=self.s.channels_last)
+        val = None if val_loader is None else evaluate(model, val_loader, device, amp=self.s.amp,
+                                                       channels_last=self.s.channels_last)
         eval_s = time.perf_counter() - t1
         record = EpochRecord(
             epoch=epoch,
@@ -262,6 +287,8 @@ class Engine:
             eval_loss=ev.loss,
             epoch_s=train_s,
             eval_s=eval_s,
+            val_top1=None if val is None else val.top1,
+            val_top5=None if val is None else val.top5,
         )
-        self.reporter.phase_end(asdict(record))
+        self.reporter.phase_end({k: v for k, v in asdict(record).items() if v is not None})
         return record

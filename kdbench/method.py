@@ -118,6 +118,15 @@ class Distiller(nn.Module):
         return {}
 
     @classmethod
+    def transductive(cls, params: Any, student: str, student_params: dict[str, Any]) -> bool:
+        """Whether this run's student predicts a test image from the other test images of its evaluation batch
+        (a graph over the batch): its results are then marked transductive in every table. Default: ask the
+        student's architecture, built with the options this method passes it plus the explicit `student.*`."""
+        from .models.zoo import is_transductive_model
+
+        return is_transductive_model(student, {**cls.student_options(params, student), **student_params})
+
+    @classmethod
     def resolve_params(cls, params: Any, *, teacher: str | None, student: str) -> Any:
         """The hyperparameters this pair runs with, fixed when the run's config is resolved (so they are in its
         config and run id): e.g. DKD's published per-pair β. Explicit `--set` values arrive already applied; a

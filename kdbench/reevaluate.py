@@ -31,7 +31,7 @@ def load_trained_student(record: dict[str, Any], store: RunStore, data_root: str
     ckpt = store.checkpoint_path(record["run_id"])
     if not ckpt.exists():
         raise UserError(f"run {record['run_id']} has no checkpoint at {ckpt}; rerun it with --force to re-create it")
-    data = load_data(config, data_root, augment="none")
+    data = load_data(config, data_root, augment="none", validation=False)  # the test split is what it reads
     student = build_student(config, data)
     state = load_plain_checkpoint(ckpt).get("model")  # the safe loader: a crafted file is refused, never run
     prefix = "student."

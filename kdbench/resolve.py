@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import RunConfig, apply_overrides, convert_free_kwargs, parse_set_options
 from .data.registry import DatasetSpec, get_dataset_spec
+from .data.validation import take_val_fraction, with_val_fraction
 from .errors import UserError, check_range, unknown_name
 from .fingerprint import code_fingerprint, teacher_code
 from .method import get_method
@@ -70,7 +71,14 @@ def _check_model(name: str, role: str) -> None:
 
 
 def _data_params(ds: DatasetSpec, scoped: dict[str, dict[str, str]]) -> object:
-    return apply_overrides(ds.params, scoped.get("data", {}), "data")
+    """The dataset's parameters; `data.val_fraction` is not one of them (see :func:`_val_fraction`)."""
+    return apply_overrides(ds.params, take_val_fraction(scoped.get("data", {}))[0], "data")
+
+
+def _val_fraction(scoped: dict[str, dict[str, str]]) -> float:
+    # The student's validation split only: a teacher trains on the full training split and its zoo key never
+    # holds the fraction (one teacher serves runs with and without a validation split).
+    return take_val_fraction(scoped.get("data", {}))[1]
 
 
 def resolve_teacher(
@@ -158,7 +166,7 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         method_params=_asdict(method_params),
         student_params=student_params,
         teacher_params=teacher_options if teacher else {},
-        data_params=_asdict(data_params),
+        data_params=with_val_fraction(_asdict(data_params), _val_fraction(sets)),
         amp=opts.amp,
         channels_last=opts.channels_last,
         code=code_fingerprint(spec.name)["fingerprint"],

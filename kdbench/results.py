@@ -10,6 +10,7 @@ import pandas as pd
 
 from .errors import UserError
 from .records import RunStore
+from .transductive import is_transductive
 
 
 def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -22,7 +23,7 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     for k, v in (record.get("teacher_metrics") or {}).items():
         if isinstance(v, int | float | str | bool) or v is None:
             row[f"teacher_{k}"] = v
-    for section in ("timing", "inference", "memory", "student_info"):
+    for section in ("timing", "inference", "memory", "student_info", "eval"):
         for k, v in (record.get(section) or {}).items():
             row[f"{section}.{k}"] = v
     config = record.get("config") or {}
@@ -40,6 +41,7 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     row["finished_at"] = record.get("finished_at")
     # The code that made the numbers (kdbench.fingerprint); None for records made before fingerprints.
     row["code_fingerprint"] = (record.get("code") or {}).get("fingerprint")
+    row["transductive"] = is_transductive(record)
     return row
 
 

@@ -22,6 +22,7 @@ from . import attempts
 from .config import RunConfig
 from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits, build_dataset, get_dataset_spec
+from .data.validation import split_data_params
 from .engine import Engine, EngineSettings, FitResult
 from .environment import configure_threads, environment, resolve_device
 from .errors import RunDiverged, UserError
@@ -49,15 +50,21 @@ def teacher_key(config: RunConfig) -> TeacherKey:
     assert config.teacher is not None and config.teacher_recipe is not None
     return TeacherKey(
         arch=config.teacher, dataset=config.dataset, recipe=config.teacher_recipe, seed=config.teacher_seed,
-        data_params=config.data_params, model_options=config.teacher_params,
+        data_params=split_data_params(config.data_params)[0], model_options=config.teacher_params,
         code=zoo_teacher_code(config.teacher_recipe),
     )
 
 
-def load_data(config: RunConfig, data_root: str | Path | None, augment: str | None = None) -> DataSplits:
+def load_data(
+    config: RunConfig, data_root: str | Path | None, augment: str | None = None, *, validation: bool = True
+) -> DataSplits:
+    """The run's data; with `validation` (the student's) the `data.val_fraction` split is held out of training,
+    without it (the teacher's) the full training split is returned."""
     spec = get_dataset_spec(config.dataset)
-    params = spec.params.__class__(**config.data_params) if config.data_params else spec.params
-    return build_dataset(config.dataset, params, data_root, augment or config.recipe.augment)
+    own, val_fraction = split_data_params(config.data_params)
+    params = spec.params.__class__(**own) if own else spec.params
+    return build_dataset(config.dataset, params, data_root, augment or config.recipe.augment,
+                         val_fraction=val_fraction if validation else 0.0)
 
 
 def build_student(config: RunConfig, data: DataSplits) -> torch.nn.Module:
@@ -171,6 +178,7 @@ def _execute_locked(
     record["environment"] = environment(settings.device)
     record["threads"] = threads
     record["data"] = {"num_train": len(data.train), "num_test": len(data.test),
+                      **({"num_val": len(data.val)} if data.val is not None else {}),
                       "num_classes": data.num_classes, "image_size": data.image_size, **data.notes}
     same_run = existing is not None and existing.get("config") == record["config"]
     attempts.begin(record, existing if same_run else None, store, threads)  # sets started_at
@@ -187,8 +195,10 @@ def _execute_locked(
             # The teacher trains with its own recipe's augmentation (its zoo key records that recipe).
             assert config.teacher_recipe is not None
             teacher_data = data
-            if config.teacher_recipe.augment != config.recipe.augment:
-                teacher_data = load_data(config, paths.data_root, augment=config.teacher_recipe.augment)
+            if config.teacher_recipe.augment != config.recipe.augment or data.val is not None:
+                # A teacher trains on the full training split: the validation split is the student's.
+                teacher_data = load_data(config, paths.data_root, augment=config.teacher_recipe.augment,
+                                         validation=False)
             teacher, card = zoo.get_or_train(teacher_key(config), teacher_data, settings)
             record["teacher_metrics"] = _teacher_metrics(card, teacher)
         teacher_s = time.perf_counter() - t0
@@ -264,6 +274,8 @@ def _distill(
                                      data.num_workers)
     eval_loader = make_eval_loader(data.test, config.recipe.eval_batch_size, config.seed, settings.device,
                                    data.num_workers)
+    val_loader = None if data.val is None else make_eval_loader(
+        data.val, config.recipe.eval_batch_size, config.seed, settings.device, data.num_workers)
     record["eval"] = {"batch_size": config.recipe.eval_batch_size, "order": "shuffled", "order_seed": config.seed}
 
     def on_epoch_end(fit: FitResult) -> None:
@@ -273,7 +285,7 @@ def _distill(
     attempts.training_started()
     fit = Engine(settings, reporter).fit(
         distiller, train_loader, eval_loader, config.recipe, config.seed,
-        checkpoint_path=store.checkpoint_path(run_id), on_epoch_end=on_epoch_end,
+        checkpoint_path=store.checkpoint_path(run_id), on_epoch_end=on_epoch_end, val_loader=val_loader,
     )
     train_s = time.perf_counter() - t0
 
@@ -295,6 +307,8 @@ def _distill(
                 "epoch_s_mean": sum(r.epoch_s for r in fit.history) / len(fit.history)},  # totals: below
         memory=_memory(settings.device),
         method_info=distiller.describe(),
+        # Predictions that depend on the other test images of the evaluation batch: marked in every table.
+        transductive=spec.cls.transductive(params, config.student, config.student_params),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     attempts.end(record, "completed")

@@ -170,7 +170,7 @@ def test_the_best_epoch_is_the_earliest_of_the_highest_top1():
     result = FitResult([_record(1, 50.0), _record(2, 70.0), _record(3, 70.0), _record(4, 60.0)])
     assert result.best.epoch == 2 and result.last.epoch == 4
     assert result.summary() == {"top1_last": 60.0, "top5_last": 70.0, "top1_best": 70.0, "top5_best": 80.0,
-                                "best_epoch": 2, "epochs": 4}
+                                "best_epoch": 2, "epochs": 4, "best_selected_on": "test"}
 
 
 def test_a_non_finite_loss_stops_the_run_before_the_step():

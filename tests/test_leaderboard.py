@@ -75,7 +75,7 @@ def results(dirs: dict[str, Path]) -> Path:
     write_run(root, make_config("crd", teacher="resnet50", seed=9), status="running")
     for seed, v in enumerate([97.0, 99.0, 98.0]):
         write_run(root, make_config("cnn2gnn", teacher="resnet50", student="gnn2", seed=seed,
-                                    method_params={"k": 10, "graph_mode": "batch"}), v, layers=2, params=60_000,
+                                    method_params={"k": 10, "graph": "batch"}), v, layers=2, params=60_000,
                   s_per_image=1e-5, train_s=3.0)
         write_run(root, make_config("ce", student="gnn2", seed=seed), 80.0 + seed, layers=2, params=60_000,
                   s_per_image=1e-5)
@@ -94,17 +94,19 @@ def test_methods_table_shows_mean_std_and_seed_count_per_pair(results: Path) -> 
     assert table.loc["kd", PAIR] == f"{92.0:.2f} ± {statistics.stdev(KD_TOP1):.2f} (3)"
     assert table.loc["ce", PAIR] == f"{86.0:.2f} ± {1.0:.2f} (3)"
     # gnn2 trained alone lands in the gnn2 column (matched by dataset + student), not in the resnet18 one.
-    assert table.loc["ce", GNN_PAIR] == "81.00 ± 1.00 (3)"
-    assert table.loc["cnn2gnn", GNN_PAIR] == "98.00 ± 1.00 (3)"
-    assert table.loc["cnn2gnn", PAIR] == "—"
+    # gnn2 on its default batch graph judges a test image by its batch: the cell (ce, a mixed row) or the row
+    # label (cnn2gnn, transductive in every cell) carries the mark.
+    assert table.loc["ce", GNN_PAIR] == "81.00 ± 1.00 (3)‡"
+    assert table.loc["cnn2gnn ‡", GNN_PAIR] == "98.00 ± 1.00 (3)"
+    assert table.loc["cnn2gnn ‡", PAIR] == "—"
     assert table.loc["teacher", PAIR] == "99.00 (1)"  # one teacher checkpoint, counted once
     assert any("last epoch" in line for line in table.attrs["footer"])
 
 
 def test_best_epoch_metric_reads_the_best_epoch_numbers(results: Path) -> None:
     table = leaderboard(results, metric="top1_best")
-    assert table.loc["kd", PAIR].startswith("93.00 ± ")
-    assert table.loc["teacher", PAIR] == "99.50 (1)"
+    assert table.loc["kd", f"{PAIR} · best (test-selected)"].startswith("93.00 ± ")
+    assert table.loc["teacher", f"{PAIR} · best (test-selected)"] == "99.50 (1)"
     assert any("best epoch" in line for line in table.attrs["footer"])
 
 
@@ -138,16 +140,16 @@ def test_method_hyperparameter_variants_are_separate_rows(dirs: dict[str, Path])
     root = dirs["results"]
     for k, v in ((0, 60.0), (10, 70.0)):
         write_run(root, make_config("cnn2gnn", teacher="resnet50", student="gnn2",
-                                    method_params={"k": k, "graph_mode": "batch"}), v)
+                                    method_params={"k": k, "graph": "batch"}), v)
     table = leaderboard(root)
     assert table.loc["cnn2gnn [k=0]", GNN_PAIR] == "60.00 (1)"
-    assert table.loc["cnn2gnn [k=10]", GNN_PAIR] == "70.00 (1)"
+    assert table.loc["cnn2gnn [k=10] ‡", GNN_PAIR] == "70.00 (1)"
     # The batch graph depends on the evaluation batch: in the ablation it is a row, never a silent merge.
     write_run(root, make_config("cnn2gnn", teacher="resnet50", student="gnn2", sets=("recipe.eval_batch_size=1",
-                                "data.image_size=8"), method_params={"k": 10, "graph_mode": "batch"}), 20.0)
+                                "data.image_size=8"), method_params={"k": 10, "graph": "batch"}), 20.0)
     ablation = leaderboard(root, table="ablation", method="cnn2gnn")
     assert ablation.loc["cnn2gnn [k=0, recipe.eval_batch_size=256]", GNN_PAIR] == "60.00 (1)"
-    assert ablation.loc["cnn2gnn [k=10, recipe.eval_batch_size=1]", GNN_PAIR] == "20.00 (1)"
+    assert ablation.loc["cnn2gnn [k=10, recipe.eval_batch_size=1] ‡", GNN_PAIR] == "20.00 (1)"
     assert list(ablation.columns) == [GNN_PAIR]
 
 
@@ -173,7 +175,7 @@ def test_runs_table_lists_every_run_with_its_status(results: Path) -> None:
 def test_ladder_puts_the_gnn_beside_the_cnns_trained_alone(results: Path) -> None:
     board = build(results, "ladder")
     data = board.data
-    assert list(data["model"]) == ["gnn2", "gnn2", "resnet18", "resnet50"]  # ordered by depth
+    assert list(data["model"]) == ["gnn2 ‡", "gnn2 ‡", "resnet18", "resnet50"]  # ordered by depth
     assert list(data["trained"]) == ["alone (ce)", "cnn2gnn ← resnet50", "alone (ce)", "alone (ce)"]
     assert list(data["layers"]) == [2, 2, 18, 50]
     assert data.loc[1, "infer_ms_per_image"] == pytest.approx(0.01)
@@ -191,7 +193,7 @@ def test_every_format_parses(results: Path) -> None:
     csv = pd.read_csv(io.StringIO(render(board, "csv")))
     kd = csv[(csv["row"] == "kd") & (csv["column"] == PAIR)].iloc[0]
     assert kd["mean"] == pytest.approx(92.0) and kd["n"] == 3 and kd["metric"] == "top1_last"
-    assert sorted(csv.loc[csv["best"], "row"]) == ["cnn2gnn", "crd"]  # CSV rows follow run ids (content hashes)
+    assert sorted(csv.loc[csv["best"], "row"]) == ["cnn2gnn ‡", "crd"]  # CSV rows follow run ids (content hashes)
 
     latex = render(board, "latex")
     assert r"\begin{tabular}" in latex and r"\end{tabular}" in latex
@@ -223,7 +225,7 @@ def test_cli_writes_each_format_inferred_from_the_suffix(results: Path, tmp_path
                                      "--out", str(out)])
         assert result.exit_code == 0, result.output
         assert out.stat().st_size > 0
-    assert pd.read_csv(tmp_path / "ladder.csv")["model"].tolist()[0] == "gnn2"
+    assert pd.read_csv(tmp_path / "ladder.csv")["model"].tolist()[0] == "gnn2 ‡"
     shown = runner.invoke(app, ["leaderboard", "--results-dir", str(results), "--table", "runs", "--where",
                                 "method=crd", "--format", "csv"])
     assert shown.exit_code == 0, shown.output

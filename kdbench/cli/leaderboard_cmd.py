@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from ..errors import UserError
 from ..leaderboard import FORMATS, METRICS, TABLES, build, build_published, format_for_path, render, rich_table
@@ -74,7 +75,7 @@ def leaderboard_command(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render(board, fmt))
-        console.print(f"wrote {board.title} ({len(board.table)} rows) to {out}", highlight=False)
+        console.print(escape(f"wrote {board.title} ({len(board.table)} rows) to {out}"), highlight=False)
     elif fmt == "rich":
         from rich.console import Console
 

@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..progress import Reporter
@@ -33,7 +34,7 @@ class RichReporter(Reporter):
                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=True,
             )
             self._progress.start()
-        self._task = self._progress.add_task(label, total=total, info="")
+        self._task = self._progress.add_task(escape(label), total=total, info="")
 
     def step(self, n: int = 1, **info: Any) -> None:
         if self._progress is not None and self._task is not None:
@@ -46,14 +47,16 @@ class RichReporter(Reporter):
             self._task = None
         if summary and "top1" in summary:
             losses = " ".join(f"{k}={v:.4f}" for k, v in summary.get("losses", {}).items())
+            val = f" val_top1={summary['val_top1']:.2f}" if summary.get("val_top1") is not None else ""
             console.print(
-                f"{self._label}: lr={summary['lr']:.4g} {losses} train_top1={summary['train_top1']:.2f} "
-                f"top1={summary['top1']:.2f} top5={summary['top5']:.2f} ({summary['epoch_s']:.1f}s)",
+                escape(f"{self._label}: lr={summary['lr']:.4g} {losses} train_top1={summary['train_top1']:.2f} "
+                       f"top1={summary['top1']:.2f} top5={summary['top5']:.2f}{val} ({summary['epoch_s']:.1f}s)"),
                 highlight=False,
             )
 
     def log(self, message: str) -> None:
-        console.print(f"[dim]›[/dim] {message}", highlight=False)
+        # Messages carry user text (paths, run labels like `cnn2gnn [k=0]`): never read as rich markup.
+        console.print(f"[dim]›[/dim] {escape(message)}", highlight=False)
 
     def close(self) -> None:
         if self._progress is not None:

@@ -36,6 +36,9 @@ class DataSplits:
     # DataLoader worker processes: 0 for in-memory tensors; disk-backed sets set loaders.AUTO_WORKERS (-1) and
     # the loader sizes it for the device (loaders.loader_workers; KDBENCH_WORKERS overrides).
     num_workers: int = 0
+    # Samples held out of the training split to choose the best epoch on (data.val_fraction; never augmented,
+    # never trained on), or None. See kdbench.data.validation.
+    val: Dataset | None = None
 
 
 Builder = Callable[..., DataSplits]
@@ -52,7 +55,7 @@ class DatasetSpec:
 
 
 # Modules of kdbench.data that hold machinery, not datasets.
-_NOT_DATASETS = {"registry", "augment", "tensor_dataset", "loaders", "transforms"}
+_NOT_DATASETS = {"registry", "augment", "tensor_dataset", "loaders", "transforms", "validation"}
 
 
 def _load_builtin() -> None:
@@ -93,6 +96,18 @@ def default_data_root() -> Path:
     return Path(os.environ.get("KDBENCH_DATA", Path.home() / ".cache" / "kdbench" / "data")).expanduser()
 
 
-def build_dataset(name: str, params: Any = None, root: str | Path | None = None, augment: str = "none") -> DataSplits:
+def build_dataset(
+    name: str, params: Any = None, root: str | Path | None = None, augment: str = "none", val_fraction: float = 0.0
+) -> DataSplits:
+    """The dataset's splits; with `val_fraction` > 0 a stratified validation split held out of the training split
+    (fixed by the dataset's `split_seed`, 0 for datasets without one): `DataSplits.val`."""
     spec = get_dataset_spec(name)
-    return spec.build(params if params is not None else spec.params, Path(root or default_data_root()), augment)
+    params = params if params is not None else spec.params
+    data_root = Path(root or default_data_root())
+    splits = spec.build(params, data_root, augment)
+    if val_fraction <= 0:
+        return splits
+    from .validation import hold_out_validation
+
+    unaugmented = splits if augment == "none" else spec.build(params, data_root, "none")
+    return hold_out_validation(splits, unaugmented, val_fraction, int(getattr(params, "split_seed", 0)))

@@ -22,6 +22,25 @@ METRIC_WORDS = {
 }
 TEACHER_ROW = "teacher"
 FEWER_SEEDS = "†"
+# Rows (or cells) of students that predict a test image from the other test images of its evaluation batch.
+TRANSDUCTIVE = "‡"
+TRANSDUCTIVE_WORDS = "transductive: predictions depend on the other test images in the evaluation batch"
+# Which split chose a run's best epoch (the record's metrics.best_selected_on; older records: test).
+SELECTIONS = ("test", "val")
+SELECTION_WORDS = {
+    "test": "the epoch of highest TEST top-1, as the DKD tables (optimistic: the test set picks the epoch)",
+    "val": "the epoch of highest top-1 on the validation split held out of training (data.val_fraction); the "
+           "TEST accuracy at that epoch is shown",
+}
+
+
+def is_best_metric(metric: str) -> bool:
+    return metric.endswith("_best")
+
+
+def selection_label(selection: str) -> str:
+    """`best (val-selected)` / `best (test-selected)`: how a best-epoch column chose its epoch."""
+    return f"best ({selection}-selected)"
 EXCLUDED_STATUSES = ("failed", "diverged", "running")
 DECIMALS = 2
 

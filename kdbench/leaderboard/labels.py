@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from .board import selection_label
 from .runs import canon
 
 # Paper-like row order; methods not listed follow alphabetically.
@@ -64,14 +65,18 @@ def label_rows(groups: pd.DataFrame) -> dict[str, str]:
     return labels
 
 
-def label_columns(columns: pd.DataFrame, with_pair: bool = True) -> dict[str, str]:
-    """Column key → "dataset · teacher → student · recipe", plus the settings that differ under one name."""
+def label_columns(columns: pd.DataFrame, with_pair: bool = True, best: bool = False) -> dict[str, str]:
+    """Column key → "dataset · teacher → student · recipe", plus the settings that differ under one name; with
+    `best` (a best-epoch metric) plus how the best epoch was chosen: "· best (val-selected)"."""
     labels: dict[str, str] = {}
     by_base: dict[str, dict[str, dict[str, Any]]] = {}
     for r in columns.to_dict("records"):
-        recipe = r["_setting"]["recipe"].get("name") or "?"
-        base = " · ".join([str(r["dataset"]), *([r["pair"]] if with_pair else []), str(recipe)])
-        by_base.setdefault(base, {})[r["_col_key"]] = r["_setting"]
+        setting = {k: v for k, v in r["_setting"].items() if k != "best_on"}  # shown by its own words below
+        recipe = setting["recipe"].get("name") or "?"
+        parts = [str(r["dataset"]), *([r["pair"]] if with_pair else []), str(recipe)]
+        if best:
+            parts.append(selection_label(r["_setting"]["best_on"]))
+        by_base.setdefault(" · ".join(parts), {})[r["_col_key"]] = setting
     for base, settings in by_base.items():
         extras = distinguish(list(settings.values())) if len(settings) > 1 else [""]
         for key, extra in zip(settings, extras, strict=True):

@@ -64,9 +64,11 @@ def rich_table(board: Leaderboard) -> Any:
     from rich.text import Text
 
     header, rows, bold = _grid(board)
-    table = Table(title=board.title, caption="\n".join(board.footer), caption_justify="left")
+    # Text objects, never strings: rich would read labels and footnotes such as `cnn2gnn [cnn2gnn.k=0]` as markup
+    # and drop them.
+    table = Table(title=Text(board.title), caption=Text("\n".join(board.footer)), caption_justify="left")
     for j, h in enumerate(header):
-        table.add_column(h, justify="left" if j == 0 else "right")
+        table.add_column(Text(h), justify="left" if j == 0 else "right")
     for i, row in enumerate(rows):
         # A trailing marker as well as bold, so the best cell survives copy-paste and colourless terminals.
         table.add_row(*[Text(c + " *", style="bold green") if (i, j) in bold else Text(c)

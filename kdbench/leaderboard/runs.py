@@ -19,7 +19,7 @@ OPTIONAL_COLUMNS = (
     "teacher_recipe_params", "teacher_params", "teacher_ckpt_sha256", "teacher_seed", "amp", "channels_last",
     "teacher_sha256", "timing.train_s", "inference.s_per_image", "inference.batch_size", "inference.device",
     "student_info.params", "student_info.layers", "best_epoch", "epochs", "finished_at", *METRICS,
-    *TEACHER_METRIC.values(),
+    *TEACHER_METRIC.values(), "best_selected_on", "val_top1_best", "transductive", "eval.batch_size",
 )
 
 
@@ -69,7 +69,7 @@ def prepare_runs(runs: pd.DataFrame, row_recipe_fields: Sequence[str] = ()) -> p
     df["_setting"] = settings
     # Which runs may share a cell: everything that changes numbers except the seeds.
     df["_student_key"] = [
-        canon([r["dataset"], r["student"], s["data"], s["recipe"], s["amp"], s["channels_last"]])
+        canon([r["dataset"], r["student"], s["data"], s["recipe"], s["amp"], s["channels_last"], s["best_on"]])
         for r, s in zip(df.to_dict("records"), settings, strict=True)
     ]
     df["_col_key"] = [
@@ -79,6 +79,16 @@ def prepare_runs(runs: pd.DataFrame, row_recipe_fields: Sequence[str] = ()) -> p
     df["variant"] = variants
     df["_row_key"] = [canon([m, v]) for m, v in zip(df["method"], df["variant"], strict=True)]
     return df
+
+
+def selection_of(value: Any) -> str:
+    """A record's `best_selected_on`; records from before validation splits chose on test."""
+    return "val" if clean(value) == "val" else "test"
+
+
+def is_transductive_run(value: Any) -> bool:
+    """The runs DataFrame's `transductive` cell (see kdbench.transductive); missing = False."""
+    return bool(clean(value) or False)
 
 
 def _setting(r: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +101,8 @@ def _setting(r: dict[str, Any]) -> dict[str, Any]:
         "teacher_params": clean(r.get("teacher_params")) or {},
         "amp": bool(clean(r.get("amp")) or False),
         "channels_last": bool(clean(r.get("channels_last")) or False),
+        # The split that chose the best epoch is part of what a cell means: never average across it.
+        "best_on": selection_of(r.get("best_selected_on")),
     }
 
 

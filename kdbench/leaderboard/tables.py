@@ -7,10 +7,22 @@ from collections.abc import Sequence
 import pandas as pd
 
 from ..errors import UserError
-from .board import DECIMALS, EXCLUDED_STATUSES, FEWER_SEEDS, METRIC_WORDS, TEACHER_ROW, Leaderboard
+from .board import (
+    DECIMALS,
+    EXCLUDED_STATUSES,
+    FEWER_SEEDS,
+    METRIC_WORDS,
+    SELECTION_WORDS,
+    TEACHER_ROW,
+    TRANSDUCTIVE,
+    TRANSDUCTIVE_WORDS,
+    Leaderboard,
+    is_best_metric,
+    selection_label,
+)
 from .cells import fmt_any, fmt_infer, fmt_params, fmt_seconds, format_cell
 from .labels import label_columns, label_rows, method_rank
-from .runs import canon, clean, is_missing
+from .runs import canon, clean, is_missing, is_transductive_run, selection_of
 from .stats import completed, first_present, mark_best_and_flags, mean_of, summarize, teacher_stats
 
 
@@ -31,6 +43,44 @@ def caveats_footer(df: pd.DataFrame, metric: str) -> list[str]:
     return lines
 
 
+def selection_footer(selections: set[str], metric: str, teacher_shown: bool = False) -> list[str]:
+    """Footer lines saying how the best epoch of each selection shown was chosen (best-epoch metrics only)."""
+    if not is_best_metric(metric):
+        return []
+    lines = [f"{selection_label(s)}: {SELECTION_WORDS[s]}" for s in sorted(selections, reverse=True)]
+    if teacher_shown and "val" in selections:
+        lines.append("the teacher row's best epoch is always test-selected (teachers train without a validation "
+                     "split)")
+    return lines
+
+
+def transductive_footer(runs: pd.DataFrame) -> list[str]:
+    """The footnote of the transductive marker, with the evaluation batch size(s) of the marked runs."""
+    marked = runs[runs["transductive"].map(is_transductive_run).astype(bool)]
+    if not len(marked):
+        return []
+    sizes = sorted({int(b) for b in marked["eval.batch_size"] if not is_missing(b)}
+                   | {int(r["eval_batch_size"]) for r in marked["_setting"].map(lambda s: s["recipe"])
+                      if not is_missing(r.get("eval_batch_size"))})
+    size = ", ".join(str(b) for b in sizes) or "not recorded"
+    return [f"{TRANSDUCTIVE} {TRANSDUCTIVE_WORDS} (batch size {size})"]
+
+
+def _mark_transductive(data: pd.DataFrame) -> dict[str, str]:
+    """Row label → shown label: `‡` on rows whose every cell is transductive. A row with both kinds (the student
+    alone across a GNN and a CNN column) keeps its label, and its transductive cells carry the marker instead
+    (`data["cell_mark"]`)."""
+    data["cell_mark"] = ""
+    shown = {}
+    for row, g in data.groupby("row", sort=False):
+        filled = g[g["n"] > 0]
+        every = bool(len(filled)) and bool(filled["transductive"].all())
+        shown[row] = f"{row} {TRANSDUCTIVE}" if every else row
+        if not every:
+            data.loc[filled.index[filled["transductive"].astype(bool)], "cell_mark"] = TRANSDUCTIVE
+    return shown
+
+
 def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence[str] | None = None,
                   title: str | None = None) -> Leaderboard:
     """The KD-method comparison: teacher, student alone (ce) and every method, per dataset · pair · recipe."""
@@ -43,10 +93,15 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
     for r in kd_cols.to_dict("records"):
         attach.setdefault(r["_student_key"], []).append(r["_col_key"])
     lone = ce_only[~ce_only["_student_key"].isin(list(attach))].drop_duplicates("_student_key")
+    # Columns that would hold only the student alone (the depth ladder's models) compare no methods: they belong
+    # to the ladder table. They stay only when no method was run at all (a table of nothing but `ce`).
+    ladder_only = len(lone) if len(kd_cols) else 0
+    if ladder_only:
+        lone = lone.iloc[0:0]
     for key in lone["_student_key"]:
         attach[key] = [key]
     columns = pd.concat([kd_cols, lone.assign(_col_key=lone["_student_key"])], ignore_index=True)
-    col_labels = label_columns(columns) if len(columns) else {}
+    col_labels = label_columns(columns, best=is_best_metric(metric)) if len(columns) else {}
     row_labels = label_rows(done) if len(done) else {}
 
     records = []
@@ -55,19 +110,22 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
         info = {"column": label, "dataset": r["dataset"], "teacher": clean(r["teacher"]), "student": r["student"],
                 "recipe": r["_setting"]["recipe"].get("name")}
         if not is_missing(r["teacher"]):
-            records.append({"row": TEACHER_ROW, "method": TEACHER_ROW, **info,
+            records.append({"row": TEACHER_ROW, "method": TEACHER_ROW, **info, "transductive": False,
                             **teacher_stats(scope[scope["_col_key"] == r["_col_key"]], metric)})
         members = done[done["_student_key"].map(lambda k, c=r["_col_key"]: c in attach.get(k, [])).astype(bool)
                        & ((done["_col_key"] == r["_col_key"]) | done["teacher"].map(is_missing).astype(bool))]
         for key, g in members.groupby("_row_key", sort=False):
             mean, std, n = summarize(g[metric])
-            records.append({"row": row_labels[key], "method": g["method"].iloc[0], **info, "mean": mean, "std": std,
-                            "n": n, "run_ids": " ".join(sorted(g["run_id"]))})
+            records.append({"row": row_labels[key], "method": g["method"].iloc[0], **info,
+                            "transductive": bool(g["transductive"].map(is_transductive_run).any()), "mean": mean,
+                            "std": std, "n": n, "run_ids": " ".join(sorted(g["run_id"]))})
     data = pd.DataFrame.from_records(
-        records, columns=["row", "method", "column", "dataset", "teacher", "student", "recipe", "mean", "std", "n",
-                          "run_ids"])
+        records, columns=["row", "method", "column", "dataset", "teacher", "student", "recipe", "transductive",
+                          "mean", "std", "n", "run_ids"])
     data = mark_best_and_flags(data) if len(data) else data.assign(best=False, fewer_seeds=False)
     data.insert(7, "metric", metric)
+    shown = _mark_transductive(data)
+    data["row"] = data["row"].map(shown)
 
     rows = sorted(data["row"].unique(), key=lambda r: (*method_rank(data.loc[data["row"] == r, "method"].iloc[0]),
                                                        r))
@@ -77,7 +135,7 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
     table = pd.DataFrame("—", index=pd.Index(rows, name="method"), columns=cols, dtype=object)
     bold = set()
     for r in data.to_dict("records"):
-        flag = FEWER_SEEDS if r["fewer_seeds"] else ""
+        flag = (FEWER_SEEDS if r["fewer_seeds"] else "") + r["cell_mark"]
         table.loc[r["row"], r["column"]] = format_cell(r["mean"], r["std"], r["n"], flag)
         if r["best"]:
             bold.add((r["row"], r["column"]))
@@ -92,6 +150,13 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
         footer.append(f"{FEWER_SEEDS} fewer seeds than the table's most-seeded cell ({data.attrs.get('max_n')})")
     if any("[" in r for r in rows) or any("[" in c for c in cols):
         footer.append("[k=v]: settings that differ between rows or columns of the same name; never averaged together")
+    footer += transductive_footer(done[done["_col_key"].isin(list(columns["_col_key"]))
+                                       | done["_student_key"].isin(list(attach))]) if len(done) else []
+    footer += selection_footer({s["best_on"] for s in columns["_setting"]} if len(columns) else set(), metric,
+                               TEACHER_ROW in rows)
+    if ladder_only:
+        footer.append(f"{ladder_only} column(s) of students trained only alone (no method to compare) are in the "
+                      "ladder table: `kdbench leaderboard --table ladder`")
     footer += caveats_footer(scope, metric)
     if not len(data):
         footer.append("no completed runs to show")
@@ -117,10 +182,13 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
     done = completed(scope, metric)
     row_labels = label_rows(done) if len(done) else {}
     # Sections: dataset · recipe (plus data / recipe fields that differ under one recipe name).
-    sections = done.assign(_col_key=[canon([d, s["data"], s["recipe"], s["amp"], s["channels_last"]])
+    sections = done.assign(_col_key=[canon([d, s["data"], s["recipe"], s["amp"], s["channels_last"], s["best_on"]])
                                      for d, s in zip(done["dataset"], done["_setting"], strict=True)])
     section_of = dict(zip(done["run_id"], sections["_col_key"], strict=True))
-    section_labels = label_columns(sections, with_pair=False) if len(done) else {}
+    best = is_best_metric(metric)
+    # A best-epoch column says which split chose the epoch: in its header, or per section when they differ.
+    selections = {s["best_on"] for s in done["_setting"]} if len(done) else set()
+    section_labels = label_columns(sections, with_pair=False, best=best and len(selections) > 1) if len(done) else {}
     records = []
     for (_, _, _), g in done.groupby(["_student_key", "_col_key", "_row_key"], sort=False):
         r = g.iloc[0]
@@ -129,6 +197,8 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
         devices = {str(d) for d in g["inference.device"] if not is_missing(d)}
         label = row_labels[r["_row_key"]]
         model = f"{r['student']}{label[len(str(r['method'])):]}"  # the student plus its variant, if any
+        if g["transductive"].map(is_transductive_run).any():
+            model = f"{model} {TRANSDUCTIVE}"
         records.append({
             "dataset": r["dataset"], "recipe": section_labels[section_of[r["run_id"]]].split(" · ", 1)[-1],
             "model": model, "trained": "alone (ce)" if r["method"] == "ce" else f"{r['method']} ← {r['teacher']}",
@@ -152,7 +222,7 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
         if len(g) > 1:
             data.loc[g.index[g["mean"].round(DECIMALS) == g["mean"].round(DECIMALS).max()], "best"] = True
 
-    acc = metric
+    acc = f"{metric} ({next(iter(selections))}-selected)" if best and len(selections) == 1 else metric
     display = pd.DataFrame({
         "dataset": data["dataset"], "recipe": data["recipe"], "model": data["model"], "trained": data["trained"],
         "layers": data["layers"].map(lambda v: "—" if is_missing(v) else str(int(v))),
@@ -172,6 +242,8 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
               "only within one device); train time: mean wall time of the student's training"]
     if data["fewer_seeds"].any():
         footer.append(f"{FEWER_SEEDS} fewer seeds than the table's most-seeded row ({max_n})")
+    footer += transductive_footer(done) if len(done) else []
+    footer += selection_footer(selections, metric)
     footer += caveats_footer(scope, metric)
     if not len(data):
         footer.append(f"no completed runs of ce or {', '.join(distilled)} to show")
@@ -179,7 +251,7 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
 
 
 RUN_COLUMNS = ("run_id", "status", "method", "variant", "pair", "dataset", "recipe", "seed", "top1_last", "top1_best",
-               "top5_last", "best_epoch", "epochs", "timing.train_s", "finished_at")
+               "top5_last", "best_epoch", "best_selected_on", "epochs", "timing.train_s", "finished_at")
 
 
 def runs_table(df: pd.DataFrame) -> Leaderboard:
@@ -190,6 +262,11 @@ def runs_table(df: pd.DataFrame) -> Leaderboard:
                                                                           strict=True)]
     data["_rank"] = data["method"].map(lambda m: method_rank(str(m)))
     data = data.sort_values(["dataset", "pair", "_rank", "variant", "seed"], key=_sortable, ignore_index=True)
+    data["best_selected_on"] = [selection_of(s) if not is_missing(b) else None
+                                for s, b in zip(data["best_selected_on"], data["top1_best"], strict=True)]
+    marked = data["transductive"].map(is_transductive_run).astype(bool)
+    data["method"] = [f"{m} {TRANSDUCTIVE}" if t else m for m, t in zip(data["method"], marked, strict=True)]
+    footer_extra = transductive_footer(data)
     data = data[list(RUN_COLUMNS)]
     for col in ("seed", "best_epoch", "epochs"):  # integers that NaN (runs without metrics) turned into floats
         data[col] = pd.array([None if is_missing(v) else int(v) for v in data[col]], dtype="Int64")
@@ -197,7 +274,9 @@ def runs_table(df: pd.DataFrame) -> Leaderboard:
     display.index = display.index.map(str)
     counts = data["status"].value_counts()
     footer = ["runs: " + ", ".join(f"{int(n)} {s}" for s, n in counts.items()) if len(data) else "no runs",
-              "variant: the hyperparameters in which runs of the same method differ"]
+              "variant: the hyperparameters in which runs of the same method differ",
+              "best_selected_on: the split that chose best_epoch (test: as the DKD tables; val: data.val_fraction)",
+              *footer_extra]
     return Leaderboard("runs", "runs", display, data.reset_index(drop=True), footer, set())
 
 

@@ -12,6 +12,7 @@ Every default is an option (`--set student.KEY=VALUE`, or the `cnn2gnn.*` parame
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -97,7 +98,15 @@ class GNN2(nn.Module):
 _OPTIONS = ("k", "graph", "hidden", "proj_dim", "anchors", "dropout", "pool")
 
 
-@register_model("gnn2", lr_scale=0.2)
+def _batch_graph(options: dict[str, Any]) -> bool:
+    """gnn2 over the batch's own samples (graph 'batch', k > 0) predicts each test image from its evaluation batch;
+    'anchor' mode (learned anchors) and k = 0 (no graph) judge each image alone."""
+    defaults = inspect.signature(gnn2).parameters
+    k = options.get("k", defaults["k"].default)
+    return options.get("graph", defaults["graph"].default) == "batch" and int(k) > 0
+
+
+@register_model("gnn2", lr_scale=0.2, transductive=_batch_graph)
 def gnn2(num_classes: int, in_chans: int = 3, image_size: int = 16, *, k: int = 10, graph: str = "batch",
          hidden: int = 256, proj_dim: int = 256, anchors: int = 256, dropout: float = 0.5, pool: int = 0,
          **unknown: Any) -> GNN2:

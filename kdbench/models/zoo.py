@@ -46,16 +46,34 @@ LIGHT_STUDENT_LR_SCALE = 0.2  # 0.05 × 0.2 = 0.01
 _TIMM_LIGHT_STUDENTS = re.compile(r"^(mobilenetv2|shufflenet|cifar_mobilenetv2$|cifar_shufflev[12]$)")
 
 
-def register_model(name: str, *, lr_scale: float = 1.0) -> Callable[[ModelBuilder], ModelBuilder]:
+# Architectures whose prediction for one image depends on the other images of its batch (a graph over the batch),
+# as a predicate of the build options: their test numbers are transductive and the tables say so.
+_TRANSDUCTIVE: dict[str, Callable[[dict[str, Any]], bool]] = {}
+
+
+def register_model(
+    name: str, *, lr_scale: float = 1.0, transductive: Callable[[dict[str, Any]], bool] | None = None
+) -> Callable[[ModelBuilder], ModelBuilder]:
     """Register a non-timm architecture. Its builder is called as
     `builder(num_classes=..., in_chans=..., image_size=..., **options)`. `lr_scale` multiplies the recipe's lr
-    when this architecture is the student (unless the user sets `--lr`)."""
+    when this architecture is the student (unless the user sets `--lr`). `transductive(options)` says whether the
+    model built with `options` predicts an image from the other images of its batch."""
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
         _LR_SCALES[name] = lr_scale
+        if transductive is not None:
+            _TRANSDUCTIVE[name] = transductive
         return CUSTOM_MODELS.add(name, builder)
 
     return decorator
+
+
+def is_transductive_model(name: str, options: dict[str, Any]) -> bool:
+    """Whether architecture `name` built with `options` predicts each image from the other images of its batch."""
+    if name not in CUSTOM_MODELS:  # timm's architectures judge every image alone (BatchNorm in eval mode)
+        return False
+    predicate = _TRANSDUCTIVE.get(name)
+    return bool(predicate(options)) if predicate is not None else False
 
 
 def student_lr_scale(name: str) -> float:

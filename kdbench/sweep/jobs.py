@@ -135,7 +135,7 @@ class TeacherJob(submitit.helpers.Checkpointable):
         config = RunConfig.from_dict(self.config)
         key = teacher_key(config)
         reporter = _reporter()
-        data = load_data(config, self.paths.get("data_root"), augment=key.recipe.augment)
+        data = load_data(config, self.paths.get("data_root"), augment=key.recipe.augment, validation=False)
         settings = EngineSettings(resolve_device(self.paths.get("device", "auto")), amp=config.amp,
                                   channels_last=config.channels_last)
         _, card = TeacherZoo(self.paths.get("zoo_dir"), reporter).get_or_train(key, data, settings)
