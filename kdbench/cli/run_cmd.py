@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from ..errors import UserError
 from ..runner import run
 from .app import app
 from .options import (
@@ -27,11 +28,13 @@ from .options import (
     ZooDirOption,
 )
 from .reporter import RichReporter, console, out
+from .run_config import run_params, save_run_config
 
 
 @app.command("run")
 def run_command(
-    method: MethodOption,
+    ctx: typer.Context,
+    method: MethodOption = None,
     teacher: TeacherOption = None,
     student: str = typer.Option(None, "--student", "-s", help="Student architecture \\[default: the method's]."),
     dataset: DatasetOption = "digits",
@@ -53,6 +56,10 @@ def run_command(
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on a checkpoint that cannot be resumed "
                                 "instead of restarting the run from scratch with a warning."),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a table."),
+    config: Path = typer.Option(None, "--config", help="Options from a YAML file (keys: the option names, "
+                                "`set:` a mapping of SCOPE.KEY: VALUE); options given here override it."),
+    save_config: Path = typer.Option(None, "--save-config", help="Write this run's options (resolved: student, "
+                                     "epochs, lr, ...) to a YAML file that --config reads back to the same run."),
 ) -> None:
     """Train a student with METHOD and record the result.
 
@@ -63,15 +70,24 @@ def run_command(
       kdbench run --method ce --student resnet18 --epochs 5
 
       kdbench run --method kd --teacher resnet50 --set kd.temperature=2 --seed 1
+
+      kdbench run --config kd-t2.yaml --seed 2
     """
+    p = run_params(ctx, config)  # the command line over the config file
+    if not p["method"]:
+        raise UserError("pass --method METHOD (or method: in the --config file); see `kdbench methods`")
+    if save_config is not None:
+        save_run_config(save_config, p)
+        console.print(f"wrote the run's options to {save_config}", highlight=False)
     reporter = RichReporter()
     try:
         record = run(
-            method, teacher, student=student, dataset=dataset, seed=seed, epochs=epochs,
-            teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=sets,
-            teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, results_dir=results_dir,
-            zoo_dir=zoo_dir, data_root=data_root, device=device or "auto", amp=amp, channels_last=channels_last,
-            force=force, reporter=reporter, teacher_seed=teacher_seed or 0, strict=strict,
+            p["method"], p["teacher"], student=p["student"], dataset=p["dataset"], seed=p["seed"],
+            epochs=p["epochs"], teacher_epochs=p["teacher_epochs"], batch_size=p["batch_size"], lr=p["lr"],
+            sets=p["sets"], teacher_ckpt=str(p["teacher_ckpt"]) if p["teacher_ckpt"] else None,
+            results_dir=p["results_dir"], zoo_dir=p["zoo_dir"], data_root=p["data_root"],
+            device=p["device"] or "auto", amp=p["amp"], channels_last=p["channels_last"], force=p["force"],
+            reporter=reporter, teacher_seed=p["teacher_seed"] or 0, strict=p["strict"],
         )
     finally:
         reporter.close()
