@@ -122,8 +122,9 @@ def test_grid_values_parse_from_flags_and_yaml_alike():
 def test_the_command_line_overrides_the_sweep_files_grid_key_by_key(dirs, tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("methods: kd\nteachers: resnet18\ngrid: {kd.temperature: [1, 2, 4, 8], kd.w_kd: [0.5, 0.9]}\n"
-                    "sets: {kd.w_ce: 0.2}\n")
-    assert len(dry_run_json("--config", path)) == 8
+                    "set: {kd: {w_ce: 0.2}}\n")  # `set:` as in a run's config file
+    from_file = dry_run_json("--config", path)
+    assert len(from_file) == 8 and {e["method_params"]["w_ce"] for e in from_file} == {0.2}
     # --set of a gridded key replaces its values; --grid of a set key replaces the setting.
     fixed_t = dry_run_json("--config", path, "--set", "kd.temperature=3")
     assert len(fixed_t) == 2 and {e["method_params"]["temperature"] for e in fixed_t} == {3.0}

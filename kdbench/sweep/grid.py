@@ -14,7 +14,8 @@ gives the same options. A method that needs no teacher (`ce`) expands once per s
 teacher in it, and expanding it per teacher would only repeat the same run. With `pairs`, such a method runs
 once per distinct student of the pairs (student-only entries included).
 
-A sweep file (YAML) uses the CLI's option names (`methods`, `teachers`, `seeds`, `epochs`, `sets`,
+A sweep file (YAML) uses the CLI's option names (`methods`, `teachers`, `seeds`, `epochs`, `sets` (or `set`, as
+in a run's config file; a mapping of SCOPE.KEY: VALUE or a list of SCOPE.KEY=VALUE), `grid`,
 `partition`, `gpus_per_node`, ... with `_` or `-`); lists may be YAML lists or comma strings. A pair is written
 `TEACHER:STUDENT` (or a two-item list), a student trained alone just `STUDENT`.
 """
@@ -299,6 +300,10 @@ def load_sweep_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise UserError(f"--config {path}: expected a mapping of option: value at the top level")
     out = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    if "set" in out:  # a run config file's name for it (`kdbench run --config`)
+        if "sets" in out:
+            raise UserError(f"--config {path}: give the settings once, as set: or as sets:")
+        out["sets"] = out.pop("set")
     valid = GRID_KEYS | PATH_KEYS | RESOURCE_KEYS | OTHER_KEYS
     unknown = sorted(set(out) - valid)
     if unknown:
