@@ -29,6 +29,15 @@ from .teacher_zoo import IMPORTED_RECIPE, TeacherKey
 
 # The `--set` scopes that shape a zoo teacher.
 TEACHER_SCOPES = ("data", "teacher_recipe", "teacher")
+# The scopes every run has, whatever its method.
+COMMON_SCOPES = ("recipe", "student", *TEACHER_SCOPES)
+
+
+def method_scopes(method: str) -> set[str]:
+    """The `--set` scopes of a method's hyperparameters: its name and its class's name, so a named variant
+    (`crd+kd`) also takes its class's scope (`crd.w_kd=1`)."""
+    spec = get_method(method)
+    return {spec.name, spec.cls.name}
 
 
 @dataclass(frozen=True)
@@ -118,14 +127,14 @@ def resolve_config(opts: RunOptions) -> RunConfig:
     check_range("seed", opts.seed, 0, 2**31 - 1)
     check_range("teacher_seed", opts.teacher_seed, 0, 2**31 - 1)
     sets = parse_set_options(opts.sets)
-    method_scopes = {spec.name, spec.cls.name}
-    unknown = sorted(set(sets) - {*method_scopes, "recipe", "student", *TEACHER_SCOPES})
+    scopes = method_scopes(spec.name)
+    unknown = sorted(set(sets) - {*scopes, *COMMON_SCOPES})
     if unknown:
-        valid = sorted({*method_scopes, "recipe", "student", *TEACHER_SCOPES})
+        valid = sorted({*scopes, *COMMON_SCOPES})
         raise UserError(f"unknown --set scope '{unknown[0]}'. Valid scopes: {', '.join(valid)}")
 
     method_overrides: dict[str, str] = {}
-    for scope in method_scopes:
+    for scope in sorted(scopes):
         method_overrides.update(sets.get(scope, {}))
     method_params = apply_overrides(spec.params, method_overrides, spec.name)
     data_params = _data_params(ds, sets)

@@ -29,6 +29,10 @@ def leaderboard_command(
     distilled: str = typer.Option("cnn2gnn", "--distilled", help="Ladder: distilled methods shown beside the "
                                   "models trained alone (comma-separated)."),
     method: str = typer.Option("cnn2gnn", "--method", "-m", help="Ablation: the method whose variants to compare."),
+    rows: str = typer.Option(None, "--rows", help="Pivot: the key(s) of the rows, SCOPE.KEY as --set takes them "
+                             "(comma-separated), e.g. kd.temperature."),
+    cols: str = typer.Option(None, "--cols", help="Pivot: the key(s) of the columns, e.g. kd.w_kd \\[default: "
+                             "one column]."),
     published: bool = typer.Option(False, "--published", help="Ours beside the published CIFAR-100 numbers "
                                     "(`kdbench published`) with Δ, each at the paper's epoch convention."),
     all_code: bool = typer.Option(False, "--all-code", help="Show runs of older code too, as rows of their own "
@@ -55,6 +59,8 @@ def leaderboard_command(
       kdbench leaderboard --table runs --where method=kd,status=failed
 
       kdbench leaderboard --published --where dataset=cifar100
+
+      kdbench leaderboard --table pivot --rows kd.temperature --cols kd.w_kd --where method=kd
     """
     runs = load_runs(results_dir, strict=strict)
     if runs.empty:
@@ -69,9 +75,11 @@ def leaderboard_command(
                             "drop --metric")
         board = build_published(runs, where, all_code=all_code)
     else:
+        if (rows or cols) and table != "pivot":
+            raise UserError("--rows / --cols lay out the pivot table: add --table pivot")
         board = build(runs, table, metric or "top1_last", where,
                       distilled=[m.strip() for m in distilled.split(",") if m.strip()], method=method,
-                      all_code=all_code)
+                      all_code=all_code, rows=_keys(rows), cols=_keys(cols))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render(board, fmt))
@@ -85,3 +93,7 @@ def leaderboard_command(
         stdout.print(rich_table(board))
     else:
         typer.echo(render(board, fmt), nl=False)
+
+
+def _keys(text: str | None) -> list[str]:
+    return [k.strip() for k in (text or "").split(",") if k.strip()]

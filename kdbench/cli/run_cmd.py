@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..dry_run import dry_run_plan
+from ..errors import UserError
 from ..resolve import RunOptions
 from ..runner import run
 from .app import app
@@ -29,11 +30,13 @@ from .options import (
     ZooDirOption,
 )
 from .reporter import RichReporter, console, out
+from .run_config import run_params, save_run_config
 
 
 @app.command("run")
 def run_command(
-    method: MethodOption,
+    ctx: typer.Context,
+    method: MethodOption = None,
     teacher: TeacherOption = None,
     student: str = typer.Option(None, "--student", "-s", help="Student architecture \\[default: the method's]."),
     dataset: DatasetOption = "digits",
@@ -57,6 +60,10 @@ def run_command(
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a table."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, run id, code fingerprint "
                                  "and whether a stored record would be reused; load no data, build no model."),
+    config: Path = typer.Option(None, "--config", help="Options from a YAML file (keys: the option names, "
+                                "`set:` a mapping of SCOPE.KEY: VALUE); options given here override it."),
+    save_config: Path = typer.Option(None, "--save-config", help="Write this run's options (resolved: student, "
+                                     "epochs, lr, ...) to a YAML file that --config reads back to the same run."),
 ) -> None:
     """Train a student with METHOD and record the result.
 
@@ -69,15 +76,24 @@ def run_command(
       kdbench run --method kd --teacher resnet50 --set kd.temperature=2 --seed 1
 
       kdbench run --method ce --dataset cifar100 --epochs 24 --dry-run --json
+
+      kdbench run --config kd-t2.yaml --seed 2
     """
+    p = run_params(ctx, config)  # the command line over the config file
+    if not p["method"]:
+        raise UserError("pass --method METHOD (or method: in the --config file); see `kdbench methods`")
+    if save_config is not None:
+        save_run_config(save_config, p)
+        console.print(f"wrote the run's options to {save_config}", highlight=False)
     if dry_run:
         plan = dry_run_plan(
-            RunOptions(method=method, teacher=teacher, student=student, dataset=dataset, seed=seed,
-                       teacher_seed=teacher_seed or 0, epochs=epochs, teacher_epochs=teacher_epochs,
-                       batch_size=batch_size, lr=lr, sets=list(sets or []),
-                       teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, amp=amp,
-                       channels_last=channels_last),
-            results_dir, force=force)
+            RunOptions(method=p["method"], teacher=p["teacher"], student=p["student"], dataset=p["dataset"],
+                       seed=p["seed"], teacher_seed=p["teacher_seed"] or 0, epochs=p["epochs"],
+                       teacher_epochs=p["teacher_epochs"], batch_size=p["batch_size"], lr=p["lr"],
+                       sets=list(p["sets"] or []),
+                       teacher_ckpt=str(p["teacher_ckpt"]) if p["teacher_ckpt"] else None, amp=p["amp"],
+                       channels_last=p["channels_last"]),
+            p["results_dir"], force=p["force"])
         if as_json:
             typer.echo(json.dumps(plan, indent=2, sort_keys=True))
         else:
@@ -86,11 +102,12 @@ def run_command(
     reporter = RichReporter()
     try:
         record = run(
-            method, teacher, student=student, dataset=dataset, seed=seed, epochs=epochs,
-            teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=sets,
-            teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, results_dir=results_dir,
-            zoo_dir=zoo_dir, data_root=data_root, device=device or "auto", amp=amp, channels_last=channels_last,
-            force=force, reporter=reporter, teacher_seed=teacher_seed or 0, strict=strict,
+            p["method"], p["teacher"], student=p["student"], dataset=p["dataset"], seed=p["seed"],
+            epochs=p["epochs"], teacher_epochs=p["teacher_epochs"], batch_size=p["batch_size"], lr=p["lr"],
+            sets=p["sets"], teacher_ckpt=str(p["teacher_ckpt"]) if p["teacher_ckpt"] else None,
+            results_dir=p["results_dir"], zoo_dir=p["zoo_dir"], data_root=p["data_root"],
+            device=p["device"] or "auto", amp=p["amp"], channels_last=p["channels_last"], force=p["force"],
+            reporter=reporter, teacher_seed=p["teacher_seed"] or 0, strict=p["strict"],
         )
     finally:
         reporter.close()

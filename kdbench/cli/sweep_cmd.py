@@ -7,6 +7,7 @@ starts after those teacher jobs succeeded. Submitting the same sweep again submi
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import UserError
+from ..scoped_sets import parse_grid, set_items, set_key
 from ..sweep.grid import (
     Paths,
     expand,
@@ -25,7 +27,7 @@ from ..sweep.grid import (
     paths_from_options,
     resources_from_options,
 )
-from ..sweep.plan import Plan, make_plan, runs_of_sweep
+from ..sweep.plan import Plan, make_plan, plan_entries, runs_of_sweep
 from ..sweep.status import SweepState, env_poll_s, sweep_state, wait_for_sweep
 from ..sweep.submit import absolute_paths, choose_executor, load_sweep, new_sweep, submit_plan
 from ..sweep.time_limits import limit_warnings
@@ -48,12 +50,18 @@ from .status_cmd import counts_line, status_table
 
 
 def _merge(file_options: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:
-    """CLI flags override the sweep file; `--set` and `--sbatch` add to it (a repeated key: the CLI's wins)."""
+    """CLI flags override the sweep file; `--set`, `--grid` and `--sbatch` add to it (a repeated key: the CLI's
+    wins; a key the file grids and the CLI sets, or the reverse, takes the CLI's)."""
     out = dict(file_options)
+    file_sets, file_grid = set_items(file_options.get("sets"), "sets"), parse_grid(file_options.get("grid"), "grid")
+    cli_sets, cli_grid = list(cli.get("sets") or []), parse_grid(cli.get("grid"))
+    cli_set_keys = {set_key(item) for item in cli_sets}
+    out["sets"] = [item for item in file_sets if set_key(item) not in cli_grid] + cli_sets
+    out["grid"] = {**{k: v for k, v in file_grid.items() if k not in cli_set_keys}, **cli_grid}
     for key, value in cli.items():
-        if key == "sets":
-            out["sets"] = [*(file_options.get("sets") or []), *(value or [])]
-        elif key == "sbatch":
+        if key in ("sets", "grid"):
+            continue
+        if key == "sbatch":
             out["sbatch"] = {**parse_sbatch(file_options.get("sbatch")), **parse_sbatch(value or [])}
         elif value is not None:
             out[key] = value
@@ -109,6 +117,9 @@ def sweep_command(
     batch_size: BatchSizeOption = None,
     lr: LrOption = None,
     sets: SetsOption = None,
+    grids: list[str] = typer.Option(None, "--grid", help="SCOPE.KEY=V1,V2,..., repeatable: run every value "
+                                    "(several --grid: their product), e.g. kd.temperature=1,2,4,8; a method's "
+                                    "scope reaches that method's runs only."),
     results_dir: ResultsDirOption = None,
     zoo_dir: ZooDirOption = None,
     data_root: DataRootOption = None,
@@ -132,6 +143,9 @@ def sweep_command(
     resume: str = typer.Option(None, "--resume", help="Resubmit what is missing or failed in sweep ID."),
     force: ForceOption = False,
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan; submit nothing."),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the planned runs as a JSON list "
+                                 "(run id, method and its resolved parameters, pair, dataset, seed, gridded "
+                                 "values, whether a completed record exists)."),
     wait: bool = typer.Option(False, "--wait", help="Block until every job ended; exit 1 if a run failed."),
 ) -> None:
     """Submit a grid of runs: one job per missing teacher, then all runs as one job array.
@@ -144,17 +158,22 @@ def sweep_command(
 
       kdbench sweep --methods ce,kd --pairs resnet50:resnet18,resnet34:resnet18 --dry-run
 
+      kdbench sweep --methods ce,kd --teachers resnet18 --grid kd.temperature=2,4 --set kd.w_ce=0.5 --dry-run --json
+
       kdbench sweep --resume 20250101-120000-ab12
     """
     cli = {"methods": methods, "teachers": teachers, "students": students, "pairs": pairs, "datasets": datasets,
            "seeds": seeds,
            "teacher_seed": teacher_seed, "epochs": epochs, "teacher_epochs": teacher_epochs,
-           "batch_size": batch_size, "lr": lr, "sets": sets, "results_dir": results_dir, "zoo_dir": zoo_dir,
+           "batch_size": batch_size, "lr": lr, "sets": sets, "grid": grids,
+           "results_dir": results_dir, "zoo_dir": zoo_dir,
            "data_root": data_root, "device": device, "executor": executor, "partition": partition,
            "gpus_per_node": gpus_per_node, "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
            "timeout_min": timeout_min, "max_requeues": max_requeues,
            "array_parallelism": array_parallelism, "account": account, "qos": qos,
            "constraint": constraint, "sbatch": sbatch}
+    if as_json and not dry_run:
+        raise UserError("--json prints the plan of a dry run: add --dry-run")
     if resume:
         sweep, plan, reason = _resume_plan(resume, cli, force)
     else:
@@ -166,7 +185,10 @@ def sweep_command(
         kind, reason = choose_executor(options.get("executor"))
         plan = make_plan(runs, paths.results_dir, paths.zoo_dir, force=force)
         sweep = new_sweep(grid, paths, resources, kind, reason, runs)
-    console.print(plan_table(plan, sweep["executor"], reason))
+    if as_json:
+        typer.echo(json.dumps(plan_entries(plan, list(sweep["grid"].get("grid") or {})), indent=2, default=str))
+    else:
+        console.print(plan_table(plan, sweep["executor"], reason))
     for line in limit_warnings(plan.run_tasks, sweep["paths"]["results_dir"], sweep["resources"]["timeout_min"]):
         console.print(f"[yellow]warning[/]: {line}", highlight=False)
     if dry_run:
@@ -211,7 +233,7 @@ _GRID_FLAGS = ("methods", "teachers", "students", "pairs", "datasets", "seeds", 
 
 def _resume_plan(sweep_id: str, cli: dict[str, Any], force: bool) -> tuple[dict[str, Any], Plan, str]:
     """The saved sweep with resource flags applied, and a plan of its runs not done and not in flight."""
-    given = [k for k in _GRID_FLAGS if cli.get(k) is not None] + (["sets"] if cli.get("sets") else [])
+    given = [k for k in _GRID_FLAGS if cli.get(k) is not None] + [k for k in ("sets", "grid") if cli.get(k)]
     if given:
         raise UserError(f"--resume keeps the sweep's grid and paths; drop --{given[0].replace('_', '-')} "
                         "(resource flags such as --timeout-min may change)")

@@ -7,6 +7,8 @@ Tables (the kinds of comparison the CNN2GNN paper makes):
   parameters, accuracy, inference time per image at a stated batch size, training time.
 - `runs`: one row per run record, whatever its status.
 - `ablation`: one method's hyperparameter variants (e.g. CNN2GNN's k and graph mode) beside the student alone.
+- `pivot`: a hyperparameter grid as a grid of cells (`rows=["kd.temperature"], cols=["kd.w_kd"]`), the view of a
+  sweep's `--grid`; runs must agree on everything else but the seed.
 
 Rules every table keeps, because they are where published comparisons go wrong:
 - only completed runs are averaged; failed, diverged and running ones are counted in the footer;
@@ -37,6 +39,7 @@ from .cells import format_cell
 from .code import select_code
 from .compare import published_table
 from .labels import distinguish
+from .pivot import pivot_table
 from .render import FORMATS, format_for_path, latex_escape, render, rich_table, to_html, to_latex, to_markdown
 from .runs import filter_runs, is_missing, pair_label, parse_where, prepare_runs
 from .tables import ablation_table, ladder_table, methods_table, runs_table
@@ -44,7 +47,8 @@ from .tables import ablation_table, ladder_table, methods_table, runs_table
 __all__ = [
     "FORMATS", "Leaderboard", "METRICS", "TABLES", "ablation_table", "build", "build_published", "distinguish",
     "filter_runs", "format_cell", "format_for_path", "is_missing", "ladder_table", "latex_escape", "leaderboard",
-    "methods_table", "pair_label", "parse_where", "prepare_runs", "published_table", "render", "rich_table",
+    "methods_table", "pair_label", "parse_where", "pivot_table", "prepare_runs", "published_table", "render",
+    "rich_table",
     "runs_table", "to_html", "to_latex", "to_markdown",
 ]
 
@@ -58,6 +62,8 @@ def leaderboard(
     distilled: Sequence[str] = ("cnn2gnn",),
     method: str = "cnn2gnn",
     all_code: bool = False,
+    rows: Sequence[str] = (),
+    cols: Sequence[str] = (),
 ) -> pd.DataFrame:
     """A leaderboard as a DataFrame of display cells (`df.attrs` holds title, footer and best cells).
 
@@ -69,7 +75,8 @@ def leaderboard(
     >>> import kdbench
     >>> kdbench.leaderboard("results", table="methods", metric="top1_best")
     """
-    board = build(runs, table, metric, where, distilled=distilled, method=method, all_code=all_code)
+    board = build(runs, table, metric, where, distilled=distilled, method=method, all_code=all_code, rows=rows,
+                  cols=cols)
     out = board.table.copy()
     out.attrs = {"title": board.title, "footer": list(board.footer), "best": sorted(board.bold)}
     return out
@@ -84,8 +91,11 @@ def build(
     distilled: Sequence[str] = ("cnn2gnn",),
     method: str = "cnn2gnn",
     all_code: bool = False,
+    rows: Sequence[str] = (),
+    cols: Sequence[str] = (),
 ) -> Leaderboard:
-    """Build one table from the runs DataFrame (or a results folder); see the module docstring."""
+    """Build one table from the runs DataFrame (or a results folder); see the module docstring. `rows` and
+    `cols` are the pivot table's keys (`SCOPE.KEY`, e.g. `kd.temperature`)."""
     if table not in TABLES:
         raise unknown_name("table", table, TABLES)
     if metric not in METRICS:
@@ -100,6 +110,8 @@ def build(
         board = ladder_table(df, metric, distilled)
     elif table == "runs":
         board = runs_table(df)
+    elif table == "pivot":
+        board = pivot_table(df, metric, rows, cols)
     else:
         board = ablation_table(df, metric, method)
     board.footer += code_lines

@@ -4,13 +4,18 @@ Instead of the product teachers × students, `pairs` lists explicit teacher → 
 distils each teacher into its own students, not into every student); an entry with a student only is a model
 trained alone, run by the methods without a teacher (a depth ladder's CNNs beside a distilled pair).
 
-The grid holds the same options as `kdbench run` (epochs, `--set`, ...), applied to every run. Each point is
+The grid holds the same options as `kdbench run` (epochs, `--set`, ...), applied to every run. A setting scoped
+to a method (`--set kd.w_ce=0.5`) goes to the runs of the methods with that scope only (a named variant shares its
+class's scope: `crd.*` reaches `crd+kd`); the common scopes (recipe, data, student, teacher, teacher_recipe) go
+to every run. `grid` (`--grid kd.temperature=1,2,4`, or `grid:` in a sweep file) multiplies each method's runs by
+the values of the keys in its scopes, several keys forming their product. Each point is
 resolved with :func:`kdbench.resolve.resolve_config`, so a sweep's run ids are exactly the ids `kdbench run`
 gives the same options. A method that needs no teacher (`ce`) expands once per student: its run id has no
 teacher in it, and expanding it per teacher would only repeat the same run. With `pairs`, such a method runs
 once per distinct student of the pairs (student-only entries included).
 
-A sweep file (YAML) uses the CLI's option names (`methods`, `teachers`, `seeds`, `epochs`, `sets`,
+A sweep file (YAML) uses the CLI's option names (`methods`, `teachers`, `seeds`, `epochs`, `sets` (or `set`, as
+in a run's config file; a mapping of SCOPE.KEY: VALUE or a list of SCOPE.KEY=VALUE), `grid`,
 `partition`, `gpus_per_node`, ... with `_` or `-`); lists may be YAML lists or comma strings. A pair is written
 `TEACHER:STUDENT` (or a two-item list), a student trained alone just `STUDENT`.
 """
@@ -18,6 +23,7 @@ A sweep file (YAML) uses the CLI's option names (`methods`, `teachers`, `seeds`,
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +31,9 @@ from typing import Any
 from ..config import RunConfig
 from ..errors import UserError
 from ..method import get_method
-from ..resolve import RunOptions, resolve_config
+from ..resolve import COMMON_SCOPES, RunOptions, method_scopes, resolve_config
 from ..runner import teacher_key
+from ..scoped_sets import parse_grid, set_items, set_key, set_scope
 from ..teacher_zoo import TeacherKey
 
 
@@ -48,6 +55,8 @@ class Grid:
     batch_size: int | None = None
     lr: float | None = None
     sets: list[str] = field(default_factory=list)
+    # SCOPE.KEY → the values it takes (as `--set` text); each method's runs take the product of its keys.
+    grid: dict[str, list[str]] = field(default_factory=dict)
     amp: bool = False
     channels_last: bool = False
 
@@ -118,14 +127,57 @@ class SweepRun:
         return f"{c.method} {pair} {c.dataset} seed {c.seed}"
 
 
+def check_scopes(grid: Grid) -> None:
+    """Each `--set` and `--grid` key must reach a run: its scope is common, or some method of the sweep has it.
+    A key both set and gridded is ambiguous."""
+    reachable = {*COMMON_SCOPES}
+    for method in grid.methods:
+        reachable |= method_scopes(method)
+    named = [("--set", item, set_scope(item)) for item in grid.sets]
+    named += [("--grid", key, key.partition(".")[0]) for key in grid.grid]
+    for flag, item, scope in named:
+        if scope not in reachable:
+            raise UserError(f"{flag} {item}: no method of this sweep ({', '.join(grid.methods)}) has the scope "
+                            f"'{scope}'. Valid scopes: {', '.join(sorted(reachable))}")
+    both = sorted({set_key(item) for item in grid.sets} & set(grid.grid))
+    if both:
+        raise UserError(f"{both[0]} is both in --set and in --grid: give it in one of them")
+
+
+def method_settings(grid: Grid, method: str) -> list[list[str]]:
+    """The `--set` items of each of `method`'s grid points: the sets in its scopes, then one value per gridded
+    key in its scopes (the product of those keys, in the order given; one point when none is gridded)."""
+    scopes = {*COMMON_SCOPES, *method_scopes(method)}
+    fixed = [item for item in grid.sets if set_scope(item) in scopes]
+    keys = [key for key in grid.grid if key.partition(".")[0] in scopes]
+    return [[*fixed, *(f"{key}={value}" for key, value in zip(keys, values, strict=True))]
+            for values in itertools.product(*(grid.grid[key] for key in keys))]
+
+
+def setting_value(config: RunConfig, key: str) -> Any:
+    """The resolved value of `SCOPE.KEY` in a run's config (KeyError when the run has no such setting)."""
+    scope, _, name = key.partition(".")
+    sections: dict[str, Any] = {"recipe": config.recipe, "teacher_recipe": config.teacher_recipe,
+                                "data": config.data_params, "student": config.student_params,
+                                "teacher": config.teacher_params}
+    section = sections.get(scope, config.method_params if scope in method_scopes(config.method) else None)
+    if isinstance(section, dict):
+        return section[name]
+    if section is None or not hasattr(section, name):
+        raise KeyError(key)
+    return getattr(section, name)
+
+
 def expand(grid: Grid) -> list[SweepRun]:
-    """Every distinct run of the grid, in grid order (dataset, method, teacher, student, seed)."""
+    """Every distinct run of the grid, in grid order (dataset, method, grid point, teacher, student, seed);
+    two points that resolve to the same run id are one run."""
     if not grid.methods:
         raise UserError("a sweep needs at least one method: --methods ce,kd")
     if not grid.seeds:
         raise UserError("a sweep needs at least one seed: --seeds 0,1,2")
     if not grid.datasets:
         raise UserError("a sweep needs at least one dataset: --datasets digits")
+    check_scopes(grid)
     runs: dict[str, SweepRun] = {}
     for dataset in grid.datasets:
         for method in grid.methods:
@@ -133,12 +185,13 @@ def expand(grid: Grid) -> list[SweepRun]:
             if spec.needs_teacher and not (grid.teachers or any(t for t, _ in grid.pairs)):
                 raise UserError(f"method '{method}' distils from a teacher: pass --teachers ARCH[,ARCH...] or "
                                 "--pairs TEACHER:STUDENT[,...]")
-            for teacher, student in grid.points(spec.needs_teacher):
+            for sets, (teacher, student) in itertools.product(method_settings(grid, method),
+                                                              grid.points(spec.needs_teacher)):
                 for seed in grid.seeds:
                     config = resolve_config(RunOptions(
                         method=method, teacher=teacher, student=student, dataset=dataset, seed=seed,
                         teacher_seed=grid.teacher_seed, epochs=grid.epochs, teacher_epochs=grid.teacher_epochs,
-                        batch_size=grid.batch_size, lr=grid.lr, sets=list(grid.sets), amp=grid.amp,
+                        batch_size=grid.batch_size, lr=grid.lr, sets=sets, amp=grid.amp,
                         channels_last=grid.channels_last,
                     ))
                     key = teacher_key(config) if config.teacher is not None else None
@@ -247,6 +300,10 @@ def load_sweep_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise UserError(f"--config {path}: expected a mapping of option: value at the top level")
     out = {str(k).replace("-", "_"): v for k, v in raw.items()}
+    if "set" in out:  # a run config file's name for it (`kdbench run --config`)
+        if "sets" in out:
+            raise UserError(f"--config {path}: give the settings once, as set: or as sets:")
+        out["sets"] = out.pop("set")
     valid = GRID_KEYS | PATH_KEYS | RESOURCE_KEYS | OTHER_KEYS
     unknown = sorted(set(out) - valid)
     if unknown:
@@ -273,7 +330,8 @@ def grid_from_options(options: dict[str, Any]) -> Grid:
         teacher_epochs=opt_int("teacher_epochs"),
         batch_size=opt_int("batch_size"),
         lr=None if options.get("lr") is None else float(options["lr"]),
-        sets=[str(s) for s in (options.get("sets") or [])],
+        sets=set_items(options.get("sets"), "sets"),
+        grid=parse_grid(options.get("grid")),
         amp=bool(options.get("amp", False)),
         channels_last=bool(options.get("channels_last", False)),
     )

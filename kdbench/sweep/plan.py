@@ -17,7 +17,7 @@ from ..config import RunConfig
 from ..records import RunStore
 from ..storage import sha256_file
 from ..teacher_zoo import CARD, WEIGHTS, TeacherKey, TeacherZoo
-from .grid import SweepRun
+from .grid import SweepRun, setting_value
 
 DONE_STATUSES = ("completed", "diverged")
 
@@ -106,3 +106,25 @@ def runs_of_sweep(sweep: dict) -> list[SweepRun]:
         out.append(SweepRun(config, teacher_key(config) if config.teacher is not None and
                             config.teacher_ckpt_sha256 is None else None))
     return out
+
+
+def plan_entries(plan: Plan, grid_keys: list[str] = ()) -> list[dict]:
+    """The plan as JSON-ready dicts, one per run of the sweep: identity, resolved method parameters, the value
+    each gridded key took in that run, and what the plan does with it (`submit`, or why it is skipped)."""
+    skipped = {run.run_id: why for run, why in plan.skipped}
+    entries = []
+    for run in plan.runs:
+        c = run.config
+        grid = {}
+        for key in grid_keys:
+            try:
+                grid[key] = setting_value(c, key)
+            except KeyError:  # a key of another method's scope
+                continue
+        why = skipped.get(run.run_id)
+        entries.append({
+            "run_id": run.run_id, "method": c.method, "method_params": c.method_params, "teacher": c.teacher,
+            "teacher_seed": c.teacher_seed if c.teacher else None, "student": c.student, "dataset": c.dataset,
+            "seed": c.seed, "grid": grid, "completed": why == "completed", "planned": why or "submit",
+        })
+    return entries

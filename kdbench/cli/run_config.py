@@ -1,0 +1,150 @@
+"""`kdbench run --config FILE.yaml` and `--save-config FILE.yaml`: one run's options in a YAML file.
+
+The file's keys are the command's option names (`method`, `teacher`, `teacher_seed` or `teacher-seed`, `epochs`,
+`amp`, ...), plus `set:`, a mapping of `SCOPE.KEY: VALUE` (or `SCOPE: {KEY: VALUE}`, or a list of
+`SCOPE.KEY=VALUE`). Each value goes through the very conversion click gives the flag, so a file and the command
+line give the same run id. An option given on the command line wins over the file (click's parameter source
+tells a typed flag from a default); a `--set` wins over the file's same key. (Typer ships its own copy of click,
+so the command, its parameters and the source are typer's objects; the source is compared by name.)
+
+`--save-config` writes the options as given, with the student, epochs, batch size and learning rate the run
+resolved to (so a later change of a recipe default does not change what the file reruns) and paths made
+absolute; reading it back with `--config` gives the same run id. `--force` is left out: it is an act, not a
+setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from ..config import RunConfig, parse_set_options
+from ..errors import UserError
+from ..resolve import RunOptions, resolve_config
+from ..scoped_sets import set_items, value_text
+from ..storage import atomic_write_text
+from ..sweep.grid import yaml_mapping
+
+# Options about this invocation, not about the run: never read from or written to a config file.
+INVOCATION_OPTIONS = ("config", "save_config", "as_json", "dry_run")
+# Where a parameter's value came from when the command line did not give it (click's ParameterSource names).
+NOT_GIVEN = ("DEFAULT", "DEFAULT_MAP")
+# Options written only when given: where files live and how this machine runs, not what the run is.
+MACHINE_OPTIONS = ("results_dir", "zoo_dir", "data_root", "device", "strict")
+PATH_OPTIONS = ("results_dir", "zoo_dir", "data_root", "teacher_ckpt")
+
+
+def _file_keys(command: Any) -> dict[str, Any]:
+    """The config-file key of each option of the command (`set` for `--set`), excluding the invocation ones."""
+    return {("set" if p.name == "sets" else str(p.name)): p for p in command.params
+            if p.name not in INVOCATION_OPTIONS}
+
+
+def read_run_config(path: Path, command: Any) -> dict[str, Any]:
+    """The file's options by key (`-` read as `_`, `sets` as `set`); an unknown key names the valid ones."""
+    raw = yaml_mapping(Path(path))
+    if not isinstance(raw, dict):
+        raise UserError(f"--config {path}: expected a mapping of option: value at the top level")
+    keys = _file_keys(command)
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        key = str(key).replace("-", "_")
+        key = "set" if key == "sets" else key
+        if key not in keys:
+            raise UserError(f"--config {path}: unknown key '{key}'. Valid: {', '.join(sorted(keys))}")
+        out[key] = value
+    return out
+
+
+def _convert(param: Any, ctx: typer.Context, value: Any, path: Path, key: str) -> Any:
+    """A file value as the command would receive it from its flag (the same type checks and conversions)."""
+    if value is None:
+        return None
+    try:
+        return param.process_value(ctx, value)
+    except typer.BadParameter as e:
+        raise UserError(f"--config {path}: {key}: {e.message}") from None
+
+
+def run_params(ctx: typer.Context, path: Path | None) -> dict[str, Any]:
+    """The command's parameters with the config file under them: a flag given on the command line wins, and
+    the file's `set` items come first so that a `--set` of the same key overrides them."""
+    params = dict(ctx.params)
+    params["sets"] = list(params.get("sets") or [])
+    if path is None:
+        return params
+    keys = _file_keys(ctx.command)
+    given = read_run_config(path, ctx.command)
+    for key, value in given.items():
+        if key == "set":
+            continue
+        name = str(keys[key].name)
+        source = ctx.get_parameter_source(name)
+        if source is None or source.name in NOT_GIVEN:
+            params[name] = _convert(keys[key], ctx, value, path, key)
+    params["sets"] = [*set_items(given.get("set"), f"--config {path}: set"), *params["sets"]]
+    return params
+
+
+def run_options(params: dict[str, Any]) -> RunOptions:
+    """The identity-bearing options of a run from the command's parameters."""
+    ckpt = params.get("teacher_ckpt")
+    return RunOptions(
+        method=params["method"], teacher=params.get("teacher"), student=params.get("student"),
+        dataset=params.get("dataset") or "digits", seed=params.get("seed") or 0,
+        teacher_seed=params.get("teacher_seed") or 0, epochs=params.get("epochs"),
+        teacher_epochs=params.get("teacher_epochs"), batch_size=params.get("batch_size"), lr=params.get("lr"),
+        sets=list(params.get("sets") or []), teacher_ckpt=str(ckpt) if ckpt else None,
+        amp=bool(params.get("amp")), channels_last=bool(params.get("channels_last")),
+    )
+
+
+def _yaml_value(text: str) -> Any:
+    """A `--set` value as the YAML scalar that reads back to the same text (`2` not `'2'`), else the text."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if not isinstance(value, dict | list) and value_text(value) == text else text
+
+
+def _absolute(path: str | Path) -> str:
+    return str(Path(path).expanduser().resolve())
+
+
+def run_config_document(params: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+    """What `--save-config` writes: the run's options with the recipe values the run resolved to."""
+    sets = {f"{scope}.{key}": _yaml_value(value)
+            for scope, items in parse_set_options(params.get("sets")).items() for key, value in items.items()}
+    doc: dict[str, Any] = {"method": config.method, "teacher": config.teacher, "student": config.student,
+                           "dataset": config.dataset, "seed": config.seed}
+    if config.teacher is not None:
+        doc["teacher_seed"] = config.teacher_seed
+    doc.update(epochs=config.recipe.epochs, batch_size=config.recipe.batch_size, lr=config.recipe.lr)
+    if config.teacher_recipe is not None:
+        doc["teacher_epochs"] = config.teacher_recipe.epochs
+    if params.get("teacher_ckpt"):
+        doc["teacher_ckpt"] = _absolute(params["teacher_ckpt"])
+    doc.update(amp=config.amp, channels_last=config.channels_last)
+    for name in MACHINE_OPTIONS:
+        value = params.get(name)
+        if value not in (None, False, "auto"):
+            doc[name] = _absolute(value) if name in PATH_OPTIONS else value
+    doc["set"] = sets
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def save_run_config(path: Path, params: dict[str, Any]) -> RunConfig:
+    """Resolve the run (every name and range checked) and write its config file; returns the resolved config."""
+    config = resolve_config(run_options(params))
+    header = (f"# kdbench run --config {Path(path).name}\n"
+              f"# run id {config.run_id} when written; command-line options override these, --set adds to set.\n")
+    body = yaml.safe_dump(run_config_document(params, config), sort_keys=False, allow_unicode=True)
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, header + body)
+    return config
+
