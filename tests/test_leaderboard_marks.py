@@ -1,0 +1,116 @@
+"""Leaderboard labels a researcher needs: how a best epoch was chosen, transductive students, ladder-only columns,
+and user text printed literally through rich (records written with RunStore from resolved configs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from test_leaderboard import make_config, write_run
+from typer.testing import CliRunner
+
+from kdbench.leaderboard import build, leaderboard, render
+from kdbench.methods.cnn2gnn import CNN2GNN, CNN2GNNParams
+from kdbench.records import RunStore
+from kdbench.transductive import is_transductive
+
+PAIR = "digits · resnet50 → resnet18 · digits-v1"
+GNN_PAIR = "digits · resnet50 → gnn2 · digits-v1"
+
+
+def _select_on_val(root: Path, run_id: str) -> None:
+    store = RunStore(root)
+    record = store.load(run_id)
+    record["metrics"].update(best_selected_on="val", val_top1_best=50.0)
+    store.write(record)
+
+
+def test_best_columns_say_how_the_epoch_was_chosen_and_never_mix_selections(dirs: dict[str, Path]) -> None:
+    root = dirs["results"]
+    write_run(root, make_config("kd", teacher="resnet50", seed=0), 90.0)  # an older record: no best_selected_on
+    _select_on_val(root, write_run(root, make_config("kd", teacher="resnet50", seed=1), 80.0))
+    best = leaderboard(root, metric="top1_best")
+    assert sorted(best.columns) == [f"{PAIR} · best (test-selected)", f"{PAIR} · best (val-selected)"]
+    assert best.loc["kd", f"{PAIR} · best (val-selected)"] == "81.00 (1)"  # not averaged with the 91 of seed 0
+    assert best.loc["kd", f"{PAIR} · best (test-selected)"] == "91.00 (1)"
+    assert any(line.startswith("best (val-selected): ") for line in best.attrs["footer"])
+    ladder = build(root, "ladder", metric="top1_best", distilled=["kd"])
+    assert "top1_best" in ladder.table.columns and len(ladder.data) == 2
+    runs = build(root, "runs").data
+    assert sorted(runs["best_selected_on"]) == ["test", "val"]
+
+
+def test_ladder_header_names_a_single_selection(dirs: dict[str, Path]) -> None:
+    root = dirs["results"]
+    write_run(root, make_config("ce", seed=0), 90.0)
+    board = build(root, "ladder", metric="top1_best")
+    assert "top1_best (test-selected)" in board.table.columns
+    assert "top1_last" in build(root, "ladder").table.columns  # a last-epoch column has no selection
+
+
+def _cnn2gnn(root: Path, seed: int, top1: float, **params: object) -> str:
+    return write_run(root, make_config("cnn2gnn", teacher="resnet50", student="gnn2", seed=seed,
+                                       method_params=CNN2GNNParams(**params).__dict__), top1, layers=2)
+
+
+def test_batch_graph_students_are_marked_transductive_in_every_table(dirs: dict[str, Path]) -> None:
+    root = dirs["results"]
+    batch = _cnn2gnn(root, 0, 70.0, graph="batch", k=10)
+    anchor = _cnn2gnn(root, 0, 60.0, graph="anchor", k=10)
+    no_graph = _cnn2gnn(root, 0, 50.0, graph="batch", k=0)
+    store = RunStore(root)
+    assert [is_transductive(store.load(r)) for r in (batch, anchor, no_graph)] == [True, False, False]
+    table = leaderboard(root)
+    assert set(table.index) == {"teacher", "cnn2gnn [graph=batch, k=10] ‡", "cnn2gnn [graph=anchor, k=10]",
+                                "cnn2gnn [graph=batch, k=0]"}
+    assert ("‡ transductive: predictions depend on the other test images in the evaluation batch (batch size 256)"
+            in table.attrs["footer"])
+    ladder = build(root, "ladder").data
+    assert sorted(ladder["model"]) == ["gnn2 [graph=anchor, k=10]", "gnn2 [graph=batch, k=0]",
+                                       "gnn2 [graph=batch, k=10] ‡"]
+    runs = build(root, "runs").data
+    assert sorted(runs["method"]) == ["cnn2gnn", "cnn2gnn", "cnn2gnn ‡"]
+    # Without a transductive run there is no mark and no footnote.
+    assert not any("transductive" in line for line in leaderboard(root, where="transductive=False").attrs["footer"])
+
+
+def test_a_recorded_answer_wins_and_the_method_class_decides_from_its_params() -> None:
+    params = CNN2GNNParams(graph="batch", k=10)
+    assert CNN2GNN.transductive(params, "gnn2", {}) is True
+    assert CNN2GNN.transductive(params, "gnn2", {"graph": "anchor"}) is False  # an explicit student.* option wins
+    assert CNN2GNN.transductive(params, "resnet18", {}) is False
+    assert is_transductive({"transductive": False, "config": {}}) is False
+
+
+def test_columns_of_students_trained_only_alone_move_to_the_ladder(dirs: dict[str, Path]) -> None:
+    root = dirs["results"]
+    write_run(root, make_config("kd", teacher="resnet50", seed=0), 90.0)
+    write_run(root, make_config("ce", seed=0), 85.0)
+    write_run(root, make_config("ce", student="resnet50", seed=0), 88.0, layers=50)
+    board = build(root)
+    assert list(board.table.columns) == [PAIR]
+    assert any("--table ladder" in line for line in board.footer)
+    assert "resnet50" in set(build(root, "ladder").data["model"])
+    # A results folder of nothing but students alone still has a methods table.
+    only_ce = leaderboard(root, where="method=ce")
+    assert sorted(only_ce.columns) == ["digits · resnet18 · digits-v1", "digits · resnet50 · digits-v1"]
+
+
+def test_rich_output_prints_labels_and_footers_literally(dirs: dict[str, Path], capsys) -> None:
+    root = dirs["results"]
+    for k, v in ((0, 50.0), (10, 60.0)):
+        _cnn2gnn(root, 0, v, graph="anchor", k=k)
+    board = build(root)
+    board.footer.append("note: [cnn2gnn.k=0] is the no-graph ablation")
+    text = render(board, "rich")
+    assert "[cnn2gnn.k=0] is the no-graph ablation" in text
+    assert "[k=v]: settings that differ" in text and "cnn2gnn [k=0]" in text
+
+    from kdbench.cli.app import _register_commands, app
+    from kdbench.cli.reporter import RichReporter
+
+    _register_commands()
+    shown = CliRunner().invoke(app, ["leaderboard", "--results-dir", str(root)])
+    assert shown.exit_code == 0, shown.output
+    assert "cnn2gnn [k=10]" in shown.stdout and "[k=v]: settings" in shown.stdout
+    RichReporter(enabled=False).log("resumed run cnn2gnn [cnn2gnn.k=0]")
+    assert "cnn2gnn [cnn2gnn.k=0]" in capsys.readouterr().err
