@@ -126,6 +126,12 @@ def _convert(value: str, annotation: Any, key: str) -> Any:
     return value
 
 
+def convert_option(value: str, annotation: Any, key: str) -> Any:
+    """One `--set` string converted to `annotation` (what apply_overrides does per field), for a caller that
+    needs the value before the dataclass is rebuilt (e.g. the epochs a recipe is rescaled to)."""
+    return _convert(value, annotation, key)
+
+
 def _finite(number: float, key: str) -> float:
     """A --set number must be finite: NaN slips past every range check and ±inf makes a run diverge later."""
     if not math.isfinite(number):

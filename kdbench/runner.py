@@ -268,6 +268,7 @@ def _distill(
     record.update(
         status="completed",
         metrics={**fit.summary(), "resumed_from_epoch": fit.resumed_from},
+        schedule=fit.schedule,
         **({"resume_refused": fit.resume_refused} if fit.resume_refused else {}),
         student_info={"params": count_parameters(student), "layers": count_weight_layers(student),
                       "method_extra_params": extra_params},
