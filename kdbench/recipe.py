@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import UserError, check_range
 
@@ -23,7 +23,8 @@ SCHEDULES = ("cosine", "multistep", "constant")
 
 @dataclass(frozen=True)
 class Recipe:
-    name: str
+    # A label (e.g. "crd-cifar100"): kept in the stored config, left out of the run id (config.identity_dict).
+    name: str = field(metadata={"affects_results": False})
     epochs: int
     batch_size: int
     lr: float
