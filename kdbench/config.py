@@ -84,9 +84,19 @@ class RunConfig:
             d["teacher_recipe"] = Recipe.from_dict(d["teacher_recipe"])
         return cls(**d)
 
+    def identity_dict(self) -> dict[str, Any]:
+        """What the run id hashes: :meth:`to_dict` without the recipe fields marked
+        `metadata={"affects_results": False}` (labels such as the recipe's name)."""
+        d = self.to_dict()
+        labels = [f.name for f in dataclasses.fields(Recipe) if not f.metadata.get("affects_results", True)]
+        for key in ("recipe", "teacher_recipe"):
+            if d.get(key) is not None:
+                d[key] = {k: v for k, v in d[key].items() if k not in labels}
+        return d
+
     @property
     def run_id(self) -> str:
-        return content_hash(self.to_dict())
+        return content_hash(self.identity_dict())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -136,6 +146,12 @@ def _convert(value: str, annotation: Any, key: str) -> Any:
     except ValueError:
         raise UserError(f"{key}: expected {annotation.__name__}, got '{value}'") from None
     return value
+
+
+def convert_option(value: str, annotation: Any, key: str) -> Any:
+    """One `--set` string converted to `annotation` (what apply_overrides does per field), for a caller that
+    needs the value before the dataclass is rebuilt (e.g. the epochs a recipe is rescaled to)."""
+    return _convert(value, annotation, key)
 
 
 def _finite(number: float, key: str) -> float:

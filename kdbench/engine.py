@@ -3,9 +3,9 @@
 It never names a method. It asks the method (a :class:`~kdbench.method.Distiller`) for logits and a dict of
 weighted losses, sums them, logs each by name, steps the optimizer (the only `backward()`/`step()` in
 kdbench), evaluates the student each epoch, and checkpoints so that an interrupted run resumes with the same
-numbers as an uninterrupted one: the learning rate is a function of the epoch, the data order and the global
-RNGs are reseeded from (seed, epoch) at every epoch start, and the checkpoint carries model, optimizer, AMP
-scaler and history.
+numbers as an uninterrupted one: the learning rate changes at every optimizer step and is a pure function of
+the global step (kdbench.schedule), the data order and the global RNGs are reseeded from (seed, epoch) at every
+epoch start, and the checkpoint carries model, optimizer, AMP scaler and history.
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ from .method import Batch, Distiller
 from .progress import NULL_REPORTER, Reporter
 from .recipe import Recipe
 from .safe_load import UnusableCheckpointError, check_plain, load_plain_checkpoint
-from .schedule import build_optimizer, lr_at_epoch, set_lr
+from .schedule import build_optimizer, build_scheduler, current_lr, describe_schedule
 from .storage import atomic_torch_save
 
 
 @dataclass
 class EpochRecord:
     epoch: int
-    lr: float
+    lr: float  # the learning rate of the epoch's first optimizer step
+    lr_last: float  # ... and of its last one (the lr changes at every step)
     losses: dict[str, float]  # mean over the epoch's batches, by name, plus "total"
     train_top1: float
     top1: float
@@ -54,6 +55,7 @@ class FitResult:
     history: list[EpochRecord] = field(default_factory=list)
     resumed_from: int = 0  # epochs already done when this process started
     resume_refused: str | None = None  # why a checkpoint found at start was not used (the run restarted)
+    schedule: dict[str, Any] = field(default_factory=dict)  # the lr schedule used (schedule.describe_schedule)
 
     @property
     def last(self) -> EpochRecord:
@@ -192,10 +194,14 @@ class Engine:
             if result.resumed_from:
                 self.reporter.log(f"resumed from epoch {result.resumed_from} checkpoint")
         last_save = time.monotonic()
+        steps_per_epoch = len(train_loader)
+        result.schedule = describe_schedule(recipe, steps_per_epoch)
+        # The lr is a function of the global step only: a resumed run starts the scheduler where it stopped.
+        scheduler = build_scheduler(optimizer, recipe, steps_per_epoch, len(result.history) * steps_per_epoch)
 
         for epoch in range(len(result.history) + 1, recipe.epochs + 1):
-            record = self._train_epoch(model, optimizer, scaler, train_loader, eval_loader, recipe, seed, epoch,
-                                       val_loader)
+            record = self._train_epoch(model, optimizer, scheduler, scaler, train_loader, eval_loader, recipe, seed,
+                                       epoch, val_loader)
             result.history.append(record)
             due = time.monotonic() - last_save >= self.s.checkpoint_interval_s or epoch == recipe.epochs
             if checkpoint_path is not None and due:
@@ -222,6 +228,7 @@ class Engine:
         self,
         model: Distiller,
         optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
         scaler: torch.amp.GradScaler,
         train_loader: DataLoader,
         eval_loader: DataLoader,
@@ -232,8 +239,7 @@ class Engine:
     ) -> EpochRecord:
         device = self.s.device
         t0 = time.perf_counter()
-        lr = lr_at_epoch(recipe, epoch)
-        set_lr(optimizer, lr)
+        lr_first = lr_last = current_lr(optimizer)
         _seed_everything(epoch_seed(seed, epoch))
         sampler = train_loader.sampler
         if hasattr(sampler, "set_epoch"):
@@ -260,8 +266,10 @@ class Engine:
                 raise RunDiverged(epoch, step, {k: float(v.detach()) for k, v in losses.items()})
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
+            lr_last = current_lr(optimizer)
             scaler.step(optimizer)
             scaler.update()
+            scheduler.step()  # the next step's lr
 
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + value.detach().float()
@@ -279,7 +287,8 @@ class Engine:
         eval_s = time.perf_counter() - t1
         record = EpochRecord(
             epoch=epoch,
-            lr=lr,
+            lr=lr_first,
+            lr_last=lr_last,
             losses={k: float(v) / max(batches, 1) for k, v in sums.items()},
             train_top1=100.0 * float(correct) / max(seen, 1),
             top1=ev.top1,

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ._registry import Registry
 
@@ -53,6 +54,8 @@ class MethodContext:
     train_targets: torch.Tensor  # (num_train,) labels, for class-aware sampling (CRD negatives)
     epochs: int
     seed: int
+    # The recipe's label smoothing, applied by :meth:`Distiller.cross_entropy` to every method's CE-on-labels term.
+    label_smoothing: float = 0.0
 
 
 class Distiller(nn.Module):
@@ -135,6 +138,12 @@ class Distiller(nn.Module):
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)
+
+    def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of `logits` against the hard `labels`, with the recipe's label smoothing ε:
+        CE = −Σ_c q_c log softmax(z)_c, q = (1 − ε)·onehot(y) + ε/C. Every method's CE-on-labels term goes
+        through here, so `recipe.label_smoothing` means the same for all of them; soft-target (KD) terms do not."""
+        return F.cross_entropy(logits, labels, label_smoothing=self.ctx.label_smoothing)
 
     @torch.no_grad()
     def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:

@@ -3,12 +3,17 @@
 A recipe is part of a run's identity (it goes into the run id and the teacher-zoo key), so two recipes never
 share a leaderboard column silently. Every field can be overridden from the CLI; the overridden recipe keeps
 its `name` but hashes differently.
+
+A dataset's recipe states its published schedule for its own `epochs`; a run with other epochs gets the
+milestones and warm-up rescaled to them (:meth:`Recipe.with_epochs`), and the rescaled values are what the run's
+config holds and hashes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 
 from .errors import UserError, check_range
 
@@ -18,7 +23,8 @@ SCHEDULES = ("cosine", "multistep", "constant")
 
 @dataclass(frozen=True)
 class Recipe:
-    name: str
+    # A label (e.g. "crd-cifar100"): kept in the stored config, left out of the run id (config.identity_dict).
+    name: str = field(metadata={"affects_results": False})
     epochs: int
     batch_size: int
     lr: float
@@ -27,7 +33,7 @@ class Recipe:
     nesterov: bool = False
     weight_decay: float = 5e-4
     schedule: str = "cosine"
-    milestones: tuple[int, ...] = ()  # for "multistep": epochs (1-based) after which lr *= gamma
+    milestones: tuple[int, ...] = ()  # for "multistep": epochs (1-based) after which lr *= gamma, in 1..epochs-1
     gamma: float = 0.1
     warmup_epochs: int = 0
     # Named augmentation pipeline understood by the dataset (e.g. "crop-pad2", "crop-pad4-flip", "none").
@@ -48,6 +54,12 @@ class Recipe:
         check_range("gamma", self.gamma, 0.0, 1.0, low_open=True)
         check_range("warmup_epochs", self.warmup_epochs, 0, self.epochs)
         check_range("label_smoothing", self.label_smoothing, 0.0, 1.0)
+        bad = [m for m in self.milestones if not 1 <= m <= self.epochs - 1]
+        if bad or list(self.milestones) != sorted(set(self.milestones)):
+            allowed = f"1..{self.epochs - 1}" if self.epochs > 1 else "none (a 1-epoch run has no milestone)"
+            raise UserError(f"milestones={','.join(map(str, self.milestones))}: each must be an epoch after which "
+                            f"the lr decays, strictly increasing, within this run's {self.epochs} epochs; "
+                            f"allowed: {allowed}")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer '{self.optimizer}'. Valid: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -57,6 +69,27 @@ class Recipe:
         """A copy with the non-None overrides applied (None means "keep the recipe's value")."""
         kept = {k: v for k, v in overrides.items() if v is not None}
         return dataclasses.replace(self, **kept) if kept else self
+
+    def with_epochs(self, epochs: int | None) -> Recipe:
+        """This recipe run for `epochs` epochs, its schedule rescaled by epochs / self.epochs (None: unchanged).
+
+        Rule: each milestone m becomes round(m · epochs / self.epochs) (halves round up), clamped into
+        1..epochs − 1; milestones that then coincide are merged, so they stay strictly increasing (a 1-epoch run
+        keeps none). The warm-up w becomes round(w · epochs / self.epochs), at least 1 when the recipe warms up
+        at all, and at most epochs − 1 (0 for a 1-epoch run), so that some epochs follow it. The CRD recipe's
+        150/180/210 of 240 become 15/18/21 of 24.
+        """
+        if epochs is None or epochs == self.epochs:
+            return self
+        check_range("epochs", epochs, 1, 100_000)
+
+        def scaled(value: int) -> int:
+            return math.floor(value * epochs / self.epochs + 0.5)
+
+        milestones = tuple(sorted({min(max(scaled(m), 1), epochs - 1) for m in self.milestones})) \
+            if epochs > 1 else ()
+        warmup = min(max(scaled(self.warmup_epochs), 1), epochs - 1) if self.warmup_epochs else 0
+        return dataclasses.replace(self, epochs=epochs, milestones=milestones, warmup_epochs=warmup)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import RunConfig, apply_overrides, convert_free_kwargs, parse_set_options
+from .config import RunConfig, apply_overrides, convert_free_kwargs, convert_option, parse_set_options
 from .data.registry import DatasetSpec, get_dataset_spec
 from .data.validation import take_val_fraction, with_val_fraction
 from .errors import UserError, check_range, unknown_name
@@ -107,7 +107,7 @@ def resolve_teacher(
     check_range("teacher_seed", seed, 0, 2**31 - 1)
     ds = get_dataset_spec(dataset)
     scoped = sets if isinstance(sets, dict) else parse_set_options(sets)
-    recipe = apply_overrides(ds.recipe.replace(epochs=epochs), scoped.get("teacher_recipe", {}), "teacher_recipe")
+    recipe = _recipe_for(ds.recipe, epochs, scoped.get("teacher_recipe", {}), "teacher_recipe")
     return TeacherKey(arch, ds.name, recipe, seed, _asdict(_data_params(ds, scoped)), _teacher_options(scoped),
                       code=zoo_teacher_code(recipe))
 
@@ -115,6 +115,17 @@ def resolve_teacher(
 def zoo_teacher_code(recipe: Recipe) -> str:
     """The code fingerprint in a zoo teacher's key: the `ce` code that trains it; none for an imported teacher."""
     return "" if recipe.name == IMPORTED_RECIPE else teacher_code()
+
+
+def _recipe_for(recipe: Recipe, epochs: int | None, overrides: dict[str, str], scope: str) -> Recipe:
+    """The dataset's `recipe` for this run: run for `epochs` (`--epochs`, or `--set SCOPE.epochs=`, which
+    wins) with its milestones and warm-up rescaled to them (Recipe.with_epochs), then the other `--set SCOPE.*`
+    applied as given — an explicit `milestones`/`warmup_epochs` is taken as stated, and refused when outside
+    the run's epochs."""
+    overrides = dict(overrides)
+    if "epochs" in overrides:
+        epochs = convert_option(overrides.pop("epochs"), int, f"{scope}.epochs")
+    return apply_overrides(recipe.with_epochs(epochs), overrides, scope)
 
 
 def _teacher_options(scoped: dict[str, dict[str, str]]) -> dict:
@@ -145,8 +156,8 @@ def resolve_config(opts: RunOptions) -> RunConfig:
     # Light students train at a scaled lr (CRD recipe: 0.01 instead of 0.05 for MobileNetV2/ShuffleNet); the
     # resolved value is what the config records and hashes. An explicit --lr always wins.
     lr = opts.lr if opts.lr is not None else round(ds.recipe.lr * student_lr_scale(student), 12)
-    recipe = ds.recipe.replace(epochs=opts.epochs, batch_size=opts.batch_size, lr=lr)
-    recipe = apply_overrides(recipe, sets.get("recipe", {}), "recipe")
+    recipe = _recipe_for(ds.recipe.replace(batch_size=opts.batch_size, lr=lr), opts.epochs, sets.get("recipe", {}),
+                         "recipe")
     student_params = convert_free_kwargs(sets.get("student", {}), "student")
     teacher_options = _teacher_options(sets)
 

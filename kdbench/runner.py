@@ -264,7 +264,7 @@ def _distill(
     ctx = MethodContext(
         num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
         num_train=len(data.train), train_targets=data.train_targets, epochs=config.recipe.epochs,
-        seed=config.seed,
+        seed=config.seed, label_smoothing=config.recipe.label_smoothing,
     )
     torch.manual_seed(config.seed)  # student and the method's own modules start from the run's seed
     student = build_student(config, data)
@@ -299,6 +299,7 @@ def _distill(
     record.update(
         status="completed",
         metrics={**fit.summary(), "resumed_from_epoch": fit.resumed_from},
+        schedule=fit.schedule,
         **({"resume_refused": fit.resume_refused} if fit.resume_refused else {}),
         student_info={"params": count_parameters(student), "layers": count_weight_layers(student),
                       "method_extra_params": extra_params},

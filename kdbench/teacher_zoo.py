@@ -153,6 +153,7 @@ class TeacherZoo:
         ctx = MethodContext(
             num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
             num_train=len(data.train), train_targets=data.train_targets, epochs=key.recipe.epochs, seed=key.seed,
+            label_smoothing=key.recipe.label_smoothing,
         )
         distiller = ce.cls(model, None, ce.params, ctx)
         # Teachers are big (ResNet-152: ~0.5 GB of weights + momentum): checkpoint at most once a minute.

@@ -97,7 +97,7 @@ class AT(Distiller):
         with torch.no_grad():
             t = self._t_tap(batch.images)
         at = sum(at_loss(s.stages[i], t.stages[j]) for i, j in self.pairs)
-        return s.logits, {"ce": p.w_ce * F.cross_entropy(s.logits, batch.labels), "at": p.w_at * at}
+        return s.logits, {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels), "at": p.w_at * at}
 
     def describe(self) -> dict[str, Any]:
         return {"stage_pairs": [list(pair) for pair in self.pairs]}

@@ -1,6 +1,8 @@
 """`ce`: the student trained alone with cross-entropy — the baseline every KD table starts from.
 
-The teacher zoo trains teachers through this same method, so teachers and students share one engine.
+The teacher zoo trains teachers through this same method, so teachers and students share one engine. Label
+smoothing is the recipe's (`recipe.label_smoothing`), applied by :meth:`Distiller.cross_entropy` as in every
+other method's CE term.
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from kdbench.errors import check_range
 from kdbench.method import Batch, Distiller, register_method
@@ -17,11 +18,9 @@ from kdbench.method import Batch, Distiller, register_method
 @dataclass(frozen=True)
 class CEParams:
     w_ce: float = 1.0
-    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("ce.w_ce", self.w_ce, 0.0, None)
-        check_range("ce.label_smoothing", self.label_smoothing, 0.0, 1.0)
 
 
 @register_method("ce", paper="— (student alone, cross-entropy on labels)", params=CEParams())
@@ -30,5 +29,4 @@ class CE(Distiller):
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         logits = self.student(batch.images)
-        ce = F.cross_entropy(logits, batch.labels, label_smoothing=self.params.label_smoothing)
-        return logits, {"ce": self.params.w_ce * ce}
+        return logits, {"ce": self.params.w_ce * self.cross_entropy(logits, batch.labels)}

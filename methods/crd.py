@@ -213,7 +213,7 @@ class CRD(Distiller):
         s = self._s_tap(batch.images)
         with torch.no_grad():
             t = self._t_tap(batch.images)
-        losses = {"ce": p.w_ce * F.cross_entropy(s.logits, batch.labels),
+        losses = {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels),
                   "crd": p.w_crd * self.crd(s.embedding, t.embedding, batch.index)}
         if p.w_kd > 0:
             losses["kd"] = p.w_kd * kd_loss(s.logits, t.logits, p.temperature)

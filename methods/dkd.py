@@ -150,7 +150,7 @@ class DKD(Distiller):
         logits = self.student(batch.images)
         teacher_logits = self.teacher_logits(batch.images)
         dkd = dkd_loss(logits, teacher_logits, batch.labels, p.w_tckd, p.resolved_w_nckd, p.temperature)
-        return logits, {"ce": p.w_ce * F.cross_entropy(logits, batch.labels), "dkd": self._warmup * dkd}
+        return logits, {"ce": p.w_ce * self.cross_entropy(logits, batch.labels), "dkd": self._warmup * dkd}
 
     def describe(self) -> dict[str, Any]:
         return {"w_nckd": self.params.resolved_w_nckd, "nckd_preset": self.params.nckd_preset}

@@ -135,12 +135,12 @@ class FitNet(Distiller):
         with torch.no_grad():
             t = self._t_tap(batch.images)
         if p.stages == 2 and not self._hint_phase:  # the paper's second stage: KD, the hint is done
-            return s.logits, {"ce": p.w_ce * F.cross_entropy(s.logits, batch.labels),
+            return s.logits, {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels),
                               "kd": p.w_kd * kd_loss(s.logits, t.logits, p.temperature)}
         hint = p.w_feat * fitnet_loss(self.regressor(s.stages[p.student_stage]), t.stages[p.hint_stage])
         if self._hint_phase:
             return s.logits, {"hint": hint}
-        return s.logits, {"ce": p.w_ce * F.cross_entropy(s.logits, batch.labels), "hint": hint}
+        return s.logits, {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels), "hint": hint}
 
     def describe(self) -> dict[str, object]:
         return {"regressor": type(self.regressor.conv).__name__,

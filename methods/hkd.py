@@ -236,7 +236,7 @@ class HKD(Distiller):
         with torch.no_grad():
             t = self._t_tap(batch.images)
         individual, holistic = self.hkd(s.embedding, t.embedding, s.logits, t.logits, batch.index)
-        losses = {"ce": p.w_ce * F.cross_entropy(s.logits, batch.labels)}
+        losses = {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels)}
         if p.individual:
             losses["hkd_individual"] = p.w_hkd * individual
         losses["hkd_holistic"] = p.w_hkd * holistic

@@ -51,6 +51,6 @@ class KD(Distiller):
         logits = self.student(batch.images)
         teacher_logits = self.teacher_logits(batch.images)
         return logits, {
-            "ce": p.w_ce * F.cross_entropy(logits, batch.labels),
+            "ce": p.w_ce * self.cross_entropy(logits, batch.labels),
             "kd": p.w_kd * kd_loss(logits, teacher_logits, p.temperature),
         }

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from kdbench.errors import check_range
 from kdbench.method import Batch, Distiller, MethodContext, register_method
@@ -75,5 +74,5 @@ class PKT(Distiller):
         s = self._s_tap(batch.images)
         with torch.no_grad():
             t = self._t_tap(batch.images)
-        return s.logits, {"ce": p.w_ce * F.cross_entropy(s.logits, batch.labels),
+        return s.logits, {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels),
                           "pkt": p.w_pkt * pkt_loss(s.embedding, t.embedding)}

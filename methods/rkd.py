@@ -94,7 +94,7 @@ class RKD(Distiller):
         with torch.no_grad():
             t = self._t_tap(batch.images)
         return s.logits, {
-            "ce": p.w_ce * F.cross_entropy(s.logits, batch.labels),
+            "ce": p.w_ce * self.cross_entropy(s.logits, batch.labels),
             "rkd_dist": p.w_dist * rkd_distance_loss(s.embedding, t.embedding),
             "rkd_angle": p.w_angle * rkd_angle_loss(s.embedding, t.embedding),
         }

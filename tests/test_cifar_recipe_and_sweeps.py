@@ -16,7 +16,7 @@ from kdbench.ladder import LADDER_CNNS
 from kdbench.models.zoo import is_model, student_lr_scale
 from kdbench.published import load_published
 from kdbench.resolve import RunOptions, resolve_config
-from kdbench.schedule import build_optimizer, lr_at_epoch
+from kdbench.schedule import build_optimizer, lr_factor
 from kdbench.sweep.grid import Grid, expand, grid_from_options, load_sweep_file, parse_pairs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +42,13 @@ def test_cifar100_recipe_is_the_crd_codebases() -> None:
     assert (r.epochs, r.batch_size, r.optimizer, r.momentum, r.nesterov, r.weight_decay) == (240, 64, "sgd", 0.9,
                                                                                               False, 5e-4)
     # lr 0.05, ×0.1 after epochs 150, 180 and 210 (epochs counted from 1, as RepDistiller's adjust_learning_rate).
-    lrs = {e: lr_at_epoch(r, e) for e in (1, 150, 151, 180, 181, 210, 211, 240)}
+    # The lr changes per step (here 10 steps an epoch); a multistep epoch runs at one lr from first to last step.
+    def lr(epoch: int, step: int) -> float:
+        return r.lr * lr_factor(r, (epoch - 1) * 10 + step, 10)
+
+    epochs = (1, 150, 151, 180, 181, 210, 211, 240)
+    assert all(lr(e, 0) == lr(e, 9) for e in epochs)
+    lrs = {e: lr(e, 0) for e in epochs}
     assert lrs == pytest.approx({1: 0.05, 150: 0.05, 151: 5e-3, 180: 5e-3, 181: 5e-4, 210: 5e-4, 211: 5e-5,
                                  240: 5e-5})
     assert r.warmup_epochs == 0 and r.label_smoothing == 0.0

@@ -72,6 +72,12 @@ CASES = [
     ("unknown dataset", ["run", "--method", "ce", "--dataset", "mnist"], _none, "unknown dataset 'mnist'"),
     ("epochs 0", ["run", "--method", "ce", "--epochs", "0"], _none, "epochs=0 is out of range; allowed: [1, 100000]"),
     ("unknown --set key", [*KD, "--set", "kd.T=2"], _none, "unknown option 'kd.T'"),
+    ("milestone at the last epoch", ["run", "--method", "ce", "--dataset", "cifar100", "--epochs", "24", "--set",
+                                    "recipe.milestones=15,24"], _none,
+     "milestones=15,24: each must be an epoch after which the lr decays, strictly increasing, within this run's 24 "
+     "epochs; allowed: 1..23"),
+    ("teacher milestone 0", [*KD, "--set", "teacher_recipe.schedule=multistep", "--set",
+                             "teacher_recipe.milestones=0"], _none, "allowed: 1..9"),
     ("unknown device", ["run", "--method", "ce", "--device", "tpu"], _none, "unknown device 'tpu'"),
     ("no teacher", ["run", "--method", "kd"], _none, "pass --teacher"),
     ("unknown zoo teacher", ["teachers", "train", "resnet9000"], _none, "unknown teacher architecture"),

@@ -9,7 +9,7 @@ import pytest
 from kdbench.progress import Reporter
 from kdbench.recipe import Recipe
 from kdbench.runner import run
-from kdbench.schedule import lr_at_epoch
+from kdbench.schedule import lr_factor
 
 TINY = {"epochs": 3, "sets": ["data.image_size=8"], "device": "cpu"}
 
@@ -83,15 +83,20 @@ def test_record_holds_metrics_timing_params_environment(tmp_path):
     assert (tmp_path / "runs" / r["run_id"] / "checkpoint.pt").exists()
 
 
+def _lr(r: Recipe, epoch: int, step: int = 0, steps_per_epoch: int = 5) -> float:
+    """The lr of step `step` of 1-based `epoch` (5 optimizer steps an epoch)."""
+    return r.lr * lr_factor(r, (epoch - 1) * steps_per_epoch + step, steps_per_epoch)
+
+
 def test_multistep_schedule_follows_repdistiller():
     r = Recipe(name="crd", epochs=240, batch_size=64, lr=0.05, schedule="multistep", milestones=(150, 180, 210))
-    assert lr_at_epoch(r, 150) == pytest.approx(0.05)
-    assert lr_at_epoch(r, 151) == pytest.approx(0.005)
-    assert lr_at_epoch(r, 211) == pytest.approx(0.00005)
+    assert _lr(r, 150, step=4) == pytest.approx(0.05)
+    assert _lr(r, 151) == pytest.approx(0.005)
+    assert _lr(r, 211) == pytest.approx(0.00005)
 
 
-def test_cosine_with_warmup_ramps_then_decays():
+def test_cosine_with_warmup_ramps_per_step_then_decays():
     r = Recipe(name="x", epochs=10, batch_size=8, lr=0.1, schedule="cosine", warmup_epochs=1)
-    lrs = [lr_at_epoch(r, e) for e in range(1, 11)]
-    assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(lrs[1:], lrs[2:], strict=False)) and lrs[-1] < 0.01
+    lrs = [_lr(r, e, k) for e in range(1, 11) for k in range(5)]
+    assert lrs[:6] == pytest.approx([0.1 / 6, 0.2 / 6, 0.3 / 6, 0.4 / 6, 0.5 / 6, 0.1])
+    assert all(a >= b for a, b in zip(lrs[5:], lrs[6:], strict=False)) and 0 < lrs[-1] < 2e-4

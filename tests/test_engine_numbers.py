@@ -22,7 +22,7 @@ from kdbench.evaluate import evaluate
 from kdbench.method import Batch, Distiller, MethodContext
 from kdbench.progress import Reporter
 from kdbench.recipe import Recipe
-from kdbench.schedule import lr_at_epoch
+from kdbench.schedule import lr_factor
 
 CPU = torch.device("cpu")
 N, BATCH = 22, 8  # batches of 8, 8, 6
@@ -60,8 +60,9 @@ def _setup(**recipe_kw):
     ds = TensorDataset(torch.randn(N, 4, generator=g), torch.randint(0, 3, (N,), generator=g), torch.arange(N))
     ctx = MethodContext(num_classes=3, in_chans=1, image_size=2, num_train=N, train_targets=ds.tensors[1],
                         epochs=3, seed=1)
-    recipe = Recipe(name="t", epochs=recipe_kw.pop("epochs", 3), batch_size=BATCH, lr=0.5, schedule="multistep",
-                    milestones=(1,), gamma=0.1, weight_decay=0.0, **recipe_kw)
+    epochs = recipe_kw.pop("epochs", 3)
+    recipe = Recipe(name="t", epochs=epochs, batch_size=BATCH, lr=0.5, schedule="multistep",
+                    milestones=(1,) if epochs > 1 else (), gamma=0.1, weight_decay=0.0, **recipe_kw)
     return ds, ctx, recipe
 
 
@@ -85,7 +86,9 @@ def test_each_epoch_logs_the_means_of_the_methods_losses_its_train_top1_lr_and_t
         l2 = sum(r[2] for r in rows) / 3
         assert record.losses == pytest.approx({"ce": ce, "l2": l2, "total": ce + l2}, rel=1e-6)
         assert record.train_top1 == pytest.approx(100.0 * sum(r[3] for r in rows) / N)
-        assert record.lr == pytest.approx(lr_at_epoch(recipe, record.epoch))
+        first_step = (record.epoch - 1) * 3
+        assert record.lr == pytest.approx(0.5 * lr_factor(recipe, first_step, 3))
+        assert record.lr_last == pytest.approx(0.5 * lr_factor(recipe, first_step + 2, 3))
         assert 0 < record.epoch_s < 60 and 0 < record.eval_s < 60
     assert [r.lr for r in result.history] == pytest.approx([0.5, 0.05, 0.05])
     final = evaluate(model, make_eval_loader(ds, BATCH, order_seed=0, device=CPU), CPU)
@@ -162,7 +165,8 @@ def test_a_parameter_without_gradient_in_a_step_is_not_moved_by_momentum():
 
 
 def _record(epoch: int, top1: float) -> EpochRecord:
-    return EpochRecord(epoch=epoch, lr=0.1, losses={}, train_top1=0.0, top1=top1, top5=top1 + 10, eval_loss=1.0,
+    return EpochRecord(epoch=epoch, lr=0.1, lr_last=0.1, losses={}, train_top1=0.0, top1=top1, top5=top1 + 10,
+                       eval_loss=1.0,
                        epoch_s=1.0, eval_s=1.0)
 
 
@@ -221,3 +225,63 @@ def test_an_epoch_of_one_batch_logs_that_batchs_losses():
     (_, ce, l2, hits, _), = model.log
     assert result.last.losses == pytest.approx({"ce": ce, "l2": l2, "total": ce + l2}, rel=1e-6)
     assert result.last.train_top1 == pytest.approx(100.0 * hits / N)
+
+
+class StepLR(Distiller):
+    """A linear student trained by plain SGD (no momentum, no weight decay), keeping its weight before each step
+    and the gradient of that step: the lr the engine applied at step k is (w_k − w_{k+1}) / g_k."""
+
+    needs_teacher = False
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(nn.Linear(4, 3, bias=False), None, None, ctx)
+        self.weights: list[torch.Tensor] = []
+        self.grads: list[torch.Tensor] = []
+        self.student.weight.register_hook(lambda g: self.grads.append(g.detach().clone()))
+
+    def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self.weights.append(self.student.weight.detach().clone())
+        logits = self.student(batch.images)
+        return logits, {"ce": F.cross_entropy(logits, batch.labels)}
+
+    def applied_lrs(self) -> list[float]:
+        after = [*self.weights[1:], self.student.weight.detach()]
+        lrs = []
+        for w0, w1, g in zip(self.weights, after, self.grads, strict=True):
+            i = g.abs().argmax()
+            lrs.append(float((w0.flatten()[i] - w1.flatten()[i]) / g.flatten()[i]))
+        return lrs
+
+
+def _applied_lrs(**recipe_kw) -> tuple[list[float], FitResult]:
+    ds, ctx, _ = _setup()
+    recipe = Recipe(name="t", batch_size=BATCH, lr=0.5, momentum=0.0, weight_decay=0.0, **recipe_kw)
+    model = StepLR(ctx)
+    result = _fit(model, ds, recipe)
+    return model.applied_lrs(), result
+
+
+def test_warmup_then_cosine_changes_the_lr_at_every_step():
+    # 3 epochs of 3 steps; 1 warm-up epoch: W = 3 steps at 0.5·(k+1)/4, then the half-cosine over the 6 steps left.
+    lrs, result = _applied_lrs(epochs=3, schedule="cosine", warmup_epochs=1)
+    by_hand = [0.5 * 1 / 4, 0.5 * 2 / 4, 0.5 * 3 / 4] + [0.5 * 0.5 * (1 + math.cos(math.pi * j / 6)) for j in range(6)]
+    assert lrs == pytest.approx(by_hand, rel=1e-4)
+    # The epoch record: lr of its first and of its last step.
+    assert [lr for r in result.history for lr in (r.lr, r.lr_last)] == pytest.approx(
+        [by_hand[0], by_hand[2], by_hand[3], by_hand[5], by_hand[6], by_hand[8]])
+    schedule = dict(result.schedule)
+    assert (schedule.pop("lr_first"), schedule.pop("lr_last")) == pytest.approx((by_hand[0], by_hand[-1]))
+    assert schedule == {"kind": "cosine", "milestones_epochs": [], "gamma": None, "warmup_epochs": 1,
+                        "steps_per_epoch": 3, "total_steps": 9, "per": "step"}
+
+
+def test_one_warmup_epoch_then_one_cosine_epoch_never_runs_at_the_peak_at_the_end():
+    lrs, _ = _applied_lrs(epochs=2, schedule="cosine", warmup_epochs=1)
+    by_hand = [0.125, 0.25, 0.375] + [0.25 * (1 + math.cos(math.pi * j / 3)) for j in range(3)]
+    assert lrs == pytest.approx(by_hand, rel=1e-4)
+    assert lrs[-1] < 0.5 * 0.3  # the last step is well below the peak
+
+
+def test_multistep_decays_after_the_milestone_epoch_with_a_per_step_warmup():
+    lrs, _ = _applied_lrs(epochs=3, schedule="multistep", milestones=(2,), gamma=0.1, warmup_epochs=1)
+    assert lrs == pytest.approx([0.125, 0.25, 0.375, 0.5, 0.5, 0.5, 0.05, 0.05, 0.05], rel=1e-4)

@@ -21,7 +21,7 @@ _HKD = {"w_ce": 1.0, "w_hkd": 3.0, "w_kd": 0.0, "temperature": 4.0, "feat_dim": 
         "nce_t": 0.07, "nce_m": 0.9, "smooth_m": 0.75, "individual": True, "negatives": "opposite"}
 
 PUBLISHED: dict[str, dict[str, object]] = {
-    "ce": {"w_ce": 1.0, "label_smoothing": 0.0},
+    "ce": {"w_ce": 1.0},
     "kd": {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9},
     "fitnet": {"hint_stage": 2, "guided_stage": None, "w_ce": 1.0, "w_feat": 100.0, "regressor_relu": True,
                "stages": 1, "hint_epochs": 30, "w_kd": 1.0, "temperature": 4.0},
@@ -41,7 +41,6 @@ PUBLISHED: dict[str, dict[str, object]] = {
 WEIGHT_RANGE = (0.0, None, False)
 RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "temperature": (0.0, 100.0, True),
-    "label_smoothing": (0.0, 1.0, False),
     "stages": (1, 2, False),
     "hint_epochs": (1, None, False),
     "feat_dim": (1, 65536, False),

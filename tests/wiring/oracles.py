@@ -13,7 +13,7 @@ defaults and parameter ranges go in tests/wiring/defaults.py, checked by tests/t
     def _mymethod(case: Case) -> dict[str, torch.Tensor]:
         p = case.params                       # the method's params for this variant (a frozen dataclass)
         s, t = case.student, case.teacher     # Features: .logits, .stages[i], .embedding (from hooks)
-        return {"ce": p.w_ce * F.cross_entropy(s.logits, case.batch.labels),
+        return {"ce": _ce(case, p.w_ce),  # p.w_ce · CE with the recipe's label smoothing
                 "mine": p.w_mine * my_loss(s.embedding, t.embedding, p.temperature)}   # the method's public loss
 
 - Use the method's own public loss functions / modules (`kdbench.methods.<name>.<loss>`), never its forward.
@@ -108,17 +108,17 @@ def variant_params(defaults: Any, variant: dict[str, Any]) -> Any:
     return dataclasses.replace(defaults, **{k: v for k, v in variant.items() if not k.startswith("_")})
 
 
-def _ce(case: Case, w: float, label_smoothing: float = 0.0) -> torch.Tensor:
-    return w * F.cross_entropy(case.student.logits, case.batch.labels, label_smoothing=label_smoothing)
+def _ce(case: Case, w: float) -> torch.Tensor:
+    """The CE-on-labels term with the recipe's label smoothing (the context's; non-zero in every variant)."""
+    return w * F.cross_entropy(case.student.logits, case.batch.labels, label_smoothing=case.ctx.label_smoothing)
 
 
 # --------------------------------------------------------------------------------------------------------------
 
 
-@oracle("ce", variants=[{"w_ce": 0.7, "label_smoothing": 0.2}])
+@oracle("ce", variants=[{"w_ce": 0.7}])
 def _ce_only(case: Case) -> dict[str, torch.Tensor]:
-    p = case.params
-    return {"ce": _ce(case, p.w_ce, p.label_smoothing)}
+    return {"ce": _ce(case, case.params.w_ce)}
 
 
 def _kd_terms(case: Case) -> dict[str, torch.Tensor]:

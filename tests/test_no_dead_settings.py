@@ -1,0 +1,89 @@
+"""No dead settings: every recipe field changes a short real run, or is marked as not affecting results.
+
+Each field of :class:`kdbench.recipe.Recipe` is changed, one at a time, in a 1–2 epoch `ce` run of a tiny timm
+student on 8-px digits; the run's per-epoch numbers (losses, lr, train/test top-1, eval loss) must differ from
+the baseline's. A field that only matters in some configuration gets that configuration in CONTEXT (for both
+runs), it is not skipped. A field marked `metadata={"affects_results": False}` must instead stay out of the
+run id. (The method dataclasses' fields are covered by tests/test_method_wiring.py, loss term by loss term.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from kdbench.config import RunConfig
+from kdbench.recipe import Recipe
+from kdbench.resolve import RunOptions, resolve_config
+from kdbench.runner import run
+
+BASE = {"student": "test_resnet", "dataset": "digits", "epochs": 2, "device": "cpu", "infer_batch_size": 8}
+BASE_SETS = ["data.image_size=8", "recipe.batch_size=256", "recipe.eval_batch_size=256"]
+
+# field -> (the setting that enables it, for both runs; the changed value)
+CHANGES: dict[str, tuple[list[str], str]] = {
+    "epochs": ([], "recipe.epochs=3"),
+    "batch_size": ([], "recipe.batch_size=200"),
+    "lr": ([], "recipe.lr=0.2"),
+    "optimizer": ([], "recipe.optimizer=adamw"),
+    "momentum": ([], "recipe.momentum=0.5"),
+    "nesterov": (["recipe.momentum=0.9"], "recipe.nesterov=false"),
+    "weight_decay": ([], "recipe.weight_decay=0.05"),
+    "schedule": ([], "recipe.schedule=constant"),
+    "milestones": (["recipe.schedule=multistep", "recipe.epochs=3", "recipe.milestones=1"], "recipe.milestones=2"),
+    "gamma": (["recipe.schedule=multistep", "recipe.milestones=1"], "recipe.gamma=0.5"),
+    "warmup_epochs": (["recipe.warmup_epochs=0"], "recipe.warmup_epochs=1"),
+    "augment": ([], "recipe.augment=none"),
+    # The eval batch is a graph for a graph student (batch mode): its size changes the test numbers.
+    "eval_batch_size": (["student.graph=batch"], "recipe.eval_batch_size=100"),
+    "label_smoothing": ([], "recipe.label_smoothing=0.5"),
+    "cifar_stem": ([], "recipe.cifar_stem=true"),
+}
+STUDENT_FOR = {"eval_batch_size": "gnn2"}
+
+
+def _numbers(tmp: Path, field: str, extra: list[str], method: str = "ce") -> list[dict]:
+    student = STUDENT_FOR.get(field, BASE["student"])
+    sets = [*BASE_SETS, *CHANGES.get(field, ([], ""))[0], *extra]
+    record = run(method, **{**BASE, "student": student}, sets=sets, results_dir=tmp)
+    lines = (tmp / "runs" / record["run_id"] / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")} for line in lines]
+
+
+def _affects(f: dataclasses.Field) -> bool:
+    return f.metadata.get("affects_results", True)
+
+
+def test_every_recipe_field_is_listed_or_marked():
+    fields = {f.name for f in dataclasses.fields(Recipe) if _affects(f)}
+    assert fields == set(CHANGES), f"add a change for {sorted(fields - set(CHANGES))} to CHANGES"
+
+
+@pytest.mark.parametrize("field", sorted(CHANGES))
+def test_changing_a_recipe_field_changes_a_short_run(tmp_path: Path, field: str):
+    before = _numbers(tmp_path / "a", field, [])
+    after = _numbers(tmp_path / "b", field, [CHANGES[field][1]])
+    assert before != after, f"recipe.{field}: {CHANGES[field][1]} left every number of the run unchanged"
+
+
+def test_fields_marked_as_not_affecting_results_stay_out_of_the_run_id():
+    marked = [f.name for f in dataclasses.fields(Recipe) if not _affects(f)]
+    assert marked == ["name"]
+    config = resolve_config(RunOptions("ce", dataset="digits"))
+    renamed = dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, name="another-label"))
+    assert renamed.run_id == config.run_id
+    assert RunConfig.from_dict(config.to_dict()) == config  # the stored config keeps the label
+
+
+@pytest.mark.parametrize("method", ["ce", "kd"])
+def test_label_smoothing_changes_the_training_loss_of_ce_and_kd(tmp_path: Path, method: str):
+    kw = {"teacher": "test_resnet", "teacher_epochs": 1} if method == "kd" else {}
+    sets = [*BASE_SETS, "recipe.epochs=1"]
+    plain = run(method, **BASE, sets=sets, results_dir=tmp_path, **kw)
+    smooth = run(method, **BASE, sets=[*sets, "recipe.label_smoothing=0.5"], results_dir=tmp_path, **kw)
+    ce = [json.loads((tmp_path / "runs" / r["run_id"] / "metrics.jsonl").read_text().splitlines()[0])["losses"]["ce"]
+          for r in (plain, smooth)]
+    assert ce[0] != ce[1]
