@@ -111,21 +111,22 @@ class Runs:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._numbers: dict[tuple, list[dict]] = {}
+        self._runs: dict[tuple, tuple[str, list[dict]]] = {}
 
-    def numbers(self, method: str, change: Change, sets: list[str]) -> list[dict]:
+    def numbers(self, method: str, change: Change, sets: list[str]) -> tuple[str, list[dict]]:
+        """The run id and the per-epoch numbers (timings left out) of `method` in `change`'s context plus `sets`."""
         teacher, student = change.pair or (TEACHER, STUDENT_FOR.get(method, STUDENT))
         if not get_method(method).needs_teacher:
             teacher = None
         all_sets = [*BASE_SETS, *METHOD_SETS.get(method, []), *change.context, *sets]
         key = (method, teacher, student, tuple(all_sets))
-        if key not in self._numbers:
+        if key not in self._runs:
             record = run(method, teacher, student=student, sets=all_sets, results_dir=self.root / "results",
                          zoo_dir=self.root / "zoo", data_root=self.root / "data", **BASE)
             lines = (self.root / "results" / "runs" / record["run_id"] / "metrics.jsonl").read_text().splitlines()
-            self._numbers[key] = [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")}
-                                  for line in lines]
-        return self._numbers[key]
+            self._runs[key] = record["run_id"], [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")}
+                                                 for line in lines]
+        return self._runs[key]
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +163,8 @@ def test_every_method_field_is_listed():
 def test_changing_a_method_field_changes_a_short_run(runs: Runs, method: str, field: str):
     change = CHANGES[method][field]
     setting = f"{method}.{field}={change.value}"
-    before = runs.numbers(method, change, [])
-    after = runs.numbers(method, change, [setting])
+    before_id, before = runs.numbers(method, change, [])
+    after_id, after = runs.numbers(method, change, [setting])
+    assert before_id != after_id, f"{setting} does not reach the run id (context {list(change.context)})"
     assert before != after, f"{setting} (context {list(change.context)}, pair {change.pair}) left every number " \
                             "of the run unchanged"
