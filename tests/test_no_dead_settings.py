@@ -4,7 +4,8 @@ Each field of :class:`kdbench.recipe.Recipe` is changed, one at a time, in a 1â€
 student on 8-px digits; the run's per-epoch numbers (losses, lr, train/test top-1, eval loss) must differ from
 the baseline's. A field that only matters in some configuration gets that configuration in CONTEXT (for both
 runs), it is not skipped. A field marked `metadata={"affects_results": False}` must instead stay out of the
-run id. (The method dataclasses' fields are covered by tests/test_method_wiring.py, loss term by loss term.)
+run id. (Every field of every method's parameter dataclass is changed the same way in
+tests/test_no_dead_method_settings.py.)
 """
 
 from __future__ import annotations
