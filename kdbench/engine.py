@@ -157,7 +157,13 @@ class Engine:
         seed: int,
         checkpoint_path: Path | None = None,
         on_epoch_end: Callable[[FitResult], None] | None = None,
+        on_new_best: Callable[[FitResult], None] | None = None,
     ) -> FitResult:
+        """Train `model` for the recipe's epochs (resuming from `checkpoint_path` when it holds some).
+
+        `on_new_best(result)` is called when the epoch just trained became `result.best`, before that epoch's
+        checkpoint is saved: a copy of the best weights made there is never older than the checkpoint a
+        resumed run starts from. `on_epoch_end(result)` is called after every epoch and its checkpoint."""
         device = self.s.device
         model.to(device)
         if self.s.channels_last:
@@ -175,6 +181,8 @@ class Engine:
         for epoch in range(len(result.history) + 1, recipe.epochs + 1):
             record = self._train_epoch(model, optimizer, scaler, train_loader, eval_loader, recipe, seed, epoch)
             result.history.append(record)
+            if on_new_best is not None and result.best.epoch == record.epoch:
+                on_new_best(result)
             due = time.monotonic() - last_save >= self.s.checkpoint_interval_s or epoch == recipe.epochs
             if checkpoint_path is not None and due:
                 save_checkpoint(checkpoint_path, model, optimizer, scaler, result.history)

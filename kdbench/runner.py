@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
-from . import attempts
+from . import attempts, exports
 from .config import RunConfig
 from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits, build_dataset, get_dataset_spec
@@ -27,7 +27,7 @@ from .environment import configure_threads, environment, resolve_device
 from .errors import RunDiverged, UserError
 from .evaluate import inference_time_per_image
 from .method import MethodContext, get_method
-from .models.zoo import count_parameters, count_weight_layers, create_model
+from .models.zoo import count_parameters, count_weight_layers
 from .progress import NULL_REPORTER, Reporter
 from .records import RunStore, new_record
 from .resolve import RunOptions, TeacherCheckpoint, resolve_config
@@ -58,13 +58,16 @@ def load_data(config: RunConfig, data_root: str | Path | None, augment: str | No
     return build_dataset(config.dataset, params, data_root, augment or config.recipe.augment)
 
 
-def build_student(config: RunConfig, data: DataSplits) -> torch.nn.Module:
+def student_model_facts(config: RunConfig, data: DataSplits) -> dict[str, Any]:
+    """Everything `create_model` needs to build the run's student (what a student export's card records)."""
     spec = get_method(config.method)
     options = {**spec.cls.student_options(method_params(config), config.student), **config.student_params}
-    return create_model(
-        config.student, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
-        cifar_stem=config.recipe.cifar_stem, **options,
-    )
+    return {"architecture": config.student, "num_classes": data.num_classes, "in_chans": data.in_chans,
+            "image_size": data.image_size, "cifar_stem": config.recipe.cifar_stem, "options": options}
+
+
+def build_student(config: RunConfig, data: DataSplits) -> torch.nn.Module:
+    return exports.build_from_card(student_model_facts(config, data))
 
 
 def method_params(config: RunConfig) -> Any:
@@ -84,6 +87,7 @@ def execute(
     infer_batch_size: int = INFER_BATCH_SIZE,
     teacher_ckpt: TeacherCheckpoint | str | Path | None = None,
     strict: bool = False,
+    keep_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Run `config` to completion (resuming from its checkpoint if one exists) and return its record.
 
@@ -91,6 +95,8 @@ def execute(
     teacher file when `config.teacher_ckpt_sha256` is set (its sha256 must match; a :class:`TeacherCheckpoint`
     carries the digest already computed, so the file is not hashed again). A checkpoint the safe loader refuses
     restarts the run from scratch with a warning, or with `strict` stops it (UnusableCheckpointError).
+    A completed run keeps its student exports (kdbench.exports); its resumable `checkpoint.pt` is removed unless
+    `keep_checkpoint`.
 
     The data and a user's teacher file are opened before any record is written: a mistake there (a missing or
     unreadable file) leaves no record behind. The run itself holds a per-run lock: a second process asking for
@@ -117,8 +123,10 @@ def execute(
             return {**existing, "cached": True}
         if force:
             store.checkpoint_path(run_id).unlink(missing_ok=True)
+            exports.remove_exports(store.run_dir(run_id))
         return _execute_locked(config, paths, data, user_teacher, settings, store, reporter, infer_batch_size,
-                               existing=None if force else existing, threads=threads)
+                               existing=None if force else existing, threads=threads,
+                               keep_checkpoint=keep_checkpoint)
 
 
 def _load_user_teacher(
@@ -145,6 +153,7 @@ def _execute_locked(
     *,
     existing: dict[str, Any] | None,
     threads: dict[str, Any],
+    keep_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """The run proper, under its lock. `existing` is the run's earlier record (an interrupted attempt's), whose
     attempt history the new record continues; `threads` is what configure_threads() chose."""
@@ -174,7 +183,7 @@ def _execute_locked(
             record["teacher_metrics"] = _teacher_metrics(card, teacher)
         teacher_s = time.perf_counter() - t0
         return _distill(config, data, teacher, settings, store, record, reporter, t_start, teacher_s,
-                        infer_batch_size)
+                        infer_batch_size, keep_checkpoint)
     except RunDiverged as e:
         record.update(status="diverged", divergence={"epoch": e.epoch, "step": e.step, "losses": e.losses})
         attempts.end(record, "diverged")
@@ -229,6 +238,7 @@ def _distill(
     t_start: float,
     teacher_s: float,
     infer_batch_size: int,
+    keep_checkpoint: bool = False,
 ) -> dict[str, Any]:
     spec = get_method(config.method)
     params = method_params(config)
@@ -250,11 +260,16 @@ def _distill(
     def on_epoch_end(fit: FitResult) -> None:
         store.write_metrics(run_id, fit.history)
 
+    run_dir = store.run_dir(run_id)
+
+    def on_new_best(fit: FitResult) -> None:  # before the epoch's checkpoint: see Engine.fit
+        exports.save_student(student, run_dir / exports.BEST, epoch=fit.best.epoch, run_id=run_id)
+
     t0 = time.perf_counter()
     attempts.training_started()
     fit = Engine(settings, reporter).fit(
         distiller, train_loader, eval_loader, config.recipe, config.seed,
-        checkpoint_path=store.checkpoint_path(run_id), on_epoch_end=on_epoch_end,
+        checkpoint_path=store.checkpoint_path(run_id), on_epoch_end=on_epoch_end, on_new_best=on_new_best,
     )
     train_s = time.perf_counter() - t0
 
@@ -280,7 +295,15 @@ def _distill(
     )
     attempts.end(record, "completed")
     record["timing"] = attempts.totals(record, record["timing"])
+    record["exports"] = {**exports.write_exports(run_dir, student, record=record,
+                                                 model_facts=student_model_facts(config, data)),
+                         "checkpoint_kept": keep_checkpoint}
+    if "best" not in record["exports"]:
+        reporter.log(f"run {run_id}: no file holds the best epoch's weights (the run began before best-epoch "
+                     "exports); only the last epoch is exported")
     store.write(record)
+    if not keep_checkpoint:  # after the record: a crash before this line resumes (all epochs done) and re-exports
+        store.checkpoint_path(run_id).unlink(missing_ok=True)
     return record
 
 
@@ -315,16 +338,23 @@ def run(
     reporter: Reporter = NULL_REPORTER,
     infer_batch_size: int = INFER_BATCH_SIZE,
     strict: bool = False,
+    keep_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
 
     `strict`: a checkpoint that cannot be resumed (e.g. refused by the safe loader) stops the run instead of
-    restarting it from scratch with a warning.
+    restarting it from scratch with a warning. `keep_checkpoint`: keep the resumable `checkpoint.pt` (optimizer
+    state included) of the completed run beside its student exports.
+    `teacher="run:RUN_ID"`: the student of completed run RUN_ID (under `results_dir`) is the teacher.
 
     >>> import kdbench
     >>> record = kdbench.run("kd", teacher="resnet18", student="resnet18", epochs=2, teacher_epochs=2)
     >>> record["metrics"]["top1_last"]
     """
+    if teacher is not None and teacher.startswith(exports.RUN_TEACHER_PREFIX):
+        if teacher_ckpt:
+            raise UserError(f"--teacher {teacher} and --teacher-ckpt name two teachers: pass one of them")
+        teacher_ckpt, teacher = str(exports.run_teacher_file(teacher, results_dir)), None
     opts = RunOptions(
         method=method, teacher=teacher, student=student, dataset=dataset, seed=seed, teacher_seed=teacher_seed,
         epochs=epochs, teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=list(sets or []),
@@ -336,7 +366,7 @@ def run(
     ckpt = TeacherCheckpoint(Path(teacher_ckpt).expanduser(), config.teacher_ckpt_sha256) \
         if teacher_ckpt and config.teacher_ckpt_sha256 else None
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,
-                   infer_batch_size=infer_batch_size, strict=strict)
+                   infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint)
 
 
 def clear_run(results_dir: str | Path | None, run_id: str) -> None:

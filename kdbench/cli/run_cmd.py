@@ -22,7 +22,6 @@ from .options import (
     ResultsDirOption,
     SetsOption,
     TeacherEpochsOption,
-    TeacherOption,
     TeacherSeedOption,
     ZooDirOption,
 )
@@ -32,7 +31,8 @@ from .reporter import RichReporter, console, out
 @app.command("run")
 def run_command(
     method: MethodOption,
-    teacher: TeacherOption = None,
+    teacher: str = typer.Option(None, "--teacher", "-t", help="Teacher architecture (any timm model), or "
+                                "run:RUN_ID: the student of a completed run under --results-dir."),
     student: str = typer.Option(None, "--student", "-s", help="Student architecture \\[default: the method's]."),
     dataset: DatasetOption = "digits",
     seed: int = typer.Option(0, "--seed", help="Seed of the student run (data order, init, augmentation)."),
@@ -50,6 +50,8 @@ def run_command(
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA: fp16 + GradScaler; CPU: bf16)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format (CUDA)."),
     force: ForceOption = False,
+    keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep the resumable checkpoint.pt "
+                                         "(optimizer state) of the completed run beside its student exports."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on a checkpoint that cannot be resumed "
                                 "instead of restarting the run from scratch with a warning."),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a table."),
@@ -63,6 +65,8 @@ def run_command(
       kdbench run --method ce --student resnet18 --epochs 5
 
       kdbench run --method kd --teacher resnet50 --set kd.temperature=2 --seed 1
+
+      kdbench run --method kd --teacher run:3f2a9c01d2e4b5a6 --student resnet18   (a finished run's student)
     """
     reporter = RichReporter()
     try:
@@ -72,6 +76,7 @@ def run_command(
             teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, results_dir=results_dir,
             zoo_dir=zoo_dir, data_root=data_root, device=device or "auto", amp=amp, channels_last=channels_last,
             force=force, reporter=reporter, teacher_seed=teacher_seed or 0, strict=strict,
+            keep_checkpoint=keep_checkpoint,
         )
     finally:
         reporter.close()
