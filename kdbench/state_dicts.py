@@ -18,6 +18,7 @@ from torch import nn
 
 from .errors import UserError
 from .models.crd_checkpoint import state_dict_mismatch
+from .safe_load import load_plain_weights
 
 # Entries under which training scripts nest the model's weights, in the order they are looked for.
 NESTED_KEYS = ("state_dict", "model")
@@ -43,6 +44,29 @@ def unwrap_state_dict(saved: dict[str, Any], path: str | Path) -> dict[str, torc
     return state
 
 
+def read_weights_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """The state dict in the weight file `path` (read by the safe loader), the file's other plain entries (e.g.
+    RepDistiller's epoch and best_acc; never an optimizer state) and its format: "safetensors",
+    "crd-codebase" (a torch file with the weights under "model" beside an epoch) or "state-dict"."""
+    if not path.is_file():
+        raise UserError(f"no such checkpoint file: {path}")
+    saved = load_plain_weights(path)  # one line, never obeyed, for a crafted or foreign file
+    state = unwrap_state_dict(saved, path)
+    if path.suffix == ".safetensors":
+        return state, {}, "safetensors"
+    nested = any(isinstance(saved.get(k), dict) for k in NESTED_KEYS)
+    meta = {k: _plain(v) for k, v in saved.items() if k not in ("optimizer", *NESTED_KEYS)} if nested else {}
+    crd = isinstance(saved.get("model"), dict) and "epoch" in saved
+    return state, meta, "crd-codebase" if crd else "state-dict"
+
+
+def _plain(value: Any) -> Any:
+    """A metadata entry as JSON: numbers and strings as they are, a one-element tensor as its number."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return value if isinstance(value, int | float | str | bool | None) else repr(value)[:80]
+
+
 def check_fits(model: nn.Module, state: dict[str, torch.Tensor], what: str, num_classes: int | None = None) -> None:
     """Raise a one-line UserError when `state` does not load strictly into `model`: `what` (e.g. "x.pth does
     not fit resnet18") followed by the first missing/unexpected keys and shapes. A classifier whose class count
@@ -55,6 +79,7 @@ def check_fits(model: nn.Module, state: dict[str, torch.Tensor], what: str, num_
             theirs = state.get(key)
             if (theirs is not None and value.ndim >= 1 and theirs.ndim == value.ndim and value.shape[0] == num_classes
                     and theirs.shape[0] != num_classes and theirs.shape[1:] == value.shape[1:]):
-                problem = f"its classifier {key} has {theirs.shape[0]} classes, not {num_classes}; {problem}"
+                layer = key.rpartition(".")[0] or key
+                problem = f"its classifier {layer} has {theirs.shape[0]} classes, not {num_classes}; {problem}"
                 break
     raise UserError(f"{what}: {problem}")
