@@ -9,7 +9,7 @@ import resource
 import shutil
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ from .environment import configure_threads, environment, resolve_device
 from .errors import RunDiverged, UserError
 from .evaluate import inference_time_per_image
 from .method import MethodContext, get_method
+from .metric_logs import check_backends, metric_logs
 from .models.zoo import count_parameters, count_weight_layers
 from .progress import NULL_REPORTER, Reporter
 from .records import RunStore, new_record
@@ -88,6 +89,7 @@ def execute(
     teacher_ckpt: TeacherCheckpoint | str | Path | None = None,
     strict: bool = False,
     keep_checkpoint: bool = False,
+    log: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run `config` to completion (resuming from its checkpoint if one exists) and return its record.
 
@@ -96,7 +98,7 @@ def execute(
     carries the digest already computed, so the file is not hashed again). A checkpoint the safe loader refuses
     restarts the run from scratch with a warning, or with `strict` stops it (UnusableCheckpointError).
     A completed run keeps its student exports (kdbench.exports); its resumable `checkpoint.pt` is removed unless
-    `keep_checkpoint`.
+    `keep_checkpoint`. `log` names logging backends (kdbench.metric_logs) that receive its curves.
 
     The data and a user's teacher file are opened before any record is written: a mistake there (a missing or
     unreadable file) leaves no record behind. The run itself holds a per-run lock: a second process asking for
@@ -110,6 +112,7 @@ def execute(
         reporter.log(f"run {run_id} already completed; showing the stored result (--force to rerun)")
         return {**existing, "cached": True}
 
+    check_backends(log)
     threads = configure_threads()
     dev = resolve_device(device)
     settings = EngineSettings(dev, amp=config.amp, channels_last=config.channels_last,
@@ -126,7 +129,7 @@ def execute(
             exports.remove_exports(store.run_dir(run_id))
         return _execute_locked(config, paths, data, user_teacher, settings, store, reporter, infer_batch_size,
                                existing=None if force else existing, threads=threads,
-                               keep_checkpoint=keep_checkpoint)
+                               keep_checkpoint=keep_checkpoint, log=log)
 
 
 def _load_user_teacher(
@@ -154,6 +157,7 @@ def _execute_locked(
     existing: dict[str, Any] | None,
     threads: dict[str, Any],
     keep_checkpoint: bool = False,
+    log: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The run proper, under its lock. `existing` is the run's earlier record (an interrupted attempt's), whose
     attempt history the new record continues; `threads` is what configure_threads() chose."""
@@ -183,7 +187,7 @@ def _execute_locked(
             record["teacher_metrics"] = _teacher_metrics(card, teacher)
         teacher_s = time.perf_counter() - t0
         return _distill(config, data, teacher, settings, store, record, reporter, t_start, teacher_s,
-                        infer_batch_size, keep_checkpoint)
+                        infer_batch_size, keep_checkpoint, log)
     except RunDiverged as e:
         record.update(status="diverged", divergence={"epoch": e.epoch, "step": e.step, "losses": e.losses})
         attempts.end(record, "diverged")
@@ -239,6 +243,7 @@ def _distill(
     teacher_s: float,
     infer_batch_size: int,
     keep_checkpoint: bool = False,
+    log: Sequence[str] = (),
 ) -> dict[str, Any]:
     spec = get_method(config.method)
     params = method_params(config)
@@ -267,10 +272,11 @@ def _distill(
 
     t0 = time.perf_counter()
     attempts.training_started()
-    fit = Engine(settings, reporter).fit(
-        distiller, train_loader, eval_loader, config.recipe, config.seed,
-        checkpoint_path=store.checkpoint_path(run_id), on_epoch_end=on_epoch_end, on_new_best=on_new_best,
-    )
+    with metric_logs(log, reporter, run_dir / "logs", run_id, record["config"]) as engine_reporter:
+        fit = Engine(settings, engine_reporter).fit(
+            distiller, train_loader, eval_loader, config.recipe, config.seed,
+            checkpoint_path=store.checkpoint_path(run_id), on_epoch_end=on_epoch_end, on_new_best=on_new_best,
+        )
     train_s = time.perf_counter() - t0
 
     example = torch.cat([data.test[i][0][None] for i in range(min(len(data.test), infer_batch_size))])
@@ -290,6 +296,7 @@ def _distill(
         timing={"teacher_s": teacher_s, "train_s": train_s, "total_s": time.perf_counter() - t_start,
                 "epoch_s_mean": sum(r.epoch_s for r in fit.history) / len(fit.history)},  # totals: below
         memory=_memory(settings.device),
+        **({"metric_logs": {name: f"logs/{name}" for name in log}} if log else {}),
         method_info=distiller.describe(),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
@@ -339,12 +346,14 @@ def run(
     infer_batch_size: int = INFER_BATCH_SIZE,
     strict: bool = False,
     keep_checkpoint: bool = False,
+    log: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
 
     `strict`: a checkpoint that cannot be resumed (e.g. refused by the safe loader) stops the run instead of
     restarting it from scratch with a warning. `keep_checkpoint`: keep the resumable `checkpoint.pt` (optimizer
-    state included) of the completed run beside its student exports.
+    state included) of the completed run beside its student exports. `log`: logging backends ("tensorboard",
+    "wandb") that receive per-step losses and lr and per-epoch metrics (`metrics.jsonl` is written either way).
     `teacher="run:RUN_ID"`: the student of completed run RUN_ID (under `results_dir`) is the teacher.
 
     >>> import kdbench
@@ -366,7 +375,7 @@ def run(
     ckpt = TeacherCheckpoint(Path(teacher_ckpt).expanduser(), config.teacher_ckpt_sha256) \
         if teacher_ckpt and config.teacher_ckpt_sha256 else None
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,
-                   infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint)
+                   infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint, log=log)
 
 
 def clear_run(results_dir: str | Path | None, run_id: str) -> None:

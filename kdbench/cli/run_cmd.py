@@ -50,6 +50,8 @@ def run_command(
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA: fp16 + GradScaler; CPU: bf16)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format (CUDA)."),
     force: ForceOption = False,
+    log: list[str] = typer.Option(None, "--log", help="Also log the curves to tensorboard and/or wandb (offline "
+                                  "unless WANDB_MODE says otherwise), under runs/<id>/logs/. Repeatable."),
     keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep the resumable checkpoint.pt "
                                          "(optimizer state) of the completed run beside its student exports."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on a checkpoint that cannot be resumed "
@@ -76,7 +78,7 @@ def run_command(
             teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, results_dir=results_dir,
             zoo_dir=zoo_dir, data_root=data_root, device=device or "auto", amp=amp, channels_last=channels_last,
             force=force, reporter=reporter, teacher_seed=teacher_seed or 0, strict=strict,
-            keep_checkpoint=keep_checkpoint,
+            keep_checkpoint=keep_checkpoint, log=log or [],
         )
     finally:
         reporter.close()
