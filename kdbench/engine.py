@@ -178,9 +178,15 @@ class Engine:
         checkpoint_path: Path | None = None,
         on_epoch_end: Callable[[FitResult], None] | None = None,
         val_loader: DataLoader | None = None,
+        on_new_best: Callable[[FitResult], None] | None = None,
     ) -> FitResult:
-        """Train `recipe.epochs` epochs, evaluating on `eval_loader` (test) and, when given, on `val_loader` (the
-        split that then chooses the best epoch) after each."""
+        """Train `model` for the recipe's epochs (resuming from `checkpoint_path` when it holds some), evaluating
+        on `eval_loader` (test) and, when given, on `val_loader` (the split that then chooses the best epoch) after
+        each.
+
+        `on_new_best(result)` is called when the epoch just trained became `result.best`, before that epoch's
+        checkpoint is saved: a copy of the best weights made there is never older than the checkpoint a
+        resumed run starts from. `on_epoch_end(result)` is called after every epoch and its checkpoint."""
         device = self.s.device
         model.to(device)
         if self.s.channels_last:
@@ -203,6 +209,8 @@ class Engine:
             record = self._train_epoch(model, optimizer, scheduler, scaler, train_loader, eval_loader, recipe, seed,
                                        epoch, val_loader)
             result.history.append(record)
+            if on_new_best is not None and result.best.epoch == record.epoch:
+                on_new_best(result)
             due = time.monotonic() - last_save >= self.s.checkpoint_interval_s or epoch == recipe.epochs
             if checkpoint_path is not None and due:
                 save_checkpoint(checkpoint_path, model, optimizer, scaler, result.history)
@@ -278,6 +286,9 @@ class Engine:
             seen += labels.numel()
             batches += 1
             self.reporter.step(1, loss=total.detach())
+            self.reporter.iteration((epoch - 1) * len(train_loader) + step + 1,
+                                    {**{k: v.detach() for k, v in losses.items()}, "total": total.detach()},
+                                    optimizer.param_groups[0]["lr"])
         train_s = time.perf_counter() - t0
 
         t1 = time.perf_counter()

@@ -14,6 +14,10 @@ class Reporter:
     def step(self, n: int = 1, **info: Any) -> None:
         """`n` steps of the current phase are done; `info` holds running values (e.g. loss)."""
 
+    def iteration(self, step: int, losses: dict[str, Any], lr: float) -> None:
+        """One optimizer step of a training phase is done: `step` counts the phase's steps from 1 across epochs,
+        `losses` holds the weighted losses by name (detached tensors) and "total", `lr` the learning rate used."""
+
     def phase_end(self, summary: dict[str, Any] | None = None) -> None:
         """The current phase ended; `summary` holds its results (e.g. epoch metrics)."""
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from . import exports
 from .config import RunConfig
 from .data.loaders import make_eval_loader
 from .environment import resolve_device
@@ -22,19 +23,35 @@ from .evaluate import evaluate
 from .records import RunStore
 from .runner import build_student, load_data
 from .safe_load import UnusableCheckpointError, load_plain_checkpoint
+from .state_dicts import STUDENT_PREFIX
 
 
 def load_trained_student(record: dict[str, Any], store: RunStore, data_root: str | Path | None,
-                         device: torch.device) -> tuple[torch.nn.Module, Any]:
-    """The run's student with its final weights (from the run's last checkpoint), and the run's data."""
+                         device: torch.device, which: str = "last") -> tuple[torch.nn.Module, Any]:
+    """The run's student with its weights of the last or the best epoch (`which`), and the run's data.
+
+    The weights come from the run's student exports (kdbench.exports); a run from before exports has only its
+    resumable checkpoint, which holds the last epoch."""
+    if which not in exports.FILES:
+        raise UserError(f"--which {which}: expected one of {', '.join(exports.FILES)}")
     config = RunConfig.from_dict(record["config"])
-    ckpt = store.checkpoint_path(record["run_id"])
-    if not ckpt.exists():
-        raise UserError(f"run {record['run_id']} has no checkpoint at {ckpt}; rerun it with --force to re-create it")
+    run_dir = store.run_dir(record["run_id"])
     data = load_data(config, data_root, augment="none", validation=False)  # the test split is what it reads
     student = build_student(config, data)
+    if exports.read_card(run_dir) is not None:
+        weights, _ = exports.load_export(run_dir, which)
+        try:
+            student.load_state_dict(weights)
+        except RuntimeError:
+            raise UserError(f"{run_dir / exports.FILES[which]} does not hold run {record['run_id']}'s student"
+                            ) from None
+        return student.to(device).eval(), data
+    ckpt = store.checkpoint_path(record["run_id"])
+    if which != "last" or not ckpt.exists():
+        raise UserError(f"run {record['run_id']} has no student export ({exports.FILES[which]}) nor checkpoint; "
+                        "rerun it with --force to re-create them")
     state = load_plain_checkpoint(ckpt).get("model")  # the safe loader: a crafted file is refused, never run
-    prefix = "student."
+    prefix = STUDENT_PREFIX
     items = state.items() if isinstance(state, dict) else []
     weights = {k[len(prefix):]: v for k, v in items if isinstance(k, str) and k.startswith(prefix)}
     try:
@@ -51,8 +68,10 @@ def reevaluate(
     results_dir: str | Path | None = None,
     data_root: str | Path | None = None,
     device: str = "auto",
+    which: str = "last",
 ) -> dict[str, Any]:
-    """Evaluate run `run_id` at each batch size; store and return `record["eval_curve"]`."""
+    """Evaluate run `run_id`'s student of the last or best epoch (`which`) at each batch size; store and return
+    `record["eval_curve"]` (last) or `record["eval_curve_best"]` (best)."""
     for bs in batch_sizes:
         check_range("batch size", bs, 1, 1_000_000)
     store = RunStore(results_dir)
@@ -69,7 +88,7 @@ def reevaluate(
     if record["status"] != "completed":
         raise UserError(f"run {record['run_id']} is {record['status']}, not completed: nothing to re-evaluate")
     dev = resolve_device(device)
-    student, data = load_trained_student(record, store, data_root, dev)
+    student, data = load_trained_student(record, store, data_root, dev, which)
     order_seed = record["config"]["seed"]
     points = []
     for bs in batch_sizes:
@@ -77,8 +96,8 @@ def reevaluate(
         ev = evaluate(student, make_eval_loader(data.test, bs, order_seed, dev), dev)
         points.append({"batch_size": bs, "top1": ev.top1, "top5": ev.top5, "loss": ev.loss,
                        "eval_s": time.perf_counter() - t0})
-    curve = {"order": "shuffled", "order_seed": order_seed, "points": points,
+    curve = {"order": "shuffled", "order_seed": order_seed, "points": points, "weights": which,
              "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    record["eval_curve"] = curve
+    record["eval_curve" if which == "last" else f"eval_curve_{which}"] = curve
     store.write(record)
     return record

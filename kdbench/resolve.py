@@ -20,6 +20,7 @@ from .config import RunConfig, apply_overrides, convert_free_kwargs, convert_opt
 from .data.registry import DatasetSpec, get_dataset_spec
 from .data.validation import take_val_fraction, with_val_fraction
 from .errors import UserError, check_range, unknown_name
+from .exports import card_of_file
 from .fingerprint import code_fingerprint, teacher_code
 from .method import get_method
 from .models.zoo import is_model, list_architectures, student_lr_scale
@@ -163,13 +164,19 @@ def resolve_config(opts: RunOptions) -> RunConfig:
 
     teacher = teacher_recipe = ckpt_sha = None
     if spec.needs_teacher:
-        if not opts.teacher:
-            raise UserError(f"method '{spec.name}' distils from a teacher: pass --teacher ARCH (e.g. resnet152)")
-        teacher = opts.teacher
-        _check_model(teacher, "teacher")
+        ckpt = None
         if opts.teacher_ckpt:
-            ckpt = opts.teacher_ckpt
-            ckpt_sha = (ckpt if isinstance(ckpt, TeacherCheckpoint) else TeacherCheckpoint.hash(ckpt)).sha256
+            ckpt = opts.teacher_ckpt if isinstance(opts.teacher_ckpt, TeacherCheckpoint) \
+                else TeacherCheckpoint.hash(opts.teacher_ckpt)
+        teacher = opts.teacher or (_exported_architecture(ckpt) if ckpt else None)
+        if not teacher:
+            raise UserError(f"method '{spec.name}' distils from a teacher: pass --teacher ARCH (e.g. resnet152)")
+        _check_model(teacher, "teacher")
+        if ckpt is not None:
+            exported = _exported_architecture(ckpt)
+            if exported is not None and exported != teacher:
+                raise UserError(f"--teacher {teacher}: {ckpt.path} holds a {exported} (its card says so)")
+            ckpt_sha = ckpt.sha256
         else:
             teacher_recipe = resolve_teacher(teacher, ds.name, epochs=opts.teacher_epochs, seed=opts.teacher_seed,
                                              sets=sets).recipe
@@ -191,6 +198,12 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         channels_last=opts.channels_last,
         code=code_fingerprint(spec.name)["fingerprint"],
     )
+
+
+def _exported_architecture(ckpt: TeacherCheckpoint) -> str | None:
+    """The architecture of a run's student export (named by the card beside it), None for any other file."""
+    card = card_of_file(ckpt.path, ckpt.sha256)
+    return card["architecture"] if card is not None else None
 
 
 def _asdict(obj: object) -> dict:

@@ -9,7 +9,7 @@ import resource
 import shutil
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
-from . import attempts
+from . import attempts, exports
 from .config import RunConfig
 from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits, build_dataset, get_dataset_spec
@@ -29,7 +29,8 @@ from .errors import RunDiverged, UserError
 from .evaluate import inference_time_per_image
 from .fingerprint import code_fingerprint
 from .method import MethodContext, get_method
-from .models.zoo import count_parameters, count_weight_layers, create_model
+from .metric_logs import check_backends, metric_logs
+from .models.zoo import count_parameters, count_weight_layers
 from .progress import NULL_REPORTER, Reporter
 from .records import RunStore, new_record
 from .resolve import RunOptions, TeacherCheckpoint, resolve_config, zoo_teacher_code
@@ -67,13 +68,16 @@ def load_data(
                          val_fraction=val_fraction if validation else 0.0)
 
 
-def build_student(config: RunConfig, data: DataSplits) -> torch.nn.Module:
+def student_model_facts(config: RunConfig, data: DataSplits) -> dict[str, Any]:
+    """Everything `create_model` needs to build the run's student (what a student export's card records)."""
     spec = get_method(config.method)
     options = {**spec.cls.student_options(method_params(config), config.student), **config.student_params}
-    return create_model(
-        config.student, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
-        cifar_stem=config.recipe.cifar_stem, **options,
-    )
+    return {"architecture": config.student, "num_classes": data.num_classes, "in_chans": data.in_chans,
+            "image_size": data.image_size, "cifar_stem": config.recipe.cifar_stem, "options": options}
+
+
+def build_student(config: RunConfig, data: DataSplits) -> torch.nn.Module:
+    return exports.build_from_card(student_model_facts(config, data))
 
 
 def method_params(config: RunConfig) -> Any:
@@ -93,6 +97,8 @@ def execute(
     infer_batch_size: int = INFER_BATCH_SIZE,
     teacher_ckpt: TeacherCheckpoint | str | Path | None = None,
     strict: bool = False,
+    keep_checkpoint: bool = False,
+    log: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Run `config` to completion (resuming from its checkpoint if one exists) and return its record.
 
@@ -100,6 +106,8 @@ def execute(
     teacher file when `config.teacher_ckpt_sha256` is set (its sha256 must match; a :class:`TeacherCheckpoint`
     carries the digest already computed, so the file is not hashed again). A checkpoint the safe loader refuses
     restarts the run from scratch with a warning, or with `strict` stops it (UnusableCheckpointError).
+    A completed run keeps its student exports (kdbench.exports); its resumable `checkpoint.pt` is removed unless
+    `keep_checkpoint`. `log` names logging backends (kdbench.metric_logs) that receive its curves.
 
     The data and a user's teacher file are opened before any record is written: a mistake there (a missing or
     unreadable file) leaves no record behind. The run itself holds a per-run lock: a second process asking for
@@ -119,6 +127,7 @@ def execute(
             reporter.log(f"code changed since run {', '.join(older)}; training again under {run_id} "
                          "(the older record stays; `kdbench leaderboard --all-code` shows it)")
 
+    check_backends(log)
     threads = configure_threads()
     dev = resolve_device(device)
     settings = EngineSettings(dev, amp=config.amp, channels_last=config.channels_last,
@@ -132,8 +141,10 @@ def execute(
             return {**existing, "cached": True}
         if force:
             store.checkpoint_path(run_id).unlink(missing_ok=True)
+            exports.remove_exports(store.run_dir(run_id))
         return _execute_locked(config, paths, data, user_teacher, settings, store, reporter, infer_batch_size,
-                               existing=None if force else existing, threads=threads)
+                               existing=None if force else existing, threads=threads,
+                               keep_checkpoint=keep_checkpoint, log=log)
 
 
 def check_code(config: RunConfig) -> None:
@@ -171,6 +182,8 @@ def _execute_locked(
     *,
     existing: dict[str, Any] | None,
     threads: dict[str, Any],
+    keep_checkpoint: bool = False,
+    log: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The run proper, under its lock. `existing` is the run's earlier record (an interrupted attempt's), whose
     attempt history the new record continues; `threads` is what configure_threads() chose."""
@@ -203,7 +216,7 @@ def _execute_locked(
             record["teacher_metrics"] = _teacher_metrics(card, teacher)
         teacher_s = time.perf_counter() - t0
         return _distill(config, data, teacher, settings, store, record, reporter, t_start, teacher_s,
-                        infer_batch_size)
+                        infer_batch_size, keep_checkpoint, log)
     except RunDiverged as e:
         record.update(status="diverged", divergence={"epoch": e.epoch, "step": e.step, "losses": e.losses})
         attempts.end(record, "diverged")
@@ -258,6 +271,8 @@ def _distill(
     t_start: float,
     teacher_s: float,
     infer_batch_size: int,
+    keep_checkpoint: bool = False,
+    log: Sequence[str] = (),
 ) -> dict[str, Any]:
     spec = get_method(config.method)
     params = method_params(config)
@@ -281,12 +296,19 @@ def _distill(
     def on_epoch_end(fit: FitResult) -> None:
         store.write_metrics(run_id, fit.history)
 
+    run_dir = store.run_dir(run_id)
+
+    def on_new_best(fit: FitResult) -> None:  # before the epoch's checkpoint: see Engine.fit
+        exports.save_student(student, run_dir / exports.BEST, epoch=fit.best.epoch, run_id=run_id)
+
     t0 = time.perf_counter()
     attempts.training_started()
-    fit = Engine(settings, reporter).fit(
-        distiller, train_loader, eval_loader, config.recipe, config.seed,
-        checkpoint_path=store.checkpoint_path(run_id), on_epoch_end=on_epoch_end, val_loader=val_loader,
-    )
+    with metric_logs(log, reporter, run_dir / "logs", run_id, record["config"]) as engine_reporter:
+        fit = Engine(settings, engine_reporter).fit(
+            distiller, train_loader, eval_loader, config.recipe, config.seed,
+            checkpoint_path=store.checkpoint_path(run_id), on_epoch_end=on_epoch_end, val_loader=val_loader,
+            on_new_best=on_new_best,
+        )
     train_s = time.perf_counter() - t0
 
     example = torch.cat([data.test[i][0][None] for i in range(min(len(data.test), infer_batch_size))])
@@ -307,6 +329,7 @@ def _distill(
         timing={"teacher_s": teacher_s, "train_s": train_s, "total_s": time.perf_counter() - t_start,
                 "epoch_s_mean": sum(r.epoch_s for r in fit.history) / len(fit.history)},  # totals: below
         memory=_memory(settings.device),
+        **({"metric_logs": {name: f"logs/{name}" for name in log}} if log else {}),
         method_info=distiller.describe(),
         # Predictions that depend on the other test images of the evaluation batch: marked in every table.
         transductive=spec.cls.transductive(params, config.student, config.student_params),
@@ -314,7 +337,15 @@ def _distill(
     )
     attempts.end(record, "completed")
     record["timing"] = attempts.totals(record, record["timing"])
+    record["exports"] = {**exports.write_exports(run_dir, student, record=record,
+                                                 model_facts=student_model_facts(config, data)),
+                         "checkpoint_kept": keep_checkpoint}
+    if "best" not in record["exports"]:
+        reporter.log(f"run {run_id}: no file holds the best epoch's weights (the run began before best-epoch "
+                     "exports); only the last epoch is exported")
     store.write(record)
+    if not keep_checkpoint:  # after the record: a crash before this line resumes (all epochs done) and re-exports
+        store.checkpoint_path(run_id).unlink(missing_ok=True)
     return record
 
 
@@ -349,16 +380,25 @@ def run(
     reporter: Reporter = NULL_REPORTER,
     infer_batch_size: int = INFER_BATCH_SIZE,
     strict: bool = False,
+    keep_checkpoint: bool = False,
+    log: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
 
     `strict`: a checkpoint that cannot be resumed (e.g. refused by the safe loader) stops the run instead of
-    restarting it from scratch with a warning.
+    restarting it from scratch with a warning. `keep_checkpoint`: keep the resumable `checkpoint.pt` (optimizer
+    state included) of the completed run beside its student exports. `log`: logging backends ("tensorboard",
+    "wandb") that receive per-step losses and lr and per-epoch metrics (`metrics.jsonl` is written either way).
+    `teacher="run:RUN_ID"`: the student of completed run RUN_ID (under `results_dir`) is the teacher.
 
     >>> import kdbench
     >>> record = kdbench.run("kd", teacher="resnet18", student="resnet18", epochs=2, teacher_epochs=2)
     >>> record["metrics"]["top1_last"]
     """
+    if teacher is not None and teacher.startswith(exports.RUN_TEACHER_PREFIX):
+        if teacher_ckpt:
+            raise UserError(f"--teacher {teacher} and --teacher-ckpt name two teachers: pass one of them")
+        teacher_ckpt, teacher = str(exports.run_teacher_file(teacher, results_dir)), None
     opts = RunOptions(
         method=method, teacher=teacher, student=student, dataset=dataset, seed=seed, teacher_seed=teacher_seed,
         epochs=epochs, teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=list(sets or []),
@@ -370,7 +410,7 @@ def run(
     ckpt = TeacherCheckpoint(Path(teacher_ckpt).expanduser(), config.teacher_ckpt_sha256) \
         if teacher_ckpt and config.teacher_ckpt_sha256 else None
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,
-                   infer_batch_size=infer_batch_size, strict=strict)
+                   infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint, log=log)
 
 
 def clear_run(results_dir: str | Path | None, run_id: str) -> None:

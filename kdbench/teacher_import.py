@@ -1,10 +1,13 @@
-"""Teachers trained elsewhere, imported into the teacher zoo: the CRD codebase's published checkpoints.
+"""Teachers trained elsewhere, imported into the teacher zoo: the CRD codebase's published checkpoints, and plain
+state dicts of any timm architecture (a timm or torchvision `.pth`, a `.safetensors`).
 
-Students then distil from exactly the teachers the papers used. `import_teacher` reads a RepDistiller `.pth`
-with the safe loader only (`kdbench.models.crd_checkpoint`), loads it into the `cifar_` architecture (a file
-for another architecture is refused, naming the keys or shapes that differ), evaluates it on the dataset's
-test split, and writes a zoo entry like a trained one: `model.safetensors` + `card.json` (sha256 of the
-safetensors file; `source: "imported"`, the original file's path and sha256, its epoch/best_acc entries).
+Students then distil from exactly the teachers the papers used, or from weights a user has on disk.
+`import_teacher` reads the file with the safe loader only (`kdbench.state_dicts.read_weights_file`: weights
+nested under "state_dict"/"model" and "module." prefixes are unwrapped), loads it strictly into the
+architecture (a file that does not fit is refused in one line naming the first missing/unexpected keys, shapes,
+or a classifier of another class count), evaluates it on the dataset's test split, and writes a zoo entry like a
+trained one: `model.safetensors` + `card.json` (sha256 of the safetensors file; `source: "imported"`, the
+original file's path, sha256 and format, a RepDistiller file's epoch/best_acc entries).
 
 Keying: a zoo entry is (arch, dataset + its parameters, teacher recipe, teacher seed, teacher options). An
 imported teacher takes the dataset's recipe renamed **"imported"** (`IMPORTED_RECIPE`), so a run selects it
@@ -13,6 +16,7 @@ explicitly and its run id differs from runs whose teacher the harness trained:
     kdbench teachers import ckpt_epoch_240.pth --arch cifar_resnet32x4 --dataset cifar100
     kdbench run --method kd --teacher cifar_resnet32x4 --student cifar_resnet8x4 --dataset cifar100 \
         --set teacher_recipe.name=imported
+    kdbench teachers import my_resnet50.safetensors --arch resnet50 --dataset stl10   # any timm architecture
 
 `--seed N` at import pairs with the run's `--teacher-seed N` (several imported teachers of one architecture).
 The zoo never trains an "imported" teacher: a run that asks for one that is absent stops with a message.
@@ -36,9 +40,9 @@ from .data.registry import build_dataset, get_dataset_spec
 from .environment import configure_threads, environment, resolve_device
 from .errors import UserError, unknown_name
 from .evaluate import evaluate
-from .models.crd_checkpoint import load_state_into, read_crd_checkpoint
 from .models.zoo import count_parameters, create_model, is_model, list_architectures
 from .progress import NULL_REPORTER, Reporter
+from .state_dicts import check_fits, read_weights_file
 from .storage import atomic_write_json, sha256_file
 from .teacher_zoo import CARD, IMPORTED_RECIPE, WEIGHTS, TeacherKey, TeacherZoo
 
@@ -68,13 +72,14 @@ def import_teacher(
     force: bool = False,
     reporter: Reporter = NULL_REPORTER,
 ) -> dict[str, Any]:
-    """Put the CRD-codebase checkpoint `path` into the zoo as teacher `arch` for `dataset`; returns its card
-    (with `"already_imported": True` when the same file was imported under the same key before)."""
+    """Put the weight file `path` (a CRD-codebase checkpoint or a plain state dict) into the zoo as teacher `arch`
+    for `dataset`; returns its card (with `"already_imported": True` when the same file was imported under the
+    same key before)."""
     path = Path(path)
     if not is_model(arch):
         raise unknown_name("teacher architecture", arch, list_architectures(), max_listed=30)
     key = imported_key(arch, dataset, seed=seed, sets=sets)
-    state, meta = read_crd_checkpoint(path)  # safe loader first: nothing else runs on a refused file
+    state, meta, source_format = read_weights_file(path)  # safe loader first: nothing runs on a refused file
     source_sha = sha256_file(path)
     zoo = TeacherZoo(zoo_dir, reporter)
     entry = zoo.entry_dir(key)
@@ -91,7 +96,8 @@ def import_teacher(
     data = build_dataset(key.dataset, params, data_root, key.recipe.augment)
     model = create_model(arch, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
                          cifar_stem=key.recipe.cifar_stem, **key.model_options)
-    load_state_into(model, state, path, arch)
+    check_fits(model, state, f"{path} does not fit {arch}", data.num_classes)
+    model.load_state_dict(state)
     ev = evaluate(model.to(dev), make_eval_loader(data.test, key.recipe.eval_batch_size, 0, dev), dev)
     model = model.to("cpu").eval()
 
@@ -106,7 +112,7 @@ def import_teacher(
             "dataset": key.dataset, "recipe": IMPORTED_RECIPE, "seed": seed, "params": count_parameters(model),
             "epochs": meta.get("epoch"), "top1": ev.top1, "top5": ev.top5, "train_s": 0.0,
             "source": "imported", "source_file": str(path.resolve()), "source_sha256": source_sha,
-            "source_format": "crd-codebase", "source_meta": meta,
+            "source_format": source_format, "source_meta": meta,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "environment": environment(dev),
         }
         atomic_write_json(entry / CARD, card)

@@ -217,36 +217,38 @@ def load_teacher_checkpoint(
     sha256: str | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A user's own teacher weights (`--teacher-ckpt`): safetensors, or a torch file holding a state dict
-    (optionally under "state_dict" or "model"). Evaluated on the test split for the run's teacher metrics.
+    (optionally under "state_dict" or "model", "module." prefixes removed; a run's `checkpoint.pt` gives its
+    student). A run's student export (`runs/<id>/student*.safetensors`) is built from the card beside it and
+    recorded with `source: "run:<id>"`. Evaluated on the test split for the run's teacher metrics.
     `sha256` is the file's digest when the caller already has it (the file is not hashed again).
     A file that is not in the expected format or does not fit `arch` is a UserError naming the path."""
+    from .exports import build_from_card, card_of_file
+    from .state_dicts import check_fits, unwrap_state_dict
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"--teacher-ckpt {path}: no such file")
+    sha256 = sha256 or sha256_file(path)
     # The safe loader refuses (one line, UnsafeCheckpointError) anything but plain tensors: nothing in it runs.
-    state = load_plain_weights(path)
-    for nested in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(nested), dict):
-            state = state[nested]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"--teacher-ckpt {path}: holds a {type(state).__name__}, not a state dict of tensors")
-    model = create_model(arch, num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
-                         cifar_stem=cifar_stem)
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shapes differ (another architecture, width or class count)
-        first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e))[:200]
-        raise UserError(f"--teacher-ckpt {path} does not fit {arch} with {data.num_classes} classes: {first}"
-                        ) from None
-    if missing or unexpected:
-        raise UserError(
-            f"--teacher-ckpt {path} does not fit {arch} with {data.num_classes} classes: "
-            f"missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]}"
-        )
+    state = unwrap_state_dict(load_plain_weights(path), f"--teacher-ckpt {path}")
+    card = card_of_file(path, sha256)
+    if card is not None:
+        if (card["num_classes"], card["in_chans"]) != (data.num_classes, data.in_chans):
+            raise UserError(f"--teacher-ckpt {path}: run {card['run_id']}'s student has {card['num_classes']} "
+                            f"classes and {card['in_chans']} channels, this dataset {data.num_classes} and "
+                            f"{data.in_chans}")
+        model = build_from_card(card)
+    else:
+        model = create_model(arch, num_classes=data.num_classes, in_chans=data.in_chans,
+                             image_size=data.image_size, cifar_stem=cifar_stem)
+    check_fits(model, state, f"--teacher-ckpt {path} does not fit {arch} with {data.num_classes} classes",
+               data.num_classes)
+    model.load_state_dict(state)
     model.eval()
     loader = make_eval_loader(data.test, 256, 0, device)
     ev = evaluate(model.to(device), loader, device)
     return model, {
-        "path": str(path), "sha256": sha256 or sha256_file(path), "arch": arch, "params": count_parameters(model),
+        "path": str(path), "sha256": sha256, "arch": arch, "params": count_parameters(model),
         "top1": ev.top1, "top5": ev.top5, "cached": True, "user_checkpoint": True,
+        **({"source": f"run:{card['run_id']}"} if card is not None else {}),
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the reference leaderboard of the embedded benchmark (digits) committed in results/.
 #
-#   bash results/regenerate.sh            # ~1 h on 2 CPU cores; completed runs are reused, so it can be resumed
+#   bash results/regenerate.sh            # ~1.5 h on 2 CPU cores; completed runs are reused, so it can be resumed
 #
 # 1. the embedded sweep (slurm/sweeps/embedded.yaml: every method, teachers resnet152 and resnet18, seeds 0-2),
 #    on this machine (local executor; pass EXECUTOR=slurm to use a cluster);
@@ -17,11 +17,15 @@ R=results/reference
 OUT=results
 EXECUTOR="${EXECUTOR:-local}"
 SEEDS="${SEEDS:-0,1,2}"
+# One torch thread per run and one run per core: on a small machine, runs that each take every core fight over
+# them (torch's threads spin), and the whole sweep takes several times longer. Records state their threads.
+CPUS="${CPUS:-1}"
 
-kdbench sweep --config slurm/sweeps/embedded.yaml --executor "$EXECUTOR" --seeds "$SEEDS" --results-dir "$R" --wait
+kdbench sweep --config slurm/sweeps/embedded.yaml --executor "$EXECUTOR" --seeds "$SEEDS" --results-dir "$R" --wait \
+  --cpus-per-task "$CPUS"
 for variant in cnn2gnn.graph=anchor cnn2gnn.k=0; do
   kdbench sweep --methods cnn2gnn --teachers resnet152 --datasets digits --seeds "$SEEDS" --set "$variant" \
-    --executor "$EXECUTOR" --results-dir "$R" --wait
+    --executor "$EXECUTOR" --results-dir "$R" --wait --cpus-per-task "$CPUS"
 done
 kdbench ladder --teacher resnet152 --dataset digits --seeds "$SEEDS" --results-dir "$R" --format markdown > /dev/null
 

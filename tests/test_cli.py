@@ -24,7 +24,8 @@ def test_run_kd_end_to_end_then_rerun_shows_the_stored_result(dirs):
     record = json.loads(first.stdout)
     assert record["status"] == "completed" and record["teacher_metrics"]["cached"] is False
     run_dir = dirs["results"] / "runs" / record["run_id"]
-    assert {p.name for p in run_dir.iterdir()} >= {"result.json", "metrics.jsonl", "checkpoint.pt"}
+    assert {p.name for p in run_dir.iterdir()} >= {"result.json", "metrics.jsonl", "student.safetensors",
+                                                    "student_best.safetensors", "student.json"}
     epoch = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert set(epoch["losses"]) == {"ce", "kd", "total"}
     again = kdbench(*args)

@@ -81,7 +81,9 @@ def test_record_holds_metrics_timing_params_environment(tmp_path):
     assert r["environment"]["versions"]["torch"] and r["environment"]["device"]["type"] == "cpu"
     assert "git" in r["environment"] and r["timing"]["train_s"] > 0
     assert r["eval"] == {"batch_size": 256, "order": "shuffled", "order_seed": 0}
-    assert (tmp_path / "runs" / r["run_id"] / "checkpoint.pt").exists()
+    # the student is exported; the resumable checkpoint (optimizer state) is gone once the run completed
+    assert (tmp_path / "runs" / r["run_id"] / "student.safetensors").exists()
+    assert not (tmp_path / "runs" / r["run_id"] / "checkpoint.pt").exists()
 
 
 def _lr(r: Recipe, epoch: int, step: int = 0, steps_per_epoch: int = 5) -> float:

@@ -22,6 +22,7 @@ from submitit.core.utils import JobPaths
 
 from kdbench.engine import load_checkpoint, save_checkpoint
 from kdbench.errors import UserError
+from kdbench.exports import remove_exports
 from kdbench.progress import Reporter
 from kdbench.records import RunStore
 from kdbench.runner import run
@@ -161,6 +162,7 @@ def test_a_checkpoint_is_saved_only_as_plain_data_and_a_misfit_restores_nothing(
 
 def test_eval_refuses_a_crafted_checkpoint_in_one_line(clean_run, tmp_path):
     results, store, run_id = copy_of(clean_run, tmp_path / "results")
+    remove_exports(store.run_dir(run_id))  # a run from before student exports: eval reads its checkpoint
     marker = tmp_path / "marker"
     crafted = write_crafted(store.checkpoint_path(run_id), marker)
     res = kdbench("eval", run_id, "--batch-sizes", "4", "--results-dir", results, "--device", "cpu")
@@ -196,7 +198,8 @@ def test_resuming_from_a_crafted_checkpoint_stops_under_strict_and_restarts_from
     assert resumed["resume_refused"] == f"not a plain tensor checkpoint: {crafted}"
     assert without_times(resumed["metrics"]) == without_times(clean_run[1]["metrics"])  # a true fresh start
     assert not marker.exists()
-    load_plain_checkpoint(crafted)  # replaced by the run's own, plain checkpoint
+    assert not crafted.exists()  # replaced by the run's own checkpoint, removed once the run completed
+    load_plain_weights(store.run_dir(run_id) / "student.safetensors")
 
 
 def test_resume_after_kill_9_gives_the_uninterrupted_numbers(clean_run, tmp_path):
@@ -284,7 +287,7 @@ def test_store_files_follow_the_umask_and_are_never_world_writable(tmp_path, uma
 def test_a_real_runs_files_are_0644_under_umask_022(clean_run):
     results, record = clean_run
     run_dir = RunStore(results).run_dir(record["run_id"])
-    for name in ("result.json", "metrics.jsonl", "checkpoint.pt"):
+    for name in ("result.json", "metrics.jsonl", "student.safetensors", "student_best.safetensors", "student.json"):
         assert (run_dir / name).stat().st_mode & 0o777 == 0o644, name
 
 

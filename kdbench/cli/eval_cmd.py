@@ -31,6 +31,7 @@ def eval_command(
     results_dir: Path = ResultsDir,
     data_root: Path = DataRoot,
     device: str = Device,
+    which: str = typer.Option("last", "--which", help="The student of the last or the best epoch: last | best."),
 ) -> None:
     """Re-evaluate a finished run at several evaluation batch sizes and store the curve in its record.
 
@@ -40,10 +41,10 @@ def eval_command(
     Example: kdbench eval 3f2a9c01 --batch-sizes 1,16,64,256
     """
     record = reevaluate(run_id, parse_int_list(batch_sizes, "--batch-sizes"), results_dir=results_dir,
-                        data_root=data_root, device=device)
-    curve = record["eval_curve"]
-    table = Table(title=f"run {record['run_id']} ({record['method']}, {record['student']}): accuracy vs eval batch "
-                  f"size (order seed {curve['order_seed']})")
+                        data_root=data_root, device=device, which=which)
+    curve = record["eval_curve" if which == "last" else f"eval_curve_{which}"]
+    table = Table(title=f"run {record['run_id']} ({record['method']}, {record['student']}, {which} epoch): "
+                  f"accuracy vs eval batch size (order seed {curve['order_seed']})")
     for col in ("batch size", "top-1", "top-5", "loss"):
         table.add_column(col, justify="right")
     for p in curve["points"]:

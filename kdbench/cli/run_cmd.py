@@ -25,7 +25,6 @@ from .options import (
     ResultsDirOption,
     SetsOption,
     TeacherEpochsOption,
-    TeacherOption,
     TeacherSeedOption,
     ZooDirOption,
 )
@@ -37,7 +36,8 @@ from .run_config import run_params, save_run_config
 def run_command(
     ctx: typer.Context,
     method: MethodOption = None,
-    teacher: TeacherOption = None,
+    teacher: str = typer.Option(None, "--teacher", "-t", help="Teacher architecture (any timm model), or "
+                                "run:RUN_ID: the student of a completed run under --results-dir."),
     student: str = typer.Option(None, "--student", "-s", help="Student architecture \\[default: the method's]."),
     dataset: DatasetOption = "digits",
     seed: int = typer.Option(0, "--seed", help="Seed of the student run (data order, init, augmentation)."),
@@ -55,6 +55,10 @@ def run_command(
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA: fp16 + GradScaler; CPU: bf16)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format (CUDA)."),
     force: ForceOption = False,
+    log: list[str] = typer.Option(None, "--log", help="Also log the curves to tensorboard and/or wandb (offline "
+                                  "unless WANDB_MODE says otherwise), under runs/<id>/logs/. Repeatable."),
+    keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep the resumable checkpoint.pt "
+                                         "(optimizer state) of the completed run beside its student exports."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on a checkpoint that cannot be resumed "
                                 "instead of restarting the run from scratch with a warning."),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a table."),
@@ -78,6 +82,8 @@ def run_command(
       kdbench run --method ce --dataset cifar100 --epochs 24 --dry-run --json
 
       kdbench run --config kd-t2.yaml --seed 2
+
+      kdbench run --method kd --teacher run:3f2a9c01d2e4b5a6 --student resnet18   (a finished run's student)
     """
     p = run_params(ctx, config)  # the command line over the config file
     if not p["method"]:
@@ -108,6 +114,7 @@ def run_command(
             results_dir=p["results_dir"], zoo_dir=p["zoo_dir"], data_root=p["data_root"],
             device=p["device"] or "auto", amp=p["amp"], channels_last=p["channels_last"], force=p["force"],
             reporter=reporter, teacher_seed=p["teacher_seed"] or 0, strict=p["strict"],
+            keep_checkpoint=p["keep_checkpoint"], log=p["log"] or [],
         )
     finally:
         reporter.close()

@@ -63,8 +63,10 @@ def train_command(
 
 @teachers_app.command("import")
 def import_command(
-    path: Path = typer.Argument(..., help="A checkpoint saved by the CRD codebase (RepDistiller): {'model': ...}."),
-    arch: str = typer.Option(..., "--arch", help="Its architecture, a cifar_ model (e.g. cifar_resnet32x4)."),
+    path: Path = typer.Argument(..., help="Weights: a state dict (.safetensors, or a timm/torchvision .pth/.pt, "
+                                "possibly under 'state_dict'), or a CRD-codebase checkpoint {'model': ...}."),
+    arch: str = typer.Option(..., "--arch", help="Its architecture: any timm model (e.g. resnet50) or cifar_ "
+                             "model (e.g. cifar_resnet32x4)."),
     dataset: str = typer.Option("cifar100", "--dataset", "-d"),
     seed: int = typer.Option(0, "--seed", help="Zoo seed of this teacher; runs select it with --teacher-seed."),
     sets: list[str] = Sets,
@@ -73,10 +75,15 @@ def import_command(
     data_root: Path = DataRoot,
     device: str = Device,
 ) -> None:
-    """Import a teacher trained by the CRD codebase into the zoo (safetensors + sha256, card `source: imported`),
-    evaluated on the dataset's test split. Runs use it with `--set teacher_recipe.name=imported`.
+    """Import a teacher trained elsewhere into the zoo (safetensors + sha256, card `source: imported`),
+    evaluated on the dataset's test split. Runs use it with `--set teacher_recipe.name=imported`. The file must
+    fit the architecture and the dataset's class count exactly; a mismatch is named in one line (exit 2).
 
-    Example: kdbench teachers import resnet32x4_best.pth --arch cifar_resnet32x4 --dataset cifar100
+    Examples:
+
+      kdbench teachers import resnet32x4_best.pth --arch cifar_resnet32x4 --dataset cifar100
+
+      kdbench teachers import resnet18.safetensors --arch resnet18 --dataset digits
     """
     from ..teacher_import import import_teacher
 
