@@ -288,7 +288,7 @@ class Engine:
             self.reporter.step(1, loss=total.detach())
             self.reporter.iteration((epoch - 1) * len(train_loader) + step + 1,
                                     {**{k: v.detach() for k, v in losses.items()}, "total": total.detach()},
-                                    optimizer.param_groups[0]["lr"])
+                                    lr_last)  # the lr this step used (the scheduler has moved on)
         train_s = time.perf_counter() - t0
 
         t1 = time.perf_counter()
