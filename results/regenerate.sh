@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates the reference leaderboard of the embedded benchmark (digits) committed in results/.
 #
-#   bash results/regenerate.sh            # ~1.5 h on 2 CPU cores; completed runs are reused, so it can be resumed
+#   bash results/regenerate.sh            # ~1 h on 2 CPU cores; completed runs are reused, so it can be resumed
 #
-# 1. the embedded sweep (slurm/sweeps/embedded.yaml: every method, teachers resnet152 and resnet18, seeds 0-2),
-#    on this machine (local executor; pass EXECUTOR=slurm to use a cluster);
+# 1. the embedded sweep (slurm/sweeps/embedded.yaml: every method from a resnet18 teacher, seeds 0-2) and
+#    cnn2gnn from resnet152, on this machine (local executor; pass EXECUTOR=slurm to use a cluster);
 # 2. the CNN2GNN ablations (anchor graph, k = 0: the same input without a graph) and the GNN alone;
 # 3. the depth ladder (ResNet18…152 trained alone beside the distilled GNN);
 # 4. tables (markdown, CSV) and the accuracy-vs-inference-time plot;
@@ -23,11 +23,16 @@ CPUS="${CPUS:-1}"
 
 kdbench sweep --config slurm/sweeps/embedded.yaml --executor "$EXECUTOR" --seeds "$SEEDS" --results-dir "$R" --wait \
   --cpus-per-task "$CPUS"
+# CNN2GNN's own comparison: the ResNet-152 teacher into the two-layer GNN (the README's first command).
+kdbench sweep --methods cnn2gnn --teachers resnet152 --datasets digits --seeds "$SEEDS" --executor "$EXECUTOR" \
+  --results-dir "$R" --wait --cpus-per-task "$CPUS"
 for variant in cnn2gnn.graph=anchor cnn2gnn.k=0; do
   kdbench sweep --methods cnn2gnn --teachers resnet152 --datasets digits --seeds "$SEEDS" --set "$variant" \
     --executor "$EXECUTOR" --results-dir "$R" --wait --cpus-per-task "$CPUS"
 done
-kdbench ladder --teacher resnet152 --dataset digits --seeds "$SEEDS" --results-dir "$R" --format markdown > /dev/null
+# The deeper CNNs of the ladder (ResNet-34…152 alone) take one seed: they only place the GNN on the depth axis.
+kdbench ladder --teacher resnet152 --dataset digits --seeds "${LADDER_SEEDS:-0}" --results-dir "$R" \
+  --format markdown > /dev/null
 
 kdbench leaderboard --results-dir "$R" --table methods --format markdown --out "$OUT/leaderboard.md"
 kdbench leaderboard --results-dir "$R" --table methods --format csv --out "$OUT/leaderboard.csv"
