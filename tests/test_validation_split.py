@@ -70,8 +70,8 @@ def test_zero_fraction_keeps_run_ids_and_teachers_ignore_the_fraction():
 
 
 def _epoch(epoch: int, top1: float, val: float | None) -> EpochRecord:
-    return EpochRecord(epoch=epoch, lr=0.1, losses={}, train_top1=0.0, top1=top1, top5=top1 + 1, eval_loss=1.0,
-                       epoch_s=1.0, eval_s=1.0, val_top1=val, val_top5=None if val is None else val + 1)
+    return EpochRecord(epoch=epoch, lr=0.1, lr_last=0.1, losses={}, train_top1=0.0, top1=top1, top5=top1 + 1,
+                       eval_loss=1.0, epoch_s=1.0, eval_s=1.0, val_top1=val, val_top5=None if val is None else val + 1)
 
 
 def test_best_epoch_is_chosen_on_validation_and_reports_the_test_numbers_there():
@@ -85,7 +85,8 @@ def test_best_epoch_is_chosen_on_validation_and_reports_the_test_numbers_there()
 
 
 def test_histories_without_validation_fields_still_load():
-    old = {"epoch": 1, "lr": 0.1, "losses": {"ce": 1.0}, "train_top1": 10.0, "top1": 20.0, "top5": 30.0,
+    # a history written before the validation split (per-step lr already: `lr_last` is there)
+    old = {"epoch": 1, "lr": 0.1, "lr_last": 0.1, "losses": {"ce": 1.0}, "train_top1": 10.0, "top1": 20.0, "top5": 30.0,
            "eval_loss": 2.0, "epoch_s": 1.0, "eval_s": 0.5}
     record = EpochRecord(**old)
     assert record.val_top1 is None and FitResult([record]).summary()["best_selected_on"] == "test"
