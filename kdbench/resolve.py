@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import RunConfig, apply_overrides, convert_free_kwargs, convert_option, parse_set_options
 from .data.registry import DatasetSpec, get_dataset_spec
-from .data.validation import take_val_fraction, with_val_fraction
+from .data.validation import split_data_params, with_val_fraction
 from .errors import UserError, check_range, unknown_name
 from .exports import card_of_file
 from .fingerprint import code_fingerprint, teacher_code
@@ -82,13 +82,13 @@ def _check_model(name: str, role: str) -> None:
 
 def _data_params(ds: DatasetSpec, scoped: dict[str, dict[str, str]]) -> object:
     """The dataset's parameters; `data.val_fraction` is not one of them (see :func:`_val_fraction`)."""
-    return apply_overrides(ds.params, take_val_fraction(scoped.get("data", {}))[0], "data")
+    return apply_overrides(ds.params, split_data_params(scoped.get("data", {}))[0], "data")
 
 
 def _val_fraction(scoped: dict[str, dict[str, str]]) -> float:
     # The student's validation split only: a teacher trains on the full training split and its zoo key never
     # holds the fraction (one teacher serves runs with and without a validation split).
-    return take_val_fraction(scoped.get("data", {}))[1]
+    return split_data_params(scoped.get("data", {}))[1]
 
 
 def resolve_teacher(

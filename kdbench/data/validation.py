@@ -38,14 +38,9 @@ def parse_val_fraction(value: str | float) -> float:
     return fraction
 
 
-def take_val_fraction(data_overrides: dict[str, str]) -> tuple[dict[str, str], float]:
-    """Split the `data` scope's `--set` overrides into (the dataset's own overrides, the validation fraction)."""
-    rest = dict(data_overrides)
-    return rest, parse_val_fraction(rest.pop(VAL_KEY, "0"))
-
-
 def split_data_params(data_params: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """A run's recorded `data_params` as (the dataset's parameters, the validation fraction; 0 when absent)."""
+    """`data` settings as (the dataset's own, the validation fraction; 0 when absent): a run's recorded
+    `data_params`, or the `data` scope's `--set` strings."""
     rest = dict(data_params)
     return rest, parse_val_fraction(rest.pop(VAL_KEY, 0.0))
 
