@@ -51,10 +51,14 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
+def _tree_hash(tree: ast.AST) -> str:
+    """sha256 of a syntax tree without docstrings (strips them from `tree` in place)."""
+    return hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).hexdigest()
+
+
 def normalised_source_hash(source: str) -> str:
     """sha256 of the source's syntax tree without docstrings: blind to comments, docstrings and layout."""
-    tree = _strip_docstrings(ast.parse(source))
-    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+    return _tree_hash(ast.parse(source))
 
 
 def _module_file(name: str) -> Path | None:
@@ -93,10 +97,9 @@ def _imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
 
 @functools.cache
 def _module_hash_and_imports(name: str, path: Path) -> tuple[str, frozenset[str]]:
-    source = path.read_text(encoding="utf-8")
-    tree = ast.parse(source)
-    imports = _imported_modules(tree, name, path.name == "__init__.py")
-    return normalised_source_hash(source), frozenset(imports)
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    imports = _imported_modules(tree, name, path.name == "__init__.py")  # before the docstrings are stripped
+    return _tree_hash(tree), frozenset(imports)
 
 
 def _closure(name: str, path: Path, sources: dict[str, str]) -> None:
