@@ -118,19 +118,21 @@ def parse_set_options(items: list[str] | None) -> dict[str, dict[str, str]]:
     return out
 
 
-def _convert(value: str, annotation: Any, key: str) -> Any:
-    """Convert a CLI string to the type a dataclass field declares (int, float, bool, str, tuples, Optional)."""
+def convert_option(value: str, annotation: Any, key: str) -> Any:
+    """Convert a CLI string to the type a dataclass field declares (int, float, bool, str, tuples, Optional):
+    what apply_overrides does per field, public for a caller that needs a value before the dataclass is rebuilt
+    (e.g. the epochs a recipe is rescaled to)."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
         non_none = [a for a in args if a is not type(None)]
         if value.lower() in ("none", "null"):
             return None
-        return _convert(value, non_none[0], key)
+        return convert_option(value, non_none[0], key)
     if origin is tuple:
         inner = args[0] if args else str
         parts = [p for p in value.strip("()[]").split(",") if p.strip()]
-        return tuple(_convert(p.strip(), inner, key) for p in parts)
+        return tuple(convert_option(p.strip(), inner, key) for p in parts)
     try:
         if annotation is bool:
             low = value.lower()
@@ -146,12 +148,6 @@ def _convert(value: str, annotation: Any, key: str) -> Any:
     except ValueError:
         raise UserError(f"{key}: expected {annotation.__name__}, got '{value}'") from None
     return value
-
-
-def convert_option(value: str, annotation: Any, key: str) -> Any:
-    """One `--set` string converted to `annotation` (what apply_overrides does per field), for a caller that
-    needs the value before the dataclass is rebuilt (e.g. the epochs a recipe is rescaled to)."""
-    return _convert(value, annotation, key)
 
 
 def _finite(number: float, key: str) -> float:
@@ -176,7 +172,7 @@ def apply_overrides(defaults: Any, overrides: dict[str, str], scope: str) -> Any
         if key not in fields:
             valid = ", ".join(f"{scope}.{f}" for f in sorted(fields)) or "(none)"
             raise UserError(f"unknown option '{scope}.{key}'. Valid: {valid}")
-        converted[key] = _convert(value, hints[key], f"{scope}.{key}")
+        converted[key] = convert_option(value, hints[key], f"{scope}.{key}")
     result = dataclasses.replace(defaults, **converted)  # __post_init__ range checks name the allowed range
     for key, value in converted.items():  # a field without a range check still never takes NaN or ±inf
         for number in value if isinstance(value, tuple) else (value,):
