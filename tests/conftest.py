@@ -27,3 +27,14 @@ def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     monkeypatch.setenv("KDBENCH_ZOO", str(d["zoo"]))
     monkeypatch.setenv("KDBENCH_DATA", str(d["data"]))
     return d
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`-n auto --dist loadgroup`, the default in pyproject), every SLURM test runs on one
+    worker: they share the single-node cluster, whose few CPU slots two workers' jobs would contend for (and time
+    out on). They are collected first, so that worker starts on them at once while the others take the rest;
+    collected last, they were the suite's tail (~10 minutes on one worker)."""
+    for item in items:
+        if item.get_closest_marker("slurm") is not None:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+    items.sort(key=lambda item: item.get_closest_marker("slurm") is None)  # stable: file order otherwise kept

@@ -61,7 +61,7 @@ def _cli(plugin: Path, dirs: dict[str, Path], *args: str) -> subprocess.Complete
     return res
 
 
-RUN = ("run", "--method", "fp-plugin", "--student", "resnet18", "--epochs", "1", "--set", "data.image_size=8")
+RUN = ("run", "--method", "fp-plugin", "--student", "cifar_resnet8", "--epochs", "1", "--set", "data.image_size=8")
 
 
 def test_normalised_hash_ignores_comments_docstrings_and_layout_but_not_code() -> None:

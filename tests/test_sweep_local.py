@@ -24,7 +24,8 @@ def kdbench_cli(*args: object):
 def test_local_executor_runs_the_small_sweep_and_resubmits_nothing(dirs, monkeypatch):
     # The SLURM test's sweep: a teacher job, then 4 runs shared by one local worker per CPU (2 here).
     monkeypatch.setenv("KDBENCH_POLL_S", "1")
-    args = ["sweep", "--methods", "ce,kd", "--teachers", "resnet18", "--students", "resnet18", "--seeds", "0,1",
+    args = ["sweep", "--methods", "ce,kd", "--teachers", "cifar_resnet8", "--students", "cifar_resnet8",
+            "--seeds", "0,1",
             *TINY, "--executor", "local", "--results-dir", dirs["results"], "--zoo-dir", dirs["zoo"]]
     result = kdbench_cli(*args, "--wait")
     assert result.exit_code == 0, result.output
@@ -50,7 +51,7 @@ def test_local_executor_runs_the_small_sweep_and_resubmits_nothing(dirs, monkeyp
 
 
 def test_debug_executor_runs_in_process_and_status_reads_the_records(dirs):
-    result = kdbench_cli("sweep", "--methods", "ce", "--students", "resnet18", "--seeds", "3", *TINY,
+    result = kdbench_cli("sweep", "--methods", "ce", "--students", "cifar_resnet8", "--seeds", "3", *TINY,
                          "--executor", "debug", "--results-dir", dirs["results"], "--zoo-dir", dirs["zoo"])
     assert result.exit_code == 0, result.output
     sweep = load_sweep(dirs["results"])
