@@ -123,6 +123,7 @@ class _Slot:
 
     values: torch.Tensor
     filled: torch.Tensor  # (N,) bool
+    produced: torch.dtype  # the dtype the teacher gave (values are float16 under --teacher-cache-dtype float16)
     dirty: bool = False
 
 
@@ -176,14 +177,15 @@ class TeacherOutputCache:
         except OSError:
             return None
         decoded = decode_entry(blob)
-        if decoded is None or decoded[0].get("values") is None or decoded[0]["values"].shape[0] != self.num_train:
+        if decoded is None or set(decoded[0]) != {"values", "filled"} or \
+                decoded[0]["values"].shape[0] != self.num_train or not hasattr(torch, str(decoded[1].get("produced"))):
             self.corrupt += 1
             path.unlink(missing_ok=True)  # never used; recomputed and rewritten by this run
             return None
-        tensors, _ = decoded
+        tensors, meta = decoded
         self.bytes_read += len(blob)
         os.utime(path)  # least-recently-used eviction reads the modification time
-        slot = _Slot(tensors["values"], tensors["filled"].bool())
+        slot = _Slot(tensors["values"], tensors["filled"].bool(), getattr(torch, meta["produced"]))
         self._slots[name] = slot
         return slot
 
@@ -209,8 +211,7 @@ class TeacherOutputCache:
             if slot is None or not bool(slot.filled[rows].all()):
                 self.misses += 1
                 return None
-            value = slot.values[rows]
-            out[name] = value.to(device=index.device, dtype=_original_dtype(slot, self.key))
+            out[name] = slot.values[rows].to(device=index.device, dtype=slot.produced)
         self.hits += 1
         return out
 
@@ -223,7 +224,7 @@ class TeacherOutputCache:
             slot = self._slots.get(name)
             if slot is None:
                 slot = _Slot(torch.zeros((self.num_train, *stored.shape[1:]), dtype=stored.dtype),
-                             torch.zeros(self.num_train, dtype=torch.bool))
+                             torch.zeros(self.num_train, dtype=torch.bool), value.dtype)
                 self._slots[name] = slot
             slot.values[rows] = stored
             slot.filled[rows] = True
@@ -240,7 +241,8 @@ class TeacherOutputCache:
             if not key_file.exists():
                 atomic_write_json(key_file, self.key)
             blob = encode_entry({"values": slot.values, "filled": slot.filled.to(torch.uint8)},
-                                {"epoch": self.epoch, "output": name, "namespace": self.namespace})
+                                {"epoch": self.epoch, "output": name, "namespace": self.namespace,
+                                 "produced": str(slot.produced).removeprefix("torch.")})
             atomic_write_bytes(self._path(name), blob)
             self.bytes_written += len(blob)
             slot.dirty = False
@@ -267,13 +269,6 @@ def _stored_size(dtype: torch.dtype, cache_dtype: str) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-def _original_dtype(slot: _Slot, key: dict[str, Any]) -> torch.dtype:
-    """float16 entries come back as the dtype the teacher produced (fp32, or the AMP dtype when AMP is on)."""
-    if slot.values.dtype == torch.float16 and key.get("dtype") == "float16" and not key.get("amp"):
-        return torch.float32
-    return slot.values.dtype
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The cache directory as a whole (kdbench cache list|clear, eviction)
 
@@ -284,7 +279,7 @@ def entries(root: Path) -> list[Path]:
 
 def evict(root: Path, cap: int, keep: set[Path] = frozenset()) -> int:
     """Remove least-recently-used entries (oldest modification time first) until the cache holds ≤ `cap`
-    bytes; `keep` (the entries just written) are removed last of all, never. The number removed."""
+    bytes, never removing those in `keep` (the entries just written). The number removed."""
     files = []
     for path in entries(root):
         try:

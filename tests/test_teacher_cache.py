@@ -5,7 +5,6 @@ recomputed, a full cache evicts, `kdbench cache clear` empties it."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -87,10 +86,8 @@ def _filled_cache(root: Path, seed: int, cap: int) -> teacher_cache.TeacherOutpu
 
 
 def test_a_full_cache_evicts_the_least_recently_used_entries(tmp_path):
-    size = len(teacher_cache.encode_entry({"values": torch.zeros(100, 10), "filled": torch.zeros(100,
-                                          dtype=torch.uint8)}, {"epoch": 1, "output": "logits", "namespace": "x" * 20}))
-    cap = int(2.5 * size)
-    a = _filled_cache(tmp_path, 0, cap)
+    a = _filled_cache(tmp_path, 0, 10**9)
+    cap = int(2.5 * a._path("logits").stat().st_size)  # room for two entries
     b = _filled_cache(tmp_path, 1, cap)
     os.utime(a._path("logits"), (1, 1))  # a read long ago, b more recently
     assert b.evicted == 0 and len(teacher_cache.entries(tmp_path)) == 2
@@ -98,14 +95,24 @@ def test_a_full_cache_evicts_the_least_recently_used_entries(tmp_path):
     assert c.evicted == 1 and not a._path("logits").exists() and b._path("logits").exists()
 
 
-def test_cache_clear_empties_the_cache(tmp_path):
-    _filled_cache(tmp_path, 0, 10**9)
-    cli = [sys.executable, "-m", "kdbench"]
-    listed = subprocess.run([*cli, "cache", "list", "--cache-dir", str(tmp_path)], capture_output=True, text=True)
-    assert listed.returncode == 0 and "1 " in listed.stdout
-    cleared = subprocess.run([*cli, "cache", "clear", "--cache-dir", str(tmp_path)], capture_output=True, text=True)
-    assert cleared.returncode == 0 and "removed 1 entries" in cleared.stderr
+def _cli(monkeypatch, capsys, *args: str) -> str:
+    from kdbench.cli.app import main
+
+    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.setattr(sys, "argv", ["kdbench", *args])
+    with pytest.raises(SystemExit) as done:
+        main()
+    assert done.value.code in (0, None)
+    out = capsys.readouterr()
+    return out.out + out.err
+
+
+def test_cache_clear_empties_the_cache(tmp_path, monkeypatch, capsys):
+    cache = _filled_cache(tmp_path, 0, 10**9)
+    assert cache.namespace in _cli(monkeypatch, capsys, "cache", "list", "--cache-dir", str(tmp_path))
+    assert "removed 1 entries" in _cli(monkeypatch, capsys, "cache", "clear", "--cache-dir", str(tmp_path))
     assert teacher_cache.entries(tmp_path) == []
+    assert cache.namespace not in _cli(monkeypatch, capsys, "cache", "list", "--cache-dir", str(tmp_path))
 
 
 def test_augmentation_is_a_function_of_seed_epoch_and_index_not_of_the_global_rng():
