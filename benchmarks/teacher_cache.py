@@ -5,10 +5,10 @@
 Four runs in one process, each from scratch with the dataset's recipe (batch 64, crop-pad2), on CPU:
 (a) ce, (b) kd without the cache, (c) kd filling an empty cache, (d) kd reading it (another temperature: a
 sweep's second KD variant); ce runs first and again last (a different seed, so that it trains again) and (a) is
-the mean of the two, so that neither a cold start nor a drift of the shared machine favours one side. Reports the mean per-epoch training time of each (the record's `epoch_s_mean`,
-evaluation excluded) and the ratios (d)/(a) and (b)/(a). The teacher is `--teacher-ckpt` when given, else the
-newest digits ResNet-152 in the teacher zoo ($KDBENCH_ZOO), else an untrained ResNet-152 (the same forward cost:
-fine for timing; the table says which).
+the mean of the two, so that neither a cold start nor a drift of the shared machine favours one side. Reports
+the mean per-epoch training time of each (the record's `epoch_s_mean`, evaluation excluded) and the ratios
+(d)/(a) and (b)/(a). The teacher is `--teacher-ckpt` when given, else the newest digits ResNet-152 in the teacher
+zoo ($KDBENCH_ZOO), else an untrained ResNet-152 (the same forward cost: fine for timing; the table says which).
 """
 
 from __future__ import annotations
