@@ -65,11 +65,16 @@ class RunConfig:
     # configs made before fingerprints existed; left out of the dict (and so of the hash) then, so an old
     # record's config still hashes to its own run id.
     code: str = ""
+    # "float16" when the run reads its teacher's outputs rounded to half precision through the teacher-output
+    # cache (kdbench.teacher_cache; it changes the numbers). Empty for the exact fp32 default and left out of the
+    # dict then, so that every other run's id is what it was.
+    teacher_cache_dtype: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = json.loads(canonical_json(self))
-        if not d["code"]:
-            del d["code"]
+        for optional in ("code", "teacher_cache_dtype"):
+            if not d[optional]:
+                del d[optional]
         return d
 
     def without_code(self) -> RunConfig:

@@ -253,6 +253,7 @@ class Engine:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         model.train()
+        model.begin_epoch(epoch)
         model.on_epoch_start(epoch)
 
         sums: dict[str, torch.Tensor] = {}

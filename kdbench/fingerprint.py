@@ -32,8 +32,10 @@ from typing import Any
 # Raise by one with every change to the harness that alters numbers (engine, data, recipes, models, evaluator),
 # then regenerate results/reference (bash results/regenerate.sh) and its canaries (bash results/canary.sh).
 # History: 1 — fingerprints introduced; 2 — the learning rate changes per optimizer step (not per epoch) and
-# milestones/warm-up follow --epochs.
-RESULTS_VERSION: int = 2
+# milestones/warm-up follow --epochs; 3 — training augmentation is a pure function of (seed, epoch, sample index)
+# (per-sample keyed RNG, kdbench.data.loaders.EpochKeyedAugmentation) instead of the global stream, so every
+# augmented run draws other crops (and methods that draw random numbers, e.g. CRD, draw other ones too).
+RESULTS_VERSION: int = 3
 
 FINGERPRINT_LENGTH = 12
 # The method teachers are trained with (kdbench.teacher_zoo): its code shapes every zoo teacher.

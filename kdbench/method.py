@@ -70,6 +70,9 @@ class Distiller(nn.Module):
     paper: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = True
     default_student: ClassVar[str] = "resnet18"
+    # What the teacher-output cache holds for the method (`kdbench methods`): the outputs it takes through
+    # teacher_logits / teacher_features. Features are cached when the run's entries fit $KDBENCH_CACHE_GB.
+    teacher_outputs: ClassVar[str] = "logits"
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: Any, ctx: MethodContext) -> None:
         super().__init__()
@@ -145,10 +148,32 @@ class Distiller(nn.Module):
         through here, so `recipe.label_smoothing` means the same for all of them; soft-target (KD) terms do not."""
         return F.cross_entropy(logits, labels, label_smoothing=self.ctx.label_smoothing)
 
+    # Set by the runner (kdbench.teacher_cache): methods never touch it, they ask the two helpers below.
+    teacher_cache: Any = None
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Called by the engine before `on_epoch_start` (which methods override): the epoch keys the teacher
+        cache."""
+        if self.teacher_cache is not None:
+            self.teacher_cache.set_epoch(epoch)
+
     @torch.no_grad()
-    def teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+    def teacher_logits(self, images: torch.Tensor | Batch) -> torch.Tensor:
+        """The teacher's logits for a batch; given the :class:`Batch` (not its images) they may come from the
+        teacher-output cache (bit-identical to recomputing them)."""
         assert self.teacher is not None
+        if isinstance(images, Batch):
+            return self.teacher_features(images).logits
         return self.teacher(images)
+
+    @torch.no_grad()
+    def teacher_features(self, batch: Batch, tap: Any = None) -> Any:
+        """The teacher's :class:`~kdbench.models.features.Features` for `batch` as `tap` (a FeatureTap on the
+        teacher; None: logits only) takes them, from the teacher-output cache when it holds them."""
+        from .teacher_cache import teacher_outputs
+
+        assert self.teacher is not None
+        return teacher_outputs(self.teacher_cache, self.teacher, tap, batch.images, batch.index)
 
 
 @dataclass(frozen=True)

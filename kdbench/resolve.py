@@ -73,6 +73,7 @@ class RunOptions:
     teacher_ckpt: str | Path | TeacherCheckpoint | None = None
     amp: bool = False
     channels_last: bool = False
+    teacher_cache_dtype: str = "float32"  # "float16": the teacher's outputs rounded through the cache (in the id)
 
 
 def _check_model(name: str, role: str) -> None:
@@ -197,7 +198,16 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         amp=opts.amp,
         channels_last=opts.channels_last,
         code=code_fingerprint(spec.name)["fingerprint"],
+        teacher_cache_dtype=_teacher_cache_dtype(opts.teacher_cache_dtype, teacher),
     )
+
+
+def _teacher_cache_dtype(dtype: str, teacher: str | None) -> str:
+    """The config's `teacher_cache_dtype`: "" for the exact default (and for runs without a teacher)."""
+    from .teacher_cache import check_options
+
+    check_options("on", dtype)
+    return "" if dtype == "float32" or teacher is None else dtype
 
 
 def _exported_architecture(ckpt: TeacherCheckpoint) -> str | None:

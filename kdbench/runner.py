@@ -34,6 +34,7 @@ from .models.zoo import count_parameters, count_weight_layers
 from .progress import NULL_REPORTER, Reporter
 from .records import RunStore, new_record
 from .resolve import RunOptions, TeacherCheckpoint, resolve_config, zoo_teacher_code
+from .teacher_cache import open_run_cache
 from .teacher_zoo import TeacherKey, TeacherZoo, load_teacher_checkpoint
 
 # Inference time per image is measured at this batch size (stated in every record) unless overridden.
@@ -45,6 +46,7 @@ class Paths:
     results_dir: str | Path | None = None
     zoo_dir: str | Path | None = None
     data_root: str | Path | None = None
+    cache_dir: str | Path | None = None  # the teacher-output cache (kdbench.teacher_cache)
 
 
 def teacher_key(config: RunConfig) -> TeacherKey:
@@ -99,6 +101,7 @@ def execute(
     strict: bool = False,
     keep_checkpoint: bool = False,
     log: Sequence[str] = (),
+    teacher_cache: str = "on",
 ) -> dict[str, Any]:
     """Run `config` to completion (resuming from its checkpoint if one exists) and return its record.
 
@@ -108,6 +111,8 @@ def execute(
     restarts the run from scratch with a warning, or with `strict` stops it (UnusableCheckpointError).
     A completed run keeps its student exports (kdbench.exports); its resumable `checkpoint.pt` is removed unless
     `keep_checkpoint`. `log` names logging backends (kdbench.metric_logs) that receive its curves.
+    `teacher_cache` "on" reads and fills the teacher-output cache under `paths.cache_dir` (kdbench.teacher_cache;
+    the same numbers as "off").
 
     The data and a user's teacher file are opened before any record is written: a mistake there (a missing or
     unreadable file) leaves no record behind. The run itself holds a per-run lock: a second process asking for
@@ -144,7 +149,7 @@ def execute(
             exports.remove_exports(store.run_dir(run_id))
         return _execute_locked(config, paths, data, user_teacher, settings, store, reporter, infer_batch_size,
                                existing=None if force else existing, threads=threads,
-                               keep_checkpoint=keep_checkpoint, log=log)
+                               keep_checkpoint=keep_checkpoint, log=log, teacher_cache=teacher_cache)
 
 
 def check_code(config: RunConfig) -> None:
@@ -184,6 +189,7 @@ def _execute_locked(
     threads: dict[str, Any],
     keep_checkpoint: bool = False,
     log: Sequence[str] = (),
+    teacher_cache: str = "on",
 ) -> dict[str, Any]:
     """The run proper, under its lock. `existing` is the run's earlier record (an interrupted attempt's), whose
     attempt history the new record continues; `threads` is what configure_threads() chose."""
@@ -216,7 +222,7 @@ def _execute_locked(
             record["teacher_metrics"] = _teacher_metrics(card, teacher)
         teacher_s = time.perf_counter() - t0
         return _distill(config, data, teacher, settings, store, record, reporter, t_start, teacher_s,
-                        infer_batch_size, keep_checkpoint, log)
+                        infer_batch_size, keep_checkpoint, log, teacher_cache, paths.cache_dir)
     except RunDiverged as e:
         record.update(status="diverged", divergence={"epoch": e.epoch, "step": e.step, "losses": e.losses})
         attempts.end(record, "diverged")
@@ -273,6 +279,8 @@ def _distill(
     infer_batch_size: int,
     keep_checkpoint: bool = False,
     log: Sequence[str] = (),
+    teacher_cache: str = "on",
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     spec = get_method(config.method)
     params = method_params(config)
@@ -284,6 +292,8 @@ def _distill(
     torch.manual_seed(config.seed)  # student and the method's own modules start from the run's seed
     student = build_student(config, data)
     distiller = spec.cls(student, teacher, params, ctx)
+    distiller.teacher_cache, record["teacher_cache"] = open_run_cache(
+        config, record, len(data.train), settings.device, teacher_cache, cache_dir)
     run_id = config.run_id
     train_loader = make_train_loader(data.train, config.recipe.batch_size, config.seed, settings.device,
                                      data.num_workers)
@@ -295,6 +305,8 @@ def _distill(
 
     def on_epoch_end(fit: FitResult) -> None:
         store.write_metrics(run_id, fit.history)
+        if distiller.teacher_cache is not None:
+            distiller.teacher_cache.flush()
 
     run_dir = store.run_dir(run_id)
 
@@ -331,6 +343,8 @@ def _distill(
         memory=_memory(settings.device),
         **({"metric_logs": {name: f"logs/{name}" for name in log}} if log else {}),
         method_info=distiller.describe(),
+        teacher_cache=record["teacher_cache"] if distiller.teacher_cache is None else
+        distiller.teacher_cache.describe(),
         # Predictions that depend on the other test images of the evaluation batch: marked in every table.
         transductive=spec.cls.transductive(params, config.student, config.student_params),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -382,6 +396,9 @@ def run(
     strict: bool = False,
     keep_checkpoint: bool = False,
     log: Sequence[str] = (),
+    teacher_cache: str = "on",
+    cache_dir: str | Path | None = None,
+    teacher_cache_dtype: str = "float32",
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
 
@@ -389,6 +406,10 @@ def run(
     restarting it from scratch with a warning. `keep_checkpoint`: keep the resumable `checkpoint.pt` (optimizer
     state included) of the completed run beside its student exports. `log`: logging backends ("tensorboard",
     "wandb") that receive per-step losses and lr and per-epoch metrics (`metrics.jsonl` is written either way).
+    `teacher_cache` "on"|"off": read and fill the teacher-output cache under `cache_dir` (default
+    $KDBENCH_CACHE or ~/.cache/kdbench/teacher-outputs); the numbers are the same either way.
+    `teacher_cache_dtype="float16"` stores (and reads) the teacher's outputs in half precision: other numbers,
+    so it is part of the run id.
     `teacher="run:RUN_ID"`: the student of completed run RUN_ID (under `results_dir`) is the teacher.
 
     >>> import kdbench
@@ -402,15 +423,16 @@ def run(
     opts = RunOptions(
         method=method, teacher=teacher, student=student, dataset=dataset, seed=seed, teacher_seed=teacher_seed,
         epochs=epochs, teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=list(sets or []),
-        teacher_ckpt=teacher_ckpt, amp=amp, channels_last=channels_last,
+        teacher_ckpt=teacher_ckpt, amp=amp, channels_last=channels_last, teacher_cache_dtype=teacher_cache_dtype,
     )
     config = resolve_config(opts)
-    paths = Paths(results_dir, zoo_dir, data_root)
+    paths = Paths(results_dir, zoo_dir, data_root, cache_dir)
     # resolve_config hashed the file into the config; the digest travels along instead of hashing it again.
     ckpt = TeacherCheckpoint(Path(teacher_ckpt).expanduser(), config.teacher_ckpt_sha256) \
         if teacher_ckpt and config.teacher_ckpt_sha256 else None
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,
-                   infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint, log=log)
+                   infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint, log=log,
+                   teacher_cache=teacher_cache)
 
 
 def clear_run(results_dir: str | Path | None, run_id: str) -> None:

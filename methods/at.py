@@ -74,6 +74,7 @@ class ATParams:
     "at", paper="Zagoruyko & Komodakis 2017, Paying More Attention to Attention (ICLR)", params=ATParams()
 )
 class AT(Distiller):
+    teacher_outputs = "logits + every stage but the stem (features: cached when they fit the cap)"
     def __init__(self, student: nn.Module, teacher: nn.Module, params: ATParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
         example = torch.zeros(2, ctx.in_chans, ctx.image_size, ctx.image_size)
@@ -94,8 +95,7 @@ class AT(Distiller):
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
         s = self._s_tap(batch.images)
-        with torch.no_grad():
-            t = self._t_tap(batch.images)
+        t = self.teacher_features(batch, self._t_tap)
         at = sum(at_loss(s.stages[i], t.stages[j]) for i, j in self.pairs)
         return s.logits, {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels), "at": p.w_at * at}
 

@@ -202,6 +202,7 @@ _PAPER = "Tian et al. 2020, Contrastive Representation Distillation (ICLR)"
 @register_method("crd+kd", paper=_PAPER, params=CRDParams(w_kd=1.0))
 @register_method("crd", paper=_PAPER, params=CRDParams())
 class CRD(Distiller):
+    teacher_outputs = "logits + embedding (features: cached when they fit the cap)"
     def __init__(self, student: nn.Module, teacher: nn.Module, params: CRDParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
         self._s_tap, self._t_tap, s_dim, t_dim = embedding_taps(student, teacher, ctx.in_chans, ctx.image_size)
@@ -211,8 +212,7 @@ class CRD(Distiller):
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
         s = self._s_tap(batch.images)
-        with torch.no_grad():
-            t = self._t_tap(batch.images)
+        t = self.teacher_features(batch, self._t_tap)
         losses = {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels),
                   "crd": p.w_crd * self.crd(s.embedding, t.embedding, batch.index)}
         if p.w_kd > 0:

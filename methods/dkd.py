@@ -148,7 +148,7 @@ class DKD(Distiller):
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
         logits = self.student(batch.images)
-        teacher_logits = self.teacher_logits(batch.images)
+        teacher_logits = self.teacher_logits(batch)
         dkd = dkd_loss(logits, teacher_logits, batch.labels, p.w_tckd, p.resolved_w_nckd, p.temperature)
         return logits, {"ce": p.w_ce * self.cross_entropy(logits, batch.labels), "dkd": self._warmup * dkd}
 

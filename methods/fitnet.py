@@ -105,6 +105,7 @@ def _check_stage(key: str, stage: int, model: nn.Module, role: str) -> None:
 
 @register_method("fitnet", paper="Romero et al. 2015, FitNets: Hints for Thin Deep Nets (ICLR)", params=FitNetParams())
 class FitNet(Distiller):
+    teacher_outputs = "logits + hint stage (features: cached when they fit the cap)"
     def __init__(self, student: nn.Module, teacher: nn.Module, params: FitNetParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
         p = params
@@ -132,8 +133,7 @@ class FitNet(Distiller):
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
         s = self._s_tap(batch.images)
-        with torch.no_grad():
-            t = self._t_tap(batch.images)
+        t = self.teacher_features(batch, self._t_tap)
         if p.stages == 2 and not self._hint_phase:  # the paper's second stage: KD, the hint is done
             return s.logits, {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels),
                               "kd": p.w_kd * kd_loss(s.logits, t.logits, p.temperature)}

@@ -223,6 +223,7 @@ _PAPER = "Zhou et al. 2021, Distilling Holistic Knowledge with Graph Neural Netw
 @register_method("hkd+kd", paper=_PAPER, params=HKDParams(w_kd=1.0))
 @register_method("hkd", paper=_PAPER, params=HKDParams())
 class HKD(Distiller):
+    teacher_outputs = "logits + embedding (features: cached when they fit the cap)"
     def __init__(self, student: nn.Module, teacher: nn.Module, params: HKDParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
         self._s_tap, self._t_tap, s_dim, t_dim = embedding_taps(student, teacher, ctx.in_chans, ctx.image_size)
@@ -233,8 +234,7 @@ class HKD(Distiller):
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
         s = self._s_tap(batch.images)
-        with torch.no_grad():
-            t = self._t_tap(batch.images)
+        t = self.teacher_features(batch, self._t_tap)
         individual, holistic = self.hkd(s.embedding, t.embedding, s.logits, t.logits, batch.index)
         losses = {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels)}
         if p.individual:

@@ -49,7 +49,7 @@ class KD(Distiller):
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
         logits = self.student(batch.images)
-        teacher_logits = self.teacher_logits(batch.images)
+        teacher_logits = self.teacher_logits(batch)
         return logits, {
             "ce": p.w_ce * self.cross_entropy(logits, batch.labels),
             "kd": p.w_kd * kd_loss(logits, teacher_logits, p.temperature),

@@ -64,6 +64,7 @@ class PKTParams:
     "(ECCV)", params=PKTParams()
 )
 class PKT(Distiller):
+    teacher_outputs = "logits + embedding (features: cached when they fit the cap)"
     def __init__(self, student, teacher, params: PKTParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
         self._s_tap = FeatureTap(self.student, embedding=True)
@@ -72,7 +73,6 @@ class PKT(Distiller):
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
         s = self._s_tap(batch.images)
-        with torch.no_grad():
-            t = self._t_tap(batch.images)
+        t = self.teacher_features(batch, self._t_tap)
         return s.logits, {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels),
                           "pkt": p.w_pkt * pkt_loss(s.embedding, t.embedding)}

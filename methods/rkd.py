@@ -83,6 +83,7 @@ class RKDParams:
     "rkd", paper="Park et al. 2019, Relational Knowledge Distillation (CVPR)", params=RKDParams()
 )
 class RKD(Distiller):
+    teacher_outputs = "logits + embedding (features: cached when they fit the cap)"
     def __init__(self, student, teacher, params: RKDParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
         self._s_tap = FeatureTap(self.student, embedding=True)
@@ -91,8 +92,7 @@ class RKD(Distiller):
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
         s = self._s_tap(batch.images)
-        with torch.no_grad():
-            t = self._t_tap(batch.images)
+        t = self.teacher_features(batch, self._t_tap)
         return s.logits, {
             "ce": p.w_ce * self.cross_entropy(s.logits, batch.labels),
             "rkd_dist": p.w_dist * rkd_distance_loss(s.embedding, t.embedding),

@@ -17,6 +17,12 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _teacher_cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The teacher-output cache of every test (and CLI subprocess) is a session temp folder, never ~/.cache."""
+    monkeypatch.setenv("KDBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "teacher-cache"))
+
+
 @pytest.fixture
 def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     """Fresh results, zoo and data folders, also exported as KDBENCH_* for code that reads the defaults."""

@@ -23,11 +23,12 @@ def methods_command() -> None:
     Override a default with: kdbench run --method kd --teacher resnet152 --set kd.temperature=2
     """
     table = Table(title="distillation methods")
-    for col in ("name", "paper", "teacher", "default student", "defaults (--set NAME.KEY=VALUE)"):
+    for col in ("name", "paper", "teacher", "teacher cache", "default student", "defaults (--set NAME.KEY=VALUE)"):
         table.add_column(col)
     for name in list_methods():
         spec = get_method(name)
-        table.add_row(name, spec.paper, "yes" if spec.needs_teacher else "no", spec.default_student,
+        table.add_row(name, spec.paper, "yes" if spec.needs_teacher else "no",
+                      spec.cls.teacher_outputs if spec.needs_teacher else "—", spec.default_student,
                       _fmt(spec.defaults()))
     out.print(table)
     out.print("Each loss, where its defaults come from and its published table: docs/methods.md in the kdbench "

@@ -39,6 +39,15 @@ ZooDirOption = Annotated[Path | None, typer.Option("--zoo-dir", help=_ZOO_HELP)]
 DataRootOption = Annotated[Path | None, typer.Option("--data-root", help=_DATA_HELP)]
 DeviceOption = Annotated[str | None, typer.Option("--device", help=_DEVICE_HELP)]
 ForceOption = Annotated[bool, typer.Option("--force", help="Rerun runs that already completed.")]
+TeacherCacheOption = Annotated[str | None, typer.Option(
+    "--teacher-cache", help="on | off: read and fill the cache of the teacher's outputs (the same numbers either "
+    "way; `kdbench methods` says what each method caches).")]
+TeacherCacheDtypeOption = Annotated[str | None, typer.Option(
+    "--teacher-cache-dtype", help="float32 (exact: the same numbers as no cache) | float16 (half the size, other "
+    "numbers: part of the run id).")]
+CacheDirOption = Annotated[Path | None, typer.Option(
+    "--cache-dir", help="Teacher-output cache \\[default: ~/.cache/kdbench/teacher-outputs or $KDBENCH_CACHE; "
+    "size cap $KDBENCH_CACHE_GB, default 20].")]
 
 ResultsDir = typer.Option(None, "--results-dir", help=_RESULTS_HELP)
 ZooDir = typer.Option(None, "--zoo-dir", help=_ZOO_HELP)

@@ -15,6 +15,7 @@ from ..runner import run
 from .app import app
 from .options import (
     BatchSizeOption,
+    CacheDirOption,
     DataRootOption,
     DatasetOption,
     DeviceOption,
@@ -24,6 +25,8 @@ from .options import (
     MethodOption,
     ResultsDirOption,
     SetsOption,
+    TeacherCacheDtypeOption,
+    TeacherCacheOption,
     TeacherEpochsOption,
     TeacherSeedOption,
     ZooDirOption,
@@ -55,6 +58,9 @@ def run_command(
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (CUDA: fp16 + GradScaler; CPU: bf16)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="channels_last memory format (CUDA)."),
     force: ForceOption = False,
+    teacher_cache: TeacherCacheOption = "on",
+    teacher_cache_dtype: TeacherCacheDtypeOption = "float32",
+    cache_dir: CacheDirOption = None,
     log: list[str] = typer.Option(None, "--log", help="Also log the curves to tensorboard and/or wandb (offline "
                                   "unless WANDB_MODE says otherwise), under runs/<id>/logs/. Repeatable."),
     keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep the resumable checkpoint.pt "
@@ -98,7 +104,7 @@ def run_command(
                        teacher_epochs=p["teacher_epochs"], batch_size=p["batch_size"], lr=p["lr"],
                        sets=list(p["sets"] or []),
                        teacher_ckpt=str(p["teacher_ckpt"]) if p["teacher_ckpt"] else None, amp=p["amp"],
-                       channels_last=p["channels_last"]),
+                       channels_last=p["channels_last"], teacher_cache_dtype=p["teacher_cache_dtype"] or "float32"),
             p["results_dir"], force=p["force"])
         if as_json:
             typer.echo(json.dumps(plan, indent=2, sort_keys=True))
@@ -115,6 +121,8 @@ def run_command(
             device=p["device"] or "auto", amp=p["amp"], channels_last=p["channels_last"], force=p["force"],
             reporter=reporter, teacher_seed=p["teacher_seed"] or 0, strict=p["strict"],
             keep_checkpoint=p["keep_checkpoint"], log=p["log"] or [],
+            teacher_cache=p["teacher_cache"] or "on", cache_dir=p["cache_dir"],
+            teacher_cache_dtype=p["teacher_cache_dtype"] or "float32",
         )
     finally:
         reporter.close()

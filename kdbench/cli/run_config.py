@@ -33,8 +33,8 @@ INVOCATION_OPTIONS = ("config", "save_config", "as_json", "dry_run")
 # Where a parameter's value came from when the command line did not give it (click's ParameterSource names).
 NOT_GIVEN = ("DEFAULT", "DEFAULT_MAP")
 # Options written only when given: where files live and how this machine runs, not what the run is.
-MACHINE_OPTIONS = ("results_dir", "zoo_dir", "data_root", "device", "strict")
-PATH_OPTIONS = ("results_dir", "zoo_dir", "data_root", "teacher_ckpt")
+MACHINE_OPTIONS = ("results_dir", "zoo_dir", "data_root", "device", "strict", "cache_dir")
+PATH_OPTIONS = ("results_dir", "zoo_dir", "data_root", "teacher_ckpt", "cache_dir")
 
 
 def _file_keys(command: Any) -> dict[str, Any]:
@@ -99,6 +99,7 @@ def run_options(params: dict[str, Any]) -> RunOptions:
         teacher_epochs=params.get("teacher_epochs"), batch_size=params.get("batch_size"), lr=params.get("lr"),
         sets=list(params.get("sets") or []), teacher_ckpt=str(ckpt) if ckpt else None,
         amp=bool(params.get("amp")), channels_last=bool(params.get("channels_last")),
+        teacher_cache_dtype=params.get("teacher_cache_dtype") or "float32",
     )
 
 
@@ -129,6 +130,8 @@ def run_config_document(params: dict[str, Any], config: RunConfig) -> dict[str, 
     if params.get("teacher_ckpt"):
         doc["teacher_ckpt"] = _absolute(params["teacher_ckpt"])
     doc.update(amp=config.amp, channels_last=config.channels_last)
+    if config.teacher_cache_dtype:
+        doc["teacher_cache_dtype"] = config.teacher_cache_dtype
     for name in MACHINE_OPTIONS:
         value = params.get(name)
         if value not in (None, False, "auto"):

@@ -19,9 +19,10 @@ _PATTERN = re.compile(r"^(none|crop-pad(?P<pad>\d+))(?P<flip>-flip)?$")
 class PadCropFlip:
     """Zero-pad by `pad`, crop back at a random offset, flip with probability ½.
 
-    A class rather than a closure so that DataLoader workers started by spawn can pickle it. Uses the global
-    torch RNG: the engine reseeds it per epoch, so augmentation is reproducible and a resumed run draws the
-    same crops as an uninterrupted one.
+    A class rather than a closure so that DataLoader workers started by spawn can pickle it. Draws from the
+    torch RNG, which the train loader seeds per sample from (seed, epoch, index)
+    (kdbench.data.loaders.EpochKeyedAugmentation): augmentation is reproducible, a resumed run draws the same
+    crops as an uninterrupted one, and what a method draws does not move them.
     """
 
     def __init__(self, pad: int, flip: bool) -> None:

@@ -1,28 +1,70 @@
-"""DataLoaders whose order is a pure function of (seed, epoch), so a resumed run sees the same batches."""
+"""DataLoaders whose order is a pure function of (seed, epoch), so a resumed run sees the same batches, and whose
+training augmentation is a pure function of (seed, epoch, sample index), so every method sees the same images."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one sample's augmentation draws: a hash of (run seed, epoch, index in the training split)."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+class EpochKeyedAugmentation(Dataset):
+    """A training set whose random augmentation of sample i in epoch e is a pure function of (seed, e, i).
+
+    Each `__getitem__` runs the wrapped set's transform under a forked torch RNG seeded by :func:`sample_seed`
+    and restores the caller's RNG afterwards. So the crops neither consume nor depend on the global stream that
+    the engine reseeds per epoch and that methods draw from (CRD's negatives): every method, whatever it draws,
+    sees the same images — which is what lets a teacher's outputs be cached per (seed, epoch, index)
+    (kdbench.teacher_cache). The epoch comes from the sampler's `set_epoch`. DataLoader workers copy this object
+    when an epoch's iterator starts, which is why the train loader's workers must not be persistent (they would
+    keep an earlier epoch).
+    """
+
+    def __init__(self, base: Dataset, seed: int) -> None:
+        self.base = base
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.epoch, int(index)))
+            return self.base[index]
 
 
 class EpochShuffleSampler(Sampler[int]):
     """A fresh permutation per epoch drawn from (seed, epoch) alone; `set_epoch` is called by the engine.
 
     Unlike RandomSampler (whose order depends on how many epochs the process has already drawn) this gives a
-    resumed run the exact batches of an uninterrupted one.
+    resumed run the exact batches of an uninterrupted one. `set_epoch` also tells the `keyed` dataset (the
+    loader's :class:`EpochKeyedAugmentation`) the epoch, so that its crops follow the epoch too.
     """
 
-    def __init__(self, length: int, seed: int) -> None:
+    def __init__(self, length: int, seed: int, keyed: EpochKeyedAugmentation | None = None) -> None:
         self.length = length
         self.seed = seed
         self.epoch = 0
+        self.keyed = keyed
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        if self.keyed is not None:
+            self.keyed.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
@@ -83,18 +125,17 @@ def make_train_loader(
 ) -> DataLoader:
     n = len(ds)  # type: ignore[arg-type]
     workers = loader_workers(device, num_workers)
+    keyed = EpochKeyedAugmentation(ds, seed)
     return DataLoader(
-        ds,
+        keyed,
         batch_size=batch_size,
-        sampler=EpochShuffleSampler(n, seed),
+        sampler=EpochShuffleSampler(n, seed, keyed),
         # A last batch of one sample would crash BatchNorm in train mode; any other remainder is kept.
         drop_last=(n % batch_size == 1),
         num_workers=workers,
         pin_memory=device.type == "cuda",
-        # Not persistent: workers seed their RNG from the main process's torch RNG when an epoch's iterator
-        # starts, and the engine reseeds that RNG per epoch — so the random crops of epoch e are a function of
-        # (seed, e) and a resumed run draws the same ones. Persistent workers would carry their RNG across
-        # epochs (and restart it differently on resume). Restarting forked workers costs well under a second.
+        # Not persistent: workers copy the keyed dataset (and so its epoch) when an epoch's iterator starts;
+        # persistent ones would keep the first epoch's crops. Restarting forked workers costs well under a second.
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
     )

@@ -12,8 +12,8 @@ the recipe's `augment` string, with the grammar of `kdbench/data/augment.py` ext
 - any of them + "-flip" for a random horizontal flip.
 
 Padding is black in pixel space (before normalisation), as torchvision's RandomCrop on a PIL image does in the
-CRD/RepDistiller code. Random draws use the torch RNG of the process that runs the transform (the engine reseeds
-the main process per epoch; DataLoader workers derive their seeds from it when the epoch's iterator starts).
+CRD/RepDistiller code. Random draws use the torch RNG of the process that runs the transform, which the train
+loader seeds per sample from (seed, epoch, index) (kdbench.data.loaders.EpochKeyedAugmentation).
 """
 
 from __future__ import annotations

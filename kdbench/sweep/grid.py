@@ -91,6 +91,8 @@ class Paths:
     zoo_dir: str | None = None
     data_root: str | None = None
     device: str = "auto"
+    cache_dir: str | None = None  # the teacher-output cache (kdbench.teacher_cache)
+    teacher_cache: str = "on"
 
 
 @dataclass
@@ -360,4 +362,5 @@ def paths_from_options(options: dict[str, Any]) -> Paths:
         return None if v is None else str(v)
 
     return Paths(results_dir=as_str(options.get("results_dir")), zoo_dir=as_str(options.get("zoo_dir")),
-                 data_root=as_str(options.get("data_root")), device=str(options.get("device") or "auto"))
+                 data_root=as_str(options.get("data_root")), device=str(options.get("device") or "auto"),
+                 cache_dir=as_str(options.get("cache_dir")), teacher_cache=str(options.get("teacher_cache") or "on"))

@@ -86,8 +86,10 @@ class RunJob(submitit.helpers.Checkpointable):
                      f"{config.dataset} seed {config.seed} (restart {os.environ.get('SLURM_RESTART_COUNT', 0)})")
         record = execute(
             config,
-            Paths(self.paths.get("results_dir"), self.paths.get("zoo_dir"), self.paths.get("data_root")),
+            Paths(self.paths.get("results_dir"), self.paths.get("zoo_dir"), self.paths.get("data_root"),
+                  self.paths.get("cache_dir")),
             device=self.paths.get("device", "auto"), force=self.force, reporter=reporter,
+            teacher_cache=self.paths.get("teacher_cache", "on"),
         )
         return {"run_id": record["run_id"], "status": record["status"], "metrics": record.get("metrics")}
 

@@ -149,7 +149,9 @@ def absolute_paths(paths: Paths) -> Paths:
     results = Path(paths.results_dir) if paths.results_dir else default_results_dir()
     zoo = Path(paths.zoo_dir) if paths.zoo_dir else default_zoo_dir()
     data = str(Path(paths.data_root).expanduser().resolve()) if paths.data_root else None
-    return Paths(str(results.expanduser().resolve()), str(zoo.expanduser().resolve()), data, paths.device)
+    cache = str(Path(paths.cache_dir).expanduser().resolve()) if paths.cache_dir else None
+    return Paths(str(results.expanduser().resolve()), str(zoo.expanduser().resolve()), data, paths.device, cache,
+                 paths.teacher_cache)
 
 
 def run_entry(run: SweepRun) -> dict[str, Any]:
