@@ -65,11 +65,19 @@ class RunConfig:
     # configs made before fingerprints existed; left out of the dict (and so of the hash) then, so an old
     # record's config still hashes to its own run id.
     code: str = ""
+    # `--set group.NAME.lr_scale=` / `.weight_decay=`: per parameter group optimizer settings (kdbench.optim).
+    # Left out of the dict (and the hash) when empty, so the run ids of runs without them stay what they were.
+    param_groups: dict[str, dict[str, float]] = field(default_factory=dict)
+    # `--teacher run:RUN_ID`: the teacher is that run's student (`teacher` its architecture); the run id stands
+    # for the weights, as (architecture, recipe, seed) does for a zoo teacher, so a chain of runs is known before
+    # any of them trains (kdbench.sweep.chains). Left out of the dict when None.
+    teacher_run: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = json.loads(canonical_json(self))
-        if not d["code"]:
-            del d["code"]
+        for key in ("code", "param_groups", "teacher_run"):
+            if not d[key]:
+                del d[key]
         return d
 
     def without_code(self) -> RunConfig:

@@ -109,6 +109,9 @@ def sweep_command(
     students: str = typer.Option(None, "--students", help="Comma list of students \\[default: each method's]."),
     pairs: str = typer.Option(None, "--pairs", help="Explicit TEACHER:STUDENT pairs, comma list, in place of "
                               "--teachers × --students; a lone STUDENT is trained alone (by ce)."),
+    chains: list[str] = typer.Option(None, "--chain", help="Teacher-assistant chain ARCH,ARCH,... (zoo teacher "
+                                     "first), repeatable: each link distils from the student of the link before "
+                                     "(`run:<its id>`), submitted after it."),
     datasets: str = typer.Option(None, "--datasets", help="Comma list of datasets \\[default: digits]."),
     seeds: str = typer.Option(None, "--seeds", help="Seeds: 0,1,2 or a range 0-4 \\[default: 0]."),
     teacher_seed: TeacherSeedOption = None,
@@ -160,9 +163,12 @@ def sweep_command(
 
       kdbench sweep --methods ce,kd --teachers resnet18 --grid kd.temperature=2,4 --set kd.w_ce=0.5 --dry-run --json
 
+      kdbench sweep --methods kd --chain resnet152,resnet50,resnet18 --seeds 0,1,2 --dry-run --json
+
       kdbench sweep --resume 20250101-120000-ab12
     """
-    cli = {"methods": methods, "teachers": teachers, "students": students, "pairs": pairs, "datasets": datasets,
+    cli = {"methods": methods, "teachers": teachers, "students": students, "pairs": pairs, "chains": chains or None,
+           "datasets": datasets,
            "seeds": seeds,
            "teacher_seed": teacher_seed, "epochs": epochs, "teacher_epochs": teacher_epochs,
            "batch_size": batch_size, "lr": lr, "sets": sets, "grid": grids,
@@ -227,7 +233,7 @@ def sweep_command(
 
 _RESOURCE_FLAGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "max_requeues",
                    "array_parallelism", "account", "qos", "constraint")
-_GRID_FLAGS = ("methods", "teachers", "students", "pairs", "datasets", "seeds", "teacher_seed", "epochs",
+_GRID_FLAGS = ("methods", "teachers", "students", "pairs", "chains", "datasets", "seeds", "teacher_seed", "epochs",
                "teacher_epochs", "batch_size", "lr", "zoo_dir", "data_root", "device")
 
 
