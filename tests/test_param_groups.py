@@ -5,6 +5,7 @@ holds and the record lists; without such a setting the optimizer is the single g
 from __future__ import annotations
 
 import json
+from dataclasses import replace as dataclass_replace
 
 import pytest
 import torch
@@ -89,3 +90,21 @@ def test_a_run_records_its_groups_and_a_group_setting_changes_its_numbers(tmp_pa
              for r in (plain, scaled)]
     assert lines[0]["lr"] == lines[1]["lr"]  # the main group (the student) keeps the recipe's lr
     assert lines[0]["losses"] != lines[1]["losses"]
+
+
+@pytest.mark.parametrize("method", sorted(m for m in ("fitnet", "crd", "crd+kd", "hkd", "hkd+kd", "cnn2gnn")))
+def test_each_declared_group_holds_its_modules_parameters(method):
+    spec = get_method(method)
+    assert spec.cls.param_group_modules, f"{method} declares no parameter group"
+    ctx = MethodContext(num_classes=10, in_chans=3, image_size=8, num_train=64,
+                        train_targets=torch.arange(64) % 10, epochs=2, seed=0)
+    student = "gnn2" if method == "cnn2gnn" else "test_resnet"
+    model = spec.cls(create_model(student, num_classes=10, in_chans=3, image_size=8),
+                     create_model("test_resnet", num_classes=10, in_chans=3, image_size=8),
+                     dataclass_replace(spec.params, nce_k=16) if hasattr(spec.params, "nce_k") else spec.params, ctx)
+    for name, path in spec.cls.param_group_modules.items():
+        optimizer, _ = build_optimizer(model, RECIPE, {name: {"lr_scale": 2.0}})
+        group = next(g for g in optimizer.param_groups if g["name"] == name)
+        own = [p for p in model.get_submodule(path).parameters() if p.requires_grad]
+        assert own and [id(p) for p in group["params"]] == [id(p) for p in own]
+        assert group["lr"] == pytest.approx(2 * RECIPE.lr)
