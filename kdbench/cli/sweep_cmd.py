@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ..errors import UserError
 from ..scoped_sets import parse_grid, set_items, set_key
+from ..sweep.chains import parents
 from ..sweep.grid import (
     Paths,
     expand,
@@ -78,7 +79,10 @@ def plan_table(plan: Plan, executor: str, reason: str) -> Table:
     for key in plan.cached_teachers:
         table.add_row("teacher cached", f"{key.arch} on {key.dataset} ({key.recipe.name}, seed {key.seed})")
     dep = " (after the teacher jobs)" if plan.teacher_tasks else ""
-    table.add_row("array tasks", f"{len(plan.run_tasks)}{dep}")
+    stages = len(parents([r.run_id for r in plan.run_tasks], [r.config for r in plan.run_tasks]))
+    table.add_row("array tasks", f"{len(plan.run_tasks) - stages}{dep}")
+    if stages:
+        table.add_row("chain stages", f"{stages} (each after the run it distils from)")
     for i, run in enumerate(plan.run_tasks):
         table.add_row(f"  [{i}]", f"{run.run_id}  {run.label()}")
     reasons: dict[str, int] = {}
