@@ -113,10 +113,12 @@ def build_optimizer(model: Any, recipe: Recipe, overrides: Mapping[str, Mapping[
     groups = model.param_groups()
     trainable = list(model.trainable_parameters())
     check_partition(groups, trainable)
+    # Overrides of groups this model lacks do not apply (e.g. a zoo teacher trained inside a FitNet run).
+    overrides = {name: o for name, o in (overrides or {}).items() if any(g.name == name for g in groups)}
     if not any(g.lr_scale != 1.0 or g.weight_decay is not None for g in groups) and not overrides:
         torch_groups: list[Any] = [{"name": MAIN_GROUP, "params": trainable, "lr_scale": 1.0}]  # today's order
     else:
-        torch_groups = resolved_groups(groups, recipe, overrides or {})
+        torch_groups = resolved_groups(groups, recipe, overrides)
     optimizer = optimizer_for(torch_groups, recipe)
     described = [{"name": g["name"], "params": sum(p.numel() for p in g["params"]), "lr": g["lr"],
                   "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
