@@ -69,12 +69,19 @@ class RunConfig:
     # cache (kdbench.teacher_cache; it changes the numbers). Empty for the exact fp32 default and left out of the
     # dict then, so that every other run's id is what it was.
     teacher_cache_dtype: str = ""
+    # `--set group.NAME.lr_scale=` / `.weight_decay=`: per parameter group optimizer settings (kdbench.optim).
+    # Left out of the dict (and the hash) when empty, so the run ids of runs without them stay what they were.
+    param_groups: dict[str, dict[str, float]] = field(default_factory=dict)
+    # `--teacher run:RUN_ID`: the teacher is that run's student (`teacher` its architecture); the run id stands
+    # for the weights, as (architecture, recipe, seed) does for a zoo teacher, so a chain of runs is known before
+    # any of them trains (kdbench.sweep.chains). Left out of the dict when None.
+    teacher_run: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = json.loads(canonical_json(self))
-        for optional in ("code", "teacher_cache_dtype"):
-            if not d[optional]:
-                del d[optional]
+        for key in ("code", "teacher_cache_dtype", "param_groups", "teacher_run"):
+            if not d[key]:
+                del d[key]
         return d
 
     def without_code(self) -> RunConfig:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .fingerprint import code_fingerprint
 from .records import RunStore
-from .resolve import RunOptions, resolve_config
+from .resolve import RunOptions, resolve_config, with_run_teacher
 
 
 def dry_run_plan(opts: RunOptions, results_dir: str | Path | None = None, *, force: bool = False) -> dict[str, Any]:
@@ -19,7 +19,7 @@ def dry_run_plan(opts: RunOptions, results_dir: str | Path | None = None, *, for
 
     `would_reuse`: a completed record with this run id exists (and `force` is off), so `kdbench run` would show
     it instead of training. `older_code_runs`: completed records of the same config made by other code."""
-    config = resolve_config(opts)
+    config = resolve_config(with_run_teacher(opts, results_dir))
     store = RunStore(results_dir)
     existing = store.load(config.run_id)
     status = existing["status"] if existing is not None else None

@@ -25,10 +25,12 @@ from torch.utils.data import DataLoader
 from .errors import RunDiverged
 from .evaluate import _autocast, evaluate
 from .method import Batch, Distiller
+from .optim import build_optimizer
 from .progress import NULL_REPORTER, Reporter
 from .recipe import Recipe
 from .safe_load import UnusableCheckpointError, check_plain, load_plain_checkpoint
-from .schedule import build_optimizer, build_scheduler, current_lr, describe_schedule
+from .schedule import build_scheduler, current_lr, describe_schedule
+from .step_log import StepLog
 from .storage import atomic_torch_save
 
 
@@ -56,6 +58,8 @@ class FitResult:
     resumed_from: int = 0  # epochs already done when this process started
     resume_refused: str | None = None  # why a checkpoint found at start was not used (the run restarted)
     schedule: dict[str, Any] = field(default_factory=dict)  # the lr schedule used (schedule.describe_schedule)
+    # The optimizer's parameter groups: name, parameter count, base lr, weight decay (kdbench.optim).
+    param_groups: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def last(self) -> EpochRecord:
@@ -161,6 +165,13 @@ class EngineSettings:
     checkpoint_interval_s: float = 0.0
     # A checkpoint that cannot be used stops the run (UnusableCheckpointError) instead of a restart from scratch.
     strict_resume: bool = False
+    # `--set group.NAME.KEY=VALUE` of the run: lr scale / weight decay per named parameter group (kdbench.optim).
+    param_groups: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Read the losses (finiteness check, progress, logging backends) at every step: the default on CPU, where it
+    # costs nothing; None = on CPU only. Otherwise they stay on the device and are read every `log_interval`
+    # steps and at the end of each epoch (kdbench.step_log).
+    sync_every_step: bool | None = None
+    log_interval: int = 50
 
 
 class Engine:
@@ -191,9 +202,9 @@ class Engine:
         model.to(device)
         if self.s.channels_last:
             model.to(memory_format=torch.channels_last)
-        optimizer = build_optimizer(model.trainable_parameters(), recipe)
+        optimizer, groups = build_optimizer(model, recipe, self.s.param_groups)
         scaler = torch.amp.GradScaler(device.type, enabled=self.s.amp and device.type == "cuda")
-        result = FitResult()
+        result = FitResult(param_groups=groups)
         if checkpoint_path is not None and checkpoint_path.exists():
             result.history, result.resume_refused = self._resume(checkpoint_path, model, optimizer, scaler)
             result.resumed_from = len(result.history)
@@ -261,6 +272,8 @@ class Engine:
         seen = 0
         batches = 0
         self.reporter.phase_start(f"epoch {epoch}/{recipe.epochs}", total=len(train_loader))
+        step_log = StepLog(self.reporter, epoch, self.s.sync_every_step if self.s.sync_every_step is not None
+                           else device.type != "cuda", self.s.log_interval)
         for step, (images, labels, index) in enumerate(train_loader):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
@@ -270,8 +283,11 @@ class Engine:
             with _autocast(device, self.s.amp):
                 logits, losses = model.forward_train(Batch(images, labels, index))
             total = sum(losses.values())
-            # A non-finite loss stops the run: never step on NaN/Inf and carry on silently.
-            if not torch.isfinite(total.detach()).item():
+            # A non-finite loss stops the run: never step on NaN/Inf and carry on silently. On CPU the check is
+            # free and comes before the step; on a GPU it would stall the device every step, so the losses stay
+            # there and the check runs on each logging interval's batch of them (step_log.flush), before the epoch
+            # ends and so before any checkpoint holding a diverged step.
+            if step_log.every_step and not torch.isfinite(total.detach()).item():
                 raise RunDiverged(epoch, step, {k: float(v.detach()) for k, v in losses.items()})
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
@@ -286,10 +302,9 @@ class Engine:
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += labels.numel()
             batches += 1
-            self.reporter.step(1, loss=total.detach())
-            self.reporter.iteration((epoch - 1) * len(train_loader) + step + 1,
-                                    {**{k: v.detach() for k, v in losses.items()}, "total": total.detach()},
-                                    lr_last)  # the lr this step used (the scheduler has moved on)
+            # the lr this step used (the scheduler has moved on)
+            step_log.add(step, (epoch - 1) * len(train_loader) + step + 1, losses, total, lr_last)
+        step_log.flush()
         train_s = time.perf_counter() - t0
 
         t1 = time.perf_counter()

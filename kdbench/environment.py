@@ -114,3 +114,24 @@ def configure_threads() -> dict[str, Any]:
     else:
         source = "unchanged"  # torch's default or what the caller set
     return {"torch_threads": torch.get_num_threads(), "cpus": cpus, "source": source}
+
+
+def configure_determinism(deterministic: bool, device: torch.device) -> dict[str, Any]:
+    """`--deterministic` (default) / `--no-deterministic`: cuDNN's autotuner (`cudnn.benchmark`) off / on; when
+    deterministic on a CUDA device also `cudnn.deterministic` and `torch.use_deterministic_algorithms(True,
+    warn_only=True)` (an op without a deterministic kernel warns instead of failing; cuBLAS gets the workspace
+    setting it needs, if CUDA is not initialised yet). On CPU nothing changes: its kernels are deterministic
+    already, and the same command and seed give the same numbers either way. Returns what is in force, for the
+    run record's environment.
+
+    Not part of the run id, like the device: it changes which GPU kernels compute the same quantities (the last
+    bits of the numbers), not the experiment; a GPU run differs from a CPU run of the same id as much."""
+    torch.backends.cudnn.benchmark = not deterministic
+    if device.type == "cuda":
+        if deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = deterministic
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    return {"deterministic": deterministic, "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled()}

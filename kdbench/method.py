@@ -27,13 +27,16 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ._registry import Registry
+
+if TYPE_CHECKING:
+    from .optim import ParamGroup
 
 ENTRY_POINT_GROUP = "kdbench.methods"
 
@@ -73,6 +76,9 @@ class Distiller(nn.Module):
     # What the teacher-output cache holds for the method (`kdbench methods`): the outputs it takes through
     # teacher_logits / teacher_features. Features are cached when the run's entries fit $KDBENCH_CACHE_GB.
     teacher_outputs: ClassVar[str] = "logits"
+    # The method's own modules that form parameter groups of their own (group name → attribute path, e.g.
+    # {"regressor": "regressor"}): `--set group.NAME.lr_scale=` / `.weight_decay=` reach them (kdbench.optim).
+    param_group_modules: ClassVar[dict[str, str]] = {}
 
     def __init__(self, student: nn.Module, teacher: nn.Module | None, params: Any, ctx: MethodContext) -> None:
         super().__init__()
@@ -141,6 +147,25 @@ class Distiller(nn.Module):
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)
+
+    def param_groups(self) -> list[ParamGroup]:
+        """The trainable parameters as named groups, each with the method's own lr scale / weight decay (default:
+        the recipe's). Default: one group per entry of `param_group_modules`, then "main" with the rest (the
+        student). The engine turns them into optimizer groups (kdbench.optim); a method never builds one."""
+        from .optim import MAIN_GROUP, ParamGroup
+
+        claimed: set[int] = set()
+        groups = []
+        for name, path in self.param_group_modules.items():
+            try:
+                module = self.get_submodule(path)
+            except AttributeError:  # e.g. CNN2GNN's graph learner with a student that has none: an empty group
+                module = nn.Module()
+            params = [p for p in module.parameters() if p.requires_grad and id(p) not in claimed]
+            claimed.update(id(p) for p in params)
+            groups.append(ParamGroup(name, params))
+        rest = [p for p in self.trainable_parameters() if id(p) not in claimed]
+        return [ParamGroup(MAIN_GROUP, rest), *groups]
 
     def cross_entropy(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of `logits` against the hard `labels`, with the recipe's label smoothing ε:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import RunConfig, apply_overrides, convert_free_kwargs, convert_option, parse_set_options
+from .config import RUN_ID_LENGTH, RunConfig, apply_overrides, convert_free_kwargs, convert_option, parse_set_options
 from .data.registry import DatasetSpec, get_dataset_spec
 from .data.validation import split_data_params, with_val_fraction
 from .errors import UserError, check_range, unknown_name
@@ -24,6 +24,7 @@ from .exports import card_of_file
 from .fingerprint import code_fingerprint, teacher_code
 from .method import get_method
 from .models.zoo import is_model, list_architectures, student_lr_scale
+from .optim import GROUP_SCOPE, parse_group_sets
 from .recipe import Recipe
 from .storage import sha256_file
 from .teacher_zoo import IMPORTED_RECIPE, TeacherKey
@@ -38,7 +39,7 @@ def method_scopes(method: str) -> set[str]:
     """The `--set` scopes of a method's hyperparameters: its name and its class's name, so a named variant
     (`crd+kd`) also takes its class's scope (`crd.w_kd=1`)."""
     spec = get_method(method)
-    return {spec.name, spec.cls.name}
+    return {spec.name, spec.cls.name, *([GROUP_SCOPE] if spec.cls.param_group_modules else [])}
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,34 @@ class RunOptions:
     amp: bool = False
     channels_last: bool = False
     teacher_cache_dtype: str = "float32"  # "float16": the teacher's outputs rounded through the cache (in the id)
+    # The id of the completed (or, in a sweep's chain, planned) run whose student is the teacher; `teacher` is
+    # then that student's architecture (see :func:`with_run_teacher` for `teacher="run:RUN_ID"`).
+    teacher_run: str | None = None
+
+
+def with_run_teacher(opts: RunOptions, results_dir: str | Path | None) -> RunOptions:
+    """`teacher="run:RUN_ID"` → `teacher_run=RUN_ID` with `teacher` the architecture of that run's student, read
+    from its record under `results_dir`; a run that does not exist or is not completed is a one-line UserError.
+    Other options unchanged."""
+    from dataclasses import replace
+
+    from .exports import RUN_TEACHER_PREFIX
+    from .records import RunStore
+
+    if not (opts.teacher or "").startswith(RUN_TEACHER_PREFIX):
+        return opts
+    assert opts.teacher is not None
+    if opts.teacher_ckpt:
+        raise UserError(f"--teacher {opts.teacher} and --teacher-ckpt name two teachers: pass one of them")
+    run_id = opts.teacher.removeprefix(RUN_TEACHER_PREFIX)
+    store = RunStore(results_dir)
+    record = store.load(run_id) if run_id else None
+    if record is None:
+        raise UserError(f"--teacher {opts.teacher}: no run '{run_id}' under {store.root / 'runs'} "
+                        "(kdbench leaderboard --table runs lists them)")
+    if record["status"] != "completed":
+        raise UserError(f"--teacher {opts.teacher}: run {run_id} is {record['status']}, not completed")
+    return replace(opts, teacher=record["student"], teacher_run=run_id)
 
 
 def _check_model(name: str, role: str) -> None:
@@ -147,7 +176,7 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         raise UserError(f"unknown --set scope '{unknown[0]}'. Valid scopes: {', '.join(valid)}")
 
     method_overrides: dict[str, str] = {}
-    for scope in sorted(scopes):
+    for scope in sorted(scopes - {GROUP_SCOPE}):
         method_overrides.update(sets.get(scope, {}))
     method_params = apply_overrides(spec.params, method_overrides, spec.name)
     data_params = _data_params(ds, sets)
@@ -173,7 +202,13 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         if not teacher:
             raise UserError(f"method '{spec.name}' distils from a teacher: pass --teacher ARCH (e.g. resnet152)")
         _check_model(teacher, "teacher")
-        if ckpt is not None:
+        if opts.teacher_run is not None:  # a run's student: built from its export's card, no recipe of ours
+            if ckpt is not None:
+                raise UserError("--teacher run:RUN_ID and --teacher-ckpt name two teachers: pass one of them")
+            if not (len(opts.teacher_run) == RUN_ID_LENGTH and all(c in "0123456789abcdef" for c in opts.teacher_run)):
+                raise UserError(f"--teacher run:{opts.teacher_run}: not a run id ({RUN_ID_LENGTH} hex digits)")
+            teacher_options = {}
+        elif ckpt is not None:
             exported = _exported_architecture(ckpt)
             if exported is not None and exported != teacher:
                 raise UserError(f"--teacher {teacher}: {ckpt.path} holds a {exported} (its card says so)")
@@ -189,7 +224,7 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         recipe=recipe,
         teacher=teacher,
         teacher_recipe=teacher_recipe,
-        teacher_seed=opts.teacher_seed if teacher else 0,
+        teacher_seed=opts.teacher_seed if teacher_recipe is not None or ckpt_sha else 0,
         teacher_ckpt_sha256=ckpt_sha,
         method_params=_asdict(method_params),
         student_params=student_params,
@@ -199,6 +234,8 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         channels_last=opts.channels_last,
         code=code_fingerprint(spec.name)["fingerprint"],
         teacher_cache_dtype=_teacher_cache_dtype(opts.teacher_cache_dtype, teacher),
+        teacher_run=opts.teacher_run if teacher else None,
+        param_groups=parse_group_sets(sets.get(GROUP_SCOPE, {}), spec.cls.param_group_modules, spec.name),
     )
 
 

@@ -36,6 +36,7 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     row["teacher_params"] = config.get("teacher_params")
     row["teacher_seed"] = config.get("teacher_seed")
     row["teacher_ckpt_sha256"] = config.get("teacher_ckpt_sha256")
+    row["param_groups"] = config.get("param_groups")  # `--set group.*` (kdbench.optim)
     row["amp"] = config.get("amp")
     row["channels_last"] = config.get("channels_last")
     row["finished_at"] = record.get("finished_at")

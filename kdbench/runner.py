@@ -24,7 +24,7 @@ from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits, build_dataset, get_dataset_spec
 from .data.validation import split_data_params
 from .engine import Engine, EngineSettings, FitResult
-from .environment import configure_threads, environment, resolve_device
+from .environment import configure_determinism, configure_threads, environment, resolve_device
 from .errors import RunDiverged, UserError
 from .evaluate import inference_time_per_image
 from .fingerprint import code_fingerprint
@@ -33,7 +33,7 @@ from .metric_logs import check_backends, metric_logs
 from .models.zoo import count_parameters, count_weight_layers
 from .progress import NULL_REPORTER, Reporter
 from .records import RunStore, new_record
-from .resolve import RunOptions, TeacherCheckpoint, resolve_config, zoo_teacher_code
+from .resolve import RunOptions, TeacherCheckpoint, resolve_config, with_run_teacher, zoo_teacher_code
 from .teacher_cache import open_run_cache
 from .teacher_zoo import TeacherKey, TeacherZoo, load_teacher_checkpoint
 
@@ -102,6 +102,7 @@ def execute(
     keep_checkpoint: bool = False,
     log: Sequence[str] = (),
     teacher_cache: str = "on",
+    deterministic: bool = True,
 ) -> dict[str, Any]:
     """Run `config` to completion (resuming from its checkpoint if one exists) and return its record.
 
@@ -113,6 +114,7 @@ def execute(
     `keep_checkpoint`. `log` names logging backends (kdbench.metric_logs) that receive its curves.
     `teacher_cache` "on" reads and fills the teacher-output cache under `paths.cache_dir` (kdbench.teacher_cache;
     the same numbers as "off").
+    `deterministic` (environment.configure_determinism): cuDNN autotuning off and deterministic kernels on a GPU.
 
     The data and a user's teacher file are opened before any record is written: a mistake there (a missing or
     unreadable file) leaves no record behind. The run itself holds a per-run lock: a second process asking for
@@ -135,10 +137,13 @@ def execute(
     check_backends(log)
     threads = configure_threads()
     dev = resolve_device(device)
+    determinism = configure_determinism(deterministic, dev)
     settings = EngineSettings(dev, amp=config.amp, channels_last=config.channels_last,
-                              checkpoint_interval_s=checkpoint_interval_s, strict_resume=strict)
+                              checkpoint_interval_s=checkpoint_interval_s, strict_resume=strict,
+                              param_groups=config.param_groups)
     data = load_data(config, paths.data_root)
-    user_teacher = _load_user_teacher(config, teacher_ckpt, data, dev) if config.teacher_ckpt_sha256 else None
+    user_teacher = _load_user_teacher(config, teacher_ckpt, data, dev) if config.teacher_ckpt_sha256 else \
+        _load_run_teacher(config, paths.results_dir, data, dev) if config.teacher_run else None
     with run_lock(store, run_id, reporter):
         existing = store.load(run_id)  # finished by another process while this one waited for the lock
         if existing is not None and existing["status"] == "completed" and not force:
@@ -149,7 +154,8 @@ def execute(
             exports.remove_exports(store.run_dir(run_id))
         return _execute_locked(config, paths, data, user_teacher, settings, store, reporter, infer_batch_size,
                                existing=None if force else existing, threads=threads,
-                               keep_checkpoint=keep_checkpoint, log=log, teacher_cache=teacher_cache)
+                               keep_checkpoint=keep_checkpoint, log=log, teacher_cache=teacher_cache,
+                               determinism=determinism)
 
 
 def check_code(config: RunConfig) -> None:
@@ -175,6 +181,19 @@ def _load_user_teacher(
                                    sha256=ckpt.sha256)
 
 
+def _load_run_teacher(config: RunConfig, results_dir: str | Path | None, data: DataSplits,
+                      dev: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The student of run `config.teacher_run` (its last-epoch export, checked against its card) as the teacher;
+    the run must be completed and its student of the architecture the config names."""
+    assert config.teacher is not None and config.teacher_run is not None
+    path = exports.run_teacher_file(exports.RUN_TEACHER_PREFIX + config.teacher_run, results_dir)
+    teacher, card = load_teacher_checkpoint(path, config.teacher, data, dev, cifar_stem=config.recipe.cifar_stem)
+    if card.get("source") != exports.RUN_TEACHER_PREFIX + config.teacher_run or \
+            exports.read_card(path.parent)["architecture"] != config.teacher:
+        raise UserError(f"--teacher run:{config.teacher_run}: its export is not a {config.teacher} of that run")
+    return teacher, card
+
+
 def _execute_locked(
     config: RunConfig,
     paths: Paths,
@@ -190,11 +209,12 @@ def _execute_locked(
     keep_checkpoint: bool = False,
     log: Sequence[str] = (),
     teacher_cache: str = "on",
+    determinism: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The run proper, under its lock. `existing` is the run's earlier record (an interrupted attempt's), whose
     attempt history the new record continues; `threads` is what configure_threads() chose."""
     record = new_record(config)
-    record["environment"] = environment(settings.device)
+    record["environment"] = {**environment(settings.device), **({"determinism": determinism} if determinism else {})}
     record["threads"] = threads
     record["data"] = {"num_train": len(data.train), "num_test": len(data.test),
                       **({"num_val": len(data.val)} if data.val is not None else {}),
@@ -334,6 +354,7 @@ def _distill(
         status="completed",
         metrics={**fit.summary(), "resumed_from_epoch": fit.resumed_from},
         schedule=fit.schedule,
+        param_groups=fit.param_groups,
         **({"resume_refused": fit.resume_refused} if fit.resume_refused else {}),
         student_info={"params": count_parameters(student), "layers": count_weight_layers(student),
                       "method_extra_params": extra_params},
@@ -399,6 +420,7 @@ def run(
     teacher_cache: str = "on",
     cache_dir: str | Path | None = None,
     teacher_cache_dtype: str = "float32",
+    deterministic: bool = True,
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
 
@@ -410,29 +432,26 @@ def run(
     $KDBENCH_CACHE or ~/.cache/kdbench/teacher-outputs); the numbers are the same either way.
     `teacher_cache_dtype="float16"` stores (and reads) the teacher's outputs in half precision: other numbers,
     so it is part of the run id.
+    `deterministic=False`: let cuDNN autotune its kernels (faster on a GPU, not bit-reproducible; not in the run id).
     `teacher="run:RUN_ID"`: the student of completed run RUN_ID (under `results_dir`) is the teacher.
 
     >>> import kdbench
     >>> record = kdbench.run("kd", teacher="resnet18", student="resnet18", epochs=2, teacher_epochs=2)
     >>> record["metrics"]["top1_last"]
     """
-    if teacher is not None and teacher.startswith(exports.RUN_TEACHER_PREFIX):
-        if teacher_ckpt:
-            raise UserError(f"--teacher {teacher} and --teacher-ckpt name two teachers: pass one of them")
-        teacher_ckpt, teacher = str(exports.run_teacher_file(teacher, results_dir)), None
     opts = RunOptions(
         method=method, teacher=teacher, student=student, dataset=dataset, seed=seed, teacher_seed=teacher_seed,
         epochs=epochs, teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=list(sets or []),
         teacher_ckpt=teacher_ckpt, amp=amp, channels_last=channels_last, teacher_cache_dtype=teacher_cache_dtype,
     )
-    config = resolve_config(opts)
+    config = resolve_config(with_run_teacher(opts, results_dir))
     paths = Paths(results_dir, zoo_dir, data_root, cache_dir)
     # resolve_config hashed the file into the config; the digest travels along instead of hashing it again.
     ckpt = TeacherCheckpoint(Path(teacher_ckpt).expanduser(), config.teacher_ckpt_sha256) \
         if teacher_ckpt and config.teacher_ckpt_sha256 else None
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,
                    infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint, log=log,
-                   teacher_cache=teacher_cache)
+                   teacher_cache=teacher_cache, deterministic=deterministic)
 
 
 def clear_run(results_dir: str | Path | None, run_id: str) -> None:

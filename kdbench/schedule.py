@@ -62,7 +62,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_
     `start_step` (0 for a fresh run, done_epochs · steps_per_epoch for a resumed one). Call `.step()` after
     every optimizer step."""
     for group in optimizer.param_groups:
-        group["initial_lr"] = recipe.lr  # the base lr the factor multiplies (a resumed optimizer holds the last lr)
+        # The base lr the factor multiplies (a resumed optimizer holds the last lr): the recipe's, times the
+        # group's scale (kdbench.optim), so the schedule applies to every parameter group alike.
+        group["initial_lr"] = recipe.lr * float(group.get("lr_scale", 1.0))
     return LambdaLR(optimizer, lambda step: lr_factor(recipe, step, steps_per_epoch), last_epoch=start_step - 1)
 
 

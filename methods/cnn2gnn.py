@@ -65,6 +65,7 @@ class CNN2GNN(KD):
     from :class:`KD`); what CNN2GNN adds is the student and the graph options it passes to it."""
 
     default_student = "gnn2"
+    param_group_modules = {"graph": "student.graph"}  # `--set group.graph.lr_scale=...` (gnn2 only)
 
     @classmethod
     def student_options(cls, params: CNN2GNNParams, student: str) -> dict[str, Any]:

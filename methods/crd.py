@@ -203,6 +203,8 @@ _PAPER = "Tian et al. 2020, Contrastive Representation Distillation (ICLR)"
 @register_method("crd", paper=_PAPER, params=CRDParams())
 class CRD(Distiller):
     teacher_outputs = "logits + embedding (features: cached when they fit the cap)"
+    param_group_modules = {"embed": "crd"}  # `--set group.embed.lr_scale=...` (kdbench.optim)
+
     def __init__(self, student: nn.Module, teacher: nn.Module, params: CRDParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
         self._s_tap, self._t_tap, s_dim, t_dim = embedding_taps(student, teacher, ctx.in_chans, ctx.image_size)

@@ -106,6 +106,8 @@ def _check_stage(key: str, stage: int, model: nn.Module, role: str) -> None:
 @register_method("fitnet", paper="Romero et al. 2015, FitNets: Hints for Thin Deep Nets (ICLR)", params=FitNetParams())
 class FitNet(Distiller):
     teacher_outputs = "logits + hint stage (features: cached when they fit the cap)"
+    param_group_modules = {"regressor": "regressor"}  # `--set group.regressor.lr_scale=...` (kdbench.optim)
+
     def __init__(self, student: nn.Module, teacher: nn.Module, params: FitNetParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
         p = params

@@ -224,6 +224,8 @@ _PAPER = "Zhou et al. 2021, Distilling Holistic Knowledge with Graph Neural Netw
 @register_method("hkd", paper=_PAPER, params=HKDParams())
 class HKD(Distiller):
     teacher_outputs = "logits + embedding (features: cached when they fit the cap)"
+    param_group_modules = {"embed": "hkd"}  # `--set group.embed.lr_scale=...` (kdbench.optim)
+
     def __init__(self, student: nn.Module, teacher: nn.Module, params: HKDParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
         self._s_tap, self._t_tap, s_dim, t_dim = embedding_taps(student, teacher, ctx.in_chans, ctx.image_size)

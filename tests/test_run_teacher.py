@@ -1,5 +1,6 @@
 """A finished run's student as the next teacher: `--teacher run:RUN_ID`, or `--teacher-ckpt` of its export (the
-card beside it gives the architecture); recorded as such, its export's sha256 in the run id."""
+card beside it gives the architecture); recorded as such: `run:ID` by the teacher run's id (so a chain of runs is
+known before it trains), a file by its sha256."""
 
 from __future__ import annotations
 
@@ -48,13 +49,16 @@ def test_a_finished_kd_runs_student_is_the_teacher_of_the_next_run(first):
     assert second["teacher"] == "gnn2" and second["config"]["teacher_recipe"] is None
     teacher = second["teacher_metrics"]
     assert teacher["source"] == f"run:{record['run_id']}"
-    assert second["config"]["teacher_ckpt_sha256"] == teacher["sha256"] == card["exports"]["last"]["sha256"]
+    # the teacher run's id stands for its student in the run id (as a zoo key does), its export's sha256 is recorded
+    assert second["config"]["teacher_run"] == record["run_id"] and second["config"]["teacher_ckpt_sha256"] is None
+    assert teacher["sha256"] == card["exports"]["last"]["sha256"]
     # the teacher is the first run's student as it ended: it scores what that run measured
     assert teacher["top1"] == pytest.approx(record["metrics"]["top1_last"])
 
-    # the same export named by path: the card gives the architecture, and it is the very same run
+    # the same export named by path: the card gives the architecture; a file teacher is identified by its sha256
     same = run("kd", teacher_ckpt=str(run_dir / "student.safetensors"), epochs=1, results_dir=results, **GNN)
-    assert same["run_id"] == second["run_id"] and same.get("cached") is True
+    assert same["teacher"] == "gnn2" and same["config"]["teacher_ckpt_sha256"] == teacher["sha256"]
+    assert same["run_id"] != second["run_id"]
 
 
 def test_a_runs_checkpoint_gives_its_student_as_a_plain_state_dict(first):

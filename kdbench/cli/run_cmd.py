@@ -65,6 +65,9 @@ def run_command(
                                   "unless WANDB_MODE says otherwise), under runs/<id>/logs/. Repeatable."),
     keep_checkpoint: bool = typer.Option(False, "--keep-checkpoint", help="Keep the resumable checkpoint.pt "
                                          "(optimizer state) of the completed run beside its student exports."),
+    deterministic: bool = typer.Option(True, "--deterministic/--no-deterministic", help="GPU: deterministic "
+                                       "kernels, cuDNN autotuning off (--no-deterministic: cudnn.benchmark on, "
+                                       "faster, not bit-reproducible). No effect on CPU; not in the run id."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on a checkpoint that cannot be resumed "
                                 "instead of restarting the run from scratch with a warning."),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a table."),
@@ -120,7 +123,7 @@ def run_command(
             results_dir=p["results_dir"], zoo_dir=p["zoo_dir"], data_root=p["data_root"],
             device=p["device"] or "auto", amp=p["amp"], channels_last=p["channels_last"], force=p["force"],
             reporter=reporter, teacher_seed=p["teacher_seed"] or 0, strict=p["strict"],
-            keep_checkpoint=p["keep_checkpoint"], log=p["log"] or [],
+            keep_checkpoint=p["keep_checkpoint"], log=p["log"] or [], deterministic=p["deterministic"],
             teacher_cache=p["teacher_cache"] or "on", cache_dir=p["cache_dir"],
             teacher_cache_dtype=p["teacher_cache_dtype"] or "float32",
         )

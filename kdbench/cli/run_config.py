@@ -23,7 +23,7 @@ import yaml
 
 from ..config import RunConfig, parse_set_options
 from ..errors import UserError
-from ..resolve import RunOptions, resolve_config
+from ..resolve import RunOptions, resolve_config, with_run_teacher
 from ..scoped_sets import set_items, value_text
 from ..storage import atomic_write_text
 from ..sweep.grid import yaml_mapping
@@ -33,7 +33,7 @@ INVOCATION_OPTIONS = ("config", "save_config", "as_json", "dry_run")
 # Where a parameter's value came from when the command line did not give it (click's ParameterSource names).
 NOT_GIVEN = ("DEFAULT", "DEFAULT_MAP")
 # Options written only when given: where files live and how this machine runs, not what the run is.
-MACHINE_OPTIONS = ("results_dir", "zoo_dir", "data_root", "device", "strict", "cache_dir")
+MACHINE_OPTIONS = ("results_dir", "zoo_dir", "data_root", "device", "strict", "deterministic", "cache_dir")
 PATH_OPTIONS = ("results_dir", "zoo_dir", "data_root", "teacher_ckpt", "cache_dir")
 
 
@@ -120,7 +120,8 @@ def run_config_document(params: dict[str, Any], config: RunConfig) -> dict[str, 
     """What `--save-config` writes: the run's options with the recipe values the run resolved to."""
     sets = {f"{scope}.{key}": _yaml_value(value)
             for scope, items in parse_set_options(params.get("sets")).items() for key, value in items.items()}
-    doc: dict[str, Any] = {"method": config.method, "teacher": config.teacher, "student": config.student,
+    teacher = f"run:{config.teacher_run}" if config.teacher_run else config.teacher
+    doc: dict[str, Any] = {"method": config.method, "teacher": teacher, "student": config.student,
                            "dataset": config.dataset, "seed": config.seed}
     if config.teacher is not None:
         doc["teacher_seed"] = config.teacher_seed
@@ -134,7 +135,10 @@ def run_config_document(params: dict[str, Any], config: RunConfig) -> dict[str, 
         doc["teacher_cache_dtype"] = config.teacher_cache_dtype
     for name in MACHINE_OPTIONS:
         value = params.get(name)
-        if value not in (None, False, "auto"):
+        if name == "deterministic":  # on by default: written only when turned off
+            if value is False:
+                doc[name] = False
+        elif value not in (None, False, "auto"):
             doc[name] = _absolute(value) if name in PATH_OPTIONS else value
     doc["set"] = sets
     return {k: v for k, v in doc.items() if v is not None}
@@ -142,7 +146,7 @@ def run_config_document(params: dict[str, Any], config: RunConfig) -> dict[str, 
 
 def save_run_config(path: Path, params: dict[str, Any]) -> RunConfig:
     """Resolve the run (every name and range checked) and write its config file; returns the resolved config."""
-    config = resolve_config(run_options(params))
+    config = resolve_config(with_run_teacher(run_options(params), params.get("results_dir")))
     header = (f"# kdbench run --config {Path(path).name}\n"
               f"# run id {config.run_id} when written; command-line options override these, --set adds to set.\n")
     body = yaml.safe_dump(run_config_document(params, config), sort_keys=False, allow_unicode=True)

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ..errors import UserError
 from ..scoped_sets import parse_grid, set_items, set_key
+from ..sweep.chains import parents
 from ..sweep.grid import (
     Paths,
     expand,
@@ -80,7 +81,10 @@ def plan_table(plan: Plan, executor: str, reason: str) -> Table:
     for key in plan.cached_teachers:
         table.add_row("teacher cached", f"{key.arch} on {key.dataset} ({key.recipe.name}, seed {key.seed})")
     dep = " (after the teacher jobs)" if plan.teacher_tasks else ""
-    table.add_row("array tasks", f"{len(plan.run_tasks)}{dep}")
+    stages = len(parents([r.run_id for r in plan.run_tasks], [r.config for r in plan.run_tasks]))
+    table.add_row("array tasks", f"{len(plan.run_tasks) - stages}{dep}")
+    if stages:
+        table.add_row("chain stages", f"{stages} (each after the run it distils from)")
     for i, run in enumerate(plan.run_tasks):
         table.add_row(f"  [{i}]", f"{run.run_id}  {run.label()}")
     reasons: dict[str, int] = {}
@@ -111,6 +115,9 @@ def sweep_command(
     students: str = typer.Option(None, "--students", help="Comma list of students \\[default: each method's]."),
     pairs: str = typer.Option(None, "--pairs", help="Explicit TEACHER:STUDENT pairs, comma list, in place of "
                               "--teachers × --students; a lone STUDENT is trained alone (by ce)."),
+    chains: list[str] = typer.Option(None, "--chain", help="Teacher-assistant chain ARCH,ARCH,... (zoo teacher "
+                                     "first), repeatable: each link distils from the student of the link before "
+                                     "(`run:<its id>`), submitted after it."),
     datasets: str = typer.Option(None, "--datasets", help="Comma list of datasets \\[default: digits]."),
     seeds: str = typer.Option(None, "--seeds", help="Seeds: 0,1,2 or a range 0-4 \\[default: 0]."),
     teacher_seed: TeacherSeedOption = None,
@@ -164,9 +171,12 @@ def sweep_command(
 
       kdbench sweep --methods ce,kd --teachers resnet18 --grid kd.temperature=2,4 --set kd.w_ce=0.5 --dry-run --json
 
+      kdbench sweep --methods kd --chain resnet152,resnet50,resnet18 --seeds 0,1,2 --dry-run --json
+
       kdbench sweep --resume 20250101-120000-ab12
     """
-    cli = {"methods": methods, "teachers": teachers, "students": students, "pairs": pairs, "datasets": datasets,
+    cli = {"methods": methods, "teachers": teachers, "students": students, "pairs": pairs, "chains": chains or None,
+           "datasets": datasets,
            "seeds": seeds,
            "teacher_seed": teacher_seed, "epochs": epochs, "teacher_epochs": teacher_epochs,
            "batch_size": batch_size, "lr": lr, "sets": sets, "grid": grids,
@@ -232,7 +242,7 @@ def sweep_command(
 
 _RESOURCE_FLAGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "max_requeues",
                    "array_parallelism", "account", "qos", "constraint")
-_GRID_FLAGS = ("methods", "teachers", "students", "pairs", "datasets", "seeds", "teacher_seed", "epochs",
+_GRID_FLAGS = ("methods", "teachers", "students", "pairs", "chains", "datasets", "seeds", "teacher_seed", "epochs",
                "teacher_epochs", "batch_size", "lr", "zoo_dir", "data_root", "device")
 
 

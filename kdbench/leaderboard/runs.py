@@ -17,6 +17,7 @@ from .board import METRICS, TEACHER_METRIC
 OPTIONAL_COLUMNS = (
     "teacher", "recipe", "seed", "method_params", "student_params", "data_params", "recipe_params",
     "teacher_recipe_params", "teacher_params", "teacher_ckpt_sha256", "teacher_seed", "amp", "channels_last",
+    "param_groups",
     "teacher_sha256", "timing.train_s", "inference.s_per_image", "inference.batch_size", "inference.device",
     "student_info.params", "student_info.layers", "best_epoch", "epochs", "finished_at", *METRICS,
     *TEACHER_METRIC.values(), "best_selected_on", "val_top1_best", "transductive", "eval.batch_size",
@@ -99,6 +100,7 @@ def _setting(r: dict[str, Any]) -> dict[str, Any]:
         "teacher_recipe": clean(r.get("teacher_recipe_params")),
         "teacher_ckpt": clean(r.get("teacher_ckpt_sha256")),
         "teacher_params": clean(r.get("teacher_params")) or {},
+        "param_groups": clean(r.get("param_groups")) or {},
         "amp": bool(clean(r.get("amp")) or False),
         "channels_last": bool(clean(r.get("channels_last")) or False),
         # The split that chose the best epoch is part of what a cell means: never average across it.

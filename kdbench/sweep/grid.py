@@ -14,6 +14,8 @@ gives the same options. A method that needs no teacher (`ce`) expands once per s
 teacher in it, and expanding it per teacher would only repeat the same run. With `pairs`, such a method runs
 once per distinct student of the pairs (student-only entries included).
 
+`chains` (`--chain resnet152,resnet50,resnet18`) adds teacher-assistant chains: see kdbench.sweep.chains.
+
 A sweep file (YAML) uses the CLI's option names (`methods`, `teachers`, `seeds`, `epochs`, `sets` (or `set`, as
 in a run's config file; a mapping of SCOPE.KEY: VALUE or a list of SCOPE.KEY=VALUE), `grid`,
 `partition`, `gpus_per_node`, ... with `_` or `-`); lists may be YAML lists or comma strings. A pair is written
@@ -23,6 +25,7 @@ in a run's config file; a mapping of SCOPE.KEY: VALUE or a list of SCOPE.KEY=VAL
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +38,7 @@ from ..resolve import COMMON_SCOPES, RunOptions, method_scopes, resolve_config
 from ..runner import teacher_key
 from ..scoped_sets import parse_grid, set_items, set_key, set_scope
 from ..teacher_zoo import TeacherKey
+from .chains import chain_configs, parse_chains
 
 
 @dataclass
@@ -47,6 +51,9 @@ class Grid:
     # Explicit (teacher, student) pairs in place of teachers × students (the two cannot be mixed); a None
     # teacher is a student that only the methods without a teacher train.
     pairs: list[tuple[str | None, str]] = field(default_factory=list)
+    # Teacher-assistant chains (kdbench.sweep.chains): each a list of architectures, the zoo teacher first; every
+    # method with a teacher distils along each link, stage i from stage i−1's student.
+    chains: list[list[str]] = field(default_factory=list)
     datasets: list[str] = field(default_factory=lambda: ["digits"])
     seeds: list[int] = field(default_factory=lambda: [0])
     teacher_seed: int = 0
@@ -68,10 +75,14 @@ class Grid:
         names = {f.name for f in dataclasses.fields(cls)}
         kept = {k: v for k, v in d.items() if k in names}
         kept["pairs"] = [(t, s) for t, s in kept.get("pairs") or []]  # JSON turns tuples into lists
+        kept["chains"] = [list(c) for c in kept.get("chains") or []]
         return cls(**kept)
 
     def points(self, needs_teacher: bool) -> list[tuple[str | None, str | None]]:
         """The (teacher, student) combinations one method runs over; None student: the method's default."""
+        if self.chains and not (self.pairs or self.teachers):  # chains only: a method without a teacher runs on
+            # each student of the chains (e.g. `ce`: each chain student trained alone, beside its distilled runs)
+            return [] if needs_teacher else [(None, s) for s in dict.fromkeys(s for c in self.chains for s in c[1:])]
         if self.pairs:
             if self.teachers or self.students:
                 raise UserError("a sweep takes either pairs (TEACHER:STUDENT) or teachers × students, not both")
@@ -125,7 +136,8 @@ class SweepRun:
 
     def label(self) -> str:
         c = self.config
-        pair = f"{c.teacher} → {c.student}" if c.teacher else c.student
+        teacher = f"{c.teacher} of run:{c.teacher_run}" if c.teacher_run else c.teacher
+        pair = f"{teacher} → {c.student}" if c.teacher else c.student
         return f"{c.method} {pair} {c.dataset} seed {c.seed}"
 
 
@@ -184,21 +196,36 @@ def expand(grid: Grid) -> list[SweepRun]:
     for dataset in grid.datasets:
         for method in grid.methods:
             spec = get_method(method)
-            if spec.needs_teacher and not (grid.teachers or any(t for t, _ in grid.pairs)):
-                raise UserError(f"method '{method}' distils from a teacher: pass --teachers ARCH[,ARCH...] or "
-                                "--pairs TEACHER:STUDENT[,...]")
+            if spec.needs_teacher and not (grid.teachers or any(t for t, _ in grid.pairs) or grid.chains):
+                raise UserError(f"method '{method}' distils from a teacher: pass --teachers ARCH[,ARCH...], "
+                                "--pairs TEACHER:STUDENT[,...] or --chain TEACHER,ASSISTANT,STUDENT")
             for sets, (teacher, student) in itertools.product(method_settings(grid, method),
                                                               grid.points(spec.needs_teacher)):
                 for seed in grid.seeds:
-                    config = resolve_config(RunOptions(
-                        method=method, teacher=teacher, student=student, dataset=dataset, seed=seed,
-                        teacher_seed=grid.teacher_seed, epochs=grid.epochs, teacher_epochs=grid.teacher_epochs,
-                        batch_size=grid.batch_size, lr=grid.lr, sets=sets, amp=grid.amp,
-                        channels_last=grid.channels_last,
-                    ))
-                    key = teacher_key(config) if config.teacher is not None else None
-                    runs.setdefault(config.run_id, SweepRun(config, key))
+                    config = _resolve_point(grid, method, dataset, seed, sets, teacher, student)
+                    runs.setdefault(config.run_id, _sweep_run(config))
+            for sets, chain in itertools.product(method_settings(grid, method),
+                                                 grid.chains if spec.needs_teacher else []):
+                for seed in grid.seeds:
+                    link = functools.partial(_resolve_point, grid, method, dataset, seed, sets)
+                    for config in chain_configs(chain, link):
+                        runs.setdefault(config.run_id, _sweep_run(config))
     return list(runs.values())
+
+
+def _resolve_point(grid: Grid, method: str, dataset: str, seed: int, sets: list[str], teacher: str | None,
+                   student: str | None, teacher_run: str | None = None) -> RunConfig:
+    return resolve_config(RunOptions(
+        method=method, teacher=teacher, student=student, dataset=dataset, seed=seed,
+        teacher_seed=grid.teacher_seed, epochs=grid.epochs, teacher_epochs=grid.teacher_epochs,
+        batch_size=grid.batch_size, lr=grid.lr, sets=sets, amp=grid.amp, channels_last=grid.channels_last,
+        teacher_run=teacher_run,
+    ))
+
+
+def _sweep_run(config: RunConfig) -> SweepRun:
+    # Only a zoo teacher has a zoo key (a job trains it when missing); a run teacher is another run of the plan.
+    return SweepRun(config, teacher_key(config) if config.teacher_recipe is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -325,6 +352,7 @@ def grid_from_options(options: dict[str, Any]) -> Grid:
         teachers=split_list(options.get("teachers")),
         students=split_list(options.get("students")),
         pairs=parse_pairs(options.get("pairs")),
+        chains=parse_chains(options.get("chains")),
         datasets=split_list(options.get("datasets")) or ["digits"],
         seeds=parse_seeds(options.get("seeds")) or [0],
         teacher_seed=int(options.get("teacher_seed") or 0),

@@ -103,8 +103,7 @@ def runs_of_sweep(sweep: dict) -> list[SweepRun]:
     out = []
     for entry in sweep["runs"]:
         config = RunConfig.from_dict(entry["config"])
-        out.append(SweepRun(config, teacher_key(config) if config.teacher is not None and
-                            config.teacher_ckpt_sha256 is None else None))
+        out.append(SweepRun(config, teacher_key(config) if config.teacher_recipe is not None else None))
     return out
 
 
@@ -124,7 +123,9 @@ def plan_entries(plan: Plan, grid_keys: list[str] = ()) -> list[dict]:
         why = skipped.get(run.run_id)
         entries.append({
             "run_id": run.run_id, "method": c.method, "method_params": c.method_params, "teacher": c.teacher,
-            "teacher_seed": c.teacher_seed if c.teacher else None, "student": c.student, "dataset": c.dataset,
+            # a chain's stage: the run whose student is its teacher (it runs after that run)
+            "teacher_run": c.teacher_run, "teacher_seed": c.teacher_seed if c.teacher_recipe else None,
+            "student": c.student, "dataset": c.dataset,
             "seed": c.seed, "grid": grid, "completed": why == "completed", "planned": why or "submit",
         })
     return entries

@@ -36,6 +36,7 @@ from ..errors import UserError
 from ..records import default_results_dir
 from ..storage import atomic_write_json
 from ..teacher_zoo import default_zoo_dir
+from .chains import local_shares, parents
 from .grid import Grid, Paths, Resources, SweepRun
 from .jobs import RunJob, RunSequence, TeacherJob
 from .plan import Plan
@@ -305,14 +306,25 @@ def _submit_runs(sweep: dict[str, Any], plan: Plan, kind: str, folder: Path, res
                              dependency=dependency)
     calls = [RunJob(r.config.to_dict(), sweep["paths"], force=force, threads=resources.cpus_per_task,
                     timeout_min=resources.timeout_min) for r in plan.run_tasks]
+    # A chain's stage waits for the stage before it when both are in this submission (kdbench.sweep.chains).
+    parent_of = parents([r.run_id for r in plan.run_tasks], [r.config for r in plan.run_tasks])
     if kind == "local":
-        return _submit_local_workers(executor, plan.run_tasks, calls, resources)
-    with executor.batch():  # one `sbatch --array` for every run
-        jobs = [executor.submit(call) for call in calls]
+        return _submit_local_workers(executor, plan.run_tasks, calls, resources, parent_of)
+    first = [i for i, r in enumerate(plan.run_tasks) if r.run_id not in parent_of]
+    jobs: dict[int, Any] = {}
+    if first:
+        with executor.batch():  # one `sbatch --array` for every run that waits for no other run
+            jobs.update({i: executor.submit(calls[i]) for i in first})
+    for i, run in enumerate(plan.run_tasks):  # stages in chain order: each after its teacher run's job
+        if run.run_id in parent_of:
+            parent = next(j for j, r in enumerate(plan.run_tasks) if r.run_id == parent_of[run.run_id])
+            stage_executor = make_executor(kind, folder, resources, name=f"kdbench-sweep-{sweep['sweep_id']}",
+                                           dependency=f"afterok:{jobs[parent].job_id}" if kind == "slurm" else None)
+            jobs[i] = stage_executor.submit(calls[i])
     if kind == "debug":
-        for job in jobs:
-            job.exception()  # runs it; unlike result(), never drops into pdb on failure
-    return {r.run_id: job for r, job in zip(plan.run_tasks, jobs, strict=True)}
+        for i in sorted(jobs):
+            jobs[i].exception()  # runs it; unlike result(), never drops into pdb on failure
+    return {r.run_id: jobs[i] for i, r in enumerate(plan.run_tasks)}
 
 
 def _undo_submission(sweep: dict[str, Any], folder: Path, jobs: list[Any]) -> None:
@@ -337,9 +349,10 @@ def local_workers(n_runs: int, resources: Resources) -> int:
 
 
 def _submit_local_workers(executor: submitit.Executor, runs: list[SweepRun], calls: list[RunJob],
-                          resources: Resources) -> dict[str, Any]:
+                          resources: Resources, parent_of: dict[str, str] | None = None) -> dict[str, Any]:
     n = local_workers(len(calls), resources)
-    shares = [list(range(i, len(calls), n)) for i in range(n)]  # round-robin: each worker gets a mix
+    # round-robin (each worker gets a mix), a chain's stages in one worker, in order
+    shares = local_shares([r.run_id for r in runs], parent_of or {}, n)
     run_jobs: dict[str, Any] = {}
     for share in shares:
         job = executor.submit(RunSequence([calls[i] for i in share]))
