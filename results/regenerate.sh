@@ -7,7 +7,7 @@
 #    cnn2gnn from resnet152, on this machine (local executor; pass EXECUTOR=slurm to use a cluster);
 # 2. the CNN2GNN ablations (anchor graph, k = 0: the same input without a graph) and the GNN alone; the
 #    embedded-hard sweep and CNN2GNN's graph ablation on it (slurm/sweeps/embedded-hard.yaml,
-#    cnn2gnn-graph-ablation*.yaml; 5 seeds, ~1 h more);
+#    cnn2gnn-graph-ablation*.yaml; 5 seeds, ~30 min more on 2 cores);
 # 3. the depth ladder (ResNet18…152 trained alone beside the distilled GNN);
 # 4. tables (markdown, CSV) and the accuracy-vs-inference-time plot;
 # 5. the RESULTS_VERSION canaries (results/canary.sh, checked by tests/test_results_version.py).
