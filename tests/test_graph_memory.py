@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from test_leaderboard import make_config, write_run
 
 from kdbench.errors import UserError
+from kdbench.exports import run_teacher_file
 from kdbench.method import Batch, MethodContext
 from kdbench.methods.cnn2gnn import CNN2GNN, CNN2GNNParams
 from kdbench.models import create_model
 from kdbench.models.graph import AnchorGraph, IdentityGraph, SparseGraphLearner
 from kdbench.models.zoo import is_transductive_model
+from kdbench.records import RunStore
+from kdbench.reevaluate import reevaluate
 
 
 def _learner(momentum: float = 0.5) -> SparseGraphLearner:
@@ -104,3 +110,18 @@ def test_teacher_features_build_the_graph_in_training_and_at_evaluation() -> Non
         for p in teacher.parameters():  # another teacher: other features, another graph, other predictions
             p.add_(0.5 * torch.randn_like(p))
         assert not torch.allclose(distiller(images[:4]), before)
+
+
+def test_a_student_that_predicts_through_its_teacher_is_never_judged_or_used_alone(dirs: dict[str, Path]) -> None:
+    root = dirs["results"]
+    params = CNN2GNNParams(graph="memory", graph_features="teacher")
+    run_id = write_run(root, make_config("cnn2gnn", teacher="resnet50", student="gnn2",
+                                         method_params=params.__dict__), 90.0)
+    store = RunStore(root)
+    record = store.load(run_id)
+    record["method_info"] = {"graph_features": "teacher", "inference_needs_teacher": True}
+    store.write(record)
+    with pytest.raises(UserError, match="cannot be evaluated without its teacher"):
+        reevaluate(run_id, [1], results_dir=root, device="cpu")
+    with pytest.raises(UserError, match="cannot serve alone as a teacher"):
+        run_teacher_file(f"run:{run_id}", root)
