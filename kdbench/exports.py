@@ -167,6 +167,9 @@ def run_teacher_file(spec: str, results_dir: str | Path | None) -> Path:
                         "(kdbench leaderboard --table runs lists them)")
     if record["status"] != "completed":
         raise UserError(f"--teacher {spec}: run {run_id} is {record['status']}, not completed")
+    if (record.get("method_info") or {}).get("inference_needs_teacher"):  # cnn2gnn.graph_features=teacher
+        raise UserError(f"--teacher {spec}: run {run_id}'s student predicts through its own teacher's features "
+                        "and cannot serve alone as a teacher")
     path = store.run_dir(run_id) / LAST
     if not path.is_file():
         raise UserError(f"--teacher {spec}: run {run_id} has no {LAST} (it finished before runs exported their "

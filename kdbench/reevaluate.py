@@ -34,6 +34,11 @@ def load_trained_student(record: dict[str, Any], store: RunStore, data_root: str
     resumable checkpoint, which holds the last epoch."""
     if which not in exports.FILES:
         raise UserError(f"--which {which}: expected one of {', '.join(exports.FILES)}")
+    if (record.get("method_info") or {}).get("inference_needs_teacher"):
+        # cnn2gnn.graph_features=teacher: the student's graph is built on the teacher's features at evaluation,
+        # so the student alone would be judged on another graph than the one its numbers were measured with.
+        raise UserError(f"run {record['run_id']}'s student predicts through its teacher's features "
+                        "(cnn2gnn.graph_features=teacher): it cannot be evaluated without its teacher")
     config = RunConfig.from_dict(record["config"])
     run_dir = store.run_dir(record["run_id"])
     data = load_data(config, data_root, augment="none", validation=False)  # the test split is what it reads

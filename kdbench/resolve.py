@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .config import RUN_ID_LENGTH, RunConfig, apply_overrides, convert_free_kwargs, convert_option, parse_set_options
 from .data.registry import DatasetSpec, get_dataset_spec
+from .data.subset import train_fraction_of, with_train_fraction
 from .data.validation import split_data_params, with_val_fraction
 from .errors import UserError, check_range, unknown_name
 from .exports import card_of_file
@@ -229,7 +230,8 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         method_params=_asdict(method_params),
         student_params=student_params,
         teacher_params=teacher_options if teacher else {},
-        data_params=with_val_fraction(_asdict(data_params), _val_fraction(sets)),
+        data_params=with_train_fraction(with_val_fraction(_asdict(data_params), _val_fraction(sets)),
+                                        train_fraction_of(sets.get("data", {}))),
         amp=opts.amp,
         channels_last=opts.channels_last,
         code=code_fingerprint(spec.name)["fingerprint"],

@@ -22,6 +22,7 @@ from . import attempts, exports
 from .config import RunConfig
 from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits, build_dataset, get_dataset_spec
+from .data.subset import keep_train_fraction, train_fraction_of
 from .data.validation import split_data_params
 from .engine import Engine, EngineSettings, FitResult
 from .environment import configure_determinism, configure_threads, environment, resolve_device
@@ -61,13 +62,17 @@ def teacher_key(config: RunConfig) -> TeacherKey:
 def load_data(
     config: RunConfig, data_root: str | Path | None, augment: str | None = None, *, validation: bool = True
 ) -> DataSplits:
-    """The run's data; with `validation` (the student's) the `data.val_fraction` split is held out of training,
-    without it (the teacher's) the full training split is returned."""
+    """The run's data; with `validation` (the student's) the `data.val_fraction` split is held out of training
+    and the training split cut to `data.train_fraction`, without it (the teacher's) the full training split is
+    returned."""
     spec = get_dataset_spec(config.dataset)
     own, val_fraction = split_data_params(config.data_params)
     params = spec.params.__class__(**own) if own else spec.params
-    return build_dataset(config.dataset, params, data_root, augment or config.recipe.augment,
-                         val_fraction=val_fraction if validation else 0.0)
+    splits = build_dataset(config.dataset, params, data_root, augment or config.recipe.augment,
+                           val_fraction=val_fraction if validation else 0.0)
+    if not validation:
+        return splits
+    return keep_train_fraction(splits, train_fraction_of(config.data_params), int(getattr(params, "split_seed", 0)))
 
 
 def student_model_facts(config: RunConfig, data: DataSplits) -> dict[str, Any]:

@@ -5,7 +5,9 @@
 #
 # 1. the embedded sweep (slurm/sweeps/embedded.yaml: every method from a resnet18 teacher, seeds 0-2) and
 #    cnn2gnn from resnet152, on this machine (local executor; pass EXECUTOR=slurm to use a cluster);
-# 2. the CNN2GNN ablations (anchor graph, k = 0: the same input without a graph) and the GNN alone;
+# 2. the CNN2GNN ablations (anchor graph, k = 0: the same input without a graph) and the GNN alone; the
+#    embedded-hard sweep and CNN2GNN's graph ablation on it (slurm/sweeps/embedded-hard.yaml,
+#    cnn2gnn-graph-ablation*.yaml; 5 seeds, ~30 min more on 2 cores);
 # 3. the depth ladder (ResNet18…152 trained alone beside the distilled GNN);
 # 4. tables (markdown, CSV) and the accuracy-vs-inference-time plot;
 # 5. the RESULTS_VERSION canaries (results/canary.sh, checked by tests/test_results_version.py).
@@ -29,6 +31,12 @@ kdbench sweep --methods cnn2gnn --teachers resnet152 --datasets digits --seeds "
 for variant in cnn2gnn.graph=anchor cnn2gnn.k=0; do
   kdbench sweep --methods cnn2gnn --teachers resnet152 --datasets digits --seeds "$SEEDS" --set "$variant" \
     --executor "$EXECUTOR" --results-dir "$R" --wait --cpus-per-task "$CPUS"
+done
+# embedded-hard (docs/benchmark.md): every method on the limited-data setting, and CNN2GNN's graph ablation on it,
+# 5 seeds each as the sweep files say (SEEDS does not apply to them).
+for sweep in embedded-hard cnn2gnn-graph-ablation cnn2gnn-graph-ablation-teacher; do
+  kdbench sweep --config "slurm/sweeps/$sweep.yaml" --executor "$EXECUTOR" --results-dir "$R" --wait \
+    --cpus-per-task "$CPUS"
 done
 # The deeper CNNs of the ladder (ResNet-34…152 alone) take one seed: they only place the GNN on the depth axis.
 kdbench ladder --teacher resnet152 --dataset digits --seeds "${LADDER_SEEDS:-0}" --results-dir "$R" \

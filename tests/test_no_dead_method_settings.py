@@ -97,6 +97,9 @@ CHANGES: dict[str, dict[str, Change]] = {
         "k": Change("5"), "hidden": Change("64"), "proj_dim": Change("64"), "dropout": Change("0.1"),
         "pool": Change("4"),
         "anchors": Change("32", ("cnn2gnn.graph=anchor",)),  # the batch graph has no anchors
+        # The memory's momentum acts from a sample's second visit on: two epochs of the memory graph.
+        "memory_momentum": Change("0.9", ("cnn2gnn.graph=memory", "recipe.epochs=2")),
+        "graph_features": Change("teacher"),
     },
 }
 

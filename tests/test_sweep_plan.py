@@ -159,6 +159,19 @@ def test_shipped_sweep_files_expand():
     assert {r.config.method_params["w_nckd"] for r in runs if r.config.method == "dkd"} == {8.0}
     assert {r.config.student for r in runs if r.config.method == "cnn2gnn"} == {get_method("cnn2gnn").default_student}
 
+    # embedded-hard (docs/benchmark.md): 11 methods × 5 seeds into cifar_resnet8 on 10 % of the training split,
+    # all from the one zoo teacher that trains on the full split; CNN2GNN's graph ablation on the same setting.
+    hard = expand(grid_from_options(load_sweep_file(REPO / "slurm" / "sweeps" / "embedded-hard.yaml")))
+    assert len(hard) == 5 + 10 * 5 and {r.config.student for r in hard} == {"cifar_resnet8"}
+    assert {r.config.data_params["train_fraction"] for r in hard} == {0.1}
+    assert {(r.config.recipe.name, r.config.recipe.epochs) for r in hard} == {("embedded-hard-v1", 40)}
+    assert len({r.teacher.digest for r in hard if r.teacher}) == 1
+    ablation = [expand(grid_from_options(load_sweep_file(REPO / "slurm" / "sweeps" / f"{name}.yaml")))
+                for name in ("cnn2gnn-graph-ablation", "cnn2gnn-graph-ablation-teacher")]
+    assert [len(runs) for runs in ablation] == [5 + 3 * 4 * 5, 2 * 3 * 5]
+    assert {(r.config.method_params["graph"], r.config.method_params["graph_features"]) for r in ablation[1]} == {
+        ("batch", "teacher"), ("memory", "teacher")}
+
     paper = grid_from_options(load_sweep_file(REPO / "slurm" / "sweeps" / "paper.yaml"))
     assert paper.datasets == ["cifar100", "stl10", "mini-imagenet"] and paper.teachers == ["resnet152"]
     assert resources_from_options(load_sweep_file(REPO / "slurm" / "sweeps" / "paper.yaml")).gpus_per_node == 1

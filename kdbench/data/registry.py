@@ -55,7 +55,7 @@ class DatasetSpec:
 
 
 # Modules of kdbench.data that hold machinery, not datasets.
-_NOT_DATASETS = {"registry", "augment", "tensor_dataset", "loaders", "transforms", "validation"}
+_NOT_DATASETS = {"registry", "augment", "tensor_dataset", "loaders", "transforms", "validation", "subset"}
 
 
 def _load_builtin() -> None:

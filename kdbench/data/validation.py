@@ -39,9 +39,13 @@ def parse_val_fraction(value: str | float) -> float:
 
 
 def split_data_params(data_params: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """`data` settings as (the dataset's own, the validation fraction; 0 when absent): a run's recorded
+    """`data` settings as (the dataset's own, the validation fraction; 0 when absent; the student-only
+    `train_fraction` left out of both): a run's recorded
     `data_params`, or the `data` scope's `--set` strings."""
+    from .subset import TRAIN_KEY
+
     rest = dict(data_params)
+    rest.pop(TRAIN_KEY, None)  # the student's training fraction, read by kdbench.data.subset.train_fraction_of
     return rest, parse_val_fraction(rest.pop(VAL_KEY, 0.0))
 
 

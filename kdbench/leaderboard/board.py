@@ -25,6 +25,12 @@ FEWER_SEEDS = "†"
 # Rows (or cells) of students that predict a test image from the other test images of its evaluation batch.
 TRANSDUCTIVE = "‡"
 TRANSDUCTIVE_WORDS = "transductive: predictions depend on the other test images in the evaluation batch"
+# A method's cell that differs from the student alone (`ce`, same column) beyond seed noise: above / below it.
+ABOVE_CE, BELOW_CE = "↑", "↓"
+SIGNIFICANCE_P = 0.05
+SIGNIFICANCE_WORDS = (f"{ABOVE_CE} / {BELOW_CE}: above / below the student alone (ce, same column) beyond seed noise: "
+                      f"Welch's t-test over seeds, p < {SIGNIFICANCE_P} (p in the CSV's p_vs_ce column; no mark "
+                      "where either side has fewer than 2 seeds)")
 # Which split chose a run's best epoch (the record's metrics.best_selected_on; older records: test).
 SELECTIONS = ("test", "val")
 SELECTION_WORDS = {

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pandas as pd
 
-from .board import DECIMALS, TEACHER_METRIC, TEACHER_ROW
+from .board import ABOVE_CE, BELOW_CE, DECIMALS, SIGNIFICANCE_P, TEACHER_METRIC, TEACHER_ROW
 from .runs import is_missing
 
 
@@ -62,3 +62,37 @@ def teacher_stats(runs: pd.DataFrame, metric: str) -> dict[str, Any]:
     per_teacher = have.assign(_teacher=ident).drop_duplicates("_teacher")
     mean, std, n = summarize(per_teacher[col])
     return {"mean": mean, "std": std, "n": n, "run_ids": ""}
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p of Welch's t-test (unequal variances) between two sets of seeds; NaN when either has fewer
+    than 2 values or both are constant (no spread to test against)."""
+    a = [float(v) for v in a if not is_missing(v)]
+    b = [float(v) for v in b if not is_missing(v)]
+    if len(a) < 2 or len(b) < 2:
+        return math.nan
+    from scipy.stats import ttest_ind
+
+    p = float(ttest_ind(a, b, equal_var=False).pvalue)
+    return p if math.isfinite(p) else math.nan
+
+
+def mark_significance(data: pd.DataFrame, values: Sequence[Sequence[float]]) -> pd.DataFrame:
+    """Adds `p_vs_ce` (Welch's p of each method's cell against the student alone in its column; `values` holds
+    each row's per-seed numbers) and `vs_ce` (ABOVE_CE / BELOW_CE when p < SIGNIFICANCE_P, else "").
+
+    A column compares against its one `ce` row; a column with none, or with several `ce` variants (no single
+    baseline), gets no p-values. The teacher and `ce` rows themselves are never marked."""
+    data = data.assign(p_vs_ce=math.nan, vs_ce="")
+    seeds = dict(zip(data.index, values, strict=True))
+    for _, g in data.groupby("column", sort=False):
+        ce = g[(g["method"] == "ce") & (g["n"] > 0)]
+        if len(ce) != 1:
+            continue
+        base = seeds[ce.index[0]]
+        for i in g.index[(g["method"] != "ce") & (g["row"] != TEACHER_ROW) & (g["n"] > 0)]:
+            p = welch_p(seeds[i], base)
+            data.loc[i, "p_vs_ce"] = p
+            if p < SIGNIFICANCE_P:
+                data.loc[i, "vs_ce"] = ABOVE_CE if data.loc[i, "mean"] > ce["mean"].iloc[0] else BELOW_CE
+    return data

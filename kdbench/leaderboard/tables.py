@@ -13,6 +13,7 @@ from .board import (
     FEWER_SEEDS,
     METRIC_WORDS,
     SELECTION_WORDS,
+    SIGNIFICANCE_WORDS,
     TEACHER_ROW,
     TRANSDUCTIVE,
     TRANSDUCTIVE_WORDS,
@@ -23,7 +24,7 @@ from .board import (
 from .cells import fmt_any, fmt_infer, fmt_params, fmt_seconds, format_cell
 from .labels import label_columns, label_rows, method_rank
 from .runs import canon, clean, is_missing, is_transductive_run, selection_of
-from .stats import completed, first_present, mark_best_and_flags, mean_of, summarize, teacher_stats
+from .stats import completed, first_present, mark_best_and_flags, mark_significance, mean_of, summarize, teacher_stats
 
 
 def caveats_footer(df: pd.DataFrame, metric: str) -> list[str]:
@@ -104,7 +105,7 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
     col_labels = label_columns(columns, best=is_best_metric(metric)) if len(columns) else {}
     row_labels = label_rows(done) if len(done) else {}
 
-    records = []
+    records, seeds = [], []  # seeds: each record's per-seed values, for the t-test against ce
     for r in columns.to_dict("records"):
         label = col_labels[r["_col_key"]]
         info = {"column": label, "dataset": r["dataset"], "teacher": clean(r["teacher"]), "student": r["student"],
@@ -112,6 +113,7 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
         if not is_missing(r["teacher"]):
             records.append({"row": TEACHER_ROW, "method": TEACHER_ROW, **info, "transductive": False,
                             **teacher_stats(scope[scope["_col_key"] == r["_col_key"]], metric)})
+            seeds.append([])
         members = done[done["_student_key"].map(lambda k, c=r["_col_key"]: c in attach.get(k, [])).astype(bool)
                        & ((done["_col_key"] == r["_col_key"]) | done["teacher"].map(is_missing).astype(bool))]
         for key, g in members.groupby("_row_key", sort=False):
@@ -119,10 +121,12 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
             records.append({"row": row_labels[key], "method": g["method"].iloc[0], **info,
                             "transductive": bool(g["transductive"].map(is_transductive_run).any()), "mean": mean,
                             "std": std, "n": n, "run_ids": " ".join(sorted(g["run_id"]))})
+            seeds.append(list(g[metric]))
     data = pd.DataFrame.from_records(
         records, columns=["row", "method", "column", "dataset", "teacher", "student", "recipe", "transductive",
                           "mean", "std", "n", "run_ids"])
     data = mark_best_and_flags(data) if len(data) else data.assign(best=False, fewer_seeds=False)
+    data = mark_significance(data, seeds)
     data.insert(7, "metric", metric)
     shown = _mark_transductive(data)
     data["row"] = data["row"].map(shown)
@@ -135,7 +139,7 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
     table = pd.DataFrame("—", index=pd.Index(rows, name="method"), columns=cols, dtype=object)
     bold = set()
     for r in data.to_dict("records"):
-        flag = (FEWER_SEEDS if r["fewer_seeds"] else "") + r["cell_mark"]
+        flag = (FEWER_SEEDS if r["fewer_seeds"] else "") + r["cell_mark"] + r["vs_ce"]
         table.loc[r["row"], r["column"]] = format_cell(r["mean"], r["std"], r["n"], flag)
         if r["best"]:
             bold.add((r["row"], r["column"]))
@@ -148,6 +152,8 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
         footer.append("ce: the student trained alone, without a teacher (for gnn2: the GNN alone)")
     if data["fewer_seeds"].any():
         footer.append(f"{FEWER_SEEDS} fewer seeds than the table's most-seeded cell ({data.attrs.get('max_n')})")
+    if data["vs_ce"].astype(bool).any():
+        footer.append(SIGNIFICANCE_WORDS)
     if any("[" in r for r in rows) or any("[" in c for c in cols):
         footer.append("[k=v]: settings that differ between rows or columns of the same name; never averaged together")
     footer += transductive_footer(done[done["_col_key"].isin(list(columns["_col_key"]))

@@ -1,7 +1,7 @@
 """`gnn2`: the two-layer GNN student of CNN2GNN (Jiao, Zhang, Li, arXiv:2404.14822) — no convolution anywhere.
 
     x = flatten(image)                         (optionally average-pooled to a `pool`×`pool` side first)
-    Â = SparseGraphLearner(x)                  (kdbench.models.graph: learned sparse graph, batch or anchor mode)
+    Â = SparseGraphLearner(x)                  (kdbench.models.graph: learned sparse graph, batch, anchor or memory)
     H = ReLU(Â X W1 + b1)                      (`conv1`, the hidden layer: the student's embedding)
     logits = Â dropout(H) W2 + b2              (`head`, the classifier: its input is H)
 
@@ -67,14 +67,15 @@ class GNN2(nn.Module):
 
     def __init__(self, num_classes: int, in_chans: int, image_size: int, *, k: int = 10, graph: str = "batch",
                  hidden: int = 256, proj_dim: int = 256, anchors: int = 256, dropout: float = 0.5,
-                 pool: int = 0) -> None:
+                 pool: int = 0, memory_momentum: float = 0.5) -> None:
         super().__init__()
         self.pool = pool
         side = pool if pool else image_size
         in_features = in_chans * side * side
         self.num_classes = num_classes
         self.num_features = hidden
-        self.graph = SparseGraphLearner(in_features, k=k, proj_dim=proj_dim, mode=graph, num_anchors=anchors)
+        self.graph = SparseGraphLearner(in_features, k=k, proj_dim=proj_dim, mode=graph, num_anchors=anchors,
+                                        memory_momentum=memory_momentum)
         self.conv1 = GraphConv(in_features, hidden, activation=True)
         self.head = GraphConv(hidden, num_classes, dropout=dropout)
         # timm convention; the hidden layer is a vector per image, i.e. the whole image reduced to 1×1.
@@ -88,19 +89,24 @@ class GNN2(nn.Module):
             images = F.adaptive_avg_pool2d(images, self.pool)
         return images.flatten(1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, graph_z: torch.Tensor | None = None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits; `graph_z` and `index` go to the graph head (:meth:`SparseGraphLearner.forward`): a
+        projection to build the graph on in place of the student's own, and the samples' training indices
+        (memory mode)."""
         x = self.flatten_input(images)
-        graph = self.graph(x)
+        graph = self.graph(x, graph_z, index)
         h = self.conv1(x, graph)
         return self.head(h, graph)
 
 
-_OPTIONS = ("k", "graph", "hidden", "proj_dim", "anchors", "dropout", "pool")
+_OPTIONS = ("k", "graph", "hidden", "proj_dim", "anchors", "dropout", "pool", "memory_momentum")
 
 
 def _batch_graph(options: dict[str, Any]) -> bool:
     """gnn2 over the batch's own samples (graph 'batch', k > 0) predicts each test image from its evaluation batch;
-    'anchor' mode (learned anchors) and k = 0 (no graph) judge each image alone."""
+    'anchor' mode (learned anchors), 'memory' mode (the training set's memory) and k = 0 (no graph) judge each
+    image alone."""
     defaults = inspect.signature(gnn2).parameters
     k = options.get("k", defaults["k"].default)
     return options.get("graph", defaults["graph"].default) == "batch" and int(k) > 0
@@ -109,10 +115,11 @@ def _batch_graph(options: dict[str, Any]) -> bool:
 @register_model("gnn2", lr_scale=0.2, transductive=_batch_graph)
 def gnn2(num_classes: int, in_chans: int = 3, image_size: int = 16, *, k: int = 10, graph: str = "batch",
          hidden: int = 256, proj_dim: int = 256, anchors: int = 256, dropout: float = 0.5, pool: int = 0,
-         **unknown: Any) -> GNN2:
+         memory_momentum: float = 0.5, **unknown: Any) -> GNN2:
     """The CNN2GNN student. Options: k (neighbours, 0 = no graph: an MLP on the same input), graph ('batch' |
     'anchor'), hidden (width of H), proj_dim (graph projection width), anchors (anchor mode's m), dropout (on H,
-    before the second layer), pool (average-pool the image to this side first; 0 = off)."""
+    before the second layer), pool (average-pool the image to this side first; 0 = off), memory_momentum ('memory'
+    mode: μ of the memory update m_i ← μ·m_i + (1 − μ)·z_i)."""
     if unknown:
         raise UserError(f"gnn2 has no option '{next(iter(unknown))}'. Valid: {', '.join(_OPTIONS)}")
     for name, value in (("k", k), ("hidden", hidden), ("proj_dim", proj_dim), ("anchors", anchors), ("pool", pool)):
@@ -125,7 +132,9 @@ def gnn2(num_classes: int, in_chans: int = 3, image_size: int = 16, *, k: int = 
     check_range("gnn2.proj_dim", proj_dim, 1, 65536)
     check_range("gnn2.dropout", dropout, 0.0, 1.0)
     check_range("gnn2.pool", pool, 0, image_size)
+    check_range("gnn2.memory_momentum", memory_momentum, 0.0, 1.0)
     if graph == "anchor" and k > 0:
         check_range("gnn2.anchors", anchors, k + 1, 1_000_000)
     return GNN2(num_classes, in_chans, image_size, k=int(k), graph=graph, hidden=int(hidden),
-                proj_dim=int(proj_dim), anchors=int(anchors), dropout=float(dropout), pool=int(pool))
+                proj_dim=int(proj_dim), anchors=int(anchors), dropout=float(dropout), pool=int(pool),
+                memory_momentum=float(memory_momentum))

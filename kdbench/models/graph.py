@@ -17,6 +17,12 @@ produced them.
 - `batch`: the nodes are the samples of the batch (O(B²) distances); a prediction depends on the batch.
 - `anchor`: m learnable anchors in the input space; a sample links to its k nearest anchors, anchors link to
   anchors; samples never send messages, so a sample's output depends only on itself and the anchors (O(B·m)).
+- `memory`: a memory of every training sample's projection z (momentum-updated by sample index, as CRD's
+  memory bank: m_i ← μ·m_i + (1 − μ)·z_i, the first visit stores z_i) and of its latest graph-layer input; a
+  sample links to its k nearest memory entries (in training never to its own), which send it their features
+  through the layers and read nothing back. The graph sees the training set's topology, not only the batch's;
+  evaluation reads the memory built in training and never writes it, and test images never link to each other
+  (inductive, like `anchor`). O(B·N) distances for N training samples.
 
 k = 0 means no graph: Â = I and the graph layers reduce to an MLP on the same input (the "no graph" ablation).
 """
@@ -30,7 +36,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-GRAPH_MODES = ("batch", "anchor")
+GRAPH_MODES = ("batch", "anchor", "memory")
 
 # Up to this many nodes Â is built dense and applied by one matmul, faster on CPU than a sparse CSR product for
 # small graphs; above it Â is sparse (n·(2k+1) entries). benchmarks/graph_head_cost.py measures the crossover
@@ -216,7 +222,8 @@ class SparseGraphLearner(nn.Module):
     """
 
     def __init__(self, in_features: int, k: int = 10, proj_dim: int = 256, mode: str = "batch",
-                 num_anchors: int = 256, dense_max_nodes: int = DENSE_MAX_NODES) -> None:
+                 num_anchors: int = 256, dense_max_nodes: int = DENSE_MAX_NODES, memory_momentum: float = 0.5
+                 ) -> None:
         super().__init__()
         if mode not in GRAPH_MODES:
             raise ValueError(f"graph mode '{mode}': valid modes are {', '.join(GRAPH_MODES)}")
@@ -233,12 +240,22 @@ class SparseGraphLearner(nn.Module):
             self.register_buffer("anchors_filled", torch.zeros((), dtype=torch.long))
             self._all_filled = False  # host-side mirror of anchors_filled == m: no device sync once it holds
             self._anchor_cache = WeightsCache()  # evaluation: the anchors' projection and graph, once per pass
+        if mode == "memory" and k > 0:
+            self.memory_momentum = memory_momentum
+            # One row per training sample, grown to the largest index seen (the learner is built before the
+            # training split's size is known); persistent, so checkpoints and exports carry the memory.
+            self.register_buffer("memory_z", torch.zeros(0, proj_dim))
+            self.register_buffer("memory_x", torch.zeros(0, in_features))
+            self.register_buffer("memory_seen", torch.zeros(0, dtype=torch.bool))
 
     def describe(self) -> dict[str, Any]:
         """Facts about the learner's state for a run record."""
         filled = int(self.anchors_filled) if hasattr(self, "anchors_filled") else 0
         anchors = self.anchors.shape[0] if hasattr(self, "anchors_filled") else 0
-        return {"mode": self.mode, "k": self.k, "anchors": anchors, "anchors_filled": filled}
+        facts = {"mode": self.mode, "k": self.k, "anchors": anchors, "anchors_filled": filled}
+        if hasattr(self, "memory_seen"):
+            facts["memory_filled"] = int(self.memory_seen.sum())
+        return facts
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, k={self.k}"
@@ -262,22 +279,37 @@ class SparseGraphLearner(nn.Module):
         self._all_filled = filled == self.anchors.shape[0]
         return self.anchors if filled == 0 else self.anchors[:filled]  # 0: never trained, random anchors
 
-    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
-        super()._load_from_state_dict(*args, **kwargs)
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        if hasattr(self, "memory_seen"):  # a saved memory has the training split's size: take its shape
+            for name in ("memory_z", "memory_x", "memory_seen"):
+                saved = state_dict.get(prefix + name)
+                if saved is not None:
+                    mine = getattr(self, name)
+                    setattr(self, name, mine.new_zeros(saved.shape))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         if hasattr(self, "anchors_filled"):
             self._all_filled = False  # re-read the loaded count on the next forward
 
-    def forward(self, x: torch.Tensor) -> Graph:
+    def forward(self, x: torch.Tensor, z: torch.Tensor | None = None, index: torch.Tensor | None = None) -> Graph:
+        """The graph over `x` (B, in_features). `z`: the samples' graph-space projections computed elsewhere
+        (e.g. from the teacher's features) in place of `proj(x)` (batch and memory modes). `index`: the
+        samples' positions in the training split, which memory mode needs in training (to update the memory
+        and never link a sample to itself)."""
         if self.k == 0:
             return IdentityGraph()
         # Distances and weights in float32 even under AMP: half-precision distances tie, and ties change the
         # top-k choice; the graph layers still run in the autocast dtype.
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return self._graph(x.float())
+            return self._graph(x.float(), None if z is None else z.float(), index)
 
-    def _graph(self, x: torch.Tensor) -> Graph:
+    def _graph(self, x: torch.Tensor, z: torch.Tensor | None = None, index: torch.Tensor | None = None) -> Graph:
+        if z is not None and self.mode == "anchor":
+            raise ValueError("anchor mode projects its learned anchors with its own projection: it takes no "
+                             "outside projection z (use graph mode batch or memory)")
         if self.mode == "batch":
-            return self._batch_graph(self.proj(x))
+            return self._batch_graph(self.proj(x) if z is None else z)
+        if self.mode == "memory":
+            return self._memory_graph(x, self.proj(x) if z is None else z, index)
         z = self.proj(x)
         anchors, za, anchor_graph = self._anchor_cache.get(self, (), lambda: self._anchor_side(x))
         k = min(self.k, anchors.shape[0] - 1)  # the closed form needs k+1 candidates
@@ -285,6 +317,41 @@ class SparseGraphLearner(nn.Module):
             return IdentityGraph()
         indices, weights = sparse_conditional_neighbors(squared_distances(z, za), k)
         return AnchorGraph(indices, weights, anchor_graph, anchors)
+
+    def _memory_graph(self, x: torch.Tensor, z: torch.Tensor, index: torch.Tensor | None) -> Graph:
+        """Each sample's k nearest memory entries (never itself), as an :class:`AnchorGraph` over the distinct
+        neighbours of the batch (they read only themselves); then, in training, the batch is written to memory."""
+        if self.training and index is None:
+            raise ValueError("graph mode 'memory' needs each training sample's index (the method passes it: "
+                             "cnn2gnn does)")
+        candidates = torch.nonzero(self.memory_seen).flatten()
+        graph: Graph = IdentityGraph()  # the first batch of training: an empty memory, no neighbours yet
+        own = None if index is None else candidates[None, :] == index[:, None]
+        k = min(self.k, candidates.numel() - 1 - (0 if own is None else int(own.any(1).max())))
+        if k >= 1:
+            d = squared_distances(z, self.memory_z[candidates])
+            if own is not None:
+                d = d.masked_fill(own, float("inf"))
+            indices, weights = sparse_conditional_neighbors(d, k)
+            rows, local = torch.unique(indices, return_inverse=True)
+            graph = AnchorGraph(local, weights, IdentityGraph(), self.memory_x[candidates[rows]])
+        if self.training:
+            self._remember(index, z.detach(), x.detach())
+        return graph
+
+    @torch.no_grad()
+    def _remember(self, index: torch.Tensor, z: torch.Tensor, x: torch.Tensor) -> None:
+        """m_i ← μ·m_i + (1 − μ)·z_i for samples seen before, m_i ← z_i on the first visit; x_i ← x_i."""
+        size = int(index.max()) + 1
+        if size > self.memory_seen.numel():
+            grow = size - self.memory_seen.numel()
+            self.memory_z = torch.cat([self.memory_z, self.memory_z.new_zeros(grow, self.memory_z.shape[1])])
+            self.memory_x = torch.cat([self.memory_x, self.memory_x.new_zeros(grow, self.memory_x.shape[1])])
+            self.memory_seen = torch.cat([self.memory_seen, self.memory_seen.new_zeros(grow)])
+        mu = torch.where(self.memory_seen[index], self.memory_momentum, 0.0)[:, None].to(z.dtype)
+        self.memory_z[index] = mu * self.memory_z[index] + (1.0 - mu) * z.to(self.memory_z.dtype)
+        self.memory_x[index] = x.to(self.memory_x.dtype)
+        self.memory_seen[index] = True
 
     def _anchor_side(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, NeighbourGraph | IdentityGraph]:
         """The anchors in use, their projection and their graph: functions of the weights alone (in eval mode)."""
