@@ -50,3 +50,18 @@ def test_an_unknown_or_uninstalled_backend_is_refused_before_the_run(tmp_path):
         with pytest.raises(UserError, match=r"--log wandb needs the wandb package: pip install 'kdbench\[wandb\]'"):
             run("ce", results_dir=tmp_path, log=["wandb"], **TINY)
     assert not (tmp_path / "runs").exists()  # nothing was written
+
+
+def test_wandb_writes_an_offline_run_holding_each_steps_losses_and_each_epochs_metrics(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="the [wandb] extra is not installed")
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is the default
+    record = run("ce", results_dir=tmp_path, log=["wandb"], **TINY)
+    run_dir = tmp_path / "runs" / record["run_id"]
+    assert record["metric_logs"] == {"wandb": "logs/wandb"}
+    (offline,) = (run_dir / "logs" / "wandb" / "wandb").glob(f"offline-run-*-{record['run_id']}")
+    data = (offline / f"run-{record['run_id']}.wandb").read_bytes()  # wandb's record log (protobuf), not synced
+    for name in ("train/ce", "train/total", "train/lr", "iteration", "epoch/top1", "epoch/loss/ce"):
+        assert name.encode() in data, name
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        epoch = json.loads(line)
+        assert json.dumps(epoch["top1"]).encode() in data  # each epoch's value, as wandb stores it (JSON text)
