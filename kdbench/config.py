@@ -65,11 +65,19 @@ class RunConfig:
     # configs made before fingerprints existed; left out of the dict (and so of the hash) then, so an old
     # record's config still hashes to its own run id.
     code: str = ""
+    # Data-parallel processes (kdbench.distributed) and SyncBatchNorm across them: a different world size is a
+    # different experiment (per-rank BatchNorm statistics, reduction order). Left out of the dict at their
+    # one-process defaults, so one-process run ids are those of the code before distributed training.
+    world_size: int = 1
+    sync_bn: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = json.loads(canonical_json(self))
         if not d["code"]:
             del d["code"]
+        for key, default in (("world_size", 1), ("sync_bn", False)):
+            if d[key] == default:
+                del d[key]
         return d
 
     def without_code(self) -> RunConfig:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import distributed
 from .errors import RunDiverged
 from .evaluate import _autocast, evaluate
 from .method import Batch, Distiller
@@ -161,6 +162,10 @@ class EngineSettings:
     checkpoint_interval_s: float = 0.0
     # A checkpoint that cannot be used stops the run (UnusableCheckpointError) instead of a restart from scratch.
     strict_resume: bool = False
+    # Data-parallel over this many processes (the process group is up; kdbench.distributed): DDP, rank-0-only
+    # checkpoints, sharded evaluation. 1 = the one-process path. `sync_bn`: SyncBatchNorm when > 1.
+    world_size: int = 1
+    sync_bn: bool = False
 
 
 class Engine:
@@ -191,9 +196,15 @@ class Engine:
         model.to(device)
         if self.s.channels_last:
             model.to(memory_format=torch.channels_last)
+        if self.s.world_size > 1 and self.s.sync_bn:
+            distributed.convert_sync_bn(model)  # before the optimizer: the same Parameters, new layers
+        self._forward_train = distributed.data_parallel(model, device) if self.s.world_size > 1 \
+            else model.forward_train
         optimizer = build_optimizer(model.trainable_parameters(), recipe)
         scaler = torch.amp.GradScaler(device.type, enabled=self.s.amp and device.type == "cuda")
         result = FitResult()
+        if self.s.world_size > 1:
+            distributed.barrier()  # every rank resumes from rank 0's checkpoint, read once it is in place
         if checkpoint_path is not None and checkpoint_path.exists():
             result.history, result.resume_refused = self._resume(checkpoint_path, model, optimizer, scaler)
             result.resumed_from = len(result.history)
@@ -212,7 +223,7 @@ class Engine:
             if on_new_best is not None and result.best.epoch == record.epoch:
                 on_new_best(result)
             due = time.monotonic() - last_save >= self.s.checkpoint_interval_s or epoch == recipe.epochs
-            if checkpoint_path is not None and due:
+            if checkpoint_path is not None and due and distributed.is_main():
                 save_checkpoint(checkpoint_path, model, optimizer, scaler, result.history)
                 last_save = time.monotonic()
             if on_epoch_end is not None:
@@ -248,7 +259,8 @@ class Engine:
         device = self.s.device
         t0 = time.perf_counter()
         lr_first = lr_last = current_lr(optimizer)
-        _seed_everything(epoch_seed(seed, epoch))
+        # Ranks draw their own augmentation and dropout (as timm seeds per rank); still a function of (seed, epoch).
+        _seed_everything(epoch_seed(seed, epoch) + (distributed.rank() if self.s.world_size > 1 else 0))
         sampler = train_loader.sampler
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -267,7 +279,7 @@ class Engine:
             if self.s.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with _autocast(device, self.s.amp):
-                logits, losses = model.forward_train(Batch(images, labels, index))
+                logits, losses = self._forward_train(Batch(images, labels, index))
             total = sum(losses.values())
             # A non-finite loss stops the run: never step on NaN/Inf and carry on silently.
             if not torch.isfinite(total.detach()).item():
@@ -290,11 +302,18 @@ class Engine:
                                     {**{k: v.detach() for k, v in losses.items()}, "total": total.detach()},
                                     lr_last)  # the lr this step used (the scheduler has moved on)
         train_s = time.perf_counter() - t0
+        if self.s.world_size > 1:  # the epoch's means over the global batches; one model on every rank
+            sums = {k: distributed.all_reduce_mean(torch.as_tensor(v, device=device)) for k, v in sums.items()}
+            correct = distributed.all_reduce_sum(correct)
+            seen = int(distributed.all_reduce_sum(torch.tensor(seen, device=device)))
+            distributed.broadcast_buffers(model)
 
         t1 = time.perf_counter()
-        ev = evaluate(model, eval_loader, device, amp=self.s.amp, channels_last=self.s.channels_last)
+        ranks = self.s.world_size > 1
+        ev = evaluate(model, eval_loader, device, amp=self.s.amp, channels_last=self.s.channels_last,
+                      sum_over_ranks=ranks)
         val = None if val_loader is None else evaluate(model, val_loader, device, amp=self.s.amp,
-                                                       channels_last=self.s.channels_last)
+                                                       channels_last=self.s.channels_last, sum_over_ranks=ranks)
         eval_s = time.perf_counter() - t1
         record = EpochRecord(
             epoch=epoch,

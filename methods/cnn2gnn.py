@@ -20,9 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from kdbench import distributed
 from kdbench.errors import UserError, check_range
-from kdbench.method import register_method
-from kdbench.methods.kd import KD
+from kdbench.method import Batch, register_method
+from kdbench.methods.kd import KD, kd_loss
 from kdbench.models.graph import GRAPH_MODES, SparseGraphLearner, sparse_conditional_probs
 
 __all__ = ["CNN2GNN", "CNN2GNNParams", "SparseGraphLearner", "sparse_conditional_probs"]
@@ -43,6 +46,10 @@ class CNN2GNNParams:
     anchors: int = 256
     dropout: float = 0.5
     pool: int = 0  # average-pool the image to this side before flattening; 0 = off
+    # Data-parallel training (kdbench.distributed): the training graph is built over each rank's own batch
+    # ('rank', the per-rank batch is the global batch / world size) or over the all-gathered global batch
+    # ('global': every rank runs the student on the global batch and keeps its own rows; what one process does).
+    graph_scope: str = "rank"
 
     def __post_init__(self) -> None:
         check_range("cnn2gnn.temperature", self.temperature, 0.0, 100.0, low_open=True)
@@ -55,6 +62,8 @@ class CNN2GNNParams:
         check_range("cnn2gnn.proj_dim", self.proj_dim, 1, 65536)
         check_range("cnn2gnn.dropout", self.dropout, 0.0, 1.0)
         check_range("cnn2gnn.pool", self.pool, 0, 224)
+        if self.graph_scope not in ("rank", "global"):
+            raise UserError(f"unknown cnn2gnn.graph_scope '{self.graph_scope}'. Valid: rank, global")
         if self.graph == "anchor" and self.k > 0:
             check_range("cnn2gnn.anchors", self.anchors, self.k + 1, 1_000_000)
 
@@ -71,6 +80,18 @@ class CNN2GNN(KD):
         if student != "gnn2":  # any other student (e.g. a CNN baseline) is built with its own defaults
             return {}
         return {key: getattr(params, key) for key in _GRAPH_OPTIONS}
+
+    def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.params.graph_scope == "rank" or distributed.world_size() == 1:
+            return super().forward_train(batch)
+        p = self.params
+        # Images need no gradient: gather them, and the student's graph spans the global batch. The W ranks'
+        # mean losses over their own rows, averaged by DDP, have the gradient of the global batch's mean loss.
+        everyone = distributed.all_gather_cat(batch.images)
+        logits = self.student(everyone)[distributed.own_rows(len(batch.images))]
+        teacher_logits = self.teacher_logits(batch.images)
+        return logits, {"ce": p.w_ce * self.cross_entropy(logits, batch.labels),
+                        "kd": p.w_kd * kd_loss(logits, teacher_logits, p.temperature)}
 
     def describe(self) -> dict[str, Any]:
         learner = getattr(self.student, "graph", None)

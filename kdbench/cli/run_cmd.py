@@ -61,6 +61,10 @@ def run_command(
                                          "(optimizer state) of the completed run beside its student exports."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on a checkpoint that cannot be resumed "
                                 "instead of restarting the run from scratch with a warning."),
+    nproc: int = typer.Option(1, "--nproc", help="Train this one run data-parallel across N processes on this "
+                              "machine (gloo on CPU, NCCL on GPU; the batch size is the global batch)."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="With --nproc > 1: SyncBatchNorm (BatchNorm statistics "
+                                 "over the global batch)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a table."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, run id, code fingerprint "
                                  "and whether a stored record would be reused; load no data, build no model."),
@@ -114,7 +118,8 @@ def run_command(
             results_dir=p["results_dir"], zoo_dir=p["zoo_dir"], data_root=p["data_root"],
             device=p["device"] or "auto", amp=p["amp"], channels_last=p["channels_last"], force=p["force"],
             reporter=reporter, teacher_seed=p["teacher_seed"] or 0, strict=p["strict"],
-            keep_checkpoint=p["keep_checkpoint"], log=p["log"] or [],
+            keep_checkpoint=p["keep_checkpoint"], log=p["log"] or [], nproc=p["nproc"] or 1,
+            sync_bn=p["sync_bn"],
         )
     finally:
         reporter.close()
