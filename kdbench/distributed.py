@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -197,8 +198,23 @@ def _worker(fn: Callable[..., Any], args: Sequence[Any], device: str) -> Any:
     init(dev, rank_=int(os.environ["RANK"]), world=int(os.environ["WORLD_SIZE"]))
     try:
         return fn(*args, device=str(dev))
+    except Exception as e:
+        if _lost_a_peer(e):  # a consequence: let the launcher see the rank that failed first
+            time.sleep(PEER_FAILURE_DELAY_S)
+        raise
     finally:
         shutdown()
+
+
+# Seconds a rank that lost a peer waits before it fails: the launcher reports the first rank to exit.
+PEER_FAILURE_DELAY_S = 5.0
+
+
+def _lost_a_peer(e: BaseException) -> bool:
+    """Whether `e` is a collective failing because another rank went away (not this rank's own error)."""
+    text = str(e)
+    return isinstance(e, dist.DistError) or any(
+        s in text for s in ("Connection reset", "Connection closed", "gloo/transport", "NCCL error"))
 
 
 def launch_local(nproc: int, fn: Callable[..., Any], args: Sequence[Any], device: str = "auto") -> Any:

@@ -111,7 +111,7 @@ def both_worlds() -> tuple[dict, dict]:
 @pytest.mark.parametrize("method", ["ce", "kd", "cnn2gnn"])
 def test_one_step_on_two_ranks_gives_the_gradients_of_one_process_on_the_global_batch(both_worlds, method):
     single, double = (world[method] for world in both_worlds)
-    assert single.keys() == double.keys() and len(single) > 10
+    assert single.keys() == double.keys() and len(single) >= 6
     for name, grad in single.items():
         torch.testing.assert_close(double[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
