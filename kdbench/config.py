@@ -76,11 +76,19 @@ class RunConfig:
     # for the weights, as (architecture, recipe, seed) does for a zoo teacher, so a chain of runs is known before
     # any of them trains (kdbench.sweep.chains). Left out of the dict when None.
     teacher_run: str | None = None
+    # Data-parallel processes (kdbench.distributed) and SyncBatchNorm across them: a different world size is a
+    # different experiment (per-rank BatchNorm statistics, reduction order). Left out of the dict at their
+    # one-process defaults, so one-process run ids are those of the code before distributed training.
+    world_size: int = 1
+    sync_bn: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = json.loads(canonical_json(self))
-        for key in ("code", "teacher_cache_dtype", "param_groups", "teacher_run"):
-            if not d[key]:
+        # Fields added after the first records, left out at their defaults so older run ids stay what they were.
+        defaults = {"code": "", "teacher_cache_dtype": "", "param_groups": {}, "teacher_run": None,
+                    "world_size": 1, "sync_bn": False}
+        for key, default in defaults.items():
+            if d[key] == default:
                 del d[key]
         return d
 

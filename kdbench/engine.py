@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import distributed
 from .errors import RunDiverged
 from .evaluate import _autocast, evaluate
 from .method import Batch, Distiller
@@ -172,6 +173,10 @@ class EngineSettings:
     # steps and at the end of each epoch (kdbench.step_log).
     sync_every_step: bool | None = None
     log_interval: int = 50
+    # Data-parallel over this many processes (the process group is up; kdbench.distributed): DDP, rank-0-only
+    # checkpoints, sharded evaluation. 1 = the one-process path. `sync_bn`: SyncBatchNorm when > 1.
+    world_size: int = 1
+    sync_bn: bool = False
 
 
 class Engine:
@@ -202,9 +207,15 @@ class Engine:
         model.to(device)
         if self.s.channels_last:
             model.to(memory_format=torch.channels_last)
+        if self.s.world_size > 1 and self.s.sync_bn:
+            distributed.convert_sync_bn(model)  # before the optimizer: the same Parameters, new layers
+        self._forward_train = distributed.data_parallel(model, device) if self.s.world_size > 1 \
+            else model.forward_train
         optimizer, groups = build_optimizer(model, recipe, self.s.param_groups)
         scaler = torch.amp.GradScaler(device.type, enabled=self.s.amp and device.type == "cuda")
         result = FitResult(param_groups=groups)
+        if self.s.world_size > 1:
+            distributed.barrier()  # every rank resumes from rank 0's checkpoint, read once it is in place
         if checkpoint_path is not None and checkpoint_path.exists():
             result.history, result.resume_refused = self._resume(checkpoint_path, model, optimizer, scaler)
             result.resumed_from = len(result.history)
@@ -223,7 +234,7 @@ class Engine:
             if on_new_best is not None and result.best.epoch == record.epoch:
                 on_new_best(result)
             due = time.monotonic() - last_save >= self.s.checkpoint_interval_s or epoch == recipe.epochs
-            if checkpoint_path is not None and due:
+            if checkpoint_path is not None and due and distributed.is_main():
                 save_checkpoint(checkpoint_path, model, optimizer, scaler, result.history)
                 last_save = time.monotonic()
             if on_epoch_end is not None:
@@ -259,7 +270,10 @@ class Engine:
         device = self.s.device
         t0 = time.perf_counter()
         lr_first = lr_last = current_lr(optimizer)
-        _seed_everything(epoch_seed(seed, epoch))
+        # Ranks draw their own dropout masks and CRD negatives (as timm seeds per rank); still a function of (seed,
+        # epoch). Crops are not drawn from this stream: they are keyed by sample index (data/loaders.py), so a
+        # sample gets the crop it gets in one process.
+        _seed_everything(epoch_seed(seed, epoch) + (distributed.rank() if self.s.world_size > 1 else 0))
         sampler = train_loader.sampler
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -281,7 +295,7 @@ class Engine:
             if self.s.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with _autocast(device, self.s.amp):
-                logits, losses = model.forward_train(Batch(images, labels, index))
+                logits, losses = self._forward_train(Batch(images, labels, index))
             total = sum(losses.values())
             # A non-finite loss stops the run: never step on NaN/Inf and carry on silently. On CPU the check is
             # free and comes before the step; on a GPU it would stall the device every step, so the losses stay
@@ -306,11 +320,18 @@ class Engine:
             step_log.add(step, (epoch - 1) * len(train_loader) + step + 1, losses, total, lr_last)
         step_log.flush()
         train_s = time.perf_counter() - t0
+        if self.s.world_size > 1:  # the epoch's means over the global batches; one model on every rank
+            sums = {k: distributed.all_reduce_mean(torch.as_tensor(v, device=device)) for k, v in sums.items()}
+            correct = distributed.all_reduce_sum(correct)
+            seen = int(distributed.all_reduce_sum(torch.tensor(seen, device=device)))
+            distributed.broadcast_buffers(model)
 
         t1 = time.perf_counter()
-        ev = evaluate(model, eval_loader, device, amp=self.s.amp, channels_last=self.s.channels_last)
+        ranks = self.s.world_size > 1
+        ev = evaluate(model, eval_loader, device, amp=self.s.amp, channels_last=self.s.channels_last,
+                      sum_over_ranks=ranks)
         val = None if val_loader is None else evaluate(model, val_loader, device, amp=self.s.amp,
-                                                       channels_last=self.s.channels_last)
+                                                       channels_last=self.s.channels_last, sum_over_ranks=ranks)
         eval_s = time.perf_counter() - t1
         record = EpochRecord(
             epoch=epoch,

@@ -32,7 +32,10 @@ def evaluate(
     *,
     amp: bool = False,
     channels_last: bool = False,
+    sum_over_ranks: bool = False,
 ) -> EvalResult:
+    """Top-1/top-5 and mean loss over `loader`; with `sum_over_ranks` the loader is this rank's shard and the
+    counts of every rank are summed first (exact over the whole set: kdbench.distributed)."""
     was_training = model.training
     model.eval()
     correct1 = correct5 = 0
@@ -56,6 +59,12 @@ def evaluate(
             count += labels.numel()
     finally:
         model.train(was_training)
+    if sum_over_ranks:
+        from .distributed import all_reduce_sum
+
+        totals = all_reduce_sum(torch.tensor([correct1, correct5, loss_sum, count], dtype=torch.float64,
+                                             device=device)).tolist()
+        correct1, correct5, loss_sum, count = totals[0], totals[1], totals[2], int(totals[3])
     return EvalResult(100.0 * correct1 / count, 100.0 * correct5 / count, loss_sum / count, count)
 
 

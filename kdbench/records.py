@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import distributed
 from .config import RunConfig
 from .errors import UserError
 from .fingerprint import code_fingerprint
@@ -82,6 +83,8 @@ class RunStore:
         return record["status"] if record else None
 
     def write(self, record: dict[str, Any]) -> None:
+        if not distributed.is_main():  # a data-parallel run's record is rank 0's to write
+            return
         run_id = record["run_id"]
         existing = self.load(run_id)
         if existing is not None and existing.get("config") != record.get("config"):
@@ -107,6 +110,8 @@ class RunStore:
 
     def write_metrics(self, run_id: str, history: list[Any]) -> None:
         # Rewritten whole from the engine's history, so a resumed run never duplicates epochs.
+        if not distributed.is_main():
+            return
         lines = [json.dumps(asdict(r) if not isinstance(r, dict) else r, sort_keys=True) for r in history]
         atomic_write_text(self.metrics_path(run_id), "".join(line + "\n" for line in lines))
 

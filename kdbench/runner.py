@@ -10,15 +10,15 @@ import shutil
 import time
 import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from filelock import FileLock, Timeout
 
-from . import attempts, exports
+from . import attempts, distributed, exports
 from .config import RunConfig
 from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits, build_dataset, get_dataset_spec
@@ -143,18 +143,25 @@ def execute(
     threads = configure_threads()
     dev = resolve_device(device)
     determinism = configure_determinism(deterministic, dev)
+    if config.world_size > 1:
+        distributed.check_world(config.world_size)
+        distributed.per_rank_batch(config.recipe.batch_size, config.world_size)
+        distributed.check_sync_bn(config.sync_bn, dev)
     settings = EngineSettings(dev, amp=config.amp, channels_last=config.channels_last,
                               checkpoint_interval_s=checkpoint_interval_s, strict_resume=strict,
-                              param_groups=config.param_groups)
-    data = load_data(config, paths.data_root)
+                              param_groups=config.param_groups, world_size=config.world_size,
+                              sync_bn=config.sync_bn)
+    with distributed.main_first():  # a dataset prepared on first use is prepared once
+        data = load_data(config, paths.data_root)
     user_teacher = _load_user_teacher(config, teacher_ckpt, data, dev) if config.teacher_ckpt_sha256 else \
         _load_run_teacher(config, paths.results_dir, data, dev) if config.teacher_run else None
-    with run_lock(store, run_id, reporter):
+    # Rank 0 holds the run's lock for the whole world (the others would wait on it forever).
+    with run_lock(store, run_id, reporter) if distributed.is_main() else nullcontext():
         existing = store.load(run_id)  # finished by another process while this one waited for the lock
         if existing is not None and existing["status"] == "completed" and not force:
             reporter.log(f"run {run_id} completed by another process; showing its result")
             return {**existing, "cached": True}
-        if force:
+        if force and distributed.is_main():
             store.checkpoint_path(run_id).unlink(missing_ok=True)
             exports.remove_exports(store.run_dir(run_id))
         return _execute_locked(config, paths, data, user_teacher, settings, store, reporter, infer_batch_size,
@@ -243,7 +250,8 @@ def _execute_locked(
                 # A teacher trains on the full training split: the validation split is the student's.
                 teacher_data = load_data(config, paths.data_root, augment=config.teacher_recipe.augment,
                                          validation=False)
-            teacher, card = zoo.get_or_train(teacher_key(config), teacher_data, settings)
+            with distributed.main_first():  # rank 0 trains a missing teacher (one process); the others load it
+                teacher, card = zoo.get_or_train(teacher_key(config), teacher_data, replace(settings, world_size=1))
             record["teacher_metrics"] = _teacher_metrics(card, teacher)
         teacher_s = time.perf_counter() - t0
         return _distill(config, data, teacher, settings, store, record, reporter, t_start, teacher_s,
@@ -320,13 +328,19 @@ def _distill(
     distiller.teacher_cache, record["teacher_cache"] = open_run_cache(
         config, record, len(data.train), settings.device, teacher_cache, cache_dir)
     run_id = config.run_id
+    shard = {"rank": distributed.rank(), "world": config.world_size}
     train_loader = make_train_loader(data.train, config.recipe.batch_size, config.seed, settings.device,
-                                     data.num_workers)
+                                     data.num_workers, **shard)
     eval_loader = make_eval_loader(data.test, config.recipe.eval_batch_size, config.seed, settings.device,
-                                   data.num_workers)
+                                   data.num_workers, **shard)
     val_loader = None if data.val is None else make_eval_loader(
-        data.val, config.recipe.eval_batch_size, config.seed, settings.device, data.num_workers)
+        data.val, config.recipe.eval_batch_size, config.seed, settings.device, data.num_workers, **shard)
     record["eval"] = {"batch_size": config.recipe.eval_batch_size, "order": "shuffled", "order_seed": config.seed}
+    if config.world_size > 1:
+        record["distributed"] = {
+            "world_size": config.world_size, "backend": distributed.backend_for(settings.device),
+            "per_rank_batch": distributed.per_rank_batch(config.recipe.batch_size, config.world_size),
+            "sync_bn": config.sync_bn, "eval": "whole batches dealt to ranks, counts summed"}
 
     def on_epoch_end(fit: FitResult) -> None:
         store.write_metrics(run_id, fit.history)
@@ -336,7 +350,8 @@ def _distill(
     run_dir = store.run_dir(run_id)
 
     def on_new_best(fit: FitResult) -> None:  # before the epoch's checkpoint: see Engine.fit
-        exports.save_student(student, run_dir / exports.BEST, epoch=fit.best.epoch, run_id=run_id)
+        if distributed.is_main():
+            exports.save_student(student, run_dir / exports.BEST, epoch=fit.best.epoch, run_id=run_id)
 
     t0 = time.perf_counter()
     attempts.training_started()
@@ -377,6 +392,9 @@ def _distill(
     )
     attempts.end(record, "completed")
     record["timing"] = attempts.totals(record, record["timing"])
+    if not distributed.is_main():
+        distributed.barrier()  # rank 0 writes exports and the record
+        return record
     record["exports"] = {**exports.write_exports(run_dir, student, record=record,
                                                  model_facts=student_model_facts(config, data)),
                          "checkpoint_kept": keep_checkpoint}
@@ -386,6 +404,7 @@ def _distill(
     store.write(record)
     if not keep_checkpoint:  # after the record: a crash before this line resumes (all epochs done) and re-exports
         store.checkpoint_path(run_id).unlink(missing_ok=True)
+    distributed.barrier()
     return record
 
 
@@ -426,8 +445,13 @@ def run(
     cache_dir: str | Path | None = None,
     teacher_cache_dtype: str = "float32",
     deterministic: bool = True,
+    nproc: int = 1,
+    sync_bn: bool = False,
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
+
+    `nproc` > 1: data-parallel training of this one run across that many processes on this machine
+    (kdbench.distributed; the recipe's batch is the global batch), `sync_bn` with SyncBatchNorm across them.
 
     `strict`: a checkpoint that cannot be resumed (e.g. refused by the safe loader) stops the run instead of
     restarting it from scratch with a warning. `keep_checkpoint`: keep the resumable `checkpoint.pt` (optimizer
@@ -454,9 +478,31 @@ def run(
     # resolve_config hashed the file into the config; the digest travels along instead of hashing it again.
     ckpt = TeacherCheckpoint(Path(teacher_ckpt).expanduser(), config.teacher_ckpt_sha256) \
         if teacher_ckpt and config.teacher_ckpt_sha256 else None
+    if nproc < 1:
+        raise UserError(f"--nproc {nproc}: expected a number of processes ≥ 1")
+    if nproc > 1:
+        config = replace(config, world_size=nproc, sync_bn=sync_bn)
+        distributed.per_rank_batch(config.recipe.batch_size, nproc)  # refused here, before any process starts
+        return distributed.launch_local(nproc, _execute_rank, (config.to_dict(), paths, force, ckpt,
+                                                               infer_batch_size, strict, keep_checkpoint,
+                                                               list(log), teacher_cache, deterministic), device)
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,
                    infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint, log=log,
                    teacher_cache=teacher_cache, deterministic=deterministic)
+
+
+def _execute_rank(config: dict[str, Any], paths: Paths, force: bool, ckpt: TeacherCheckpoint | None,
+                  infer_batch_size: int, strict: bool, keep_checkpoint: bool, log: list[str], teacher_cache: str,
+                  deterministic: bool, *, device: str) -> dict[str, Any]:
+    """One rank of a data-parallel run (in a process the launcher started, the process group up): rank 0 logs
+    plain lines, the others stay quiet."""
+    from .cli.reporter import RichReporter
+
+    reporter = RichReporter(enabled=False) if distributed.is_main() else NULL_REPORTER
+    return execute(RunConfig.from_dict(config), paths, device=device, force=force, reporter=reporter,
+                   teacher_ckpt=ckpt, infer_batch_size=infer_batch_size, strict=strict,
+                   keep_checkpoint=keep_checkpoint, log=log, teacher_cache=teacher_cache,
+                   deterministic=deterministic)
 
 
 def clear_run(results_dir: str | Path | None, run_id: str) -> None:

@@ -392,6 +392,12 @@ def open_run_cache(config: Any, record: dict[str, Any], num_train: int, device: 
            "dataset": config.dataset, "data_params": config.data_params, "augment": config.recipe.augment,
            "seed": config.seed, "batch_size": config.recipe.batch_size, "num_train": num_train,
            "device": device.type, "amp": config.amp, "channels_last": config.channels_last, "dtype": dtype}
+    if getattr(config, "world_size", 1) > 1:
+        # Each rank computes (and fills) only its own slices of the global batches, with its own batch size:
+        # one entry per rank, or the ranks' writes would replace each other's rows.
+        from . import distributed
+
+        key.update(world_size=config.world_size, rank=distributed.rank())
     cache = TeacherOutputCache(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), key, num_train,
                                config.recipe.epochs, dtype)
     return cache, cache.describe()

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from kdbench import distributed
 from kdbench.errors import UserError, check_range
 from kdbench.method import Batch, MethodContext, register_method
 from kdbench.methods.kd import KD, kd_loss
@@ -58,6 +59,10 @@ class CNN2GNNParams:
     # What the graph's distances are computed on: the student's projection of its input, or the teacher's
     # embedding (projected by this method; the teacher then runs at evaluation too).
     graph_features: str = "student"
+    # Data-parallel training (kdbench.distributed): the training graph is built over each rank's own batch
+    # ('rank', the per-rank batch is the global batch / world size) or over the all-gathered global batch
+    # ('global': every rank runs the student on the global batch and keeps its own rows; what one process does).
+    graph_scope: str = "rank"
 
     def __post_init__(self) -> None:
         check_range("cnn2gnn.temperature", self.temperature, 0.0, 100.0, low_open=True)
@@ -70,6 +75,8 @@ class CNN2GNNParams:
         check_range("cnn2gnn.proj_dim", self.proj_dim, 1, 65536)
         check_range("cnn2gnn.dropout", self.dropout, 0.0, 1.0)
         check_range("cnn2gnn.pool", self.pool, 0, 224)
+        if self.graph_scope not in ("rank", "global"):
+            raise UserError(f"unknown cnn2gnn.graph_scope '{self.graph_scope}'. Valid: rank, global")
         if self.graph == "anchor" and self.k > 0:
             check_range("cnn2gnn.anchors", self.anchors, self.k + 1, 1_000_000)
         check_range("cnn2gnn.memory_momentum", self.memory_momentum, 0.0, 1.0)
@@ -97,6 +104,11 @@ class CNN2GNN(KD):
         learner = getattr(student, "graph", None)
         self._graph_head = isinstance(learner, SparseGraphLearner) and learner.k > 0
         self._teacher_tap: FeatureTap | None = None
+        if self._graph_head and learner.mode == "memory" and params.graph_scope == "rank" \
+                and distributed.world_size() > 1:
+            # Each rank would write only its own samples' memory rows, and the ranks' memories would drift apart.
+            raise UserError("cnn2gnn.graph=memory across processes needs cnn2gnn.graph_scope=global (every rank "
+                            "then updates the memory from the whole global batch)")
         if self._graph_head and params.graph_features == "teacher":
             assert teacher is not None
             self._teacher_tap = FeatureTap(teacher, embedding=True)
@@ -121,9 +133,19 @@ class CNN2GNN(KD):
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
-        logits, teacher_logits = self._student(batch.images, batch.index)
+        if p.graph_scope == "global" and distributed.world_size() > 1:
+            # Images need no gradient: gather them (and their indices), and the student's graph spans the global
+            # batch. The W ranks' mean losses over their own rows, averaged by DDP, have the gradient of the
+            # global batch's mean loss.
+            rows = distributed.own_rows(len(batch.images))
+            logits, teacher_logits = self._student(distributed.all_gather_cat(batch.images),
+                                                   distributed.all_gather_cat(batch.index))
+            logits = logits[rows]
+            teacher_logits = None if teacher_logits is None else teacher_logits[rows]
+        else:
+            logits, teacher_logits = self._student(batch.images, batch.index)
         if teacher_logits is None:
-            teacher_logits = self.teacher_logits(batch.images)
+            teacher_logits = self.teacher_logits(batch)  # the Batch: the teacher-output cache may hold them
         return logits, {
             "ce": p.w_ce * self.cross_entropy(logits, batch.labels),
             "kd": p.w_kd * kd_loss(logits, teacher_logits, p.temperature),

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from kdbench import distributed
 from kdbench.errors import UserError, check_range
 from kdbench.method import Batch, Distiller, MethodContext, register_method
 from kdbench.methods.kd import kd_loss
@@ -106,6 +107,10 @@ class CRDLoss(nn.Module):
     Z_s, Z_t = N · mean(exp(⟨v, m⟩/T)) on the first batch, then fixed. After scoring, the banks move towards the
     batch: M[i] ← normalise(nce_m · M[i] + (1 − nce_m) · v). Banks start uniform in ±√(3/feat_dim), so rows
     have unit expected norm. Negatives come from the torch global RNG (reseeded per epoch by the engine).
+
+    Data-parallel (kdbench.distributed): each rank holds the whole banks and updates them from the global batch
+    (indices and embeddings all-gathered), so every rank's banks equal the one-process banks; Z is the mean over
+    the global batch; each rank draws its own rows' negatives from its own RNG stream.
     """
 
     def __init__(
@@ -166,11 +171,12 @@ class CRDLoss(nn.Module):
             h_t = torch.exp(torch.einsum("bkd,bd->bk", self.memory_s[idx], v_t) / self.nce_t)
             with torch.no_grad():
                 if self.z_s < 0:
-                    self.z_s.fill_(h_s.mean().item() * self.n_data)
-                    self.z_t.fill_(h_t.mean().item() * self.n_data)
+                    self.z_s.fill_(distributed.all_reduce_mean(h_s.mean()).item() * self.n_data)
+                    self.z_t.fill_(distributed.all_reduce_mean(h_t.mean()).item() * self.n_data)
             loss = nce_loss(h_s / self.z_s, self.n_data) + nce_loss(h_t / self.z_t, self.n_data)
-            momentum_update_(self.memory_s, v_s.detach(), index, self.nce_m)
-            momentum_update_(self.memory_t, v_t.detach(), index, self.nce_m)
+            everyone = distributed.all_gather_cat(index)  # the global batch's rows, in rank order
+            momentum_update_(self.memory_s, distributed.all_gather_cat(v_s.detach()), everyone, self.nce_m)
+            momentum_update_(self.memory_t, distributed.all_gather_cat(v_t.detach()), everyone, self.nce_m)
         return loss
 
 

@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from kdbench import distributed
 from kdbench.errors import UserError, check_range
 from kdbench.method import Batch, Distiller, MethodContext, register_method
 from kdbench.methods.crd import Embed, init_memory, momentum_update_, other_class_capacity, sample_other_class
@@ -166,7 +167,10 @@ class HKDLoss(nn.Module):
         negative_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Unweighted (L_individual, L_holistic), each summed over the student and teacher anchors; then the
-        banks move towards this batch's individual embeddings."""
+        banks move towards this batch's individual embeddings.
+
+        Data-parallel (kdbench.distributed): the banks move towards the global batch (indices and embeddings
+        all-gathered); negatives and the k-NN graph of the holistic term are each rank's own."""
         with torch.autocast(student_emb.device.type, enabled=False):
             v_s = self.embed_s(student_emb.float())
             v_t = self.embed_t(teacher_emb.float())
@@ -182,8 +186,9 @@ class HKDLoss(nn.Module):
             g_t = self.gnn_t(v_t, knn_graph(teacher_logits, self.k))
             holistic = (info_nce(g_s, smoothed_positive(pos_s, g_t.detach(), self.smooth_m), neg_s, self.nce_t)
                         + info_nce(g_t, smoothed_positive(pos_t, g_s.detach(), self.smooth_m), neg_t, self.nce_t))
-            momentum_update_(self.memory_s, v_s.detach(), index, self.nce_m)
-            momentum_update_(self.memory_t, v_t.detach(), index, self.nce_m)
+            everyone = distributed.all_gather_cat(index)
+            momentum_update_(self.memory_s, distributed.all_gather_cat(v_s.detach()), everyone, self.nce_m)
+            momentum_update_(self.memory_t, distributed.all_gather_cat(v_t.detach()), everyone, self.nce_m)
         return individual, holistic
 
 

@@ -70,6 +70,10 @@ def run_command(
                                        "faster, not bit-reproducible). No effect on CPU; not in the run id."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on a checkpoint that cannot be resumed "
                                 "instead of restarting the run from scratch with a warning."),
+    nproc: int = typer.Option(1, "--nproc", help="Train this one run data-parallel across N processes on this "
+                              "machine (gloo on CPU, NCCL on GPU; the batch size is the global batch)."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="With --nproc > 1: SyncBatchNorm (BatchNorm statistics "
+                                 "over the global batch)."),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a table."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, run id, code fingerprint "
                                  "and whether a stored record would be reused; load no data, build no model."),
@@ -125,7 +129,7 @@ def run_command(
             reporter=reporter, teacher_seed=p["teacher_seed"] or 0, strict=p["strict"],
             keep_checkpoint=p["keep_checkpoint"], log=p["log"] or [], deterministic=p["deterministic"],
             teacher_cache=p["teacher_cache"] or "on", cache_dir=p["cache_dir"],
-            teacher_cache_dtype=p["teacher_cache_dtype"] or "float32",
+            teacher_cache_dtype=p["teacher_cache_dtype"] or "float32", nproc=p["nproc"] or 1, sync_bn=p["sync_bn"],
         )
     finally:
         reporter.close()

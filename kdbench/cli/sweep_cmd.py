@@ -21,6 +21,7 @@ from ..scoped_sets import parse_grid, set_items, set_key
 from ..sweep.chains import parents
 from ..sweep.grid import (
     Paths,
+    at_world_size,
     expand,
     grid_from_options,
     load_sweep_file,
@@ -139,7 +140,11 @@ def sweep_command(
     executor: str = typer.Option(None, "--executor", help="slurm | local | debug \\[default: slurm if it answers]."),
     partition: str = typer.Option(None, "--partition", help="SLURM partition."),
     gpus_per_node: int = typer.Option(None, "--gpus-per-node",
-                                      help="GPUs per job; N > 1 starts N tasks (tasks_per_node=N) for DDP."),
+                                      help="GPUs per node of each run's job (one task per GPU unless "
+                                      "--tasks-per-node says otherwise)."),
+    tasks_per_node: int = typer.Option(None, "--tasks-per-node", help="Processes per node of each run's job; "
+                                       "nodes × tasks train the run data-parallel \\[default: one per GPU, ≥ 1]."),
+    nodes: int = typer.Option(None, "--nodes", help="Nodes per run's job \\[default: 1]."),
     cpus_per_task: int = typer.Option(None, "--cpus-per-task", help="CPUs per task (torch threads follow)."),
     mem_gb: float = typer.Option(None, "--mem-gb", help="Memory per job in GB."),
     timeout_min: int = typer.Option(None, "--timeout-min", help="Time limit per job in minutes \\[default: 60]; "
@@ -183,7 +188,8 @@ def sweep_command(
            "results_dir": results_dir, "zoo_dir": zoo_dir,
            "data_root": data_root, "device": device, "teacher_cache": teacher_cache, "cache_dir": cache_dir,
            "executor": executor, "partition": partition,
-           "gpus_per_node": gpus_per_node, "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
+           "gpus_per_node": gpus_per_node, "tasks_per_node": tasks_per_node, "nodes": nodes,
+           "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
            "timeout_min": timeout_min, "max_requeues": max_requeues,
            "array_parallelism": array_parallelism, "account": account, "qos": qos,
            "constraint": constraint, "sbatch": sbatch}
@@ -196,7 +202,7 @@ def sweep_command(
         grid = grid_from_options(options)
         paths = absolute_paths(paths_from_options(options))
         resources = resources_from_options(options)
-        runs = expand(grid)
+        runs = at_world_size(expand(grid), resources.world_size)
         kind, reason = choose_executor(options.get("executor"))
         plan = make_plan(runs, paths.results_dir, paths.zoo_dir, force=force)
         sweep = new_sweep(grid, paths, resources, kind, reason, runs)

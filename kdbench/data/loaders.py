@@ -74,6 +74,37 @@ class EpochShuffleSampler(Sampler[int]):
         return self.length
 
 
+class RankSliceSampler(Sampler[int]):
+    """Rank `rank`'s share of data-parallel training over `world` processes: slice `rank` of every global batch of
+    the single-process permutation (:class:`EpochShuffleSampler`'s, from (seed, epoch)), so the W ranks together
+    train on the very batches one process would. A last partial batch is split the same way when every rank
+    gets an equal slice of at least two samples (BatchNorm), else dropped (one process drops a last batch of 1).
+    """
+
+    def __init__(self, length: int, seed: int, global_batch: int, rank: int, world: int,
+                 keyed: EpochKeyedAugmentation | None = None) -> None:
+        self.order = EpochShuffleSampler(length, seed, keyed)  # keyed: the crops follow the epoch, as on one rank
+        self.global_batch = global_batch
+        self.rank = rank
+        self.world = world
+        self.per_rank = global_batch // world
+        rest = length % global_batch
+        self.last = rest // world if rest % world == 0 and rest // world >= 2 else 0
+        self.full = length // global_batch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        perm = list(self.order)
+        for start, part in [(b * self.global_batch, self.per_rank) for b in range(self.full)] + (
+                [(self.full * self.global_batch, self.last)] if self.last else []):
+            yield from perm[start + self.rank * part:start + (self.rank + 1) * part]
+
+    def __len__(self) -> int:
+        return self.full * self.per_rank + self.last
+
+
 class FixedOrderSampler(Sampler[int]):
     """One fixed shuffled order for evaluation. Batch-dependent students (graph over the batch) see the same
     neighbours in every evaluation; the order seed is recorded with the results."""
@@ -87,6 +118,22 @@ class FixedOrderSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.order)
+
+
+class RankBatches(Sampler[list[int]]):
+    """Batches of the fixed evaluation order dealt to ranks whole (batch b to rank b mod W): every evaluation
+    batch is the one a single process forms (a graph over the batch sees the same neighbours), and every test
+    image is counted once when the ranks' counts are summed."""
+
+    def __init__(self, order: list[int], batch_size: int, rank: int, world: int) -> None:
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        self.batches = batches[rank::world]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 # DataSplits.num_workers for disk-backed sets: "decode in worker processes, as many as suit the device".
@@ -121,11 +168,18 @@ def loader_workers(device: torch.device, requested: int | None = None) -> int:
 
 
 def make_train_loader(
-    ds: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int | None = None
+    ds: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int | None = None,
+    *, rank: int = 0, world: int = 1,
 ) -> DataLoader:
+    """`batch_size` is the global batch; with `world` > 1 this rank's loader gives its slices of it."""
     n = len(ds)  # type: ignore[arg-type]
     workers = loader_workers(device, num_workers)
     keyed = EpochKeyedAugmentation(ds, seed)
+    if world > 1:  # each sample gets the crop it gets in one process: the augmentation is keyed by its index
+        return DataLoader(keyed, batch_size=batch_size // world,
+                          sampler=RankSliceSampler(n, seed, batch_size, rank, world, keyed), num_workers=workers,
+                          pin_memory=device.type == "cuda", persistent_workers=False,
+                          prefetch_factor=4 if workers else None)
     return DataLoader(
         keyed,
         batch_size=batch_size,
@@ -142,9 +196,15 @@ def make_train_loader(
 
 
 def make_eval_loader(
-    ds: Dataset, batch_size: int, order_seed: int, device: torch.device, num_workers: int | None = None
+    ds: Dataset, batch_size: int, order_seed: int, device: torch.device, num_workers: int | None = None,
+    *, rank: int = 0, world: int = 1,
 ) -> DataLoader:
+    """With `world` > 1, this rank's whole batches of the one fixed order (:class:`RankBatches`)."""
     workers = loader_workers(device, num_workers)
+    if world > 1:
+        order = FixedOrderSampler(len(ds), order_seed).order  # type: ignore[arg-type]
+        return DataLoader(ds, batch_sampler=RankBatches(order, batch_size, rank, world), num_workers=workers,
+                          pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     return DataLoader(
         ds,
         batch_size=batch_size,

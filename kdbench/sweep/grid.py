@@ -121,6 +121,18 @@ class Resources:
     qos: str | None = None
     constraint: str | None = None
     sbatch: dict[str, str] = field(default_factory=dict)  # extra `#SBATCH --KEY=VALUE` lines
+    # Tasks of one run's job: nodes × tasks_per_node processes train it data-parallel (kdbench.distributed).
+    # tasks_per_node defaults to one per GPU (at least one).
+    tasks_per_node: int | None = None
+    nodes: int = 1
+
+    @property
+    def tasks(self) -> int:
+        return self.tasks_per_node or max(1, self.gpus_per_node)
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.tasks
 
 
 @dataclass(frozen=True)
@@ -180,6 +192,13 @@ def setting_value(config: RunConfig, key: str) -> Any:
     if section is None or not hasattr(section, name):
         raise KeyError(key)
     return getattr(section, name)
+
+
+def at_world_size(runs: list[SweepRun], world: int) -> list[SweepRun]:
+    """The runs trained data-parallel by `world` processes each (their configs, and so their ids, say so)."""
+    if world == 1:
+        return runs
+    return [SweepRun(dataclasses.replace(r.config, world_size=world), r.teacher) for r in runs]
 
 
 def expand(grid: Grid) -> list[SweepRun]:
@@ -378,6 +397,8 @@ def resources_from_options(options: dict[str, Any]) -> Resources:
     res = dataclasses.replace(defaults, **kw)
     if res.gpus_per_node < 0 or (res.cpus_per_task is not None and res.cpus_per_task < 1):
         raise UserError("--gpus-per-node must be >= 0 and --cpus-per-task >= 1")
+    if res.nodes < 1 or (res.tasks_per_node is not None and res.tasks_per_node < 1):
+        raise UserError("--nodes and --tasks-per-node must be >= 1")
     if res.timeout_min < 1 or res.array_parallelism < 1:
         raise UserError("--timeout-min and --array-parallelism must be >= 1")
     if res.max_requeues < 0:

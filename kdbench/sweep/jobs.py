@@ -66,8 +66,10 @@ class RunJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any] | None:
         from ..runner import Paths, execute
 
-        # `--gpus-per-node N` starts N tasks; the engine has no DDP yet, so only rank 0 trains (the others
-        # would race on the same record and checkpoint).
+        world = self.config.get("world_size", 1)
+        if world > 1:  # every task is one rank of the run (kdbench.distributed)
+            return self._as_rank()
+        # A one-process run in a job of several tasks: only rank 0 trains (the others would race on its record).
         if _global_rank() != 0:
             return None
         from ..attempts import epochs_done
@@ -91,6 +93,31 @@ class RunJob(submitit.helpers.Checkpointable):
             device=self.paths.get("device", "auto"), force=self.force, reporter=reporter,
             teacher_cache=self.paths.get("teacher_cache", "on"),
         )
+        return {"run_id": record["run_id"], "status": record["status"], "metrics": record.get("metrics")}
+
+    def _as_rank(self) -> dict[str, Any]:
+        """One rank of a data-parallel run: join the job's process group (rank, world size and master address
+        from submitit's JobEnvironment), train, leave. Rank 0 logs and writes; a requeue resumes every rank
+        from rank 0's checkpoint."""
+        from .. import distributed
+        from ..environment import resolve_device
+        from ..progress import NULL_REPORTER
+        from ..runner import Paths, execute
+        from .signals import install_sigterm_handler
+
+        if os.environ.get("SLURM_JOB_ID"):
+            install_sigterm_handler()
+        _set_threads(self.threads)
+        config = RunConfig.from_dict(self.config)
+        device = distributed.init_from_submitit(resolve_device(self.paths.get("device", "auto")), config.run_id)
+        try:
+            record = execute(
+                config,
+                Paths(self.paths.get("results_dir"), self.paths.get("zoo_dir"), self.paths.get("data_root")),
+                device=str(device), force=self.force, reporter=_reporter() if distributed.is_main() else NULL_REPORTER,
+            )
+        finally:
+            distributed.shutdown()
         return {"run_id": record["run_id"], "status": record["status"], "metrics": record.get("metrics")}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:

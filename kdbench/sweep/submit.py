@@ -104,10 +104,9 @@ def make_executor(kind: str, folder: Path, resources: Resources, name: str,
                   dependency: str | None = None) -> submitit.Executor:
     # Requeues after the time limit's warning: as many as --max-requeues (submitit's default is 3).
     executor = submitit.AutoExecutor(folder=folder, cluster=kind, slurm_max_num_timeout=resources.max_requeues)
-    # `--gpus-per-node N` asks for N tasks (one per GPU), the layout DDP needs; see jobs.RunJob for rank > 0.
-    tasks = max(1, resources.gpus_per_node)
-    params: dict[str, Any] = {"name": name, "timeout_min": resources.timeout_min, "nodes": 1,
-                              "tasks_per_node": tasks}
+    # nodes × tasks_per_node tasks (one per GPU by default) train each run data-parallel: see jobs.RunJob.
+    params: dict[str, Any] = {"name": name, "timeout_min": resources.timeout_min, "nodes": resources.nodes,
+                              "tasks_per_node": resources.tasks}
     if resources.gpus_per_node:
         params["gpus_per_node"] = resources.gpus_per_node
     if resources.cpus_per_task:
