@@ -23,8 +23,8 @@ TINY = dict(dataset="digits", student="cifar_resnet8", epochs=2, teacher_epochs=
 
 def _kd(dirs: dict[str, Path], cache: Path, results: str, mode: str = "on", sets: tuple[str, ...] = (),
         method: str = "kd", **kw) -> dict:
-    return run(method, "cifar_resnet8", **{**TINY, "sets": [*TINY["sets"], *sets]},
-               results_dir=dirs["results"] / results, zoo_dir=dirs["zoo"], teacher_cache=mode, cache_dir=cache, **kw)
+    return run(method, "cifar_resnet8", **{**TINY, "sets": [*TINY["sets"], *sets], **kw},
+               results_dir=dirs["results"] / results, zoo_dir=dirs["zoo"], teacher_cache=mode, cache_dir=cache)
 
 
 def _numbers(record: dict) -> tuple:
@@ -47,15 +47,16 @@ def test_kd_with_the_cache_equals_kd_without_and_another_temperature_reads_it(di
     assert hot["run_id"] != off["run_id"] and hot["teacher_cache"]["hits"] == f["misses"]
     assert hot["teacher_cache"]["misses"] == 0
     # The batch a sample's logits were computed in is part of the key: another batch size reads nothing.
-    other_batch = _kd(dirs, cache, "b32", batch_size=32)
+    other_batch = _kd(dirs, cache, "b32", batch_size=32, epochs=1)
     assert other_batch["teacher_cache"]["hits"] == 0 and other_batch["teacher_cache"]["namespace"] != f["namespace"]
 
 
 def test_features_are_cached_and_give_the_numbers_of_recomputing_them(dirs, tmp_path):
     cache = tmp_path / "cache"
-    off = _kd(dirs, cache, "off", mode="off", method="fitnet")
-    filling = _kd(dirs, cache, "fill", method="fitnet")
-    reading = _kd(dirs, cache, "read", method="fitnet")
+    one_epoch = {"method": "fitnet", "epochs": 1}
+    off = _kd(dirs, cache, "off", mode="off", **one_epoch)
+    filling = _kd(dirs, cache, "fill", **one_epoch)
+    reading = _kd(dirs, cache, "read", **one_epoch)
     assert _numbers(off) == _numbers(filling) == _numbers(reading)
     assert filling["teacher_cache"]["features"] == "cached" and reading["teacher_cache"]["misses"] == 0
     assert reading["teacher_cache"]["hits"] > 0
