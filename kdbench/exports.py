@@ -154,9 +154,9 @@ def load_export(run_dir: Path, which: str) -> tuple[dict[str, torch.Tensor], dic
     return load_plain_weights(path), card
 
 
-def run_teacher_file(spec: str, results_dir: str | Path | None) -> Path:
-    """`run:RUN_ID` → the run's last-epoch export, for a completed run under `results_dir`. One-line
-    UserError when the run does not exist, is not completed, or has no export."""
+def completed_run(spec: str, results_dir: str | Path | None) -> tuple[str, dict[str, Any]]:
+    """`run:RUN_ID` → (RUN_ID, its record), for a completed run under `results_dir`; a one-line UserError when
+    the run does not exist or is not completed."""
     from .records import RunStore
 
     run_id = spec.removeprefix(RUN_TEACHER_PREFIX)
@@ -167,6 +167,16 @@ def run_teacher_file(spec: str, results_dir: str | Path | None) -> Path:
                         "(kdbench leaderboard --table runs lists them)")
     if record["status"] != "completed":
         raise UserError(f"--teacher {spec}: run {run_id} is {record['status']}, not completed")
+    return run_id, record
+
+
+def run_teacher_file(spec: str, results_dir: str | Path | None) -> Path:
+    """`run:RUN_ID` → the run's last-epoch export, for a completed run under `results_dir`. One-line
+    UserError when the run does not exist, is not completed, or has no export."""
+    from .records import RunStore
+
+    run_id, record = completed_run(spec, results_dir)
+    store = RunStore(results_dir)
     if (record.get("method_info") or {}).get("inference_needs_teacher"):  # cnn2gnn.graph_features=teacher
         raise UserError(f"--teacher {spec}: run {run_id}'s student predicts through its own teacher's features "
                         "and cannot serve alone as a teacher")

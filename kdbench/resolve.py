@@ -87,22 +87,14 @@ def with_run_teacher(opts: RunOptions, results_dir: str | Path | None) -> RunOpt
     Other options unchanged."""
     from dataclasses import replace
 
-    from .exports import RUN_TEACHER_PREFIX
-    from .records import RunStore
+    from .exports import RUN_TEACHER_PREFIX, completed_run
 
     if not (opts.teacher or "").startswith(RUN_TEACHER_PREFIX):
         return opts
     assert opts.teacher is not None
     if opts.teacher_ckpt:
         raise UserError(f"--teacher {opts.teacher} and --teacher-ckpt name two teachers: pass one of them")
-    run_id = opts.teacher.removeprefix(RUN_TEACHER_PREFIX)
-    store = RunStore(results_dir)
-    record = store.load(run_id) if run_id else None
-    if record is None:
-        raise UserError(f"--teacher {opts.teacher}: no run '{run_id}' under {store.root / 'runs'} "
-                        "(kdbench leaderboard --table runs lists them)")
-    if record["status"] != "completed":
-        raise UserError(f"--teacher {opts.teacher}: run {run_id} is {record['status']}, not completed")
+    run_id, record = completed_run(opts.teacher, results_dir)
     return replace(opts, teacher=record["student"], teacher_run=run_id)
 
 

@@ -17,25 +17,18 @@ first and the fraction is taken of the samples left.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
-from ..errors import UserError
 from .registry import DataSplits
+from .validation import ReindexedSubset, parse_fraction, stratified_holdout
 
 TRAIN_KEY = "train_fraction"
 
 
 def parse_train_fraction(value: str | float) -> float:
     """`data.train_fraction` as a float in (0, 1], else a one-line UserError."""
-    try:
-        fraction = float(value)
-    except ValueError:
-        raise UserError(f"data.{TRAIN_KEY}: expected float, got '{value}'") from None
-    if not (math.isfinite(fraction) and 0.0 < fraction <= 1.0):
-        raise UserError(f"data.{TRAIN_KEY}={value} is out of range; allowed: (0, 1] (e.g. 0.1 trains the student "
-                        "on 10 % of each class's training samples)")
-    return fraction
+    return parse_fraction(TRAIN_KEY, value, (0.0, 1.0, "(0, 1]"),
+                          "e.g. 0.1 trains the student on 10 % of each class's training samples")
 
 
 def train_fraction_of(data_params: dict[str, Any]) -> float:
@@ -52,8 +45,6 @@ def keep_train_fraction(splits: DataSplits, fraction: float, seed: int) -> DataS
     """`splits` with its training split cut to a stratified `fraction` of each class (fixed by `seed`)."""
     if fraction >= 1.0:
         return splits
-    from .validation import ReindexedSubset, stratified_holdout
-
     # The held-out side of a (1 − F) hold-out is dropped: the same per-class draw as data.val_fraction makes.
     kept, _ = stratified_holdout(splits.train_targets, 1.0 - fraction, seed)
     notes = {**splits.notes, "train_fraction": (

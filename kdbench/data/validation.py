@@ -26,16 +26,25 @@ from .registry import DataSplits
 VAL_KEY = "val_fraction"
 
 
-def parse_val_fraction(value: str | float) -> float:
-    """`data.val_fraction` as a float in [0, 1), else a one-line UserError."""
+def parse_fraction(key: str, value: str | float, allowed: tuple[float, float, str], meaning: str) -> float:
+    """`data.KEY` as a finite float inside `allowed` = (low, high, interval as written, e.g. "[0, 1)"), else a
+    one-line UserError naming the range and what the fraction means."""
+    low, high, interval = allowed
     try:
         fraction = float(value)
     except ValueError:
-        raise UserError(f"data.{VAL_KEY}: expected float, got '{value}'") from None
-    if not (math.isfinite(fraction) and 0.0 <= fraction < 1.0):
-        raise UserError(f"data.{VAL_KEY}={value} is out of range; allowed: [0, 1) (e.g. 0.1 holds out 10 % of "
-                        "each class's training samples)")
+        raise UserError(f"data.{key}: expected float, got '{value}'") from None
+    inside = (low <= fraction if interval[0] == "[" else low < fraction) and \
+        (fraction <= high if interval[-1] == "]" else fraction < high)
+    if not (math.isfinite(fraction) and inside):
+        raise UserError(f"data.{key}={value} is out of range; allowed: {interval} ({meaning})")
     return fraction
+
+
+def parse_val_fraction(value: str | float) -> float:
+    """`data.val_fraction` as a float in [0, 1), else a one-line UserError."""
+    return parse_fraction(VAL_KEY, value, (0.0, 1.0, "[0, 1)"),
+                          "e.g. 0.1 holds out 10 % of each class's training samples")
 
 
 def split_data_params(data_params: dict[str, Any]) -> tuple[dict[str, Any], float]:
