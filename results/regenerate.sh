@@ -46,6 +46,21 @@ kdbench leaderboard --results-dir "$R" --table methods --format markdown --out "
 kdbench leaderboard --results-dir "$R" --table methods --format csv --out "$OUT/leaderboard.csv"
 kdbench leaderboard --results-dir "$R" --table ladder --format markdown --out "$OUT/ladder.md"
 kdbench leaderboard --results-dir "$R" --table ladder --format csv --out "$OUT/ladder.csv"
-kdbench leaderboard --results-dir "$R" --table ablation --method cnn2gnn --format markdown --out "$OUT/ablation.md"
+# embedded-hard (docs/benchmark.md): its own leaderboard, and CNN2GNN's graph study on it (docs/cnn2gnn.md).
+HARD=(--where recipe=embedded-hard-v1)
+kdbench leaderboard --results-dir "$R" --table methods "${HARD[@]}" --format markdown --out "$OUT/embedded-hard.md"
+kdbench leaderboard --results-dir "$R" --table methods "${HARD[@]}" --format csv --out "$OUT/embedded-hard.csv"
+{
+  echo "# CNN2GNN: does the graph help? (embedded-hard, 5 seeds)"
+  echo
+  echo "Made by \`results/regenerate.sh\` from the records in \`results/reference/runs/\`" \
+    "(\`slurm/sweeps/cnn2gnn-graph-ablation*.yaml\`); what it means:" \
+    "[docs/cnn2gnn.md](../docs/cnn2gnn.md#does-the-graph-help-embedded-hard-5-seeds)."
+  echo
+  kdbench leaderboard --results-dir "$R" --table pivot "${HARD[@]}" --where method=cnn2gnn \
+    --rows cnn2gnn.graph_features,cnn2gnn.graph --cols cnn2gnn.k --format markdown
+  echo
+  kdbench leaderboard --results-dir "$R" --table ablation --method cnn2gnn "${HARD[@]}" --format markdown
+} > "$OUT/ablation.md"
 kdbench plot --results-dir "$R" --out-dir "$OUT/plots" --formats png
 bash results/canary.sh
