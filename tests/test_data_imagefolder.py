@@ -72,14 +72,19 @@ def test_augment_grammar_extends_crop_flip_with_rrc():
 
 
 def test_worker_loader_draws_the_same_crops_for_the_same_seed(dirs):
-    # Non-persistent workers seed from the main RNG when an epoch starts: what the engine reseeds per epoch.
+    # A sample's crop is a function of (run seed, epoch, its index) alone (data/loaders.py): the same in loader
+    # workers as in the main process, whatever the global RNG holds, and another run seed draws other crops.
     write_imagefolder(dirs["data"], num_classes=2, train_per_class=3, val_per_class=1, size=(24, 24))
     data = build_dataset("imagefolder", ImageFolderParams(image_size=16), dirs["data"], "rrc-flip")
 
-    def epoch(seed: int) -> torch.Tensor:
-        torch.manual_seed(seed)
-        loader = make_train_loader(data.train, 4, seed=0, device=torch.device("cpu"), num_workers=2)
-        return torch.cat([x for x, _, _ in loader])
+    def crops(seed: int, global_seed: int, workers: int) -> torch.Tensor:
+        torch.manual_seed(global_seed)
+        loader = make_train_loader(data.train, 4, seed=seed, device=torch.device("cpu"), num_workers=workers)
+        loader.sampler.set_epoch(1)
+        images, index = zip(*[(x, i) for x, _, i in loader], strict=True)
+        return torch.cat(images)[torch.cat(index).argsort()]  # in sample order: the shuffle aside
 
-    first, again, other = epoch(1), epoch(1), epoch(2)
-    assert torch.equal(first, again) and not torch.equal(first, other)
+    first = crops(0, global_seed=1, workers=2)
+    assert torch.equal(first, crops(0, global_seed=2, workers=2))
+    assert torch.equal(first, crops(0, global_seed=1, workers=0))
+    assert not torch.equal(first, crops(1, global_seed=1, workers=2))

@@ -20,8 +20,9 @@ from kdbench.reevaluate import reevaluate
 from kdbench.runner import run
 from kdbench.storage import sha256_file
 
-# gnn2 at lr 2 for 4 epochs with seed 1: its best epoch (2) is neither the first nor the last (measured).
-TINY = {"student": "gnn2", "epochs": 4, "lr": 2.0, "seed": 1, "sets": ["data.image_size=8", "student.hidden=16"],
+# gnn2 at lr 2 for 4 epochs with seed 7: its best epoch (2: 16.39 % top-1, last 10.28 %) is neither the first nor
+# the last (measured at results version 3; the seed was 1 before the augmentation became keyed by sample index).
+TINY = {"student": "gnn2", "epochs": 4, "lr": 2.0, "seed": 7, "sets": ["data.image_size=8", "student.hidden=16"],
         "device": "cpu"}
 
 

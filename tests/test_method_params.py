@@ -86,12 +86,13 @@ def test_cnn2gnn_passes_its_graph_options_to_the_gnn_student_only_and_describes_
     spec = get_method("cnn2gnn")
     options = spec.cls.student_options(params, "gnn2")
     assert options == {"graph": "anchor", "k": 3, "hidden": 8, "proj_dim": 5, "anchors": 7, "dropout": 0.25,
-                       "pool": 4}
+                       "pool": 4, "memory_momentum": 0.5}
     assert spec.cls.student_options(params, "resnet18") == {}
     ctx = MethodContext(num_classes=3, in_chans=1, image_size=8, num_train=10, train_targets=torch.arange(10) % 3,
                         epochs=1, seed=0)
     teacher = create_model("test_resnet", num_classes=3, in_chans=1, image_size=8)
     gnn = spec.cls(create_model("gnn2", num_classes=3, in_chans=1, image_size=8, **options), teacher, params, ctx)
-    assert gnn.describe() == {"graph": {"mode": "anchor", "k": 3, "anchors": 7, "anchors_filled": 0}}
+    assert gnn.describe() == {"graph": {"mode": "anchor", "k": 3, "anchors": 7, "anchors_filled": 0},
+                              "graph_features": "student", "inference_needs_teacher": False}
     cnn = spec.cls(create_model("test_resnet", num_classes=3, in_chans=1, image_size=8), teacher, params, ctx)
     assert cnn.describe() == {}

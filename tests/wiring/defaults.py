@@ -35,7 +35,10 @@ PUBLISHED: dict[str, dict[str, object]] = {
     "hkd": _HKD,
     "hkd+kd": {**_HKD, "w_kd": 1.0},
     "cnn2gnn": {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9, "graph": "batch", "k": 10, "hidden": 256,
-                "proj_dim": 256, "anchors": 256, "dropout": 0.5, "pool": 0},
+                "proj_dim": 256, "anchors": 256, "dropout": 0.5, "pool": 0,
+                # kdbench's own options (docs/cnn2gnn.md): CRD's memory momentum for graph=memory, the graph built
+                # on the student's features, the batch graph per rank in data-parallel runs.
+                "memory_momentum": 0.5, "graph_features": "student", "graph_scope": "rank"},
 }
 
 WEIGHT_RANGE = (0.0, None, False)
@@ -47,6 +50,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "nce_k": (1, None, False),
     "nce_t": (0.0, 100.0, True),
     "nce_m": (0.0, 1.0, False),
+    "memory_momentum": (0.0, 1.0, False),
     "k": (0, 1000, False),
     "hidden": (1, 65536, False),
     "proj_dim": (1, 65536, False),
