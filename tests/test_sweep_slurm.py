@@ -113,16 +113,6 @@ def test_sweep_trains_teacher_first_then_runs_one_dependent_array(slurm_conf, zo
     assert len(list((results / "sweeps").glob("*.json"))) == 1
 
 
-def _attempt_span(attempt: dict) -> tuple[float, float]:
-    """(start, end) of one attempt in seconds since the epoch (its records' times are to the second)."""
-    from datetime import datetime
-
-    def seconds(stamp: str) -> float:
-        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").timestamp()
-
-    return seconds(attempt["started_at"]), seconds(attempt["ended_at"])
-
-
 def _wait_until(predicate, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -303,8 +293,8 @@ def test_a_refused_submission_is_one_line_exit_2_and_leaves_nothing(slurm_conf, 
 
 def test_scancel_leaves_an_interrupted_record_and_resume_completes_it_with_the_same_numbers(
         slurm_conf, zoo, tmp_path, monkeypatch):
-    """Two runs in one array, no --cpus-per-task: on the 2-core node they run side by side with one thread each
-    (from SLURM_CPUS_PER_TASK). One is cancelled mid-run, then resumed. Then the controller goes away (a copy
+    """Two runs in one array, no --cpus-per-task: one CPU each, so the 2-core node can run them side by side,
+    one thread each (from SLURM_CPUS_PER_TASK). One is cancelled mid-run, then resumed. Then the controller goes away (a copy
     of slurm.conf with a dead port) and `status` still answers from the records, quickly."""
     from kdbench.records import RunStore
     from kdbench.sweep.submit import load_sweep
@@ -323,8 +313,9 @@ def test_scancel_leaves_an_interrupted_record_and_resume_completes_it_with_the_s
     victim, other = by_seed[0]["run_id"], by_seed[1]["run_id"]
     store = RunStore(results)
 
-    # Side by side is checked afterwards from the attempts' times: polling for both tasks "running" at one
-    # instant missed short runs on a loaded machine (one ended before the poll saw the other start).
+    # Whether SLURM starts both tasks at once depends on what earlier tests' jobs still hold on the node (seen in
+    # CI: the second task started after the first was cancelled); what kdbench controls, one CPU per task, is
+    # asserted on the submission script above, and every run records the thread it was given (below).
     _wait_until(lambda: store.metrics_path(victim).exists(), 240, "the first epoch")
     subprocess.run(["scancel", sub["tasks"][victim]], check=True)
     reference = _execute_in_process(by_seed[0]["config"], tmp_path / "ref", zoo)
@@ -335,8 +326,6 @@ def test_scancel_leaves_an_interrupted_record_and_resume_completes_it_with_the_s
     assert record["attempts"][-1]["reason"] == "cancelled"
     assert {r["run_id"]: r["state"] for r in status_json(results)["runs"]} == \
         {victim: "interrupted", other: "completed"}
-    spans = [_attempt_span(store.load(rid)["attempts"][0]) for rid in (victim, other)]
-    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1], spans  # the two tasks overlapped in time
     for rid in (victim, other):  # one thread each, from the allocation
         assert store.load(rid)["threads"] == {"torch_threads": 1, "cpus": 1, "source": "SLURM_CPUS_PER_TASK"}
 
