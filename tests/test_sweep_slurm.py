@@ -294,8 +294,8 @@ def test_a_refused_submission_is_one_line_exit_2_and_leaves_nothing(slurm_conf, 
 def test_scancel_leaves_an_interrupted_record_and_resume_completes_it_with_the_same_numbers(
         slurm_conf, zoo, tmp_path, monkeypatch):
     """Two runs in one array, no --cpus-per-task: one CPU each, so the 2-core node can run them side by side,
-    one thread each (from SLURM_CPUS_PER_TASK). One is cancelled mid-run, then resumed. Then the controller goes away (a copy
-    of slurm.conf with a dead port) and `status` still answers from the records, quickly."""
+    one thread each (from SLURM_CPUS_PER_TASK). One is cancelled mid-run, then resumed. Then the controller goes
+    away (a copy of slurm.conf with a dead port) and `status` still answers from the records, quickly."""
     from kdbench.records import RunStore
     from kdbench.sweep.submit import load_sweep
 
