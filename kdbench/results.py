@@ -43,6 +43,9 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     # The code that made the numbers (kdbench.fingerprint); None for records made before fingerprints.
     row["code_fingerprint"] = (record.get("code") or {}).get("fingerprint")
     row["transductive"] = is_transductive(record)
+    # A student whose predictions need its teacher's forward pass (cnn2gnn.graph_features=teacher): not a
+    # standalone model, marked in every table.
+    row["teacher_at_inference"] = bool((record.get("method_info") or {}).get("inference_needs_teacher"))
     return row
 
 

@@ -114,3 +114,42 @@ def test_rich_output_prints_labels_and_footers_literally(dirs: dict[str, Path], 
     assert "cnn2gnn [k=10]" in shown.stdout and "[k=v]: settings" in shown.stdout
     RichReporter(enabled=False).log("resumed run cnn2gnn [cnn2gnn.k=0]")
     assert "cnn2gnn [cnn2gnn.k=0]" in capsys.readouterr().err
+
+
+def _needs_teacher_at_inference(root: Path, run_id: str) -> None:
+    """What the runner records for a cnn2gnn student whose graph is built on the teacher's features (its
+    `method_info`, from CNN2GNN.describe; tests/test_graph_memory.py checks the method answers it)."""
+    store = RunStore(root)
+    record = store.load(run_id)
+    record["method_info"] = {"graph_features": "teacher", "inference_needs_teacher": True}
+    store.write(record)
+
+
+def test_students_that_need_their_teacher_at_inference_are_marked_in_every_table(dirs: dict[str, Path]) -> None:
+    root = dirs["results"]
+    own = _cnn2gnn(root, 0, 60.0, graph="memory", k=10)
+    teachers = [_cnn2gnn(root, seed, 90.0 + seed, graph="memory", k=10, graph_features="teacher")
+                for seed in (0, 1)]
+    for run_id in teachers:
+        _needs_teacher_at_inference(root, run_id)
+    footnote = next(line for line in leaderboard(root).attrs["footer"] if line.startswith("§ "))
+    assert "not a standalone student" in footnote
+    table = leaderboard(root)
+    assert set(table.index) == {"teacher", "cnn2gnn [graph_features=student]",
+                                "cnn2gnn [graph_features=teacher] §"}
+    assert sorted(build(root, "ladder").data["model"]) == ["gnn2 [graph_features=student]",
+                                                           "gnn2 [graph_features=teacher] §"]
+    runs = build(root, "runs").data
+    assert dict(zip(runs["run_id"], runs["method"], strict=True)) == {
+        own: "cnn2gnn", teachers[0]: "cnn2gnn §", teachers[1]: "cnn2gnn §"}
+    pivot = build(root, "pivot", rows=["cnn2gnn.graph_features"], cols=["cnn2gnn.k"])
+    assert pivot.table.loc["teacher", "cnn2gnn.k=10"] == "90.50 ± 0.71 (2) §"
+    assert pivot.table.loc["student", "cnn2gnn.k=10"].startswith("60.00 (1)†")  # fewer seeds, no §
+    assert "§" not in pivot.table.loc["student", "cnn2gnn.k=10"]
+    # The LaTeX rendering writes the mark as LaTeX, not as a raw character a T1 font lacks.
+    latex = render(build(root, "methods"), "latex")
+    assert r"\S{}" in latex and "§" not in latex
+    # Without such a run: no mark, no footnote.
+    alone = leaderboard(root, where="teacher_at_inference=False")
+    assert not any(line.startswith("§") for line in alone.attrs["footer"])
+    assert not any("§" in str(label) for label in alone.index)

@@ -97,7 +97,7 @@ def test_cli_pivot(temperature_sweep):
     res = CliRunner().invoke(app, ["leaderboard", "--table", "pivot", "--rows", "kd.temperature", "--cols",
                                    "kd.w_kd", "--format", "csv"])
     assert res.exit_code == 0, res.output
-    assert res.stdout.splitlines()[0] == "kd.temperature,kd.w_kd,metric,mean,std,n,run_ids,best"
+    assert res.stdout.splitlines()[0] == "kd.temperature,kd.w_kd,metric,mean,std,n,teacher_at_inference,run_ids,best"
     assert len(res.stdout.splitlines()) == 9
     wrong = CliRunner().invoke(app, ["leaderboard", "--rows", "kd.temperature"])
     assert isinstance(wrong.exception, UserError) and "add --table pivot" in str(wrong.exception)

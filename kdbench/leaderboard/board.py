@@ -25,6 +25,11 @@ FEWER_SEEDS = "†"
 # Rows (or cells) of students that predict a test image from the other test images of its evaluation batch.
 TRANSDUCTIVE = "‡"
 TRANSDUCTIVE_WORDS = "transductive: predictions depend on the other test images in the evaluation batch"
+# Rows (or cells) of students that need their teacher's forward pass to predict (cnn2gnn.graph_features=teacher).
+TEACHER_AT_INFERENCE = "§"
+TEACHER_AT_INFERENCE_WORDS = ("not a standalone student: its predictions need the teacher's forward pass too (the "
+                              "graph is built on the teacher's features); its inference time includes the "
+                              "teacher's, its parameter count is the student's alone")
 # A method's cell that differs from the student alone (`ce`, same column) beyond seed noise: above / below it.
 ABOVE_CE, BELOW_CE = "↑", "↓"
 SIGNIFICANCE_P = 0.05

@@ -16,12 +16,12 @@ from typing import Any
 import pandas as pd
 
 from ..errors import UserError
-from .board import DECIMALS, FEWER_SEEDS, METRIC_WORDS, Leaderboard
+from .board import DECIMALS, FEWER_SEEDS, METRIC_WORDS, TEACHER_AT_INFERENCE, Leaderboard
 from .cells import format_cell
 from .labels import _flat, _fmt_value
-from .runs import canon, clean, is_missing
+from .runs import canon, clean, is_missing, needs_teacher_run
 from .stats import completed, summarize
-from .tables import caveats_footer
+from .tables import caveats_footer, teacher_at_inference_footer
 
 # `SCOPE.KEY` scopes that are not a method's, and the runs-DataFrame column holding their settings.
 SECTIONS = {"recipe": "recipe_params", "teacher_recipe": "teacher_recipe_params", "data": "data_params",
@@ -115,9 +115,11 @@ def pivot_table(df: pd.DataFrame, metric: str = "top1_last", rows: Sequence[str]
     for point, g in done.groupby(cells.loc[done.index, "_values"], sort=False):
         mean, std, n = summarize(g[metric])
         data_rows.append({**dict(zip(keys, point, strict=True)), "_point": point, "mean": mean, "std": std, "n": n,
+                          "teacher_at_inference": bool(g["teacher_at_inference"].map(needs_teacher_run).any()),
                           "run_ids": " ".join(sorted(g["run_id"]))})
     data_rows.sort(key=lambda r: [_sort_key(v) for v in r["_point"]])
-    data = pd.DataFrame.from_records(data_rows, columns=[*keys, "_point", "mean", "std", "n", "run_ids"])
+    data = pd.DataFrame.from_records(data_rows, columns=[*keys, "_point", "mean", "std", "n", "teacher_at_inference",
+                                                         "run_ids"])
 
     row_points = sorted({p[:len(rows)] for p in data["_point"]}, key=lambda p: [_sort_key(v) for v in p])
     col_points = sorted({p[len(rows):] for p in data["_point"]}, key=lambda p: [_sort_key(v) for v in p])
@@ -130,7 +132,9 @@ def pivot_table(df: pd.DataFrame, metric: str = "top1_last", rows: Sequence[str]
     bold = set()
     for r in data.to_dict("records"):
         row, col = row_labels[r["_point"][:len(rows)]], col_labels[r["_point"][len(rows):]]
-        table.loc[row, col] = format_cell(r["mean"], r["std"], r["n"], FEWER_SEEDS if r["n"] < max_n else "")
+        marks = (FEWER_SEEDS if r["n"] < max_n else "") + \
+            (f" {TEACHER_AT_INFERENCE}" if r["teacher_at_inference"] else "")
+        table.loc[row, col] = format_cell(r["mean"], r["std"], r["n"], marks)
         if len(data) > 1 and round(r["mean"], DECIMALS) == top:
             bold.add((row, col))
     data = data.drop(columns="_point")
@@ -146,6 +150,7 @@ def pivot_table(df: pd.DataFrame, metric: str = "top1_last", rows: Sequence[str]
                       "setting equal")
     if (data["n"] < max_n).any():
         footer.append(f"{FEWER_SEEDS} fewer seeds than the table's most-seeded cell ({max_n})")
+    footer += teacher_at_inference_footer(done)
     footer += caveats_footer(scope, metric)
     if not len(data):
         footer.append("no completed runs to show")

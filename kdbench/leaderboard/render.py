@@ -95,6 +95,7 @@ def to_markdown(board: Leaderboard) -> str:
 _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "±": r"$\pm$", "→": r"$\rightarrow$", "←": r"$\leftarrow$", "†": r"$^\dagger$", "·": r"$\cdot$",
+                  "‡": r"$^\ddagger$", "§": r"\S{}",
                   "↑": r"$\uparrow$", "↓": r"$\downarrow$",
                   "—": "--"}
 

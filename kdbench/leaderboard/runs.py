@@ -21,6 +21,7 @@ OPTIONAL_COLUMNS = (
     "teacher_sha256", "timing.train_s", "inference.s_per_image", "inference.batch_size", "inference.device",
     "student_info.params", "student_info.layers", "best_epoch", "epochs", "finished_at", *METRICS,
     *TEACHER_METRIC.values(), "best_selected_on", "val_top1_best", "transductive", "eval.batch_size",
+    "teacher_at_inference",
 )
 
 
@@ -80,6 +81,11 @@ def prepare_runs(runs: pd.DataFrame, row_recipe_fields: Sequence[str] = ()) -> p
     df["variant"] = variants
     df["_row_key"] = [canon([m, v]) for m, v in zip(df["method"], df["variant"], strict=True)]
     return df
+
+
+def needs_teacher_run(value: Any) -> bool:
+    """The runs DataFrame's `teacher_at_inference` cell (kdbench.results); missing = False."""
+    return bool(clean(value) or False)
 
 
 def selection_of(value: Any) -> str:

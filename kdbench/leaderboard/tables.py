@@ -14,6 +14,8 @@ from .board import (
     METRIC_WORDS,
     SELECTION_WORDS,
     SIGNIFICANCE_WORDS,
+    TEACHER_AT_INFERENCE,
+    TEACHER_AT_INFERENCE_WORDS,
     TEACHER_ROW,
     TRANSDUCTIVE,
     TRANSDUCTIVE_WORDS,
@@ -23,7 +25,7 @@ from .board import (
 )
 from .cells import fmt_any, fmt_infer, fmt_params, fmt_seconds, format_cell
 from .labels import label_columns, label_rows, method_rank
-from .runs import canon, clean, is_missing, is_transductive_run, selection_of
+from .runs import canon, clean, is_missing, is_transductive_run, needs_teacher_run, selection_of
 from .stats import completed, first_present, mark_best_and_flags, mark_significance, mean_of, summarize, teacher_stats
 
 
@@ -65,6 +67,17 @@ def transductive_footer(runs: pd.DataFrame) -> list[str]:
                       if not is_missing(r.get("eval_batch_size"))})
     size = ", ".join(str(b) for b in sizes) or "not recorded"
     return [f"{TRANSDUCTIVE} {TRANSDUCTIVE_WORDS} (batch size {size})"]
+
+
+def teacher_at_inference_footer(runs: pd.DataFrame) -> list[str]:
+    """The footnote of the `§` marker, when a run shown needs its teacher at inference."""
+    if not len(runs) or not runs["teacher_at_inference"].map(needs_teacher_run).any():
+        return []
+    return [f"{TEACHER_AT_INFERENCE} {TEACHER_AT_INFERENCE_WORDS}"]
+
+
+def _with_teacher_mark(label: str, needs_teacher: bool) -> str:
+    return f"{label} {TEACHER_AT_INFERENCE}" if needs_teacher else label
 
 
 def _mark_transductive(data: pd.DataFrame) -> dict[str, str]:
@@ -112,6 +125,7 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
                 "recipe": r["_setting"]["recipe"].get("name")}
         if not is_missing(r["teacher"]):
             records.append({"row": TEACHER_ROW, "method": TEACHER_ROW, **info, "transductive": False,
+                            "teacher_at_inference": False,
                             **teacher_stats(scope[scope["_col_key"] == r["_col_key"]], metric)})
             seeds.append([])
         members = done[done["_student_key"].map(lambda k, c=r["_col_key"]: c in attach.get(k, [])).astype(bool)
@@ -119,17 +133,21 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
         for key, g in members.groupby("_row_key", sort=False):
             mean, std, n = summarize(g[metric])
             records.append({"row": row_labels[key], "method": g["method"].iloc[0], **info,
-                            "transductive": bool(g["transductive"].map(is_transductive_run).any()), "mean": mean,
+                            "transductive": bool(g["transductive"].map(is_transductive_run).any()),
+                            "teacher_at_inference": bool(g["teacher_at_inference"].map(needs_teacher_run).any()),
+                            "mean": mean,
                             "std": std, "n": n, "run_ids": " ".join(sorted(g["run_id"]))})
             seeds.append(list(g[metric]))
     data = pd.DataFrame.from_records(
         records, columns=["row", "method", "column", "dataset", "teacher", "student", "recipe", "transductive",
-                          "mean", "std", "n", "run_ids"])
+                          "teacher_at_inference", "mean", "std", "n", "run_ids"])
     data = mark_best_and_flags(data) if len(data) else data.assign(best=False, fewer_seeds=False)
     data = mark_significance(data, seeds)
     data.insert(7, "metric", metric)
     shown = _mark_transductive(data)
-    data["row"] = data["row"].map(shown)
+    # A row is one method and variant, so its runs agree on whether the teacher runs at inference.
+    needs_teacher = set(data.loc[data["teacher_at_inference"].astype(bool), "row"])
+    data["row"] = [_with_teacher_mark(shown[r], r in needs_teacher) for r in data["row"]]
 
     rows = sorted(data["row"].unique(), key=lambda r: (*method_rank(data.loc[data["row"] == r, "method"].iloc[0]),
                                                        r))
@@ -156,6 +174,7 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
         footer.append(SIGNIFICANCE_WORDS)
     if any("[" in r for r in rows) or any("[" in c for c in cols):
         footer.append("[k=v]: settings that differ between rows or columns of the same name; never averaged together")
+    footer += teacher_at_inference_footer(done)
     footer += transductive_footer(done[done["_col_key"].isin(list(columns["_col_key"]))
                                        | done["_student_key"].isin(list(attach))]) if len(done) else []
     footer += selection_footer({s["best_on"] for s in columns["_setting"]} if len(columns) else set(), metric,
@@ -205,6 +224,7 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
         model = f"{r['student']}{label[len(str(r['method'])):]}"  # the student plus its variant, if any
         if g["transductive"].map(is_transductive_run).any():
             model = f"{model} {TRANSDUCTIVE}"
+        model = _with_teacher_mark(model, bool(g["teacher_at_inference"].map(needs_teacher_run).any()))
         records.append({
             "dataset": r["dataset"], "recipe": section_labels[section_of[r["run_id"]]].split(" · ", 1)[-1],
             "model": model, "trained": "alone (ce)" if r["method"] == "ce" else f"{r['method']} ← {r['teacher']}",
@@ -249,6 +269,7 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
     if data["fewer_seeds"].any():
         footer.append(f"{FEWER_SEEDS} fewer seeds than the table's most-seeded row ({max_n})")
     footer += transductive_footer(done) if len(done) else []
+    footer += teacher_at_inference_footer(done)
     footer += selection_footer(selections, metric)
     footer += caveats_footer(scope, metric)
     if not len(data):
@@ -272,7 +293,9 @@ def runs_table(df: pd.DataFrame) -> Leaderboard:
                                 for s, b in zip(data["best_selected_on"], data["top1_best"], strict=True)]
     marked = data["transductive"].map(is_transductive_run).astype(bool)
     data["method"] = [f"{m} {TRANSDUCTIVE}" if t else m for m, t in zip(data["method"], marked, strict=True)]
-    footer_extra = transductive_footer(data)
+    data["method"] = [_with_teacher_mark(m, needs_teacher_run(t))
+                      for m, t in zip(data["method"], data["teacher_at_inference"], strict=True)]
+    footer_extra = transductive_footer(data) + teacher_at_inference_footer(data)
     data = data[list(RUN_COLUMNS)]
     for col in ("seed", "best_epoch", "epochs"):  # integers that NaN (runs without metrics) turned into floats
         data[col] = pd.array([None if is_missing(v) else int(v) for v in data[col]], dtype="Int64")
