@@ -160,3 +160,31 @@ def test_the_temperature_sweep_plans_8_grid_points_times_3_seeds(dirs):
     assert points == {(t, w) for t in (1.0, 2.0, 4.0, 8.0) for w in (0.5, 0.9)}
     assert {e["seed"] for e in entries} == {0, 1, 2}
     assert {(e["teacher"], e["dataset"]) for e in entries} == {("resnet18", "digits")}
+
+
+def test_sync_bn_goes_into_each_data_parallel_runs_config_and_id(dirs, tmp_path):
+    """`--sync-bn` (or `sync_bn:` in the sweep file) reaches the config of every run of a multi-task GPU job;
+    it changes the numbers, so it changes the run id. Planned only: SyncBatchNorm itself needs GPUs."""
+    base = ("--methods", "kd", "--teachers", "resnet18", "--seeds", "0", "--gpus-per-node", "2")
+    plain, = dry_run_json(*base, "--tasks-per-node", "1")
+    ddp, = dry_run_json(*base, "--tasks-per-node", "2")
+    synced, = dry_run_json(*base, "--tasks-per-node", "2", "--sync-bn")
+    assert (plain["world_size"], plain["sync_bn"]) == (1, False)
+    assert (ddp["world_size"], ddp["sync_bn"]) == (2, False)
+    assert (synced["world_size"], synced["sync_bn"]) == (2, True)
+    assert len({plain["run_id"], ddp["run_id"], synced["run_id"]}) == 3
+    sweep_file = tmp_path / "synced.yaml"
+    sweep_file.write_text("methods: kd\nteachers: resnet18\nseeds: 0\ngpus_per_node: 2\ntasks_per_node: 2\n"
+                          "sync_bn: true\n")
+    from_file, = dry_run_json("--config", sweep_file)
+    assert from_file["run_id"] == synced["run_id"]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--sync-bn",), "each run has one: add --tasks-per-node N or --nodes M"),
+    (("--sync-bn", "--tasks-per-node", "2"), "--sync-bn needs GPUs"),
+    (("--resume", "20250101-120000-ab12", "--tasks-per-node", "2"), "drop --tasks-per-node"),
+])
+def test_sync_bn_without_processes_or_gpus_and_a_new_world_on_resume_are_refused(dirs, flags, message):
+    res = kdbench_cli("sweep", "--executor", "local", "--dry-run", *flags)
+    assert isinstance(res.exception, UserError) and message in str(res.exception)  # exit 2 in the CLI

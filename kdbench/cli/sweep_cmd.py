@@ -145,6 +145,8 @@ def sweep_command(
     tasks_per_node: int = typer.Option(None, "--tasks-per-node", help="Processes per node of each run's job; "
                                        "nodes × tasks train the run data-parallel \\[default: one per GPU, ≥ 1]."),
     nodes: int = typer.Option(None, "--nodes", help="Nodes per run's job \\[default: 1]."),
+    sync_bn: bool = typer.Option(False, "--sync-bn", help="SyncBatchNorm across each run's processes (GPU jobs "
+                                 "of more than one task; part of the run id)."),
     cpus_per_task: int = typer.Option(None, "--cpus-per-task", help="CPUs per task (torch threads follow)."),
     mem_gb: float = typer.Option(None, "--mem-gb", help="Memory per job in GB."),
     timeout_min: int = typer.Option(None, "--timeout-min", help="Time limit per job in minutes \\[default: 60]; "
@@ -189,6 +191,7 @@ def sweep_command(
            "data_root": data_root, "device": device, "teacher_cache": teacher_cache, "cache_dir": cache_dir,
            "executor": executor, "partition": partition,
            "gpus_per_node": gpus_per_node, "tasks_per_node": tasks_per_node, "nodes": nodes,
+           "sync_bn": sync_bn or None,  # None: the sweep file's value, if any
            "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
            "timeout_min": timeout_min, "max_requeues": max_requeues,
            "array_parallelism": array_parallelism, "account": account, "qos": qos,
@@ -202,7 +205,7 @@ def sweep_command(
         grid = grid_from_options(options)
         paths = absolute_paths(paths_from_options(options))
         resources = resources_from_options(options)
-        runs = at_world_size(expand(grid), resources.world_size)
+        runs = at_world_size(expand(grid), resources.world_size, resources.sync_bn)
         kind, reason = choose_executor(options.get("executor"))
         plan = make_plan(runs, paths.results_dir, paths.zoo_dir, force=force)
         sweep = new_sweep(grid, paths, resources, kind, reason, runs)
@@ -249,7 +252,9 @@ def sweep_command(
 _RESOURCE_FLAGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "max_requeues",
                    "array_parallelism", "account", "qos", "constraint")
 _GRID_FLAGS = ("methods", "teachers", "students", "pairs", "chains", "datasets", "seeds", "teacher_seed", "epochs",
-               "teacher_epochs", "batch_size", "lr", "zoo_dir", "data_root", "device")
+               "teacher_epochs", "batch_size", "lr", "zoo_dir", "data_root", "device",
+               # how many processes train each run, and how, is in its config and id: kept on resume as well
+               "tasks_per_node", "nodes", "sync_bn")
 
 
 def _resume_plan(sweep_id: str, cli: dict[str, Any], force: bool) -> tuple[dict[str, Any], Plan, str]:

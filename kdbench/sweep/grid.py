@@ -125,6 +125,8 @@ class Resources:
     # tasks_per_node defaults to one per GPU (at least one).
     tasks_per_node: int | None = None
     nodes: int = 1
+    # SyncBatchNorm across a run's processes (GPU jobs with world size > 1 only): part of each run's config and id.
+    sync_bn: bool = False
 
     @property
     def tasks(self) -> int:
@@ -194,11 +196,12 @@ def setting_value(config: RunConfig, key: str) -> Any:
     return getattr(section, name)
 
 
-def at_world_size(runs: list[SweepRun], world: int) -> list[SweepRun]:
-    """The runs trained data-parallel by `world` processes each (their configs, and so their ids, say so)."""
+def at_world_size(runs: list[SweepRun], world: int, sync_bn: bool = False) -> list[SweepRun]:
+    """The runs trained data-parallel by `world` processes each, with SyncBatchNorm across them if `sync_bn`
+    (their configs, and so their ids, say so)."""
     if world == 1:
         return runs
-    return [SweepRun(dataclasses.replace(r.config, world_size=world), r.teacher) for r in runs]
+    return [SweepRun(dataclasses.replace(r.config, world_size=world, sync_bn=sync_bn), r.teacher) for r in runs]
 
 
 def expand(grid: Grid) -> list[SweepRun]:
@@ -403,6 +406,12 @@ def resources_from_options(options: dict[str, Any]) -> Resources:
         raise UserError("--timeout-min and --array-parallelism must be >= 1")
     if res.max_requeues < 0:
         raise UserError("--max-requeues must be >= 0")
+    if res.sync_bn and res.world_size == 1:
+        raise UserError("--sync-bn synchronises BatchNorm across the processes of one run, and each run has one: "
+                        "add --tasks-per-node N or --nodes M, or drop --sync-bn")
+    if res.sync_bn and res.gpus_per_node == 0:
+        raise UserError("--sync-bn needs GPUs (torch's SyncBatchNorm does not run on CPU): add --gpus-per-node N "
+                        "or drop --sync-bn")
     return res
 
 

@@ -126,6 +126,7 @@ def plan_entries(plan: Plan, grid_keys: list[str] = ()) -> list[dict]:
             # a chain's stage: the run whose student is its teacher (it runs after that run)
             "teacher_run": c.teacher_run, "teacher_seed": c.teacher_seed if c.teacher_recipe else None,
             "student": c.student, "dataset": c.dataset,
-            "seed": c.seed, "grid": grid, "completed": why == "completed", "planned": why or "submit",
+            "seed": c.seed, "world_size": c.world_size, "sync_bn": c.sync_bn, "grid": grid,
+            "completed": why == "completed", "planned": why or "submit",
         })
     return entries
