@@ -188,3 +188,26 @@ def test_sync_bn_goes_into_each_data_parallel_runs_config_and_id(dirs, tmp_path)
 def test_sync_bn_without_processes_or_gpus_and_a_new_world_on_resume_are_refused(dirs, flags, message):
     res = kdbench_cli("sweep", "--executor", "local", "--dry-run", *flags)
     assert isinstance(res.exception, UserError) and message in str(res.exception)  # exit 2 in the CLI
+
+
+def test_resume_refuses_gpus_that_would_change_the_runs_world_size(dirs):
+    """Tasks per node default to one per GPU: resuming a 2-GPU sweep with --gpus-per-node 1 would start 1-rank
+    jobs for runs planned (and identified) as 2-rank ones. Another time limit is fine."""
+    from kdbench.sweep.grid import at_world_size, paths_from_options, resources_from_options
+    from kdbench.sweep.submit import absolute_paths, new_sweep, save_sweep
+
+    options = {"methods": "kd", "teachers": "resnet18", "seeds": "0", "gpus_per_node": 2,
+               "results_dir": str(dirs["results"])}
+    resources = resources_from_options(options)
+    grid = grid_from_options(options)
+    sweep = new_sweep(grid, absolute_paths(paths_from_options(options)), resources, "local", "test",
+                      at_world_size(expand(grid), resources.world_size))
+    save_sweep(sweep)
+    res = kdbench_cli("sweep", "--resume", sweep["sweep_id"], "--gpus-per-node", "1", "--dry-run",
+                      "--results-dir", dirs["results"])
+    assert isinstance(res.exception, UserError), res.output
+    assert "train on 2 process(es) each, but these resources give 1: keep --gpus-per-node at 2" \
+        in str(res.exception)
+    res = kdbench_cli("sweep", "--resume", sweep["sweep_id"], "--timeout-min", "30", "--dry-run",
+                      "--results-dir", dirs["results"])
+    assert res.exit_code == 0, res.output

@@ -267,11 +267,20 @@ def _resume_plan(sweep_id: str, cli: dict[str, Any], force: bool) -> tuple[dict[
     if cli.get("executor") not in (None, sweep["executor"]):
         raise UserError(f"sweep {sweep_id} runs on the {sweep['executor']} executor; --resume cannot change it")
     kind, reason = choose_executor(sweep["executor"])
+    sweep_resources_gpus = sweep["resources"].get("gpus_per_node", 0)
     sweep["resources"].update({k: cli[k] for k in _RESOURCE_FLAGS if cli.get(k) is not None})
     if cli.get("sbatch"):
         sweep["resources"]["sbatch"] = {**sweep["resources"]["sbatch"], **parse_sbatch(cli["sbatch"])}
-    resources_from_options(sweep["resources"])  # validates the merged values
+    resources = resources_from_options(sweep["resources"])  # validates the merged values
+    runs = runs_of_sweep(sweep)
+    # Tasks per node default to one per GPU: a new --gpus-per-node would give the runs' jobs another number of
+    # ranks than their configs (and ids) were planned for.
+    planned = {r.config.world_size for r in runs}
+    if planned and planned != {resources.world_size}:
+        raise UserError(f"sweep {sweep_id}'s runs train on {', '.join(map(str, sorted(planned)))} process(es) "
+                        f"each, but these resources give {resources.world_size}: keep --gpus-per-node at "
+                        f"{sweep_resources_gpus} or start a new sweep")
     paths = Paths(**sweep["paths"])
     in_flight = sweep_state(sweep).in_flight()
-    plan = make_plan(runs_of_sweep(sweep), paths.results_dir, paths.zoo_dir, force=force, in_flight=in_flight)
+    plan = make_plan(runs, paths.results_dir, paths.zoo_dir, force=force, in_flight=in_flight)
     return sweep, plan, reason
