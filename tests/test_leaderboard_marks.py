@@ -153,3 +153,32 @@ def test_students_that_need_their_teacher_at_inference_are_marked_in_every_table
     alone = leaderboard(root, where="teacher_at_inference=False")
     assert not any(line.startswith("§") for line in alone.attrs["footer"])
     assert not any("§" in str(label) for label in alone.index)
+
+
+def test_the_ladder_keeps_models_with_their_own_learning_rates_on_one_axis(dirs: dict[str, Path]) -> None:
+    """The GNN's default recipe differs from a CNN's (lr 0.01 vs 0.05): the ladder labels each row's recipe with
+    what differs and ranks them in one section; another data setting under the same recipe name is its own
+    section, labelled by that setting (never by the teacher's recipe)."""
+    import dataclasses
+
+    root = dirs["results"]
+    cnn = make_config("ce", seed=0)
+    write_run(root, cnn, 95.0)
+    gnn = make_config("cnn2gnn", teacher="resnet50", student="gnn2", seed=0,
+                      method_params=CNN2GNNParams(graph="anchor").__dict__)
+    write_run(root, dataclasses.replace(gnn, recipe=dataclasses.replace(gnn.recipe, lr=0.01)), 96.0, layers=2)
+    few = make_config("ce", seed=0, sets=("data.image_size=8", "data.train_fraction=0.1"))
+    write_run(root, few, 70.0)
+    board = build(root, "ladder")
+    data = board.data
+    rows = sorted(zip(data["section"], data["recipe"], data["trained"], data["model"], strict=True))
+    assert rows == [
+        ("digits · digits-v1 [data.train_fraction=0.1]", "digits-v1 [data.train_fraction=0.1]", "alone (ce)",
+         "resnet18"),
+        ("digits · digits-v1 [data.train_fraction=—]", "digits-v1 [data.train_fraction=—, lr=0.01]",
+         "cnn2gnn ← resnet50", "gnn2"),
+        ("digits · digits-v1 [data.train_fraction=—]", "digits-v1 [data.train_fraction=—, lr=0.05]", "alone (ce)",
+         "resnet18"),
+    ]
+    assert list(data.loc[data["best"], "model"]) == ["gnn2"]  # the best of its section: one axis
+    assert not any("teacher_recipe" in label for label in data["recipe"])

@@ -24,7 +24,7 @@ from .board import (
     selection_label,
 )
 from .cells import fmt_any, fmt_infer, fmt_params, fmt_seconds, format_cell
-from .labels import label_columns, label_rows, method_rank
+from .labels import _with_suffix, distinguish, label_columns, label_rows, method_rank
 from .runs import canon, clean, is_missing, is_transductive_run, needs_teacher_run, selection_of
 from .stats import completed, first_present, mark_best_and_flags, mark_significance, mean_of, summarize, teacher_stats
 
@@ -200,20 +200,50 @@ def ablation_table(df: pd.DataFrame, metric: str = "top1_last", method: str = "c
     return board
 
 
+def _ladder_sections(done: pd.DataFrame, with_selection: bool) -> tuple[dict[str, str], dict[str, tuple[str, str]],
+                                                                        dict[str, str]]:
+    """Run id → its section key; section key → (`dataset · recipe name`, the data settings, AMP or channels_last
+    that tell apart sections of one name); run id → the recipe hyperparameters in which its model's recipe
+    differs from the others' of its section (`lr=0.01`)."""
+    if not len(done):
+        return {}, {}, {}
+    keys, bases, settings = {}, {}, {}
+    for r in done.to_dict("records"):
+        s = r["_setting"]
+        setting = {"data": s["data"], "amp": s["amp"], "channels_last": s["channels_last"]}
+        key = canon([r["dataset"], s["recipe"].get("name"), setting, s["best_on"]])
+        keys[r["run_id"]] = key
+        base = " · ".join([str(r["dataset"]), str(s["recipe"].get("name") or "?"),
+                           *([selection_label(s["best_on"])] if with_selection else [])])
+        bases[key] = base
+        settings.setdefault(base, {})[key] = setting
+    labels = {}
+    for base, by_key in settings.items():
+        extras = distinguish(list(by_key.values())) if len(by_key) > 1 else [""]
+        for key, extra in zip(by_key, extras, strict=True):
+            labels[key] = (base, extra)
+    notes: dict[str, str] = {}
+    for key in labels:
+        members = [r for r in done.to_dict("records") if keys[r["run_id"]] == key]
+        recipes = [{k: v for k, v in r["_setting"]["recipe"].items() if k != "name"} for r in members]
+        for r, note in zip(members, distinguish(recipes), strict=True):
+            notes[r["run_id"]] = note
+    return keys, labels, notes
+
+
 def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequence[str] = ("cnn2gnn",)) -> Leaderboard:
     """Every model trained alone (`ce`) and the runs of the `distilled` methods, per dataset and recipe: layers,
     parameters, accuracy, inference time per image (at the recorded batch size), training time."""
     scope = df[df["method"].isin(["ce", *distilled])]
     done = completed(scope, metric)
     row_labels = label_rows(done) if len(done) else {}
-    # Sections: dataset · recipe (plus data / recipe fields that differ under one recipe name).
-    sections = done.assign(_col_key=[canon([d, s["data"], s["recipe"], s["amp"], s["channels_last"], s["best_on"]])
-                                     for d, s in zip(done["dataset"], done["_setting"], strict=True)])
-    section_of = dict(zip(done["run_id"], sections["_col_key"], strict=True))
+    # Sections: dataset · recipe name (plus data settings that differ under one name). Each model keeps its own
+    # recipe's hyperparameters (the GNN's default lr is not a CNN's): they label the row's recipe, never split
+    # the section, so the distilled GNN sits on one depth axis with the CNNs trained alone.
     best = is_best_metric(metric)
     # A best-epoch column says which split chose the epoch: in its header, or per section when they differ.
     selections = {s["best_on"] for s in done["_setting"]} if len(done) else set()
-    section_labels = label_columns(sections, with_pair=False, best=best and len(selections) > 1) if len(done) else {}
+    section_of, section_labels, recipe_notes = _ladder_sections(done, best and len(selections) > 1)
     records = []
     for (_, _, _), g in done.groupby(["_student_key", "_col_key", "_row_key"], sort=False):
         r = g.iloc[0]
@@ -226,7 +256,10 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
             model = f"{model} {TRANSDUCTIVE}"
         model = _with_teacher_mark(model, bool(g["teacher_at_inference"].map(needs_teacher_run).any()))
         records.append({
-            "dataset": r["dataset"], "recipe": section_labels[section_of[r["run_id"]]].split(" · ", 1)[-1],
+            "dataset": r["dataset"], "section": _with_suffix(*section_labels[section_of[r["run_id"]]]),
+            "recipe": _with_suffix(section_labels[section_of[r["run_id"]]][0].split(" · ", 1)[-1],
+                                   ", ".join(x for x in (section_labels[section_of[r["run_id"]]][1],
+                                                         recipe_notes[r["run_id"]]) if x)),
             "model": model, "trained": "alone (ce)" if r["method"] == "ce" else f"{r['method']} ← {r['teacher']}",
             "layers": first_present(g["student_info.layers"]), "params": first_present(g["student_info.params"]),
             "mean": mean, "std": std, "n": n,
@@ -235,16 +268,16 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
             "infer_device": devices.pop() if len(devices) == 1 else ("mixed" if devices else None),
             "train_s": mean_of(g["timing.train_s"]), "run_ids": " ".join(sorted(g["run_id"])),
         })
-    cols = ["dataset", "recipe", "model", "trained", "layers", "params", "mean", "std", "n", "infer_ms_per_image",
-            "infer_batch_size", "infer_device", "train_s", "run_ids"]
+    cols = ["dataset", "section", "recipe", "model", "trained", "layers", "params", "mean", "std", "n",
+            "infer_ms_per_image", "infer_batch_size", "infer_device", "train_s", "run_ids"]
     data = pd.DataFrame.from_records(records, columns=cols)
-    data = data.sort_values(["dataset", "recipe", "layers", "params", "model", "trained"], na_position="last",
+    data = data.sort_values(["dataset", "section", "layers", "params", "model", "trained"], na_position="last",
                             ignore_index=True)
-    data.insert(6, "metric", metric)
+    data.insert(7, "metric", metric)
     max_n = int(data["n"].max()) if len(data) else 0
     data["fewer_seeds"] = data["n"] < max_n
     data["best"] = False
-    for _, g in data.groupby(["dataset", "recipe"], sort=False):
+    for _, g in data.groupby(["dataset", "section"], sort=False):
         if len(g) > 1:
             data.loc[g.index[g["mean"].round(DECIMALS) == g["mean"].round(DECIMALS).max()], "best"] = True
 
