@@ -234,6 +234,12 @@ def test_cli_writes_each_format_inferred_from_the_suffix(results: Path, tmp_path
     assert shown.exit_code == 0, shown.output
     lines = [ln for ln in shown.stdout.splitlines() if ln]
     assert len(lines) == 1 + 3 and all(",crd," in ln for ln in lines[1:])
+    # Several --where must all hold (not the last one alone): crd runs of seed 1 only.
+    both = runner.invoke(app, ["leaderboard", "--results-dir", str(results), "--table", "runs", "--where",
+                               "method=crd", "-w", "seed=1", "--format", "csv"])
+    assert both.exit_code == 0, both.output
+    rows = pd.read_csv(io.StringIO(both.stdout))
+    assert list(rows["method"]) == ["crd"] and list(rows["seed"]) == [1]
     bad = runner.invoke(app, ["leaderboard", "--results-dir", str(results), "--metric", "top1"])
     assert bad.exit_code != 0
 

@@ -12,7 +12,7 @@ from ..leaderboard import FORMATS, METRICS, TABLES, build, build_published, form
 from ..records import RunStore
 from ..results import load_runs
 from .app import app
-from .options import ResultsDir
+from .options import ResultsDir, WhereOption, join_where
 from .reporter import console
 
 
@@ -21,8 +21,7 @@ def leaderboard_command(
     table: str = typer.Option("methods", "--table", "-t", help=f"Which table: {' | '.join(TABLES)}."),
     metric: str = typer.Option(None, "--metric", help=f"{' | '.join(METRICS)} (CRD tables: last epoch; "
                                "DKD tables: best epoch) \\[default: top1_last]."),
-    where: str = typer.Option(None, "--where", "-w", help="Filter runs first: COLUMN=VALUE[,COLUMN=VALUE…] "
-                              "(comma = AND, `|` = OR, `!=` negates), e.g. method=kd|crd,dataset=digits."),
+    where: WhereOption = None,
     fmt: str = typer.Option(None, "--format", "-f", help=f"{' | '.join(FORMATS)} [default: from --out's suffix, "
                             "else rich]."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the table to this file (.md .csv .tex .html .txt)."),
@@ -62,6 +61,7 @@ def leaderboard_command(
 
       kdbench leaderboard --table pivot --rows kd.temperature --cols kd.w_kd --where method=kd
     """
+    where = join_where(where)
     runs = load_runs(results_dir, strict=strict)
     if runs.empty:
         root = RunStore(results_dir).root

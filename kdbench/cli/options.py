@@ -26,6 +26,17 @@ TeacherOption = Annotated[str | None, typer.Option("--teacher", "-t", help="Teac
 DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="Dataset (see `kdbench datasets`).")]
 TeacherSeedOption = Annotated[int | None, typer.Option("--teacher-seed",
                                                         help="Seed of the zoo teacher to use or train.")]
+WhereOption = Annotated[list[str] | None, typer.Option(
+    "--where", "-w", help="Filter runs first: COLUMN=VALUE[,COLUMN=VALUE…] (comma = AND, `|` = OR, `!=` negates), "
+    "e.g. method=kd|crd,dataset=digits; repeatable: every --where must hold.")]
+
+
+def join_where(where: list[str] | None) -> str | None:
+    """Several --where flags as one filter: all of them must hold (their clauses joined by AND)."""
+    parts = [w for w in where or [] if w.strip()]
+    return ",".join(parts) or None
+
+
 EpochsOption = Annotated[int | None, typer.Option("--epochs", help="Student epochs \\[default: the dataset recipe's].")]
 TeacherEpochsOption = Annotated[int | None, typer.Option("--teacher-epochs",
                                                           help="Teacher epochs \\[default: recipe's].")]

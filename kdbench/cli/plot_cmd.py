@@ -12,7 +12,7 @@ from ..plots import FORMATS, accuracy_vs_time, select_runs, training_curves
 from ..records import RunStore
 from ..results import load_runs
 from .app import app
-from .options import ResultsDir
+from .options import ResultsDir, WhereOption, join_where
 from .reporter import console
 
 # Without --runs or --where, curves are drawn for every run only when there are few enough to read.
@@ -23,8 +23,7 @@ MAX_DEFAULT_CURVES = 12
 def plot_command(
     out_dir: Path = typer.Option(Path("plots"), "--out-dir", help="Folder for the figures."),
     runs: str = typer.Option(None, "--runs", help="Training curves of these runs: ID,ID,… (unique prefixes do)."),
-    where: str = typer.Option(None, "--where", "-w", help="Filter runs first: COLUMN=VALUE[,COLUMN=VALUE…] "
-                              "(comma = AND, `|` = OR, `!=` negates), e.g. dataset=digits,method=ce|cnn2gnn."),
+    where: WhereOption = None,
     metric: str = typer.Option("top1_last", "--metric", help=f"Accuracy axis: {' | '.join(METRICS)}."),
     formats: str = typer.Option("png,pdf", "--formats", help=f"Comma-separated: {', '.join(FORMATS)}."),
     results_dir: Path = ResultsDir,
@@ -38,6 +37,7 @@ def plot_command(
 
       kdbench plot --where dataset=digits --runs 3f2a9c,77b0e1
     """
+    where = join_where(where)
     all_runs = load_runs(results_dir)
     if all_runs.empty:
         raise UserError(f"no run records under {RunStore(results_dir).root / 'runs'}: run `kdbench run ...` first")
