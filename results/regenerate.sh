@@ -28,6 +28,9 @@ kdbench sweep --config slurm/sweeps/embedded.yaml --executor "$EXECUTOR" --seeds
 # CNN2GNN's own comparison: the ResNet-152 teacher into the two-layer GNN (the README's first command).
 kdbench sweep --methods cnn2gnn --teachers resnet152 --datasets digits --seeds "$SEEDS" --executor "$EXECUTOR" \
   --results-dir "$R" --wait --cpus-per-task "$CPUS"
+# The GNN alone (its own default recipe), the baseline every CNN2GNN cell is tested against.
+kdbench sweep --methods ce --students gnn2 --datasets digits --seeds "$SEEDS" --executor "$EXECUTOR" \
+  --results-dir "$R" --wait --cpus-per-task "$CPUS"
 for variant in cnn2gnn.graph=anchor cnn2gnn.k=0; do
   kdbench sweep --methods cnn2gnn --teachers resnet152 --datasets digits --seeds "$SEEDS" --set "$variant" \
     --executor "$EXECUTOR" --results-dir "$R" --wait --cpus-per-task "$CPUS"
