@@ -182,3 +182,21 @@ def test_the_ladder_keeps_models_with_their_own_learning_rates_on_one_axis(dirs:
     ]
     assert list(data.loc[data["best"], "model"]) == ["gnn2"]  # the best of its section: one axis
     assert not any("teacher_recipe" in label for label in data["recipe"])
+
+
+def test_the_ladder_counts_fewer_seeds_within_each_section(dirs: dict[str, Path]) -> None:
+    """A 3-seed section is not marked for having fewer seeds than another setting's 5-seed section."""
+    root = dirs["results"]
+    for seed in range(3):
+        write_run(root, make_config("ce", seed=seed), 95.0 + seed)
+    for seed in range(5):
+        write_run(root, make_config("ce", seed=seed, sets=("data.image_size=8", "data.train_fraction=0.1")),
+                  70.0 + seed)
+    write_run(root, make_config("ce", student="resnet50", seed=0, sets=("data.image_size=8",
+                                                                       "data.train_fraction=0.1")), 60.0)
+    data = build(root, "ladder").data
+    flags = {(s.split("=")[-1].rstrip("]"), m): f for s, m, f in zip(data["section"], data["model"],
+                                                                      data["fewer_seeds"], strict=True)}
+    assert flags == {("—", "resnet18"): False, ("0.1", "resnet18"): False, ("0.1", "resnet50"): True}
+    empty = build(root, "ladder", where="method=kd")
+    assert len(empty.data) == 0
