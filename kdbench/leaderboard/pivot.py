@@ -19,7 +19,7 @@ from ..errors import UserError
 from .board import DECIMALS, FEWER_SEEDS, METRIC_WORDS, TEACHER_AT_INFERENCE, Leaderboard
 from .cells import format_cell
 from .labels import _flat, _fmt_value
-from .runs import canon, clean, is_missing, needs_teacher_run
+from .runs import canon, clean, is_flag_set, is_missing
 from .stats import completed, summarize
 from .tables import caveats_footer, teacher_at_inference_footer
 
@@ -115,7 +115,7 @@ def pivot_table(df: pd.DataFrame, metric: str = "top1_last", rows: Sequence[str]
     for point, g in done.groupby(cells.loc[done.index, "_values"], sort=False):
         mean, std, n = summarize(g[metric])
         data_rows.append({**dict(zip(keys, point, strict=True)), "_point": point, "mean": mean, "std": std, "n": n,
-                          "teacher_at_inference": bool(g["teacher_at_inference"].map(needs_teacher_run).any()),
+                          "teacher_at_inference": bool(g["teacher_at_inference"].map(is_flag_set).any()),
                           "run_ids": " ".join(sorted(g["run_id"]))})
     data_rows.sort(key=lambda r: [_sort_key(v) for v in r["_point"]])
     data = pd.DataFrame.from_records(data_rows, columns=[*keys, "_point", "mean", "std", "n", "teacher_at_inference",

@@ -83,18 +83,14 @@ def prepare_runs(runs: pd.DataFrame, row_recipe_fields: Sequence[str] = ()) -> p
     return df
 
 
-def needs_teacher_run(value: Any) -> bool:
-    """The runs DataFrame's `teacher_at_inference` cell (kdbench.results); missing = False."""
-    return bool(clean(value) or False)
-
-
 def selection_of(value: Any) -> str:
     """A record's `best_selected_on`; records from before validation splits chose on test."""
     return "val" if clean(value) == "val" else "test"
 
 
-def is_transductive_run(value: Any) -> bool:
-    """The runs DataFrame's `transductive` cell (see kdbench.transductive); missing = False."""
+def is_flag_set(value: Any) -> bool:
+    """A yes/no cell of the runs DataFrame (`transductive`, see kdbench.transductive; `teacher_at_inference`, see
+    kdbench.results); missing (older records) = False."""
     return bool(clean(value) or False)
 
 

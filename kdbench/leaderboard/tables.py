@@ -25,7 +25,7 @@ from .board import (
 )
 from .cells import fmt_any, fmt_infer, fmt_params, fmt_seconds, format_cell
 from .labels import _with_suffix, distinguish, label_columns, label_rows, method_rank
-from .runs import canon, clean, is_missing, is_transductive_run, needs_teacher_run, selection_of
+from .runs import canon, clean, is_flag_set, is_missing, selection_of
 from .stats import completed, first_present, mark_best_and_flags, mark_significance, mean_of, summarize, teacher_stats
 
 
@@ -59,7 +59,7 @@ def selection_footer(selections: set[str], metric: str, teacher_shown: bool = Fa
 
 def transductive_footer(runs: pd.DataFrame) -> list[str]:
     """The footnote of the transductive marker, with the evaluation batch size(s) of the marked runs."""
-    marked = runs[runs["transductive"].map(is_transductive_run).astype(bool)]
+    marked = runs[runs["transductive"].map(is_flag_set).astype(bool)]
     if not len(marked):
         return []
     sizes = sorted({int(b) for b in marked["eval.batch_size"] if not is_missing(b)}
@@ -71,7 +71,7 @@ def transductive_footer(runs: pd.DataFrame) -> list[str]:
 
 def teacher_at_inference_footer(runs: pd.DataFrame) -> list[str]:
     """The footnote of the `§` marker, when a run shown needs its teacher at inference."""
-    if not len(runs) or not runs["teacher_at_inference"].map(needs_teacher_run).any():
+    if not len(runs) or not runs["teacher_at_inference"].map(is_flag_set).any():
         return []
     return [f"{TEACHER_AT_INFERENCE} {TEACHER_AT_INFERENCE_WORDS}"]
 
@@ -133,8 +133,8 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
         for key, g in members.groupby("_row_key", sort=False):
             mean, std, n = summarize(g[metric])
             records.append({"row": row_labels[key], "method": g["method"].iloc[0], **info,
-                            "transductive": bool(g["transductive"].map(is_transductive_run).any()),
-                            "teacher_at_inference": bool(g["teacher_at_inference"].map(needs_teacher_run).any()),
+                            "transductive": bool(g["transductive"].map(is_flag_set).any()),
+                            "teacher_at_inference": bool(g["teacher_at_inference"].map(is_flag_set).any()),
                             "mean": mean,
                             "std": std, "n": n, "run_ids": " ".join(sorted(g["run_id"]))})
             seeds.append(list(g[metric]))
@@ -205,17 +205,17 @@ def _ladder_sections(done: pd.DataFrame, with_selection: bool) -> tuple[dict[str
     """Run id → its section key; section key → (`dataset · recipe name`, the data settings, AMP or channels_last
     that tell apart sections of one name); run id → the recipe hyperparameters in which its model's recipe
     differs from the others' of its section (`lr=0.01`)."""
-    if not len(done):
-        return {}, {}, {}
-    keys, bases, settings = {}, {}, {}
+    keys: dict[str, str] = {}
+    settings: dict[str, dict[str, dict]] = {}  # base label → section key → the settings that may tell it apart
+    members: dict[str, list[dict]] = {}  # section key → its runs
     for r in done.to_dict("records"):
         s = r["_setting"]
         setting = {"data": s["data"], "amp": s["amp"], "channels_last": s["channels_last"]}
         key = canon([r["dataset"], s["recipe"].get("name"), setting, s["best_on"]])
         keys[r["run_id"]] = key
+        members.setdefault(key, []).append(r)
         base = " · ".join([str(r["dataset"]), str(s["recipe"].get("name") or "?"),
                            *([selection_label(s["best_on"])] if with_selection else [])])
-        bases[key] = base
         settings.setdefault(base, {})[key] = setting
     labels = {}
     for base, by_key in settings.items():
@@ -223,10 +223,9 @@ def _ladder_sections(done: pd.DataFrame, with_selection: bool) -> tuple[dict[str
         for key, extra in zip(by_key, extras, strict=True):
             labels[key] = (base, extra)
     notes: dict[str, str] = {}
-    for key in labels:
-        members = [r for r in done.to_dict("records") if keys[r["run_id"]] == key]
-        recipes = [{k: v for k, v in r["_setting"]["recipe"].items() if k != "name"} for r in members]
-        for r, note in zip(members, distinguish(recipes), strict=True):
+    for runs in members.values():
+        recipes = [{k: v for k, v in r["_setting"]["recipe"].items() if k != "name"} for r in runs]
+        for r, note in zip(runs, distinguish(recipes), strict=True):
             notes[r["run_id"]] = note
     return keys, labels, notes
 
@@ -252,14 +251,14 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
         devices = {str(d) for d in g["inference.device"] if not is_missing(d)}
         label = row_labels[r["_row_key"]]
         model = f"{r['student']}{label[len(str(r['method'])):]}"  # the student plus its variant, if any
-        if g["transductive"].map(is_transductive_run).any():
+        if g["transductive"].map(is_flag_set).any():
             model = f"{model} {TRANSDUCTIVE}"
-        model = _with_teacher_mark(model, bool(g["teacher_at_inference"].map(needs_teacher_run).any()))
+        model = _with_teacher_mark(model, bool(g["teacher_at_inference"].map(is_flag_set).any()))
+        base, extra = section_labels[section_of[r["run_id"]]]
         records.append({
-            "dataset": r["dataset"], "section": _with_suffix(*section_labels[section_of[r["run_id"]]]),
-            "recipe": _with_suffix(section_labels[section_of[r["run_id"]]][0].split(" · ", 1)[-1],
-                                   ", ".join(x for x in (section_labels[section_of[r["run_id"]]][1],
-                                                         recipe_notes[r["run_id"]]) if x)),
+            "dataset": r["dataset"], "section": _with_suffix(base, extra),
+            "recipe": _with_suffix(base.split(" · ", 1)[-1],
+                                   ", ".join(x for x in (extra, recipe_notes[r["run_id"]]) if x)),
             "model": model, "trained": "alone (ce)" if r["method"] == "ce" else f"{r['method']} ← {r['teacher']}",
             "layers": first_present(g["student_info.layers"]), "params": first_present(g["student_info.params"]),
             "mean": mean, "std": std, "n": n,
@@ -325,9 +324,9 @@ def runs_table(df: pd.DataFrame) -> Leaderboard:
     data = data.sort_values(["dataset", "pair", "_rank", "variant", "seed"], key=_sortable, ignore_index=True)
     data["best_selected_on"] = [selection_of(s) if not is_missing(b) else None
                                 for s, b in zip(data["best_selected_on"], data["top1_best"], strict=True)]
-    marked = data["transductive"].map(is_transductive_run).astype(bool)
+    marked = data["transductive"].map(is_flag_set).astype(bool)
     data["method"] = [f"{m} {TRANSDUCTIVE}" if t else m for m, t in zip(data["method"], marked, strict=True)]
-    data["method"] = [_with_teacher_mark(m, needs_teacher_run(t))
+    data["method"] = [_with_teacher_mark(m, is_flag_set(t))
                       for m, t in zip(data["method"], data["teacher_at_inference"], strict=True)]
     footer_extra = transductive_footer(data) + teacher_at_inference_footer(data)
     data = data[list(RUN_COLUMNS)]
