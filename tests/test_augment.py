@@ -136,3 +136,10 @@ def test_no_augmentation_and_unknown_names():
     for bad in ("crop", "pad4", "crop-pad4-flop", "Crop-pad4"):
         with pytest.raises(UserError, match="unknown augmentation"):
             make_augment(bad)
+
+
+def test_several_draws_at_once_are_the_single_draws():
+    index = torch.arange(50, 90)
+    many = keyed.draws(3, 4, index, (0, 1, 2, 16))
+    assert many.shape == (40, 4)
+    assert all(torch.equal(many[:, k], keyed.draws(3, 4, index, d)) for k, d in enumerate((0, 1, 2, 16)))

@@ -37,9 +37,10 @@ class PadCropFlip:
     """Zero-pad `pad` pixels, crop back to the input size at a keyed offset in [0, 2·pad]², flip horizontally on a
     keyed coin — torchvision's RandomCrop(size, padding=pad) + RandomHorizontalFlip, for a batch at once.
 
-    Two gathers (rows, then columns with the flip folded in) on whatever device and dtype the batch has: uint8
-    images are padded black before normalisation, as RandomCrop on a PIL image does. A class rather than a
-    closure so that DataLoader workers started by spawn can pickle it.
+    The offsets are drawn for any set of samples at once (an in-memory loader draws a whole epoch's in one pass)
+    and the crop is one indexing of the padded batch's sliding windows, on whatever device and dtype the batch
+    has: uint8 images are padded black before normalisation, as RandomCrop on a PIL image does. A class rather
+    than a closure so that DataLoader workers started by spawn can pickle it.
     """
 
     def __init__(self, pad: int, flip: bool) -> None:
@@ -48,24 +49,26 @@ class PadCropFlip:
 
     def offsets(self, seed: int, epoch: int, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(top, left, flipped) per sample of `index`: offsets in [0, 2·pad], flipped a bool."""
-        span = 2 * self.pad + 1
-        top = keyed.below(keyed.draws(seed, epoch, index, keyed.DRAW_TOP), span)
-        left = keyed.below(keyed.draws(seed, epoch, index, keyed.DRAW_LEFT), span)
-        flipped = keyed.draws(seed, epoch, index, keyed.DRAW_FLIP) >> 31 == 1 if self.flip \
-            else torch.zeros_like(index, dtype=torch.bool)
+        bits = keyed.draws(seed, epoch, index, (keyed.DRAW_TOP, keyed.DRAW_LEFT, keyed.DRAW_FLIP))
+        top, left = keyed.below(bits[:, :2], 2 * self.pad + 1).unbind(1)
+        flipped = bits[:, 2] >> 31 == 1 if self.flip else torch.zeros_like(index, dtype=torch.bool)
         return top, left, flipped
 
-    def __call__(self, images: torch.Tensor, seed: int, epoch: int, index: torch.Tensor) -> torch.Tensor:
-        """`images` B × C × H × W, `index` (B,) int64 on the same device: the augmented batch."""
-        b, c, h, w = images.shape
-        top, left, flipped = self.offsets(seed, epoch, index.to(images.device))
+    def crop(self, images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, flipped: torch.Tensor,
+             ) -> torch.Tensor:
+        """`images` B × C × H × W cropped at the given offsets and flipped where asked (:meth:`offsets`)."""
+        b, _, h, w = images.shape
         p = self.pad
-        padded = F.pad(images, (p, p, p, p)) if p else images
-        rows = top[:, None] + torch.arange(h, device=images.device)  # B × H
-        span = torch.arange(w, device=images.device)
-        cols = left[:, None] + torch.where(flipped[:, None], w - 1 - span, span)  # B × W, reversed when flipped
-        out = padded.gather(2, rows.view(b, 1, h, 1).expand(b, c, h, w + 2 * p))
-        return out.gather(3, cols.view(b, 1, 1, w).expand(b, c, h, w))
+        if p:
+            windows = F.pad(images, (p, p, p, p)).unfold(2, h, 1).unfold(3, w, 1)  # B × C × 2p+1 × 2p+1 × H × W
+            images = windows[torch.arange(b, device=images.device), :, top, left]  # one copy: B × C × H × W
+        if self.flip:  # no host sync on the flags: both versions, kept per sample
+            images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
+        return images
+
+    def __call__(self, images: torch.Tensor, seed: int, epoch: int, index: torch.Tensor) -> torch.Tensor:
+        """`images` B × C × H × W, `index` (B,) int64: the augmented batch, on the images' device."""
+        return self.crop(images, *self.offsets(seed, epoch, index.to(images.device)))
 
     def one(self, image: torch.Tensor, key: SampleKey | None) -> torch.Tensor:
         """One C × H × W sample (a loader worker's path): the batch function on a batch of one. Without a key

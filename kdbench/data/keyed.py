@@ -54,9 +54,12 @@ def run_key(seed: int, epoch: int) -> int:
     return _absorb(h, epoch & M32)
 
 
-def draws(seed: int, epoch: int, index: torch.Tensor, draw: int) -> torch.Tensor:
-    """Draw number `draw` of each sample `index` (an int64 tensor, any device): uniform int64 in [0, 2**32)."""
+def draws(seed: int, epoch: int, index: torch.Tensor, draw: int | tuple[int, ...]) -> torch.Tensor:
+    """Draw number `draw` of each sample `index` (an int64 tensor, any device): uniform int64 in [0, 2**32).
+    With a tuple of draw numbers, a (len(index), len(draw)) tensor of them, computed in one pass."""
     h = _absorb(run_key(seed, epoch), index.to(torch.int64) & M32)
+    if isinstance(draw, tuple):
+        return _absorb(h[:, None], torch.tensor(draw, dtype=torch.int64, device=index.device) & M32)
     return _absorb(h, draw & M32)
 
 

@@ -251,9 +251,11 @@ class InMemoryBatches:
         keys = order[: len(self) * self.batch_size]
         keys = keys.to(self.device).view(len(self), self.batch_size)  # one copy per epoch, sliced per step
         at = keys if rows is None else rows[keys]
-        epoch = self.sampler.epoch
+        # The epoch's crops in one pass (a pure function of (seed, epoch, index)); each batch takes its rows.
+        offsets = ds.offsets(self.seed, self.sampler.epoch, keys.flatten())
+        per_batch = None if offsets is None else [o.view(len(self), self.batch_size) for o in offsets]
         for b in range(len(self)):
-            images, labels = ds.batch(at[b], (self.seed, epoch, keys[b]))
+            images, labels = ds.batch(at[b], None if per_batch is None else tuple(o[b] for o in per_batch))
             yield images, labels, keys[b]
 
 

@@ -50,24 +50,26 @@ class IndexedTensorDataset(Dataset):
         moved.__dict__.update({k: v for k, v in self.__dict__.items() if k not in moved.__dict__})
         return moved
 
-    def batch(self, rows: torch.Tensor, key: tuple[int, int, torch.Tensor] | None = None,
+    def offsets(self, seed: int, epoch: int, index: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """The augmentation's keyed crop offsets and flips of the samples `index` (None: no augmentation)."""
+        return None if self.augment is None else self.augment.offsets(seed, epoch, index.to(self.images.device))
+
+    def batch(self, rows: torch.Tensor, offsets: tuple[torch.Tensor, ...] | None = None,
               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images, labels) of the samples at `rows`, on this set's device; augmented when `key` = (seed, epoch,
-        the samples' keyed indices) is given."""
-        device = self.images.device
-        rows = rows.to(device, non_blocking=True)
+        """(images, labels) of the samples at `rows`, on this set's device; augmented with `offsets` (from
+        :meth:`offsets`) when given."""
+        rows = rows.to(self.images.device, non_blocking=True)
         x = self.images.index_select(0, rows)
-        if key is not None and self.augment is not None:
-            seed, epoch, index = key
-            x = self.augment(x, seed, epoch, index.to(device, non_blocking=True))
+        if offsets is not None and self.augment is not None:
+            x = self.augment.crop(x, *offsets)
         if self.finish is not None:
             x = self.finish(x)
         return x, self.targets.index_select(0, rows)
 
     def keyed_item(self, index: int, key: SampleKey | None) -> tuple[torch.Tensor, int, int]:
-        """One sample through the very batch function (a loader worker's path)."""
-        rows = torch.tensor([index])
-        x, y = self.batch(rows, None if key is None else (key.seed, key.epoch, torch.tensor([key.index])))
+        """One sample through the very batch functions (a loader worker's path)."""
+        offsets = None if key is None else self.offsets(key.seed, key.epoch, torch.tensor([key.index]))
+        x, y = self.batch(torch.tensor([index]), offsets)
         return x[0], int(y[0]), index
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
