@@ -56,9 +56,19 @@ class EpochKeyedAugmentation(Dataset):
         return self.base[index]
 
 
+def train_batch_count(length: int, batch_size: int) -> int:
+    """Training batches per epoch: every training batch holds exactly `batch_size` samples and the ragged last
+    one is dropped (a small last batch would weigh its few samples like a full batch, and a loss that is a mean
+    over pairs of the batch would be several times larger on it). The order is reshuffled every epoch, so the
+    dropped samples differ and none is left out for good. A split smaller than one batch is one batch of all of
+    it."""
+    return max(1, length // batch_size)
+
+
 def global_batch_size(n: int, batch_size: int, world: int = 1) -> int:
     """The samples in every training batch of a split of `n`: `batch_size`, or all `n` when the split is smaller
-    (with W ranks: the most of them that split equally)."""
+    (with W ranks: the most of them that split equally — DDP averages the ranks' mean gradients, which is the
+    global mean only when their slices are equal)."""
     size = min(batch_size, n)
     return size - size % world
 
@@ -106,7 +116,7 @@ class RankSliceSampler(Sampler[int]):
         self.rank = rank
         self.world = world
         self.per_rank = self.global_batch // world
-        self.full = length // self.global_batch if self.global_batch else 0
+        self.full = train_batch_count(length, self.global_batch) if self.global_batch else 0
 
     @property
     def epoch(self) -> int:
