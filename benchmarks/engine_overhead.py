@@ -3,12 +3,12 @@
 Task: one epoch of `ce` on digits (training + evaluation of the test split), with the same loaders (kdbench's
 keyed in-memory batches), the same optimizer and the same per-step learning-rate schedule, in one process. For
 each student — resnet18, cifar_resnet8, gnn2, and `tiny` (one linear layer: almost nothing but harness) — the
-repetitions alternate engine / hand-written so that machine noise hits both alike, and the ratio of medians is
-printed (bare first on every other repetition, so that neither always runs on warm caches). Target:
-engine/bare <= 1.02 on resnet18, cifar_resnet8 and gnn2. µs/step is the engine's extra cost per training step
-(training parts only: (engine − bare) / steps); for `tiny` it is nearly all there is.
+printed engine/bare is the median over repetitions of each one's ratio (a repetition runs engine, bare, bare,
+engine and averages the pairs, so that order and drift cancel). Target: engine/bare <= 1.02 on resnet18,
+cifar_resnet8 and gnn2. µs/step is the engine's extra cost per training step
+(training parts only: the median of (engine − bare) / steps); for `tiny` it is nearly all there is.
 
-    python benchmarks/engine_overhead.py [--reps 7] [--students resnet18,cifar_resnet8,gnn2,tiny] [--device cpu]
+    python benchmarks/engine_overhead.py [--reps 5] [--students resnet18,cifar_resnet8,gnn2,tiny] [--device cpu]
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def _sync(device: torch.device) -> None:
 
 def measure(name: str, reps: int, image_size: int, device: torch.device) -> dict[str, list[float] | int]:
     """Per repetition: engine and bare seconds for the whole epoch (training + evaluation) and for training alone
-    (the engine's own `epoch_s`). Odd repetitions run the bare loop first, so that neither always runs second
-    (on warm caches); repetition 0 warms up and is not counted."""
+    (the engine's own `epoch_s`), each the mean of two runs in the order engine, bare, bare, engine; repetition 0
+    warms up and is not counted."""
     spec = get_method("ce")
     digits = get_dataset_spec("digits")
     data = build_dataset("digits", digits.params.__class__(image_size=image_size), augment=digits.recipe.augment)
@@ -98,10 +98,11 @@ def measure(name: str, reps: int, image_size: int, device: torch.device) -> dict
     out: dict[str, list[float] | int] = {"engine": [], "bare": [], "engine_train": [], "bare_train": [],
                                          "steps": len(train_loader)}
     for rep in range(reps + 1):
-        if rep % 2:
-            (b, b_train), (e, e_train) = bare(), engine()
-        else:
-            (e, e_train), (b, b_train) = engine(), bare()
+        # engine, bare, bare, engine: whichever runs second in a pair runs on the first one's leftovers (freed
+        # memory, caches), and the machine drifts; the ABBA order cancels both to first order.
+        e1, b1, b2, e2 = engine(), bare(), bare(), engine()
+        e, e_train = (e1[0] + e2[0]) / 2, (e1[1] + e2[1]) / 2
+        b, b_train = (b1[0] + b2[0]) / 2, (b1[1] + b2[1]) / 2
         if rep > 0:
             for key, value in (("engine", e), ("bare", b), ("engine_train", e_train), ("bare_train", b_train)):
                 out[key].append(value)  # type: ignore[union-attr]
@@ -111,7 +112,7 @@ def measure(name: str, reps: int, image_size: int, device: torch.device) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--students", default="resnet18,cifar_resnet8,gnn2,tiny")
     parser.add_argument("--device", default="cpu")
@@ -119,10 +120,14 @@ def main() -> None:
     device = torch.device(args.device)
     rows = []
     for name in args.students.split(","):
-        m = {k: v if isinstance(v, int) else statistics.median(v) for k, v in measure(
-            name, args.reps, args.image_size, device).items()}
-        per_step = (m["engine_train"] - m["bare_train"]) / m["steps"] * 1e6
-        rows.append((name, m["engine"], m["bare"], m["engine"] / m["bare"], per_step))
+        runs = measure(name, args.reps, args.image_size, device)
+        m = {k: v if isinstance(v, int) else statistics.median(v) for k, v in runs.items()}
+        # The ratio is the median of each repetition's own ratio: a shared machine's load changes between
+        # repetitions more than within one.
+        ratio = statistics.median(e / b for e, b in zip(runs["engine"], runs["bare"], strict=True))  # type: ignore
+        per_step = statistics.median(e - b for e, b in zip(runs["engine_train"], runs["bare_train"],  # type: ignore
+                                                             strict=True)) / m["steps"] * 1e6
+        rows.append((name, m["engine"], m["bare"], ratio, per_step))
     print(f"\nce on digits, 1 epoch + evaluation, {device}, torch threads {torch.get_num_threads()}, "
           f"median of {args.reps}")
     print(f"{'student':<14} {'engine s':>9} {'bare s':>9} {'engine/bare':>11} {'µs/step':>8}")

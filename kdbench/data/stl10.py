@@ -6,7 +6,9 @@ official `stl10_binary.tar.gz`. The 100,000 unlabelled images are not used, so o
 `kdbench/data/cifar.py` (torchvision's check kept on; tests patch our subclass's `train_list`/`test_list`).
 
 Normalisation: the per-channel mean/std of the labelled training images, computed at load time (5,000 images,
-well under a second) and recorded in the run's data notes.
+well under a second) and recorded in the run's data notes. The images are kept in memory as uint8 tensors
+(resized once when `data.image_size` is not 96) and served as whole batches: gather, keyed pad-crop-flip,
+normalisation (kdbench.data.loaders.InMemoryBatches; on the GPU by default).
 
 Recipe `stl10-v1` (our choice, documented): the CRD schedule shape — SGD 0.9, lr 0.05 ×0.1 after 150/180/210 of
 240 epochs, weight decay 5e-4, batch 64 — with CIFAR's crop scaled to 96 px ("crop-pad12-flip": pad = side/8,

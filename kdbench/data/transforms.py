@@ -1,10 +1,11 @@
-"""Per-sample image pipelines for the disk-backed datasets (CIFAR, STL-10, Mini-ImageNet, ImageFolder).
+"""Image pipelines: per sample for the image-file datasets (Mini-ImageNet, ImageFolder); the normalisation and
+the augmentation name's pad-crop-flip for the sets held in memory (CIFAR, STL-10), which apply them to batches.
 
 Every pipeline takes a uint8 C × H × W tensor (never a PIL image) and returns a normalised float32 tensor.
-Resizing crops (Resize, CenterCrop, RandomResizedCrop) are torchvision v2 transforms; the pad-crop, the flip and
-the normalisation are small tensor ops here, 4-5× cheaper per sample than their v2 equivalents — which matters
-for CIFAR, where per-sample CPU work, not the GPU, bounds a small network's epoch time. Augmentation is named by
-the recipe's `augment` string, with the grammar of `kdbench/data/augment.py` extended by one crop:
+Resizing (Resize, CenterCrop) is torchvision v2's; the resized crop, the pad-crop, the flip and the
+normalisation are small keyed tensor ops (kdbench.data.augment and Normalize255 here), which also take a batch.
+Augmentation is named by the recipe's `augment` string, with the grammar of `kdbench/data/augment.py` extended
+by one crop:
 
 - "none"          no augmentation;
 - "crop-padN"     zero-pad N pixels on each side, then a random crop back to the size (CIFAR's RandomCrop(32, 4));
