@@ -26,6 +26,9 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     for section in ("timing", "inference", "memory", "student_info", "eval"):
         for k, v in (record.get(section) or {}).items():
             row[f"{section}.{k}"] = v
+    # The test-set size behind an accuracy figure (its binomial error in the leaderboards' footers).
+    for k in ("num_train", "num_test"):
+        row[f"data.{k}"] = (record.get("data") or {}).get(k)
     config = record.get("config") or {}
     row["method_params"] = config.get("method_params")
     row["student_params"] = config.get("student_params")

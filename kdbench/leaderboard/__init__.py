@@ -2,7 +2,9 @@
 
 Tables (the kinds of comparison the CNN2GNN paper makes):
 - `methods`: rows = teacher, student alone (`ce`), each KD method; columns = dataset · teacher → student · recipe;
-  cells = mean ± std over seeds (seed count), best student per column marked.
+  cells = mean ± std over seeds (seed count), best student per column marked; each method tested against the
+  column's `ce` (paired t-test by seed, Welch's where the seeds differ; Holm across the column), with the
+  smallest detectable difference and the test set's binomial error in the footer (`stats`).
 - `ladder`: the models of the depth ladder trained alone (`ce`) and the distilled GNN side by side: layers,
   parameters, accuracy, inference time per image at a stated batch size, training time.
 - `runs`: one row per run record, whatever its status.

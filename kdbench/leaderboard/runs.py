@@ -21,7 +21,7 @@ OPTIONAL_COLUMNS = (
     "teacher_sha256", "timing.train_s", "inference.s_per_image", "inference.batch_size", "inference.device",
     "student_info.params", "student_info.layers", "best_epoch", "epochs", "finished_at", *METRICS,
     *TEACHER_METRIC.values(), "best_selected_on", "val_top1_best", "transductive", "eval.batch_size",
-    "teacher_at_inference",
+    "teacher_at_inference", "data.num_test",
 )
 
 
