@@ -52,7 +52,6 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 # Test-only start-up hook: the fixture's md5s as torchvision's expected checksums, in processes started here.
 FIXTURE_SITE = REPO / "tests" / "fixture_site"
-ROWS = ("ce", "kd", "teacher cache", "crd", "cnn2gnn", "ddp", "images/s")
 
 
 @dataclass(frozen=True)
@@ -112,11 +111,20 @@ def expect(condition: bool, message: str) -> None:
 
 @dataclass
 class Proc:
-    """One finished process: its parsed JSON stdout (None if none), seconds, and the tail of its stderr."""
+    """One process that exited 0: its stdout parsed as JSON, and its wall seconds (start-up included)."""
 
     output: Any
     seconds: float
-    tail: str
+
+
+def log_path(work: Path, check: str) -> Path:
+    """Where a check's process writes its stderr (kept with --workdir)."""
+    return work / "logs" / f"{check.replace(' ', '-').replace('/', '-')}.log"
+
+
+def log_tail(work: Path, check: str, lines: int = 15) -> str:
+    log = log_path(work, check)
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
 
 
 @dataclass
@@ -131,11 +139,11 @@ class Session:
         return self.deadline - time.monotonic()
 
     def start(self, name: str, argv: list[str]) -> Proc:
-        """Run `argv` with the fixture's environment, killed at the check's share of the budget; stdout parsed as
-        JSON. Raises CheckFailed on a non-zero exit, a timeout or no JSON."""
+        """Run `argv` with the fixture's environment, killed after check_timeout_s or when the budget is spent;
+        stdout parsed as JSON. Raises CheckFailed on a non-zero exit, a timeout or no JSON."""
         timeout = min(self.profile.check_timeout_s, self.remaining())
         expect(timeout > 5, f"not started: the budget of {self.profile.budget_s:.0f} s is spent")
-        log = self.work / "logs" / f"{name.replace(' ', '-').replace('/', '-')}.log"
+        log = log_path(self.work, name)
         log.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         with open(log, "w") as err:
@@ -149,13 +157,12 @@ class Session:
                 proc.communicate()
                 raise CheckFailed(f"killed after {timeout:.0f} s (log: {log})") from None
         seconds = time.monotonic() - t0
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         if proc.returncode != 0:
-            raise CheckFailed(f"exit code {proc.returncode}: {last_line(tail)}")
+            raise CheckFailed(f"exit code {proc.returncode}: {last_line(log_tail(self.work, name))}")
         try:
-            return Proc(json.loads(stdout), seconds, tail)
+            return Proc(json.loads(stdout), seconds)
         except json.JSONDecodeError:
-            raise CheckFailed(f"no JSON on stdout: {last_line(tail)}") from None
+            raise CheckFailed(f"no JSON on stdout: {last_line(log_tail(self.work, name))}") from None
 
     def kdbench_run(self, name: str, method: str, *extra: str, results: str = "results", teacher: bool = True,
                     student: bool = True, batch_size: int | None = None) -> tuple[dict[str, Any], float]:
@@ -402,11 +409,6 @@ def run_checks(p: Profile, work: Path) -> tuple[list[Row], dict[str, Any]]:
     return rows, {"n_train": n_train, "n_test": n_test, "device_name": device_name}
 
 
-def log_tail(work: Path, name: str) -> str:
-    log = work / "logs" / f"{name.replace(' ', '-').replace('/', '-')}.log"
-    return "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log.exists() else ""
-
-
 def render(rows: list[Row], p: Profile, facts: dict[str, Any], total_s: float) -> str:
     import torch
 
@@ -428,8 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-dry-run", action="store_true", help="the same checks on CPU at toy sizes")
     ap.add_argument("--gpus", type=int, default=0, help="ranks of the ddp check [default: every GPU]")
     ap.add_argument("--budget-s", type=float, default=None, help="start no check after this many seconds")
-    ap.add_argument("--workdir", type=Path, default=None, help="keep records, zoo, cache, data and logs here "
-                    "(default: a temporary folder, removed at the end)")
+    ap.add_argument("--workdir", type=Path, default=None, help="a new or empty folder to keep records, zoo, cache, "
+                    "data and logs in (default: a temporary folder, removed at the end)")
     ap.add_argument("--bare-loop", action="store_true", help=argparse.SUPPRESS)  # the images/s check's process
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
     ap.add_argument("--data-root", type=Path, default=None, help=argparse.SUPPRESS)
@@ -451,6 +453,10 @@ def main(argv: list[str] | None = None) -> int:
                   "for the same steps on CPU", file=sys.stderr)
             return 2
         p = gpu_profile(args.gpus or torch.cuda.device_count())
+    if args.workdir is not None and args.workdir.exists() and any(args.workdir.iterdir()):
+        # Its records would be shown again instead of runs, and its teacher cache would turn kd's fill into reads.
+        print(f"gpu_check: --workdir {args.workdir} is not empty: name a new or empty folder", file=sys.stderr)
+        return 2
     if args.budget_s is not None:
         p = replace(p, budget_s=args.budget_s)
     t0 = time.monotonic()
