@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,6 +97,9 @@ def test_the_leaderboard_shows_the_control_in_a_column_of_its_own(runs):
     # The student alone on the same 10 % is the baseline of both columns.
     ce = board.table.loc[[i for i in board.table.index if str(i).startswith("ce")][0]]
     assert ce[control[0]] == ce[normal[0]] != ""
+    # Alone in a table, the control column still says whose teacher it is.
+    alone = build(runs["results_dir"], "methods", where=f"run_id={runs['control']['run_id']}|{runs['ce']['run_id']}")
+    assert [str(c) for c in alone.table.columns] == [control[0].split(" [")[0] + " [teacher_data.train_fraction=0.1]"]
 
 
 def test_zoo_entries_written_before_the_data_was_in_the_key_are_never_loaded(tmp_path):
