@@ -94,6 +94,11 @@ class TeacherKey:
         return {"train_fraction": self.train_fraction, **({"val_fraction": self.val_fraction} if self.val_fraction
                                                           else {})}
 
+    @property
+    def data_note(self) -> str:
+        """", 0.1 of each class's training samples" for a teacher trained on part of the split; "" otherwise."""
+        return "" if self.train_fraction >= 1.0 else f", {self.train_fraction:g} of each class's training samples"
+
     def to_dict(self) -> dict[str, Any]:
         # `train_data` is in every trained teacher's digest, full-data ones included: entries written before it
         # was (some trained on a student's subset, issue #27) are never found again. Imported entries keep theirs.
@@ -214,9 +219,8 @@ class TeacherZoo:
     ) -> tuple[nn.Module, dict[str, Any]]:
         entry = self.entry_dir(key)
         _refuse_to_train_imported(key, entry)
-        part = "" if key.train_fraction >= 1.0 else f", a stratified {key.train_fraction:g} of its training split"
-        self.reporter.log(f"training teacher {key.arch} on {key.dataset}{part} ({len(data.train):,} samples, "
-                          f"{key.recipe.epochs} epochs)")
+        self.reporter.log(f"training teacher {key.arch} on {key.dataset} ({len(data.train):,} samples"
+                          f"{key.data_note}, {key.recipe.epochs} epochs)")
         torch.manual_seed(key.seed)
         model = _build(key, data)
         ce = get_method("ce")

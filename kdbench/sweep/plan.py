@@ -32,7 +32,7 @@ class TeacherTask:
     @property
     def label(self) -> str:
         return f"{self.key.arch} on {self.key.dataset} ({self.key.recipe.name}, {self.key.recipe.epochs} epochs, " \
-               f"seed {self.key.seed})"
+               f"seed {self.key.seed}{self.key.data_note})"
 
 
 @dataclass
