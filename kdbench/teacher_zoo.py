@@ -10,10 +10,9 @@ teacher train it once and the others wait and load it.
 The training data of a teacher trained here is part of its key and its card (`train_data`): the full training
 split, or with `teacher_data.train_fraction=F` the stratified F a student's `data.train_fraction=F` draws
 (:func:`training_data` builds it from the key; no caller chooses another split). Entries written before the data
-was in the key (up to kdbench 0.1.0's zoo, issue #27: a run with `data.train_fraction` on an empty zoo could store
-a teacher trained on the student's subset under the full-data key) have cards without `train_data`; no key
-reaches them any more, so they are never loaded: `kdbench teachers list` shows their data as unknown, and they can
-be deleted.
+was in the key (issue #27: a run with `data.train_fraction` on an empty zoo could store a teacher trained on the
+student's subset under the full-data key) have cards without `train_data`; no key reaches them any more, so they
+are never loaded: `kdbench teachers list` shows their data as unknown, and they can be deleted.
 """
 
 from __future__ import annotations
@@ -219,6 +218,7 @@ class TeacherZoo:
     ) -> tuple[nn.Module, dict[str, Any]]:
         entry = self.entry_dir(key)
         _refuse_to_train_imported(key, entry)
+        _check_training_data(key, data)
         self.reporter.log(f"training teacher {key.arch} on {key.dataset} ({len(data.train):,} samples"
                           f"{key.data_note}, {key.recipe.epochs} epochs)")
         torch.manual_seed(key.seed)
@@ -275,6 +275,17 @@ class TeacherZoo:
         if not self.root.is_dir():
             return []
         return [json.loads(p.read_text()) for p in sorted(self.root.glob(f"*/*/*/{CARD}"))]
+
+
+def _check_training_data(key: TeacherKey, data: DataSplits) -> None:
+    """A teacher never trains on data its key does not state: a student's split (cut to its `data.train_fraction`,
+    or with its validation split) passed by mistake is refused before anything is stored under the key."""
+    cut = "train_fraction" in data.notes  # kdbench.data.subset.keep_train_fraction's note
+    if data.val is not None or cut != (key.train_fraction < 1.0):
+        raise RuntimeError(f"teacher {key.arch}: the data passed to the zoo is not the teacher's (its key states "
+                           f"{key.train_data}; got {len(data.train)} training samples"
+                           f"{', a validation split' if data.val is not None else ''}): use "
+                           "kdbench.teacher_zoo.training_data(key)")
 
 
 def _refuse_to_train_imported(key: TeacherKey, entry: Path) -> None:

@@ -14,11 +14,13 @@ import shutil
 from typing import Any
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import kdbench
 from kdbench.cli.app import _register_commands, app
 from kdbench.config import content_hash
+from kdbench.engine import EngineSettings
 from kdbench.errors import UserError
 from kdbench.leaderboard import build
 from kdbench.resolve import RunOptions, resolve_config, resolve_teacher
@@ -87,6 +89,14 @@ def test_the_control_teacher_trains_on_the_samples_the_student_trains_on(runs):
                                               sets=[IMAGE, TENTH, CONTROL]))).digest
 
 
+def test_the_zoo_refuses_to_train_a_teacher_on_a_students_split(tmp_path):
+    config = resolve_config(RunOptions("kd", teacher="test_resnet", teacher_epochs=1, sets=[IMAGE, TENTH]))
+    zoo = TeacherZoo(tmp_path / "zoo")
+    with pytest.raises(RuntimeError, match="not the teacher's"):
+        zoo.get_or_train(teacher_key(config), load_data(config, None), EngineSettings(torch.device("cpu")))
+    assert zoo.cards() == []  # nothing stored under the full-data key
+
+
 def test_the_leaderboard_shows_the_control_in_a_column_of_its_own(runs):
     # The 10 %-label runs: the normal one, the control and the student alone.
     board = build(runs["results_dir"], "methods", where=f"run_id!={runs['full']['run_id']}")
@@ -148,7 +158,7 @@ def test_teacher_data_is_refused_for_a_teacher_trained_already(tmp_path):
     weights = tmp_path / "t.safetensors"
     from safetensors.torch import save_file
 
-    save_file({"w": __import__("torch").zeros(1)}, str(weights))
+    save_file({"w": torch.zeros(1)}, str(weights))
     with pytest.raises(UserError, match="teacher_data.train_fraction chooses what a zoo teacher trains on"):
         resolve_config(RunOptions("kd", teacher="test_resnet", teacher_ckpt=weights, sets=[CONTROL]))
     # A method without a teacher ignores it (as it ignores teacher_recipe): the control's `ce` is the plain one.
