@@ -1,8 +1,8 @@
 """Training recipes: optimizer, learning-rate schedule, epochs, batch size and augmentation for one dataset.
 
-A recipe is part of a run's identity (it goes into the run id and the teacher-zoo key), so two recipes never
-share a leaderboard column silently. Every field can be overridden from the CLI; the overridden recipe keeps
-its `name` but hashes differently.
+A recipe is part of a run's identity (it goes into the run id and the teacher-zoo key, its name included), so two
+recipes never share a leaderboard column silently. Every field can be overridden from the CLI; the overridden
+recipe keeps its `name` but hashes differently.
 
 A dataset's recipe states its published schedule for its own `epochs`; a run with other epochs gets the
 milestones and warm-up rescaled to them (:meth:`Recipe.with_epochs`), and the rescaled values are what the run's
@@ -23,7 +23,9 @@ SCHEDULES = ("cosine", "multistep", "constant")
 
 @dataclass(frozen=True)
 class Recipe:
-    # A label (e.g. "crd-cifar100"): kept in the stored config, left out of the run id (config.identity_dict).
+    # A label (e.g. "crd-cifar100"): it changes no number of a run (tests/test_no_dead_settings.py), but it is in
+    # the run id and the zoo key: it names the leaderboard column a run goes to, and a teacher recipe named
+    # "imported" selects an imported teacher (kdbench.teacher_import), so one record never carries two labels.
     name: str = field(metadata={"affects_results": False})
     epochs: int
     batch_size: int

@@ -36,7 +36,7 @@ from .progress import NULL_REPORTER, Reporter
 from .records import RunStore, new_record
 from .resolve import RunOptions, TeacherCheckpoint, resolve_config, with_run_teacher, zoo_teacher_code
 from .teacher_cache import open_run_cache
-from .teacher_zoo import TeacherKey, TeacherZoo, load_teacher_checkpoint
+from .teacher_zoo import TeacherKey, TeacherZoo, load_teacher_checkpoint, training_data
 
 # Inference time per image is measured at this batch size (stated in every record) unless overridden.
 INFER_BATCH_SIZE = 256
@@ -51,20 +51,35 @@ class Paths:
 
 
 def teacher_key(config: RunConfig) -> TeacherKey:
+    """The zoo key of the run's teacher: its training data is the full training split unless the run asks for the
+    information-matched control (`teacher_data.train_fraction`), never the student's `data.train_fraction`."""
     assert config.teacher is not None and config.teacher_recipe is not None
+    own, val_fraction = split_data_params(config.data_params)
     return TeacherKey(
         arch=config.teacher, dataset=config.dataset, recipe=config.teacher_recipe, seed=config.teacher_seed,
-        data_params=split_data_params(config.data_params)[0], model_options=config.teacher_params,
+        data_params=own, model_options=config.teacher_params,
         code=zoo_teacher_code(config.teacher_recipe),
+        train_fraction=train_fraction_of(config.teacher_data), val_fraction=val_fraction,
     )
+
+
+def load_teacher_data(config: RunConfig, data_root: str | Path | None, student: DataSplits | None = None) -> DataSplits:
+    """The data the run's zoo teacher trains on (:func:`kdbench.teacher_zoo.training_data` of its key). The
+    student's `data` is reused when it holds the very same samples (no validation split, the same fraction, the
+    same augmentation), so a dataset is not read twice for nothing."""
+    key = teacher_key(config)
+    if student is not None and student.val is None and key.recipe.augment == config.recipe.augment \
+            and key.train_fraction == train_fraction_of(config.data_params):
+        return student
+    return training_data(key, data_root)
 
 
 def load_data(
     config: RunConfig, data_root: str | Path | None, augment: str | None = None, *, validation: bool = True
 ) -> DataSplits:
     """The run's data; with `validation` (the student's) the `data.val_fraction` split is held out of training
-    and the training split cut to `data.train_fraction`, without it (the teacher's) the full training split is
-    returned."""
+    and the training split cut to `data.train_fraction`, without it the full training split is returned (e.g.
+    for its test split). What a zoo teacher trains on is :func:`load_teacher_data`'s."""
     spec = get_dataset_spec(config.dataset)
     own, val_fraction = split_data_params(config.data_params)
     params = spec.params.__class__(**own) if own else spec.params
@@ -243,13 +258,9 @@ def _execute_locked(
             record["teacher_metrics"] = _teacher_metrics(card, teacher)
         elif config.teacher is not None:
             zoo = TeacherZoo(paths.zoo_dir, reporter)
-            # The teacher trains with its own recipe's augmentation (its zoo key records that recipe).
-            assert config.teacher_recipe is not None
-            teacher_data = data
-            if config.teacher_recipe.augment != config.recipe.augment or data.val is not None:
-                # A teacher trains on the full training split: the validation split is the student's.
-                teacher_data = load_data(config, paths.data_root, augment=config.teacher_recipe.augment,
-                                         validation=False)
+            # The teacher trains on what its key says (its recipe's augmentation, its own training data): the full
+            # training split, not the student's fraction or validation hold-out, unless teacher_data says so.
+            teacher_data = load_teacher_data(config, paths.data_root, data)
             with distributed.main_first():  # rank 0 trains a missing teacher (one process); the others load it
                 teacher, card = zoo.get_or_train(teacher_key(config), teacher_data, replace(settings, world_size=1))
             record["teacher_metrics"] = _teacher_metrics(card, teacher)
@@ -294,7 +305,7 @@ def run_lock(store: RunStore, run_id: str, reporter: Reporter = NULL_REPORTER) -
 
 def _teacher_metrics(card: dict[str, Any], teacher: torch.nn.Module) -> dict[str, Any]:
     keep = ("top1", "top5", "top1_best", "top5_best", "best_epoch", "epochs", "train_s", "sha256", "path", "cached",
-            "user_checkpoint", "recipe", "source", "source_sha256")
+            "user_checkpoint", "recipe", "source", "source_sha256", "train_data")
     return {**{k: card[k] for k in keep if k in card}, "params": count_parameters(teacher),
             "layers": count_weight_layers(teacher)}
 
@@ -509,4 +520,4 @@ def clear_run(results_dir: str | Path | None, run_id: str) -> None:
     shutil.rmtree(RunStore(results_dir).run_dir(run_id), ignore_errors=True)
 
 
-__all__ = ["Paths", "RunOptions", "TeacherCheckpoint", "execute", "run"]
+__all__ = ["Paths", "RunOptions", "TeacherCheckpoint", "execute", "load_teacher_data", "run"]

@@ -1,11 +1,18 @@
 """The teacher zoo: teachers trained once by the harness, cached with a checksum, shared by every run.
 
-An entry is keyed by (architecture, dataset + its parameters, recipe, seed) and lives in
+An entry is keyed by (architecture, dataset + its parameters, the training data, recipe, seed) and lives in
 `<zoo>/<dataset>/<arch>/<recipe>-s<seed>-<digest>/` as `model.safetensors` plus `card.json` (sha256 of the
 weights, accuracy, epochs, time, versions). The card is written last, so an entry without a card is not an
 entry. Loading verifies the sha256; a mismatch rejects the file (renamed `*.rejected`) with a message and the
 teacher is retrained. Training happens under a file lock, so concurrent runs that need the same missing
 teacher train it once and the others wait and load it.
+
+The training data of a teacher trained here is part of its key and its card (`train_data`): the full training
+split, or with `teacher_data.train_fraction=F` the stratified F a student's `data.train_fraction=F` draws
+(:func:`training_data` builds it from the key; no caller chooses another split). Entries written before the data
+was in the key (issue #27: a run with `data.train_fraction` on an empty zoo could store a teacher trained on the
+student's subset under the full-data key) have cards without `train_data`; no key reaches them any more, so they
+are never loaded: `kdbench teachers list` shows their data as unknown, and they can be deleted.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from safetensors.torch import save_file
 
 from .config import content_hash
 from .data.loaders import make_eval_loader, make_train_loader
-from .data.registry import DataSplits
+from .data.registry import DataSplits, build_dataset, get_dataset_spec
+from .data.subset import keep_train_fraction
 from .engine import Engine, EngineSettings
 from .environment import environment
 from .errors import UserError
@@ -57,12 +65,47 @@ class TeacherKey:
     # The fingerprint of the code that trains the teacher (the `ce` method's, kdbench.fingerprint.teacher_code);
     # empty for imported teachers, which were not trained here, and then left out of the digest.
     code: str = ""
+    # The teacher's training data: the stratified fraction of each class of the training split it trains on (1:
+    # all of it; F < 1: the samples `data.train_fraction=F` gives a student) and, for F < 1, the student's
+    # `data.val_fraction` held out before the draw (as for the student; a full-data teacher trains on every
+    # training sample, the student's validation samples included).
+    train_fraction: float = 1.0
+    val_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.train_fraction < 1.0 and self.imported:
+            raise UserError(f"teacher_data.train_fraction={self.train_fraction:g}: an imported teacher was "
+                            "trained elsewhere, on data the zoo cannot choose; train one here instead (leave "
+                            f"teacher_recipe.name={IMPORTED_RECIPE} out)")
+        if self.train_fraction >= 1.0 and self.val_fraction:
+            object.__setattr__(self, "val_fraction", 0.0)  # held out only before a fraction is drawn
+
+    @property
+    def imported(self) -> bool:
+        return self.recipe.name == IMPORTED_RECIPE
+
+    @property
+    def train_data(self) -> dict[str, Any] | None:
+        """What the teacher trains on, as its key and card state it; None for an imported teacher (trained
+        elsewhere: the zoo does not know)."""
+        if self.imported:
+            return None
+        return {"train_fraction": self.train_fraction, **({"val_fraction": self.val_fraction} if self.val_fraction
+                                                          else {})}
+
+    @property
+    def data_note(self) -> str:
+        """", 0.1 of each class's training samples" for a teacher trained on part of the split; "" otherwise."""
+        return "" if self.train_fraction >= 1.0 else f", {self.train_fraction:g} of each class's training samples"
 
     def to_dict(self) -> dict[str, Any]:
+        # `train_data` is in every trained teacher's digest, full-data ones included: entries written before it
+        # was (some trained on a student's subset, issue #27) are never found again. Imported entries keep theirs.
         return {
             "arch": self.arch, "dataset": self.dataset, "recipe": self.recipe.to_dict(), "seed": self.seed,
             "data_params": self.data_params, "model_options": self.model_options,
             **({"code": self.code} if self.code else {}),
+            **({"train_data": self.train_data} if self.train_data is not None else {}),
         }
 
     @property
@@ -72,6 +115,35 @@ class TeacherKey:
     @property
     def relpath(self) -> Path:
         return Path(self.dataset) / self.arch / f"{self.recipe.name}-s{self.seed}-{self.digest}"
+
+
+def training_data(key: TeacherKey, data_root: str | Path | None = None) -> DataSplits:
+    """The data teacher `key` trains on (and is built for): the dataset of its key with its recipe's augmentation,
+    cut to its `train_data` (the same per-class draw a student's `data.train_fraction` makes, after the same
+    validation hold-out); never a validation split of its own."""
+    spec = get_dataset_spec(key.dataset)
+    params = spec.params.__class__(**key.data_params) if key.data_params else spec.params
+    splits = build_dataset(key.dataset, params, data_root, key.recipe.augment, val_fraction=key.val_fraction)
+    splits = keep_train_fraction(splits, key.train_fraction, int(getattr(params, "split_seed", 0)))
+    return replace(splits, val=None)
+
+
+def train_data_card(key: TeacherKey, data: DataSplits) -> dict[str, Any]:
+    """The card's `train_data`: the key's, plus the number of samples the teacher trained on."""
+    assert key.train_data is not None
+    return {**key.train_data, "num_train": len(data.train)}
+
+
+def describe_train_data(card: dict[str, Any]) -> str:
+    """A card's training data in a few words (`kdbench teachers list`)."""
+    if card.get("source") == "imported":
+        return "elsewhere (imported)"
+    data = card.get("train_data")
+    if not isinstance(data, dict):
+        return "unknown (old key: unused)"
+    n = f"{data['num_train']:,}" if isinstance(data.get("num_train"), int) else "?"
+    fraction = float(data.get("train_fraction", 1.0))
+    return f"all {n}" if fraction >= 1.0 else f"{fraction:g} of each class ({n})"
 
 
 def _build(key: TeacherKey, data: DataSplits) -> nn.Module:
@@ -146,7 +218,9 @@ class TeacherZoo:
     ) -> tuple[nn.Module, dict[str, Any]]:
         entry = self.entry_dir(key)
         _refuse_to_train_imported(key, entry)
-        self.reporter.log(f"training teacher {key.arch} on {key.dataset} ({key.recipe.epochs} epochs)")
+        _check_training_data(key, data)
+        self.reporter.log(f"training teacher {key.arch} on {key.dataset} ({len(data.train):,} samples"
+                          f"{key.data_note}, {key.recipe.epochs} epochs)")
         torch.manual_seed(key.seed)
         model = _build(key, data)
         ce = get_method("ce")
@@ -183,6 +257,7 @@ class TeacherZoo:
             "dataset": key.dataset,
             "recipe": key.recipe.name,
             "seed": key.seed,
+            "train_data": train_data_card(key, data),
             "params": count_parameters(model),
             **{k: v for k, v in fit.summary().items()},
             "top1": fit.last.top1,
@@ -200,6 +275,17 @@ class TeacherZoo:
         if not self.root.is_dir():
             return []
         return [json.loads(p.read_text()) for p in sorted(self.root.glob(f"*/*/*/{CARD}"))]
+
+
+def _check_training_data(key: TeacherKey, data: DataSplits) -> None:
+    """A teacher never trains on data its key does not state: a student's split (cut to its `data.train_fraction`,
+    or with its validation split) passed by mistake is refused before anything is stored under the key."""
+    cut = "train_fraction" in data.notes  # kdbench.data.subset.keep_train_fraction's note
+    if data.val is not None or cut != (key.train_fraction < 1.0):
+        raise RuntimeError(f"teacher {key.arch}: the data passed to the zoo is not the teacher's (its key states "
+                           f"{key.train_data}; got {len(data.train)} training samples"
+                           f"{', a validation split' if data.val is not None else ''}): use "
+                           "kdbench.teacher_zoo.training_data(key)")
 
 
 def _refuse_to_train_imported(key: TeacherKey, entry: Path) -> None:

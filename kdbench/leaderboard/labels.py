@@ -121,5 +121,15 @@ def label_columns(columns: pd.DataFrame, with_pair: bool = True, best: bool = Fa
     for base, settings in by_base.items():
         extras = distinguish(list(settings.values())) if len(settings) > 1 else [""]
         for key, extra in zip(settings, extras, strict=True):
+            note = _partial_teacher_note(settings[key])
+            if note and note not in extra:
+                extra = f"{extra}, {note}" if extra else note
             labels[key] = _with_suffix(base, extra)
     return labels
+
+
+def _partial_teacher_note(setting: dict[str, Any]) -> str:
+    """A teacher that saw only part of the training labels (the information-matched control) is named in its
+    column even alone: the teacher row's accuracy means something else then."""
+    fraction = (setting.get("teacher_data") or {}).get("train_fraction", 1.0)
+    return f"teacher_data.train_fraction={fraction:g}" if fraction < 1 else ""

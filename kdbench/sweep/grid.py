@@ -187,7 +187,7 @@ def setting_value(config: RunConfig, key: str) -> Any:
     scope, _, name = key.partition(".")
     sections: dict[str, Any] = {"recipe": config.recipe, "teacher_recipe": config.teacher_recipe,
                                 "data": config.data_params, "student": config.student_params,
-                                "teacher": config.teacher_params}
+                                "teacher": config.teacher_params, "teacher_data": config.teacher_data}
     section = sections.get(scope, config.method_params if scope in method_scopes(config.method) else None)
     if isinstance(section, dict):
         return section[name]
