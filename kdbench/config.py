@@ -81,12 +81,16 @@ class RunConfig:
     # one-process defaults, so one-process run ids are those of the code before distributed training.
     world_size: int = 1
     sync_bn: bool = False
+    # `--portable` (kdbench.environment.configure_portable): CPU kernels chosen so that every x86 CPU computes the
+    # same bits. Other numbers than the native kernels' on the same CPU, so another run; left out of the dict
+    # when off, so every other run's id is what it was.
+    portable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = json.loads(canonical_json(self))
         # Fields added after the first records, left out at their defaults so older run ids stay what they were.
         defaults = {"code": "", "teacher_cache_dtype": "", "param_groups": {}, "teacher_run": None,
-                    "world_size": 1, "sync_bn": False}
+                    "world_size": 1, "sync_bn": False, "portable": False}
         for key, default in defaults.items():
             if d[key] == default:
                 del d[key]

@@ -76,6 +76,7 @@ class RunOptions:
     amp: bool = False
     channels_last: bool = False
     teacher_cache_dtype: str = "float32"  # "float16": the teacher's outputs rounded through the cache (in the id)
+    portable: bool = False  # CPU numbers independent of the CPU (kdbench.environment.configure_portable; in the id)
     # The id of the completed (or, in a sweep's chain, planned) run whose student is the teacher; `teacher` is
     # then that student's architecture (see :func:`with_run_teacher` for `teacher="run:RUN_ID"`).
     teacher_run: str | None = None
@@ -230,6 +231,7 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         teacher_cache_dtype=_teacher_cache_dtype(opts.teacher_cache_dtype, teacher),
         teacher_run=opts.teacher_run if teacher else None,
         param_groups=parse_group_sets(sets.get(GROUP_SCOPE, {}), spec.cls.param_group_modules, spec.name),
+        portable=opts.portable,
     )
 
 

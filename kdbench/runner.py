@@ -25,7 +25,7 @@ from .data.registry import DataSplits, build_dataset, get_dataset_spec
 from .data.subset import keep_train_fraction, train_fraction_of
 from .data.validation import split_data_params
 from .engine import Engine, EngineSettings, FitResult
-from .environment import configure_determinism, configure_threads, environment, resolve_device
+from .environment import configure_determinism, configure_portable, configure_threads, environment, resolve_device
 from .errors import RunDiverged, UserError
 from .evaluate import inference_time_per_image
 from .fingerprint import code_fingerprint
@@ -55,7 +55,7 @@ def teacher_key(config: RunConfig) -> TeacherKey:
     return TeacherKey(
         arch=config.teacher, dataset=config.dataset, recipe=config.teacher_recipe, seed=config.teacher_seed,
         data_params=split_data_params(config.data_params)[0], model_options=config.teacher_params,
-        code=zoo_teacher_code(config.teacher_recipe),
+        code=zoo_teacher_code(config.teacher_recipe), portable=config.portable,
     )
 
 
@@ -140,9 +140,13 @@ def execute(
                          "(the older record stays; `kdbench leaderboard --all-code` shows it)")
 
     check_backends(log)
-    threads = configure_threads()
+    if config.portable:  # first: it works only before this process computes anything
+        configure_portable()
+    threads = configure_threads(portable=config.portable)
     dev = resolve_device(device)
-    determinism = configure_determinism(deterministic, dev)
+    if config.portable and dev.type != "cpu":
+        raise UserError(f"--portable makes CPU numbers independent of the CPU; this run is on {dev}: use --device cpu")
+    determinism = {**configure_determinism(deterministic, dev), "portable": config.portable}
     if config.world_size > 1:
         distributed.check_world(config.world_size)
         distributed.per_rank_batch(config.recipe.batch_size, config.world_size)
@@ -447,6 +451,7 @@ def run(
     deterministic: bool = True,
     nproc: int = 1,
     sync_bn: bool = False,
+    portable: bool = False,
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
 
@@ -463,6 +468,8 @@ def run(
     so it is part of the run id.
     `deterministic=False`: let cuDNN autotune its kernels (faster on a GPU, not bit-reproducible; not in the run id).
     `teacher="run:RUN_ID"`: the student of completed run RUN_ID (under `results_dir`) is the teacher.
+    `portable=True`: CPU numbers that every x86 CPU computes alike (kdbench.environment.configure_portable;
+    slower, in the run id); only in a process that has not computed with torch yet.
 
     >>> import kdbench
     >>> record = kdbench.run("kd", teacher="resnet18", student="resnet18", epochs=2, teacher_epochs=2)
@@ -472,6 +479,7 @@ def run(
         method=method, teacher=teacher, student=student, dataset=dataset, seed=seed, teacher_seed=teacher_seed,
         epochs=epochs, teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=list(sets or []),
         teacher_ckpt=teacher_ckpt, amp=amp, channels_last=channels_last, teacher_cache_dtype=teacher_cache_dtype,
+        portable=portable,
     )
     config = resolve_config(with_run_teacher(opts, results_dir))
     paths = Paths(results_dir, zoo_dir, data_root, cache_dir)

@@ -57,12 +57,15 @@ class TeacherKey:
     # The fingerprint of the code that trains the teacher (the `ce` method's, kdbench.fingerprint.teacher_code);
     # empty for imported teachers, which were not trained here, and then left out of the digest.
     code: str = ""
+    # Trained under `--portable` (the same weights on any x86 CPU): another entry than the native one; left out
+    # of the digest when off, so existing entries keep their place.
+    portable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "arch": self.arch, "dataset": self.dataset, "recipe": self.recipe.to_dict(), "seed": self.seed,
             "data_params": self.data_params, "model_options": self.model_options,
-            **({"code": self.code} if self.code else {}),
+            **({"code": self.code} if self.code else {}), **({"portable": True} if self.portable else {}),
         }
 
     @property
