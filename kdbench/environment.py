@@ -68,7 +68,8 @@ _MKL_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7:
 PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
 # The fields of environment()["cpu"] that decide which kernels compute a CPU run's numbers (and so their last
 # bits): two records that agree on these, and on torch's version, ran the same float operations.
-CPU_IDENTITY = ("model", "capability", "mkl_branch", "mkl_auto_branch", "mkldnn_enabled", "nnpack_enabled")
+CPU_IDENTITY = ("model", "capability", "mkl_branch", "mkl_auto_branch", "mkldnn_enabled", "nnpack_enabled",
+                "torch_build", "mkl")
 
 
 def _mkl() -> Any:
@@ -114,6 +115,18 @@ def cpu_model() -> dict[str, str | None]:
     return out
 
 
+@lru_cache(maxsize=1)
+def kernel_libraries() -> dict[str, str | None]:
+    """torch's build (e.g. 2.14.1+cu130) and the MKL and oneDNN versions compiled into it (torch.__config__)."""
+    import re
+
+    shown = torch.__config__.show()
+    mkl = re.search(r"Math Kernel Library Version ([0-9.]+)", shown)
+    onednn = re.search(r"(?:MKL-DNN|oneDNN) (v[^ ]+)", shown)
+    return {"torch_build": torch.__version__, "mkl": mkl.group(1) if mkl else None,
+            "onednn": onednn.group(1) if onednn else None}
+
+
 def cpu_info() -> dict[str, Any]:
     """What decides the last bits of a CPU run's numbers: the CPU, the ISA level torch's kernels dispatch to
     (ATEN_CPU_CAPABILITY caps it), MKL's branch (MKL_CBWR fixes it), and whether oneDNN (mkldnn) and NNPACK
@@ -131,18 +144,18 @@ def cpu_info() -> dict[str, Any]:
         "mkldnn_enabled": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
         "nnpack_enabled": bool(torch.backends.nnpack.is_available() and torch._C._get_nnpack_enabled()),
         "onednn_max_isa_env": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        **kernel_libraries(),
     }
 
 
 def cpu_identity(env: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The fields of a record's environment that decide a CPU run's float bits (CPU_IDENTITY, torch's version,
-    the torch threads), or None for a record made before they were stored. Under `--portable` the CPU itself
-    drops out: the same bits on any x86 CPU."""
+    """The fields of a record's environment that decide a CPU run's float bits (CPU_IDENTITY: the CPU, the kernels
+    it dispatches to, torch's build and MKL's version; and the torch threads), or None for a record made before
+    they were stored. Under `--portable` the CPU itself drops out: the same bits on any x86 CPU."""
     cpu = (env or {}).get("cpu")
     if not cpu:
         return None
     out = {k: cpu.get(k) for k in CPU_IDENTITY}
-    out["torch"] = (env.get("versions") or {}).get("torch")
     out["torch_threads"] = (env.get("device") or {}).get("torch_threads")
     if cpu.get("capability") == "DEFAULT" and cpu.get("mkl_branch") == "COMPATIBLE" and \
             not cpu.get("mkldnn_enabled") and not cpu.get("nnpack_enabled"):
