@@ -19,6 +19,8 @@ from kdbench.cli.run_config import run_options, run_params, save_run_config
 from kdbench.environment import configure_portable, cpu_identity, cpu_model, environment
 from kdbench.errors import UserError
 from kdbench.resolve import resolve_config
+from kdbench.runner import teacher_key
+from kdbench.sweep.grid import expand, grid_from_options, load_sweep_file
 
 CLI = [sys.executable, "-m", "kdbench"]
 TINY = ("--method", "ce", "--student", "cifar_resnet8", "--epochs", "1", "--set", "data.image_size=8",
@@ -65,6 +67,17 @@ def test_portable_is_another_run_id_and_a_saved_config_keeps_it(tmp_path: Path):
     save_run_config(tmp_path / "p.yaml", _params(*TINY, "--portable"))
     assert "portable: true" in (tmp_path / "p.yaml").read_text()
     assert resolve_config(run_options(_params("--config", str(tmp_path / "p.yaml")))).run_id == portable.run_id
+
+
+def test_a_sweep_file_with_portable_plans_portable_runs_and_teachers(tmp_path: Path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("methods: [ce, kd]\nteachers: [cifar_resnet8]\nepochs: 1\nteacher_epochs: 1\nportable: true\n")
+    runs = expand(grid_from_options(load_sweep_file(path)))
+    assert {r.config.method for r in runs} == {"ce", "kd"} and all(r.config.portable for r in runs)
+    kd = next(r.config for r in runs if r.config.method == "kd")
+    native_kd = resolve_config(run_options(_params("--method", "kd", "--teacher", "cifar_resnet8", "--epochs", "1",
+                                                   "--teacher-epochs", "1")))
+    assert teacher_key(kd).portable and teacher_key(kd).digest != teacher_key(native_kd).digest  # own zoo entry
 
 
 def _portable_run(tmp_path: Path, name: str, env: dict[str, str]) -> tuple[dict, list[dict]]:
