@@ -81,7 +81,7 @@ class RunConfig:
     # one-process defaults, so one-process run ids are those of the code before distributed training.
     world_size: int = 1
     sync_bn: bool = False
-    # `--portable` (kdbench.environment.configure_portable): CPU kernels chosen so that every x86 CPU computes the
+    # `--portable` (kdbench.cpu_numerics.configure_portable): CPU kernels chosen so that every x86 CPU computes the
     # same bits. Other numbers than the native kernels' on the same CPU, so another run; left out of the dict
     # when off, so every other run's id is what it was.
     portable: bool = False

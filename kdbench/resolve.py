@@ -76,7 +76,7 @@ class RunOptions:
     amp: bool = False
     channels_last: bool = False
     teacher_cache_dtype: str = "float32"  # "float16": the teacher's outputs rounded through the cache (in the id)
-    portable: bool = False  # CPU numbers independent of the CPU (kdbench.environment.configure_portable; in the id)
+    portable: bool = False  # CPU numbers independent of the CPU (kdbench.cpu_numerics.configure_portable; in the id)
     # The id of the completed (or, in a sweep's chain, planned) run whose student is the teacher; `teacher` is
     # then that student's architecture (see :func:`with_run_teacher` for `teacher="run:RUN_ID"`).
     teacher_run: str | None = None

@@ -20,12 +20,13 @@ from filelock import FileLock, Timeout
 
 from . import attempts, distributed, exports
 from .config import RunConfig
+from .cpu_numerics import configure_portable, cpu_info, portable_threads
 from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits, build_dataset, get_dataset_spec
 from .data.subset import keep_train_fraction, train_fraction_of
 from .data.validation import split_data_params
 from .engine import Engine, EngineSettings, FitResult
-from .environment import configure_determinism, configure_portable, configure_threads, environment, resolve_device
+from .environment import configure_determinism, configure_threads, environment, resolve_device
 from .errors import RunDiverged, UserError
 from .evaluate import inference_time_per_image
 from .fingerprint import code_fingerprint
@@ -142,7 +143,7 @@ def execute(
     check_backends(log)
     if config.portable:  # first: it works only before this process computes anything
         configure_portable()
-    threads = configure_threads(portable=config.portable)
+    threads = portable_threads(configure_threads()) if config.portable else configure_threads()
     dev = resolve_device(device)
     if config.portable and dev.type != "cpu":
         raise UserError(f"--portable makes CPU numbers independent of the CPU; this run is on {dev}: use --device cpu")
@@ -230,7 +231,8 @@ def _execute_locked(
     """The run proper, under its lock. `existing` is the run's earlier record (an interrupted attempt's), whose
     attempt history the new record continues; `threads` is what configure_threads() chose."""
     record = new_record(config)
-    record["environment"] = {**environment(settings.device), **({"determinism": determinism} if determinism else {})}
+    record["environment"] = {**environment(settings.device), "cpu": cpu_info(),
+                             **({"determinism": determinism} if determinism else {})}
     record["threads"] = threads
     record["data"] = {"num_train": len(data.train), "num_test": len(data.test),
                       **({"num_val": len(data.val)} if data.val is not None else {}),
@@ -468,7 +470,7 @@ def run(
     so it is part of the run id.
     `deterministic=False`: let cuDNN autotune its kernels (faster on a GPU, not bit-reproducible; not in the run id).
     `teacher="run:RUN_ID"`: the student of completed run RUN_ID (under `results_dir`) is the teacher.
-    `portable=True`: CPU numbers that every x86 CPU computes alike (kdbench.environment.configure_portable;
+    `portable=True`: CPU numbers that every x86 CPU computes alike (kdbench.cpu_numerics.configure_portable;
     slower, in the run id); only in a process that has not computed with torch yet.
 
     >>> import kdbench

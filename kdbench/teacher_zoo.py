@@ -23,6 +23,7 @@ from filelock import FileLock
 from safetensors.torch import save_file
 
 from .config import content_hash
+from .cpu_numerics import cpu_info
 from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits
 from .engine import Engine, EngineSettings
@@ -192,7 +193,7 @@ class TeacherZoo:
             "top5": fit.last.top5,
             "train_s": train_s,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environment": environment(settings.device),
+            "environment": {**environment(settings.device), "cpu": cpu_info()},
         }
         atomic_write_json(entry / CARD, card)  # last: its presence marks the entry complete
         (entry / "work" / "checkpoint.pt").unlink(missing_ok=True)

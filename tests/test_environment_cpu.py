@@ -1,4 +1,4 @@
-"""Records name the CPU that computed them (kdbench.environment.cpu_info), and `--portable` computes the same bits
+"""Records name the CPU that computed them (kdbench.cpu_numerics.cpu_info), and `--portable` computes the same bits
 whatever the CPU: here "another CPU" is simulated by capping MKL's and oneDNN's instruction sets, which changes a
 native run's numbers (benchmarks/cpu_portable.py shows it) and must not change a portable one's."""
 
@@ -16,10 +16,10 @@ import typer
 
 from kdbench.cli.app import _register_commands, app
 from kdbench.cli.run_config import run_options, run_params, save_run_config
-from kdbench.environment import configure_portable, cpu_identity, cpu_model, environment
+from kdbench.cpu_numerics import configure_portable, cpu_identity, cpu_info, cpu_model
 from kdbench.errors import UserError
 from kdbench.resolve import resolve_config
-from kdbench.runner import teacher_key
+from kdbench.runner import Paths, execute, teacher_key
 from kdbench.sweep.grid import expand, grid_from_options, load_sweep_file
 
 CLI = [sys.executable, "-m", "kdbench"]
@@ -30,19 +30,29 @@ EPOCH_FIELDS = ("losses", "lr", "top1", "top5", "eval_loss", "train_top1")
 AVX2_CPU = {"MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
-def test_environment_names_the_cpu_and_the_kernels_it_dispatches_to():
-    cpu = environment(torch.device("cpu"))["cpu"]
+def test_cpu_info_names_the_cpu_and_the_kernels_it_dispatches_to():
+    cpu = cpu_info()
     assert cpu["model"].startswith(cpu_model()["name"]) and cpu["model"] != "None"
     assert cpu["capability"] == torch.backends.cpu.get_cpu_capability()
     assert cpu["capability_env"] == os.environ.get("ATEN_CPU_CAPABILITY")
     assert cpu["mkldnn_enabled"] == torch.backends.mkldnn.enabled
     if torch.backends.mkl.is_available():  # MKL in force: its own choice (OFF) unless MKL_CBWR fixed one
-        assert cpu["mkl_branch"] == (os.environ.get("MKL_CBWR") or "OFF") and cpu["mkl_auto_branch"]
-    identity = cpu_identity(environment(torch.device("cpu")))
+        assert cpu["mkl_branch"] == (os.environ.get("MKL_CBWR") or "OFF") and cpu["mkl_auto_branch"] and cpu["mkl"]
+    identity = cpu_identity({"cpu": cpu, "device": {"torch_threads": 1}})
     assert identity is not None and identity["model"] == cpu["model"] and identity["torch_build"] == torch.__version__
-    assert cpu["mkl"] if torch.backends.mkl.is_available() else cpu["mkl"] is None
     # A record from before records named their CPU:
     assert cpu_identity({"versions": {"torch": "2"}, "device": {"torch_threads": 1}}) is None
+
+
+def test_a_run_record_and_its_zoo_teacher_card_name_the_cpu(dirs):
+    record = execute(resolve_config(run_options(_params("--method", "kd", "--teacher", "cifar_resnet8",
+                                                        "--student", "cifar_resnet8", "--epochs", "1",
+                                                        "--teacher-epochs", "1", "--set", "data.image_size=8",
+                                                        "--set", "data.train_fraction=0.2"))),
+                     Paths(dirs["results"], dirs["zoo"], dirs["data"]), device="cpu")
+    assert record["environment"]["cpu"] == cpu_info() and record["environment"]["determinism"]["portable"] is False
+    card = json.loads(next(dirs["zoo"].rglob("card.json")).read_text())
+    assert card["environment"]["cpu"] == cpu_info()
 
 
 def test_portable_refuses_in_a_process_that_has_computed_already():

@@ -4,7 +4,7 @@ stays the same. A change to the harness that alters numbers must raise it (and r
 
 Bit-for-bit holds only where the same kernels compute the same floats: on another CPU (its ISA level, MKL's
 branch) or another torch build the last bits differ from the first epochs on, with no change to the code. So when
-the numbers differ the test compares the CPU identity the reference records carry (kdbench.environment.cpu_identity)
+the numbers differ the test compares the CPU identity the reference records carry (kdbench.cpu_numerics.cpu_identity)
 with that of its own rerun: the same → the code changed the numbers (raise the version); another CPU or torch →
 skipped, naming both, because here the canary cannot tell a code change from the machine. Canaries made with
 `--portable` (results/canary.sh) carry no CPU in their identity, so they check the code on any x86 CPU."""
@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from kdbench.config import RunConfig
-from kdbench.environment import cpu_identity
+from kdbench.cpu_numerics import cpu_identity
 from kdbench.fingerprint import RESULTS_VERSION, code_fingerprint
 from kdbench.records import RunStore
 from kdbench.runner import Paths, execute

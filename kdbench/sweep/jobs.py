@@ -162,7 +162,7 @@ class TeacherJob(submitit.helpers.Checkpointable):
             return None
         config = RunConfig.from_dict(self.config)
         if config.portable:  # before anything computes; a portable teacher is trained as the run would train it
-            from ..environment import configure_portable
+            from ..cpu_numerics import configure_portable
 
             configure_portable()
         else:
