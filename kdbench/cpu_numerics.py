@@ -136,10 +136,16 @@ def configure_portable() -> dict[str, Any]:
         if os.environ.get(name, value).lower() != value.lower():
             raise UserError(f"--portable needs {name}={value}, but the environment sets {name}="
                             f"{os.environ[name]}: unset it")
-        os.environ[name] = value
+    before = {name: os.environ.get(name) for name in PORTABLE_ENV}
+    os.environ.update(PORTABLE_ENV)
     lib = _mkl()
     capability, branch = torch.backends.cpu.get_cpu_capability(), _mkl_branch(lib)
     if capability != "DEFAULT" or (lib is not None and branch != "COMPATIBLE"):
+        for name, value in before.items():  # refused: this process's children must not inherit half a mode
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
         raise UserError(f"--portable: this process computed with torch before (its kernels run at {capability}, "
                         f"MKL's branch {branch}); start a fresh process (the `kdbench` command does), or set "
                         + " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items()) + " before Python starts")

@@ -59,9 +59,11 @@ def test_portable_refuses_in_a_process_that_has_computed_already():
     torch.ones(2) + 1  # this process's kernels are chosen from here on
     if torch.backends.cpu.get_cpu_capability() == "DEFAULT":
         pytest.skip("this process runs at ATen's DEFAULT level already")
+    before = {k: os.environ.get(k) for k in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")}
     with pytest.raises(UserError, match="start a fresh process"):
         configure_portable()
-    assert torch.backends.mkldnn.enabled  # refused before it changed anything
+    assert torch.backends.mkldnn.enabled and torch.get_num_threads() == 1  # refused before it changed anything
+    assert {k: os.environ.get(k) for k in before} == before  # nor the environment later subprocesses inherit
 
 
 def _params(*args: str) -> dict:
