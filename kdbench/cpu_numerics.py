@@ -26,8 +26,8 @@ _MKL_BRANCHES = {1: "OFF", 2: "AUTO", 3: "COMPATIBLE", 4: "SSE2", 6: "SSSE3", 7:
 # (benchmarks/cpu_portable.py checks it and measures the cost). ATen's own kernels at the DEFAULT (no SIMD
 # dispatch) level, MKL's BLAS on its COMPATIBLE branch; both are read once, at their first use in the process.
 PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
-# The fields of environment()["cpu"] that decide which kernels compute a CPU run's numbers (and so their last
-# bits): two records that agree on these, and on torch's version, ran the same float operations.
+# The fields of a record's `environment.cpu` that decide which kernels compute a CPU run's numbers (and so their
+# last bits): two records that agree on these and on the thread count ran the same float operations.
 CPU_IDENTITY = ("model", "capability", "mkl_branch", "mkl_auto_branch", "mkldnn_enabled", "nnpack_enabled",
                 "torch_build", "mkl")
 
@@ -123,13 +123,13 @@ def cpu_identity(env: dict[str, Any] | None) -> dict[str, Any] | None:
     return out
 
 
-def configure_portable() -> dict[str, Any]:
+def configure_portable() -> None:
     """`--portable`: make this process compute CPU numbers that do not depend on the CPU — ATen's DEFAULT kernels
     (ATEN_CPU_CAPABILITY=default), MKL's COMPATIBLE branch (MKL_CBWR), oneDNN and NNPACK convolutions off (they
     pick kernels by the CPU's ISA and cache sizes), one torch thread. The two variables are read at torch's
     first kernel and MKL's first call: set here, they work only before this process has computed anything;
-    after that (e.g. a second run in a Python session) this refuses, saying what to set before starting.
-    Returns what is in force, for the record."""
+    after that (e.g. a second run in a Python session) this refuses, saying what to set before starting, and
+    changes nothing. The record's `environment.cpu` (cpu_info) then shows the mode in force."""
     from .errors import UserError
 
     for name, value in PORTABLE_ENV.items():
@@ -152,8 +152,6 @@ def configure_portable() -> dict[str, Any]:
     torch.backends.mkldnn.enabled = False
     torch.backends.nnpack.set_flags(False)
     torch.set_num_threads(1)
-    return {"portable": True, "capability": capability, "mkl_branch": branch, "mkldnn_enabled": False,
-            "nnpack_enabled": False, "torch_threads": 1}
 
 
 def portable_threads(threads: dict[str, Any]) -> dict[str, Any]:

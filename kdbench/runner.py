@@ -141,12 +141,12 @@ def execute(
                          "(the older record stays; `kdbench leaderboard --all-code` shows it)")
 
     check_backends(log)
-    if config.portable:  # first: it works only before this process computes anything
-        configure_portable()
-    threads = portable_threads(configure_threads()) if config.portable else configure_threads()
     dev = resolve_device(device)
     if config.portable and dev.type != "cpu":
         raise UserError(f"--portable makes CPU numbers independent of the CPU; this run is on {dev}: use --device cpu")
+    if config.portable:  # before anything computes: it works only then
+        configure_portable()
+    threads = portable_threads(configure_threads()) if config.portable else configure_threads()
     determinism = {**configure_determinism(deterministic, dev), "portable": config.portable}
     if config.world_size > 1:
         distributed.check_world(config.world_size)
