@@ -87,12 +87,16 @@ class RunConfig:
     # `data.train_fraction=F` gives a student (the information-matched control; kdbench.data.subset), not on the
     # full training split. Left out of the dict when empty (a full-data teacher).
     teacher_data: dict[str, Any] = field(default_factory=dict)
+    # `--portable` (kdbench.cpu_numerics.configure_portable): CPU kernels chosen so that every x86 CPU computes the
+    # same bits. Other numbers than the native kernels' on the same CPU, so another run; left out of the dict
+    # when off, so every other run's id is what it was.
+    portable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = json.loads(canonical_json(self))
         # Fields added after the first records, left out at their defaults so older run ids stay what they were.
         defaults = {"code": "", "teacher_cache_dtype": "", "param_groups": {}, "teacher_run": None,
-                    "world_size": 1, "sync_bn": False, "teacher_data": {}}
+                    "world_size": 1, "sync_bn": False, "teacher_data": {}, "portable": False}
         for key, default in defaults.items():
             if d[key] == default:
                 del d[key]

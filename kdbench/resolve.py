@@ -78,6 +78,7 @@ class RunOptions:
     amp: bool = False
     channels_last: bool = False
     teacher_cache_dtype: str = "float32"  # "float16": the teacher's outputs rounded through the cache (in the id)
+    portable: bool = False  # CPU numbers independent of the CPU (kdbench.cpu_numerics.configure_portable; in the id)
     # The id of the completed (or, in a sweep's chain, planned) run whose student is the teacher; `teacher` is
     # then that student's architecture (see :func:`with_run_teacher` for `teacher="run:RUN_ID"`).
     teacher_run: str | None = None
@@ -241,6 +242,7 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         # A zoo teacher's only (a method without a teacher ignores it, as it does teacher_recipe).
         teacher_data=teacher_data if teacher_recipe is not None else {},
         param_groups=parse_group_sets(sets.get(GROUP_SCOPE, {}), spec.cls.param_group_modules, spec.name),
+        portable=opts.portable,
     )
 
 

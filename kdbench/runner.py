@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 
 from . import attempts, distributed, exports
 from .config import RunConfig
+from .cpu_numerics import configure_portable, cpu_info, portable_threads
 from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits, build_dataset, get_dataset_spec
 from .data.subset import keep_train_fraction, train_fraction_of
@@ -60,6 +61,7 @@ def teacher_key(config: RunConfig) -> TeacherKey:
         data_params=own, model_options=config.teacher_params,
         code=zoo_teacher_code(config.teacher_recipe),
         train_fraction=train_fraction_of(config.teacher_data), val_fraction=val_fraction,
+        portable=config.portable,
     )
 
 
@@ -155,9 +157,13 @@ def execute(
                          "(the older record stays; `kdbench leaderboard --all-code` shows it)")
 
     check_backends(log)
-    threads = configure_threads()
     dev = resolve_device(device)
-    determinism = configure_determinism(deterministic, dev)
+    if config.portable and dev.type != "cpu":
+        raise UserError(f"--portable makes CPU numbers independent of the CPU; this run is on {dev}: use --device cpu")
+    if config.portable:  # before anything computes: it works only then
+        configure_portable()
+    threads = portable_threads(configure_threads()) if config.portable else configure_threads()
+    determinism = {**configure_determinism(deterministic, dev), "portable": config.portable}
     if config.world_size > 1:
         distributed.check_world(config.world_size)
         distributed.per_rank_batch(config.recipe.batch_size, config.world_size)
@@ -241,7 +247,8 @@ def _execute_locked(
     """The run proper, under its lock. `existing` is the run's earlier record (an interrupted attempt's), whose
     attempt history the new record continues; `threads` is what configure_threads() chose."""
     record = new_record(config)
-    record["environment"] = {**environment(settings.device), **({"determinism": determinism} if determinism else {})}
+    record["environment"] = {**environment(settings.device), "cpu": cpu_info(),
+                             **({"determinism": determinism} if determinism else {})}
     record["threads"] = threads
     record["data"] = {"num_train": len(data.train), "num_test": len(data.test),
                       **({"num_val": len(data.val)} if data.val is not None else {}),
@@ -458,6 +465,7 @@ def run(
     deterministic: bool = True,
     nproc: int = 1,
     sync_bn: bool = False,
+    portable: bool = False,
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
 
@@ -474,6 +482,8 @@ def run(
     so it is part of the run id.
     `deterministic=False`: let cuDNN autotune its kernels (faster on a GPU, not bit-reproducible; not in the run id).
     `teacher="run:RUN_ID"`: the student of completed run RUN_ID (under `results_dir`) is the teacher.
+    `portable=True`: CPU numbers that every x86 CPU computes alike (kdbench.cpu_numerics.configure_portable;
+    slower, in the run id); only in a process that has not computed with torch yet.
 
     >>> import kdbench
     >>> record = kdbench.run("kd", teacher="resnet18", student="resnet18", epochs=2, teacher_epochs=2)
@@ -483,6 +493,7 @@ def run(
         method=method, teacher=teacher, student=student, dataset=dataset, seed=seed, teacher_seed=teacher_seed,
         epochs=epochs, teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=list(sets or []),
         teacher_ckpt=teacher_ckpt, amp=amp, channels_last=channels_last, teacher_cache_dtype=teacher_cache_dtype,
+        portable=portable,
     )
     config = resolve_config(with_run_teacher(opts, results_dir))
     paths = Paths(results_dir, zoo_dir, data_root, cache_dir)

@@ -30,6 +30,7 @@ from filelock import FileLock
 from safetensors.torch import save_file
 
 from .config import content_hash
+from .cpu_numerics import cpu_info
 from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits, build_dataset, get_dataset_spec
 from .data.subset import keep_train_fraction
@@ -71,6 +72,9 @@ class TeacherKey:
     # training sample, the student's validation samples included).
     train_fraction: float = 1.0
     val_fraction: float = 0.0
+    # Trained under `--portable` (the same weights on any x86 CPU): another entry than the native one; left out
+    # of the digest when off, so existing entries keep their place.
+    portable: bool = False
 
     def __post_init__(self) -> None:
         if self.train_fraction < 1.0 and self.imported:
@@ -104,7 +108,7 @@ class TeacherKey:
         return {
             "arch": self.arch, "dataset": self.dataset, "recipe": self.recipe.to_dict(), "seed": self.seed,
             "data_params": self.data_params, "model_options": self.model_options,
-            **({"code": self.code} if self.code else {}),
+            **({"code": self.code} if self.code else {}), **({"portable": True} if self.portable else {}),
             **({"train_data": self.train_data} if self.train_data is not None else {}),
         }
 
@@ -264,7 +268,7 @@ class TeacherZoo:
             "top5": fit.last.top5,
             "train_s": train_s,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environment": environment(settings.device),
+            "environment": {**environment(settings.device), "cpu": cpu_info()},
         }
         atomic_write_json(entry / CARD, card)  # last: its presence marks the entry complete
         (entry / "work" / "checkpoint.pt").unlink(missing_ok=True)

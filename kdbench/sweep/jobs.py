@@ -160,8 +160,13 @@ class TeacherJob(submitit.helpers.Checkpointable):
 
         if _global_rank() != 0:
             return None
-        _set_threads(self.threads)
         config = RunConfig.from_dict(self.config)
+        if config.portable:  # before anything computes; a portable teacher is trained as the run would train it
+            from ..cpu_numerics import configure_portable
+
+            configure_portable()
+        else:
+            _set_threads(self.threads)
         key = teacher_key(config)
         reporter = _reporter()
         data = load_teacher_data(config, self.paths.get("data_root"))  # what the key says, never the student's
