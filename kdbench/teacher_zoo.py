@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from safetensors.torch import save_file
 
 from .config import content_hash
@@ -132,13 +132,21 @@ class TeacherZoo:
         entry = self.entry_dir(key)
         entry.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(entry) + ".lock")
-        if lock.is_locked:
-            self.reporter.log(f"teacher {key.arch}: another process is training it; waiting")
-        with lock:
+        try:
+            # `lock.is_locked` says whether this object holds the lock, never another process: the waiting line
+            # never appeared and a run waited minutes in silence (issue #29). A try without waiting tells.
+            lock.acquire(timeout=0)
+        except Timeout:
+            self.reporter.log(f"teacher {key.arch}: another process is training it ({entry}); waiting")
+            lock.acquire()
+        try:
             found = self.load(key, data)  # trained by another process while we waited
             if found is not None:
+                self.reporter.log(f"teacher {key.arch} loaded from the zoo ({entry})")
                 return found[0], {**found[1], "cached": True}
             model, card = self._train(key, data, settings)
+        finally:
+            lock.release()
         return model, {**card, "cached": False}
 
     def _train(
