@@ -344,7 +344,7 @@ def _distill(
     student = build_student(config, data)
     distiller = spec.cls(student, teacher, params, ctx)
     distiller.teacher_cache, record["teacher_cache"] = open_run_cache(
-        config, record, len(data.train), settings.device, teacher_cache, cache_dir)
+        config, record, len(data.train), settings.device, teacher_cache, cache_dir, reporter)
     run_id = config.run_id
     shard = {"rank": distributed.rank(), "world": config.world_size}
     train_loader = make_train_loader(data.train, config.recipe.batch_size, config.seed, settings.device,
