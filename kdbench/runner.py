@@ -35,6 +35,7 @@ from .models.zoo import count_parameters, count_weight_layers
 from .progress import NULL_REPORTER, Reporter
 from .records import RunStore, new_record
 from .resolve import RunOptions, TeacherCheckpoint, resolve_config, with_run_teacher, zoo_teacher_code
+from .storage import check_writable
 from .teacher_cache import open_run_cache
 from .teacher_zoo import TeacherKey, TeacherZoo, load_teacher_checkpoint
 
@@ -135,6 +136,7 @@ def execute(
     if existing is not None and existing["status"] == "completed" and not force:
         reporter.log(f"run {run_id} already completed; showing the stored result (--force to rerun)")
         return {**existing, "cached": True}
+    check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # not an OSError mid-run
     if existing is None:
         older = store.older_code_runs(config)
         if older:
@@ -502,6 +504,7 @@ def run(
         config = replace(config, world_size=nproc, sync_bn=sync_bn)
         distributed.per_rank_batch(config.recipe.batch_size, nproc)  # refused here, before any process starts
         store = RunStore(results_dir)
+        check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # before any process
         # This process holds the run's lock for its workers: a second identical run waits here, before it starts
         # any process (its ranks waited apart, and died in their collectives: issue #29).
         with run_lock(store, config.run_id, reporter):

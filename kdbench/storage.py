@@ -70,6 +70,26 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     _atomic_replace(path, lambda f: torch.save(obj, f))
 
 
+def check_writable(folder: Path, what: str, option: str) -> None:
+    """A one-line UserError about `what` (e.g. "results dir X"), naming `option`, the way to pick another
+    folder, unless this process can create files in `folder` (created if missing): a read-only or full disk is
+    found before a run trains, not as an OSError traceback at its first write."""
+    from .errors import UserError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
+        try:
+            os.write(fd, bytes(4096))  # a block: an empty file is created on a full disk too
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write to {what}: {e.strerror or e} ({e.filename or folder}); pass {option} DIR, "
+                        "a folder you can write") from None
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
