@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from pathlib import Path
 
 from kdbench.progress import Reporter
 from kdbench.results import load_runs
@@ -51,3 +52,42 @@ def test_identical_two_process_runs_started_together_train_once(tmp_path):
     assert {r["run_id"] for r in results} == {results[0]["run_id"]} and {r["world"] for r in results} == {2}
     runs = load_runs(tmp_path)
     assert len(runs) == 1 and runs.iloc[0]["status"] == "completed"
+
+
+def _enter_world_lock(results: str, run_id: str, *, device: str) -> list[float]:
+    """A rank of a world started without a launcher holding the lock (as SLURM tasks are): when it got past the
+    run's lock, every rank's time gathered on rank 0."""
+    import time
+
+    import torch
+
+    from kdbench import distributed
+    from kdbench.records import RunStore
+    from kdbench.runner import world_run_lock
+
+    (Path(results) / f"rank{distributed.rank()}.started").touch()
+    with world_run_lock(RunStore(results), run_id):
+        passed = time.time()
+    return distributed.all_gather_cat(torch.tensor([passed], dtype=torch.float64)).tolist()
+
+
+def test_every_rank_of_a_world_started_elsewhere_waits_until_rank_0_holds_the_run_lock(tmp_path):
+    import threading
+    import time
+
+    from kdbench import distributed
+    from kdbench.records import RunStore
+    from kdbench.runner import run_lock
+
+    got: dict[str, list[float]] = {}
+    with run_lock(RunStore(tmp_path), "0123456789abcdef"):  # another process runs it
+        world = threading.Thread(target=lambda: got.update(times=distributed.launch_local(
+            2, _enter_world_lock, (str(tmp_path), "0123456789abcdef"), "cpu")))
+        world.start()
+        deadline = time.time() + 300
+        while len(list(tmp_path.glob("rank*.started"))) < 2 and time.time() < deadline:
+            time.sleep(0.2)  # the workers start (spawn, imports) and reach the lock
+        time.sleep(2)
+        released = time.time()
+    world.join(timeout=300)
+    assert len(got["times"]) == 2 and min(got["times"]) >= released, (got, released)
