@@ -153,7 +153,8 @@ def check_writable(folder: Path, what: str, option: str) -> None:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=".tmp")
+        remove_stale_temps(folder)  # a probe of a process killed right here
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe.", suffix=TMP_SUFFIX)
         try:
             os.write(fd, bytes(4096))  # a block: an empty file is created on a full disk too
         finally:
