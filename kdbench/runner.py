@@ -36,6 +36,7 @@ from .models.zoo import count_parameters, count_weight_layers
 from .progress import NULL_REPORTER, Reporter
 from .records import RunStore, new_record
 from .resolve import RunOptions, TeacherCheckpoint, resolve_config, with_run_teacher, zoo_teacher_code
+from .storage import check_writable
 from .teacher_cache import open_run_cache
 from .teacher_zoo import TeacherKey, TeacherZoo, load_teacher_checkpoint, training_data
 
@@ -125,6 +126,7 @@ def execute(
     log: Sequence[str] = (),
     teacher_cache: str = "on",
     deterministic: bool = True,
+    run_locked: bool = False,
 ) -> dict[str, Any]:
     """Run `config` to completion (resuming from its checkpoint if one exists) and return its record.
 
@@ -141,6 +143,7 @@ def execute(
     The data and a user's teacher file are opened before any record is written: a mistake there (a missing or
     unreadable file) leaves no record behind. The run itself holds a per-run lock: a second process asking for
     the same run id waits, then returns the finished record, or resumes from the checkpoint if the first died.
+    `run_locked`: the caller holds that lock already (the launcher of a `--nproc` run, for all its processes).
     """
     paths = paths or Paths()
     store = RunStore(paths.results_dir)
@@ -150,6 +153,7 @@ def execute(
     if existing is not None and existing["status"] == "completed" and not force:
         reporter.log(f"run {run_id} already completed; showing the stored result (--force to rerun)")
         return {**existing, "cached": True}
+    check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # not an OSError mid-run
     if existing is None:
         older = store.older_code_runs(config)
         if older:
@@ -176,8 +180,7 @@ def execute(
         data = load_data(config, paths.data_root)
     user_teacher = _load_user_teacher(config, teacher_ckpt, data, dev) if config.teacher_ckpt_sha256 else \
         _load_run_teacher(config, paths.results_dir, data, dev) if config.teacher_run else None
-    # Rank 0 holds the run's lock for the whole world (the others would wait on it forever).
-    with run_lock(store, run_id, reporter) if distributed.is_main() else nullcontext():
+    with world_run_lock(store, run_id, reporter, held=run_locked):
         existing = store.load(run_id)  # finished by another process while this one waited for the lock
         if existing is not None and existing["status"] == "completed" and not force:
             reporter.log(f"run {run_id} completed by another process; showing its result")
@@ -293,6 +296,23 @@ def _execute_locked(
 
 
 @contextmanager
+def world_run_lock(store: RunStore, run_id: str, reporter: Reporter = NULL_REPORTER, *,
+                   held: bool = False) -> Iterator[None]:
+    """The run's lock for every process of the run: rank 0 holds it for the whole world (the others would wait on
+    it forever), and the other ranks wait at a barrier until rank 0 has it; without that barrier, a waiting
+    world's other ranks went on alone into its collectives and died there once the first run finished (issue
+    #29). `held`: the caller (run()'s launcher of a --nproc run) holds it for every process already."""
+    if held:
+        yield
+        return
+    with run_lock(store, run_id, reporter) if distributed.is_main() else nullcontext():
+        # A world started elsewhere (SLURM tasks): its ranks wait here, within the collectives' timeout
+        # (distributed.timeout_s); one process: no barrier.
+        distributed.barrier()
+        yield
+
+
+@contextmanager
 def run_lock(store: RunStore, run_id: str, reporter: Reporter = NULL_REPORTER) -> Iterator[None]:
     """Hold the run's file lock (`runs/<id>/run.lock`): one process trains a run id at a time. The OS releases
     it when its holder dies, so a waiter then takes over (and the engine resumes from the checkpoint)."""
@@ -344,7 +364,7 @@ def _distill(
     student = build_student(config, data)
     distiller = spec.cls(student, teacher, params, ctx)
     distiller.teacher_cache, record["teacher_cache"] = open_run_cache(
-        config, record, len(data.train), settings.device, teacher_cache, cache_dir)
+        config, record, len(data.train), settings.device, teacher_cache, cache_dir, reporter)
     run_id = config.run_id
     shard = {"rank": distributed.rank(), "world": config.world_size}
     train_loader = make_train_loader(data.train, config.recipe.batch_size, config.seed, settings.device,
@@ -505,9 +525,19 @@ def run(
     if nproc > 1:
         config = replace(config, world_size=nproc, sync_bn=sync_bn)
         distributed.per_rank_batch(config.recipe.batch_size, nproc)  # refused here, before any process starts
-        return distributed.launch_local(nproc, _execute_rank, (config.to_dict(), paths, force, ckpt,
-                                                               infer_batch_size, strict, keep_checkpoint,
-                                                               list(log), teacher_cache, deterministic), device)
+        store = RunStore(results_dir)
+        check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # before any process
+        # This process holds the run's lock for its workers: a second identical run waits here, before it starts
+        # any process (its ranks waited apart, and died in their collectives: issue #29).
+        with run_lock(store, config.run_id, reporter):
+            existing = store.load(config.run_id)
+            if existing is not None and existing["status"] == "completed" and not force:
+                reporter.log(f"run {config.run_id} already completed; showing the stored result (--force to rerun)")
+                return {**existing, "cached": True}
+            return distributed.launch_local(nproc, _execute_rank, (config.to_dict(), paths, force, ckpt,
+                                                                   infer_batch_size, strict, keep_checkpoint,
+                                                                   list(log), teacher_cache, deterministic),
+                                            device)
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,
                    infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint, log=log,
                    teacher_cache=teacher_cache, deterministic=deterministic)
@@ -516,15 +546,15 @@ def run(
 def _execute_rank(config: dict[str, Any], paths: Paths, force: bool, ckpt: TeacherCheckpoint | None,
                   infer_batch_size: int, strict: bool, keep_checkpoint: bool, log: list[str], teacher_cache: str,
                   deterministic: bool, *, device: str) -> dict[str, Any]:
-    """One rank of a data-parallel run (in a process the launcher started, the process group up): rank 0 logs
-    plain lines, the others stay quiet."""
+    """One rank of a data-parallel run (in a process the launcher started, the process group up, the launcher
+    holding the run's lock): rank 0 logs plain lines, the others stay quiet."""
     from .cli.reporter import RichReporter
 
     reporter = RichReporter(enabled=False) if distributed.is_main() else NULL_REPORTER
     return execute(RunConfig.from_dict(config), paths, device=device, force=force, reporter=reporter,
                    teacher_ckpt=ckpt, infer_batch_size=infer_batch_size, strict=strict,
                    keep_checkpoint=keep_checkpoint, log=log, teacher_cache=teacher_cache,
-                   deterministic=deterministic)
+                   deterministic=deterministic, run_locked=True)
 
 
 def clear_run(results_dir: str | Path | None, run_id: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from safetensors.torch import save_file
 
 from .config import content_hash
@@ -43,7 +44,7 @@ from .models.zoo import count_parameters, create_model
 from .progress import NULL_REPORTER, Reporter
 from .recipe import Recipe
 from .safe_load import UnusableCheckpointError, load_plain_weights
-from .storage import atomic_write_json, file_mode, sha256_file
+from .storage import atomic_path, atomic_write_json, sha256_file
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
@@ -208,13 +209,21 @@ class TeacherZoo:
         entry = self.entry_dir(key)
         entry.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(entry) + ".lock")
-        if lock.is_locked:
-            self.reporter.log(f"teacher {key.arch}: another process is training it; waiting")
-        with lock:
+        try:
+            # `lock.is_locked` says whether this object holds the lock, never another process: the waiting line
+            # never appeared and a run waited minutes in silence (issue #29). A try without waiting tells.
+            lock.acquire(timeout=0)
+        except Timeout:
+            self.reporter.log(f"teacher {key.arch}: another process is training it ({entry}); waiting")
+            lock.acquire()
+        try:
             found = self.load(key, data)  # trained by another process while we waited
             if found is not None:
+                self.reporter.log(f"teacher {key.arch} loaded from the zoo ({entry})")
                 return found[0], {**found[1], "cached": True}
             model, card = self._train(key, data, settings)
+        finally:
+            lock.release()
         return model, {**card, "cached": False}
 
     def _train(
@@ -249,10 +258,9 @@ class TeacherZoo:
         train_s = time.perf_counter() - t0
         model = model.to("cpu").eval()
         weights = entry / WEIGHTS
-        tmp = entry / f".{WEIGHTS}.{os.getpid()}.tmp"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        os.chmod(tmp, file_mode())  # the umask's mode, never world-writable (a zoo is shared by every run)
-        os.replace(tmp, weights)
+        # Atomic, the umask's mode (never world-writable: a zoo is shared by every run), no temp file left behind.
+        with atomic_path(weights) as tmp:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         card = {
             "key": key.to_dict(),
             "path": str(entry),
@@ -271,7 +279,9 @@ class TeacherZoo:
             "environment": {**environment(settings.device), "cpu": cpu_info()},
         }
         atomic_write_json(entry / CARD, card)  # last: its presence marks the entry complete
-        (entry / "work" / "checkpoint.pt").unlink(missing_ok=True)
+        # The whole work folder: with the checkpoint, any temp file of a process killed training it (this process
+        # holds the entry's lock, so no live writer has one there).
+        shutil.rmtree(entry / "work", ignore_errors=True)
         self.reporter.log(f"teacher {key.arch}: top-1 {card['top1']:.2f}% in {train_s:.0f} s, cached at {entry}")
         return model, card
 

@@ -13,7 +13,7 @@ Tables (the kinds of comparison the CNN2GNN paper makes):
   sweep's `--grid`; runs must agree on everything else but the seed.
 
 Rules every table keeps, because they are where published comparisons go wrong:
-- only completed runs are averaged; failed, diverged and running ones are counted in the footer;
+- only completed runs are averaged; failed, diverged, interrupted and running ones are counted in the footer;
 - runs that differ in anything but their seeds never share a cell: recipe (all its fields, not just its name),
   data parameters, teacher source and numerics (AMP, channels_last) split columns; method and student
   hyperparameters split rows, labelled by the values that differ;

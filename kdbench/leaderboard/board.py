@@ -63,7 +63,9 @@ def is_best_metric(metric: str) -> bool:
 def selection_label(selection: str) -> str:
     """`best (val-selected)` / `best (test-selected)`: how a best-epoch column chose its epoch."""
     return f"best ({selection}-selected)"
-EXCLUDED_STATUSES = ("failed", "diverged", "running")
+# Statuses of runs left out of every average (no final metrics) and counted in the footer instead; `interrupted`
+# (a time limit, preemption: resumable) was neither averaged nor counted before issue #29.
+EXCLUDED_STATUSES = ("failed", "diverged", "interrupted", "running")
 DECIMALS = 2
 
 
