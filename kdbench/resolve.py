@@ -181,13 +181,13 @@ def resolve_config(opts: RunOptions) -> RunConfig:
     data_params = _data_params(ds, sets)
     student = opts.student or spec.default_student
     _check_model(student, "student")
-    method_params = spec.cls.resolve_params(method_params, teacher=opts.teacher if spec.needs_teacher else None,
-                                            student=student)
     # Light students train at a scaled lr (CRD recipe: 0.01 instead of 0.05 for MobileNetV2/ShuffleNet); the
     # resolved value is what the config records and hashes. An explicit --lr always wins.
     lr = opts.lr if opts.lr is not None else round(ds.recipe.lr * student_lr_scale(student), 12)
     recipe = _recipe_for(ds.recipe.replace(batch_size=opts.batch_size, lr=lr), opts.epochs, sets.get("recipe", {}),
                          "recipe")
+    method_params = spec.cls.resolve_params(method_params, teacher=opts.teacher if spec.needs_teacher else None,
+                                            student=student, epochs=recipe.epochs)
     student_params = convert_free_kwargs(sets.get("student", {}), "student")
     teacher_options = _teacher_options(sets)
 

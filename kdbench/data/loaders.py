@@ -47,6 +47,17 @@ class EpochKeyedAugmentation(Dataset):
             return self.base[index]
 
 
+def train_batch_count(length: int, batch_size: int) -> int:
+    """Training batches per epoch: every training batch holds exactly `batch_size` samples and the ragged last
+    one is dropped (torch's `drop_last`). A small last batch weighs its few samples like a full batch, and a loss
+    that is a mean over pairs of the batch (PKT's B×B similarities, RKD's distances) is several times larger on
+    it, so with few batches per epoch it steers training (embedded-hard: 142 samples in batches of 64 left a last
+    batch of 14). RepDistiller's and mdistiller's CIFAR loaders keep it (50000 = 781·64 + 16, a last batch of 16
+    of 782, too few to matter there). The order is reshuffled every epoch, so the dropped samples differ and none
+    is left out for good. A split smaller than one batch is one batch of all of it."""
+    return max(1, length // batch_size)
+
+
 class EpochShuffleSampler(Sampler[int]):
     """A fresh permutation per epoch drawn from (seed, epoch) alone; `set_epoch` is called by the engine.
 
@@ -75,10 +86,10 @@ class EpochShuffleSampler(Sampler[int]):
 
 
 class RankSliceSampler(Sampler[int]):
-    """Rank `rank`'s share of data-parallel training over `world` processes: slice `rank` of every global batch of
-    the single-process permutation (:class:`EpochShuffleSampler`'s, from (seed, epoch)), so the W ranks together
-    train on the very batches one process would. A last partial batch is split the same way when every rank
-    gets an equal slice of at least two samples (BatchNorm), else dropped (one process drops a last batch of 1).
+    """Rank `rank`'s share of data-parallel training over `world` processes: slice `rank` of every full global
+    batch of the single-process permutation (:class:`EpochShuffleSampler`'s, from (seed, epoch)), so the W ranks
+    together train on the very batches one process would (:func:`train_batch_count`): the ragged last batch is
+    dropped, and a split smaller than one global batch is one batch, dealt in equal slices of `length // world`.
     """
 
     def __init__(self, length: int, seed: int, global_batch: int, rank: int, world: int,
@@ -87,22 +98,22 @@ class RankSliceSampler(Sampler[int]):
         self.global_batch = global_batch
         self.rank = rank
         self.world = world
-        self.per_rank = global_batch // world
-        rest = length % global_batch
-        self.last = rest // world if rest % world == 0 and rest // world >= 2 else 0
-        self.full = length // global_batch
+        self.full = train_batch_count(length, global_batch)
+        # Equal slices only: DDP averages the ranks' mean gradients, which is the global mean only when they are.
+        self.per_rank = global_batch // world if length >= global_batch else length // world
 
     def set_epoch(self, epoch: int) -> None:
         self.order.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[int]:
         perm = list(self.order)
-        for start, part in [(b * self.global_batch, self.per_rank) for b in range(self.full)] + (
-                [(self.full * self.global_batch, self.last)] if self.last else []):
-            yield from perm[start + self.rank * part:start + (self.rank + 1) * part]
+        step = min(self.global_batch, len(perm))
+        for b in range(self.full):
+            start = b * step + self.rank * self.per_rank
+            yield from perm[start:start + self.per_rank]
 
     def __len__(self) -> int:
-        return self.full * self.per_rank + self.last
+        return self.full * self.per_rank
 
 
 class FixedOrderSampler(Sampler[int]):
@@ -171,7 +182,8 @@ def make_train_loader(
     ds: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int | None = None,
     *, rank: int = 0, world: int = 1,
 ) -> DataLoader:
-    """`batch_size` is the global batch; with `world` > 1 this rank's loader gives its slices of it."""
+    """`batch_size` is the global batch; with `world` > 1 this rank's loader gives its slices of it. Every epoch
+    is :func:`train_batch_count` full batches of the (seed, epoch) order; the ragged last batch is dropped."""
     n = len(ds)  # type: ignore[arg-type]
     workers = loader_workers(device, num_workers)
     keyed = EpochKeyedAugmentation(ds, seed)
@@ -184,8 +196,8 @@ def make_train_loader(
         keyed,
         batch_size=batch_size,
         sampler=EpochShuffleSampler(n, seed, keyed),
-        # A last batch of one sample would crash BatchNorm in train mode; any other remainder is kept.
-        drop_last=(n % batch_size == 1),
+        # Full batches only (train_batch_count); a split smaller than one batch is that one batch.
+        drop_last=n >= batch_size,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         # Not persistent: workers copy the keyed dataset (and so its epoch) when an epoch's iterator starts;
