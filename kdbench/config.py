@@ -1,7 +1,9 @@
 """The resolved configuration of one run, its content hash (the run id) and `--set key=value` parsing.
 
 What goes into the hash is everything that can change the numbers: method and its hyperparameters, teacher,
-student, dataset and its parameters, both recipes, seed, the teacher checkpoint's sha256. Machine paths
+student, dataset and its parameters, the teacher's training data, both recipes (their names included: a
+recipe's name labels the leaderboard column its runs go to, and the teacher recipe's name `imported` selects
+an imported teacher, so one record never stands for two labels), seed, the teacher checkpoint's sha256. Machine paths
 (results, zoo and data folders) and the device are left out (as DomainBed's flaw taught), so the same run on
 another cluster has the same id. The code that makes the numbers is in it too: `code`, the method's code
 fingerprint (:mod:`kdbench.fingerprint`), so the same command after a change to the code is a new run.
@@ -81,12 +83,20 @@ class RunConfig:
     # one-process defaults, so one-process run ids are those of the code before distributed training.
     world_size: int = 1
     sync_bn: bool = False
+    # `--set teacher_data.train_fraction=F`: the zoo teacher trains on the stratified F of each class that
+    # `data.train_fraction=F` gives a student (the information-matched control; kdbench.data.subset), not on the
+    # full training split. Left out of the dict when empty (a full-data teacher).
+    teacher_data: dict[str, Any] = field(default_factory=dict)
+    # `--portable` (kdbench.cpu_numerics.configure_portable): CPU kernels chosen so that every x86 CPU computes the
+    # same bits. Other numbers than the native kernels' on the same CPU, so another run; left out of the dict
+    # when off, so every other run's id is what it was.
+    portable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = json.loads(canonical_json(self))
         # Fields added after the first records, left out at their defaults so older run ids stay what they were.
         defaults = {"code": "", "teacher_cache_dtype": "", "param_groups": {}, "teacher_run": None,
-                    "world_size": 1, "sync_bn": False}
+                    "world_size": 1, "sync_bn": False, "teacher_data": {}, "portable": False}
         for key, default in defaults.items():
             if d[key] == default:
                 del d[key]
@@ -104,19 +114,10 @@ class RunConfig:
             d["teacher_recipe"] = Recipe.from_dict(d["teacher_recipe"])
         return cls(**d)
 
-    def identity_dict(self) -> dict[str, Any]:
-        """What the run id hashes: :meth:`to_dict` without the recipe fields marked
-        `metadata={"affects_results": False}` (labels such as the recipe's name)."""
-        d = self.to_dict()
-        labels = [f.name for f in dataclasses.fields(Recipe) if not f.metadata.get("affects_results", True)]
-        for key in ("recipe", "teacher_recipe"):
-            if d.get(key) is not None:
-                d[key] = {k: v for k, v in d[key].items() if k not in labels}
-        return d
-
     @property
     def run_id(self) -> str:
-        return content_hash(self.identity_dict())
+        """The hash of :meth:`to_dict`: every field, the recipes' names included (see the module docstring)."""
+        return content_hash(self.to_dict())
 
 
 # ---------------------------------------------------------------------------------------------------------

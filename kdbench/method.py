@@ -139,10 +139,11 @@ class Distiller(nn.Module):
         return is_transductive_model(student, {**cls.student_options(params, student), **student_params})
 
     @classmethod
-    def resolve_params(cls, params: Any, *, teacher: str | None, student: str) -> Any:
+    def resolve_params(cls, params: Any, *, teacher: str | None, student: str, epochs: int) -> Any:
         """The hyperparameters this pair runs with, fixed when the run's config is resolved (so they are in its
-        config and run id): e.g. DKD's published per-pair β. Explicit `--set` values arrive already applied; a
-        method must keep them. Default: `params` unchanged."""
+        config and run id): e.g. DKD's published per-pair β, or an epoch count of the method's own (DKD's
+        warm-up) rescaled to the run's `epochs` as the recipe's milestones are (kdbench.recipe.rescale_epochs).
+        Explicit `--set` values arrive already applied; a method must keep them. Default: `params` unchanged."""
         return params
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:

@@ -1,8 +1,8 @@
 """Training recipes: optimizer, learning-rate schedule, epochs, batch size and augmentation for one dataset.
 
-A recipe is part of a run's identity (it goes into the run id and the teacher-zoo key), so two recipes never
-share a leaderboard column silently. Every field can be overridden from the CLI; the overridden recipe keeps
-its `name` but hashes differently.
+A recipe is part of a run's identity (it goes into the run id and the teacher-zoo key, its name included), so two
+recipes never share a leaderboard column silently. Every field can be overridden from the CLI; the overridden
+recipe keeps its `name` but hashes differently.
 
 A dataset's recipe states its published schedule for its own `epochs`; a run with other epochs gets the
 milestones and warm-up rescaled to them (:meth:`Recipe.with_epochs`), and the rescaled values are what the run's
@@ -21,9 +21,22 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "multistep", "constant")
 
 
+def rescale_epochs(value: int, from_epochs: int, to_epochs: int) -> int:
+    """An epoch count (a milestone, a warm-up, a method's warm-up or hint phase) stated for a schedule of
+    `from_epochs`, moved to one of `to_epochs`: round(value · to / from) (halves round up), at least 1 when
+    `value` is non-zero, at most to − 1 so that some epochs follow it; 0 stays 0, and a 1-epoch run gets 0.
+    The one rule for every epoch setting that follows `--epochs` (:meth:`Recipe.with_epochs`, DKD's warm-up,
+    FitNet's hint epochs)."""
+    if not value or to_epochs <= 1:
+        return 0
+    return min(max(math.floor(value * to_epochs / from_epochs + 0.5), 1), to_epochs - 1)
+
+
 @dataclass(frozen=True)
 class Recipe:
-    # A label (e.g. "crd-cifar100"): kept in the stored config, left out of the run id (config.identity_dict).
+    # A label (e.g. "crd-cifar100"): it changes no number of a run (tests/test_no_dead_settings.py), but it is in
+    # the run id and the zoo key: it names the leaderboard column a run goes to, and a teacher recipe named
+    # "imported" selects an imported teacher (kdbench.teacher_import), so one record never carries two labels.
     name: str = field(metadata={"affects_results": False})
     epochs: int
     batch_size: int
@@ -82,13 +95,9 @@ class Recipe:
         if epochs is None or epochs == self.epochs:
             return self
         check_range("epochs", epochs, 1, 100_000)
-
-        def scaled(value: int) -> int:
-            return math.floor(value * epochs / self.epochs + 0.5)
-
-        milestones = tuple(sorted({min(max(scaled(m), 1), epochs - 1) for m in self.milestones})) \
+        milestones = tuple(sorted({rescale_epochs(m, self.epochs, epochs) for m in self.milestones})) \
             if epochs > 1 else ()
-        warmup = min(max(scaled(self.warmup_epochs), 1), epochs - 1) if self.warmup_epochs else 0
+        warmup = rescale_epochs(self.warmup_epochs, self.epochs, epochs)
         return dataclasses.replace(self, epochs=epochs, milestones=milestones, warmup_epochs=warmup)
 
     def to_dict(self) -> dict:

@@ -4,11 +4,13 @@
 - `<method>` (e.g. `kd.temperature=2`): the method's hyperparameters, validated against its dataclass;
 - `data`: the dataset's parameters (e.g. `data.image_size=32`);
 - `recipe` / `teacher_recipe`: any recipe field of the student's / teacher's training;
+- `teacher_data`: the zoo teacher's training data (`teacher_data.train_fraction=F`: the stratified F of each class
+  that `data.train_fraction=F` gives the student; kdbench.data.subset);
 - `student` / `teacher`: keyword options of the architecture (e.g. `student.k=0` for the GNN student).
 
-The teacher half (data parameters, teacher recipe, `teacher.*` options) is :func:`resolve_teacher`, shared by
-`kdbench run` and `kdbench teachers train` / :func:`kdbench.create_teacher`, so a teacher a user trains by hand
-has the very zoo key a run looks up.
+The teacher half (data parameters, teacher recipe, teacher data, `teacher.*` options) is
+:func:`resolve_teacher`, shared by `kdbench run` and `kdbench teachers train` / :func:`kdbench.create_teacher`,
+so a teacher a user trains by hand has the very zoo key a run looks up.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from .config import RUN_ID_LENGTH, RunConfig, apply_overrides, convert_free_kwargs, convert_option, parse_set_options
 from .data.registry import DatasetSpec, get_dataset_spec
-from .data.subset import train_fraction_of, with_train_fraction
+from .data.subset import TEACHER_SCOPE, teacher_data_params, train_fraction_of, with_train_fraction
 from .data.validation import split_data_params, with_val_fraction
 from .errors import UserError, check_range, unknown_name
 from .exports import card_of_file
@@ -31,7 +33,7 @@ from .storage import sha256_file
 from .teacher_zoo import IMPORTED_RECIPE, TeacherKey
 
 # The `--set` scopes that shape a zoo teacher.
-TEACHER_SCOPES = ("data", "teacher_recipe", "teacher")
+TEACHER_SCOPES = ("data", "teacher_recipe", TEACHER_SCOPE, "teacher")
 # The scopes every run has, whatever its method.
 COMMON_SCOPES = ("recipe", "student", *TEACHER_SCOPES)
 
@@ -76,6 +78,7 @@ class RunOptions:
     amp: bool = False
     channels_last: bool = False
     teacher_cache_dtype: str = "float32"  # "float16": the teacher's outputs rounded through the cache (in the id)
+    portable: bool = False  # CPU numbers independent of the CPU (kdbench.cpu_numerics.configure_portable; in the id)
     # The id of the completed (or, in a sweep's chain, planned) run whose student is the teacher; `teacher` is
     # then that student's architecture (see :func:`with_run_teacher` for `teacher="run:RUN_ID"`).
     teacher_run: str | None = None
@@ -125,15 +128,18 @@ def resolve_teacher(
     """The zoo key of teacher `arch` trained on `dataset` with the dataset's recipe (`epochs` overrides it).
 
     Of `sets` (`--set` items, or them already split by scope) only the teacher's scopes are read: `data.*`,
-    `teacher_recipe.*` and `teacher.*`; the caller decides whether other scopes are an error.
+    `teacher_recipe.*`, `teacher_data.*` and `teacher.*`; the caller decides whether other scopes are an error.
+    The student's `data.train_fraction` never reaches the key (the teacher trains on the full training split);
+    `teacher_data.train_fraction=F` does (with `data.val_fraction`, held out before F is drawn, as for a student).
     """
     _check_model(arch, "teacher")
     check_range("teacher_seed", seed, 0, 2**31 - 1)
     ds = get_dataset_spec(dataset)
     scoped = sets if isinstance(sets, dict) else parse_set_options(sets)
     recipe = _recipe_for(ds.recipe, epochs, scoped.get("teacher_recipe", {}), "teacher_recipe")
+    fraction = train_fraction_of(teacher_data_params(scoped.get(TEACHER_SCOPE, {})))
     return TeacherKey(arch, ds.name, recipe, seed, _asdict(_data_params(ds, scoped)), _teacher_options(scoped),
-                      code=zoo_teacher_code(recipe))
+                      code=zoo_teacher_code(recipe), train_fraction=fraction, val_fraction=_val_fraction(scoped))
 
 
 def zoo_teacher_code(recipe: Recipe) -> str:
@@ -175,17 +181,18 @@ def resolve_config(opts: RunOptions) -> RunConfig:
     data_params = _data_params(ds, sets)
     student = opts.student or spec.default_student
     _check_model(student, "student")
-    method_params = spec.cls.resolve_params(method_params, teacher=opts.teacher if spec.needs_teacher else None,
-                                            student=student)
     # Light students train at a scaled lr (CRD recipe: 0.01 instead of 0.05 for MobileNetV2/ShuffleNet); the
     # resolved value is what the config records and hashes. An explicit --lr always wins.
     lr = opts.lr if opts.lr is not None else round(ds.recipe.lr * student_lr_scale(student), 12)
     recipe = _recipe_for(ds.recipe.replace(batch_size=opts.batch_size, lr=lr), opts.epochs, sets.get("recipe", {}),
                          "recipe")
+    method_params = spec.cls.resolve_params(method_params, teacher=opts.teacher if spec.needs_teacher else None,
+                                            student=student, epochs=recipe.epochs)
     student_params = convert_free_kwargs(sets.get("student", {}), "student")
     teacher_options = _teacher_options(sets)
 
     teacher = teacher_recipe = ckpt_sha = None
+    teacher_data = teacher_data_params(sets.get(TEACHER_SCOPE, {}))
     if spec.needs_teacher:
         ckpt = None
         if opts.teacher_ckpt:
@@ -195,6 +202,9 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         if not teacher:
             raise UserError(f"method '{spec.name}' distils from a teacher: pass --teacher ARCH (e.g. resnet152)")
         _check_model(teacher, "teacher")
+        if teacher_data and (opts.teacher_run is not None or ckpt is not None):
+            raise UserError(f"{TEACHER_SCOPE}.train_fraction chooses what a zoo teacher trains on; a teacher from "
+                            "--teacher-ckpt or --teacher run:RUN_ID is trained already: leave it out")
         if opts.teacher_run is not None:  # a run's student: built from its export's card, no recipe of ours
             if ckpt is not None:
                 raise UserError("--teacher run:RUN_ID and --teacher-ckpt name two teachers: pass one of them")
@@ -229,7 +239,10 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         code=code_fingerprint(spec.name)["fingerprint"],
         teacher_cache_dtype=_teacher_cache_dtype(opts.teacher_cache_dtype, teacher),
         teacher_run=opts.teacher_run if teacher else None,
+        # A zoo teacher's only (a method without a teacher ignores it, as it does teacher_recipe).
+        teacher_data=teacher_data if teacher_recipe is not None else {},
         param_groups=parse_group_sets(sets.get(GROUP_SCOPE, {}), spec.cls.param_group_modules, spec.name),
+        portable=opts.portable,
     )
 
 

@@ -26,6 +26,9 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     for section in ("timing", "inference", "memory", "student_info", "eval"):
         for k, v in (record.get(section) or {}).items():
             row[f"{section}.{k}"] = v
+    # The test-set size behind an accuracy figure (its binomial error in the leaderboards' footers).
+    for k in ("num_train", "num_test"):
+        row[f"data.{k}"] = (record.get("data") or {}).get(k)
     config = record.get("config") or {}
     row["method_params"] = config.get("method_params")
     row["student_params"] = config.get("student_params")
@@ -34,6 +37,7 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     row["recipe_params"] = config.get("recipe")
     row["teacher_recipe_params"] = config.get("teacher_recipe")
     row["teacher_params"] = config.get("teacher_params")
+    row["teacher_data"] = teacher_data_of(config)
     row["teacher_seed"] = config.get("teacher_seed")
     row["teacher_ckpt_sha256"] = config.get("teacher_ckpt_sha256")
     row["param_groups"] = config.get("param_groups")  # `--set group.*` (kdbench.optim)
@@ -47,6 +51,16 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     # standalone model, marked in every table.
     row["teacher_at_inference"] = bool((record.get("method_info") or {}).get("inference_needs_teacher"))
     return row
+
+
+def teacher_data_of(config: dict[str, Any]) -> dict[str, Any] | None:
+    """What a run's zoo teacher trained on, as a setting: {"train_fraction": F} (1: the full training split; the
+    information-matched control `teacher_data.train_fraction` otherwise); None for a teacher the zoo did not train
+    (a user's file, a run's student, an imported one), or no teacher."""
+    recipe = config.get("teacher_recipe")
+    if not recipe or recipe.get("name") == "imported":
+        return None
+    return {"train_fraction": 1.0, **(config.get("teacher_data") or {})}
 
 
 def load_runs(results_dir: str | Path | None = None, *, strict: bool = False) -> pd.DataFrame:

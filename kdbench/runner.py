@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 
 from . import attempts, distributed, exports
 from .config import RunConfig
+from .cpu_numerics import configure_portable, cpu_info, portable_threads
 from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits, build_dataset, get_dataset_spec
 from .data.subset import keep_train_fraction, train_fraction_of
@@ -35,8 +36,9 @@ from .models.zoo import count_parameters, count_weight_layers
 from .progress import NULL_REPORTER, Reporter
 from .records import RunStore, new_record
 from .resolve import RunOptions, TeacherCheckpoint, resolve_config, with_run_teacher, zoo_teacher_code
+from .storage import check_writable
 from .teacher_cache import open_run_cache
-from .teacher_zoo import TeacherKey, TeacherZoo, load_teacher_checkpoint
+from .teacher_zoo import TeacherKey, TeacherZoo, load_teacher_checkpoint, training_data
 
 # Inference time per image is measured at this batch size (stated in every record) unless overridden.
 INFER_BATCH_SIZE = 256
@@ -51,20 +53,36 @@ class Paths:
 
 
 def teacher_key(config: RunConfig) -> TeacherKey:
+    """The zoo key of the run's teacher: its training data is the full training split unless the run asks for the
+    information-matched control (`teacher_data.train_fraction`), never the student's `data.train_fraction`."""
     assert config.teacher is not None and config.teacher_recipe is not None
+    own, val_fraction = split_data_params(config.data_params)
     return TeacherKey(
         arch=config.teacher, dataset=config.dataset, recipe=config.teacher_recipe, seed=config.teacher_seed,
-        data_params=split_data_params(config.data_params)[0], model_options=config.teacher_params,
+        data_params=own, model_options=config.teacher_params,
         code=zoo_teacher_code(config.teacher_recipe),
+        train_fraction=train_fraction_of(config.teacher_data), val_fraction=val_fraction,
+        portable=config.portable,
     )
+
+
+def load_teacher_data(config: RunConfig, data_root: str | Path | None, student: DataSplits | None = None) -> DataSplits:
+    """The data the run's zoo teacher trains on (:func:`kdbench.teacher_zoo.training_data` of its key). The
+    student's `data` is reused when it holds the very same samples (no validation split, the same fraction, the
+    same augmentation), so a dataset is not read twice for nothing."""
+    key = teacher_key(config)
+    if student is not None and student.val is None and key.recipe.augment == config.recipe.augment \
+            and key.train_fraction == train_fraction_of(config.data_params):
+        return student
+    return training_data(key, data_root)
 
 
 def load_data(
     config: RunConfig, data_root: str | Path | None, augment: str | None = None, *, validation: bool = True
 ) -> DataSplits:
     """The run's data; with `validation` (the student's) the `data.val_fraction` split is held out of training
-    and the training split cut to `data.train_fraction`, without it (the teacher's) the full training split is
-    returned."""
+    and the training split cut to `data.train_fraction`, without it the full training split is returned (e.g.
+    for its test split). What a zoo teacher trains on is :func:`load_teacher_data`'s."""
     spec = get_dataset_spec(config.dataset)
     own, val_fraction = split_data_params(config.data_params)
     params = spec.params.__class__(**own) if own else spec.params
@@ -108,6 +126,7 @@ def execute(
     log: Sequence[str] = (),
     teacher_cache: str = "on",
     deterministic: bool = True,
+    run_locked: bool = False,
 ) -> dict[str, Any]:
     """Run `config` to completion (resuming from its checkpoint if one exists) and return its record.
 
@@ -124,6 +143,7 @@ def execute(
     The data and a user's teacher file are opened before any record is written: a mistake there (a missing or
     unreadable file) leaves no record behind. The run itself holds a per-run lock: a second process asking for
     the same run id waits, then returns the finished record, or resumes from the checkpoint if the first died.
+    `run_locked`: the caller holds that lock already (the launcher of a `--nproc` run, for all its processes).
     """
     paths = paths or Paths()
     store = RunStore(paths.results_dir)
@@ -133,6 +153,7 @@ def execute(
     if existing is not None and existing["status"] == "completed" and not force:
         reporter.log(f"run {run_id} already completed; showing the stored result (--force to rerun)")
         return {**existing, "cached": True}
+    check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # not an OSError mid-run
     if existing is None:
         older = store.older_code_runs(config)
         if older:
@@ -140,9 +161,13 @@ def execute(
                          "(the older record stays; `kdbench leaderboard --all-code` shows it)")
 
     check_backends(log)
-    threads = configure_threads()
     dev = resolve_device(device)
-    determinism = configure_determinism(deterministic, dev)
+    if config.portable and dev.type != "cpu":
+        raise UserError(f"--portable makes CPU numbers independent of the CPU; this run is on {dev}: use --device cpu")
+    if config.portable:  # before anything computes: it works only then
+        configure_portable()
+    threads = portable_threads(configure_threads()) if config.portable else configure_threads()
+    determinism = {**configure_determinism(deterministic, dev), "portable": config.portable}
     if config.world_size > 1:
         distributed.check_world(config.world_size)
         distributed.per_rank_batch(config.recipe.batch_size, config.world_size)
@@ -155,8 +180,7 @@ def execute(
         data = load_data(config, paths.data_root)
     user_teacher = _load_user_teacher(config, teacher_ckpt, data, dev) if config.teacher_ckpt_sha256 else \
         _load_run_teacher(config, paths.results_dir, data, dev) if config.teacher_run else None
-    # Rank 0 holds the run's lock for the whole world (the others would wait on it forever).
-    with run_lock(store, run_id, reporter) if distributed.is_main() else nullcontext():
+    with world_run_lock(store, run_id, reporter, held=run_locked):
         existing = store.load(run_id)  # finished by another process while this one waited for the lock
         if existing is not None and existing["status"] == "completed" and not force:
             reporter.log(f"run {run_id} completed by another process; showing its result")
@@ -226,7 +250,8 @@ def _execute_locked(
     """The run proper, under its lock. `existing` is the run's earlier record (an interrupted attempt's), whose
     attempt history the new record continues; `threads` is what configure_threads() chose."""
     record = new_record(config)
-    record["environment"] = {**environment(settings.device), **({"determinism": determinism} if determinism else {})}
+    record["environment"] = {**environment(settings.device), "cpu": cpu_info(),
+                             **({"determinism": determinism} if determinism else {})}
     record["threads"] = threads
     record["data"] = {"num_train": len(data.train), "num_test": len(data.test),
                       **({"num_val": len(data.val)} if data.val is not None else {}),
@@ -243,13 +268,9 @@ def _execute_locked(
             record["teacher_metrics"] = _teacher_metrics(card, teacher)
         elif config.teacher is not None:
             zoo = TeacherZoo(paths.zoo_dir, reporter)
-            # The teacher trains with its own recipe's augmentation (its zoo key records that recipe).
-            assert config.teacher_recipe is not None
-            teacher_data = data
-            if config.teacher_recipe.augment != config.recipe.augment or data.val is not None:
-                # A teacher trains on the full training split: the validation split is the student's.
-                teacher_data = load_data(config, paths.data_root, augment=config.teacher_recipe.augment,
-                                         validation=False)
+            # The teacher trains on what its key says (its recipe's augmentation, its own training data): the full
+            # training split, not the student's fraction or validation hold-out, unless teacher_data says so.
+            teacher_data = load_teacher_data(config, paths.data_root, data)
             with distributed.main_first():  # rank 0 trains a missing teacher (one process); the others load it
                 teacher, card = zoo.get_or_train(teacher_key(config), teacher_data, replace(settings, world_size=1))
             record["teacher_metrics"] = _teacher_metrics(card, teacher)
@@ -275,6 +296,23 @@ def _execute_locked(
 
 
 @contextmanager
+def world_run_lock(store: RunStore, run_id: str, reporter: Reporter = NULL_REPORTER, *,
+                   held: bool = False) -> Iterator[None]:
+    """The run's lock for every process of the run: rank 0 holds it for the whole world (the others would wait on
+    it forever), and the other ranks wait at a barrier until rank 0 has it; without that barrier, a waiting
+    world's other ranks went on alone into its collectives and died there once the first run finished (issue
+    #29). `held`: the caller (run()'s launcher of a --nproc run) holds it for every process already."""
+    if held:
+        yield
+        return
+    with run_lock(store, run_id, reporter) if distributed.is_main() else nullcontext():
+        # A world started elsewhere (SLURM tasks): its ranks wait here, within the collectives' timeout
+        # (distributed.timeout_s); one process: no barrier.
+        distributed.barrier()
+        yield
+
+
+@contextmanager
 def run_lock(store: RunStore, run_id: str, reporter: Reporter = NULL_REPORTER) -> Iterator[None]:
     """Hold the run's file lock (`runs/<id>/run.lock`): one process trains a run id at a time. The OS releases
     it when its holder dies, so a waiter then takes over (and the engine resumes from the checkpoint)."""
@@ -294,7 +332,7 @@ def run_lock(store: RunStore, run_id: str, reporter: Reporter = NULL_REPORTER) -
 
 def _teacher_metrics(card: dict[str, Any], teacher: torch.nn.Module) -> dict[str, Any]:
     keep = ("top1", "top5", "top1_best", "top5_best", "best_epoch", "epochs", "train_s", "sha256", "path", "cached",
-            "user_checkpoint", "recipe", "source", "source_sha256")
+            "user_checkpoint", "recipe", "source", "source_sha256", "train_data")
     return {**{k: card[k] for k in keep if k in card}, "params": count_parameters(teacher),
             "layers": count_weight_layers(teacher)}
 
@@ -326,7 +364,7 @@ def _distill(
     student = build_student(config, data)
     distiller = spec.cls(student, teacher, params, ctx)
     distiller.teacher_cache, record["teacher_cache"] = open_run_cache(
-        config, record, len(data.train), settings.device, teacher_cache, cache_dir)
+        config, record, len(data.train), settings.device, teacher_cache, cache_dir, reporter)
     run_id = config.run_id
     shard = {"rank": distributed.rank(), "world": config.world_size}
     train_loader = make_train_loader(data.train, config.recipe.batch_size, config.seed, settings.device,
@@ -447,6 +485,7 @@ def run(
     deterministic: bool = True,
     nproc: int = 1,
     sync_bn: bool = False,
+    portable: bool = False,
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
 
@@ -463,6 +502,8 @@ def run(
     so it is part of the run id.
     `deterministic=False`: let cuDNN autotune its kernels (faster on a GPU, not bit-reproducible; not in the run id).
     `teacher="run:RUN_ID"`: the student of completed run RUN_ID (under `results_dir`) is the teacher.
+    `portable=True`: CPU numbers that every x86 CPU computes alike (kdbench.cpu_numerics.configure_portable;
+    slower, in the run id); only in a process that has not computed with torch yet.
 
     >>> import kdbench
     >>> record = kdbench.run("kd", teacher="resnet18", student="resnet18", epochs=2, teacher_epochs=2)
@@ -472,6 +513,7 @@ def run(
         method=method, teacher=teacher, student=student, dataset=dataset, seed=seed, teacher_seed=teacher_seed,
         epochs=epochs, teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=list(sets or []),
         teacher_ckpt=teacher_ckpt, amp=amp, channels_last=channels_last, teacher_cache_dtype=teacher_cache_dtype,
+        portable=portable,
     )
     config = resolve_config(with_run_teacher(opts, results_dir))
     paths = Paths(results_dir, zoo_dir, data_root, cache_dir)
@@ -483,9 +525,19 @@ def run(
     if nproc > 1:
         config = replace(config, world_size=nproc, sync_bn=sync_bn)
         distributed.per_rank_batch(config.recipe.batch_size, nproc)  # refused here, before any process starts
-        return distributed.launch_local(nproc, _execute_rank, (config.to_dict(), paths, force, ckpt,
-                                                               infer_batch_size, strict, keep_checkpoint,
-                                                               list(log), teacher_cache, deterministic), device)
+        store = RunStore(results_dir)
+        check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # before any process
+        # This process holds the run's lock for its workers: a second identical run waits here, before it starts
+        # any process (its ranks waited apart, and died in their collectives: issue #29).
+        with run_lock(store, config.run_id, reporter):
+            existing = store.load(config.run_id)
+            if existing is not None and existing["status"] == "completed" and not force:
+                reporter.log(f"run {config.run_id} already completed; showing the stored result (--force to rerun)")
+                return {**existing, "cached": True}
+            return distributed.launch_local(nproc, _execute_rank, (config.to_dict(), paths, force, ckpt,
+                                                                   infer_batch_size, strict, keep_checkpoint,
+                                                                   list(log), teacher_cache, deterministic),
+                                            device)
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,
                    infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint, log=log,
                    teacher_cache=teacher_cache, deterministic=deterministic)
@@ -494,19 +546,19 @@ def run(
 def _execute_rank(config: dict[str, Any], paths: Paths, force: bool, ckpt: TeacherCheckpoint | None,
                   infer_batch_size: int, strict: bool, keep_checkpoint: bool, log: list[str], teacher_cache: str,
                   deterministic: bool, *, device: str) -> dict[str, Any]:
-    """One rank of a data-parallel run (in a process the launcher started, the process group up): rank 0 logs
-    plain lines, the others stay quiet."""
+    """One rank of a data-parallel run (in a process the launcher started, the process group up, the launcher
+    holding the run's lock): rank 0 logs plain lines, the others stay quiet."""
     from .cli.reporter import RichReporter
 
     reporter = RichReporter(enabled=False) if distributed.is_main() else NULL_REPORTER
     return execute(RunConfig.from_dict(config), paths, device=device, force=force, reporter=reporter,
                    teacher_ckpt=ckpt, infer_batch_size=infer_batch_size, strict=strict,
                    keep_checkpoint=keep_checkpoint, log=log, teacher_cache=teacher_cache,
-                   deterministic=deterministic)
+                   deterministic=deterministic, run_locked=True)
 
 
 def clear_run(results_dir: str | Path | None, run_id: str) -> None:
     shutil.rmtree(RunStore(results_dir).run_dir(run_id), ignore_errors=True)
 
 
-__all__ = ["Paths", "RunOptions", "TeacherCheckpoint", "execute", "run"]
+__all__ = ["Paths", "RunOptions", "TeacherCheckpoint", "execute", "load_teacher_data", "run"]

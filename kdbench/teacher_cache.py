@@ -14,7 +14,9 @@ stages ("stage2", ...) or "embedding" a method asks for (kdbench.method.Distille
 
 File format (no pickle, as kdbench.safe_load requires of anything loaded): 8 bytes little-endian header length,
 a JSON header (tensor names, dtypes, shapes, offsets, the sha256 of the payload), then the raw tensor bytes. A
-file whose payload does not match its checksum (truncated, corrupted) is removed and recomputed, never used.
+file whose payload does not match its checksum (truncated, corrupted) is removed and recomputed, never used (the
+run says so once; the record counts them). The cache only saves time: a disk that refuses its writes (full,
+read-only) is said once and the run goes on without storing to it, with the same numbers.
 Writes are atomic (kdbench.storage), so concurrent runs filling the same entry each write a whole file and the
 last rename wins. The cache is capped at $KDBENCH_CACHE_GB (default 20) with least-recently-used eviction (a read
 touches its file); a run whose feature entries alone would exceed the cap recomputes its features (logits are
@@ -26,6 +28,7 @@ id. float16 (opt-in, `--teacher-cache-dtype float16`) halves the size but change
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -39,6 +42,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .progress import NULL_REPORTER, Reporter
 from .storage import atomic_write_bytes, atomic_write_json
 
 FORMAT = 1
@@ -149,6 +153,10 @@ class TeacherOutputCache:
     corrupt: int = 0
     evicted: int = 0
     features: str = "none asked"
+    # Where the cache says what the run should know (a damaged entry recomputed, a disk it cannot write): once.
+    reporter: Reporter = NULL_REPORTER
+    # Why nothing is written any more (a full or read-only disk): the cache is optional, the run goes on without it.
+    unwritable: str = ""
     _slots: dict[str, _Slot] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -180,11 +188,19 @@ class TeacherOutputCache:
         if decoded is None or set(decoded[0]) != {"values", "filled"} or \
                 decoded[0]["values"].shape[0] != self.num_train or not hasattr(torch, str(decoded[1].get("produced"))):
             self.corrupt += 1
-            path.unlink(missing_ok=True)  # never used; recomputed and rewritten by this run
+            if self.corrupt == 1:  # said once per run; the record counts them all
+                self.reporter.log(f"teacher-output cache: {path} is damaged (truncated or corrupt); recomputing "
+                                  "the teacher's outputs it held (same numbers; any further ones are counted in "
+                                  "the record's teacher_cache)")
+            # Never used; recomputed and rewritten by this run (a read-only cache keeps it: refused again by its
+            # checksum).
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
             return None
         tensors, meta = decoded
         self.bytes_read += len(blob)
-        os.utime(path)  # least-recently-used eviction reads the modification time
+        with contextlib.suppress(OSError):  # a read-only cache is read all the same
+            os.utime(path)  # least-recently-used eviction reads the modification time
         slot = _Slot(tensors["values"], tensors["filled"].bool(), getattr(torch, meta["produced"]))
         self._slots[name] = slot
         return slot
@@ -216,6 +232,8 @@ class TeacherOutputCache:
         return out
 
     def store(self, outputs: dict[str, torch.Tensor], index: torch.Tensor) -> None:
+        if self.unwritable:  # nothing would reach the disk: keep no copy in memory either
+            return
         rows = index.cpu()
         for name, value in outputs.items():
             value = value.detach()
@@ -231,7 +249,21 @@ class TeacherOutputCache:
             slot.dirty = True
 
     def flush(self) -> None:
-        """Write this epoch's changed outputs (atomically), then evict down to the cap."""
+        """Write this epoch's changed outputs (atomically), then evict down to the cap. A disk that refuses the
+        writes (full, read-only, not a folder) turns the writing off for the rest of the run, said once: the
+        cache only saves time, so the run goes on, with the same numbers (issue #29)."""
+        if self.unwritable:
+            return
+        try:
+            self._write_dirty()
+        except OSError as e:
+            self.unwritable = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+            self._slots = {name: slot for name, slot in self._slots.items() if not slot.dirty}
+            self.reporter.log(f"teacher-output cache at {self.root} cannot be written ({self.unwritable}); going "
+                              "on without storing to it (same numbers; --teacher-cache off or --cache-dir DIR "
+                              "silence this)")
+
+    def _write_dirty(self) -> None:
         wrote = False
         for name, slot in self._slots.items():
             if not slot.dirty:
@@ -258,6 +290,8 @@ class TeacherOutputCache:
             out["corrupt_entries_recomputed"] = self.corrupt
         if self.evicted:
             out["evicted_entries"] = self.evicted
+        if self.unwritable:
+            out["unwritable"] = self.unwritable
         if self.features == "recomputed":
             out["feature_bytes_needed"] = self.feature_bytes
         return out
@@ -371,8 +405,10 @@ def _round_half(t: torch.Tensor) -> torch.Tensor:
 
 
 def open_run_cache(config: Any, record: dict[str, Any], num_train: int, device: torch.device, mode: str,
-                   cache_dir: str | Path | None) -> tuple[TeacherOutputCache | None, dict[str, Any]]:
-    """The run's cache (None when it has none) and what its record says about it before training."""
+                   cache_dir: str | Path | None, reporter: Reporter = NULL_REPORTER,
+                   ) -> tuple[TeacherOutputCache | None, dict[str, Any]]:
+    """The run's cache (None when it has none) and what its record says about it before training; `reporter`
+    hears of damaged entries and of a disk the cache cannot write, once each."""
     dtype = getattr(config, "teacher_cache_dtype", "") or "float32"
     check_options(mode, dtype)
     if dtype == "float16" and mode == "off":
@@ -399,5 +435,5 @@ def open_run_cache(config: Any, record: dict[str, Any], num_train: int, device: 
 
         key.update(world_size=config.world_size, rank=distributed.rank())
     cache = TeacherOutputCache(Path(cache_dir).expanduser() if cache_dir else default_cache_dir(), key, num_train,
-                               config.recipe.epochs, dtype)
+                               config.recipe.epochs, dtype, reporter=reporter)
     return cache, cache.describe()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from .evaluate import evaluate
 from .models.zoo import count_parameters, create_model, is_model, list_architectures
 from .progress import NULL_REPORTER, Reporter
 from .state_dicts import check_fits, read_weights_file
-from .storage import atomic_write_json, sha256_file
+from .storage import atomic_path, atomic_write_json, sha256_file
 from .teacher_zoo import CARD, IMPORTED_RECIPE, WEIGHTS, TeacherKey, TeacherZoo
 
 
@@ -104,9 +103,8 @@ def import_teacher(
     entry.mkdir(parents=True, exist_ok=True)
     with FileLock(str(entry) + ".lock"):
         (entry / CARD).unlink(missing_ok=True)  # no card = no entry, until the new one is complete
-        tmp = entry / f".{WEIGHTS}.{os.getpid()}.tmp"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        os.replace(tmp, entry / WEIGHTS)
+        with atomic_path(entry / WEIGHTS) as tmp:  # no temp file left behind by a failed write
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         card = {
             "key": key.to_dict(), "path": str(entry), "sha256": sha256_file(entry / WEIGHTS), "arch": arch,
             "dataset": key.dataset, "recipe": IMPORTED_RECIPE, "seed": seed, "params": count_parameters(model),

@@ -1,17 +1,25 @@
 """The teacher zoo: teachers trained once by the harness, cached with a checksum, shared by every run.
 
-An entry is keyed by (architecture, dataset + its parameters, recipe, seed) and lives in
+An entry is keyed by (architecture, dataset + its parameters, the training data, recipe, seed) and lives in
 `<zoo>/<dataset>/<arch>/<recipe>-s<seed>-<digest>/` as `model.safetensors` plus `card.json` (sha256 of the
 weights, accuracy, epochs, time, versions). The card is written last, so an entry without a card is not an
 entry. Loading verifies the sha256; a mismatch rejects the file (renamed `*.rejected`) with a message and the
 teacher is retrained. Training happens under a file lock, so concurrent runs that need the same missing
 teacher train it once and the others wait and load it.
+
+The training data of a teacher trained here is part of its key and its card (`train_data`): the full training
+split, or with `teacher_data.train_fraction=F` the stratified F a student's `data.train_fraction=F` draws
+(:func:`training_data` builds it from the key; no caller chooses another split). Entries written before the data
+was in the key (issue #27: a run with `data.train_fraction` on an empty zoo could store a teacher trained on the
+student's subset under the full-data key) have cards without `train_data`; no key reaches them any more, so they
+are never loaded: `kdbench teachers list` shows their data as unknown, and they can be deleted.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,12 +27,14 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from safetensors.torch import save_file
 
 from .config import content_hash
+from .cpu_numerics import cpu_info
 from .data.loaders import make_eval_loader, make_train_loader
-from .data.registry import DataSplits
+from .data.registry import DataSplits, build_dataset, get_dataset_spec
+from .data.subset import keep_train_fraction
 from .engine import Engine, EngineSettings
 from .environment import environment
 from .errors import UserError
@@ -34,7 +44,7 @@ from .models.zoo import count_parameters, create_model
 from .progress import NULL_REPORTER, Reporter
 from .recipe import Recipe
 from .safe_load import UnusableCheckpointError, load_plain_weights
-from .storage import atomic_write_json, file_mode, sha256_file
+from .storage import atomic_path, atomic_write_json, sha256_file
 
 WEIGHTS = "model.safetensors"
 CARD = "card.json"
@@ -57,12 +67,50 @@ class TeacherKey:
     # The fingerprint of the code that trains the teacher (the `ce` method's, kdbench.fingerprint.teacher_code);
     # empty for imported teachers, which were not trained here, and then left out of the digest.
     code: str = ""
+    # The teacher's training data: the stratified fraction of each class of the training split it trains on (1:
+    # all of it; F < 1: the samples `data.train_fraction=F` gives a student) and, for F < 1, the student's
+    # `data.val_fraction` held out before the draw (as for the student; a full-data teacher trains on every
+    # training sample, the student's validation samples included).
+    train_fraction: float = 1.0
+    val_fraction: float = 0.0
+    # Trained under `--portable` (the same weights on any x86 CPU): another entry than the native one; left out
+    # of the digest when off, so existing entries keep their place.
+    portable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.train_fraction < 1.0 and self.imported:
+            raise UserError(f"teacher_data.train_fraction={self.train_fraction:g}: an imported teacher was "
+                            "trained elsewhere, on data the zoo cannot choose; train one here instead (leave "
+                            f"teacher_recipe.name={IMPORTED_RECIPE} out)")
+        if self.train_fraction >= 1.0 and self.val_fraction:
+            object.__setattr__(self, "val_fraction", 0.0)  # held out only before a fraction is drawn
+
+    @property
+    def imported(self) -> bool:
+        return self.recipe.name == IMPORTED_RECIPE
+
+    @property
+    def train_data(self) -> dict[str, Any] | None:
+        """What the teacher trains on, as its key and card state it; None for an imported teacher (trained
+        elsewhere: the zoo does not know)."""
+        if self.imported:
+            return None
+        return {"train_fraction": self.train_fraction, **({"val_fraction": self.val_fraction} if self.val_fraction
+                                                          else {})}
+
+    @property
+    def data_note(self) -> str:
+        """", 0.1 of each class's training samples" for a teacher trained on part of the split; "" otherwise."""
+        return "" if self.train_fraction >= 1.0 else f", {self.train_fraction:g} of each class's training samples"
 
     def to_dict(self) -> dict[str, Any]:
+        # `train_data` is in every trained teacher's digest, full-data ones included: entries written before it
+        # was (some trained on a student's subset, issue #27) are never found again. Imported entries keep theirs.
         return {
             "arch": self.arch, "dataset": self.dataset, "recipe": self.recipe.to_dict(), "seed": self.seed,
             "data_params": self.data_params, "model_options": self.model_options,
-            **({"code": self.code} if self.code else {}),
+            **({"code": self.code} if self.code else {}), **({"portable": True} if self.portable else {}),
+            **({"train_data": self.train_data} if self.train_data is not None else {}),
         }
 
     @property
@@ -72,6 +120,35 @@ class TeacherKey:
     @property
     def relpath(self) -> Path:
         return Path(self.dataset) / self.arch / f"{self.recipe.name}-s{self.seed}-{self.digest}"
+
+
+def training_data(key: TeacherKey, data_root: str | Path | None = None) -> DataSplits:
+    """The data teacher `key` trains on (and is built for): the dataset of its key with its recipe's augmentation,
+    cut to its `train_data` (the same per-class draw a student's `data.train_fraction` makes, after the same
+    validation hold-out); never a validation split of its own."""
+    spec = get_dataset_spec(key.dataset)
+    params = spec.params.__class__(**key.data_params) if key.data_params else spec.params
+    splits = build_dataset(key.dataset, params, data_root, key.recipe.augment, val_fraction=key.val_fraction)
+    splits = keep_train_fraction(splits, key.train_fraction, int(getattr(params, "split_seed", 0)))
+    return replace(splits, val=None)
+
+
+def train_data_card(key: TeacherKey, data: DataSplits) -> dict[str, Any]:
+    """The card's `train_data`: the key's, plus the number of samples the teacher trained on."""
+    assert key.train_data is not None
+    return {**key.train_data, "num_train": len(data.train)}
+
+
+def describe_train_data(card: dict[str, Any]) -> str:
+    """A card's training data in a few words (`kdbench teachers list`)."""
+    if card.get("source") == "imported":
+        return "elsewhere (imported)"
+    data = card.get("train_data")
+    if not isinstance(data, dict):
+        return "unknown (old key: unused)"
+    n = f"{data['num_train']:,}" if isinstance(data.get("num_train"), int) else "?"
+    fraction = float(data.get("train_fraction", 1.0))
+    return f"all {n}" if fraction >= 1.0 else f"{fraction:g} of each class ({n})"
 
 
 def _build(key: TeacherKey, data: DataSplits) -> nn.Module:
@@ -132,13 +209,21 @@ class TeacherZoo:
         entry = self.entry_dir(key)
         entry.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(entry) + ".lock")
-        if lock.is_locked:
-            self.reporter.log(f"teacher {key.arch}: another process is training it; waiting")
-        with lock:
+        try:
+            # `lock.is_locked` says whether this object holds the lock, never another process: the waiting line
+            # never appeared and a run waited minutes in silence (issue #29). A try without waiting tells.
+            lock.acquire(timeout=0)
+        except Timeout:
+            self.reporter.log(f"teacher {key.arch}: another process is training it ({entry}); waiting")
+            lock.acquire()
+        try:
             found = self.load(key, data)  # trained by another process while we waited
             if found is not None:
+                self.reporter.log(f"teacher {key.arch} loaded from the zoo ({entry})")
                 return found[0], {**found[1], "cached": True}
             model, card = self._train(key, data, settings)
+        finally:
+            lock.release()
         return model, {**card, "cached": False}
 
     def _train(
@@ -146,7 +231,9 @@ class TeacherZoo:
     ) -> tuple[nn.Module, dict[str, Any]]:
         entry = self.entry_dir(key)
         _refuse_to_train_imported(key, entry)
-        self.reporter.log(f"training teacher {key.arch} on {key.dataset} ({key.recipe.epochs} epochs)")
+        _check_training_data(key, data)
+        self.reporter.log(f"training teacher {key.arch} on {key.dataset} ({len(data.train):,} samples"
+                          f"{key.data_note}, {key.recipe.epochs} epochs)")
         torch.manual_seed(key.seed)
         model = _build(key, data)
         ce = get_method("ce")
@@ -171,10 +258,9 @@ class TeacherZoo:
         train_s = time.perf_counter() - t0
         model = model.to("cpu").eval()
         weights = entry / WEIGHTS
-        tmp = entry / f".{WEIGHTS}.{os.getpid()}.tmp"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        os.chmod(tmp, file_mode())  # the umask's mode, never world-writable (a zoo is shared by every run)
-        os.replace(tmp, weights)
+        # Atomic, the umask's mode (never world-writable: a zoo is shared by every run), no temp file left behind.
+        with atomic_path(weights) as tmp:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         card = {
             "key": key.to_dict(),
             "path": str(entry),
@@ -183,16 +269,19 @@ class TeacherZoo:
             "dataset": key.dataset,
             "recipe": key.recipe.name,
             "seed": key.seed,
+            "train_data": train_data_card(key, data),
             "params": count_parameters(model),
             **{k: v for k, v in fit.summary().items()},
             "top1": fit.last.top1,
             "top5": fit.last.top5,
             "train_s": train_s,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environment": environment(settings.device),
+            "environment": {**environment(settings.device), "cpu": cpu_info()},
         }
         atomic_write_json(entry / CARD, card)  # last: its presence marks the entry complete
-        (entry / "work" / "checkpoint.pt").unlink(missing_ok=True)
+        # The whole work folder: with the checkpoint, any temp file of a process killed training it (this process
+        # holds the entry's lock, so no live writer has one there).
+        shutil.rmtree(entry / "work", ignore_errors=True)
         self.reporter.log(f"teacher {key.arch}: top-1 {card['top1']:.2f}% in {train_s:.0f} s, cached at {entry}")
         return model, card
 
@@ -200,6 +289,17 @@ class TeacherZoo:
         if not self.root.is_dir():
             return []
         return [json.loads(p.read_text()) for p in sorted(self.root.glob(f"*/*/*/{CARD}"))]
+
+
+def _check_training_data(key: TeacherKey, data: DataSplits) -> None:
+    """A teacher never trains on data its key does not state: a student's split (cut to its `data.train_fraction`,
+    or with its validation split) passed by mistake is refused before anything is stored under the key."""
+    cut = "train_fraction" in data.notes  # kdbench.data.subset.keep_train_fraction's note
+    if data.val is not None or cut != (key.train_fraction < 1.0):
+        raise RuntimeError(f"teacher {key.arch}: the data passed to the zoo is not the teacher's (its key states "
+                           f"{key.train_data}; got {len(data.train)} training samples"
+                           f"{', a validation split' if data.val is not None else ''}): use "
+                           "kdbench.teacher_zoo.training_data(key)")
 
 
 def _refuse_to_train_imported(key: TeacherKey, entry: Path) -> None:

@@ -8,13 +8,12 @@ from typing import Any
 import torch.nn as nn
 
 from .config import parse_set_options
-from .data.registry import build_dataset, get_dataset_spec
 from .engine import EngineSettings
 from .environment import configure_threads, resolve_device
 from .errors import UserError
 from .progress import NULL_REPORTER, Reporter
 from .resolve import TEACHER_SCOPES, resolve_teacher
-from .teacher_zoo import TeacherZoo
+from .teacher_zoo import TeacherZoo, training_data
 
 
 def create_teacher(
@@ -31,16 +30,17 @@ def create_teacher(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The zoo's teacher `arch` for `dataset` (trained with the dataset's recipe if not cached) and its card.
 
-    `sets` accepts the `data.*`, `teacher_recipe.*` and `teacher.*` scopes of `kdbench run --set`; the key is
-    :func:`kdbench.resolve.resolve_teacher`'s, the one `kdbench run` looks up.
+    `sets` accepts the `data.*`, `teacher_recipe.*`, `teacher_data.*` and `teacher.*` scopes of `kdbench run --set`
+    (`teacher_data.train_fraction=0.1`: the control teacher, trained on the 10 % a student's
+    `data.train_fraction=0.1` draws); the key is :func:`kdbench.resolve.resolve_teacher`'s, the one `kdbench run`
+    looks up.
     """
     scoped = parse_set_options(sets)
     unknown = sorted(set(scoped) - set(TEACHER_SCOPES))
     if unknown:
         raise UserError(f"unknown --set scope '{unknown[0]}'. Valid: {', '.join(TEACHER_SCOPES)}")
     key = resolve_teacher(arch, dataset, epochs=epochs, seed=seed, sets=scoped)
-    spec = get_dataset_spec(key.dataset)
     configure_threads()
     dev = resolve_device(device)
-    data = build_dataset(key.dataset, spec.params.__class__(**key.data_params), data_root, key.recipe.augment)
+    data = training_data(key, data_root)
     return TeacherZoo(zoo_dir, reporter).get_or_train(key, data, EngineSettings(dev))

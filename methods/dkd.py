@@ -6,9 +6,16 @@ Distillation", arXiv:2203.08679), as in the authors' mdistiller code.
 with p = softmax(z / T) of each model, t the target class,
     TCKD = T² · KL( [p_t^T, 1 − p_t^T]  ‖  [p_t^S, 1 − p_t^S] )                 (target vs non-target)
     NCKD = T² · KL( p̂^T ‖ p̂^S ),   p̂_i = p_i / (1 − p_t)  for i ≠ t             (among the non-target classes)
-each averaged over the batch. Defaults (mdistiller's CFG.DKD): w_ce 1, α 1, β 8, T 4, warm-up 20 epochs (the
-factor is a function of the 1-based epoch alone, so a resumed run continues exactly). The options name the
-weights for what they weigh: `dkd.w_tckd` is the paper's α, `dkd.w_nckd` its β.
+each averaged over the batch. Defaults (mdistiller's CFG.DKD): w_ce 1, α 1, β 8, T 4, warm-up 20 epochs of its
+240-epoch CIFAR-100 schedule (the factor is a function of the 1-based epoch alone, so a resumed run continues
+exactly). The options name the weights for what they weigh: `dkd.w_tckd` is the paper's α, `dkd.w_nckd` its β.
+
+Warm-up and `--epochs`: the published 20 epochs are a twelfth of mdistiller's 240. A run of other length gets
+them rescaled by the rule the recipe's milestones follow (:func:`kdbench.recipe.rescale_epochs`: 20 of 240 →
+2 of 24, 3 of 40, 1 of 10), so the KD terms ramp up over the same share of training; without that, a 40-epoch
+run would spend half of it below full weight and a 10-epoch run would never reach it. The rescaled value is
+resolved into the run config (`dkd.warmup`), so the run id follows it; an explicit `--set dkd.warmup=N` is
+taken as stated.
 
 β per pair: the DKD paper tuned β for some CIFAR-100 pairs (mdistiller's configs/cifar100/dkd/*.yaml):
 :data:`PUBLISHED_BETA`. `dkd.nckd_preset=published` (the default) resolves `dkd.w_nckd` from that table for
@@ -27,8 +34,11 @@ import torch.nn.functional as F
 
 from kdbench.errors import UserError, check_range
 from kdbench.method import Batch, Distiller, MethodContext, register_method
+from kdbench.recipe import rescale_epochs
 
 DEFAULT_BETA = 8.0
+# mdistiller's CFG.DKD.WARMUP and the length of the CIFAR-100 schedule it was stated for (CFG.SOLVER.EPOCHS).
+PUBLISHED_WARMUP, PUBLISHED_EPOCHS = 20, 240
 BETA_PRESETS = ("published", "none")
 # (teacher, student) → β in the DKD paper / mdistiller configs, named as kdbench's CIFAR zoo names them. Pairs
 # not listed (resnet32x4 → resnet8x4, the ShuffleNet and ResNet50 → MobileNetV2 pairs, ...) use β = 8.
@@ -99,7 +109,9 @@ class DKDParams:
     w_tckd: float = 1.0  # α: weight of TCKD
     w_nckd: float | None = None  # β: weight of NCKD; None: from nckd_preset (published table for the pair, else 8)
     temperature: float = 4.0
-    warmup: int = 20  # epochs over which the KD terms ramp up linearly (0: none)
+    # Epochs over which the KD terms ramp up linearly (0: none); None: the published 20 of 240 epochs, rescaled
+    # to the run's epochs (resolve_params; :func:`resolved_warmup`).
+    warmup: int | None = None
     nckd_preset: str = "published"
 
     def __post_init__(self) -> None:
@@ -108,7 +120,8 @@ class DKDParams:
         if self.w_nckd is not None:
             check_range("dkd.w_nckd", self.w_nckd, 0.0, None)
         check_range("dkd.temperature", self.temperature, 0.0, 100.0, low_open=True)
-        check_range("dkd.warmup", self.warmup, 0, None)
+        if self.warmup is not None:
+            check_range("dkd.warmup", self.warmup, 0, None)
         if self.nckd_preset not in BETA_PRESETS:
             raise UserError(f"unknown dkd.nckd_preset '{self.nckd_preset}'. Valid: {', '.join(BETA_PRESETS)}")
 
@@ -122,6 +135,14 @@ def published_beta(teacher: str | None, student: str) -> float:
     return PUBLISHED_BETA.get((teacher or "", student), DEFAULT_BETA)
 
 
+def resolved_warmup(params: DKDParams, epochs: int) -> int:
+    """The warm-up a run of `epochs` epochs uses: `dkd.warmup` when set, else the published 20 of 240 epochs
+    rescaled to `epochs` (:func:`kdbench.recipe.rescale_epochs`)."""
+    if params.warmup is not None:
+        return params.warmup
+    return rescale_epochs(PUBLISHED_WARMUP, PUBLISHED_EPOCHS, epochs)
+
+
 def warmup_factor(epoch: int, warmup: int) -> float:
     """min(epoch / warmup, 1) for the 1-based epoch (mdistiller); 1 without warm-up."""
     return 1.0 if warmup <= 0 else min(epoch / warmup, 1.0)
@@ -131,19 +152,20 @@ def warmup_factor(epoch: int, warmup: int) -> float:
 class DKD(Distiller):
     def __init__(self, student, teacher, params: DKDParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
-        self._warmup = warmup_factor(1, params.warmup)  # set again by the engine before every epoch
+        self.warmup = resolved_warmup(params, ctx.epochs)  # already resolved in a run's config
+        self._warmup = warmup_factor(1, self.warmup)  # set again by the engine before every epoch
 
     @classmethod
-    def resolve_params(cls, params: DKDParams, *, teacher: str | None, student: str) -> DKDParams:
-        """Fill `w_nckd` (β) from the preset for this pair (an explicit `dkd.w_nckd` is kept): the run config, and so
-        the run id, holds the β actually used."""
-        if params.w_nckd is not None:
-            return params
-        beta = published_beta(teacher, student) if params.nckd_preset == "published" else DEFAULT_BETA
-        return replace(params, w_nckd=beta)
+    def resolve_params(cls, params: DKDParams, *, teacher: str | None, student: str, epochs: int) -> DKDParams:
+        """Fill `w_nckd` (β) from the preset for this pair and `warmup` rescaled to the run's `epochs` (explicit
+        values are kept): the run config, and so the run id, holds the β and the warm-up actually used."""
+        if params.w_nckd is None:
+            beta = published_beta(teacher, student) if params.nckd_preset == "published" else DEFAULT_BETA
+            params = replace(params, w_nckd=beta)
+        return replace(params, warmup=resolved_warmup(params, epochs))
 
     def on_epoch_start(self, epoch: int) -> None:
-        self._warmup = warmup_factor(epoch, self.params.warmup)
+        self._warmup = warmup_factor(epoch, self.warmup)
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
@@ -153,4 +175,4 @@ class DKD(Distiller):
         return logits, {"ce": p.w_ce * self.cross_entropy(logits, batch.labels), "dkd": self._warmup * dkd}
 
     def describe(self) -> dict[str, Any]:
-        return {"w_nckd": self.params.resolved_w_nckd, "nckd_preset": self.params.nckd_preset}
+        return {"w_nckd": self.params.resolved_w_nckd, "nckd_preset": self.params.nckd_preset, "warmup": self.warmup}

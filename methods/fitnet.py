@@ -9,6 +9,12 @@ A regressor r maps the student's *guided* layer to the shape of the teacher's *h
         epochs 1 … hint_epochs:  L = w_feat · MSE(r(F_s), F_t)                      (hint pre-training)
         later epochs:            L = w_ce · CE(z_s, y) + w_kd · T² · KL(p_t^T ‖ p_s^T)   (KD)
 
+Hint epochs and `--epochs`: the default hint phase is 30 epochs of a 240-epoch schedule (RepDistiller's
+`init_epochs` beside its 240 CIFAR-100 epochs); a run of other length gets it rescaled by the rule the
+recipe's milestones follow (:func:`kdbench.recipe.rescale_epochs`: 30 of 240 → 5 of 40, 1 of 10), resolved into
+the run config (`fitnet.hint_epochs`, so the run id follows) when `stages=2`. An explicit
+`--set fitnet.hint_epochs=N` is taken as stated. With one stage the setting is unused and stays None.
+
 Layers are indices into timm's `feature_info` (for a ResNet 2 = `layer2`, RepDistiller's `hint_layer=2`). The
 paper annealed its KD weight in stage 2; here it is fixed (w_kd = 1, T = 4, the CRD+KD values). The stage is
 a function of the epoch alone (`on_epoch_start`), so a resumed run takes the same path; the optimizer is the
@@ -17,7 +23,7 @@ engine's and is never touched: parameters without a gradient in a stage are simp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
@@ -27,6 +33,7 @@ from kdbench.errors import UserError, check_range
 from kdbench.method import Batch, Distiller, MethodContext, register_method
 from kdbench.methods.kd import kd_loss
 from kdbench.models.features import FeatureTap, num_stages
+from kdbench.recipe import rescale_epochs
 
 
 def fitnet_loss(regressed_student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
@@ -79,7 +86,9 @@ class FitNetParams:
     w_feat: float = 100.0
     regressor_relu: bool = True
     stages: int = 1  # 1: hint loss added to CE from epoch 1 (the references); 2: the paper's two stages
-    hint_epochs: int = 30  # two-stage only: epochs of hint pre-training (RepDistiller's init_epochs)
+    # Two-stage only: epochs of hint pre-training; None: RepDistiller's init_epochs, 30 of 240 epochs, rescaled to
+    # the run's epochs (resolve_params; :func:`resolved_hint_epochs`).
+    hint_epochs: int | None = None
     w_kd: float = 1.0  # two-stage only, stage 2
     temperature: float = 4.0  # two-stage only, stage 2
 
@@ -87,13 +96,27 @@ class FitNetParams:
         check_range("fitnet.w_ce", self.w_ce, 0.0, None)
         check_range("fitnet.w_feat", self.w_feat, 0.0, None)
         check_range("fitnet.stages", self.stages, 1, 2)
-        check_range("fitnet.hint_epochs", self.hint_epochs, 1, None)
+        if self.hint_epochs is not None:
+            check_range("fitnet.hint_epochs", self.hint_epochs, 1, None)
         check_range("fitnet.w_kd", self.w_kd, 0.0, None)
         check_range("fitnet.temperature", self.temperature, 0.0, 100.0, low_open=True)
 
     @property
     def student_stage(self) -> int:
         return self.hint_stage if self.guided_stage is None else self.guided_stage
+
+
+# RepDistiller's init_epochs and the length of the CIFAR-100 schedule it sits beside.
+PUBLISHED_HINT_EPOCHS, PUBLISHED_EPOCHS = 30, 240
+
+
+def resolved_hint_epochs(params: FitNetParams, epochs: int) -> int:
+    """The hint phase of a two-stage run of `epochs` epochs: `fitnet.hint_epochs` when set, else the published
+    30 of 240 epochs rescaled to `epochs` (:func:`kdbench.recipe.rescale_epochs`; at most epochs − 1, so a KD
+    stage follows; 0 for a 1-epoch run, which has no room for two stages)."""
+    if params.hint_epochs is not None:
+        return params.hint_epochs
+    return rescale_epochs(PUBLISHED_HINT_EPOCHS, PUBLISHED_EPOCHS, epochs)
 
 
 def _check_stage(key: str, stage: int, model: nn.Module, role: str) -> None:
@@ -114,8 +137,11 @@ class FitNet(Distiller):
         _check_stage("fitnet.hint_stage", p.hint_stage, teacher, "teacher")
         _check_stage("fitnet.guided_stage" if p.guided_stage is not None else "fitnet.hint_stage",
                      p.student_stage, student, "student")
-        if p.stages == 2 and p.hint_epochs >= ctx.epochs:
-            raise UserError(f"fitnet.hint_epochs={p.hint_epochs} leaves no KD stage in {ctx.epochs} epochs; "
+        self.hint_epochs = resolved_hint_epochs(p, ctx.epochs) if p.stages == 2 else 0
+        if p.stages == 2 and ctx.epochs < 2:
+            raise UserError(f"fitnet.stages=2 needs a hint stage and a KD stage: at least 2 epochs, got {ctx.epochs}")
+        if p.stages == 2 and self.hint_epochs >= ctx.epochs:
+            raise UserError(f"fitnet.hint_epochs={self.hint_epochs} leaves no KD stage in {ctx.epochs} epochs; "
                             f"allowed with fitnet.stages=2: [1, {ctx.epochs - 1}]")
         self._s_tap = FeatureTap(student, stages=[p.student_stage])
         self._t_tap = FeatureTap(teacher, stages=[p.hint_stage])
@@ -130,7 +156,7 @@ class FitNet(Distiller):
         self._hint_phase = False
 
     def on_epoch_start(self, epoch: int) -> None:
-        self._hint_phase = self.params.stages == 2 and epoch <= self.params.hint_epochs
+        self._hint_phase = self.params.stages == 2 and epoch <= self.hint_epochs
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
@@ -143,6 +169,14 @@ class FitNet(Distiller):
         if self._hint_phase:
             return s.logits, {"hint": hint}
         return s.logits, {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels), "hint": hint}
+
+    @classmethod
+    def resolve_params(cls, params: FitNetParams, *, teacher: str | None, student: str,
+                       epochs: int) -> FitNetParams:
+        """Two stages: `hint_epochs` rescaled to the run's `epochs` into the config (an explicit value is kept)."""
+        if params.stages != 2 or params.hint_epochs is not None or epochs < 2:
+            return params  # a 1-epoch two-stage run is refused when the method is built, naming the cause
+        return replace(params, hint_epochs=resolved_hint_epochs(params, epochs))
 
     def describe(self) -> dict[str, object]:
         return {"regressor": type(self.regressor.conv).__name__,

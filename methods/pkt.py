@@ -6,6 +6,13 @@ Probabilistic Knowledge Transfer", arXiv:1803.10837).
 on the pooled penultimate embeddings s, t (B × D, the input of each model's classifier; D may differ between
 student and teacher, since only similarities within the batch are compared). Defaults are RepDistiller's CIFAR
 values (the CRD paper's tables): w_ce 1, w_pkt 30000, ε 1e-7.
+
+Scale and batch size: each row of P sums to 1, so the mean over the B² entries is (1/B) · mean_i KL(P^T_i ‖ P^S_i):
+at a fixed w_pkt the term weighs more the smaller the batch. w_pkt = 30000 belongs to RepDistiller's batch of
+64. A ragged last batch would carry a several times larger term (embedded-hard's 142 training images in
+batches of 64 left a last batch of 14, whose PKT term was 6.2× a full batch's at initialisation, mean over
+the 40 epochs' orders); the training loader drops it
+(kdbench.data.loaders.train_batch_count), so every step sees B = the recipe's batch size.
 """
 
 from __future__ import annotations

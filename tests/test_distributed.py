@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from kdbench import distributed
-from kdbench.data.loaders import EpochShuffleSampler, FixedOrderSampler, RankBatches, RankSliceSampler
+from kdbench.data.loaders import FixedOrderSampler, RankBatches, RankSliceSampler, make_train_loader
 from kdbench.errors import UserError
 from kdbench.method import Batch, MethodContext, get_method
 from kdbench.methods.crd import CRDLoss
@@ -23,18 +24,19 @@ CLASSES = 4
 
 
 def test_rank_slices_of_every_global_batch_are_the_single_process_batches():
-    n, batch, world = 37, 8, 2  # 4 full batches and a last one of 5 (odd: dropped, no equal slices)
-    single = EpochShuffleSampler(n, seed=3)
+    n, batch, world = 36, 8, 2  # 4 full batches and a ragged last one of 4: dropped, as in one process
+    single = make_train_loader(TensorDataset(torch.arange(n)), batch, seed=3, device=torch.device("cpu"))
     ranks = [RankSliceSampler(n, 3, batch, r, world) for r in range(world)]
-    for s in (single, *ranks):
+    for s in (single.sampler, *ranks):
         s.set_epoch(2)
-    order, parts = list(single), [list(s) for s in ranks]
-    for b in range(n // batch):
+    batches, parts = [b[0].tolist() for b in single], [list(s) for s in ranks]
+    assert len(batches) == n // batch
+    for b, whole in enumerate(batches):
         joined = sum((p[b * batch // world:(b + 1) * batch // world] for p in parts), [])
-        assert joined == order[b * batch:(b + 1) * batch]
-    assert all(len(p) == (n // batch) * batch // world for p in parts)
-    even = [list(RankSliceSampler(36, 3, batch, r, world)) for r in range(world)]  # last batch 4: 2 per rank
-    assert sorted(even[0] + even[1]) == list(range(36))
+        assert joined == whole
+    assert all(len(p) == len(s) == (n // batch) * batch // world for p, s in zip(parts, ranks, strict=True))
+    small = [list(RankSliceSampler(7, 3, batch, r, world)) for r in range(world)]  # under one batch: equal slices
+    assert [len(p) for p in small] == [3, 3] and len(set(small[0] + small[1])) == 6
 
 
 def test_evaluation_batches_are_dealt_whole_and_count_every_image_once():

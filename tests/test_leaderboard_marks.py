@@ -103,7 +103,7 @@ def test_rich_output_prints_labels_and_footers_literally(dirs: dict[str, Path], 
     board.footer.append("note: [cnn2gnn.k=0] is the no-graph ablation")
     text = render(board, "rich")
     assert "[cnn2gnn.k=0] is the no-graph ablation" in text
-    assert "[k=v]: settings that differ" in text and "cnn2gnn [k=0]" in text
+    assert "[k=v]: settings that differ" in text and "cnn2gnn [graph=anchor, k=0]" in text
 
     from kdbench.cli.app import _register_commands, app
     from kdbench.cli.reporter import RichReporter
@@ -111,7 +111,7 @@ def test_rich_output_prints_labels_and_footers_literally(dirs: dict[str, Path], 
     _register_commands()
     shown = CliRunner().invoke(app, ["leaderboard", "--results-dir", str(root)])
     assert shown.exit_code == 0, shown.output
-    assert "cnn2gnn [k=10]" in shown.stdout and "[k=v]: settings" in shown.stdout
+    assert "cnn2gnn [graph=anchor, k=10]" in shown.stdout and "[k=v]: settings" in shown.stdout
     RichReporter(enabled=False).log("resumed run cnn2gnn [cnn2gnn.k=0]")
     assert "cnn2gnn [cnn2gnn.k=0]" in capsys.readouterr().err
 
@@ -135,10 +135,11 @@ def test_students_that_need_their_teacher_at_inference_are_marked_in_every_table
     footnote = next(line for line in leaderboard(root).attrs["footer"] if line.startswith("§ "))
     assert "not a standalone student" in footnote
     table = leaderboard(root)
-    assert set(table.index) == {"teacher", "cnn2gnn [graph_features=student]",
-                                "cnn2gnn [graph_features=teacher] §"}
-    assert sorted(build(root, "ladder").data["model"]) == ["gnn2 [graph_features=student]",
-                                                           "gnn2 [graph_features=teacher] §"]
+    # graph=memory is not the default (batch): every row shows it, though both rows share it.
+    assert set(table.index) == {"teacher", "cnn2gnn [graph=memory, graph_features=student]",
+                                "cnn2gnn [graph=memory, graph_features=teacher] §"}
+    assert sorted(build(root, "ladder").data["model"]) == ["gnn2 [graph=memory, graph_features=student]",
+                                                           "gnn2 [graph=memory, graph_features=teacher] §"]
     runs = build(root, "runs").data
     assert dict(zip(runs["run_id"], runs["method"], strict=True)) == {
         own: "cnn2gnn", teachers[0]: "cnn2gnn §", teachers[1]: "cnn2gnn §"}
@@ -176,11 +177,11 @@ def test_the_ladder_keeps_models_with_their_own_learning_rates_on_one_axis(dirs:
         ("digits · digits-v1 [data.train_fraction=0.1]", "digits-v1 [data.train_fraction=0.1]", "alone (ce)",
          "resnet18"),
         ("digits · digits-v1 [data.train_fraction=—]", "digits-v1 [data.train_fraction=—, lr=0.01]",
-         "cnn2gnn ← resnet50", "gnn2"),
+         "cnn2gnn ← resnet50", "gnn2 [graph=anchor]"),
         ("digits · digits-v1 [data.train_fraction=—]", "digits-v1 [data.train_fraction=—, lr=0.05]", "alone (ce)",
          "resnet18"),
     ]
-    assert list(data.loc[data["best"], "model"]) == ["gnn2"]  # the best of its section: one axis
+    assert list(data.loc[data["best"], "model"]) == ["gnn2 [graph=anchor]"]  # the best of its section: one axis
     assert not any("teacher_recipe" in label for label in data["recipe"])
 
 
@@ -200,3 +201,27 @@ def test_the_ladder_counts_fewer_seeds_within_each_section(dirs: dict[str, Path]
     assert flags == {("—", "resnet18"): False, ("0.1", "resnet18"): False, ("0.1", "resnet50"): True}
     empty = build(root, "ladder", where="method=kd")
     assert len(empty.data) == 0
+
+
+def test_a_non_default_setting_shows_in_the_label_even_without_a_default_run_beside_it(dirs: dict[str, Path]) -> None:
+    """`kd.temperature=2` alone (no default kd run to differ from) is still labelled; a setting every variant shares
+    shows when it is not the method's default; default settings never do."""
+    import dataclasses
+
+    root = dirs["results"]
+
+    def kd_run(seed: int, top1: float, **params: float) -> None:
+        config = make_config("kd", teacher="resnet50", seed=seed)
+        write_run(root, dataclasses.replace(config, method_params={**config.method_params, **params}), top1)
+
+    kd_run(0, 90.0, temperature=2.0)
+    assert set(leaderboard(root).index) == {"teacher", "kd [temperature=2]"}
+    assert set(build(root, "runs").data["method"]) == {"kd"}
+    assert set(build(root, "runs").table["variant"]) == {"temperature=2"}
+    kd_run(0, 91.0, temperature=2.0, w_kd=0.5)
+    assert set(leaderboard(root).index) == {"teacher", "kd [temperature=2, w_kd=0.9]",
+                                            "kd [temperature=2, w_kd=0.5]"}
+    # The defaults alone: the bare method name.
+    other = dirs["zoo"]
+    write_run(other, make_config("kd", teacher="resnet50", seed=0), 90.0)
+    assert set(leaderboard(other).index) == {"teacher", "kd"}

@@ -1,5 +1,7 @@
-"""Significance marks: each method's cell against the student alone (ce) of its column, Welch's t-test over seeds
-(records written with RunStore from resolved configs, numbers chosen so that p is known)."""
+"""Significance marks: each method's cell against the student alone (ce) of its column, by the paired t-test over
+the seeds both ran (Welch's where they did not), Holm-corrected across the column; the power line and the
+binomial test-set error in the footer (records written with RunStore from resolved configs, numbers chosen so
+that every p is known)."""
 
 from __future__ import annotations
 
@@ -9,27 +11,39 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from scipy.stats import ttest_ind
+from scipy.stats import nct, t, ttest_ind, ttest_rel
 from test_leaderboard import make_config, write_run
 
 from kdbench.leaderboard import build, render
-from kdbench.leaderboard.stats import welch_p
+from kdbench.leaderboard.stats import binomial_se, detectable_difference, holm, paired_p, welch_p
+from kdbench.records import RunStore
 
 PAIR = "digits · resnet50 → resnet18 · digits-v1"
 CE = [85.0, 86.0, 87.0]
-ABOVE = [90.0, 92.0, 94.0]  # p ≈ 0.020
-BELOW = [80.0, 81.0, 83.0]  # p ≈ 0.016
-NOISE = [84.0, 86.5, 88.0]  # p ≈ 0.91: same as ce within noise
+ABOVE = [90.0, 92.0, 94.0]  # per-seed differences 5, 6, 7: paired p ≈ 0.0091
+BELOW = [80.0, 81.0, 83.0]  # −5, −5, −4: paired p ≈ 0.0051
+NOISE = [84.0, 86.5, 88.0]  # −1, 0.5, 1: paired p ≈ 0.81, same as ce within noise
+EDGE = [87.0, 89.0, 91.0]  # 2, 3, 4: paired p ≈ 0.035, below 0.05 alone but not after Holm
+OTHER_SEEDS = [95.0, 96.0]  # seeds 0-1 only against ce's 0-2: Welch's p ≈ 0.0014
 
 
-def _column(root: Path, with_ce: bool = True) -> None:
-    runs = {"kd": ABOVE, "at": BELOW, "pkt": NOISE, "rkd": [99.0]}
+def _column(root: Path, with_ce: bool = True, num_test: int | None = None) -> None:
+    runs = {"kd": ABOVE, "at": BELOW, "pkt": NOISE, "fitnet": EDGE, "crd": OTHER_SEEDS, "rkd": [99.0]}
     if with_ce:
         runs["ce"] = CE
+    store = RunStore(root)
     for method, values in runs.items():
         teacher = None if method == "ce" else "resnet50"
         for seed, v in enumerate(values):
-            write_run(root, make_config(method, teacher=teacher, seed=seed), v)
+            run_id = write_run(root, make_config(method, teacher=teacher, seed=seed), v)
+            if num_test is not None:  # what the runner records of the data (kdbench.runner)
+                record = store.load(run_id)
+                record["data"] = {"num_train": 1437, "num_test": num_test}
+                store.write(record)
+
+
+def _seeds(values: list[float]) -> dict[int, float]:
+    return dict(enumerate(values))
 
 
 def test_welch_p_is_scipys_unequal_variance_test_and_needs_two_seeds_a_side() -> None:
@@ -39,26 +53,114 @@ def test_welch_p_is_scipys_unequal_variance_test_and_needs_two_seeds_a_side() ->
     assert math.isnan(welch_p([1.0, 1.0], [1.0, 1.0]))  # no spread on either side: nothing to test
 
 
-def test_cells_beyond_noise_are_marked_up_or_down_with_the_p_value_in_the_data(dirs: dict[str, Path]) -> None:
+def test_paired_p_pairs_runs_by_seed_and_tests_the_differences() -> None:
+    p, pairs = paired_p(_seeds(ABOVE), _seeds(CE))
+    assert pairs == 3 and p == pytest.approx(ttest_rel(ABOVE, CE).pvalue) and p == pytest.approx(0.0091, abs=1e-4)
+    # Only seeds both ran pair up, whatever order they come in: seed 5 of one side has no partner.
+    p, pairs = paired_p({2: 94.0, 0: 90.0, 1: 92.0, 5: 10.0}, {1: 86.0, 2: 87.0, 0: 85.0})
+    assert pairs == 3 and p == pytest.approx(ttest_rel(ABOVE, CE).pvalue)
+    assert paired_p({0: 90.0, 1: 92.0}, {1: 86.0, 2: 87.0}) == (pytest.approx(math.nan, nan_ok=True), 1)
+    # Every difference the same: no spread to test against (as Welch's test with two constant sides).
+    assert math.isnan(paired_p({0: 90.0, 1: 91.0}, {0: 85.0, 1: 86.0})[0])
+
+
+def test_holm_adjusts_in_step_down_order_and_leaves_untested_out() -> None:
+    # Sorted 0.01, 0.03, 0.04 of m = 3: 3·0.01, max(that, 2·0.03), max(that, 1·0.04); NaN is not counted.
+    assert holm([0.01, 0.04, 0.03, math.nan])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(holm([0.01, 0.04, 0.03, math.nan])[3])
+    assert holm([0.02, 0.9]) == pytest.approx([0.04, 0.9])
+    assert holm([0.6, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1, and never below an earlier step
+
+
+@pytest.mark.parametrize("df", [1, 2, 4, 9.5, 29])
+def test_the_detectable_difference_is_detected_with_the_stated_power(df: float) -> None:
+    se = 0.7
+    mdd = detectable_difference(se, df)
+    crit = t.ppf(0.975, df)
+    power = nct.sf(crit, df, mdd / se) + nct.cdf(-crit, df, mdd / se)
+    assert power == pytest.approx(0.8, abs=1e-6)
+    assert detectable_difference(se, df, power=0.5) < mdd  # less power asks for less
+    assert math.isnan(detectable_difference(math.nan, df)) and math.isnan(detectable_difference(se, 0))
+
+
+def test_binomial_se_is_the_test_sets_error_of_one_figure() -> None:
+    assert binomial_se(98.8888889, 360) == pytest.approx(100 * math.sqrt(0.988888889 * 0.011111111 / 360))
+    assert binomial_se(50.0, 100) == pytest.approx(5.0)
+    assert math.isnan(binomial_se(90.0, None)) and math.isnan(binomial_se(math.nan, 360))
+
+
+def test_marks_use_the_paired_test_survive_holm_or_not_and_say_so(dirs: dict[str, Path]) -> None:
     root = dirs["results"]
     _column(root)
     board = build(root)
-    t = board.table
-    assert t.loc["kd", PAIR] == "92.00 ± 2.00 (3)↑"
-    assert t.loc["at", PAIR] == "81.33 ± 1.53 (3)↓"
-    assert t.loc["pkt", PAIR] == "86.17 ± 2.02 (3)"  # within noise: no mark
-    assert t.loc["rkd", PAIR] == "99.00 (1)†"  # one seed: no test
-    assert t.loc["ce", PAIR] == "86.00 ± 1.00 (3)" and t.loc["teacher", PAIR] == "99.00 (1)"
-    p = board.data.set_index("row")["p_vs_ce"]
-    assert p["kd"] == pytest.approx(welch_p(ABOVE, CE)) and p["at"] == pytest.approx(welch_p(BELOW, CE))
-    assert p["pkt"] > 0.05 and all(math.isnan(p[r]) for r in ("rkd", "ce", "teacher"))
-    assert any(line.startswith("↑ / ↓: above / below the student alone") and "Welch" in line
-               for line in board.footer)
-    csv = pd.read_csv(io.StringIO(render(board, "csv")))
-    assert csv.set_index("row").loc["kd", "p_vs_ce"] == pytest.approx(welch_p(ABOVE, CE))
+    t_ = board.table
+    # Five comparisons with ce (rkd has one seed: no test). Holm, smallest p first: crd 0.0014·5, at 0.0051·4,
+    # kd 0.0091·3 all below 0.05; fitnet 0.035·2 = 0.07 is not, so it keeps the single arrow.
+    assert t_.loc["kd", PAIR] == "92.00 ± 2.00 (3)⇑"
+    assert t_.loc["at", PAIR] == "81.33 ± 1.53 (3)⇓"
+    assert t_.loc["fitnet", PAIR] == "89.00 ± 2.00 (3)↑"
+    assert t_.loc["pkt", PAIR] == "86.17 ± 2.02 (3)"  # within noise: no mark
+    assert t_.loc["crd", PAIR] == "95.50 ± 0.71 (2)†⇑ʷ"  # other seeds than ce's: Welch's test, marked ʷ
+    assert t_.loc["rkd", PAIR] == "99.00 (1)†"  # one seed: no test
+    assert t_.loc["ce", PAIR] == "86.00 ± 1.00 (3)" and t_.loc["teacher", PAIR] == "99.00 (1)"
+
+    d = board.data.set_index("row")
+    assert d.loc["kd", "test"] == "paired" and d.loc["crd", "test"] == "welch"
+    assert d.loc["kd", "p_vs_ce"] == pytest.approx(ttest_rel(ABOVE, CE).pvalue)
+    assert d.loc["kd", "p_welch"] == pytest.approx(welch_p(ABOVE, CE)) and d.loc["kd", "n_pairs"] == 3
+    assert d.loc["crd", "p_vs_ce"] == pytest.approx(welch_p(OTHER_SEEDS, CE)) and d.loc["crd", "n_pairs"] == 2
+    assert d.loc["fitnet", "p_holm"] == pytest.approx(2 * ttest_rel(EDGE, CE).pvalue)
+    assert all(math.isnan(d.loc[r, "p_vs_ce"]) for r in ("rkd", "ce", "teacher"))
+    # Each comparison's own smallest detectable difference: paired, se = s_d / √n with df = n − 1.
+    assert d.loc["kd", "mdd"] == pytest.approx(detectable_difference(1.0 / math.sqrt(3), 2))
+
+    footer = "\n".join(board.footer)
+    assert "⇑ / ⇓: above / below the student alone" in footer and "Holm" in footer
+    assert "test: paired t-test on the per-seed differences" in footer and "Welch" in footer
+    power = next(line for line in board.footer if line.startswith("power: "))
+    assert f"{PAIR}: " in power and "(welch, 2 seeds a side)" in power  # crd's comparison is unpaired
+
+    csv = pd.read_csv(io.StringIO(render(board, "csv"))).set_index("row")
+    assert csv.loc["kd", "p_vs_ce"] == pytest.approx(ttest_rel(ABOVE, CE).pvalue)
+    assert {"test", "p_paired", "n_pairs", "p_welch", "p_holm", "mdd", "binomial_se"} <= set(csv.columns)
     latex = render(board, "latex")
-    assert r"92.00 $\pm$ 2.00 (3)$\uparrow$" in latex and r"(3)$\downarrow$" in latex
-    assert "92.00 ± 2.00 (3)↑" in render(board, "markdown")
+    assert r"92.00 $\pm$ 2.00 (3)$\Uparrow$" in latex and r"(3)$\Downarrow$" in latex
+    assert r"(3)$\uparrow$" in latex and r"$\Uparrow$$^{w}$" in latex
+    assert latex.isascii()  # every mark and footnote symbol (⇑ ʷ √ α −) has its LaTeX spelling
+    markdown = render(board, "markdown")
+    assert "92.00 ± 2.00 (3)⇑" in markdown and "- power: " in markdown
+
+
+def test_the_power_line_pools_a_columns_comparisons(dirs: dict[str, Path]) -> None:
+    """All paired: the line's figure is the detectable difference at the pooled se and the fewest pairs."""
+    root = dirs["results"]
+    for seed, (ce, kd, at) in enumerate(zip(CE, ABOVE, BELOW, strict=True)):
+        write_run(root, make_config("ce", seed=seed), ce)
+        write_run(root, make_config("kd", teacher="resnet50", seed=seed), kd)
+        write_run(root, make_config("at", teacher="resnet50", seed=seed), at)
+    board = build(root)
+    sd_kd, sd_at = 1.0, pd.Series([-5.0, -5.0, -4.0]).std()
+    se = math.sqrt((sd_kd ** 2 + sd_at ** 2) / 2 / 3)
+    power = next(line for line in board.footer if line.startswith("power: "))
+    assert f"{PAIR}: {detectable_difference(se, 2):.2f} points (paired, 3 pairs)" in power
+
+
+def test_the_footer_gives_the_binomial_error_of_a_single_figure(dirs: dict[str, Path]) -> None:
+    root = dirs["results"]
+    _column(root, num_test=360)
+    board = build(root)
+    line = next(line for line in board.footer if line.startswith("test-set error: "))
+    assert "360 test images of digits" in line
+    assert f"±{binomial_se(99.0, 360):.2f} at the teacher's 99.00" in line
+    students = board.data[board.data["row"] != "teacher"]
+    assert f"±{students['binomial_se'].min():.2f} to ±{students['binomial_se'].max():.2f}" in line
+    assert board.data.set_index("row").loc["ce", "binomial_se"] == pytest.approx(binomial_se(86.0, 360))
+    ladder = build(root, "ladder", distilled=["kd"])
+    assert any(line.startswith("test-set error: ") for line in ladder.footer)
+    assert ladder.data["binomial_se"].notna().all()
+    # Records without the test-set size (older ones) give no such line rather than a wrong one.
+    _column(dirs["zoo"])
+    assert not any(line.startswith("test-set error") for line in build(dirs["zoo"]).footer)
 
 
 def test_a_column_without_the_student_alone_has_no_marks(dirs: dict[str, Path]) -> None:
@@ -67,4 +169,4 @@ def test_a_column_without_the_student_alone_has_no_marks(dirs: dict[str, Path]) 
     board = build(root)
     assert board.table.loc["kd", PAIR] == "92.00 ± 2.00 (3)"
     assert board.data["p_vs_ce"].isna().all()
-    assert not any("Welch" in line for line in board.footer)
+    assert not any("Welch" in line or line.startswith("power") for line in board.footer)

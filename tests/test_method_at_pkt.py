@@ -10,7 +10,7 @@ import torch
 
 from kdbench.errors import UserError
 from kdbench.method import MethodContext, get_method
-from kdbench.methods.at import ATParams, at_loss, paired_stages
+from kdbench.methods.at import ATParams, at_loss, deep_pairs, shallow_pairs
 from kdbench.methods.pkt import pkt_loss
 from kdbench.models import create_model
 
@@ -57,10 +57,66 @@ def test_at_loss_matches_maps_of_different_sizes_by_area_interpolation():
     assert at_loss(t, s).item() == pytest.approx(expected.item(), rel=1e-5)  # whichever side is larger
 
 
-def test_stages_pair_every_stage_but_the_stem_from_the_deepest_back():
-    assert paired_stages(5, 5) == [(1, 1), (2, 2), (3, 3), (4, 4)]
-    assert paired_stages(4, 6) == [(1, 3), (2, 4), (3, 5)]
-    assert paired_stages(1, 5) == []
+def test_shallow_pairs_stage_i_with_stage_i_from_the_first_after_the_stem_and_deep_pairs_from_the_last():
+    # shallow: what zip(feat_s[1:], feat_t[1:]) gives in RepDistiller / mdistiller; deep: the former default.
+    assert shallow_pairs(5, 5) == deep_pairs(5, 5) == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    assert shallow_pairs(4, 6) == [(1, 1), (2, 2), (3, 3)]
+    assert deep_pairs(4, 6) == [(1, 3), (2, 4), (3, 5)]
+    assert shallow_pairs(1, 5) == deep_pairs(1, 5) == []
+
+
+def test_at_loss_is_at_most_two_over_the_map_size():
+    # Unit vectors of non-negative entries: Σ_k (q_s − q_t)² ≤ 2, reached by maps on disjoint positions; the mean
+    # over positions divides by H·W. So the same w_at weighs a 2×2 map 256 times more than a 32×32 one.
+    for side in (2, 4, 32):
+        s, t = torch.zeros(1, 1, side, side), torch.zeros(1, 1, side, side)
+        s[0, 0, 0, 0], t[0, 0, -1, -1] = 1.0, 1.0
+        assert at_loss(s, t).item() == pytest.approx(2 / side**2, rel=1e-6)
+
+
+def _at(student: str, teacher: str, pairs: str = "shallow", size: int = 16, in_chans: int = 1):
+    ctx = MethodContext(10, in_chans, size, 8, torch.zeros(8, dtype=torch.long), 1, 0)
+    s = create_model(student, num_classes=10, in_chans=in_chans, image_size=size)
+    t = create_model(teacher, num_classes=10, in_chans=in_chans, image_size=size)
+    return get_method("at").cls(s, t, ATParams(pairs=pairs), ctx)
+
+
+def test_embedded_hard_pairs_drop_the_1x1_pair_with_one_recorded_warning(capsys):
+    # cifar_resnet8 (16, 16, 8, 4 px) from a timm ResNet-18 (8, 4, 2, 1, 1 px) at 16 px: shallow pairs 1:1 (4×4),
+    # 2:2 (2×2) and 3:3 (1×1, identically zero: dropped); deep pairs 1:2, 2:3, 3:4, two of them 1×1.
+    at = _at("cifar_resnet8", "resnet18")
+    assert at.pairs == [(1, 1), (2, 2)] and at.dropped == [(3, 3)]
+    err = capsys.readouterr().err
+    assert err.count("warning: at: stage pairs 3:3 compare 1×1 attention maps") == 1 and err.count("\n") == 1
+    assert at.describe() == {"stage_pairs": [[1, 1], [2, 2]], "dropped_pairs": [[3, 3]], "warning": at.warning}
+    deep = _at("cifar_resnet8", "resnet18", "deep")
+    assert deep.pairs == [(1, 2)] and deep.dropped == [(2, 3), (3, 4)]
+    assert "stage pairs 2:3, 3:4 compare 1×1" in capsys.readouterr().err
+    clean = _at("cifar_resnet8", "cifar_resnet8", size=32, in_chans=3)  # CIFAR maps: nothing to drop, no warning
+    assert clean.pairs == [(1, 1), (2, 2), (3, 3)] and clean.describe() == {"stage_pairs": [[1, 1], [2, 2], [3, 3]]}
+    assert capsys.readouterr().err == ""
+    t = clean._t_tap(torch.randn(4, 3, 32, 32))
+    assert sorted(t.stages) == [1, 2, 3]  # the teacher's taps are the paired stages
+
+
+def test_explicit_pairs_are_used_as_listed_and_a_degenerate_or_unknown_one_is_refused_in_one_line():
+    assert _at("cifar_resnet8", "resnet18", "1:0,2:1").pairs == [(1, 0), (2, 1)]
+    cases = [("3:3", r"at.pairs=3:3: pair 3:3 compares 1×1 attention maps.*teacher stages: 0 8×8, 1 4×4, 2 2×2, "
+                     r"3 1×1, 4 1×1\)"),
+             ("1:5", r"stage pair 1:5 is out of range; allowed: student stages 0..3, teacher stages 0..4"),
+             ("1-1", r"at.pairs='1-1': expected shallow, deep or student:teacher stage pairs")]
+    for pairs, message in cases:
+        with pytest.raises(UserError, match=message) as err:
+            _at("cifar_resnet8", "resnet18", pairs)
+        assert "\n" not in str(err.value)
+    with pytest.raises(UserError, match="at.pairs='1:1,1:1' lists a pair twice"):
+        ATParams(pairs="1:1,1:1")
+
+
+def test_a_pairing_left_with_no_pair_larger_than_1x1_is_refused():
+    # At 8 px the ResNet-18's stages are 4, 2, 1, 1, 1 px: deep pairs every student stage with a 1×1 one.
+    with pytest.raises(UserError, match=r"at.pairs=deep leaves no stage pair with maps larger than 1×1"):
+        _at("cifar_resnet8", "resnet18", "deep", size=8)
 
 
 def test_at_refuses_a_student_without_spatial_maps_in_one_line():

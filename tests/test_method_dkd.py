@@ -10,9 +10,10 @@ import torch
 
 from kdbench.errors import UserError
 from kdbench.method import Batch, MethodContext, get_method
-from kdbench.methods.dkd import DKDParams, dkd_loss, tckd_nckd, warmup_factor
+from kdbench.methods.dkd import DKDParams, dkd_loss, resolved_warmup, tckd_nckd, warmup_factor
 from kdbench.methods.kd import kd_loss
 from kdbench.models import create_model
+from kdbench.recipe import rescale_epochs
 from kdbench.resolve import RunOptions, resolve_config
 
 ZS = [[1.0, 2.0, 0.5, -1.0], [0.0, -1.0, 3.0, 1.0], [2.0, 2.0, 2.0, 0.0]]
@@ -85,7 +86,7 @@ def test_warmup_is_linear_over_the_first_epochs_and_a_function_of_the_epoch_alon
     ctx = MethodContext(10, 3, 16, 20, torch.arange(20) % 10, epochs=30, seed=0)
     student = create_model("resnet18", num_classes=10, image_size=16)
     teacher = create_model("resnet18", num_classes=10, image_size=16)
-    params = DKDParams(w_nckd=8.0)
+    params = DKDParams(w_nckd=8.0, warmup=20)  # mdistiller's 20 epochs, as stated (not rescaled to the 30 here)
     d = get_method("dkd").cls(student, teacher, params, ctx).train()
     batch = Batch(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]), torch.arange(4))
     full = dkd_loss(d.student(batch.images), d.teacher_logits(batch.images), batch.labels, 1.0, 8.0, 4.0)
@@ -118,6 +119,28 @@ def test_published_beta_is_resolved_per_pair_into_the_config_and_run_id(monkeypa
     assert wins["w_nckd"] == 5.0 and wins_id != run_id  # an explicit β wins over the table
     none, none_id = _resolved("resnet34", "resnet18", "dkd.nckd_preset=none")
     assert none["w_nckd"] == 8.0 and none_id not in (run_id, other_id)
+
+
+def test_the_published_warmup_is_rescaled_to_the_runs_epochs_like_the_recipes_milestones():
+    # mdistiller's 20 of 240 epochs follow --epochs by kdbench.recipe.rescale_epochs, into the config and run id.
+    warmups = {}
+    for epochs in (240, 24, 40, 10, 2, 1):
+        config = resolve_config(RunOptions(method="dkd", teacher="resnet34", student="resnet18", epochs=epochs))
+        warmups[epochs] = config.method_params["warmup"]
+    assert warmups == {240: 20, 24: 2, 40: 3, 10: 1, 2: 1, 1: 0}
+    assert [rescale_epochs(m, 240, 24) for m in (150, 180, 210, 20)] == [15, 18, 21, 2]  # the CRD recipe's rule
+    assert resolve_config(RunOptions(method="dkd", teacher="resnet34", student="resnet18",
+                                     sets=["recipe.epochs=40"])).method_params["warmup"] == 3  # --set epochs too
+    stated = resolve_config(RunOptions(method="dkd", teacher="resnet34", student="resnet18", epochs=40,
+                                       sets=["dkd.warmup=20"]))
+    assert stated.method_params["warmup"] == 20  # an explicit warm-up is taken as stated
+    rescaled = resolve_config(RunOptions(method="dkd", teacher="resnet34", student="resnet18", epochs=40))
+    assert stated.run_id != rescaled.run_id
+    # A distiller built from unresolved defaults (no config: a test, a library user) rescales the same way.
+    ctx = MethodContext(10, 3, 16, 20, torch.arange(20) % 10, epochs=40, seed=0)
+    d = get_method("dkd").cls(create_model("resnet18", num_classes=10, image_size=16),
+                              create_model("resnet18", num_classes=10, image_size=16), DKDParams(), ctx)
+    assert d.warmup == 3 and resolved_warmup(DKDParams(warmup=0), 40) == 0
 
 
 def test_published_table_holds_the_papers_pairs():

@@ -115,6 +115,27 @@ def test_two_stages_need_a_kd_stage_and_stages_must_exist():
         FitNetParams(stages=3)
 
 
+def test_the_published_hint_epochs_are_rescaled_to_the_runs_epochs_in_two_stages_only():
+    # RepDistiller's 30 of 240 epochs follow --epochs by the recipe's rule (kdbench.recipe.rescale_epochs).
+    def hint(epochs: int, *sets: str):
+        config = resolve_config(RunOptions(method="fitnet", teacher="resnet18", epochs=epochs, sets=list(sets)))
+        return config.method_params["hint_epochs"], config.run_id
+
+    two = "fitnet.stages=2"
+    assert [hint(e, two)[0] for e in (240, 40, 24, 10, 2)] == [30, 5, 3, 1, 1]
+    assert hint(40, two, "fitnet.hint_epochs=30")[0] == 30  # an explicit value is taken as stated
+    assert hint(40, two)[1] != hint(40, two, "fitnet.hint_epochs=30")[1]
+    assert hint(40)[0] is None  # one stage: the setting is unused and stays unset
+    d = _fitnet(FitNetParams(stages=2), epochs=40)  # unresolved defaults (no config): the same rule
+    assert d.hint_epochs == 5
+    d.on_epoch_start(5)
+    assert set(d.forward_train(_batch())[1]) == {"hint"}
+    d.on_epoch_start(6)
+    assert set(d.forward_train(_batch())[1]) == {"ce", "kd"}
+    with pytest.raises(UserError, match=r"fitnet.stages=2 needs a hint stage and a KD stage: at least 2 epochs"):
+        _fitnet(FitNetParams(stages=2), epochs=1)
+
+
 def test_every_hyperparameter_is_settable_from_the_command_line():
     opts = RunOptions(method="fitnet", teacher="resnet18", sets=[
         "fitnet.hint_stage=3", "fitnet.guided_stage=2", "fitnet.stages=2", "fitnet.hint_epochs=4",

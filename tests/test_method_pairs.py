@@ -141,9 +141,9 @@ def test_methods_command_lists_paper_and_defaults(monkeypatch, capsys):
         ("hkd", "Zhou", ["w_ce=1.0", "w_hkd=3.0", "w_kd=0.0", "feat_dim=128", "k=8", "nce_k=16384", "nce_t=0.07",
                          "nce_m=0.9"]),
         ("hkd+kd", "Zhou", ["w_hkd=3.0", "w_kd=1.0", "temperature=4.0"]),
-        ("dkd", "Zhao", ["w_ce=1.0", "w_tckd=1.0", "w_nckd=None", "temperature=4.0", "warmup=20",
+        ("dkd", "Zhao", ["w_ce=1.0", "w_tckd=1.0", "w_nckd=None", "temperature=4.0", "warmup=None",
                          "nckd_preset=published"]),
-        ("at", "Zagoruyko", ["w_ce=1.0", "w_at=1000.0"]),
+        ("at", "Zagoruyko", ["w_ce=1.0", "w_at=1000.0", "pairs=shallow"]),
         ("pkt", "Passalis", ["w_ce=1.0", "w_pkt=30000.0"]),
     ]:
         assert name in rows, f"{name} not listed"

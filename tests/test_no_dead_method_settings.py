@@ -70,12 +70,13 @@ _FITNET_TWO_STAGES = ("fitnet.stages=2", "fitnet.hint_epochs=1", "recipe.epochs=
 CHANGES: dict[str, dict[str, Change]] = {
     "ce": {"w_ce": Change("0.5")},
     "kd": {"temperature": Change("2"), "w_ce": Change("0.5"), "w_kd": Change("0.5")},
-    "at": {"w_ce": Change("0.5"), "w_at": Change("100")},
+    # At 8 px the default (shallow) pairing keeps only stage 1:1 (2×2); the stems' 4×4 maps are another term.
+    "at": {"w_ce": Change("0.5"), "w_at": Change("100"), "pairs": Change("0:0")},
     "pkt": {"w_ce": Change("0.5"), "w_pkt": Change("1000")},
     "rkd": {"w_ce": Change("0.5"), "w_dist": Change("5"), "w_angle": Change("5")},
     "dkd": {
         "w_ce": Change("0.5"), "w_tckd": Change("2"), "w_nckd": Change("2"), "temperature": Change("2"),
-        "warmup": Change("0"),
+        "warmup": Change("3"),  # the default, 20 of 240 epochs rescaled to this 1-epoch run, is 0 (none)
         # The preset picks β from the DKD paper's table only for its CIFAR pairs (β = 2 here, 8 under `none`).
         "nckd_preset": Change("none", pair=("cifar_resnet56", "cifar_resnet20")),
     },

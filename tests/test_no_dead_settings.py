@@ -3,8 +3,9 @@
 Each field of :class:`kdbench.recipe.Recipe` is changed, one at a time, in a 1–2 epoch `ce` run of a tiny timm
 student on 8-px digits; the run's per-epoch numbers (losses, lr, train/test top-1, eval loss) must differ from
 the baseline's. A field that only matters in some configuration gets that configuration in CONTEXT (for both
-runs), it is not skipped. A field marked `metadata={"affects_results": False}` must instead stay out of the
-run id. (Every field of every method's parameter dataclass is changed the same way in
+runs), it is not skipped. A field marked `metadata={"affects_results": False}` (the recipe's name, a label)
+changes no number, but it is still in the run id: it names the leaderboard column, and a teacher recipe named
+"imported" selects another teacher. (Every field of every method's parameter dataclass is changed the same way in
 tests/test_no_dead_method_settings.py.)
 """
 
@@ -70,13 +71,19 @@ def test_changing_a_recipe_field_changes_a_short_run(tmp_path: Path, field: str)
     assert before != after, f"recipe.{field}: {CHANGES[field][1]} left every number of the run unchanged"
 
 
-def test_fields_marked_as_not_affecting_results_stay_out_of_the_run_id():
+def test_the_recipe_name_a_label_that_changes_no_number_is_in_the_run_id():
     marked = [f.name for f in dataclasses.fields(Recipe) if not _affects(f)]
     assert marked == ["name"]
     config = resolve_config(RunOptions("ce", dataset="digits"))
     renamed = dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, name="another-label"))
-    assert renamed.run_id == config.run_id
+    # One record never stands for two labels: a run stored under one name is not shown under another.
+    assert renamed.run_id != config.run_id
     assert RunConfig.from_dict(config.to_dict()) == config  # the stored config keeps the label
+    # The teacher recipe's name selects the teacher: an imported one is another run than a harness-trained one.
+    trained = resolve_config(RunOptions("kd", teacher="resnet18", dataset="digits"))
+    imported = resolve_config(RunOptions("kd", teacher="resnet18", dataset="digits",
+                                         sets=["teacher_recipe.name=imported"]))
+    assert imported.run_id != trained.run_id
 
 
 @pytest.mark.parametrize("method", ["ce", "kd"])

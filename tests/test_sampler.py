@@ -19,6 +19,7 @@ from kdbench.data.loaders import (
     InMemoryBatches,
     make_eval_loader,
     make_train_loader,
+    train_batch_count,
 )
 from kdbench.data.tensor_dataset import IndexedTensorDataset
 from kdbench.engine import Engine, EngineSettings, epoch_seed
@@ -66,6 +67,23 @@ def test_the_evaluation_order_is_fixed_by_its_seed():
     assert list(FixedOrderSampler(30, 1)) != list(a)
 
 
+def test_train_batches_are_full_batches_of_the_samplers_order_and_the_ragged_last_one_is_dropped():
+    n = 23
+    ds = TensorDataset(torch.zeros(n, 1), torch.zeros(n, dtype=torch.long), torch.arange(n))
+    loader = make_train_loader(ds, batch_size=5, seed=2, device=CPU)
+    assert len(loader) == train_batch_count(n, 5) == 4
+    for epoch in (4, 5):
+        loader.sampler.set_epoch(epoch)
+        batches = [index.tolist() for _, _, index in loader]
+        order = _order(2, epoch, n)
+        assert batches == [order[i : i + 5] for i in range(0, 20, 5)]  # 23 = 4·5 + 3: the last 3 are dropped
+    assert len(make_train_loader(TensorDataset(torch.arange(21)), batch_size=5, seed=2, device=CPU)) == 4
+    assert [len(b[0]) for b in make_train_loader(TensorDataset(torch.arange(20)), batch_size=5, seed=2,
+                                                 device=CPU)] == [5, 5, 5, 5]
+    ev = make_eval_loader(ds, batch_size=8, order_seed=5, device=CPU)  # evaluation keeps every sample
+    assert [i for _, _, index in ev for i in index.tolist()] == list(FixedOrderSampler(n, 5))
+
+
 def _in_memory(n: int) -> IndexedTensorDataset:
     return IndexedTensorDataset(torch.zeros(n, 1, 2, 2), torch.zeros(n, dtype=torch.long))
 
@@ -93,6 +111,11 @@ def test_evaluation_batches_keep_every_sample_in_the_fixed_order():
         ev = make_eval_loader(ds, batch_size=8, order_seed=5, device=CPU)
         assert [len(index) for _, _, index in ev] == [8, 8, 5] and len(ev) == 3
         assert [i for _, _, index in ev for i in index.tolist()] == list(FixedOrderSampler(n, 5))
+
+
+def test_a_split_smaller_than_one_batch_is_one_batch_of_all_of_it():
+    small = make_train_loader(TensorDataset(torch.arange(7)), batch_size=8, seed=2, device=CPU)
+    assert [sorted(b[0].tolist()) for b in small] == [list(range(7))] and train_batch_count(7, 8) == 1
 
 
 def test_epoch_seeds_differ_between_epochs_and_seeds():
@@ -149,7 +172,7 @@ def _fit(tmp: Path, stop_after: int | None = None) -> RecordBatches:
 def test_a_resumed_run_sees_the_batches_and_draws_of_the_uninterrupted_run(tmp_path: Path):
     whole = _fit(tmp_path / "whole")
     by_epoch = {e: [(i, r) for ep, i, r in whole.seen if ep == e] for e in range(1, 5)}
-    assert [len(b) for b in by_epoch.values()] == [3, 3, 3, 3]  # 26 = 3·8 + 2: the 2 are dropped
+    assert [len(b) for b in by_epoch.values()] == [3, 3, 3, 3]  # 26 = 3·8 + 2: the ragged 2 are dropped
     assert len({tuple(tuple(i) for i, _ in b) for b in by_epoch.values()}) == 4  # a new order every epoch
     assert len({tuple(r for _, r in b) for b in by_epoch.values()}) == 4  # and new random draws
     # Same seed, fresh objects: epoch e's batches are the sampler's (seed, e) order.

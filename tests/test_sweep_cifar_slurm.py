@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slurm
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "slurm" / "sweeps" / "smoke-cifar.yaml"
-SITE = Path(__file__).resolve().parent / "slurm_site"  # sitecustomize: the fixture's md5s inside the jobs
+SITE = Path(__file__).resolve().parent / "fixture_site"  # sitecustomize: the fixture's md5s inside the jobs
 
 
 def test_smoke_cifar_sweep_runs_a_teacher_then_two_runs_on_slurm(slurm_conf, tmp_path, monkeypatch):  # noqa: F811

@@ -164,7 +164,9 @@ def test_shipped_sweep_files_expand():
     hard = expand(grid_from_options(load_sweep_file(REPO / "slurm" / "sweeps" / "embedded-hard.yaml")))
     assert len(hard) == 5 + 10 * 5 and {r.config.student for r in hard} == {"cifar_resnet8"}
     assert {r.config.data_params["train_fraction"] for r in hard} == {0.1}
-    assert {(r.config.recipe.name, r.config.recipe.epochs) for r in hard} == {("embedded-hard-v1", 40)}
+    # Batches of 47: 142 training images make three full batches (the loader drops a ragged last one).
+    assert {(r.config.recipe.name, r.config.recipe.epochs, r.config.recipe.batch_size) for r in hard} == {
+        ("embedded-hard-v2", 40, 47)}
     assert len({r.teacher.digest for r in hard if r.teacher}) == 1
     ablation = [expand(grid_from_options(load_sweep_file(REPO / "slurm" / "sweeps" / f"{name}.yaml")))
                 for name in ("cnn2gnn-graph-ablation", "cnn2gnn-graph-ablation-teacher")]

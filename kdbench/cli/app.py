@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from ..errors import UserError
 from .reporter import console
@@ -41,5 +42,7 @@ def main() -> None:
     try:
         app()
     except UserError as e:
-        console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        # The message carries text from elsewhere (paths, a torch/gloo error like `[.../pair.cc:561] Connection
+        # closed`, a list `[1, 2]`): printed literally, never read as rich markup.
+        console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -46,6 +46,9 @@ def leaderboard_command(
     failed, diverged and running ones and names the metric. Only runs of the current code count (each record
     carries its code fingerprint); the footer says how many older ones were left out (`--all-code` shows them).
     Runs that differ in more than their seed (recipe, data parameters, hyperparameters) never share a cell.
+    Each method's cell is tested against the student alone of its column (paired t-test by seed; ⇑/⇓ survive
+    Holm's correction, ↑/↓ are p < 0.05 alone; ʷ: Welch's test, where the seeds differ); the footer gives the
+    smallest difference the seeds run can detect and the test set's binomial error.
 
     Examples:
 

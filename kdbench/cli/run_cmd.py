@@ -68,6 +68,9 @@ def run_command(
     deterministic: bool = typer.Option(True, "--deterministic/--no-deterministic", help="GPU: deterministic "
                                        "kernels, cuDNN autotuning off (--no-deterministic: cudnn.benchmark on, "
                                        "faster, not bit-reproducible). No effect on CPU; not in the run id."),
+    portable: bool = typer.Option(False, "--portable", help="CPU: numbers every x86 CPU computes alike (ATen's "
+                                  "DEFAULT kernels, MKL's COMPATIBLE branch, no oneDNN/NNPACK, one thread); "
+                                  "slower, and another run id than without it (README: Reproducibility)."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on a checkpoint that cannot be resumed "
                                 "instead of restarting the run from scratch with a warning."),
     nproc: int = typer.Option(1, "--nproc", help="Train this one run data-parallel across N processes on this "
@@ -111,7 +114,8 @@ def run_command(
                        teacher_epochs=p["teacher_epochs"], batch_size=p["batch_size"], lr=p["lr"],
                        sets=list(p["sets"] or []),
                        teacher_ckpt=str(p["teacher_ckpt"]) if p["teacher_ckpt"] else None, amp=p["amp"],
-                       channels_last=p["channels_last"], teacher_cache_dtype=p["teacher_cache_dtype"] or "float32"),
+                       channels_last=p["channels_last"], teacher_cache_dtype=p["teacher_cache_dtype"] or "float32",
+                       portable=bool(p["portable"])),
             p["results_dir"], force=p["force"])
         if as_json:
             typer.echo(json.dumps(plan, indent=2, sort_keys=True))
@@ -130,6 +134,7 @@ def run_command(
             keep_checkpoint=p["keep_checkpoint"], log=p["log"] or [], deterministic=p["deterministic"],
             teacher_cache=p["teacher_cache"] or "on", cache_dir=p["cache_dir"],
             teacher_cache_dtype=p["teacher_cache_dtype"] or "float32", nproc=p["nproc"] or 1, sync_bn=p["sync_bn"],
+            portable=bool(p["portable"]),
         )
     finally:
         reporter.close()

@@ -99,7 +99,7 @@ def run_options(params: dict[str, Any]) -> RunOptions:
         teacher_epochs=params.get("teacher_epochs"), batch_size=params.get("batch_size"), lr=params.get("lr"),
         sets=list(params.get("sets") or []), teacher_ckpt=str(ckpt) if ckpt else None,
         amp=bool(params.get("amp")), channels_last=bool(params.get("channels_last")),
-        teacher_cache_dtype=params.get("teacher_cache_dtype") or "float32",
+        teacher_cache_dtype=params.get("teacher_cache_dtype") or "float32", portable=bool(params.get("portable")),
     )
 
 
@@ -133,6 +133,8 @@ def run_config_document(params: dict[str, Any], config: RunConfig) -> dict[str, 
     doc.update(amp=config.amp, channels_last=config.channels_last)
     if config.teacher_cache_dtype:
         doc["teacher_cache_dtype"] = config.teacher_cache_dtype
+    if config.portable:  # written only when on, as the run id leaves it out when off
+        doc["portable"] = True
     for name in MACHINE_OPTIONS:
         value = params.get(name)
         if name == "deterministic":  # on by default: written only when turned off

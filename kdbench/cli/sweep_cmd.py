@@ -80,7 +80,8 @@ def plan_table(plan: Plan, executor: str, reason: str) -> Table:
     for task in plan.teacher_tasks:
         table.add_row("teacher job", task.label)
     for key in plan.cached_teachers:
-        table.add_row("teacher cached", f"{key.arch} on {key.dataset} ({key.recipe.name}, seed {key.seed})")
+        table.add_row("teacher cached", f"{key.arch} on {key.dataset} ({key.recipe.name}, seed {key.seed}"
+                                        f"{key.data_note})")
     dep = " (after the teacher jobs)" if plan.teacher_tasks else ""
     stages = len(parents([r.run_id for r in plan.run_tasks], [r.config for r in plan.run_tasks]))
     table.add_row("array tasks", f"{len(plan.run_tasks) - stages}{dep}")

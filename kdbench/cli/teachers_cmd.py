@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..teacher_zoo import TeacherZoo
+from ..teacher_zoo import TeacherZoo, describe_train_data
 from ..teachers import create_teacher
 from .app import app
 from .options import DataRoot, Device, Sets, ZooDir
@@ -20,20 +20,29 @@ app.add_typer(teachers_app, name="teachers")
 
 @teachers_app.command("list")
 def list_command(zoo_dir: Path = ZooDir) -> None:
-    """Show every cached teacher (architecture, dataset, recipe, seed, accuracy, size, time, checksum).
+    """Show every cached teacher (architecture, dataset, training data, recipe, seed, accuracy, size, time,
+    checksum). The training data is "all N" (the full training split), "F of each class (N)" (the control of
+    `teacher_data.train_fraction=F`), "elsewhere" for an imported teacher, or "unknown (old key: unused)" for an
+    entry written before the data was part of the key: no run loads those (delete them to free the space).
 
     Example: kdbench teachers list --zoo-dir /shared/zoo
     """
     zoo = TeacherZoo(zoo_dir)
     cards = zoo.cards()
     table = Table(title=f"teacher zoo at {zoo.root} ({len(cards)} teachers)")
-    for col in ("arch", "dataset", "recipe", "seed", "epochs", "top-1", "top-5", "params", "train time", "sha256"):
+    for col in ("arch", "dataset", "training data", "recipe", "seed", "epochs", "top-1", "top-5", "params",
+                "train time", "sha256"):
         table.add_column(col, justify="right" if col in ("top-1", "top-5", "params", "epochs") else "left")
     for c in cards:
-        table.add_row(c["arch"], c["dataset"], c["recipe"], str(c["seed"]), str(c.get("epochs", "")),
-                      f"{c['top1']:.2f}", f"{c['top5']:.2f}", f"{c['params'] / 1e6:.1f}M",
+        table.add_row(c["arch"], c["dataset"], describe_train_data(c), c["recipe"], str(c["seed"]),
+                      str(c.get("epochs", "")), f"{c['top1']:.2f}", f"{c['top5']:.2f}", f"{c['params'] / 1e6:.1f}M",
                       f"{c['train_s']:.0f}s", c["sha256"][:12])
     out.print(table)
+    old = sum(describe_train_data(c).startswith("unknown") for c in cards)
+    if old:
+        out.print(f"{old} of them were written before a teacher's training data was part of its zoo key (one may "
+                  "have been trained on a student's data.train_fraction subset): no run loads them; delete them, "
+                  "they are retrained under the new key when needed.", highlight=False)
 
 
 @teachers_app.command("train")

@@ -56,21 +56,23 @@ class EpochKeyedAugmentation(Dataset):
         return self.base[index]
 
 
-def train_batch_count(length: int, batch_size: int) -> int:
-    """Training batches per epoch: every training batch holds exactly `batch_size` samples and the ragged last
-    one is dropped (a small last batch would weigh its few samples like a full batch, and a loss that is a mean
-    over pairs of the batch would be several times larger on it). The order is reshuffled every epoch, so the
-    dropped samples differ and none is left out for good. A split smaller than one batch is one batch of all of
-    it."""
-    return max(1, length // batch_size)
-
-
 def global_batch_size(n: int, batch_size: int, world: int = 1) -> int:
     """The samples in every training batch of a split of `n`: `batch_size`, or all `n` when the split is smaller
     (with W ranks: the most of them that split equally — DDP averages the ranks' mean gradients, which is the
     global mean only when their slices are equal)."""
     size = min(batch_size, n)
     return size - size % world
+
+
+def train_batch_count(length: int, batch_size: int) -> int:
+    """Training batches per epoch: every training batch holds exactly `batch_size` samples and the ragged last
+    one is dropped (torch's `drop_last`). A small last batch weighs its few samples like a full batch, and a loss
+    that is a mean over pairs of the batch (PKT's B×B similarities, RKD's distances) is several times larger on
+    it, so with few batches per epoch it steers training (embedded-hard: 142 samples in batches of 64 left a last
+    batch of 14). RepDistiller's and mdistiller's CIFAR loaders keep it (50000 = 781·64 + 16, a last batch of 16
+    of 782, too few to matter there). The order is reshuffled every epoch, so the dropped samples differ and none
+    is left out for good. A split smaller than one batch is one batch of all of it."""
+    return max(1, length // batch_size)
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -106,7 +108,8 @@ class EpochShuffleSampler(Sampler[int]):
 class RankSliceSampler(Sampler[int]):
     """Rank `rank`'s share of data-parallel training over `world` processes: slice `rank` of every full global
     batch of the single-process permutation (:class:`EpochShuffleSampler`'s, from (seed, epoch)), so the W ranks
-    together train on the very batches one process would. A last incomplete batch is dropped, as in one process.
+    together train on the very batches one process would (:func:`train_batch_count`): the ragged last batch is
+    dropped, and a split smaller than one global batch is one batch, dealt in equal slices of `length // world`.
     """
 
     def __init__(self, length: int, seed: int, global_batch: int, rank: int, world: int,

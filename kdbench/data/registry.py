@@ -56,7 +56,8 @@ class DatasetSpec:
 
 
 # Modules of kdbench.data that hold machinery, not datasets.
-_NOT_DATASETS = {"registry", "augment", "keyed", "tensor_dataset", "loaders", "transforms", "validation", "subset"}
+_NOT_DATASETS = {"registry", "augment", "keyed", "tensor_dataset", "loaders", "transforms", "validation", "subset",
+                 "fixtures"}
 
 
 def _load_builtin() -> None:

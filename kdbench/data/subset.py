@@ -9,9 +9,14 @@ without one), so every run of every method trains on the same samples; the rest 
 
 Like `data.val_fraction`, `train_fraction` is not a field of the datasets' parameter dataclasses: it is taken out
 of the `data` scope (:func:`kdbench.data.validation.split_data_params`) and kept in the run's `data_params` only
-when it is below 1, so the ids of full-data runs are unchanged and the teacher zoo keys never hold it (the
-teacher trains on the full training split). With a validation split too, the validation samples are held out
-first and the fraction is taken of the samples left.
+when it is below 1, so the ids of full-data runs are unchanged. With a validation split too, the validation samples
+are held out first and the fraction is taken of the samples left.
+
+The teacher trains on the full training split whatever the student's fraction. The information-matched control
+asks for a teacher that saw no more labels than the student: `--set teacher_data.train_fraction=F` (its own scope,
+beside `teacher_recipe`) trains the zoo teacher on the very samples `data.train_fraction=F` gives a student (the
+same draw: same fraction, same `split_seed`, the same validation samples held out first). The teacher's training
+data is part of its zoo key and card (kdbench.teacher_zoo.TeacherKey.train_data).
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..errors import UserError
 from .registry import DataSplits
 from .validation import ReindexedSubset, parse_fraction, stratified_holdout
 
 TRAIN_KEY = "train_fraction"
+# The `--set` scope of the teacher's training data (the control of the limited-data setting); its one key.
+TEACHER_SCOPE = "teacher_data"
+TEACHER_KEYS = (TRAIN_KEY,)
 
 
 def parse_train_fraction(value: str | float) -> float:
@@ -41,14 +50,29 @@ def with_train_fraction(data_params: dict[str, Any], fraction: float) -> dict[st
     return {**data_params, TRAIN_KEY: fraction} if fraction < 1.0 else dict(data_params)
 
 
+def teacher_data_params(scoped: dict[str, str]) -> dict[str, Any]:
+    """The `teacher_data` scope's `--set` strings as a run's `teacher_data` ({"train_fraction": F} when F < 1,
+    else {}: a full-data teacher's run id is what it was). An unknown key lists the valid one."""
+    unknown = sorted(set(scoped) - set(TEACHER_KEYS))
+    if unknown:
+        valid = ", ".join(f"{TEACHER_SCOPE}.{k}" for k in TEACHER_KEYS)
+        raise UserError(f"unknown option '{TEACHER_SCOPE}.{unknown[0]}'. Valid: {valid}")
+    fraction = parse_fraction(TRAIN_KEY, scoped.get(TRAIN_KEY, 1.0), (0.0, 1.0, "(0, 1]"),
+                              "e.g. 0.1 trains the teacher on the 10 % of each class that data.train_fraction=0.1 "
+                              "gives the student", scope=TEACHER_SCOPE)
+    return {TRAIN_KEY: fraction} if fraction < 1.0 else {}
+
+
 def keep_train_fraction(splits: DataSplits, fraction: float, seed: int) -> DataSplits:
-    """`splits` with its training split cut to a stratified `fraction` of each class (fixed by `seed`)."""
+    """`splits` with its training split cut to a stratified `fraction` of each class (fixed by `seed`): the
+    student's `data.train_fraction`, or the teacher's `teacher_data.train_fraction` (the same draw)."""
     if fraction >= 1.0:
         return splits
     # The held-out side of a (1 − F) hold-out is dropped: the same per-class draw as data.val_fraction makes.
     kept, _ = stratified_holdout(splits.train_targets, 1.0 - fraction, seed)
+    # Whose training split this is, and what the teacher saw, the record states elsewhere (teacher_metrics).
     notes = {**splits.notes, "train_fraction": (
-        f"the student trains on a stratified {fraction:g} of each class's training samples (split_seed={seed}): "
-        f"{len(kept):,} of {len(splits.train_targets):,}; the teacher saw all of them")}
+        f"trains on a stratified {fraction:g} of each class's training samples (split_seed={seed}): "
+        f"{len(kept):,} of {len(splits.train_targets):,}")}
     return dataclasses.replace(splits, train=ReindexedSubset(splits.train, kept),
                                train_targets=splits.train_targets[kept], notes=notes)

@@ -27,18 +27,19 @@ from .registry import DataSplits
 VAL_KEY = "val_fraction"
 
 
-def parse_fraction(key: str, value: str | float, allowed: tuple[float, float, str], meaning: str) -> float:
-    """`data.KEY` as a finite float inside `allowed` = (low, high, interval as written, e.g. "[0, 1)"), else a
+def parse_fraction(key: str, value: str | float, allowed: tuple[float, float, str], meaning: str,
+                   scope: str = "data") -> float:
+    """`SCOPE.KEY` as a finite float inside `allowed` = (low, high, interval as written, e.g. "[0, 1)"), else a
     one-line UserError naming the range and what the fraction means."""
     low, high, interval = allowed
     try:
         fraction = float(value)
     except ValueError:
-        raise UserError(f"data.{key}: expected float, got '{value}'") from None
+        raise UserError(f"{scope}.{key}: expected float, got '{value}'") from None
     inside = (low <= fraction if interval[0] == "[" else low < fraction) and \
         (fraction <= high if interval[-1] == "]" else fraction < high)
     if not (math.isfinite(fraction) and inside):
-        raise UserError(f"data.{key}={value} is out of range; allowed: {interval} ({meaning})")
+        raise UserError(f"{scope}.{key}={value} is out of range; allowed: {interval} ({meaning})")
     return fraction
 
 

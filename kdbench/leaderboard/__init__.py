@@ -2,7 +2,9 @@
 
 Tables (the kinds of comparison the CNN2GNN paper makes):
 - `methods`: rows = teacher, student alone (`ce`), each KD method; columns = dataset · teacher → student · recipe;
-  cells = mean ± std over seeds (seed count), best student per column marked.
+  cells = mean ± std over seeds (seed count), best student per column marked; each method tested against the
+  column's `ce` (paired t-test by seed, Welch's where the seeds differ; Holm across the column), with the
+  smallest detectable difference and the test set's binomial error in the footer (`stats`).
 - `ladder`: the models of the depth ladder trained alone (`ce`) and the distilled GNN side by side: layers,
   parameters, accuracy, inference time per image at a stated batch size, training time.
 - `runs`: one row per run record, whatever its status.
@@ -11,7 +13,7 @@ Tables (the kinds of comparison the CNN2GNN paper makes):
   sweep's `--grid`; runs must agree on everything else but the seed.
 
 Rules every table keeps, because they are where published comparisons go wrong:
-- only completed runs are averaged; failed, diverged and running ones are counted in the footer;
+- only completed runs are averaged; failed, diverged, interrupted and running ones are counted in the footer;
 - runs that differ in anything but their seeds never share a cell: recipe (all its fields, not just its name),
   data parameters, teacher source and numerics (AMP, channels_last) split columns; method and student
   hyperparameters split rows, labelled by the values that differ;

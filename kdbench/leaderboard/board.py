@@ -30,12 +30,23 @@ TEACHER_AT_INFERENCE = "§"
 TEACHER_AT_INFERENCE_WORDS = ("not a standalone student: its predictions need the teacher's forward pass too (the "
                               "graph is built on the teacher's features); its inference time includes the "
                               "teacher's, its parameter count is the student's alone")
-# A method's cell that differs from the student alone (`ce`, same column) beyond seed noise: above / below it.
+# A method's cell that differs from the student alone (`ce`, same column) beyond seed noise: above / below it. The
+# double arrow survives Holm's correction across the column's comparisons; the single one is p < 0.05 alone.
 ABOVE_CE, BELOW_CE = "↑", "↓"
+ABOVE_CE_HOLM, BELOW_CE_HOLM = "⇑", "⇓"
+# A mark from Welch's (unpaired) test, where the two cells did not run the same seeds; unmarked: the paired test.
+WELCH_MARK = "ʷ"
 SIGNIFICANCE_P = 0.05
-SIGNIFICANCE_WORDS = (f"{ABOVE_CE} / {BELOW_CE}: above / below the student alone (ce, same column) beyond seed noise: "
-                      f"Welch's t-test over seeds, p < {SIGNIFICANCE_P} (p in the CSV's p_vs_ce column; no mark "
-                      "where either side has fewer than 2 seeds)")
+POWER = 0.8  # the power at which the footer states the smallest detectable difference
+SIGNIFICANCE_WORDS = (f"{ABOVE_CE_HOLM} / {BELOW_CE_HOLM}: above / below the student alone (ce, same column) beyond "
+                      f"seed noise after Holm's correction across the column's comparisons with ce (family-wise "
+                      f"α = {SIGNIFICANCE_P}); {ABOVE_CE} / {BELOW_CE}: p < {SIGNIFICANCE_P} before the correction "
+                      "only (one comparison of many, so a chance result is likelier)")
+TEST_WORDS = ("test: paired t-test on the per-seed differences where the two cells ran the same seeds (runs of one "
+              "seed share initialisation and data order, so seed i of a method is compared with seed i of ce); "
+              f"Welch's t-test (unpaired) where they did not, marked {WELCH_MARK}; no mark where either side has "
+              "fewer than 2 seeds; CSV columns test, p_vs_ce (the p the mark uses), p_paired and n_pairs, p_welch, "
+              "p_holm")
 # Which split chose a run's best epoch (the record's metrics.best_selected_on; older records: test).
 SELECTIONS = ("test", "val")
 SELECTION_WORDS = {
@@ -52,7 +63,9 @@ def is_best_metric(metric: str) -> bool:
 def selection_label(selection: str) -> str:
     """`best (val-selected)` / `best (test-selected)`: how a best-epoch column chose its epoch."""
     return f"best ({selection}-selected)"
-EXCLUDED_STATUSES = ("failed", "diverged", "running")
+# Statuses of runs left out of every average (no final metrics) and counted in the footer instead; `interrupted`
+# (a time limit, preemption: resumable) was neither averaged nor counted before issue #29.
+EXCLUDED_STATUSES = ("failed", "diverged", "interrupted", "running")
 DECIMALS = 2
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from .board import selection_label
-from .runs import canon
+from .runs import canon, clean
 
 # Paper-like row order; methods not listed follow alphabetically.
 METHOD_ORDER = ("teacher", "ce", "kd", "fitnet", "at", "sp", "pkt", "rkd", "rkd+kd", "crd", "crd+kd", "crd_kd",
@@ -35,12 +35,51 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
-def distinguish(dicts: Sequence[dict[str, Any]]) -> list[str]:
-    """For each dict, `k=v, …` over the (flattened) keys whose values differ among `dicts`; "" when all equal."""
+def distinguish(dicts: Sequence[dict[str, Any]], defaults: Sequence[dict[str, Any] | None] = ()) -> list[str]:
+    """For each dict, `k=v, …` over the (flattened) keys whose values differ among `dicts`; "" when all equal.
+
+    With `defaults` (one per dict, None where unknown) a key is shown too where any dict sets it away from its
+    own default, so a setting that every dict shares (or a single dict) still shows when it is not the
+    default: `kd [temperature=2]` even when no default `kd` run sits beside it."""
     flats = [_flat(d) for d in dicts]
     keys = sorted({k for f in flats for k in f})
-    differing = [k for k in keys if len({canon(f.get(k, "—")) for f in flats}) > 1]
-    return [", ".join(f"{k}={_fmt_value(f.get(k, '—'))}" for k in differing) for f in flats]
+    differing = {k for k in keys if len({canon(f.get(k, "—")) for f in flats}) > 1}
+    for f, default in zip(flats, defaults, strict=False):
+        if default is None:
+            continue
+        base = _flat(default)
+        differing |= {k for k, v in f.items() if _is_set_away(k, v, base)}
+    shown = [k for k in keys if k in differing]
+    return [", ".join(f"{k}={_fmt_value(f.get(k, '—'))}" for k in shown) for f in flats]
+
+
+def _is_set_away(key: str, value: Any, defaults: dict[str, Any]) -> bool:
+    """Whether `key=value` of a row's variant departs from the method's defaults. `student.*` options are in a
+    record only when given explicitly (`--set student.KEY=…`), so they always show; `recipe.*` row keys (the
+    ablation's evaluation batch size) have no method default and show only where rows differ."""
+    if key.startswith("student."):
+        return True
+    if key not in defaults:
+        return not key.startswith("recipe.")
+    return canon(defaults[key]) != canon(value)
+
+
+def method_defaults(method: Any, teacher: Any, student: Any) -> dict[str, Any] | None:
+    """The hyperparameters `method` runs with by default for this teacher → student pair (its registered
+    defaults after `resolve_params`, e.g. DKD's per-pair β); None for a method this checkout does not know."""
+    import dataclasses
+
+    from ..method import METHODS
+
+    name = str(method)
+    if name not in METHODS:
+        return None
+    spec = METHODS.get(name)
+    try:
+        params = spec.cls.resolve_params(spec.params, teacher=clean(teacher), student=str(student))
+    except Exception:  # a pair the method refuses: compare with its plain defaults
+        params = spec.params
+    return dataclasses.asdict(params) if dataclasses.is_dataclass(params) else {}
 
 
 def _with_suffix(base: str, extra: str) -> str:
@@ -57,7 +96,9 @@ def label_rows(groups: pd.DataFrame) -> dict[str, str]:
     labels: dict[str, str] = {}
     for method, g in groups.groupby("method", sort=False):
         firsts = g.drop_duplicates("_row_key")
-        extras = distinguish(list(firsts["variant"])) if len(firsts) > 1 else [""] * len(firsts)
+        # Every non-default setting shows, even on a method's only variant (`kd [temperature=2]`).
+        defaults = [method_defaults(method, t, s) for t, s in zip(firsts["teacher"], firsts["student"], strict=True)]
+        extras = distinguish(list(firsts["variant"]), defaults)
         marks = firsts["_code_mark"] if "_code_mark" in firsts.columns else [""] * len(firsts)
         for key, extra, mark in zip(firsts["_row_key"], extras, marks, strict=True):
             # Older code's rows (`kdbench leaderboard --all-code`) carry its fingerprint: `kd @3f2a1c`.
@@ -80,5 +121,15 @@ def label_columns(columns: pd.DataFrame, with_pair: bool = True, best: bool = Fa
     for base, settings in by_base.items():
         extras = distinguish(list(settings.values())) if len(settings) > 1 else [""]
         for key, extra in zip(settings, extras, strict=True):
+            note = _partial_teacher_note(settings[key])
+            if note and note not in extra:
+                extra = f"{extra}, {note}" if extra else note
             labels[key] = _with_suffix(base, extra)
     return labels
+
+
+def _partial_teacher_note(setting: dict[str, Any]) -> str:
+    """A teacher that saw only part of the training labels (the information-matched control) is named in its
+    column even alone: the teacher row's accuracy means something else then."""
+    fraction = (setting.get("teacher_data") or {}).get("train_fraction", 1.0)
+    return f"teacher_data.train_fraction={fraction:g}" if fraction < 1 else ""

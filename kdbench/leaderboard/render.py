@@ -96,7 +96,8 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "±": r"$\pm$", "→": r"$\rightarrow$", "←": r"$\leftarrow$", "†": r"$^\dagger$", "·": r"$\cdot$",
                   "‡": r"$^\ddagger$", "§": r"\S{}",
-                  "↑": r"$\uparrow$", "↓": r"$\downarrow$",
+                  "↑": r"$\uparrow$", "↓": r"$\downarrow$", "⇑": r"$\Uparrow$", "⇓": r"$\Downarrow$",
+                  "ʷ": r"$^{w}$", "√": r"$\surd$", "α": r"$\alpha$", "−": "-", "²": r"$^2$",
                   "—": "--"}
 
 

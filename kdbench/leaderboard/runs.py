@@ -17,11 +17,11 @@ from .board import METRICS, TEACHER_METRIC
 OPTIONAL_COLUMNS = (
     "teacher", "recipe", "seed", "method_params", "student_params", "data_params", "recipe_params",
     "teacher_recipe_params", "teacher_params", "teacher_ckpt_sha256", "teacher_seed", "amp", "channels_last",
-    "param_groups",
+    "param_groups", "teacher_data",
     "teacher_sha256", "timing.train_s", "inference.s_per_image", "inference.batch_size", "inference.device",
     "student_info.params", "student_info.layers", "best_epoch", "epochs", "finished_at", *METRICS,
     *TEACHER_METRIC.values(), "best_selected_on", "val_top1_best", "transductive", "eval.batch_size",
-    "teacher_at_inference",
+    "teacher_at_inference", "data.num_test",
 )
 
 
@@ -75,7 +75,8 @@ def prepare_runs(runs: pd.DataFrame, row_recipe_fields: Sequence[str] = ()) -> p
         for r, s in zip(df.to_dict("records"), settings, strict=True)
     ]
     df["_col_key"] = [
-        canon([sk, r["teacher"], s["teacher_recipe"], s["teacher_ckpt"], s["teacher_params"]])
+        canon([sk, r["teacher"], s["teacher_recipe"], s["teacher_ckpt"], s["teacher_params"],
+               *([s["teacher_data"]] if s["teacher_data"] else [])])
         for sk, r, s in zip(df["_student_key"], df.to_dict("records"), settings, strict=True)
     ]
     df["variant"] = variants
@@ -102,6 +103,8 @@ def _setting(r: dict[str, Any]) -> dict[str, Any]:
         "teacher_recipe": clean(r.get("teacher_recipe_params")),
         "teacher_ckpt": clean(r.get("teacher_ckpt_sha256")),
         "teacher_params": clean(r.get("teacher_params")) or {},
+        # What the zoo teacher trained on (kdbench.results.teacher_data_of): the control column is told apart.
+        "teacher_data": clean(r.get("teacher_data")) or {},
         "param_groups": clean(r.get("param_groups")) or {},
         "amp": bool(clean(r.get("amp")) or False),
         "channels_last": bool(clean(r.get("channels_last")) or False),

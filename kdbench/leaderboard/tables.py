@@ -12,11 +12,14 @@ from .board import (
     EXCLUDED_STATUSES,
     FEWER_SEEDS,
     METRIC_WORDS,
+    POWER,
     SELECTION_WORDS,
+    SIGNIFICANCE_P,
     SIGNIFICANCE_WORDS,
     TEACHER_AT_INFERENCE,
     TEACHER_AT_INFERENCE_WORDS,
     TEACHER_ROW,
+    TEST_WORDS,
     TRANSDUCTIVE,
     TRANSDUCTIVE_WORDS,
     Leaderboard,
@@ -26,7 +29,18 @@ from .board import (
 from .cells import fmt_any, fmt_infer, fmt_params, fmt_seconds, format_cell
 from .labels import _with_suffix, distinguish, label_columns, label_rows, method_rank
 from .runs import canon, clean, is_flag_set, is_missing, selection_of
-from .stats import completed, first_present, mark_best_and_flags, mark_significance, mean_of, summarize, teacher_stats
+from .stats import (
+    binomial_se,
+    column_power,
+    completed,
+    first_present,
+    mark_best_and_flags,
+    mark_significance,
+    mean_of,
+    per_seed,
+    summarize,
+    teacher_stats,
+)
 
 
 def caveats_footer(df: pd.DataFrame, metric: str) -> list[str]:
@@ -95,6 +109,48 @@ def _mark_transductive(data: pd.DataFrame) -> dict[str, str]:
     return shown
 
 
+def power_footer(data: pd.DataFrame) -> list[str]:
+    """One line: per column, the smallest difference from `ce` its test detects at the seeds run (see
+    `kdbench.leaderboard.stats.detectable_difference` and `column_power`)."""
+    power = column_power(data)
+    if not power:
+        return []
+    parts = [f"{column}: {'—' if is_missing(mdd) else f'{mdd:.{DECIMALS}f}'} points ({test}, {n} "
+             f"{'pairs' if test == 'paired' else 'seeds a side'})"
+             for column, (mdd, test, n) in power.items()]
+    return [f"power: the smallest true difference from ce a column's test detects with {POWER:.0%} power at "
+            f"α = {SIGNIFICANCE_P} (two-sided) with the seeds run (the t-test's exact power, noncentral t; about "
+            f"(t_{{1−α/2, df}} + t_{{{POWER}, df}}) · se), se the standard error of a difference (paired: s_d/√n; "
+            "Welch: √(s²/n + s_ce²/n_ce)) pooled over the column's comparisons (each one's: the CSV's mdd); a "
+            "smaller true gap goes unmarked more often than not: "
+            + "; ".join(parts)]
+
+
+def binomial_footer(data: pd.DataFrame, metric: str) -> list[str]:
+    """Per dataset, the binomial standard error of one accuracy figure on its test set (`binomial_se`): what a
+    single number (the teacher row, a one-seed cell) is uncertain by."""
+    lines = []
+    shown = data[(data["n"] > 0) & data["binomial_se"].map(lambda v: not is_missing(v)).astype(bool)]
+    for (dataset, num_test), g in shown.groupby(["dataset", "num_test"], sort=False):
+        is_teacher = (g["row"] == TEACHER_ROW) if "row" in g.columns else pd.Series(False, index=g.index)
+        teacher, students = g[is_teacher], g[~is_teacher]
+        at = []
+        if len(teacher):
+            t = teacher.iloc[0]
+            at.append(f"±{t['binomial_se']:.{DECIMALS}f} at the teacher's {t['mean']:.{DECIMALS}f}")
+        if len(students):
+            lo, hi = students["binomial_se"].min(), students["binomial_se"].max()
+            spread = f"±{lo:.{DECIMALS}f}" if round(lo, DECIMALS) == round(hi, DECIMALS) else \
+                f"±{lo:.{DECIMALS}f} to ±{hi:.{DECIMALS}f}"
+            at.append(f"{spread} at the students' means")
+        lines.append(f"test-set error: one {metric.split('_')[0]} figure on the {int(num_test)} test images of "
+                     f"{dataset} has a binomial standard error of 100·√(p(1−p)/{int(num_test)}) points: "
+                     f"{', '.join(at)} (per cell: the CSV's binomial_se); it bounds a single-seed figure (the "
+                     "teacher row, a one-seed cell) against the model's true accuracy, not the seed spread of a "
+                     "mean")
+    return lines
+
+
 def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence[str] | None = None,
                   title: str | None = None) -> Leaderboard:
     """The KD-method comparison: teacher, student alone (ce) and every method, per dataset · pair · recipe."""
@@ -118,16 +174,18 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
     col_labels = label_columns(columns, best=is_best_metric(metric)) if len(columns) else {}
     row_labels = label_rows(done) if len(done) else {}
 
-    records, seeds = [], []  # seeds: each record's per-seed values, for the t-test against ce
+    records, seeds = [], []  # seeds: each record's seed → value, for the t-tests against ce
     for r in columns.to_dict("records"):
         label = col_labels[r["_col_key"]]
         info = {"column": label, "dataset": r["dataset"], "teacher": clean(r["teacher"]), "student": r["student"],
                 "recipe": r["_setting"]["recipe"].get("name")}
         if not is_missing(r["teacher"]):
+            in_column = scope[scope["_col_key"] == r["_col_key"]]
             records.append({"row": TEACHER_ROW, "method": TEACHER_ROW, **info, "transductive": False,
-                            "teacher_at_inference": False,
-                            **teacher_stats(scope[scope["_col_key"] == r["_col_key"]], metric)})
-            seeds.append([])
+                            "teacher_at_inference": False, **teacher_stats(in_column, metric),
+                            # The teacher is tested on the same test split as its students.
+                            "num_test": first_present(in_column["data.num_test"])})
+            seeds.append({})
         members = done[done["_student_key"].map(lambda k, c=r["_col_key"]: c in attach.get(k, [])).astype(bool)
                        & ((done["_col_key"] == r["_col_key"]) | done["teacher"].map(is_missing).astype(bool))]
         for key, g in members.groupby("_row_key", sort=False):
@@ -136,13 +194,15 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
                             "transductive": bool(g["transductive"].map(is_flag_set).any()),
                             "teacher_at_inference": bool(g["teacher_at_inference"].map(is_flag_set).any()),
                             "mean": mean,
-                            "std": std, "n": n, "run_ids": " ".join(sorted(g["run_id"]))})
-            seeds.append(list(g[metric]))
+                            "std": std, "n": n, "run_ids": " ".join(sorted(g["run_id"])),
+                            "num_test": first_present(g["data.num_test"])})
+            seeds.append(per_seed(list(g["seed"]), list(g[metric])))
     data = pd.DataFrame.from_records(
         records, columns=["row", "method", "column", "dataset", "teacher", "student", "recipe", "transductive",
-                          "teacher_at_inference", "mean", "std", "n", "run_ids"])
+                          "teacher_at_inference", "mean", "std", "n", "run_ids", "num_test"])
     data = mark_best_and_flags(data) if len(data) else data.assign(best=False, fewer_seeds=False)
     data = mark_significance(data, seeds)
+    data["binomial_se"] = [binomial_se(m, t) for m, t in zip(data["mean"], data["num_test"], strict=True)]
     data.insert(7, "metric", metric)
     shown = _mark_transductive(data)
     # A row is one method and variant, so its runs agree on whether the teacher runs at inference.
@@ -172,6 +232,10 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
         footer.append(f"{FEWER_SEEDS} fewer seeds than the table's most-seeded cell ({data.attrs.get('max_n')})")
     if data["vs_ce"].astype(bool).any():
         footer.append(SIGNIFICANCE_WORDS)
+    if data["test"].astype(bool).any():
+        footer.append(TEST_WORDS)
+        footer += power_footer(data)
+    footer += binomial_footer(data, metric)
     if any("[" in r for r in rows) or any("[" in c for c in cols):
         footer.append("[k=v]: settings that differ between rows or columns of the same name; never averaged together")
     footer += teacher_at_inference_footer(done)
@@ -266,10 +330,12 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
             "infer_batch_size": batch.pop() if len(batch) == 1 else None,
             "infer_device": devices.pop() if len(devices) == 1 else ("mixed" if devices else None),
             "train_s": mean_of(g["timing.train_s"]), "run_ids": " ".join(sorted(g["run_id"])),
+            "num_test": first_present(g["data.num_test"]),
         })
     cols = ["dataset", "section", "recipe", "model", "trained", "layers", "params", "mean", "std", "n",
-            "infer_ms_per_image", "infer_batch_size", "infer_device", "train_s", "run_ids"]
+            "infer_ms_per_image", "infer_batch_size", "infer_device", "train_s", "run_ids", "num_test"]
     data = pd.DataFrame.from_records(records, columns=cols)
+    data["binomial_se"] = [binomial_se(m, t) for m, t in zip(data["mean"], data["num_test"], strict=True)]
     data = data.sort_values(["dataset", "section", "layers", "params", "model", "trained"], na_position="last",
                             ignore_index=True)
     data.insert(7, "metric", metric)
@@ -301,6 +367,8 @@ def ladder_table(df: pd.DataFrame, metric: str = "top1_last", distilled: Sequenc
               "only within one device); train time: mean wall time of the student's training"]
     if data["fewer_seeds"].any():
         footer.append(f"{FEWER_SEEDS} fewer seeds than the most-seeded row of its dataset · recipe")
+    # Rows of one seed (the deeper CNNs) are single figures: the test set's own error is their only error bar.
+    footer += binomial_footer(data, metric)
     footer += transductive_footer(done) if len(done) else []
     footer += teacher_at_inference_footer(done)
     footer += selection_footer(selections, metric)

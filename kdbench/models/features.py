@@ -92,6 +92,19 @@ class FeatureTap:
             self.model.train(was_training)
 
 
+def stage_shapes(model: nn.Module, in_chans: int, image_size: int) -> dict[int, tuple[int, ...]]:
+    """The shape of every `feature_info` stage output for one `image_size` input, without the batch dimension
+    ((C, H, W) for a CNN stage; (D,) for a stage without a spatial map, e.g. the GNN student's hidden layer), read
+    from one eval-mode probe. Methods that compare maps use it to pair stages and to refuse pairs that cannot
+    carry a signal before training starts."""
+    tap = FeatureTap(model, stages=range(num_stages(model)))
+    try:
+        stages = tap.probe(torch.zeros(2, in_chans, image_size, image_size)).stages
+    finally:
+        tap.remove()
+    return {sid: tuple(fmap.shape[1:]) for sid, fmap in stages.items()}
+
+
 def embedding_taps(
     student: nn.Module, teacher: nn.Module, in_chans: int, image_size: int
 ) -> tuple[FeatureTap, FeatureTap, int, int]:

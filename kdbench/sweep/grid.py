@@ -66,6 +66,7 @@ class Grid:
     grid: dict[str, list[str]] = field(default_factory=dict)
     amp: bool = False
     channels_last: bool = False
+    portable: bool = False  # `portable: true`: every run (and zoo teacher) in --portable mode (another run id)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -187,7 +188,7 @@ def setting_value(config: RunConfig, key: str) -> Any:
     scope, _, name = key.partition(".")
     sections: dict[str, Any] = {"recipe": config.recipe, "teacher_recipe": config.teacher_recipe,
                                 "data": config.data_params, "student": config.student_params,
-                                "teacher": config.teacher_params}
+                                "teacher": config.teacher_params, "teacher_data": config.teacher_data}
     section = sections.get(scope, config.method_params if scope in method_scopes(config.method) else None)
     if isinstance(section, dict):
         return section[name]
@@ -241,7 +242,7 @@ def _resolve_point(grid: Grid, method: str, dataset: str, seed: int, sets: list[
         method=method, teacher=teacher, student=student, dataset=dataset, seed=seed,
         teacher_seed=grid.teacher_seed, epochs=grid.epochs, teacher_epochs=grid.teacher_epochs,
         batch_size=grid.batch_size, lr=grid.lr, sets=sets, amp=grid.amp, channels_last=grid.channels_last,
-        teacher_run=teacher_run,
+        teacher_run=teacher_run, portable=grid.portable,
     ))
 
 
@@ -386,6 +387,7 @@ def grid_from_options(options: dict[str, Any]) -> Grid:
         grid=parse_grid(options.get("grid")),
         amp=bool(options.get("amp", False)),
         channels_last=bool(options.get("channels_last", False)),
+        portable=bool(options.get("portable", False)),
     )
 
 

@@ -155,16 +155,21 @@ class TeacherJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any] | None:
         from ..engine import EngineSettings
         from ..environment import resolve_device
-        from ..runner import load_data, teacher_key
+        from ..runner import load_teacher_data, teacher_key
         from ..teacher_zoo import TeacherZoo
 
         if _global_rank() != 0:
             return None
-        _set_threads(self.threads)
         config = RunConfig.from_dict(self.config)
+        if config.portable:  # before anything computes; a portable teacher is trained as the run would train it
+            from ..cpu_numerics import configure_portable
+
+            configure_portable()
+        else:
+            _set_threads(self.threads)
         key = teacher_key(config)
         reporter = _reporter()
-        data = load_data(config, self.paths.get("data_root"), augment=key.recipe.augment, validation=False)
+        data = load_teacher_data(config, self.paths.get("data_root"))  # what the key says, never the student's
         settings = EngineSettings(resolve_device(self.paths.get("device", "auto")), amp=config.amp,
                                   channels_last=config.channels_last)
         _, card = TeacherZoo(self.paths.get("zoo_dir"), reporter).get_or_train(key, data, settings)

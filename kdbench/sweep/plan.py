@@ -32,7 +32,7 @@ class TeacherTask:
     @property
     def label(self) -> str:
         return f"{self.key.arch} on {self.key.dataset} ({self.key.recipe.name}, {self.key.recipe.epochs} epochs, " \
-               f"seed {self.key.seed})"
+               f"seed {self.key.seed}{self.key.data_note})"
 
 
 @dataclass
@@ -125,6 +125,8 @@ def plan_entries(plan: Plan, grid_keys: list[str] = ()) -> list[dict]:
             "run_id": run.run_id, "method": c.method, "method_params": c.method_params, "teacher": c.teacher,
             # a chain's stage: the run whose student is its teacher (it runs after that run)
             "teacher_run": c.teacher_run, "teacher_seed": c.teacher_seed if c.teacher_recipe else None,
+            # what a zoo teacher trains on: {"train_fraction": F} for the information-matched control
+            **({"teacher_data": c.teacher_data} if c.teacher_data else {}),
             "student": c.student, "dataset": c.dataset,
             "seed": c.seed, "world_size": c.world_size, "sync_bn": c.sync_bn, "grid": grid,
             "completed": why == "completed", "planned": why or "submit",

@@ -1,0 +1,341 @@
+"""The figures the docs quote are the committed records' figures (results/reference/runs).
+
+Each entry of FIGURES is a passage of a doc as it reads, with `{name}` where a figure stands and, for each name,
+the query that computes it from the records (through `kdbench.load_runs` and the leaderboard code, so a mark is
+the mark the tables print). A regeneration that moves a number, or a doc edit that changes one, fails here
+until the two agree again; the message says which doc, what it says and what the records say. Passages are
+matched with whitespace collapsed, so rewrapping a paragraph is free; rewording one means updating its entry.
+Figures the docs give as history (results version 2, the candidates measured before the sweep) are not here:
+no committed record holds them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kdbench.leaderboard import build
+from kdbench.leaderboard.stats import column_power, paired_p, per_seed
+from kdbench.results import load_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+HARD, DIGITS = "embedded-hard-v1", "digits-v1"
+
+
+@cache
+def runs() -> pd.DataFrame:
+    return load_runs(ROOT / "results" / "reference")
+
+
+@cache
+def board(recipe: str, table: str = "methods") -> pd.DataFrame:
+    return build(runs(), table, where=f"recipe={recipe}").data
+
+
+def _bare(label: str) -> str:
+    """A row label without its table marks (‡ transductive, § teacher at inference)."""
+    return re.sub(r"( [‡§])+$", "", str(label))
+
+
+def _cell(recipe: str, pair: str, row: str) -> pd.Series:
+    data = board(recipe)
+    hit = data[data["column"].str.contains(f" · {pair} · ", regex=False) & (data["row"].map(_bare) == row)
+               & (data["n"] > 0)]
+    assert len(hit) == 1, f"{len(hit)} cells for {row!r} in {pair} ({recipe})"
+    return hit.iloc[0]
+
+
+def cell(recipe: str, pair: str, row: str, *, n: bool = False, mark: str = "") -> str:
+    """`mean ± std`, with `(n)` and the significance mark (`mark` the separator before it) when asked."""
+    c = _cell(recipe, pair, row)
+    text = f"{c['mean']:.2f} ± {c['std']:.2f}" + (f" ({int(c['n'])})" if n else "")
+    return text + (f"{mark}{c['vs_ce']}" if mark and c["vs_ce"] else "")
+
+
+def _column_of(recipe: str, pair: str) -> str:
+    return str(_cell(recipe, pair, "ce")["column"])
+
+
+def the_mark(recipe: str, pair: str, row: str) -> str:
+    return str(_cell(recipe, pair, row)["vs_ce"])
+
+
+def mean(recipe: str, pair: str, row: str) -> float:
+    return float(_cell(recipe, pair, row)["mean"])
+
+
+def teacher(recipe: str, pair: str) -> str:
+    return f"{_cell(recipe, pair, 'teacher')['mean']:.2f}"
+
+
+def count(**where: str) -> int:
+    df = runs()
+    keep = pd.Series(True, index=df.index)
+    for column, value in where.items():
+        keep &= df[column].astype(str) == value
+    return int((keep & (df["status"] == "completed")).sum())
+
+
+def settings(recipe: str, student: str, column: str, key: str, method: str | None = None) -> str:
+    """The one value of `key` in the `column` settings (recipe_params, method_params) of these runs."""
+    df = runs()
+    mine = (df["recipe"] == recipe) & (df["student"] == student) & ((df["method"] == method) if method else True)
+    values = {str(r[key]) for r in df.loc[mine, column]}
+    assert len(values) == 1, f"{column}.{key} varies: {values}"
+    return values.pop()
+
+
+def num_train(recipe: str) -> int:
+    values = set(runs().loc[runs()["recipe"] == recipe, "data.num_train"])
+    assert len(values) == 1
+    return int(values.pop())
+
+
+def graph_cell(features: str, graph: str, k: int) -> str:
+    row = f"cnn2gnn [graph={graph}, graph_features={features}, k={k}]"
+    return cell(HARD, "resnet18 → gnn2", row)
+
+
+def graph_seeds(features: str, graph: str, k: int) -> dict[int, float]:
+    df = runs()
+    mine = df[(df["recipe"] == HARD) & (df["method"] == "cnn2gnn") & df["method_params"].map(
+        lambda m: (m.get("graph_features"), m.get("graph"), m.get("k")) == (features, graph, k)).astype(bool)]
+    return per_seed(list(mine["seed"]), list(mine["top1_last"]))
+
+
+def p_text(p: float) -> str:
+    """A p-value as the docs write it: `< 1e-4`, `3e-4` (below 0.01), else two significant digits (`0.017`)."""
+    if p < 1e-4:
+        return "< 1e-4"
+    if p < 0.01:
+        mantissa, exponent = f"{p:.0e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{p:.2g}"
+
+
+def graph_p(features: str, graph: str, k: int) -> str:
+    """The paired p of a graph-study cell against k = 0 (the same student and loss with no neighbours)."""
+    return p_text(paired_p(graph_seeds(features, graph, k), graph_seeds("student", "batch", 0))[0])
+
+
+def k0() -> float:
+    return mean(HARD, "resnet18 → gnn2", "cnn2gnn [graph=batch, graph_features=student, k=0]")
+
+
+def graph_mean(features: str, graph: str, k: int) -> float:
+    return mean(HARD, "resnet18 → gnn2", f"cnn2gnn [graph={graph}, graph_features={features}, k={k}]")
+
+
+def gaps(cells: list[tuple[str, str, int]]) -> list[float]:
+    """k = 0's mean minus each cell's, in points."""
+    return [k0() - graph_mean(*cell) for cell in cells]
+
+
+STUDENT_GRAPHS = [("student", g, k) for g in ("batch", "anchor", "memory") for k in (5, 10, 20)]
+TEACHER_MEMORY = [("teacher", "memory", k) for k in (5, 10, 20)]
+TEACHER_BATCH = [("teacher", "batch", k) for k in (5, 10, 20)]
+
+
+def ce_hard() -> dict[int, float]:
+    df = runs()
+    alone = df[(df["recipe"] == HARD) & (df["method"] == "ce") & (df["student"] == "gnn2")]
+    return per_seed(list(alone["seed"]), list(alone["top1_last"]))
+
+
+def f1(x: float) -> str:
+    return f"{x:.1f}"
+
+
+@dataclass
+class Figure:
+    doc: str
+    text: str  # the passage as the doc has it, `{name}` where a figure stands
+    values: dict[str, Callable[[], object]] = field(default_factory=dict)
+
+    def expected(self) -> str:
+        return self.text.format(**{name: query() for name, query in self.values.items()})
+
+
+def _graph_row(features: str, graph: str, label: str) -> Figure:
+    ks = (5, 10, 20)
+    values: dict[str, Callable[[], object]] = {}
+    for k in ks:
+        values[f"c{k}"] = lambda k=k: graph_cell(features, graph, k)
+        values[f"p{k}"] = lambda k=k: graph_p(features, graph, k)
+    first = "{k0}" if features == "student" else "—"
+    if features == "student":
+        values["k0"] = lambda: graph_cell(features, graph, 0)
+    return Figure("docs/cnn2gnn.md", f"| {label} | {first} | {{c5}} (p {{p5}}) | {{c10}} (p {{p10}}) | "
+                                     "{c20} (p {p20}) |", values)
+
+
+GNN152, GNN18, R8 = "resnet152 → gnn2", "resnet18 → gnn2", "resnet18 → cifar_resnet8"
+
+FIGURES = [
+    # docs/cnn2gnn.md: the digits table, the graph study on embedded-hard and what it says.
+    Figure("docs/cnn2gnn.md", "| teacher | {a} | {b} |",
+           {"a": lambda: teacher(DIGITS, GNN152), "b": lambda: teacher(DIGITS, GNN18)}),
+    Figure("docs/cnn2gnn.md", "| gnn2 alone (ce) | {a} | {b} |",
+           {"a": lambda: cell(DIGITS, GNN152, "ce", n=True), "b": lambda: cell(DIGITS, GNN18, "ce", n=True)}),
+    Figure("docs/cnn2gnn.md", "| cnn2gnn, graph=anchor, k=10 | {a} | — |",
+           {"a": lambda: cell(DIGITS, GNN152, "cnn2gnn [graph=anchor, k=10]", n=True, mark=" ")}),
+    Figure("docs/cnn2gnn.md", "| cnn2gnn, graph=batch, k=0 (no graph) | {a} | — |",
+           {"a": lambda: cell(DIGITS, GNN152, "cnn2gnn [graph=batch, k=0]", n=True, mark=" ")}),
+    Figure("docs/cnn2gnn.md", "| cnn2gnn, graph=batch, k=10 | {a} | {b} |",
+           {"a": lambda: cell(DIGITS, GNN152, "cnn2gnn [graph=batch, k=10]", n=True, mark=" "),
+            "b": lambda: cell(DIGITS, GNN18, "cnn2gnn [graph=batch, k=10]", n=True, mark=" ")}),
+    Figure("docs/cnn2gnn.md", "(paired t-test over the {n} seeds, seed i against seed i, which share initialisation "
+                              "and data order: p = {p}). The anchor graph's gain is not beyond seed noise at {n} seeds "
+                              "(paired p = {pa}; Welch's test, which ignores the pairing, gave {wa}",
+           {"n": lambda: int(_cell(DIGITS, GNN152, "ce")["n"]),
+            "p": lambda: f"{_cell(DIGITS, GNN152, 'cnn2gnn [graph=batch, k=0]')['p_vs_ce']:.1g}",
+            "pa": lambda: f"{_cell(DIGITS, GNN152, 'cnn2gnn [graph=anchor, k=10]')['p_vs_ce']:.2f}",
+            "wa": lambda: f"{_cell(DIGITS, GNN152, 'cnn2gnn [graph=anchor, k=10]')['p_welch']:.2g}"}),
+    Figure("docs/cnn2gnn.md", "Distillation matters for the GNN ({ce} → {lo}–{hi} with the ResNet-152 teacher)",
+           {"ce": lambda: f1(mean(DIGITS, GNN152, "ce")),
+            "lo": lambda: f1(mean(DIGITS, GNN152, "cnn2gnn [graph=anchor, k=10]")),
+            "hi": lambda: f1(mean(DIGITS, GNN152, "cnn2gnn [graph=batch, k=0]"))}),
+    Figure("docs/cnn2gnn.md", "the ResNet-18 zoo teacher trained on the whole training split ({t} % top-1 at "
+                              "results version 3)", {"t": lambda: teacher(HARD, GNN18)}),
+    Figure("docs/cnn2gnn.md", "CNN2GNN's loss at its defaults (w_ce {w_ce}, w_kd {w_kd}, T {t})",
+           {"w_ce": lambda: settings(HARD, "gnn2", "method_params", "w_ce", "cnn2gnn"),
+            "w_kd": lambda: settings(HARD, "gnn2", "method_params", "w_kd", "cnn2gnn"),
+            "t": lambda: f"{float(settings(HARD, 'gnn2', 'method_params', 'temperature', 'cnn2gnn')):g}"}),
+    Figure("docs/cnn2gnn.md", "{n} runs, {seeds} seeds each, one thread per run",
+           {"n": lambda: count(recipe=HARD, student="gnn2", method="cnn2gnn") + count(recipe=HARD, student="gnn2",
+                                                                                       method="ce"),
+            "seeds": lambda: len(ce_hard())}),
+    _graph_row("student", "batch", "student's features | batch ‡"),
+    _graph_row("student", "anchor", "student's features | anchor"),
+    _graph_row("student", "memory", "student's features | memory"),
+    _graph_row("teacher", "batch", "teacher's features § | batch ‡"),
+    _graph_row("teacher", "memory", "teacher's features § | memory"),
+    Figure("docs/cnn2gnn.md", "The GNN alone (ce, its default batch graph ‡): {a}.",
+           {"a": lambda: cell(HARD, GNN18, "ce")}),
+    Figure("docs/cnn2gnn.md", "lifts the GNN from {ce} (alone) to {k0} with no graph at all (p = {p})",
+           {"ce": lambda: f"{mean(HARD, GNN18, 'ce'):.2f}", "k0": lambda: f"{k0():.2f}",
+            "p": lambda: p_text(paired_p(graph_seeds("student", "batch", 0), ce_hard())[0])}),
+    Figure("docs/cnn2gnn.md", "makes it worse in every mode and at every k, by {lo}–{hi} points",
+           {"lo": lambda: f1(min(gaps(STUDENT_GRAPHS))), "hi": lambda: f1(max(gaps(STUDENT_GRAPHS)))}),
+    Figure("docs/cnn2gnn.md", "the GNN reaches {lo}–{hi} (k 5–20), {glo}–{ghi} points above k = 0",
+           {"lo": lambda: f"{min(graph_mean(*c) for c in TEACHER_MEMORY):.2f}",
+            "hi": lambda: f"{max(graph_mean(*c) for c in TEACHER_MEMORY):.2f}",
+            "glo": lambda: f1(-max(gaps(TEACHER_MEMORY))), "ghi": lambda: f1(-min(gaps(TEACHER_MEMORY)))}),
+    Figure("docs/cnn2gnn.md", "(the best, crd+kd on `cifar_resnet8`, {a})", {"a": lambda: cell(HARD, R8, "crd+kd")}),
+    Figure("docs/cnn2gnn.md", "the graph is about neutral ({lo}–{hi}, +{glo} to +{ghi}, paired p {plo}–{phi})",
+           {"lo": lambda: f1(min(graph_mean(*c) for c in TEACHER_BATCH)),
+            "hi": lambda: f1(max(graph_mean(*c) for c in TEACHER_BATCH)),
+            "glo": lambda: f1(-max(gaps(TEACHER_BATCH))), "ghi": lambda: f1(-min(gaps(TEACHER_BATCH))),
+            "plo": lambda: min((graph_p("teacher", "batch", k) for k in (5, 10, 20)), key=float),
+            "phi": lambda: max((graph_p("teacher", "batch", k) for k in (5, 10, 20)), key=float)}),
+    # docs/benchmark.md: the chosen setting, the sweep as run.
+    Figure("docs/benchmark.md", "the student alone ({ce}) already beats its teacher ({t})",
+           {"ce": lambda: cell(DIGITS, "resnet18 → resnet18", "ce"),
+            "t": lambda: teacher(DIGITS, "resnet18 → resnet18")}),
+    Figure("docs/benchmark.md", "the fixed stratified {train:,} / {test} split",
+           {"train": lambda: num_train(DIGITS), "test": lambda: int(runs()["data.num_test"].iloc[0])}),
+    Figure("docs/benchmark.md", "10 epochs, the **full** training split ({t} % top-1 at results version 3)",
+           {"t": lambda: teacher(HARD, R8)}),
+    Figure("docs/benchmark.md", "{n} of {full:,} images, the same images for every run",
+           {"n": lambda: num_train(HARD), "full": lambda: num_train(DIGITS)}),
+    Figure("docs/benchmark.md", "(SGD + Nesterov, lr {lr}, {schedule}, {augment}; its {w10} warm-up epoch of {e10} "
+                                "scales with `--epochs` to {warmup} warm-up epochs) for **{epochs}** epochs",
+           {k: (lambda k=k: settings(HARD, "cifar_resnet8", "recipe_params", k))
+            for k in ("lr", "schedule", "augment", "epochs")}
+           | {"warmup": lambda: settings(HARD, "cifar_resnet8", "recipe_params", "warmup_epochs"),
+              "w10": lambda: settings(DIGITS, "resnet18", "recipe_params", "warmup_epochs", "kd"),
+              "e10": lambda: settings(DIGITS, "resnet18", "recipe_params", "epochs", "kd")}),
+    Figure("docs/benchmark.md", "every registered distillation method with the CNN student ({n} in all)",
+           {"n": lambda: len(set(runs().loc[(runs()["recipe"] == HARD) & (runs()["student"] == "cifar_resnet8"),
+                                             "method"]))}),
+    Figure("docs/benchmark.md", "teacher {t}, student alone {ce} ({n} seeds): **teacher − ce = {gap}** points",
+           {"t": lambda: teacher(HARD, R8), "ce": lambda: cell(HARD, R8, "ce"),
+            "n": lambda: int(_cell(HARD, R8, "ce")["n"]),
+            "gap": lambda: f"{float(teacher(HARD, R8)) - mean(HARD, R8, 'ce'):.2f}"}),
+    Figure("docs/benchmark.md", "The {n} runs took", {"n": lambda: count(recipe=HARD, student="cifar_resnet8")}),
+    Figure("docs/benchmark.md", "the {n} CNN2GNN runs of the graph study",
+           {"n": lambda: count(recipe=HARD, student="gnn2")}),
+    Figure("docs/benchmark.md", "The CNN2GNN ablation on this setting ({n} GNN runs)",
+           {"n": lambda: count(recipe=HARD, student="gnn2")}),
+    Figure("docs/benchmark.md", "# {n} cnn2gnn + {ce} GNN-alone runs",
+           {"n": lambda: count(recipe=HARD, student="gnn2", method="cnn2gnn")
+            - 5 * len(TEACHER_BATCH + TEACHER_MEMORY), "ce": lambda: count(recipe=HARD, student="gnn2", method="ce")}),
+    Figure("docs/benchmark.md", "# {n} cnn2gnn runs",
+           {"n": lambda: 5 * len(TEACHER_BATCH + TEACHER_MEMORY)}),
+    Figure("docs/benchmark.md", "| teacher (ResNet-18) | {t} | | ce (cifar_resnet8 alone) | {ce} | |",
+           {"t": lambda: teacher(HARD, R8), "ce": lambda: cell(HARD, R8, "ce")}),
+    *[Figure("docs/benchmark.md", f"| {m} | {'**{a}**' if m == 'crd+kd' else '{a}'} | {{ma}} |",
+             {"a": lambda m=m: cell(HARD, R8, m), "ma": lambda m=m: the_mark(HARD, R8, m)})
+      for m in ("crd+kd", "hkd+kd", "kd", "rkd", "dkd", "hkd", "fitnet", "crd", "at", "pkt")],
+    Figure("docs/benchmark.md", "beyond seed noise after Holm's correction across the column's {m} comparisons",
+           {"m": lambda: int(board(HARD)["column"].str.contains(R8).sum()) - 2}),  # less the teacher and ce
+    Figure("docs/benchmark.md", "(here {mdd} points at 80 % power and α = 0.05: kd's +{gain} is below it",
+           {"mdd": lambda: f"{column_power(board(HARD))[_column_of(HARD, R8)][0]:.2f}",
+            "gain": lambda: f"{mean(HARD, R8, 'kd') - mean(HARD, R8, 'ce'):.2f}"}),
+    Figure("docs/benchmark.md", "({n} test images: ±{se} points at the teacher's {t})",
+           {"n": lambda: int(_cell(HARD, R8, "teacher")["num_test"]),
+            "se": lambda: f"{_cell(HARD, R8, 'teacher')['binomial_se']:.2f}", "t": lambda: teacher(HARD, R8)}),
+    # README: the reference leaderboard's prose and its embedded-hard summary (numbers; the marks of the README's
+    # copies of the tables are the tables', which results/regenerate.sh rewrites).
+    Figure("README.md", "| teacher (ResNet-18, all labels) | {t} | | ce (student alone, 10 % of labels) | {ce} | |",
+           {"t": lambda: teacher(HARD, R8), "ce": lambda: cell(HARD, R8, "ce", n=True)}),
+    *[Figure("README.md", f"| {m} | {{a}}", {"a": lambda m=m: cell(HARD, R8, m, n=True)})
+      for m in ("hkd+kd", "kd", "rkd", "dkd", "hkd", "fitnet", "crd", "at", "pkt")],
+    Figure("README.md", "| crd+kd | **{a}** |", {"a": lambda: cell(HARD, R8, "crd+kd", n=True)}),
+    Figure("README.md", "the CRD codebase's `cifar_resnet8` {a} (5 seeds), the GNN alone {b} (5)",
+           {"a": lambda: cell(HARD, R8, "ce"), "b": lambda: cell(HARD, GNN18, "ce")}),
+    Figure("README.md", "ResNet-18 alone ({ce} %) beats its own teacher ({t} %)",
+           {"ce": lambda: f"{mean(DIGITS, 'resnet18 → resnet18', 'ce'):.2f}",
+            "t": lambda: teacher(DIGITS, "resnet18 → resnet18")}),
+    Figure("README.md", "from {ce} % alone to {a} % (anchor graph) and {b} % (k = 0, no graph)",
+           {"ce": lambda: f1(mean(DIGITS, GNN152, "ce")),
+            "a": lambda: f1(mean(DIGITS, GNN152, "cnn2gnn [graph=anchor, k=10]")),
+            "b": lambda: f1(mean(DIGITS, GNN152, "cnn2gnn [graph=batch, k=0]"))}),
+    Figure("README.md", "({a} % from ResNet-152, {b} % from ResNet-18",
+           {"a": lambda: f1(mean(DIGITS, GNN152, "cnn2gnn [graph=batch, k=10]")),
+            "b": lambda: f1(mean(DIGITS, GNN18, "cnn2gnn [graph=batch, k=10]"))}),
+]
+
+
+# What may stand where a figure stands, for telling a moved number from a reworded passage: a number (with its
+# ± std and seed count, or a p-value as `< 1e-4`), else any word or mark.
+FIGURE_PATTERN = r"((?:< )?[-+−]?[\d.,]+(?:e-?\d+)?(?: ± [\d.]+)?(?: \(\d+\))?|[^\s|()]*)"
+
+
+def _collapsed(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+def _id(figure: Figure) -> str:
+    return f"{figure.doc}: {figure.text[:50]}"
+
+
+@pytest.mark.parametrize("figure", FIGURES, ids=_id)
+def test_a_quoted_figure_is_what_the_records_say(figure: Figure) -> None:
+    doc = _collapsed((ROOT / figure.doc).read_text())
+    expected = _collapsed(figure.expected())
+    if expected in doc:
+        return
+    # Tell a moved number from a reworded passage: the passage with any figure in each `{name}`.
+    pattern = re.escape(_collapsed(figure.text))
+    for name in figure.values:
+        pattern = pattern.replace(re.escape("{" + name + "}"), FIGURE_PATTERN, 1)
+    found = re.search(pattern, doc)
+    if found:
+        pytest.fail(f"{figure.doc} says {found.group(0)!r}; the records say {expected!r}")
+    pytest.fail(f"{figure.doc} no longer has the passage {figure.text!r} (expected {expected!r}): if the doc "
+                "was reworded, update this entry of FIGURES")
+
+
+def test_every_query_reads_the_committed_records() -> None:
+    """The records are there and current: a query that silently found nothing would make the table above vacuous."""
+    df = runs()
+    assert len(df) > 100 and not df["data.num_test"].isna().any()
+    assert not math.isnan(mean(HARD, R8, "ce"))
