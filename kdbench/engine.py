@@ -10,6 +10,8 @@ epoch start, and the checkpoint carries model, optimizer, AMP scaler and history
 
 from __future__ import annotations
 
+import contextlib
+import math
 import random
 import time
 from collections.abc import Callable
@@ -288,20 +290,21 @@ class Engine:
         self.reporter.phase_start(f"epoch {epoch}/{recipe.epochs}", total=len(train_loader))
         step_log = StepLog(self.reporter, epoch, self.s.sync_every_step if self.s.sync_every_step is not None
                            else device.type != "cuda", self.s.log_interval)
+        amp_context = (lambda: _autocast(device, True)) if self.s.amp else contextlib.nullcontext
         for step, (images, labels, index) in enumerate(train_loader):
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             index = index.to(device, non_blocking=True)
             if self.s.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, self.s.amp):
+            with amp_context():  # no autocast context at all without AMP: entering a disabled one costs a step
                 logits, losses = self._forward_train(Batch(images, labels, index))
             total = sum(losses.values())
             # A non-finite loss stops the run: never step on NaN/Inf and carry on silently. On CPU the check is
             # free and comes before the step; on a GPU it would stall the device every step, so the losses stay
             # there and the check runs on each logging interval's batch of them (step_log.flush), before the epoch
             # ends and so before any checkpoint holding a diverged step.
-            if step_log.every_step and not torch.isfinite(total.detach()).item():
+            if step_log.every_step and not math.isfinite(total.item()):
                 raise RunDiverged(epoch, step, {k: float(v.detach()) for k, v in losses.items()})
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()

@@ -10,8 +10,9 @@ from fixtures_data import md5_of, patch_md5, write_cifar10, write_cifar100
 
 import kdbench
 from kdbench.data import build_dataset, get_dataset_spec
+from kdbench.data.augment import PadCropFlip
 from kdbench.data.cifar import CIFAR10Files, CIFAR100Files
-from kdbench.data.loaders import AUTO_WORKERS, loader_workers
+from kdbench.data.loaders import AUTO_WORKERS, loader_workers, make_train_loader
 from kdbench.errors import UserError
 
 
@@ -32,7 +33,7 @@ def test_cifar100_counts_labels_and_recipe_shapes(dirs, monkeypatch):
     x, y, index = data.train[7]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and index == 7 and y == written.train_labels[7]
     assert data.test[0][0].shape == (3, 32, 32)
-    assert data.num_workers == AUTO_WORKERS and "50" not in data.notes["split"] and "200/100" in data.notes["split"]
+    assert data.num_workers == 0 and "50" not in data.notes["split"] and "200/100" in data.notes["split"]
 
 
 def test_cifar10_reads_the_five_batches_pixel_exact(dirs, monkeypatch):
@@ -48,18 +49,38 @@ def test_cifar10_reads_the_five_batches_pixel_exact(dirs, monkeypatch):
     assert torch.equal(_pixels(x, data.mean, data.std), torch.from_numpy(written.test_images[19]))
 
 
-def test_crop_flip_augmentation_is_random_but_seeded(dirs, monkeypatch):
-    written = write_cifar10(dirs["data"], train_per_class=1, test_per_class=1)
+def test_crop_flip_augmentation_is_keyed_and_pads_black(dirs, monkeypatch):
+    # Served as batches (in memory): each sample is its keyed crop of the black-padded uint8 image, then
+    # normalised; the same (seed, epoch) gives the same images whatever the global RNG holds.
+    written = write_cifar10(dirs["data"], train_per_class=2, test_per_class=1)
     patch_md5(monkeypatch, CIFAR10Files, written.md5)
     data = build_dataset("cifar10", root=dirs["data"], augment="crop-pad4-flip")
-    plain = build_dataset("cifar10", root=dirs["data"], augment="none").train[0][0]
-    torch.manual_seed(3)
-    draws = [data.train[0][0] for _ in range(8)]
-    torch.manual_seed(3)
-    again = [data.train[0][0] for _ in range(8)]
-    assert all(torch.equal(a, b) for a, b in zip(draws, again, strict=True))
-    assert any(not torch.equal(d, plain) for d in draws)
-    assert all(d.shape == (3, 32, 32) for d in draws)
+    assert data.train[0][0].shape == (3, 32, 32)  # a single item is unaugmented
+
+    def epoch(seed: int, global_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(global_seed)
+        loader = make_train_loader(data.train, 4, seed=seed, device=torch.device("cpu"))
+        loader.sampler.set_epoch(1)
+        images, index = zip(*[(x, i) for x, _, i in loader], strict=True)
+        return torch.cat(images), torch.cat(index)
+
+    images, index = epoch(0, global_seed=1)
+    assert torch.equal(images, epoch(0, global_seed=2)[0]) and not torch.equal(images, epoch(1, global_seed=1)[0])
+    raw = torch.from_numpy(written.train_images)[index]
+    top, left, flipped = PadCropFlip(4, True).offsets(0, 1, index)
+    assert 0 < int(flipped.sum()) < len(index) or len(index) < 8
+    for k in range(len(index)):
+        padded = torch.nn.functional.pad(raw[k], (4, 4, 4, 4))  # zeros: black
+        crop = padded[:, int(top[k]) : int(top[k]) + 32, int(left[k]) : int(left[k]) + 32]
+        crop = crop.flip(-1) if flipped[k] else crop
+        assert torch.equal(_pixels(images[k], data.mean, data.std), crop)
+
+
+def test_a_resized_crop_is_refused_for_an_in_memory_set(dirs, monkeypatch):
+    written = write_cifar10(dirs["data"], train_per_class=1, test_per_class=1)
+    patch_md5(monkeypatch, CIFAR10Files, written.md5)
+    with pytest.raises(UserError, match="image-file datasets"):
+        build_dataset("cifar10", root=dirs["data"], augment="rrc-flip")
 
 
 def test_corrupted_file_is_rejected_by_the_md5_check(dirs, monkeypatch):

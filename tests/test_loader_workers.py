@@ -71,3 +71,69 @@ def test_a_sampler_never_told_its_epoch_draws_epoch_zeros_order():
     assert list(fresh) == list(told)
     told.set_epoch(1)
     assert list(fresh) != list(told)
+
+
+def _digits_subset():
+    """An augmented in-memory set under a subset (a training fraction): keys are the subset's positions."""
+    from kdbench.data import build_dataset
+    from kdbench.data.validation import ReindexedSubset
+
+    data = build_dataset("digits", augment="crop-pad2")
+    return ReindexedSubset(data.train, list(range(3, 500, 3)))
+
+
+def _by_index(loader, epoch: int) -> dict[int, torch.Tensor]:
+    loader.sampler.set_epoch(epoch)
+    return {int(i): x for images, _, index in loader for x, i in zip(images, index, strict=True)}
+
+
+def test_batch_served_and_worker_served_crops_are_the_same():
+    # The in-memory path (whole batches) and the DataLoader path (a worker calls the same crop function on one
+    # sample) give every sample the same image, for any batch size.
+    ds = _digits_subset()
+    batched = make_train_loader(ds, 16, seed=4, device=CPU)
+    workers = make_train_loader(ds, 10, seed=4, device=CPU, num_workers=1)
+    assert isinstance(batched, loaders.InMemoryBatches) and isinstance(workers, torch.utils.data.DataLoader)
+    a, b = _by_index(batched, 2), _by_index(workers, 2)
+    common = set(a) & set(b)
+    assert len(common) > 100 and all(torch.equal(a[i], b[i]) for i in common)
+    plain = {i: ds[i][0] for i in common}
+    assert sum(not torch.equal(a[i], plain[i]) for i in common) > len(common) // 2  # it does augment
+
+
+def test_ranks_together_serve_one_process_batches_and_crops():
+    ds = _digits_subset()
+    one = make_train_loader(ds, 16, seed=4, device=CPU)
+    ranks = [make_train_loader(ds, 16, seed=4, device=CPU, rank=r, world=2) for r in range(2)]
+    for loader in (one, *ranks):
+        loader.sampler.set_epoch(3)
+    batches = list(one)
+    per_rank = [list(r) for r in ranks]
+    assert len(batches) == len(per_rank[0]) == len(per_rank[1]) == len(ds) // 16
+    for b, whole in enumerate(batches):
+        images = torch.cat([per_rank[0][b][0], per_rank[1][b][0]])
+        index = torch.cat([per_rank[0][b][2], per_rank[1][b][2]])
+        assert torch.equal(index, whole[2]) and torch.equal(images, whole[0])
+
+
+def test_a_fresh_loader_gives_a_later_epoch_the_crops_of_a_running_one():
+    # What a resumed run relies on: epoch e's batches need nothing from epochs before it.
+    ds = _digits_subset()
+    running = make_train_loader(ds, 16, seed=4, device=CPU)
+    for epoch in (1, 2):
+        _by_index(running, epoch)
+    later, fresh = _by_index(running, 3), _by_index(make_train_loader(ds, 16, seed=4, device=CPU), 3)
+    assert later.keys() == fresh.keys() and all(torch.equal(later[i], fresh[i]) for i in later)
+
+
+def test_in_memory_sets_go_to_the_gpu_unless_too_big_or_told(monkeypatch):
+    from kdbench.data.tensor_dataset import IndexedTensorDataset
+
+    small = IndexedTensorDataset(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.zeros(4, dtype=torch.long))
+    monkeypatch.delenv("KDBENCH_DATA_ON_DEVICE", raising=False)
+    assert loaders.keep_on_device(small, CUDA, None) and not loaders.keep_on_device(small, CPU, None)
+    assert not loaders.keep_on_device(small, CUDA, False)
+    monkeypatch.setattr(loaders, "ON_DEVICE_MAX_BYTES", 47)  # the set is 48 bytes
+    assert not loaders.keep_on_device(small, CUDA, None) and loaders.keep_on_device(small, CUDA, True)
+    monkeypatch.setenv("KDBENCH_DATA_ON_DEVICE", "1")
+    assert loaders.keep_on_device(small, CUDA, None)

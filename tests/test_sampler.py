@@ -1,11 +1,13 @@
 """The training order: a fresh permutation per epoch from (seed, epoch) alone, so a resumed run sees the batches
-(and the global-RNG draws, e.g. augmentation crops) of an uninterrupted one."""
+(and the global-RNG draws, e.g. dropout) of an uninterrupted one; full training batches only, on both loader
+paths (in-memory batches and DataLoader)."""
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -14,10 +16,12 @@ from torch.utils.data import TensorDataset
 from kdbench.data.loaders import (
     EpochShuffleSampler,
     FixedOrderSampler,
+    InMemoryBatches,
     make_eval_loader,
     make_train_loader,
     train_batch_count,
 )
+from kdbench.data.tensor_dataset import IndexedTensorDataset
 from kdbench.engine import Engine, EngineSettings, epoch_seed
 from kdbench.method import Batch, Distiller, MethodContext
 from kdbench.recipe import Recipe
@@ -78,6 +82,35 @@ def test_train_batches_are_full_batches_of_the_samplers_order_and_the_ragged_las
                                                  device=CPU)] == [5, 5, 5, 5]
     ev = make_eval_loader(ds, batch_size=8, order_seed=5, device=CPU)  # evaluation keeps every sample
     assert [i for _, _, index in ev for i in index.tolist()] == list(FixedOrderSampler(n, 5))
+
+
+def _in_memory(n: int) -> IndexedTensorDataset:
+    return IndexedTensorDataset(torch.zeros(n, 1, 2, 2), torch.zeros(n, dtype=torch.long))
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_training_batches_are_full_and_a_last_incomplete_one_is_dropped(in_memory: bool):
+    def loader(n: int, batch_size: int):
+        ds = _in_memory(n) if in_memory else TensorDataset(torch.zeros(n, 1), torch.zeros(n, dtype=torch.long),
+                                                           torch.arange(n))
+        return make_train_loader(ds, batch_size=batch_size, seed=2, device=CPU)
+
+    train = loader(23, 5)
+    assert isinstance(train, InMemoryBatches) == in_memory
+    train.sampler.set_epoch(4)
+    batches = [index.tolist() for _, _, index in train]
+    order = _order(2, 4, 23)
+    assert batches == [order[i : i + 5] for i in range(0, 20, 5)] and len(train) == 4  # 23 = 4·5 + 3: 3 dropped
+    small = loader(3, 5)  # a split smaller than one batch: one batch of all of it
+    assert [sorted(index.tolist()) for _, _, index in small] == [[0, 1, 2]] and len(small) == 1
+
+
+def test_evaluation_batches_keep_every_sample_in_the_fixed_order():
+    n = 21
+    for ds in (TensorDataset(torch.zeros(n, 1), torch.zeros(n, dtype=torch.long), torch.arange(n)), _in_memory(n)):
+        ev = make_eval_loader(ds, batch_size=8, order_seed=5, device=CPU)
+        assert [len(index) for _, _, index in ev] == [8, 8, 5] and len(ev) == 3
+        assert [i for _, _, index in ev for i in index.tolist()] == list(FixedOrderSampler(n, 5))
 
 
 def test_a_split_smaller_than_one_batch_is_one_batch_of_all_of_it():

@@ -11,8 +11,9 @@ on-disk format and monkeypatch those three attributes *of our subclass* (not tor
 fixture's md5s, so they exercise the very reading code real users run, and a corrupted fixture still fails
 the check (tests/test_data_cifar.py pins both). A failed check is reported naming the bad file.
 
-Items are uint8 C × H × W tensors taken straight from the decoded array (no PIL round trip), through the
-recipe's v2 pipeline (`kdbench.data.transforms`), returned as (image, label, index).
+The decoded arrays are kept in memory as uint8 N × C × H × W tensors (no PIL round trip) and served as whole
+batches: gather, keyed pad-crop-flip, normalisation (kdbench.data.loaders.InMemoryBatches; on the GPU by
+default). Single items are (image, label, index), unaugmented.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from torchvision.datasets import CIFAR10, CIFAR100
 from ..recipe import Recipe, crd_schedule
 from ..safe_load import load_numpy_pickle
 from ._files import open_verified
-from .loaders import AUTO_WORKERS
+from .augment import PadCropFlip
 from .registry import DataSplits, register_dataset
-from .transforms import eval_transform, train_transform
+from .tensor_dataset import IndexedTensorDataset
+from .transforms import Normalize255, in_memory_augment
 
 # CRD / RepDistiller's CIFAR-100 statistics; CIFAR-10's are the per-channel mean/std of its training images.
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
@@ -41,26 +43,19 @@ def crd_recipe(name: str) -> Recipe:
     return crd_schedule(name, augment="crop-pad4-flip", cifar_stem=True)
 
 
-class _TensorItems:
-    """(uint8 C×H×W tensor → transform, label, index) items from torchvision's decoded H×W×C array."""
-
-    data: object
-    targets: list[int]
-    transform: object
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        image = torch.from_numpy(self.data[index]).permute(2, 0, 1)  # type: ignore[index]
-        if self.transform is not None:
-            image = self.transform(image)  # type: ignore[operator]
-        return image, int(self.targets[index]), index
+class CIFAR10Files(CIFAR10):
+    """torchvision's CIFAR10 reader, md5 check on; its decoded array becomes an in-memory split."""
 
 
-class CIFAR10Files(_TensorItems, CIFAR10):
-    """torchvision's CIFAR10 reader, md5 check on, yielding (image, label, index)."""
+class CIFAR100Files(CIFAR100):
+    """torchvision's CIFAR100 reader (fine labels), md5 check on; its decoded array becomes an in-memory split."""
 
 
-class CIFAR100Files(_TensorItems, CIFAR100):
-    """torchvision's CIFAR100 reader (fine labels), md5 check on, yielding (image, label, index)."""
+def in_memory(reader: CIFAR10, augment: PadCropFlip | None, finish: Normalize255) -> IndexedTensorDataset:
+    """The reader's N × H × W × C uint8 array as N × C × H × W, served as batches (kdbench.data.loaders)."""
+    images = torch.from_numpy(reader.data).permute(0, 3, 1, 2).contiguous()
+    return IndexedTensorDataset(images, torch.tensor(reader.targets, dtype=torch.int64), augment, finish,
+                                classes=list(reader.classes))
 
 
 @dataclass(frozen=True)
@@ -80,19 +75,19 @@ def _build(
     folder = root / cls.base_folder
     files = [*cls.train_list, *cls.test_list, [cls.meta["filename"], cls.meta["md5"]]]
 
-    def open_split(train: bool, transform) -> CIFAR10:
+    def open_split(train: bool) -> CIFAR10:
         return open_verified(
             name, root, folder, [(f, md5) for f, md5 in files], cls.url,
-            construct=lambda: cls(str(root), train=train, transform=transform),
+            construct=lambda: cls(str(root), train=train),
             download=lambda: cls(str(root), train=True, download=True),
             file_format=f"the python pickles of the official {cls.filename}", read_file=read_pickle,
         )
 
-    train = open_split(True, train_transform(augment, 32, mean, std, source_size=32))
-    test = open_split(False, eval_transform(32, mean, std, source_size=32))
+    train, test = open_split(True), open_split(False)
+    finish = Normalize255(mean, std)
     return DataSplits(
-        train=train,
-        test=test,
+        train=in_memory(train, in_memory_augment(augment, name), finish),
+        test=in_memory(test, None, finish),
         num_classes=len(train.classes),
         in_chans=3,
         image_size=32,
@@ -100,7 +95,6 @@ def _build(
         mean=mean,
         std=std,
         notes={"split": f"official train/test ({len(train):,}/{len(test):,})"},
-        num_workers=AUTO_WORKERS,
     )
 
 

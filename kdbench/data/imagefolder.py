@@ -23,9 +23,18 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError, check_range
 from ..recipe import Recipe
+from .augment import SampleKey
 from .loaders import AUTO_WORKERS
 from .registry import DataSplits, register_dataset
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, decode_image_file, eval_transform, is_image_file, train_transform
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Pipeline,
+    decode_image_file,
+    eval_transform,
+    is_image_file,
+    train_transform,
+)
 
 IMAGEFOLDER_RECIPE = Recipe(
     name="imagefolder-v1",
@@ -59,11 +68,16 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def keyed_item(self, index: int, key: SampleKey | None) -> tuple[torch.Tensor, int, int]:
+        """The sample with its random augmentation keyed by `key` (kdbench.data.loaders.EpochKeyedAugmentation);
+        without a key, none."""
         image = decode_image_file(str(self.files[index]))
         if self.transform is not None:
-            image = self.transform(image)
+            image = self.transform(image, key) if isinstance(self.transform, Pipeline) else self.transform(image)
         return image, int(self.targets[index]), index
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        return self.keyed_item(index, None)
 
 
 def resolve_path(root: Path, path: str) -> Path:

@@ -23,7 +23,7 @@ from ..recipe import Recipe
 
 @dataclass
 class DataSplits:
-    train: Dataset  # augmented with the recipe's augmentation; yields (x, y, index)
+    train: Dataset  # carries the recipe's augmentation, which the train loader keys per sample; yields (x, y, index)
     test: Dataset  # never augmented; yields (x, y, index)
     num_classes: int
     in_chans: int
@@ -33,8 +33,9 @@ class DataSplits:
     std: tuple[float, ...] = ()
     # How the split was made, recorded in the run (e.g. a partition rule for Mini-ImageNet).
     notes: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # DataLoader worker processes: 0 for in-memory tensors; disk-backed sets set loaders.AUTO_WORKERS (-1) and
-    # the loader sizes it for the device (loaders.loader_workers; KDBENCH_WORKERS overrides).
+    # DataLoader worker processes: 0 for in-memory sets (served as whole batches, no workers); image-file sets
+    # set loaders.AUTO_WORKERS (-1) and the loader sizes it for the device (loaders.loader_workers;
+    # KDBENCH_WORKERS overrides).
     num_workers: int = 0
     # Samples held out of the training split to choose the best epoch on (data.val_fraction; never augmented,
     # never trained on), or None. See kdbench.data.validation.
@@ -55,7 +56,8 @@ class DatasetSpec:
 
 
 # Modules of kdbench.data that hold machinery, not datasets.
-_NOT_DATASETS = {"registry", "augment", "tensor_dataset", "loaders", "transforms", "validation", "subset", "fixtures"}
+_NOT_DATASETS = {"registry", "augment", "keyed", "tensor_dataset", "loaders", "transforms", "validation", "subset",
+                 "fixtures"}
 
 
 def _load_builtin() -> None:

@@ -6,7 +6,9 @@ official `stl10_binary.tar.gz`. The 100,000 unlabelled images are not used, so o
 `kdbench/data/cifar.py` (torchvision's check kept on; tests patch our subclass's `train_list`/`test_list`).
 
 Normalisation: the per-channel mean/std of the labelled training images, computed at load time (5,000 images,
-well under a second) and recorded in the run's data notes.
+well under a second) and recorded in the run's data notes. The images are kept in memory as uint8 tensors
+(resized once when `data.image_size` is not 96) and served as whole batches: gather, keyed pad-crop-flip,
+normalisation (kdbench.data.loaders.InMemoryBatches; on the GPU by default).
 
 Recipe `stl10-v1` (our choice, documented): the CRD schedule shape — SGD 0.9, lr 0.05 ×0.1 after 150/180/210 of
 240 epochs, weight decay 5e-4, batch 64 — with CIFAR's crop scaled to 96 px ("crop-pad12-flip": pad = side/8,
@@ -26,29 +28,41 @@ from torchvision.datasets import STL10
 from ..errors import check_range
 from ..recipe import crd_schedule
 from ._files import open_verified
-from .loaders import AUTO_WORKERS
+from .augment import PadCropFlip
 from .registry import DataSplits, register_dataset
-from .transforms import eval_transform, train_transform
+from .tensor_dataset import IndexedTensorDataset
+from .transforms import Normalize255, eval_transform, in_memory_augment
 
 STL10_RECIPE = crd_schedule("stl10-v1", augment="crop-pad12-flip", cifar_stem=False)
 
 
 class STL10Labelled(STL10):
-    """torchvision's STL10 reader for the labelled splits, md5 check on, yielding (image, label, index)."""
+    """torchvision's STL10 reader for the labelled splits, md5 check on; its decoded array becomes an in-memory
+    split."""
 
     train_list = STL10.train_list[:2]  # train_X.bin, train_y.bin: the unlabelled file is neither needed nor checked
 
     def __init__(self, root: str, split: str, transform=None, download: bool = False) -> None:
         super().__init__(root, split=split, transform=transform, download=download)
         # torchvision keeps a transposed (non-contiguous) view of the column-major file; one copy makes each
-        # item a contiguous C × H × W slice.
+        # image a contiguous C × H × W slice.
         self.data = np.ascontiguousarray(self.data)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        image = torch.from_numpy(self.data[index])
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, int(self.labels[index]), index  # type: ignore[index]
+
+def fit_images(data: np.ndarray, size: int, chunk: int = 500) -> torch.Tensor:
+    """N × 3 × 96 × 96 uint8 images as an N × 3 × size × size uint8 tensor: resized once at load time
+    (antialiased, as the per-sample pipeline did), in chunks so that the resize's float copy stays small."""
+    images = torch.from_numpy(data)
+    if size == data.shape[-1]:
+        return images
+    steps = eval_transform(size, (0.0,), (1.0,), source_size=data.shape[-1]).steps[:-1]  # the fit, no normalise
+    out = []
+    for start in range(0, images.shape[0], chunk):
+        x = images[start : start + chunk]
+        for step in steps:
+            x = step(x)
+        out.append(x)
+    return torch.cat(out)
 
 
 def _check_bin(path: Path) -> None:
@@ -104,11 +118,16 @@ def build_stl10(params: STL10Params, root: Path, augment: str) -> DataSplits:
     train, test = open_split("train"), open_split("test")
     mean, std = channel_stats(train.data)
     size = params.image_size
-    train.transform = train_transform(augment, size, mean, std, source_size=96)
-    test.transform = eval_transform(size, mean, std, source_size=96)
+    finish = Normalize255(mean, std)
+    classes = list(train.classes)
+
+    def in_memory(split: STL10Labelled, augment: PadCropFlip | None) -> IndexedTensorDataset:
+        labels = torch.from_numpy(split.labels.astype(np.int64))
+        return IndexedTensorDataset(fit_images(split.data, size), labels, augment, finish, classes=classes)
+
     return DataSplits(
-        train=train,
-        test=test,
+        train=in_memory(train, in_memory_augment(augment, "stl10")),
+        test=in_memory(test, None),
         num_classes=10,
         in_chans=3,
         image_size=size,
@@ -119,5 +138,4 @@ def build_stl10(params: STL10Params, root: Path, augment: str) -> DataSplits:
             "split": f"official labelled train/test ({len(train):,}/{len(test):,}); unlabelled images unused",
             "normalisation": "per-channel mean/std of the labelled training images",
         },
-        num_workers=AUTO_WORKERS,
     )

@@ -1,19 +1,22 @@
-"""Per-sample image pipelines for the disk-backed datasets (CIFAR, STL-10, Mini-ImageNet, ImageFolder).
+"""Image pipelines: per sample for the image-file datasets (Mini-ImageNet, ImageFolder); the normalisation and
+the augmentation name's pad-crop-flip for the sets held in memory (CIFAR, STL-10), which apply them to batches.
 
 Every pipeline takes a uint8 C × H × W tensor (never a PIL image) and returns a normalised float32 tensor.
-Resizing crops (Resize, CenterCrop, RandomResizedCrop) are torchvision v2 transforms; the pad-crop, the flip and
-the normalisation are small tensor ops here, 4-5× cheaper per sample than their v2 equivalents — which matters
-for CIFAR, where per-sample CPU work, not the GPU, bounds a small network's epoch time. Augmentation is named by
-the recipe's `augment` string, with the grammar of `kdbench/data/augment.py` extended by one crop:
+Resizing (Resize, CenterCrop) is torchvision v2's; the resized crop, the pad-crop, the flip and the
+normalisation are small keyed tensor ops (kdbench.data.augment and Normalize255 here), which also take a batch.
+Augmentation is named by the recipe's `augment` string, with the grammar of `kdbench/data/augment.py` extended
+by one crop:
 
 - "none"          no augmentation;
 - "crop-padN"     zero-pad N pixels on each side, then a random crop back to the size (CIFAR's RandomCrop(32, 4));
-- "rrc"           RandomResizedCrop(size, scale=(0.08, 1)) — the ImageNet crop, for full-size image folders;
+- "rrc"           RandomResizedCrop(size, scale=(0.08, 1)) — the ImageNet crop, for full-size image folders
+                  (image-file sets only: it needs each image at its own size);
 - any of them + "-flip" for a random horizontal flip.
 
 Padding is black in pixel space (before normalisation), as torchvision's RandomCrop on a PIL image does in the
-CRD/RepDistiller code. Random draws use the torch RNG of the process that runs the transform, which the train
-loader seeds per sample from (seed, epoch, index) (kdbench.data.loaders.EpochKeyedAugmentation).
+CRD/RepDistiller code. Random choices are keyed by (seed, epoch, index) (kdbench.data.augment): the train loader
+passes each sample's key (kdbench.data.loaders.EpochKeyedAugmentation); PadCropFlip is the very function the
+in-memory sets apply to whole batches.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from ..errors import UserError
+from .augment import PadCropFlip, ResizedCrop, SampleKey
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,29 +56,6 @@ def parse_augment(name: str) -> AugmentSpec:
     return AugmentSpec(rrc=name.startswith("rrc"), pad=int(m.group("pad") or 0), flip=bool(m.group("flip")))
 
 
-class PadCropFlip:
-    """Zero-pad `pad` pixels, crop a random size × size window, flip horizontally with probability ½ — the
-    semantics of torchvision's RandomCrop(size, padding=pad) + RandomHorizontalFlip (and of augment.py), at a
-    fifth of v2's per-sample cost on small images (85 vs 330 µs at 32 px, 96 vs 530 µs at 96 px, normalisation
-    included). A class rather than a closure: DataLoader workers started by spawn/forkserver pickle it."""
-
-    def __init__(self, pad: int, flip: bool) -> None:
-        self.pad = pad
-        self.flip = flip
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.pad:
-            h, w = x.shape[-2:]
-            p = self.pad
-            padded = F.pad(x, (p, p, p, p))  # zeros: black in pixel space
-            top = int(torch.randint(0, 2 * p + 1, ()).item())
-            left = int(torch.randint(0, 2 * p + 1, ()).item())
-            x = padded[..., top : top + h, left : left + w]
-        if self.flip and bool(torch.rand(()) < 0.5):
-            x = x.flip(-1)
-        return x
-
-
 class Normalize255:
     """uint8 → float32 (x / 255 − mean) / std in one fused step (v2's ToDtype + Normalize cost 3.5× more)."""
 
@@ -83,19 +63,33 @@ class Normalize255:
         self.shift = torch.tensor(mean, dtype=torch.float32).mul(255).view(-1, 1, 1)
         self.scale = torch.tensor(std, dtype=torch.float32).mul(255).reciprocal().view(-1, 1, 1)
 
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float() - self.shift) * self.scale
+        """One C × H × W image or a B × C × H × W batch, on any device (the constants follow it)."""
+        if x.device.type == "cpu":
+            shift, scale = self.shift, self.scale
+        else:
+            if x.device not in self._on:
+                self._on[x.device] = (self.shift.to(x.device), self.scale.to(x.device))
+            shift, scale = self._on[x.device]
+        return (x.float() - shift) * scale
+
+    def __getstate__(self) -> dict:
+        return {"shift": self.shift, "scale": self.scale, "_on": {}}  # workers get the CPU constants only
 
 
 class Pipeline:
-    """Steps applied in order (a picklable Compose that also takes plain callables)."""
+    """Steps applied in order (a picklable Compose that also takes plain callables). The keyed random steps
+    (PadCropFlip, ResizedCrop: they have `one(x, key)`) get the sample's key; without one they choose nothing at
+    random (no crop offset, no flip; the resized crop's central fallback)."""
 
-    def __init__(self, steps: list[Callable[[torch.Tensor], torch.Tensor]]) -> None:
+    def __init__(self, steps: list[Callable[[torch.Tensor], torch.Tensor] | PadCropFlip | ResizedCrop]) -> None:
         self.steps = steps
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, key: SampleKey | None = None) -> torch.Tensor:
         for step in self.steps:
-            x = step(x)
+            x = step.one(x, key) if isinstance(step, (PadCropFlip, ResizedCrop)) else step(x)
         return x
 
     def __repr__(self) -> str:
@@ -116,14 +110,24 @@ def train_transform(
     """The training pipeline named by `augment`, ending at size × size. `source_size` is the side of every
     input image when they all share one (in-memory sets), else None (image files of any size)."""
     spec = parse_augment(augment)
-    steps: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    steps: list = [ResizedCrop(size)] if spec.rrc else _fit(size, source_size)
+    crop = pad_crop_flip(spec)
+    return Pipeline(steps + ([crop] if crop else []) + [Normalize255(mean, std)])
+
+
+def pad_crop_flip(spec: AugmentSpec) -> PadCropFlip | None:
+    """The batch-wise part of an augmentation (in-memory sets apply it to gathered batches); None for none."""
+    return PadCropFlip(spec.pad, spec.flip) if spec.pad or spec.flip else None
+
+
+def in_memory_augment(augment: str, dataset: str) -> PadCropFlip | None:
+    """The augmentation of a set held in memory and served as batches: crop-padN and -flip only (a resized crop
+    needs images of their own sizes, per sample: the image-file sets)."""
+    spec = parse_augment(augment)
     if spec.rrc:
-        steps.append(v2.RandomResizedCrop(size, antialias=True))
-    else:
-        steps += _fit(size, source_size)
-    if spec.pad or spec.flip:
-        steps.append(PadCropFlip(spec.pad, spec.flip))
-    return Pipeline(steps + [Normalize255(mean, std)])
+        raise UserError(f"{dataset}: augmentation '{augment}' is for image-file datasets (imagefolder, "
+                        "mini-imagenet); in-memory sets take none, crop-padN, each optionally + '-flip'")
+    return pad_crop_flip(spec)
 
 
 def eval_transform(

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import UserError
+from .augment import SampleKey
 from .registry import DataSplits
 
 VAL_KEY = "val_fraction"
@@ -89,9 +90,15 @@ class ReindexedSubset(Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        x, y, _ = self.base[self.positions[index]]
+    def keyed_item(self, index: int, key: SampleKey | None) -> tuple[torch.Tensor, int, int]:
+        """The sample with the augmentation of `key`, whose index is this subset's position (the loader's)."""
+        base = self.base
+        x, y, _ = base.keyed_item(self.positions[index], key) if hasattr(base, "keyed_item") \
+            else base[self.positions[index]]
         return x, y, index
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        return self.keyed_item(index, None)
 
 
 def hold_out_validation(train_view: DataSplits, eval_view: DataSplits, fraction: float, seed: int) -> DataSplits:
