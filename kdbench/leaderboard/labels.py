@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..errors import UserError
 from .board import selection_label
 from .runs import canon, clean
 
@@ -64,9 +65,10 @@ def _is_set_away(key: str, value: Any, defaults: dict[str, Any]) -> bool:
     return canon(defaults[key]) != canon(value)
 
 
-def method_defaults(method: Any, teacher: Any, student: Any) -> dict[str, Any] | None:
-    """The hyperparameters `method` runs with by default for this teacher → student pair (its registered
-    defaults after `resolve_params`, e.g. DKD's per-pair β); None for a method this checkout does not know."""
+def method_defaults(method: Any, teacher: Any, student: Any, epochs: Any) -> dict[str, Any] | None:
+    """The hyperparameters `method` runs with by default for this teacher → student pair and epoch count (its
+    registered defaults after `resolve_params`: DKD's per-pair β, its warm-up rescaled to the run's epochs);
+    None for a method this checkout does not know."""
     import dataclasses
 
     from ..method import METHODS
@@ -76,8 +78,9 @@ def method_defaults(method: Any, teacher: Any, student: Any) -> dict[str, Any] |
         return None
     spec = METHODS.get(name)
     try:
-        params = spec.cls.resolve_params(spec.params, teacher=clean(teacher), student=str(student))
-    except Exception:  # a pair the method refuses: compare with its plain defaults
+        params = spec.cls.resolve_params(spec.params, teacher=clean(teacher), student=str(student),
+                                         epochs=int(epochs))
+    except UserError:  # a pair the method refuses: compare with its plain defaults
         params = spec.params
     return dataclasses.asdict(params) if dataclasses.is_dataclass(params) else {}
 
@@ -97,7 +100,8 @@ def label_rows(groups: pd.DataFrame) -> dict[str, str]:
     for method, g in groups.groupby("method", sort=False):
         firsts = g.drop_duplicates("_row_key")
         # Every non-default setting shows, even on a method's only variant (`kd [temperature=2]`).
-        defaults = [method_defaults(method, t, s) for t, s in zip(firsts["teacher"], firsts["student"], strict=True)]
+        defaults = [method_defaults(method, t, s, (r or {}).get("epochs", 0)) for t, s, r in
+                    zip(firsts["teacher"], firsts["student"], firsts["recipe_params"], strict=True)]
         extras = distinguish(list(firsts["variant"]), defaults)
         marks = firsts["_code_mark"] if "_code_mark" in firsts.columns else [""] * len(firsts)
         for key, extra, mark in zip(firsts["_row_key"], extras, marks, strict=True):
