@@ -153,6 +153,7 @@ def execute(
     if existing is not None and existing["status"] == "completed" and not force:
         reporter.log(f"run {run_id} already completed; showing the stored result (--force to rerun)")
         return {**existing, "cached": True}
+    check_backends(log)  # a mistyped option is refused before anything is written, the probe file included
     check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # not an OSError mid-run
     if existing is None:
         older = store.older_code_runs(config)
@@ -160,7 +161,6 @@ def execute(
             reporter.log(f"code changed since run {', '.join(older)}; training again under {run_id} "
                          "(the older record stays; `kdbench leaderboard --all-code` shows it)")
 
-    check_backends(log)
     dev = resolve_device(device)
     if config.portable and dev.type != "cpu":
         raise UserError(f"--portable makes CPU numbers independent of the CPU; this run is on {dev}: use --device cpu")
