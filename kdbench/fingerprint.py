@@ -34,8 +34,11 @@ from typing import Any
 # History: 1 — fingerprints introduced; 2 — the learning rate changes per optimizer step (not per epoch) and
 # milestones/warm-up follow --epochs; 3 — training augmentation is a pure function of (seed, epoch, sample index)
 # (per-sample keyed RNG, kdbench.data.loaders.EpochKeyedAugmentation) instead of the global stream, so every
-# augmented run draws other crops (and methods that draw random numbers, e.g. CRD, draw other ones too).
-RESULTS_VERSION: int = 3
+# augmented run draws other crops (and methods that draw random numbers, e.g. CRD, draw other ones too); 4 — crops
+# and flips from a counter hash of (seed, epoch, index) computed per batch (kdbench.data.keyed) instead of a
+# per-sample seeded RNG, in-memory sets served as whole batches, and the ragged last training batch dropped
+# (issues #27, #28): other crops, other batches wherever the training split is not a multiple of the batch size.
+RESULTS_VERSION: int = 4
 
 FINGERPRINT_LENGTH = 12
 # The method teachers are trained with (kdbench.teacher_zoo): its code shapes every zoo teacher.

@@ -1,8 +1,8 @@
 """The teacher-output cache: a frozen teacher's outputs on the training images, computed once per (seed, epoch).
 
 A sweep runs many methods and hyperparameters with the same teacher on the same augmented images (augmentation
-is a pure function of (seed, epoch, sample index): kdbench.data.loaders.EpochKeyedAugmentation; the batches are
-a function of (seed, epoch, batch size)). So the teacher's outputs for sample i in epoch e are the same bits in
+is a pure function of (seed, epoch, sample index): a counter hash, kdbench.data.keyed; the batches are a function
+of (seed, epoch, batch size)). So the teacher's outputs for sample i in epoch e are the same bits in
 every such run, and the first run stores them for the others to read.
 
 An entry is one file per (namespace, epoch, output): the (N, ...) tensor of every training sample's output plus a
