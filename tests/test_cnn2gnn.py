@@ -27,7 +27,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def shared_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One zoo for the module, so the resnet18 teacher trains once for every cnn2gnn run here."""
+    """One zoo for the module, so the (cifar_resnet8) teacher trains once for every cnn2gnn run here."""
     root = tmp_path_factory.mktemp("cnn2gnn")
     return {"results_dir": root / "results", "zoo_dir": root / "zoo", "data_root": root / "data"}
 
@@ -39,7 +39,7 @@ def _run(method: str, dirs: dict[str, Path], sets: list[str], **kw) -> dict:
 @pytest.mark.parametrize("graph", ["batch", "anchor"])
 def test_cnn2gnn_trains_a_two_layer_gnn_in_each_graph_mode(shared_dirs: dict[str, Path], graph: str) -> None:
     record = _run("cnn2gnn", shared_dirs, [f"cnn2gnn.graph={graph}", *GNN],
-                  teacher="resnet18")
+                  teacher="cifar_resnet8")
     assert record["status"] == "completed"
     assert record["student"] == "gnn2" and record["student_info"]["layers"] == 2
     assert 0.0 <= record["metrics"]["top1_last"] <= 100.0 and record["inference"]["s_per_image"] > 0
@@ -52,8 +52,8 @@ def test_cnn2gnn_trains_a_two_layer_gnn_in_each_graph_mode(shared_dirs: dict[str
 
 def test_cnn2gnn_k0_ablation_drops_the_graph(shared_dirs: dict[str, Path]) -> None:
     # The same settings as the batch-mode run above: its stored record is reused when that test ran first.
-    with_graph = _run("cnn2gnn", shared_dirs, ["cnn2gnn.graph=batch", *GNN], teacher="resnet18")
-    no_graph = _run("cnn2gnn", shared_dirs, ["cnn2gnn.graph=batch", *GNN, "cnn2gnn.k=0"], teacher="resnet18")
+    with_graph = _run("cnn2gnn", shared_dirs, ["cnn2gnn.graph=batch", *GNN], teacher="cifar_resnet8")
+    no_graph = _run("cnn2gnn", shared_dirs, ["cnn2gnn.graph=batch", *GNN, "cnn2gnn.k=0"], teacher="cifar_resnet8")
     assert no_graph["status"] == "completed" and no_graph["method_info"]["graph"]["k"] == 0
     # Only the graph projection (in → proj_dim, + bias) is gone: the two layers are the same size.
     projection = 3 * 8 * 8 * 256 + 256
@@ -85,7 +85,7 @@ def test_student_options_reach_gnn2_only() -> None:
 )
 def test_bad_graph_options_are_user_errors(shared_dirs: dict[str, Path], sets: list[str], message: str) -> None:
     with pytest.raises(UserError, match=message):
-        _run("cnn2gnn", shared_dirs, sets, teacher="resnet18")
+        _run("cnn2gnn", shared_dirs, sets, teacher="cifar_resnet8")
 
 
 def test_unknown_student_option_lists_valid_ones(shared_dirs: dict[str, Path]) -> None:

@@ -137,7 +137,7 @@ def test_dry_run_touches_no_data_and_says_whether_a_record_would_be_reused(dirs)
     table = runner.invoke(app, ["run", "--method", "ce", "--dataset", "cifar100", "--epochs", "24", "--dry-run"])
     assert table.exit_code == 0 and plan["run_id"] in table.stdout and "would reuse" in table.stdout
 
-    small = ["run", "--method", "ce", "--epochs", "1", "--set", "data.image_size=8"]
+    small = ["run", "--method", "ce", "--student", "test_resnet", "--epochs", "1", "--set", "data.image_size=8"]
     assert runner.invoke(app, small).exit_code == 0
     after = json.loads(runner.invoke(app, [*small, "--dry-run", "--json"]).stdout)
     assert after["would_reuse"] is True and after["stored_status"] == "completed"

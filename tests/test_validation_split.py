@@ -93,7 +93,7 @@ def test_histories_without_validation_fields_still_load():
 
 
 def test_a_run_with_a_validation_split_selects_its_best_epoch_on_it(dirs: dict[str, Path]):
-    record = run("ce", student="resnet18", epochs=3, sets=["data.image_size=8", "data.val_fraction=0.1"],
+    record = run("ce", student="test_resnet", epochs=3, sets=["data.image_size=8", "data.val_fraction=0.1"],
                  results_dir=dirs["results"], zoo_dir=dirs["zoo"])
     metrics = record["metrics"]
     assert metrics["best_selected_on"] == "val"
