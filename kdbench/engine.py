@@ -111,6 +111,12 @@ def _total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
     return total
 
 
+def _on(device: torch.device, tensor: torch.Tensor) -> torch.Tensor:
+    # In-memory sets are served on the device already; `.to()` would return the same tensor at 4x the cost of
+    # asking. (A "cuda" device is not equal to a tensor's "cuda:0": that case takes `.to()`, which is a no-op.)
+    return tensor if tensor.device == device else tensor.to(device, non_blocking=True)
+
+
 class _TrainHits:
     """The epoch's top-1 hits on its training batches, counted on the device every `every` steps over the
     batches held until then: one argmax, compare and sum for all of them instead of four tensor ops per step
@@ -328,9 +334,7 @@ class Engine:
         amp_context = (lambda: _autocast(device, True)) if self.s.amp else contextlib.nullcontext
         scaled = scaler.is_enabled()
         for step, (images, labels, index) in enumerate(train_loader):
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            index = index.to(device, non_blocking=True)
+            images, labels, index = _on(device, images), _on(device, labels), _on(device, index)
             if self.s.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with amp_context():  # no autocast context at all without AMP: entering a disabled one costs a step
