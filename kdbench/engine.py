@@ -361,9 +361,9 @@ class Engine:
             seen += labels.numel()
             batches += 1
         step_log.flush()
+        correct = hits.count()
         train_s = time.perf_counter() - t0
         sums: dict[str, Any] = step_log.sums
-        correct = hits.count()
         if self.s.world_size > 1:  # the epoch's means over the global batches; one model on every rank
             sums = {k: distributed.all_reduce_mean(torch.as_tensor(v, device=device)) for k, v in sums.items()}
             correct = distributed.all_reduce_sum(correct)
