@@ -6,7 +6,9 @@ each student — resnet18, cifar_resnet8, gnn2, and `tiny` (one linear layer: al
 printed engine/bare is the median over repetitions of each one's ratio (a repetition runs engine, bare, bare,
 engine and averages the pairs, so that order and drift cancel). Target: engine/bare <= 1.02 on resnet18,
 cifar_resnet8 and gnn2. µs/step is the engine's extra cost per training step
-(training parts only: the median of (engine − bare) / steps); for `tiny` it is nearly all there is.
+(training parts only: the median of (engine − bare) / steps); for `tiny` it is nearly all there is. It includes
+the engine's per-epoch costs spread over the epoch's steps (22 at the default batch): reseeding the RNGs
+(`torch.manual_seed` alone takes ~0.13 ms here, ~6 µs a step) and the epoch's bookkeeping.
 
     python benchmarks/engine_overhead.py [--reps 5] [--students resnet18,cifar_resnet8,gnn2,tiny] [--device cpu]
 """

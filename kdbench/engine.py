@@ -11,7 +11,6 @@ epoch start, and the checkpoint carries model, optimizer, AMP scaler and history
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 from collections.abc import Callable
@@ -25,7 +24,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from . import distributed
-from .errors import RunDiverged
 from .evaluate import _autocast, evaluate
 from .method import Batch, Distiller
 from .optim import build_optimizer
@@ -101,6 +99,49 @@ class FitResult:
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**31)
+
+
+def _total(losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The sum of a method's weighted losses, in their order. Not `sum()`: it starts from 0, one more add per
+    step, and one more node for backward to pass through; 0 + x is x, so the numbers are the same."""
+    terms = iter(losses.values())
+    total = next(terms)
+    for term in terms:
+        total = total + term
+    return total
+
+
+def _on(device: torch.device, tensor: torch.Tensor) -> torch.Tensor:
+    # In-memory sets are served on the device already; `.to()` would return the same tensor at 4x the cost of
+    # asking. (A "cuda" device is not equal to a tensor's "cuda:0": that case takes `.to()`, which is a no-op.)
+    return tensor if tensor.device == device else tensor.to(device, non_blocking=True)
+
+
+class _TrainHits:
+    """The epoch's top-1 hits on its training batches, counted on the device every `every` steps over the
+    batches held until then: one argmax, compare and sum for all of them instead of four tensor ops per step
+    (a few µs each). The count is an exact integer either way; holding the logits costs `every` batches of them."""
+
+    def __init__(self, device: torch.device, every: int = 16) -> None:
+        self.every = every
+        self._correct = torch.zeros((), device=device)
+        self._held: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        self._held.append((logits.detach(), labels))
+        if len(self._held) >= self.every:
+            self._count_held()
+
+    def count(self) -> torch.Tensor:
+        """All hits so far, a 0-dim float tensor on the device."""
+        self._count_held()
+        return self._correct
+
+    def _count_held(self) -> None:
+        if self._held:
+            logits, labels = (torch.cat(t) for t in zip(*self._held, strict=True))
+            self._correct += (logits.argmax(1) == labels).sum()
+            self._held.clear()
 
 
 def _seed_everything(seed: int) -> None:
@@ -283,46 +324,46 @@ class Engine:
         model.begin_epoch(epoch)
         model.on_epoch_start(epoch)
 
-        sums: dict[str, torch.Tensor] = {}
-        correct = torch.zeros((), device=device)
+        hits = _TrainHits(device)
         seen = 0
         batches = 0
-        self.reporter.phase_start(f"epoch {epoch}/{recipe.epochs}", total=len(train_loader))
+        steps = len(train_loader)
+        self.reporter.phase_start(f"epoch {epoch}/{recipe.epochs}", total=steps)
         step_log = StepLog(self.reporter, epoch, self.s.sync_every_step if self.s.sync_every_step is not None
                            else device.type != "cuda", self.s.log_interval)
         amp_context = (lambda: _autocast(device, True)) if self.s.amp else contextlib.nullcontext
+        scaled = scaler.is_enabled()
         for step, (images, labels, index) in enumerate(train_loader):
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            index = index.to(device, non_blocking=True)
+            images, labels, index = _on(device, images), _on(device, labels), _on(device, index)
             if self.s.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with amp_context():  # no autocast context at all without AMP: entering a disabled one costs a step
                 logits, losses = self._forward_train(Batch(images, labels, index))
-            total = sum(losses.values())
-            # A non-finite loss stops the run: never step on NaN/Inf and carry on silently. On CPU the check is
-            # free and comes before the step; on a GPU it would stall the device every step, so the losses stay
-            # there and the check runs on each logging interval's batch of them (step_log.flush), before the epoch
-            # ends and so before any checkpoint holding a diverged step.
-            if step_log.every_step and not math.isfinite(total.item()):
-                raise RunDiverged(epoch, step, {k: float(v.detach()) for k, v in losses.items()})
+            total = _total(losses)
+            lr_last = current_lr(optimizer)  # the lr this step uses (the scheduler moves on after it)
+            # A non-finite loss stops the run: never step on NaN/Inf and carry on silently. On CPU the losses are
+            # read here, and a non-finite total refused, before the optimizer steps on it; on a GPU a read would
+            # stall the device every step, so they stay there and are checked on each logging interval's batch
+            # of them (step_log.flush), before the epoch ends and so before any checkpoint holding a diverged
+            # step. StepLog also keeps the epoch's loss sums.
+            step_log.add(step, (epoch - 1) * steps + step + 1, losses, total, lr_last)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            lr_last = current_lr(optimizer)
-            scaler.step(optimizer)
-            scaler.update()
+            if scaled:
+                scaler.scale(total).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:  # AMP off: the disabled scaler's three calls would only pass through to these two
+                total.backward()
+                optimizer.step()
             scheduler.step()  # the next step's lr
 
-            for name, value in losses.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().float()
-            sums["total"] = sums.get("total", 0.0) + total.detach().float()
-            correct += (logits.detach().argmax(1) == labels).sum()
+            hits.add(logits, labels)
             seen += labels.numel()
             batches += 1
-            # the lr this step used (the scheduler has moved on)
-            step_log.add(step, (epoch - 1) * len(train_loader) + step + 1, losses, total, lr_last)
         step_log.flush()
+        correct = hits.count()
         train_s = time.perf_counter() - t0
+        sums: dict[str, Any] = step_log.sums
         if self.s.world_size > 1:  # the epoch's means over the global batches; one model on every rank
             sums = {k: distributed.all_reduce_mean(torch.as_tensor(v, device=device)) for k, v in sums.items()}
             correct = distributed.all_reduce_sum(correct)
