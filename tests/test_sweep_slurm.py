@@ -123,8 +123,9 @@ def _wait_until(predicate, timeout_s: float, what: str) -> None:
 
 def test_preempted_task_resumes_to_an_uninterrupted_runs_numbers_and_failed_task_resumes_alone(
         slurm_conf, zoo, tmp_path, monkeypatch):
-    """One array: a 4-epoch run we preempt after its first epoch, and a ViT whose 224 px input check fails
-    at run time on 8 px images (the options resolve fine; only the job finds out)."""
+    """One array: a 10-epoch run we preempt after its first epoch (long enough that it cannot finish before the
+    signal arrives), and a ViT whose 224 px input check fails at run time on 8 px images (the options resolve
+    fine; only the job finds out)."""
     import submitit
     import torch
 
@@ -136,7 +137,7 @@ def test_preempted_task_resumes_to_an_uninterrupted_runs_numbers_and_failed_task
 
     results = tmp_path / "results"
     result = kdbench_cli("sweep", "--methods", "ce", "--students", "resnet18,vit_tiny_patch16_224", "--seeds", "0",
-                         "--epochs", "4", "--batch-size", "256", "--set", "data.image_size=8", *SLURM,
+                         "--epochs", "10", "--batch-size", "256", "--set", "data.image_size=8", *SLURM,
                          "--results-dir", results, "--zoo-dir", zoo)
     assert result.exit_code == 0, result.output
     sweep = load_sweep(results)
@@ -170,7 +171,7 @@ def test_preempted_task_resumes_to_an_uninterrupted_runs_numbers_and_failed_task
         assert record["metrics"][key] == reference["metrics"][key], key
     ours = [json.loads(line) for line in metrics.read_text().splitlines()]
     theirs = [json.loads(line) for line in RunStore(tmp_path / "ref").metrics_path(cnn).read_text().splitlines()]
-    assert len(ours) == len(theirs) == 4
+    assert len(ours) == len(theirs) == 10
     for a, b in zip(ours, theirs, strict=True):
         assert a["losses"] == pytest.approx(b["losses"], rel=1e-6) and a["top1"] == b["top1"]
 
@@ -305,7 +306,9 @@ def test_scancel_leaves_an_interrupted_record_and_resume_completes_it_with_the_s
     from kdbench.sweep.submit import load_sweep
 
     results = tmp_path / "results"
-    result = kdbench_cli("sweep", "--methods", "ce", "--students", "resnet18", "--seeds", "0,1", "--epochs", "3",
+    # 10 epochs: with the batch-served data path an epoch takes ~0.5-2 s here, and a 3-epoch run finished between
+    # the first epoch's line and the scancel.
+    result = kdbench_cli("sweep", "--methods", "ce", "--students", "resnet18", "--seeds", "0,1", "--epochs", "10",
                          "--batch-size", "256", "--set", "data.image_size=8", "--executor", "slurm",
                          "--timeout-min", "10", "--results-dir", results, "--zoo-dir", zoo)
     assert result.exit_code == 0, result.output
