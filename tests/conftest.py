@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from typing import NamedTuple
 
 # One torch thread per test process (and per CLI subprocess, through the environment): the tiny tensors of the
 # test suite gain nothing from a second thread, and on a shared 2-core machine (or beside SLURM jobs) two threads
@@ -44,3 +46,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("slurm") is not None:
             item.add_marker(pytest.mark.xdist_group("slurm"))
     items.sort(key=lambda item: item.get_closest_marker("slurm") is None)  # stable: file order otherwise kept
+
+
+class CliResult(NamedTuple):
+    """What `kdbench ARGS` did, named as subprocess.CompletedProcess names it."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """`kdbench ARGS` through the CLI's entry point in this process (`python -m kdbench` is the same main(); the
+    end-to-end tests run it as a subprocess): a CliResult. A subprocess per command spent ~5 s importing."""
+    from kdbench.cli.app import main
+
+    def invoke(*args: str) -> CliResult:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["kdbench", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return invoke

@@ -9,32 +9,11 @@ import sys
 
 import pytest
 
-from kdbench.cli.app import main
-
 CLI = [sys.executable, "-m", "kdbench"]
 
 
 def kdbench(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
-
-
-@pytest.fixture
-def in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """`kdbench ARGS` through the CLI's entry point in this process (`python -m kdbench` is main(), which the end
-    to end test above runs as a subprocess): (exit code, stdout, stderr). A subprocess spent ~5 s importing."""
-
-    def invoke(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["kdbench", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return invoke
 
 
 def test_run_kd_end_to_end_then_rerun_shows_the_stored_result(dirs):

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import pandas as pd
 import pytest
 from test_leaderboard import make_config, write_run
 
-from kdbench.cli.app import main
 from kdbench.errors import UserError
 from kdbench.leaderboard import build_published, render
 from kdbench.published import EPOCHS, PAPERS, load_published
@@ -68,45 +65,20 @@ def test_every_published_row_uses_kdbench_names() -> None:
         load_published("kd")
 
 
-class Done(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """`kdbench ARGS` through the CLI's entry point in this process (`python -m kdbench` is main()): exit code
-    and what it printed. A subprocess per command spent ~5 s importing."""
-
-    def invoke(*args: str) -> Done:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["kdbench", *args])
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        out = capsys.readouterr()
-        return Done(code, out.out, out.err)
-
-    return invoke
-
-
-def test_published_command_formats_and_bad_paper(cli) -> None:
-    csv = cli("published", "--paper", "crd", "--format", "csv")
+def test_published_command_formats_and_bad_paper(in_process) -> None:
+    csv = in_process("published", "--paper", "crd", "--format", "csv")
     assert csv.returncode == 0, csv.stderr
     rows = pd.read_csv(io.StringIO(csv.stdout))
     assert set(rows["paper"]) == {"crd"} and len(rows) == 117
-    markdown = cli("published", "--paper", "dkd")
+    markdown = in_process("published", "--paper", "dkd")
     assert markdown.returncode == 0, markdown.stderr
     # DKD mixes conventions, so its columns say which; the resnet32x4 → resnet8x4 row holds both numbers.
     assert "| kd (last) | dkd (best) |" in markdown.stdout
     assert "| README · cifar_resnet32x4 → cifar_resnet8x4 | 73.33 | 76.32 |" in markdown.stdout
-    latex = cli("published", "--format", "latex")
+    latex = in_process("published", "--format", "latex")
     assert latex.returncode == 0 and latex.stdout.count(r"\begin{tabular}") == 3
     assert r"73.33 $\pm$ 0.25" in latex.stdout
-    bad = cli("published", "--paper", "fitnet")
+    bad = in_process("published", "--paper", "fitnet")
     assert bad.returncode == 2 and "crd, dkd, hkd" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -168,10 +140,10 @@ def test_leaderboard_published_joins_ours_at_the_papers_epoch(cifar_results: Pat
     assert "hkd: the paper does not say" in text
 
 
-def test_cli_leaderboard_published(cifar_results: Path, cli) -> None:
-    res = cli("leaderboard", "--published", "--results-dir", str(cifar_results), "--format", "csv")
+def test_cli_leaderboard_published(cifar_results: Path, in_process) -> None:
+    res = in_process("leaderboard", "--published", "--results-dir", str(cifar_results), "--format", "csv")
     assert res.returncode == 0, res.stderr
     rows = pd.read_csv(io.StringIO(res.stdout))
     assert one(rows, paper="dkd", method="dkd")["mean"] == pytest.approx(76.1)
-    mixed = cli("leaderboard", "--published", "--metric", "top1_last", "--results-dir", str(cifar_results))
+    mixed = in_process("leaderboard", "--published", "--metric", "top1_last", "--results-dir", str(cifar_results))
     assert mixed.returncode == 2 and "epoch convention" in mixed.stderr
