@@ -152,6 +152,23 @@ def configure_portable() -> None:
     torch.backends.mkldnn.enabled = False
     torch.backends.nnpack.set_flags(False)
     torch.set_num_threads(1)
+    global _portable_in_force
+    _portable_in_force = True
+
+
+# Set once configure_portable() succeeded: the mode cannot be undone in this process (the kernels were chosen).
+_portable_in_force = False
+
+
+def check_native_possible() -> None:
+    """A run without `--portable` in a process that configured it would compute with the portable kernels and
+    store those numbers under the native run's id (e.g. a second run in one Python session or debug sweep
+    worker): refused, saying to start a fresh process."""
+    from .errors import UserError
+
+    if _portable_in_force:
+        raise UserError("this process ran a --portable run, and its CPU kernels stay portable: a run without "
+                        "--portable needs a fresh process (the `kdbench` command starts one)")
 
 
 def portable_threads(threads: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from filelock import FileLock, Timeout
 
 from . import attempts, distributed, exports
 from .config import RunConfig
-from .cpu_numerics import configure_portable, cpu_info, portable_threads
+from .cpu_numerics import check_native_possible, configure_portable, cpu_info, portable_threads
 from .data.loaders import make_eval_loader, make_train_loader
 from .data.registry import DataSplits, build_dataset, get_dataset_spec
 from .data.subset import keep_train_fraction, train_fraction_of
@@ -166,6 +166,8 @@ def execute(
         raise UserError(f"--portable makes CPU numbers independent of the CPU; this run is on {dev}: use --device cpu")
     if config.portable:  # before anything computes: it works only then
         configure_portable()
+    else:
+        check_native_possible()
     threads = portable_threads(configure_threads()) if config.portable else configure_threads()
     determinism = {**configure_determinism(deterministic, dev), "portable": config.portable}
     if config.world_size > 1:

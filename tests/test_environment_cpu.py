@@ -66,6 +66,33 @@ def test_portable_refuses_in_a_process_that_has_computed_already():
     assert {k: os.environ.get(k) for k in before} == before  # nor the environment later subprocesses inherit
 
 
+NATIVE_AFTER_PORTABLE = """
+import sys
+from kdbench import run
+from kdbench.errors import UserError
+common = dict(student="cifar_resnet8", epochs=1, sets=["data.image_size=8"], device="cpu", results_dir=sys.argv[1],
+              zoo_dir=sys.argv[2])
+first = run("ce", portable=True, **common)
+assert first["status"] == "completed", first["status"]
+try:
+    run("ce", **common)
+except UserError as e:
+    print("refused:", e)
+else:
+    print("ran natively with portable kernels")
+"""
+
+
+def test_a_native_run_is_refused_in_a_process_that_ran_a_portable_one(tmp_path: Path):
+    """Its numbers would be the portable kernels' under the native run's id (a second run in one session)."""
+    done = subprocess.run([sys.executable, "-c", NATIVE_AFTER_PORTABLE, str(tmp_path / "r"), str(tmp_path / "z")],
+                          capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "refused: this process ran a --portable run" in done.stdout, done.stdout
+    assert len(list((tmp_path / "r" / "runs").iterdir())) == 1  # the native run left no record
+
+
 def _params(*args: str) -> dict:
     _register_commands()
     ctx = typer.main.get_command(app).commands["run"].make_context("run", list(args))
