@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from kdbench.runner import run
+from kdbench.execute.runner import run
 
 
 def default_worlds(device: str) -> list[int]:

@@ -25,10 +25,10 @@ from torch import nn
 
 from kdbench.data import build_dataset, get_dataset_spec
 from kdbench.data.loaders import make_eval_loader, make_train_loader
-from kdbench.engine import Engine, EngineSettings
-from kdbench.method import MethodContext, get_method
 from kdbench.models import create_model
-from kdbench.schedule import build_optimizer, build_scheduler
+from kdbench.train.engine import Engine, EngineSettings
+from kdbench.train.method import MethodContext, get_method
+from kdbench.train.schedule import build_optimizer, build_scheduler
 
 
 def build_student(name: str, image_size: int) -> nn.Module:

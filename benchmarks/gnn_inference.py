@@ -5,7 +5,7 @@ ResNet-152 teacher, on digits-size input, at one batch size on CPU. Ratios come 
     python benchmarks/gnn_inference.py --threads 2 --image-size 32
 
 Weights are untrained: the cost of these models does not depend on their values. The time per batch is the best
-of `--repeats` timed passes after one warm-up (kdbench.evaluate.inference_time_per_image, as in the run records),
+of `--repeats` timed passes after one warm-up (kdbench.train.evaluate.inference_time_per_image, as in the run records),
 which suppresses noise from other processes on a shared machine.
 """
 
@@ -16,8 +16,8 @@ import argparse
 import torch
 
 from kdbench.data.registry import build_dataset, get_dataset_spec
-from kdbench.evaluate import inference_time_per_image
 from kdbench.models import count_parameters, count_weight_layers, create_model
+from kdbench.train.evaluate import inference_time_per_image
 
 
 def main() -> None:

@@ -75,7 +75,7 @@ class Profile:
 
     @property
     def amp_dtype(self) -> str:
-        return "fp16" if self.device == "cuda" else "bf16"  # kdbench.evaluate._autocast
+        return "fp16" if self.device == "cuda" else "bf16"  # kdbench.train.evaluate._autocast
 
 
 def gpu_profile(gpus: int) -> Profile:
@@ -316,14 +316,14 @@ CHECKS: dict[str, Callable[[Session], tuple[str, str, float]]] = {
 def bare_loop(device_name: str, data_root: Path, student: str, epochs: int, batch_size: int) -> dict[str, float]:
     """What a researcher writes by hand: cross-entropy, SGD, AMP and channels_last, nothing else — no registry,
     record, progress, divergence check or lr schedule. Same dataset, transforms and loader as the engine's run
-    (kdbench's builders), same threads and kernel settings (kdbench.environment), so the ratio is the engine's
+    (kdbench's builders), same threads and kernel settings (kdbench.core.environment), so the ratio is the engine's
     own cost. Returns training images/s over the epochs after the first."""
     import torch
     import torch.nn.functional as F
 
+    from kdbench.core.environment import configure_determinism, configure_threads
     from kdbench.data import build_dataset, get_dataset_spec
     from kdbench.data.loaders import make_train_loader
-    from kdbench.environment import configure_determinism, configure_threads
     from kdbench.models import create_model
 
     device = torch.device(device_name)

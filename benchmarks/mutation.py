@@ -6,7 +6,7 @@ disk changes: each mutant is a modified syntax tree of one module, compiled with
 served by an import hook to a forked pytest process that runs only the tests listed for that module (TARGETS).
 
     python benchmarks/mutation.py                       # every target (long: not part of CI)
-    python benchmarks/mutation.py kdbench.evaluate      # some targets
+    python benchmarks/mutation.py kdbench.train.evaluate      # some targets
     python benchmarks/mutation.py --list                # the targets, their tests, their mutant counts
 
 Per mutant the outcome is `killed` (a test failed or errored), `timeout` (ran past 3× the clean run + 30 s:
@@ -58,8 +58,8 @@ PARAMS = "tests/test_method_params.py"
 GRAPH_TESTS = ("tests/test_graph_operators.py", "tests/test_graph_module.py")
 
 TARGETS = [
-    Target("kdbench.evaluate", "kdbench/evaluate.py", ("tests/test_evaluator.py",)),
-    Target("kdbench.schedule", "kdbench/schedule.py", ("tests/test_schedule.py",)),
+    Target("kdbench.train.evaluate", "kdbench/train/evaluate.py", ("tests/test_evaluator.py",)),
+    Target("kdbench.train.schedule", "kdbench/train/schedule.py", ("tests/test_schedule.py",)),
     Target("kdbench.methods.kd", "methods/kd.py", ("tests/test_kd_loss.py", WIRING, PARAMS), keyword="kd"),
     Target("kdbench.models.graph", "kdbench/models/graph.py", GRAPH_TESTS),
     Target("kdbench.models.gnn", "kdbench/models/gnn.py", GRAPH_TESTS),
@@ -72,10 +72,11 @@ TARGETS = [
     Target("kdbench.data.loaders", "kdbench/data/loaders.py",
            ("tests/test_loader_workers.py", "tests/test_sampler.py")),
     Target("kdbench.data.augment", "kdbench/data/augment.py", ("tests/test_augment.py",)),
-    Target("kdbench.engine", "kdbench/engine.py", ("tests/test_sampler.py", "tests/test_engine_numbers.py")),
+    Target("kdbench.train.engine", "kdbench/train/engine.py",
+           ("tests/test_sampler.py", "tests/test_engine_numbers.py")),
     # The leaderboard's statistics (its own module since the leaderboard was split) and the cell format.
-    Target("kdbench.leaderboard.stats", "kdbench/leaderboard/stats.py", ("tests/test_leaderboard.py",)),
-    Target("kdbench.leaderboard.cells", "kdbench/leaderboard/cells.py", ("tests/test_leaderboard.py",),
+    Target("kdbench.report.leaderboard.stats", "kdbench/report/leaderboard/stats.py", ("tests/test_leaderboard.py",)),
+    Target("kdbench.report.leaderboard.cells", "kdbench/report/leaderboard/cells.py", ("tests/test_leaderboard.py",),
            functions=("format_cell",)),
     Target("kdbench.methods.at", "methods/at.py", ("tests/test_method_at_pkt.py", WIRING, PARAMS), keyword="at"),
     Target("kdbench.methods.pkt", "methods/pkt.py", ("tests/test_method_at_pkt.py", WIRING, PARAMS),

@@ -2,7 +2,7 @@
 # Mutation testing of the modules that produce kdbench's numbers (long; not part of CI): prints, per module, the
 # kill ratio and the surviving mutants. Arguments go to benchmarks/mutation.py, e.g.
 #   benchmarks/mutation.sh                                  # every target
-#   benchmarks/mutation.sh kdbench.evaluate kdbench.schedule --json /tmp/mutation.json
+#   benchmarks/mutation.sh kdbench.train.evaluate kdbench.train.schedule --json /tmp/mutation.json
 #   benchmarks/mutation.sh --list                           # targets, their tests and mutant counts
 # One torch thread per test process: the tests are tiny, and the machines this runs on are shared.
 set -euo pipefail

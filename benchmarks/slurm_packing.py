@@ -25,7 +25,7 @@ from pathlib import Path
 
 def sweep_wall_s(parallelism: int, args: argparse.Namespace, root: Path) -> tuple[float, list[int]]:
     """(seconds from the first task's start to the last one's end, torch threads each run used)."""
-    from kdbench.records import RunStore
+    from kdbench.store.records import RunStore
     from kdbench.sweep.submit import load_sweep
 
     results = root / f"p{parallelism}"

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from kdbench.runner import run
+from kdbench.execute.runner import run
 
 
 def zoo_teacher() -> Path | None:
-    from kdbench.teacher_zoo import default_zoo_dir
+    from kdbench.teachers.zoo import default_zoo_dir
 
     found = sorted((default_zoo_dir() / "digits" / "resnet152").glob("*/model.safetensors"),
                    key=lambda p: p.stat().st_mtime)

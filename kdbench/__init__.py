@@ -14,7 +14,7 @@ __all__ = ["create_teacher", "get_method", "leaderboard", "list_methods", "load_
 
 # The CRD codebase's CIFAR architectures (`cifar_resnet8x4`, …) join timm's registry as soon as timm is
 # imported, without importing it here (see _timm_hook).
-from ._timm_hook import register_cifar_models_with_timm  # noqa: E402
+from kdbench.models.timm_hook import register_cifar_models_with_timm  # noqa: E402
 
 register_cifar_models_with_timm()
 
@@ -22,23 +22,23 @@ register_cifar_models_with_timm()
 def __getattr__(name: str) -> Any:
     # Lazy: `import kdbench` stays cheap (no torch/timm import) until a function is used.
     if name == "run":
-        from .runner import run
+        from kdbench.execute.runner import run
 
         return run
     if name in ("list_methods", "get_method"):
-        from . import method
+        from kdbench.train import method
 
         return getattr(method, name)
     if name == "create_teacher":
-        from .teachers import create_teacher
+        from kdbench.execute.create_teacher import create_teacher
 
         return create_teacher
     if name == "load_runs":
-        from .results import load_runs
+        from kdbench.report.results import load_runs
 
         return load_runs
     if name == "leaderboard":
-        from .leaderboard import leaderboard
+        from kdbench.report.leaderboard import leaderboard
 
         return leaderboard
     raise AttributeError(f"module 'kdbench' has no attribute '{name}'")

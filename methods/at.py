@@ -47,9 +47,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kdbench.errors import UserError, check_range
-from kdbench.method import Batch, Distiller, MethodContext, register_method
+from kdbench.core.errors import UserError, check_range
 from kdbench.models.features import FeatureTap, stage_shapes
+from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 PAIRINGS = ("shallow", "deep")
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kdbench.errors import check_range
-from kdbench.method import Batch, Distiller, register_method
+from kdbench.core.errors import check_range
+from kdbench.train.method import Batch, Distiller, register_method
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from kdbench import distributed
-from kdbench.errors import UserError, check_range
-from kdbench.method import Batch, MethodContext, register_method
+from kdbench.core import distributed
+from kdbench.core.errors import UserError, check_range
 from kdbench.methods.kd import KD, kd_loss
 from kdbench.models.features import FeatureTap
 from kdbench.models.graph import GRAPH_MODES, SparseGraphLearner, sparse_conditional_probs
+from kdbench.train.method import Batch, MethodContext, register_method
 
 __all__ = ["CNN2GNN", "CNN2GNNParams", "SparseGraphLearner", "sparse_conditional_probs"]
 
@@ -59,7 +59,7 @@ class CNN2GNNParams:
     # What the graph's distances are computed on: the student's projection of its input, or the teacher's
     # embedding (projected by this method; the teacher then runs at evaluation too).
     graph_features: str = "student"
-    # Data-parallel training (kdbench.distributed): the training graph is built over each rank's own batch
+    # Data-parallel training (kdbench.core.distributed): the training graph is built over each rank's own batch
     # ('rank', the per-rank batch is the global batch / world size) or over the all-gathered global batch
     # ('global': every rank runs the student on the global batch and keeps its own rows; what one process does).
     graph_scope: str = "rank"

@@ -22,11 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kdbench import distributed
-from kdbench.errors import UserError, check_range
-from kdbench.method import Batch, Distiller, MethodContext, register_method
+from kdbench.core import distributed
+from kdbench.core.errors import UserError, check_range
 from kdbench.methods.kd import kd_loss
 from kdbench.models.features import embedding_taps
+from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 _NCE_EPS = 1e-7  # RepDistiller's ContrastLoss eps
 _KEY_BUDGET = 1 << 24  # random keys drawn at once when sampling negatives (bounds memory for large N)
@@ -108,7 +108,7 @@ class CRDLoss(nn.Module):
     batch: M[i] ← normalise(nce_m · M[i] + (1 − nce_m) · v). Banks start uniform in ±√(3/feat_dim), so rows
     have unit expected norm. Negatives come from the torch global RNG (reseeded per epoch by the engine).
 
-    Data-parallel (kdbench.distributed): each rank holds the whole banks and updates them from the global batch
+    Data-parallel (kdbench.core.distributed): each rank holds the whole banks and updates them from the global batch
     (indices and embeddings all-gathered), so every rank's banks equal the one-process banks; Z is the mean over
     the global batch; each rank draws its own rows' negatives from its own RNG stream.
     """
@@ -209,7 +209,7 @@ _PAPER = "Tian et al. 2020, Contrastive Representation Distillation (ICLR)"
 @register_method("crd", paper=_PAPER, params=CRDParams())
 class CRD(Distiller):
     teacher_outputs = "logits + embedding (features: cached when they fit the cap)"
-    param_group_modules = {"embed": "crd"}  # `--set group.embed.lr_scale=...` (kdbench.optim)
+    param_group_modules = {"embed": "crd"}  # `--set group.embed.lr_scale=...` (kdbench.train.optim)
 
     def __init__(self, student: nn.Module, teacher: nn.Module, params: CRDParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)

@@ -11,7 +11,7 @@ each averaged over the batch. Defaults (mdistiller's CFG.DKD): w_ce 1, α 1, β 
 exactly). The options name the weights for what they weigh: `dkd.w_tckd` is the paper's α, `dkd.w_nckd` its β.
 
 Warm-up and `--epochs`: the published 20 epochs are a twelfth of mdistiller's 240. A run of other length gets
-them rescaled by the rule the recipe's milestones follow (:func:`kdbench.recipe.rescale_epochs`: 20 of 240 →
+them rescaled by the rule the recipe's milestones follow (:func:`kdbench.spec.recipe.rescale_epochs`: 20 of 240 →
 2 of 24, 3 of 40, 1 of 10), so the KD terms ramp up over the same share of training; without that, a 40-epoch
 run would spend half of it below full weight and a 10-epoch run would never reach it. The rescaled value is
 resolved into the run config (`dkd.warmup`), so the run id follows it; an explicit `--set dkd.warmup=N` is
@@ -32,9 +32,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kdbench.errors import UserError, check_range
-from kdbench.method import Batch, Distiller, MethodContext, register_method
-from kdbench.recipe import rescale_epochs
+from kdbench.core.errors import UserError, check_range
+from kdbench.spec.recipe import rescale_epochs
+from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 DEFAULT_BETA = 8.0
 # mdistiller's CFG.DKD.WARMUP and the length of the CIFAR-100 schedule it was stated for (CFG.SOLVER.EPOCHS).
@@ -137,7 +137,7 @@ def published_beta(teacher: str | None, student: str) -> float:
 
 def resolved_warmup(params: DKDParams, epochs: int) -> int:
     """The warm-up a run of `epochs` epochs uses: `dkd.warmup` when set, else the published 20 of 240 epochs
-    rescaled to `epochs` (:func:`kdbench.recipe.rescale_epochs`)."""
+    rescaled to `epochs` (:func:`kdbench.spec.recipe.rescale_epochs`)."""
     if params.warmup is not None:
         return params.warmup
     return rescale_epochs(PUBLISHED_WARMUP, PUBLISHED_EPOCHS, epochs)

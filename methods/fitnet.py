@@ -11,7 +11,7 @@ A regressor r maps the student's *guided* layer to the shape of the teacher's *h
 
 Hint epochs and `--epochs`: the default hint phase is 30 epochs of a 240-epoch schedule (RepDistiller's
 `init_epochs` beside its 240 CIFAR-100 epochs); a run of other length gets it rescaled by the rule the
-recipe's milestones follow (:func:`kdbench.recipe.rescale_epochs`: 30 of 240 → 5 of 40, 1 of 10), resolved into
+recipe's milestones follow (:func:`kdbench.spec.recipe.rescale_epochs`: 30 of 240 → 5 of 40, 1 of 10), resolved into
 the run config (`fitnet.hint_epochs`, so the run id follows) when `stages=2`. An explicit
 `--set fitnet.hint_epochs=N` is taken as stated. With one stage the setting is unused and stays None.
 
@@ -29,11 +29,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kdbench.errors import UserError, check_range
-from kdbench.method import Batch, Distiller, MethodContext, register_method
+from kdbench.core.errors import UserError, check_range
 from kdbench.methods.kd import kd_loss
 from kdbench.models.features import FeatureTap, num_stages
-from kdbench.recipe import rescale_epochs
+from kdbench.spec.recipe import rescale_epochs
+from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 
 def fitnet_loss(regressed_student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
@@ -112,7 +112,7 @@ PUBLISHED_HINT_EPOCHS, PUBLISHED_EPOCHS = 30, 240
 
 def resolved_hint_epochs(params: FitNetParams, epochs: int) -> int:
     """The hint phase of a two-stage run of `epochs` epochs: `fitnet.hint_epochs` when set, else the published
-    30 of 240 epochs rescaled to `epochs` (:func:`kdbench.recipe.rescale_epochs`; at most epochs − 1, so a KD
+    30 of 240 epochs rescaled to `epochs` (:func:`kdbench.spec.recipe.rescale_epochs`; at most epochs − 1, so a KD
     stage follows; 0 for a 1-epoch run, which has no room for two stages)."""
     if params.hint_epochs is not None:
         return params.hint_epochs
@@ -129,7 +129,7 @@ def _check_stage(key: str, stage: int, model: nn.Module, role: str) -> None:
 @register_method("fitnet", paper="Romero et al. 2015, FitNets: Hints for Thin Deep Nets (ICLR)", params=FitNetParams())
 class FitNet(Distiller):
     teacher_outputs = "logits + hint stage (features: cached when they fit the cap)"
-    param_group_modules = {"regressor": "regressor"}  # `--set group.regressor.lr_scale=...` (kdbench.optim)
+    param_group_modules = {"regressor": "regressor"}  # `--set group.regressor.lr_scale=...` (kdbench.train.optim)
 
     def __init__(self, student: nn.Module, teacher: nn.Module, params: FitNetParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)

@@ -43,12 +43,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kdbench import distributed
-from kdbench.errors import UserError, check_range
-from kdbench.method import Batch, Distiller, MethodContext, register_method
+from kdbench.core import distributed
+from kdbench.core.errors import UserError, check_range
 from kdbench.methods.crd import Embed, init_memory, momentum_update_, other_class_capacity, sample_other_class
 from kdbench.methods.kd import kd_loss
 from kdbench.models.features import embedding_taps
+from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 _COS_EPS = 1e-7  # the authors' eps under the cosine's denominator
 NEGATIVE_BANKS = ("opposite", "own")
@@ -169,7 +169,7 @@ class HKDLoss(nn.Module):
         """Unweighted (L_individual, L_holistic), each summed over the student and teacher anchors; then the
         banks move towards this batch's individual embeddings.
 
-        Data-parallel (kdbench.distributed): the banks move towards the global batch (indices and embeddings
+        Data-parallel (kdbench.core.distributed): the banks move towards the global batch (indices and embeddings
         all-gathered); negatives and the k-NN graph of the holistic term are each rank's own."""
         with torch.autocast(student_emb.device.type, enabled=False):
             v_s = self.embed_s(student_emb.float())
@@ -229,7 +229,7 @@ _PAPER = "Zhou et al. 2021, Distilling Holistic Knowledge with Graph Neural Netw
 @register_method("hkd", paper=_PAPER, params=HKDParams())
 class HKD(Distiller):
     teacher_outputs = "logits + embedding (features: cached when they fit the cap)"
-    param_group_modules = {"embed": "hkd"}  # `--set group.embed.lr_scale=...` (kdbench.optim)
+    param_group_modules = {"embed": "hkd"}  # `--set group.embed.lr_scale=...` (kdbench.train.optim)
 
     def __init__(self, student: nn.Module, teacher: nn.Module, params: HKDParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kdbench.errors import check_range
-from kdbench.method import Batch, Distiller, register_method
+from kdbench.core.errors import check_range
+from kdbench.train.method import Batch, Distiller, register_method
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from kdbench.errors import check_range
-from kdbench.method import Batch, Distiller, MethodContext, register_method
+from kdbench.core.errors import check_range
 from kdbench.models.features import FeatureTap
+from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 PKT_EPS = 1e-7
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from kdbench.errors import check_range
-from kdbench.method import Batch, Distiller, MethodContext, register_method
+from kdbench.core.errors import check_range
 from kdbench.models.features import FeatureTap
+from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 
 def _pairwise_distances(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

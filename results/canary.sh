@@ -2,7 +2,7 @@
 # Regenerates the RESULTS_VERSION canaries in results/reference/canary: two tiny digits runs (ce, and kd from a
 # freshly trained teacher), 2 epochs each, one torch thread, on CPU, with --portable (the same bits on any x86 CPU,
 # so the canary checks the code, not the machine: README, Reproducibility). tests/test_results_version.py reruns
-# their configs and fails when the numbers differ while kdbench.fingerprint.RESULTS_VERSION was not raised.
+# their configs and fails when the numbers differ while kdbench.store.fingerprint.RESULTS_VERSION was not raised.
 #
 #   bash results/canary.sh            # ~20 s; called by results/regenerate.sh
 #   bash results/canary.sh DIR        # into DIR instead (KDBENCH_CANARY=DIR pytest tests/test_results_version.py)

@@ -1,12 +1,12 @@
-"""A run's attempt history (kdbench.attempts): what a signal handler writes, and totals across attempts."""
+"""A run's attempt history (kdbench.store.attempts): what a signal handler writes, and totals across attempts."""
 
 from __future__ import annotations
 
 import json
 
-from kdbench import attempts
-from kdbench.records import RunStore, new_record
-from kdbench.resolve import RunOptions, resolve_config
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.store import attempts
+from kdbench.store.records import RunStore, new_record
 from kdbench.sweep.signals import warning_reason
 
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from kdbench.core.errors import UserError
 from kdbench.data import keyed
 from kdbench.data.augment import PadCropFlip, ResizedCrop, SampleKey, make_augment
-from kdbench.errors import UserError
 
 IMAGE = torch.arange(1.0, 1 + 2 * 4 * 5).reshape(2, 4, 5)  # C × H × W, every pixel distinct and non-zero
 

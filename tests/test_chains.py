@@ -8,10 +8,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from kdbench.errors import UserError
-from kdbench.records import RunStore
-from kdbench.resolve import RunOptions, resolve_config
-from kdbench.runner import run
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.execute.runner import run
+from kdbench.store.records import RunStore
 from kdbench.sweep.chains import local_shares, parse_chains
 from kdbench.sweep.submit import load_sweep
 

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from kdbench.core.errors import UserError
 from kdbench.data.registry import get_dataset_spec
 from kdbench.data.transforms import parse_augment
-from kdbench.errors import UserError
-from kdbench.ladder import LADDER_CNNS
+from kdbench.execute.ladder import LADDER_CNNS
+from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.models.zoo import is_model, student_lr_scale
-from kdbench.published import load_published
-from kdbench.resolve import RunOptions, resolve_config
-from kdbench.schedule import build_optimizer, lr_factor
+from kdbench.report.published import load_published
 from kdbench.sweep.grid import Grid, expand, grid_from_options, load_sweep_file, parse_pairs
+from kdbench.train.schedule import build_optimizer, lr_factor
 
 REPO = Path(__file__).resolve().parent.parent
 CRD_SWEEP = REPO / "slurm" / "sweeps" / "crd-cifar100.yaml"

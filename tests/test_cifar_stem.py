@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from timm.models.vgg import VGG
 
-from kdbench.errors import UserError
+from kdbench.core.errors import UserError
 from kdbench.models.features import FeatureTap
 from kdbench.models.stem import apply_cifar_stem
 from kdbench.models.zoo import create_model

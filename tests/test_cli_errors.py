@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from kdbench.cli.app import main
 from kdbench.models import create_model
-from kdbench.results import load_runs
+from kdbench.report.results import load_runs
 
 CLI = [sys.executable, "-m", "kdbench"]
 KD = ["run", "--method", "kd", "--teacher", "resnet18", "--epochs", "1", "--set", "data.image_size=8"]
@@ -162,7 +162,7 @@ def test_an_unreadable_record_is_reported_and_the_others_still_load(dirs, capsys
     assert runs["run_id"].tolist() == ["fedcba9876543210"]
     err = capsys.readouterr().err
     assert "run 0123456789abcdef" in err and "unreadable" in err and "JSONDecodeError" in err
-    from kdbench.errors import UserError
+    from kdbench.core.errors import UserError
 
     with pytest.raises(UserError, match="1 unreadable run record"):
         load_runs(dirs["results"], strict=True)

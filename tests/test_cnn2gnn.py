@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import kdbench
-from kdbench.errors import UserError
-from kdbench.method import get_method
+from kdbench.core.errors import UserError
+from kdbench.train.method import get_method
 
 TINY = {"epochs": 1, "teacher_epochs": 1}
 GNN = ["cnn2gnn.hidden=64", "cnn2gnn.anchors=64"]  # small widths keep the runs fast

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kdbench.config import RunConfig, content_hash, parse_set_options
-from kdbench.errors import UserError
-from kdbench.resolve import RunOptions, resolve_config
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.spec.config import RunConfig, content_hash, parse_set_options
 
 
 def config(**kw) -> RunConfig:

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from kdbench.cli.app import _register_commands, app
 from kdbench.cli.run_config import run_options, run_params, save_run_config
-from kdbench.errors import UserError
-from kdbench.resolve import RunOptions, resolve_config
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import RunOptions, resolve_config
 
 
 def run_command():

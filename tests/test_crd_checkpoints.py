@@ -16,10 +16,10 @@ from fixtures_data import patch_md5, write_cifar100
 
 import kdbench
 from kdbench.cli.app import main
+from kdbench.core.errors import UserError
+from kdbench.core.storage import sha256_file
 from kdbench.data.cifar import CIFAR100Files
-from kdbench.errors import UserError
 from kdbench.models import load_crd_checkpoint
-from kdbench.storage import sha256_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "crd-checkpoints"
 ORIGINAL_NAMES = {

@@ -9,11 +9,11 @@ import torch
 from fixtures_data import md5_of, patch_md5, write_cifar10, write_cifar100
 
 import kdbench
+from kdbench.core.errors import UserError
 from kdbench.data import build_dataset, get_dataset_spec
 from kdbench.data.augment import PadCropFlip
 from kdbench.data.cifar import CIFAR10Files, CIFAR100Files
 from kdbench.data.loaders import AUTO_WORKERS, loader_workers, make_train_loader
-from kdbench.errors import UserError
 
 
 def _pixels(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:

@@ -10,11 +10,11 @@ import torch
 from fixtures_data import write_imagefolder
 from PIL import Image
 
+from kdbench.core.errors import UserError
 from kdbench.data import build_dataset, get_dataset_spec
 from kdbench.data.imagefolder import ImageFolderParams
 from kdbench.data.loaders import make_train_loader
 from kdbench.data.transforms import parse_augment
-from kdbench.errors import UserError
 
 # torchvision 0.29 deprecates its image decoders (for TorchCodec); kdbench silences that outside pytest.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")

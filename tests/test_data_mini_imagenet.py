@@ -8,9 +8,9 @@ import pytest
 import torch
 from fixtures_data import mini_imagenet_classes, write_mini_imagenet_csv, write_mini_imagenet_folders
 
+from kdbench.core.errors import UserError
 from kdbench.data import build_dataset, get_dataset_spec
 from kdbench.data.mini_imagenet import MiniImageNetParams
-from kdbench.errors import UserError
 
 # torchvision 0.29 deprecates its image decoders (for TorchCodec); kdbench silences that outside pytest.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")

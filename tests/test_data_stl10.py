@@ -6,9 +6,9 @@ import pytest
 import torch
 from fixtures_data import STL10_NAMES, patch_md5, write_stl10
 
+from kdbench.core.errors import UserError
 from kdbench.data import build_dataset, get_dataset_spec
 from kdbench.data.stl10 import STL10Labelled, STL10Params, channel_stats
-from kdbench.errors import UserError
 
 
 @pytest.fixture

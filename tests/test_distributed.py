@@ -1,4 +1,4 @@
-"""Data-parallel training (kdbench.distributed) on CPU with gloo: two processes train one run, deterministically,
+"""Data-parallel training (kdbench.core.distributed) on CPU with gloo: two processes train one run, deterministically,
 and compute what one process computes on the global batch (gradients of ce and kd, CRD's memory bank)."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from kdbench import distributed
+from kdbench.core import distributed
+from kdbench.core.errors import UserError
 from kdbench.data.loaders import FixedOrderSampler, RankBatches, RankSliceSampler, make_train_loader
-from kdbench.errors import UserError
-from kdbench.method import Batch, MethodContext, get_method
+from kdbench.execute.runner import run
 from kdbench.methods.crd import CRDLoss
 from kdbench.models.zoo import create_model
-from kdbench.runner import run
+from kdbench.train.method import Batch, MethodContext, get_method
 
 TINY = {"epochs": 1, "student": "test_resnet", "sets": ["data.image_size=8"], "device": "cpu"}
 GLOBAL_BATCH = 8

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slurm
 
 
 def test_a_two_task_job_trains_one_run_with_world_size_two(slurm_conf, tmp_path):  # noqa: F811
-    from kdbench.records import RunStore
+    from kdbench.store.records import RunStore
     from kdbench.sweep.submit import load_sweep
 
     results = tmp_path / "results"

@@ -21,10 +21,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kdbench.leaderboard import build
-from kdbench.leaderboard.code import CODE_COLUMN, current_fingerprints
-from kdbench.leaderboard.stats import column_power, paired_p, per_seed
-from kdbench.results import load_runs
+from kdbench.report.leaderboard import build
+from kdbench.report.leaderboard.code import CODE_COLUMN, current_fingerprints
+from kdbench.report.leaderboard.stats import column_power, paired_p, per_seed
+from kdbench.report.results import load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 HARD, DIGITS = "embedded-hard-v1", "digits-v1"

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from kdbench.progress import Reporter
-from kdbench.recipe import Recipe
-from kdbench.runner import run
-from kdbench.schedule import lr_factor
+from kdbench.core.progress import Reporter
+from kdbench.execute.runner import run
+from kdbench.spec.recipe import Recipe
+from kdbench.train.schedule import lr_factor
 
 # timm's `test_resnet` (a few thousand parameters) keeps these engine tests about the engine, not about a model.
 TINY = {"epochs": 3, "student": "test_resnet", "sets": ["data.image_size=8"], "device": "cpu"}

@@ -15,14 +15,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from kdbench.core.errors import RunDiverged
+from kdbench.core.progress import Reporter
 from kdbench.data.loaders import make_eval_loader, make_train_loader
-from kdbench.engine import Engine, EngineSettings, EpochRecord, FitResult, epoch_seed
-from kdbench.errors import RunDiverged
-from kdbench.evaluate import evaluate
-from kdbench.method import Batch, Distiller, MethodContext
-from kdbench.progress import Reporter
-from kdbench.recipe import Recipe
-from kdbench.schedule import lr_factor
+from kdbench.spec.recipe import Recipe
+from kdbench.train.engine import Engine, EngineSettings, EpochRecord, FitResult, epoch_seed
+from kdbench.train.evaluate import evaluate
+from kdbench.train.method import Batch, Distiller, MethodContext
+from kdbench.train.schedule import lr_factor
 
 CPU = torch.device("cpu")
 N, BATCH = 26, 8  # batches of 8, 8, 8; the ragged last 2 are dropped

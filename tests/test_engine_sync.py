@@ -1,5 +1,5 @@
 """The engine's per-step reads: on a GPU the losses stay on the device and are read once per logging interval
-(kdbench.step_log); on CPU each step is read as it happens. Both paths must give the same numbers, the same
+(kdbench.train.step_log); on CPU each step is read as it happens. Both paths must give the same numbers, the same
 per-step curves to the reporter, and stop a non-finite run at the same step, before any checkpoint of that
 epoch. (The deferred path is forced on CPU here: it is the same code a CUDA device runs.)"""
 
@@ -14,14 +14,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from kdbench.core.environment import configure_determinism
+from kdbench.core.errors import RunDiverged
+from kdbench.core.progress import Reporter
+from kdbench.core.safe_load import load_plain_checkpoint
 from kdbench.data.loaders import make_eval_loader, make_train_loader
-from kdbench.engine import Engine, EngineSettings
-from kdbench.environment import configure_determinism
-from kdbench.errors import RunDiverged
-from kdbench.method import Batch, Distiller, MethodContext
-from kdbench.progress import Reporter
-from kdbench.recipe import Recipe
-from kdbench.safe_load import load_plain_checkpoint
+from kdbench.spec.recipe import Recipe
+from kdbench.train.engine import Engine, EngineSettings
+from kdbench.train.method import Batch, Distiller, MethodContext
 
 CPU = torch.device("cpu")
 N, BATCH = 40, 8  # 5 steps per epoch

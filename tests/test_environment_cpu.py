@@ -1,4 +1,4 @@
-"""Records name the CPU that computed them (kdbench.cpu_numerics.cpu_info), and `--portable` computes the same bits
+"""Records name the CPU that computed them (kdbench.core.cpu_numerics.cpu_info), and `--portable` computes the same bits
 whatever the CPU: here "another CPU" is simulated by capping MKL's and oneDNN's instruction sets, which changes a
 native run's numbers (benchmarks/cpu_portable.py shows it) and must not change a portable one's."""
 
@@ -16,10 +16,10 @@ import typer
 
 from kdbench.cli.app import _register_commands, app
 from kdbench.cli.run_config import run_options, run_params, save_run_config
-from kdbench.cpu_numerics import configure_portable, cpu_identity, cpu_info, cpu_model
-from kdbench.errors import UserError
-from kdbench.resolve import resolve_config
-from kdbench.runner import Paths, execute, teacher_key
+from kdbench.core.cpu_numerics import configure_portable, cpu_identity, cpu_info, cpu_model
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import resolve_config
+from kdbench.execute.runner import Paths, execute, teacher_key
 from kdbench.sweep.grid import expand, grid_from_options, load_sweep_file
 
 CLI = [sys.executable, "-m", "kdbench"]
@@ -69,7 +69,7 @@ def test_portable_refuses_in_a_process_that_has_computed_already():
 NATIVE_AFTER_PORTABLE = """
 import sys
 from kdbench import run
-from kdbench.errors import UserError
+from kdbench.core.errors import UserError
 common = dict(student="cifar_resnet8", epochs=1, sets=["data.image_size=8"], device="cpu", results_dir=sys.argv[1],
               zoo_dir=sys.argv[2])
 first = run("ce", portable=True, **common)

@@ -8,10 +8,10 @@ import sys
 import pytest
 
 from kdbench.cli.app import main
-from kdbench.errors import UserError
-from kdbench.ladder import ladder_options, run_ladder
-from kdbench.reevaluate import reevaluate
-from kdbench.runner import Paths, run
+from kdbench.core.errors import UserError
+from kdbench.execute.ladder import ladder_options, run_ladder
+from kdbench.execute.reevaluate import reevaluate
+from kdbench.execute.runner import Paths, run
 
 TINY = {"epochs": 1, "teacher_epochs": 1, "sets": ["data.image_size=8"], "device": "cpu"}
 

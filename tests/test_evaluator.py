@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from kdbench.evaluate import evaluate, inference_time_per_image
+from kdbench.train.evaluate import evaluate, inference_time_per_image
 
 CPU = torch.device("cpu")
 

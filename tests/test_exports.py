@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from kdbench import exports
-from kdbench.errors import UserError
-from kdbench.reevaluate import reevaluate
-from kdbench.runner import run
-from kdbench.storage import sha256_file
+from kdbench.core.errors import UserError
+from kdbench.core.storage import sha256_file
+from kdbench.execute.reevaluate import reevaluate
+from kdbench.execute.runner import run
+from kdbench.store import exports
 
 # gnn2 at lr 2 for 4 epochs with seed 7: its best epoch (2: 16.39 % top-1, last 10.28 %) is neither the first nor
 # the last (measured at results version 3; the seed was 1 before the augmentation became keyed by sample index).
@@ -85,8 +85,8 @@ def test_an_old_run_with_only_a_checkpoint_is_still_evaluated_and_has_no_best(tm
 
 KILLED = """
     import os, signal, sys
-    from kdbench.records import RunStore
-    from kdbench.runner import run
+    from kdbench.store.records import RunStore
+    from kdbench.execute.runner import run
 
     real = RunStore.write_metrics
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_leaderboard import PAIR, make_config, write_run
 
-from kdbench.leaderboard import build
+from kdbench.report.leaderboard import build
 
 
 # The ladder's scope is the students trained alone (ce) and the distilled methods it names: the kd runs are not

@@ -8,9 +8,9 @@ import multiprocessing as mp
 import os
 from pathlib import Path
 
-from kdbench.progress import Reporter
-from kdbench.results import load_runs
-from kdbench.runner import run
+from kdbench.core.progress import Reporter
+from kdbench.execute.runner import run
+from kdbench.report.results import load_runs
 
 # timm's test_resnet: the launcher holds the run's lock before its workers start (seconds of spawning and
 # imports), so the second run finds it held whatever the model; resnet18 only made the training longer.
@@ -63,9 +63,9 @@ def _enter_world_lock(results: str, run_id: str, *, device: str) -> list[float]:
 
     import torch
 
-    from kdbench import distributed
-    from kdbench.records import RunStore
-    from kdbench.runner import world_run_lock
+    from kdbench.core import distributed
+    from kdbench.execute.runner import world_run_lock
+    from kdbench.store.records import RunStore
 
     (Path(results) / f"rank{distributed.rank()}.started").touch()
     with world_run_lock(RunStore(results), run_id):
@@ -77,9 +77,9 @@ def test_every_rank_of_a_world_started_elsewhere_waits_until_rank_0_holds_the_ru
     import threading
     import time
 
-    from kdbench import distributed
-    from kdbench.records import RunStore
-    from kdbench.runner import run_lock
+    from kdbench.core import distributed
+    from kdbench.execute.runner import run_lock
+    from kdbench.store.records import RunStore
 
     got: dict[str, list[float]] = {}
     with run_lock(RunStore(tmp_path), "0123456789abcdef"):  # another process runs it

@@ -4,7 +4,7 @@
   storing to it, with the numbers of a run without the cache (before, the run failed).
 
 Disks: "not a folder" (the cache dir under a regular file) and "full" by ENOSPC raised at the storage boundary
-(kdbench.storage's atomic write, the one call the cache writes its entries through) run everywhere: a real full
+(kdbench.core.storage's atomic write, the one call the cache writes its entries through) run everywhere: a real full
 disk cannot be made portably. Where this process may mount (root), a real read-only and a real full tmpfs are
 tested too, else those two skip."""
 
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from kdbench import teacher_cache
-from kdbench.progress import Reporter
-from kdbench.runner import run
+from kdbench.core.progress import Reporter
+from kdbench.execute.runner import run
+from kdbench.teachers import output_cache as teacher_cache
 
 TINY = dict(dataset="digits", student="cifar_resnet8", epochs=2, teacher_epochs=1, device="cpu",
             sets=["data.image_size=8"], infer_batch_size=8)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from kdbench.progress import Reporter
-from kdbench.resolve import resolve_teacher
-from kdbench.teacher_zoo import TeacherZoo
-from kdbench.teachers import create_teacher
+from kdbench.core.progress import Reporter
+from kdbench.execute.create_teacher import create_teacher
+from kdbench.execute.resolve import resolve_teacher
+from kdbench.teachers.zoo import TeacherZoo
 
 ARCH = "cifar_resnet8"  # trains an epoch of 8-pixel digits in about a second
 TINY = {"epochs": 1, "sets": ["data.image_size=8"], "device": "cpu"}

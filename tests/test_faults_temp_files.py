@@ -20,12 +20,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kdbench import storage
+from kdbench.core import storage
 
 # A writer that stops mid-write: it writes part of a file through storage's atomic write, says so, then sleeps.
 _SLOW_WRITER = """
 import sys, time
-from kdbench import storage
+from kdbench.core import storage
 def write(f):
     f.write(b"half of a checkpoint")
     f.flush()
@@ -81,9 +81,9 @@ def test_a_failed_write_leaves_no_temp_file(tmp_path):
 
 
 def test_a_zoo_entry_keeps_no_temp_file_of_a_process_killed_training_it(tmp_path):
-    from kdbench.resolve import resolve_teacher
-    from kdbench.teacher_zoo import TeacherZoo
-    from kdbench.teachers import create_teacher
+    from kdbench.execute.create_teacher import create_teacher
+    from kdbench.execute.resolve import resolve_teacher
+    from kdbench.teachers.zoo import TeacherZoo
 
     tiny = {"epochs": 1, "sets": ["data.image_size=8"], "device": "cpu"}
     entry = TeacherZoo(tmp_path).entry_dir(resolve_teacher("cifar_resnet8", "digits", epochs=1, sets=tiny["sets"]))

@@ -14,15 +14,15 @@ import pytest
 from typer.testing import CliRunner
 
 from kdbench.cli.app import _register_commands, app
-from kdbench.config import RunConfig
-from kdbench.fingerprint import RESULTS_VERSION, code_fingerprint, normalised_source_hash
-from kdbench.resolve import RunOptions, resolve_config
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.spec.config import RunConfig
+from kdbench.store.fingerprint import RESULTS_VERSION, code_fingerprint, normalised_source_hash
 
 PLUGIN = '''
 """A third-party method: the student alone, its cross-entropy scaled by SCALE."""
 from dataclasses import dataclass
 import torch.nn.functional as F
-from kdbench.method import Distiller, register_method
+from kdbench.train.method import Distiller, register_method
 
 SCALE = 1.0
 
@@ -76,9 +76,9 @@ def test_normalised_hash_ignores_comments_docstrings_and_layout_but_not_code() -
 def test_fingerprint_covers_the_method_and_the_kdbench_modules_it_imports_only() -> None:
     fp = code_fingerprint("kd")
     assert fp["results_version"] == RESULTS_VERSION and len(fp["fingerprint"]) == 12
-    assert {"kdbench.methods.kd", "kdbench.method", "kdbench.errors"} <= set(fp["sources"])
+    assert {"kdbench.methods.kd", "kdbench.train.method", "kdbench.core.errors"} <= set(fp["sources"])
     assert "kdbench.methods.ce" in fp["sources"]  # zoo teachers train through ce
-    assert not {"kdbench.engine", "kdbench.runner", "kdbench.methods.crd"} & set(fp["sources"])
+    assert not {"kdbench.train.engine", "kdbench.execute.runner", "kdbench.methods.crd"} & set(fp["sources"])
     assert "kdbench.methods.ce" in code_fingerprint("ce")["sources"]
     assert "kdbench.methods.kd" not in code_fingerprint("ce")["sources"]
     assert "kdbench.methods.kd" in code_fingerprint("crd")["sources"]  # crd builds on kd's loss

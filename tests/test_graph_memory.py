@@ -8,15 +8,15 @@ import pytest
 import torch
 from test_leaderboard import make_config, write_run
 
-from kdbench.errors import UserError
-from kdbench.exports import run_teacher_file
-from kdbench.method import Batch, MethodContext
+from kdbench.core.errors import UserError
+from kdbench.execute.reevaluate import reevaluate
 from kdbench.methods.cnn2gnn import CNN2GNN, CNN2GNNParams
 from kdbench.models import create_model
 from kdbench.models.graph import AnchorGraph, IdentityGraph, SparseGraphLearner
 from kdbench.models.zoo import is_transductive_model
-from kdbench.records import RunStore
-from kdbench.reevaluate import reevaluate
+from kdbench.store.exports import run_teacher_file
+from kdbench.store.records import RunStore
+from kdbench.train.method import Batch, MethodContext
 
 
 def _learner(momentum: float = 0.5) -> SparseGraphLearner:

@@ -223,7 +223,7 @@ GNN2_EDGES = [  # (option, accepted at the edge, refused just outside)
 
 @pytest.mark.parametrize(("option", "accepted", "refused"), GNN2_EDGES, ids=[e[0] for e in GNN2_EDGES])
 def test_gnn2_options_are_accepted_at_their_edges_and_refused_outside(option, accepted, refused) -> None:
-    from kdbench.errors import UserError
+    from kdbench.core.errors import UserError
     from kdbench.models.gnn import gnn2
 
     small = {"num_classes": 3, "in_chans": 1, "image_size": 8, "hidden": 4, "proj_dim": 4, "k": 2}
@@ -236,7 +236,7 @@ def test_gnn2_options_are_accepted_at_their_edges_and_refused_outside(option, ac
 
 
 def test_gnn2_anchor_count_is_checked_in_anchor_mode_only_and_whole_numbers_are_required() -> None:
-    from kdbench.errors import UserError
+    from kdbench.core.errors import UserError
     from kdbench.models.gnn import gnn2
 
     small = {"num_classes": 3, "in_chans": 1, "image_size": 8, "hidden": 4, "proj_dim": 4}

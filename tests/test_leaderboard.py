@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from kdbench.config import RunConfig
-from kdbench.errors import UserError
-from kdbench.leaderboard import build, leaderboard, render
-from kdbench.records import RunStore, new_record
-from kdbench.resolve import RunOptions, resolve_config
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.report.leaderboard import build, leaderboard, render
+from kdbench.spec.config import RunConfig
+from kdbench.store.records import RunStore, new_record
 
 
 def make_config(method: str, *, teacher: str | None = None, student: str = "resnet18", seed: int = 0,
@@ -214,7 +214,7 @@ def test_every_format_parses(results: Path) -> None:
     assert header == ["method", *board.table.columns]
     assert [s.text for s in root.iter("strong")] == ["95.50 ± 0.71 (2)†⇑ʷ", "98.00 ± 1.00 (3)⇑"]
 
-    rich = render(board, "rich")
+    rich = render(board, "text")
     assert "95.50 ± 0.71 (2)†⇑ʷ *" in rich and "last epoch" in rich
 
 
@@ -247,7 +247,7 @@ def test_cli_writes_each_format_inferred_from_the_suffix(results: Path, tmp_path
 
 
 def test_leaderboard_is_a_pure_function_of_the_runs_dataframe(results: Path) -> None:
-    from kdbench.results import load_runs
+    from kdbench.report.results import load_runs
 
     runs = load_runs(results)
     before = runs.to_json()  # deep: the dict-valued columns (params, recipe) count too
@@ -258,7 +258,7 @@ def test_leaderboard_is_a_pure_function_of_the_runs_dataframe(results: Path) -> 
 
 
 def test_teacher_row_counts_each_teacher_checkpoint_once_and_tells_checkpoints_apart_by_sha() -> None:
-    from kdbench.leaderboard.stats import teacher_stats
+    from kdbench.report.leaderboard.stats import teacher_stats
 
     runs = pd.DataFrame({
         # two students of teacher A (counted once), one of teacher B with the same seed (its own checkpoint),
@@ -273,7 +273,7 @@ def test_teacher_row_counts_each_teacher_checkpoint_once_and_tells_checkpoints_a
 
 
 def test_best_and_fewer_seed_marks_skip_the_teacher_and_empty_cells() -> None:
-    from kdbench.leaderboard.stats import TEACHER_ROW, mark_best_and_flags
+    from kdbench.report.leaderboard.stats import TEACHER_ROW, mark_best_and_flags
 
     data = pd.DataFrame({
         "row": [TEACHER_ROW, "ce", "kd", "crd", "rkd", "pkt", "at"],

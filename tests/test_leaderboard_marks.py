@@ -8,10 +8,10 @@ from pathlib import Path
 from test_leaderboard import make_config, write_run
 from typer.testing import CliRunner
 
-from kdbench.leaderboard import build, leaderboard, render
 from kdbench.methods.cnn2gnn import CNN2GNN, CNN2GNNParams
-from kdbench.records import RunStore
-from kdbench.transductive import is_transductive
+from kdbench.report.leaderboard import build, leaderboard, render
+from kdbench.store.records import RunStore
+from kdbench.train.transductive import is_transductive
 
 PAIR = "digits · resnet50 → resnet18 · digits-v1"
 GNN_PAIR = "digits · resnet50 → gnn2 · digits-v1"
@@ -101,7 +101,7 @@ def test_rich_output_prints_labels_and_footers_literally(dirs: dict[str, Path], 
         _cnn2gnn(root, 0, v, graph="anchor", k=k)
     board = build(root)
     board.footer.append("note: [cnn2gnn.k=0] is the no-graph ablation")
-    text = render(board, "rich")
+    text = render(board, "text")
     assert "[cnn2gnn.k=0] is the no-graph ablation" in text
     assert "[k=v]: settings that differ" in text and "cnn2gnn [graph=anchor, k=0]" in text
 

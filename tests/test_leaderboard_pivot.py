@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kdbench.errors import UserError
-from kdbench.leaderboard import build, render
-from kdbench.records import RunStore, new_record
-from kdbench.resolve import RunOptions, resolve_config
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.report.leaderboard import build, render
+from kdbench.store.records import RunStore, new_record
 
 TEMPERATURES = (1, 2, 4, 8)
 WEIGHTS = (0.5, 0.9)

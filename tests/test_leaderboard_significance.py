@@ -14,9 +14,9 @@ import pytest
 from scipy.stats import nct, t, ttest_ind, ttest_rel
 from test_leaderboard import make_config, write_run
 
-from kdbench.leaderboard import build, render
-from kdbench.leaderboard.stats import binomial_se, detectable_difference, holm, paired_p, welch_p
-from kdbench.records import RunStore
+from kdbench.report.leaderboard import build, render
+from kdbench.report.leaderboard.stats import binomial_se, detectable_difference, holm, paired_p, welch_p
+from kdbench.store.records import RunStore
 
 PAIR = "digits · resnet50 → resnet18 · digits-v1"
 CE = [85.0, 86.0, 87.0]
@@ -36,7 +36,7 @@ def _column(root: Path, with_ce: bool = True, num_test: int | None = None) -> No
         teacher = None if method == "ce" else "resnet50"
         for seed, v in enumerate(values):
             run_id = write_run(root, make_config(method, teacher=teacher, seed=seed), v)
-            if num_test is not None:  # what the runner records of the data (kdbench.runner)
+            if num_test is not None:  # what the runner records of the data (kdbench.execute.runner)
                 record = store.load(run_id)
                 record["data"] = {"num_train": 1437, "num_test": num_test}
                 store.write(record)

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from kdbench.errors import UserError
-from kdbench.method import MethodContext, get_method
+from kdbench.core.errors import UserError
 from kdbench.methods.at import ATParams, at_loss, deep_pairs, shallow_pairs
 from kdbench.methods.pkt import pkt_loss
 from kdbench.models import create_model
+from kdbench.train.method import MethodContext, get_method
 
 
 def unit(v: list[float]) -> list[float]:

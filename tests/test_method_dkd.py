@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 
-from kdbench.errors import UserError
-from kdbench.method import Batch, MethodContext, get_method
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.methods.dkd import DKDParams, dkd_loss, resolved_warmup, tckd_nckd, warmup_factor
 from kdbench.methods.kd import kd_loss
 from kdbench.models import create_model
-from kdbench.recipe import rescale_epochs
-from kdbench.resolve import RunOptions, resolve_config
+from kdbench.spec.recipe import rescale_epochs
+from kdbench.train.method import Batch, MethodContext, get_method
 
 ZS = [[1.0, 2.0, 0.5, -1.0], [0.0, -1.0, 3.0, 1.0], [2.0, 2.0, 2.0, 0.0]]
 ZT = [[3.0, 0.0, 1.0, 0.5], [1.0, 1.0, -2.0, 4.0], [0.0, 5.0, 1.0, 1.0]]
@@ -122,7 +122,7 @@ def test_published_beta_is_resolved_per_pair_into_the_config_and_run_id(monkeypa
 
 
 def test_the_published_warmup_is_rescaled_to_the_runs_epochs_like_the_recipes_milestones():
-    # mdistiller's 20 of 240 epochs follow --epochs by kdbench.recipe.rescale_epochs, into the config and run id.
+    # mdistiller's 20 of 240 epochs follow --epochs by kdbench.spec.recipe.rescale_epochs, into the config and run id.
     warmups = {}
     for epochs in (240, 24, 40, 10, 2, 1):
         config = resolve_config(RunOptions(method="dkd", teacher="resnet34", student="resnet18", epochs=epochs))

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from kdbench.errors import UserError
-from kdbench.method import Batch, MethodContext, get_method
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.methods.fitnet import FitNetParams, HintRegressor, fitnet_loss
 from kdbench.methods.kd import kd_loss
 from kdbench.models import create_model
-from kdbench.resolve import RunOptions, resolve_config
+from kdbench.train.method import Batch, MethodContext, get_method
 
 
 def test_fitnet_loss_is_the_mean_of_squared_differences():
@@ -116,7 +116,7 @@ def test_two_stages_need_a_kd_stage_and_stages_must_exist():
 
 
 def test_the_published_hint_epochs_are_rescaled_to_the_runs_epochs_in_two_stages_only():
-    # RepDistiller's 30 of 240 epochs follow --epochs by the recipe's rule (kdbench.recipe.rescale_epochs).
+    # RepDistiller's 30 of 240 epochs follow --epochs by the recipe's rule (kdbench.spec.recipe.rescale_epochs).
     def hint(epochs: int, *sets: str):
         config = resolve_config(RunOptions(method="fitnet", teacher="resnet18", epochs=epochs, sets=list(sets)))
         return config.method_params["hint_epochs"], config.run_id
@@ -184,7 +184,7 @@ def test_the_regressor_follows_the_shape_rules_at_their_edges(s_hw, t_hw, rule) 
 
 
 def test_hint_stage_indices_are_checked_against_the_models_stages() -> None:
-    from kdbench.errors import UserError
+    from kdbench.core.errors import UserError
     from kdbench.methods.fitnet import _check_stage
     from kdbench.models import create_model
 

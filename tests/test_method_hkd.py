@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdbench.errors import UserError
+from kdbench.core.errors import UserError
 from kdbench.methods.hkd import (
     HKDLoss,
     HKDParams,
@@ -180,7 +180,7 @@ def test_a_graph_of_self_loops_only_normalises_to_the_identity():
 
 
 def test_one_sample_of_another_class_is_enough_for_negatives():
-    from kdbench.errors import UserError
+    from kdbench.core.errors import UserError
     from kdbench.methods.hkd import HKDLoss
 
     labels = torch.tensor([0, 0, 1])  # the largest class leaves one other-class sample: one negative

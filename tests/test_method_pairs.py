@@ -13,8 +13,8 @@ import torch
 
 import kdbench
 from kdbench.cli.app import main
-from kdbench.method import Batch, MethodContext, get_method, list_methods
 from kdbench.models import create_model
+from kdbench.train.method import Batch, MethodContext, get_method, list_methods
 
 LOSSES = {
     "fitnet": {"ce", "hint"},

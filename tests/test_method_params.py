@@ -9,9 +9,9 @@ import pytest
 import torch
 from wiring.defaults import PUBLISHED, RANGES, UNCHECKED, WEIGHT_RANGE
 
-from kdbench.errors import UserError
-from kdbench.method import get_method, list_methods
+from kdbench.core.errors import UserError
 from kdbench.methods.cnn2gnn import CNN2GNNParams
+from kdbench.train.method import get_method, list_methods
 
 TABLES = "tests/wiring/defaults.py"
 
@@ -79,8 +79,8 @@ def test_cnn2gnn_needs_more_anchors_than_neighbours_only_in_anchor_mode():
 
 
 def test_cnn2gnn_passes_its_graph_options_to_the_gnn_student_only_and_describes_its_graph():
-    from kdbench.method import MethodContext
     from kdbench.models import create_model
+    from kdbench.train.method import MethodContext
 
     params = CNN2GNNParams(graph="anchor", k=3, hidden=8, proj_dim=5, anchors=7, dropout=0.25, pool=4)
     spec = get_method("cnn2gnn")

@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 from wiring.oracles import ORACLES, Case, OracleSpec, variant_params
 
-from kdbench.method import Batch, MethodContext, get_method, list_methods
 from kdbench.models import create_model
 from kdbench.models.features import Features, stage_modules
+from kdbench.train.method import Batch, MethodContext, get_method, list_methods
 
 NUM_CLASSES, SIDE, NUM_TRAIN, EPOCHS = 5, 16, 40, 3
 ORACLE_FILE = "tests/wiring/oracles.py"

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from kdbench.method import get_method, list_methods
-from kdbench.runner import run
+from kdbench.execute.runner import run
+from kdbench.train.method import get_method, list_methods
 
 TEACHER, STUDENT = "test_resnet", "test_resnet"
 BASE = {"dataset": "digits", "epochs": 1, "teacher_epochs": 1, "device": "cpu", "infer_batch_size": 8}

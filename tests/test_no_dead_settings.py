@@ -1,6 +1,6 @@
 """No dead settings: every recipe field changes a short real run, or is marked as not affecting results.
 
-Each field of :class:`kdbench.recipe.Recipe` is changed, one at a time, in a 1–2 epoch `ce` run of a tiny timm
+Each field of :class:`kdbench.spec.recipe.Recipe` is changed, one at a time, in a 1–2 epoch `ce` run of a tiny timm
 student on 8-px digits; the run's per-epoch numbers (losses, lr, train/test top-1, eval loss) must differ from
 the baseline's. A field that only matters in some configuration gets that configuration in CONTEXT (for both
 runs), it is not skipped. A field marked `metadata={"affects_results": False}` (the recipe's name, a label)
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from kdbench.config import RunConfig
-from kdbench.recipe import Recipe
-from kdbench.resolve import RunOptions, resolve_config
-from kdbench.runner import run
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.execute.runner import run
+from kdbench.spec.config import RunConfig
+from kdbench.spec.recipe import Recipe
 
 BASE = {"student": "test_resnet", "dataset": "digits", "epochs": 2, "device": "cpu", "infer_batch_size": 8}
 BASE_SETS = ["data.image_size=8", "recipe.batch_size=256", "recipe.eval_batch_size=256"]

@@ -10,14 +10,14 @@ from dataclasses import replace as dataclass_replace
 import pytest
 import torch
 
-from kdbench.errors import UserError
-from kdbench.method import MethodContext, get_method
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.execute.runner import run
 from kdbench.models import create_model
-from kdbench.optim import build_optimizer
-from kdbench.recipe import Recipe
-from kdbench.resolve import RunOptions, resolve_config
-from kdbench.runner import run
-from kdbench.schedule import build_scheduler
+from kdbench.spec.recipe import Recipe
+from kdbench.train.method import MethodContext, get_method
+from kdbench.train.optim import build_optimizer
+from kdbench.train.schedule import build_scheduler
 
 RECIPE = Recipe(name="t", epochs=2, batch_size=8, lr=0.1, weight_decay=5e-4, schedule="cosine", warmup_epochs=1)
 SETS = ["data.image_size=8", "recipe.batch_size=256", "recipe.eval_batch_size=512", "teacher_recipe.batch_size=256"]

@@ -8,10 +8,10 @@ import pytest
 from test_leaderboard import make_config, write_run
 from typer.testing import CliRunner
 
-from kdbench.errors import UserError
-from kdbench.plots import accuracy_vs_time, select_runs, training_curves
-from kdbench.records import RunStore
-from kdbench.results import load_runs
+from kdbench.core.errors import UserError
+from kdbench.report.plots import accuracy_vs_time, select_runs, training_curves
+from kdbench.report.results import load_runs
+from kdbench.store.records import RunStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -75,7 +75,7 @@ def test_plot_cli_writes_both_figures(results: tuple[Path, list[str]], tmp_path:
 
 
 def test_long_labels_give_short_unique_file_names():
-    from kdbench.plots import _slug
+    from kdbench.report.plots import _slug
 
     a, b = _slug("x" * 300 + "a"), _slug("x" * 300 + "b")
     assert len(a) <= 90 and a != b

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from test_leaderboard import make_config, write_run
 
-from kdbench.errors import UserError
-from kdbench.leaderboard import build_published, render
-from kdbench.published import EPOCHS, PAPERS, load_published
+from kdbench.core.errors import UserError
+from kdbench.report.leaderboard import build_published, render
+from kdbench.report.published import EPOCHS, PAPERS, load_published
 
 # The CIFAR architectures of the CRD codebase under kdbench's names.
 CIFAR_ARCHS = {

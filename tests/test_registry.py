@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kdbench._registry import Registry
-from kdbench.errors import UserError
-from kdbench.method import Distiller, get_method, list_methods, register_method
+from kdbench.core.errors import UserError
+from kdbench.core.registry import Registry
+from kdbench.train.method import Distiller, get_method, list_methods, register_method
 
 
 def test_builtin_methods_are_registered_with_papers_and_defaults():
@@ -46,7 +46,7 @@ PLUGIN = '''
 """A third-party method whose loss is NaN: exercises entry points and the `diverged` status together."""
 from dataclasses import dataclass
 import torch
-from kdbench.method import Distiller, register_method
+from kdbench.train.method import Distiller, register_method
 
 @dataclass(frozen=True)
 class P:

@@ -1,10 +1,12 @@
 """The RESULTS_VERSION canary: the committed canary records (results/reference/canary, made by
-`bash results/canary.sh`) must regenerate to the same numbers, bit for bit, while kdbench.fingerprint.RESULTS_VERSION
+`bash results/canary.sh`) must regenerate to the same numbers, bit for bit, while
+kdbench.store.fingerprint.RESULTS_VERSION
 stays the same. A change to the harness that alters numbers must raise it (and regenerate the references).
 
 Bit-for-bit holds only where the same kernels compute the same floats: on another CPU (its ISA level, MKL's
 branch) or another torch build the last bits differ from the first epochs on, with no change to the code. So when
-the numbers differ the test compares the CPU identity the reference records carry (kdbench.cpu_numerics.cpu_identity)
+the numbers differ the test compares the CPU identity the reference records carry
+(kdbench.core.cpu_numerics.cpu_identity)
 with that of its own rerun: the same → the code changed the numbers (raise the version); another CPU or torch →
 skipped, naming both, because here the canary cannot tell a code change from the machine. Canaries made with
 `--portable` (results/canary.sh) carry no CPU in their identity, so they check the code on any x86 CPU."""
@@ -22,22 +24,23 @@ from typing import Any
 import pytest
 import torch
 
-from kdbench.config import RunConfig
-from kdbench.cpu_numerics import cpu_identity
-from kdbench.fingerprint import RESULTS_VERSION, code_fingerprint
-from kdbench.records import RunStore
-from kdbench.runner import Paths, execute
+from kdbench.core.cpu_numerics import cpu_identity
+from kdbench.execute.runner import Paths, execute
+from kdbench.spec.config import RunConfig
+from kdbench.store.fingerprint import RESULTS_VERSION, code_fingerprint
+from kdbench.store.records import RunStore
 
 # KDBENCH_CANARY: canaries made elsewhere (bash results/canary.sh DIR), e.g. on this machine from an older commit.
 CANARY = Path(os.environ.get("KDBENCH_CANARY") or
               Path(__file__).resolve().parents[1] / "results" / "reference" / "canary")
-NUMBERS_CHANGED = ("numbers changed: raise kdbench.fingerprint.RESULTS_VERSION and regenerate results/reference "
+NUMBERS_CHANGED = ("numbers changed: raise kdbench.store.fingerprint.RESULTS_VERSION and regenerate results/reference "
                    "(bash results/regenerate.sh)")
 METRICS = ("top1_last", "top1_best", "top5_last", "top5_best", "best_epoch", "epochs")
 EPOCH_FIELDS = ("losses", "lr", "top1", "top5", "eval_loss", "train_top1")
 TEACHER_METRICS = ("top1", "top5", "top1_best", "sha256")
 # A portable run must start in a process that has not computed with torch yet (configure_portable): this one has.
-_RERUN = ("import json, sys\nfrom kdbench.config import RunConfig\nfrom kdbench.runner import Paths, execute\n"
+_RERUN = ("import json, sys\nfrom kdbench.spec.config import RunConfig\n"
+          "from kdbench.execute.runner import Paths, execute\n"
           "config, results, zoo, data = json.loads(sys.argv[1]), *sys.argv[2:]\n"
           "print(execute(RunConfig.from_dict(config), Paths(results, zoo, data), device='cpu')['run_id'])")
 
@@ -75,7 +78,7 @@ def verdict(ref_identity: dict[str, Any] | None, our_identity: dict[str, Any] | 
     if ref_identity is None:
         return "fail", (f"numbers differ from the canaries, which do not say which CPU made them. If it was this "
                         f"machine's kind of CPU, the code changed the numbers: raise "
-                        f"kdbench.fingerprint.RESULTS_VERSION and regenerate results/reference (bash "
+                        f"kdbench.store.fingerprint.RESULTS_VERSION and regenerate results/reference (bash "
                         f"results/regenerate.sh). If not, another CPU alone explains it (not a code change): "
                         f"regenerate the canaries with bash results/canary.sh, which records the CPU.\n{here}")
     return "skip", (f"canaries made on another CPU or torch build: the last float bits differ there without any "

@@ -8,9 +8,9 @@ import multiprocessing as mp
 import os
 from typing import Any
 
-from kdbench.progress import Reporter
-from kdbench.results import load_runs
-from kdbench.runner import run
+from kdbench.core.progress import Reporter
+from kdbench.execute.runner import run
+from kdbench.report.results import load_runs
 
 TINY = {"student": "resnet18", "sets": ["data.image_size=8"], "device": "cpu"}
 

@@ -13,13 +13,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kdbench.cli.app import main
-from kdbench.errors import UserError
+from kdbench.core.errors import UserError
+from kdbench.core.safe_load import load_plain_checkpoint
+from kdbench.core.storage import atomic_write_json
+from kdbench.execute.runner import run
 from kdbench.models import create_model
-from kdbench.records import RunStore
-from kdbench.runner import run
-from kdbench.safe_load import load_plain_checkpoint
-from kdbench.state_dicts import unwrap_state_dict
-from kdbench.storage import atomic_write_json
+from kdbench.models.state_dicts import unwrap_state_dict
+from kdbench.store.records import RunStore
 
 GNN = {"student": "gnn2", "sets": ["data.image_size=8", "student.hidden=16"], "device": "cpu"}
 

@@ -22,9 +22,9 @@ from kdbench.data.loaders import (
     train_batch_count,
 )
 from kdbench.data.tensor_dataset import IndexedTensorDataset
-from kdbench.engine import Engine, EngineSettings, epoch_seed
-from kdbench.method import Batch, Distiller, MethodContext
-from kdbench.recipe import Recipe
+from kdbench.spec.recipe import Recipe
+from kdbench.train.engine import Engine, EngineSettings, epoch_seed
+from kdbench.train.method import Batch, Distiller, MethodContext
 
 CPU = torch.device("cpu")
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, MultiStepLR, SequentialLR
 
-from kdbench.errors import UserError
-from kdbench.recipe import Recipe, crd_schedule
-from kdbench.resolve import RunOptions, resolve_config, resolve_teacher
-from kdbench.schedule import build_optimizer, build_scheduler, describe_schedule, lr_factor
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import RunOptions, resolve_config, resolve_teacher
+from kdbench.spec.recipe import Recipe, crd_schedule
+from kdbench.train.schedule import build_optimizer, build_scheduler, describe_schedule, lr_factor
 
 
 def _params() -> list[torch.nn.Parameter]:

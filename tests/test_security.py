@@ -20,23 +20,23 @@ import pytest
 import torch
 from submitit.core.utils import JobPaths
 
-from kdbench.engine import load_checkpoint, save_checkpoint
-from kdbench.errors import UserError
-from kdbench.exports import remove_exports
-from kdbench.progress import Reporter
-from kdbench.records import RunStore
-from kdbench.runner import run
-from kdbench.safe_load import (
+from kdbench.core.errors import UserError
+from kdbench.core.progress import Reporter
+from kdbench.core.safe_load import (
     UnsafeCheckpointError,
     UnusableCheckpointError,
     check_plain,
     load_plain_checkpoint,
     load_plain_weights,
 )
-from kdbench.storage import atomic_torch_save, atomic_write_json, sha256_file
+from kdbench.core.storage import atomic_torch_save, atomic_write_json, sha256_file
+from kdbench.execute.create_teacher import create_teacher
+from kdbench.execute.runner import run
+from kdbench.store.exports import remove_exports
+from kdbench.store.records import RunStore
 from kdbench.sweep.status import local_job_states
 from kdbench.sweep.submit import private_folder
-from kdbench.teachers import create_teacher
+from kdbench.train.engine import load_checkpoint, save_checkpoint
 
 CLI = [sys.executable, "-m", "kdbench"]
 # cifar_resnet8 (78 k parameters) rather than the default ResNet-18: what is tested is the file handling, and
@@ -295,7 +295,7 @@ def test_a_real_runs_files_are_0644_under_umask_022(clean_run):
 
 
 def test_no_code_path_unpickles_or_yaml_loads_arbitrary_objects():
-    """Every torch file goes through kdbench/safe_load.py; no pickle.load, yaml.load, eval( or cloudpickle."""
+    """Every torch file goes through kdbench/core/safe_load.py; no pickle.load, yaml.load, eval( or cloudpickle."""
     unsafe = re.compile(r"torch\.load\(|pickle\.loads?\(|yaml\.load\(|yaml\.unsafe_load|weights_only=False"
                         r"|cloudpickle|(?<![\w.])eval\(|(?<![\w.])exec\(|\bUnpickler\(")
     found = []
@@ -331,8 +331,8 @@ def test_timm_cannot_be_asked_to_read_a_weights_file_itself(tmp_path):
 def test_cifar_file_diagnosis_reads_numpy_arrays_and_refuses_anything_else(tmp_path):
     import numpy as np
 
+    from kdbench.core.safe_load import RefusedPickle
     from kdbench.data.cifar import read_pickle
-    from kdbench.safe_load import RefusedPickle
 
     honest = tmp_path / "data_batch_1"
     honest.write_bytes(pickle.dumps({"data": np.arange(6, dtype=np.uint8).reshape(2, 3), "labels": [1, 2]}))

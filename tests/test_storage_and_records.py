@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from kdbench.errors import UserError
-from kdbench.records import RunStore, new_record
-from kdbench.resolve import RunOptions, resolve_config
-from kdbench.storage import _atomic_replace, atomic_write_json
+from kdbench.core.errors import UserError
+from kdbench.core.storage import _atomic_replace, atomic_write_json
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.store.records import RunStore, new_record
 
 
 def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path):

@@ -19,7 +19,7 @@ SITE = Path(__file__).resolve().parent / "fixture_site"  # sitecustomize: the fi
 
 
 def test_smoke_cifar_sweep_runs_a_teacher_then_two_runs_on_slurm(slurm_conf, tmp_path, monkeypatch):  # noqa: F811
-    from kdbench.records import RunStore
+    from kdbench.store.records import RunStore
     from kdbench.sweep.submit import load_sweep
 
     data, results, zoo = tmp_path / "data", tmp_path / "results", tmp_path / "zoo"

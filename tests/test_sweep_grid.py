@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kdbench.errors import UserError
-from kdbench.records import RunStore, new_record
-from kdbench.resolve import RunOptions, resolve_config
-from kdbench.scoped_sets import parse_grid, set_items, split_values
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.spec.scoped_sets import parse_grid, set_items, split_values
+from kdbench.store.records import RunStore, new_record
 from kdbench.sweep.grid import Grid, expand, grid_from_options, load_sweep_file
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,9 +6,9 @@ import json
 
 from typer.testing import CliRunner
 
-from kdbench.records import RunStore
+from kdbench.store.records import RunStore
 from kdbench.sweep.submit import load_sweep
-from kdbench.teacher_zoo import TeacherZoo
+from kdbench.teachers.zoo import TeacherZoo
 
 TINY = ["--epochs", "1", "--teacher-epochs", "1", "--batch-size", "256", "--set", "data.image_size=8",
         "--set", "teacher_recipe.batch_size=256", "--cpus-per-task", "1"]

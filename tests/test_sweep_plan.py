@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from kdbench.errors import UserError
-from kdbench.method import get_method
-from kdbench.records import RunStore, new_record
-from kdbench.resolve import RunOptions, resolve_config
+from kdbench.core.errors import UserError
+from kdbench.execute.create_teacher import create_teacher
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.store.records import RunStore, new_record
 from kdbench.sweep.grid import Grid, expand, grid_from_options, load_sweep_file, resources_from_options
 from kdbench.sweep.plan import make_plan
 from kdbench.sweep.status import _parse_states, combine
-from kdbench.teacher_zoo import WEIGHTS, TeacherZoo
-from kdbench.teachers import create_teacher
+from kdbench.teachers.zoo import WEIGHTS, TeacherZoo
+from kdbench.train.method import get_method
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_SETS = ["data.image_size=8", "teacher_recipe.batch_size=256"]

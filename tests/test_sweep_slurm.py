@@ -78,7 +78,7 @@ def status_json(results: Path, sweep_id: str = "") -> dict:
 
 
 def test_sweep_trains_teacher_first_then_runs_one_dependent_array(slurm_conf, zoo, tmp_path):
-    from kdbench.records import RunStore
+    from kdbench.store.records import RunStore
     from kdbench.sweep.submit import load_sweep
 
     results = tmp_path / "results"
@@ -129,9 +129,9 @@ def test_preempted_task_resumes_to_an_uninterrupted_runs_numbers_and_failed_task
     import submitit
     import torch
 
-    from kdbench.config import RunConfig
-    from kdbench.records import RunStore
-    from kdbench.runner import Paths, execute
+    from kdbench.execute.runner import Paths, execute
+    from kdbench.spec.config import RunConfig
+    from kdbench.store.records import RunStore
     from kdbench.sweep.status import sweep_state, wait_for_sweep
     from kdbench.sweep.submit import load_sweep
 
@@ -196,8 +196,8 @@ def _execute_in_process(config_dict: dict, results: Path, zoo: Path) -> dict:
     """The same config run here in one go, with one thread like a 1-CPU job (the reference numbers)."""
     import torch
 
-    from kdbench.config import RunConfig
-    from kdbench.runner import Paths, execute
+    from kdbench.execute.runner import Paths, execute
+    from kdbench.spec.config import RunConfig
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -223,7 +223,7 @@ def test_run_longer_than_the_time_limit_finishes_through_requeues(slurm_conf, zo
     That a resumed run ends with an uninterrupted run's numbers is checked for the same checkpoint path by the
     preemption test below (and by kill -9 in test_security.py): training a second ~70 s reference here only
     slowed the SLURM job it competed with for the cores."""
-    from kdbench.records import RunStore
+    from kdbench.store.records import RunStore
     from kdbench.sweep.submit import load_sweep
 
     # Epochs for ~90 s of training on this (shared, loaded) machine, from the fastest of three epochs measured
@@ -262,7 +262,7 @@ def test_run_longer_than_the_time_limit_finishes_through_requeues(slurm_conf, zo
 
 
 def _config(student: str, epochs: int, seed: int = 0) -> dict:
-    from kdbench.resolve import RunOptions, resolve_config
+    from kdbench.execute.resolve import RunOptions, resolve_config
 
     return resolve_config(RunOptions(method="ce", student=student, seed=seed, epochs=epochs, batch_size=256,
                                      sets=["data.image_size=8"])).to_dict()
@@ -280,7 +280,7 @@ def _wait_for(results: Path, sweep_id: str, timeout_s: float):
     (["--gpus-per-node", "1"], "--gpus-per-node 1: SLURM refused"),
 ])
 def test_a_refused_submission_is_one_line_exit_2_and_leaves_nothing(slurm_conf, tmp_path, option, named):
-    from kdbench.errors import UserError
+    from kdbench.core.errors import UserError
 
     results = tmp_path / "results"
     # In process (a subprocess costs ~10 s of imports here): the CLI's main() prints a UserError as one line
@@ -302,7 +302,7 @@ def test_scancel_leaves_an_interrupted_record_and_resume_completes_it_with_the_s
     """Two runs in one array, no --cpus-per-task: one CPU each, so the 2-core node can run them side by side,
     one thread each (from SLURM_CPUS_PER_TASK). One is cancelled mid-run, then resumed. Then the controller goes
     away (a copy of slurm.conf with a dead port) and `status` still answers from the records, quickly."""
-    from kdbench.records import RunStore
+    from kdbench.store.records import RunStore
     from kdbench.sweep.submit import load_sweep
 
     results = tmp_path / "results"

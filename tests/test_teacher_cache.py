@@ -1,4 +1,4 @@
-"""The teacher-output cache (kdbench.teacher_cache) and the keyed augmentation it rests on: a run with the cache
+"""The teacher-output cache (kdbench.teachers.output_cache) and the keyed augmentation it rests on: a run with the cache
 gives the numbers of the same run without it, other runs with the same teacher and seed read it, a damaged entry is
 recomputed, a full cache evicts, `kdbench cache clear` empties it."""
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdbench import teacher_cache
 from kdbench.data.loaders import make_train_loader
 from kdbench.data.tensor_dataset import IndexedTensorDataset
 from kdbench.data.transforms import PadCropFlip
-from kdbench.runner import run
+from kdbench.execute.runner import run
+from kdbench.teachers import output_cache as teacher_cache
 
 TINY = dict(dataset="digits", student="cifar_resnet8", epochs=2, teacher_epochs=1, device="cpu",
             sets=["data.image_size=8"], infer_batch_size=8)
@@ -141,7 +141,7 @@ def test_augmentation_is_a_function_of_seed_epoch_and_index_not_of_the_global_rn
 
 @pytest.mark.parametrize("mode,dtype", [("maybe", "float32"), ("on", "int8")])
 def test_bad_options_are_refused(mode, dtype):
-    from kdbench.errors import UserError
+    from kdbench.core.errors import UserError
 
     with pytest.raises(UserError):
         teacher_cache.check_options(mode, dtype)

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from safetensors.torch import save_file
 
-import kdbench.storage
-from kdbench.errors import UserError
+import kdbench.core.storage
+from kdbench.core.errors import UserError
+from kdbench.core.storage import sha256_file
+from kdbench.execute.runner import TeacherCheckpoint, run
 from kdbench.models import create_model
-from kdbench.runner import TeacherCheckpoint, run
-from kdbench.storage import sha256_file
 
 TINY = {"student": "gnn2", "epochs": 1, "sets": ["data.image_size=8", "student.hidden=16"], "device": "cpu"}
 
@@ -26,13 +26,13 @@ def _teacher_file(tmp_path: Path) -> Path:
 def test_the_teacher_file_is_hashed_once_per_run(tmp_path, monkeypatch):
     path = _teacher_file(tmp_path)
     hashed: list[Path] = []
-    real = kdbench.storage.sha256_file
+    real = kdbench.core.storage.sha256_file
 
     def counting(p: Path, *args, **kwargs) -> str:  # the real hash, counted
         hashed.append(Path(p))
         return real(p, *args, **kwargs)
 
-    for module in ("kdbench.storage", "kdbench.resolve", "kdbench.teacher_zoo", "kdbench.runner"):
+    for module in ("kdbench.core.storage", "kdbench.execute.resolve", "kdbench.teachers.zoo", "kdbench.execute.runner"):
         if hasattr(__import__(module, fromlist=["_"]), "sha256_file"):
             monkeypatch.setattr(f"{module}.sha256_file", counting)
     record = run("kd", teacher="resnet18", teacher_ckpt=str(path), results_dir=tmp_path / "results", **TINY)
@@ -43,8 +43,8 @@ def test_the_teacher_file_is_hashed_once_per_run(tmp_path, monkeypatch):
 
 def test_a_checkpoint_whose_digest_does_not_match_the_config_is_refused(tmp_path):
     path = _teacher_file(tmp_path)
-    from kdbench.resolve import RunOptions, resolve_config
-    from kdbench.runner import Paths, execute
+    from kdbench.execute.resolve import RunOptions, resolve_config
+    from kdbench.execute.runner import Paths, execute
 
     config = resolve_config(RunOptions(method="kd", teacher="resnet18", teacher_ckpt=str(path), **{
         k: v for k, v in TINY.items() if k in ("student", "epochs", "sets")}))

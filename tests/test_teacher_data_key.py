@@ -19,14 +19,14 @@ from typer.testing import CliRunner
 
 import kdbench
 from kdbench.cli.app import _register_commands, app
-from kdbench.config import content_hash
-from kdbench.engine import EngineSettings
-from kdbench.errors import UserError
-from kdbench.leaderboard import build
-from kdbench.resolve import RunOptions, resolve_config, resolve_teacher
-from kdbench.runner import load_data, load_teacher_data, teacher_key
-from kdbench.teacher_import import imported_key
-from kdbench.teacher_zoo import CARD, TeacherZoo, training_data
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import RunOptions, resolve_config, resolve_teacher
+from kdbench.execute.runner import load_data, load_teacher_data, teacher_key
+from kdbench.report.leaderboard import build
+from kdbench.spec.config import content_hash
+from kdbench.teachers.import_weights import imported_key
+from kdbench.teachers.zoo import CARD, TeacherZoo, training_data
+from kdbench.train.engine import EngineSettings
 
 TINY = {"teacher": "test_resnet", "student": "test_resnet", "epochs": 1, "teacher_epochs": 1, "device": "cpu",
         "infer_batch_size": 8}

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 import kdbench
 from kdbench.cli.app import main
-from kdbench.storage import sha256_file
-from kdbench.teacher_import import import_teacher
+from kdbench.core.storage import sha256_file
+from kdbench.teachers.import_weights import import_teacher
 
 SETS = ["data.image_size=8"]
 

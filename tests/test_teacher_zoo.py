@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from kdbench.progress import Reporter
-from kdbench.runner import run
-from kdbench.storage import sha256_file
-from kdbench.teacher_zoo import TeacherZoo
-from kdbench.teachers import create_teacher
+from kdbench.core.progress import Reporter
+from kdbench.core.storage import sha256_file
+from kdbench.execute.create_teacher import create_teacher
+from kdbench.execute.runner import run
+from kdbench.teachers.zoo import TeacherZoo
 
 TINY = {"epochs": 1, "sets": ["data.image_size=8"], "device": "cpu"}
 # The zoo is what is tested, not the architecture: the CRD codebase's ResNet-8 (78 k parameters) trains an epoch in a

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from kdbench.core.errors import UserError
 from kdbench.data.subset import parse_train_fraction
-from kdbench.errors import UserError
-from kdbench.resolve import RunOptions, resolve_config
-from kdbench.runner import load_data, teacher_key
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.execute.runner import load_data, teacher_key
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "-0.1", "nan", "x"])

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from kdbench.core.errors import UserError
 from kdbench.data.registry import build_dataset
 from kdbench.data.validation import parse_val_fraction, stratified_holdout
-from kdbench.engine import EpochRecord, FitResult
-from kdbench.errors import UserError
-from kdbench.resolve import RunOptions, resolve_config
-from kdbench.runner import run, teacher_key
+from kdbench.execute.resolve import RunOptions, resolve_config
+from kdbench.execute.runner import run, teacher_key
+from kdbench.train.engine import EpochRecord, FitResult
 
 
 def test_holdout_takes_the_rounded_fraction_of_every_class_and_partitions_the_split():

@@ -11,8 +11,8 @@ import sys
 import typer
 from rich.markup import escape
 
-from ..errors import UserError
-from .reporter import console
+from kdbench.cli.reporter import console
+from kdbench.core.errors import UserError
 
 app = typer.Typer(
     name="kdbench",
@@ -30,7 +30,7 @@ def _register_commands() -> None:
     import importlib
     import pkgutil
 
-    from .. import cli
+    from kdbench import cli
 
     for info in sorted(pkgutil.iter_modules(cli.__path__), key=lambda i: i.name):
         if info.name.endswith("_cmd"):

@@ -1,4 +1,4 @@
-"""`kdbench cache list|clear`: the teacher-output cache (kdbench.teacher_cache)."""
+"""`kdbench cache list|clear`: the teacher-output cache (kdbench.teachers.output_cache)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .. import teacher_cache
-from .app import app
-from .options import CacheDirOption, path_or_none
-from .reporter import console, out
+from kdbench.cli.app import app
+from kdbench.cli.options import CacheDirOption, path_or_none
+from kdbench.cli.reporter import console, out
+from kdbench.teachers import output_cache as teacher_cache
 
 cache_app = typer.Typer(help="The teacher-output cache: a frozen teacher's outputs per (seed, epoch), shared by "
                         "every run that distils from it.", no_args_is_help=True)

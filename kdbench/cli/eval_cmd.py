@@ -7,11 +7,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..errors import UserError
-from ..reevaluate import reevaluate
-from .app import app
-from .options import DataRoot, Device, ResultsDir
-from .reporter import out
+from kdbench.cli.app import app
+from kdbench.cli.options import DataRoot, Device, ResultsDir
+from kdbench.cli.reporter import out
+from kdbench.core.errors import UserError
+from kdbench.execute.reevaluate import reevaluate
 
 
 def parse_int_list(text: str, what: str) -> list[int]:

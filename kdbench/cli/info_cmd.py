@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from ..data.registry import get_dataset_spec, list_datasets
-from ..method import get_method, list_methods
-from .app import app
-from .reporter import out
+from kdbench.cli.app import app
+from kdbench.cli.reporter import out
+from kdbench.data.registry import get_dataset_spec, list_datasets
+from kdbench.train.method import get_method, list_methods
 
 
 def _fmt(defaults: dict) -> str:

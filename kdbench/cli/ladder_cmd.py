@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from ..ladder import LADDER_CNNS, run_ladder
-from ..leaderboard import build, render, rich_table
-from ..runner import Paths
-from .app import app
-from .eval_cmd import parse_int_list
-from .options import (
+from kdbench.cli.app import app
+from kdbench.cli.eval_cmd import parse_int_list
+from kdbench.cli.options import (
     DataRootOption,
     DatasetOption,
     DeviceOption,
@@ -21,7 +18,11 @@ from .options import (
     TeacherOption,
     ZooDirOption,
 )
-from .reporter import console, out
+from kdbench.cli.reporter import console, out
+from kdbench.cli.tables import rich_table
+from kdbench.execute.ladder import LADDER_CNNS, run_ladder
+from kdbench.execute.runner import Paths
+from kdbench.report.leaderboard import build, render
 
 
 @app.command("ladder")

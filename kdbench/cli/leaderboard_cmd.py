@@ -7,13 +7,14 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from ..errors import UserError
-from ..leaderboard import FORMATS, METRICS, TABLES, build, build_published, format_for_path, render, rich_table
-from ..records import RunStore
-from ..results import load_runs
-from .app import app
-from .options import ResultsDir, WhereOption, join_where
-from .reporter import console
+from kdbench.cli.app import app
+from kdbench.cli.options import ResultsDir, WhereOption, join_where
+from kdbench.cli.reporter import console
+from kdbench.cli.tables import CLI_FORMATS, print_table
+from kdbench.core.errors import UserError
+from kdbench.report.leaderboard import METRICS, TABLES, build, build_published, format_for_path, render
+from kdbench.report.results import load_runs
+from kdbench.store.records import RunStore
 
 
 @app.command("leaderboard")
@@ -22,7 +23,7 @@ def leaderboard_command(
     metric: str = typer.Option(None, "--metric", help=f"{' | '.join(METRICS)} (CRD tables: last epoch; "
                                "DKD tables: best epoch) \\[default: top1_last]."),
     where: WhereOption = None,
-    fmt: str = typer.Option(None, "--format", "-f", help=f"{' | '.join(FORMATS)} [default: from --out's suffix, "
+    fmt: str = typer.Option(None, "--format", "-f", help=f"{' | '.join(CLI_FORMATS)} [default: from --out's suffix, "
                             "else rich]."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the table to this file (.md .csv .tex .html .txt)."),
     distilled: str = typer.Option("cnn2gnn", "--distilled", help="Ladder: distilled methods shown beside the "
@@ -70,8 +71,8 @@ def leaderboard_command(
         root = RunStore(results_dir).root
         raise UserError(f"no run records under {root / 'runs'}: run `kdbench run ...` first or pass --results-dir")
     fmt = fmt or (format_for_path(out) if out is not None else "rich")
-    if fmt not in FORMATS:
-        raise UserError(f"unknown format '{fmt}'. Valid: {', '.join(FORMATS)}")
+    if fmt not in CLI_FORMATS:
+        raise UserError(f"unknown format '{fmt}'. Valid: {', '.join(CLI_FORMATS)}")
     if published:
         if metric is not None:
             raise UserError("--published compares each paper's number at its own epoch convention (last or best): "
@@ -85,15 +86,10 @@ def leaderboard_command(
                       all_code=all_code, rows=_keys(rows), cols=_keys(cols))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(render(board, fmt))
+        out.write_text(render(board, "text" if fmt == "rich" else fmt))  # a file holds no colours
         console.print(escape(f"wrote {board.title} ({len(board.table)} rows) to {out}"), highlight=False)
     elif fmt == "rich":
-        from rich.console import Console
-
-        stdout = Console()  # stdout: the table is the command's output
-        if not stdout.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
-            stdout = Console(width=250)
-        stdout.print(rich_table(board))
+        print_table(board)
     else:
         typer.echo(render(board, fmt), nl=False)
 

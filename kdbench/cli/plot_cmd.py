@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from ..errors import UserError
-from ..leaderboard import METRICS, filter_runs, prepare_runs
-from ..plots import FORMATS, accuracy_vs_time, select_runs, training_curves
-from ..records import RunStore
-from ..results import load_runs
-from .app import app
-from .options import ResultsDir, WhereOption, join_where
-from .reporter import console
+from kdbench.cli.app import app
+from kdbench.cli.options import ResultsDir, WhereOption, join_where
+from kdbench.cli.reporter import console
+from kdbench.core.errors import UserError
+from kdbench.report.leaderboard import METRICS, filter_runs, prepare_runs
+from kdbench.report.plots import FORMATS, accuracy_vs_time, select_runs, training_curves
+from kdbench.report.results import load_runs
+from kdbench.store.records import RunStore
 
 # Without --runs or --where, curves are drawn for every run only when there are few enough to read.
 MAX_DEFAULT_CURVES = 12

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from ..errors import UserError
-from ..leaderboard import render
-from ..published import PAPERS, load_published
-from ..published.tables import paper_boards
-from .app import app
+from kdbench.cli.app import app
+from kdbench.core.errors import UserError
+from kdbench.report.leaderboard import render
+from kdbench.report.published import PAPERS, load_published
+from kdbench.report.published.tables import paper_boards
 
-PUBLISHED_FORMATS = ("markdown", "csv", "latex", "html", "rich")
+PUBLISHED_FORMATS = ("markdown", "csv", "latex", "html", "text")
 
 
 @app.command("published")

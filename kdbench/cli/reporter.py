@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..progress import Reporter
+from kdbench.core.progress import Reporter, epoch_line
 
 # Results (tables, records) go to stdout so they can be piped; progress, logs and errors go to stderr.
 # Piped (a file, a test, a SLURM log) rich would wrap tables at 80 columns and cut cells: render them wide.
@@ -46,13 +46,7 @@ class RichReporter(Reporter):
             self._progress.remove_task(self._task)
             self._task = None
         if summary and "top1" in summary:
-            losses = " ".join(f"{k}={v:.4f}" for k, v in summary.get("losses", {}).items())
-            val = f" val_top1={summary['val_top1']:.2f}" if summary.get("val_top1") is not None else ""
-            console.print(
-                escape(f"{self._label}: lr={summary['lr']:.4g} {losses} train_top1={summary['train_top1']:.2f} "
-                       f"top1={summary['top1']:.2f} top5={summary['top5']:.2f}{val} ({summary['epoch_s']:.1f}s)"),
-                highlight=False,
-            )
+            console.print(escape(epoch_line(self._label, summary)), highlight=False)
 
     def log(self, message: str) -> None:
         # Messages carry user text (paths, run labels like `cnn2gnn [k=0]`): never read as rich markup.

@@ -8,12 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..dry_run import dry_run_plan
-from ..errors import UserError
-from ..resolve import RunOptions
-from ..runner import run
-from .app import app
-from .options import (
+from kdbench.cli.app import app
+from kdbench.cli.options import (
     BatchSizeOption,
     CacheDirOption,
     DataRootOption,
@@ -31,8 +27,12 @@ from .options import (
     TeacherSeedOption,
     ZooDirOption,
 )
-from .reporter import RichReporter, console, out
-from .run_config import run_params, save_run_config
+from kdbench.cli.reporter import RichReporter, console, out
+from kdbench.cli.run_config import run_params, save_run_config
+from kdbench.core.errors import UserError
+from kdbench.execute.dry_run import dry_run_plan
+from kdbench.execute.resolve import RunOptions
+from kdbench.execute.runner import run
 
 
 @app.command("run")

@@ -21,12 +21,12 @@ from typing import Any
 import typer
 import yaml
 
-from ..config import RunConfig, parse_set_options
-from ..errors import UserError
-from ..resolve import RunOptions, resolve_config, with_run_teacher
-from ..scoped_sets import set_items, value_text
-from ..storage import atomic_write_text
-from ..sweep.grid import yaml_mapping
+from kdbench.core.errors import UserError
+from kdbench.core.storage import atomic_write_text
+from kdbench.execute.resolve import RunOptions, resolve_config, with_run_teacher
+from kdbench.spec.config import RunConfig, parse_set_options
+from kdbench.spec.scoped_sets import set_items, value_text
+from kdbench.sweep.grid import yaml_mapping
 
 # Options about this invocation, not about the run: never read from or written to a config file.
 INVOCATION_OPTIONS = ("config", "save_config", "as_json", "dry_run")

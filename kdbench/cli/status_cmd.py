@@ -9,11 +9,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..sweep.status import STATES, SweepState, sweep_state, teacher_state
-from ..sweep.submit import load_sweep
-from .app import app
-from .options import ResultsDir
-from .reporter import console
+from kdbench.cli.app import app
+from kdbench.cli.options import ResultsDir
+from kdbench.cli.reporter import console
+from kdbench.sweep.status import STATES, SweepState, sweep_state, teacher_state
+from kdbench.sweep.submit import load_sweep
 
 _STYLE = {"completed": "green", "failed": "bold red", "diverged": "magenta", "running": "cyan", "pending": "dim",
           "interrupted": "yellow"}

@@ -16,25 +16,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..errors import UserError
-from ..scoped_sets import parse_grid, set_items, set_key
-from ..sweep.chains import parents
-from ..sweep.grid import (
-    Paths,
-    at_world_size,
-    expand,
-    grid_from_options,
-    load_sweep_file,
-    parse_sbatch,
-    paths_from_options,
-    resources_from_options,
-)
-from ..sweep.plan import Plan, make_plan, plan_entries, runs_of_sweep
-from ..sweep.status import SweepState, env_poll_s, sweep_state, wait_for_sweep
-from ..sweep.submit import absolute_paths, choose_executor, load_sweep, new_sweep, submit_plan
-from ..sweep.time_limits import limit_warnings
-from .app import app
-from .options import (
+from kdbench.cli.app import app
+from kdbench.cli.options import (
     BatchSizeOption,
     CacheDirOption,
     DataRootOption,
@@ -49,8 +32,25 @@ from .options import (
     TeacherSeedOption,
     ZooDirOption,
 )
-from .reporter import console
-from .status_cmd import counts_line, status_table
+from kdbench.cli.reporter import console
+from kdbench.cli.status_cmd import counts_line, status_table
+from kdbench.core.errors import UserError
+from kdbench.spec.scoped_sets import parse_grid, set_items, set_key
+from kdbench.sweep.chains import parents
+from kdbench.sweep.grid import (
+    Paths,
+    at_world_size,
+    expand,
+    grid_from_options,
+    load_sweep_file,
+    parse_sbatch,
+    paths_from_options,
+    resources_from_options,
+)
+from kdbench.sweep.plan import Plan, make_plan, plan_entries, runs_of_sweep
+from kdbench.sweep.status import SweepState, env_poll_s, sweep_state, wait_for_sweep
+from kdbench.sweep.submit import absolute_paths, choose_executor, load_sweep, new_sweep, submit_plan
+from kdbench.sweep.time_limits import limit_warnings
 
 
 def _merge(file_options: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:

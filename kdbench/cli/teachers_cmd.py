@@ -7,11 +7,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..teacher_zoo import TeacherZoo, describe_train_data
-from ..teachers import create_teacher
-from .app import app
-from .options import DataRoot, Device, Sets, ZooDir
-from .reporter import RichReporter, out
+from kdbench.cli.app import app
+from kdbench.cli.options import DataRoot, Device, Sets, ZooDir
+from kdbench.cli.reporter import RichReporter, out
+from kdbench.execute.create_teacher import create_teacher
+from kdbench.teachers.zoo import TeacherZoo, describe_train_data
 
 teachers_app = typer.Typer(help="The teacher zoo: teachers trained once, cached with a checksum, shared.",
                            no_args_is_help=True)
@@ -94,7 +94,7 @@ def import_command(
 
       kdbench teachers import resnet18.safetensors --arch resnet18 --dataset digits
     """
-    from ..teacher_import import import_teacher
+    from kdbench.teachers.import_weights import import_teacher
 
     reporter = RichReporter()
     try:

@@ -1,6 +1,6 @@
 """Datasets: a registry of builders that return (image, label, index) splits, and their loaders."""
 
-from .registry import (
+from kdbench.data.registry import (
     DATASETS,
     DatasetSpec,
     DataSplits,

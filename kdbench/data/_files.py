@@ -19,7 +19,7 @@ from typing import TypeVar
 
 from torchvision.datasets.utils import check_integrity
 
-from ..errors import UserError
+from kdbench.core.errors import UserError
 
 T = TypeVar("T")
 

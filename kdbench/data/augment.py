@@ -18,8 +18,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..errors import UserError
-from . import keyed
+from kdbench.core.errors import UserError
+from kdbench.data import keyed
 
 _PATTERN = re.compile(r"^(none|crop-pad(?P<pad>\d+))(?P<flip>-flip)?$")
 

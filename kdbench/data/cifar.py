@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from ..recipe import Recipe, crd_schedule
-from ..safe_load import load_numpy_pickle
-from ._files import open_verified
-from .augment import PadCropFlip
-from .registry import DataSplits, register_dataset
-from .tensor_dataset import IndexedTensorDataset
-from .transforms import Normalize255, in_memory_augment
+from kdbench.core.safe_load import load_numpy_pickle
+from kdbench.data._files import open_verified
+from kdbench.data.augment import PadCropFlip
+from kdbench.data.registry import DataSplits, register_dataset
+from kdbench.data.tensor_dataset import IndexedTensorDataset
+from kdbench.data.transforms import Normalize255, in_memory_augment
+from kdbench.spec.recipe import Recipe, crd_schedule
 
 # CRD / RepDistiller's CIFAR-100 statistics; CIFAR-10's are the per-channel mean/std of its training images.
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)

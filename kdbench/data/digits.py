@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import check_range
-from ..recipe import Recipe
-from .augment import make_augment
-from .registry import DataSplits, register_dataset
-from .tensor_dataset import IndexedTensorDataset
+from kdbench.core.errors import check_range
+from kdbench.data.augment import make_augment
+from kdbench.data.registry import DataSplits, register_dataset
+from kdbench.data.tensor_dataset import IndexedTensorDataset
+from kdbench.spec.recipe import Recipe
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ import torch
 from torchvision.datasets import FakeData
 from torchvision.transforms import v2
 
-from ..errors import check_range
-from ..recipe import Recipe
-from .augment import make_augment
-from .registry import DataSplits, register_dataset
-from .tensor_dataset import IndexedTensorDataset
+from kdbench.core.errors import check_range
+from kdbench.data.augment import make_augment
+from kdbench.data.registry import DataSplits, register_dataset
+from kdbench.data.tensor_dataset import IndexedTensorDataset
+from kdbench.spec.recipe import Recipe
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UserError, check_range
-from ..recipe import Recipe
-from .augment import SampleKey
-from .loaders import AUTO_WORKERS
-from .registry import DataSplits, register_dataset
-from .transforms import (
+from kdbench.core.errors import UserError, check_range
+from kdbench.data.augment import SampleKey
+from kdbench.data.loaders import AUTO_WORKERS
+from kdbench.data.registry import DataSplits, register_dataset
+from kdbench.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Pipeline,
@@ -35,6 +34,7 @@ from .transforms import (
     is_image_file,
     train_transform,
 )
+from kdbench.spec.recipe import Recipe
 
 IMAGEFOLDER_RECIPE = Recipe(
     name="imagefolder-v1",

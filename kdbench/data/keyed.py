@@ -2,7 +2,7 @@
 
 No generator state anywhere: a sample's crop is the same whichever batch, rank, worker or process computes it,
 after any resume, and whatever a method draws from the torch RNG (CRD's negatives) — which is what lets a
-teacher's outputs be cached per (seed, epoch, index) (kdbench.teacher_cache).
+teacher's outputs be cached per (seed, epoch, index) (kdbench.teachers.output_cache).
 
 The hash is Chris Wellons' `lowbias32` (xor-shift / multiply, full avalanche) chained over the key's 32-bit words.
 Every value stays in [0, 2**32) inside int64: shifts of non-negative numbers are logical, and each multiplication

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .augment import SampleKey
-from .tensor_dataset import IndexedTensorDataset
-from .validation import ReindexedSubset
+from kdbench.data.augment import SampleKey
+from kdbench.data.tensor_dataset import IndexedTensorDataset
+from kdbench.data.validation import ReindexedSubset
 
 
 class EpochKeyedAugmentation(Dataset):
@@ -33,7 +33,7 @@ class EpochKeyedAugmentation(Dataset):
     item is the wrapped set's `keyed_item(i, SampleKey(seed, e, i))` (a set without one is served as it is).
 
     The keys are hashed (kdbench.data.keyed): no RNG is seeded, forked or drawn from, so what a method draws does
-    not move a crop — which lets a teacher's outputs be cached per (seed, epoch, index) (kdbench.teacher_cache).
+    not move a crop — which lets a teacher's outputs be cached per (seed, epoch, index) (kdbench.teachers.output_cache).
     The epoch comes from the sampler's `set_epoch`. DataLoader workers copy this object when an epoch's iterator
     starts, which is why the train loader's workers must not be persistent (they would keep an earlier epoch).
     """
@@ -174,7 +174,7 @@ AUTO_WORKERS = -1
 
 
 def _available_cpus() -> int:
-    from ..environment import allocated_cpus
+    from kdbench.core.environment import allocated_cpus
 
     return allocated_cpus()[0]  # SLURM_CPUS_PER_TASK in a job, else the CPUs this process may use
 

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError, check_range
-from ..recipe import crd_schedule
-from .imagefolder import ImageFileDataset, resolve_path, scan_class_folders
-from .loaders import AUTO_WORKERS
-from .registry import DataSplits, register_dataset
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from kdbench.core.errors import UserError, check_range
+from kdbench.data.imagefolder import ImageFileDataset, resolve_path, scan_class_folders
+from kdbench.data.loaders import AUTO_WORKERS
+from kdbench.data.registry import DataSplits, register_dataset
+from kdbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, train_transform
+from kdbench.spec.recipe import crd_schedule
 
 MINI_IMAGENET_RECIPE = crd_schedule("mini-imagenet-v1", augment="crop-pad10-flip", cifar_stem=False)
 

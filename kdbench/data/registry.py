@@ -7,40 +7,15 @@ any instance-level method need it).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import Dataset
-
-from .._registry import Registry
-from ..recipe import Recipe
-
-
-@dataclass
-class DataSplits:
-    train: Dataset  # carries the recipe's augmentation, which the train loader keys per sample; yields (x, y, index)
-    test: Dataset  # never augmented; yields (x, y, index)
-    num_classes: int
-    in_chans: int
-    image_size: int
-    train_targets: torch.Tensor  # (N_train,) int64 labels, for samplers that need classes (CRD negatives)
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-    # How the split was made, recorded in the run (e.g. a partition rule for Mini-ImageNet).
-    notes: dict[str, Any] = dataclasses.field(default_factory=dict)
-    # DataLoader worker processes: 0 for in-memory sets (served as whole batches, no workers); image-file sets
-    # set loaders.AUTO_WORKERS (-1) and the loader sizes it for the device (loaders.loader_workers;
-    # KDBENCH_WORKERS overrides).
-    num_workers: int = 0
-    # Samples held out of the training split to choose the best epoch on (data.val_fraction; never augmented,
-    # never trained on), or None. See kdbench.data.validation.
-    val: Dataset | None = None
-
+from kdbench.core.registry import Registry
+from kdbench.data.splits import DataSplits
+from kdbench.spec.recipe import Recipe
 
 Builder = Callable[..., DataSplits]
 
@@ -57,20 +32,20 @@ class DatasetSpec:
 
 # Modules of kdbench.data that hold machinery, not datasets.
 _NOT_DATASETS = {"registry", "augment", "keyed", "tensor_dataset", "loaders", "transforms", "validation", "subset",
-                 "fixtures"}
+                 "fixtures", "splits"}
 
 
 def _load_builtin() -> None:
     # Every other module of kdbench.data defines datasets and registers them on import: adding a dataset is
     # adding one file.
+    # Found by file in this folder: the package's __init__ imports this module, which never imports the package.
     import importlib
     import pkgutil
 
-    from .. import data
-
-    for info in pkgutil.iter_modules(data.__path__):
+    package = __name__.rpartition(".")[0]
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if info.name not in _NOT_DATASETS and not info.name.startswith("_"):
-            importlib.import_module(f"{data.__name__}.{info.name}")
+            importlib.import_module(f"{package}.{info.name}")
 
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset", loader=_load_builtin)
@@ -109,7 +84,7 @@ def build_dataset(
     splits = spec.build(params, data_root, augment)
     if val_fraction <= 0:
         return splits
-    from .validation import hold_out_validation
+    from kdbench.data.validation import hold_out_validation
 
     unaugmented = splits if augment == "none" else spec.build(params, data_root, "none")
     return hold_out_validation(splits, unaugmented, val_fraction, int(getattr(params, "split_seed", 0)))

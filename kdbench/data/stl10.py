@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torchvision.datasets import STL10
 
-from ..errors import check_range
-from ..recipe import crd_schedule
-from ._files import open_verified
-from .augment import PadCropFlip
-from .registry import DataSplits, register_dataset
-from .tensor_dataset import IndexedTensorDataset
-from .transforms import Normalize255, eval_transform, in_memory_augment
+from kdbench.core.errors import check_range
+from kdbench.data._files import open_verified
+from kdbench.data.augment import PadCropFlip
+from kdbench.data.registry import DataSplits, register_dataset
+from kdbench.data.tensor_dataset import IndexedTensorDataset
+from kdbench.data.transforms import Normalize255, eval_transform, in_memory_augment
+from kdbench.spec.recipe import crd_schedule
 
 STL10_RECIPE = crd_schedule("stl10-v1", augment="crop-pad12-flip", cifar_stem=False)
 

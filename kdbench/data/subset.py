@@ -16,7 +16,7 @@ The teacher trains on the full training split whatever the student's fraction. T
 asks for a teacher that saw no more labels than the student: `--set teacher_data.train_fraction=F` (its own scope,
 beside `teacher_recipe`) trains the zoo teacher on the very samples `data.train_fraction=F` gives a student (the
 same draw: same fraction, same `split_seed`, the same validation samples held out first). The teacher's training
-data is part of its zoo key and card (kdbench.teacher_zoo.TeacherKey.train_data).
+data is part of its zoo key and card (kdbench.teachers.zoo.TeacherKey.train_data).
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..errors import UserError
-from .registry import DataSplits
-from .validation import ReindexedSubset, parse_fraction, stratified_holdout
+from kdbench.core.errors import UserError
+from kdbench.data.splits import TRAIN_KEY, DataSplits
+from kdbench.data.validation import ReindexedSubset, parse_fraction, stratified_holdout
 
-TRAIN_KEY = "train_fraction"
 # The `--set` scope of the teacher's training data (the control of the limited-data setting); its one key.
 TEACHER_SCOPE = "teacher_data"
 TEACHER_KEYS = (TRAIN_KEY,)

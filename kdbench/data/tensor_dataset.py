@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.data import Dataset
 
-from .augment import PadCropFlip, SampleKey
+from kdbench.data.augment import PadCropFlip, SampleKey
 
 
 class IndexedTensorDataset(Dataset):

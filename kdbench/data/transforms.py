@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from torchvision.transforms import v2
 
-from ..errors import UserError
-from .augment import PadCropFlip, ResizedCrop, SampleKey
+from kdbench.core.errors import UserError
+from kdbench.data.augment import PadCropFlip, ResizedCrop, SampleKey
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

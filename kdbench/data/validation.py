@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UserError
-from .augment import SampleKey
-from .registry import DataSplits
+from kdbench.core.errors import UserError
+from kdbench.data.augment import SampleKey
+from kdbench.data.splits import TRAIN_KEY, DataSplits
 
 VAL_KEY = "val_fraction"
 
@@ -53,8 +53,6 @@ def split_data_params(data_params: dict[str, Any]) -> tuple[dict[str, Any], floa
     """`data` settings as (the dataset's own, the validation fraction; 0 when absent; the student-only
     `train_fraction` left out of both): a run's recorded
     `data_params`, or the `data` scope's `--set` strings."""
-    from .subset import TRAIN_KEY
-
     rest = dict(data_params)
     rest.pop(TRAIN_KEY, None)  # the student's training fraction, read by kdbench.data.subset.train_fraction_of
     return rest, parse_val_fraction(rest.pop(VAL_KEY, 0.0))

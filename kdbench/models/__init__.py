@@ -4,10 +4,10 @@ Importing this package registers the CRD codebase's CIFAR architectures (`cifar_
 registry (`kdbench.models.cifar`), so `timm.create_model("cifar_…")` and every kdbench command know them.
 """
 
-from . import cifar  # noqa: F401  (registers the cifar_ architectures in timm)
-from .crd_checkpoint import load_crd_checkpoint
-from .features import Features, FeatureTap
-from .zoo import count_parameters, count_weight_layers, create_model, is_model, register_model
+from kdbench.models import cifar  # noqa: F401  (registers the cifar_ architectures in timm)
+from kdbench.models.crd_checkpoint import load_crd_checkpoint
+from kdbench.models.features import Features, FeatureTap
+from kdbench.models.zoo import count_parameters, count_weight_layers, create_model, is_model, register_model
 
 __all__ = [
     "FeatureTap",

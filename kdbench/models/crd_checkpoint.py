@@ -2,7 +2,7 @@
 
 RepDistiller's training scripts save `torch.save({"model": state_dict, "epoch": ..., "best_acc": ...,
 "optimizer": ...})`. Those files are pickles, and unpickling runs whatever code the file names, so they are
-read only through `kdbench.safe_load.load_plain_checkpoint` (torch's weights-only unpickler), which
+read only through `kdbench.core.safe_load.load_plain_checkpoint` (torch's weights-only unpickler), which
 accepts tensors, numbers, strings and containers and refuses everything else. The `cifar_` models keep the
 original state-dict keys, so the weights load as they are; a file for another architecture is reported with
 the keys or shapes that differ.
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import UserError
-from ..safe_load import load_plain_checkpoint
-from .zoo import create_model
+from kdbench.core.errors import UserError
+from kdbench.core.safe_load import load_plain_checkpoint
+from kdbench.models.zoo import create_model
 
 
 def read_crd_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

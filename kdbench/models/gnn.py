@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..errors import UserError, check_range
-from .graph import GRAPH_MODES, Graph, IdentityGraph, NeighbourGraph, SparseGraphLearner, WeightsCache
-from .zoo import register_model
+from kdbench.core.errors import UserError, check_range
+from kdbench.models.graph import GRAPH_MODES, Graph, IdentityGraph, NeighbourGraph, SparseGraphLearner, WeightsCache
+from kdbench.models.zoo import register_model
 
 
 class GraphConv(nn.Module):

@@ -24,7 +24,7 @@ from timm.models.mobilenetv3 import MobileNetV3
 from timm.models.resnet import ResNet
 from timm.models.vgg import VGG
 
-from ..errors import UserError
+from kdbench.core.errors import UserError
 
 SUPPORTED = "ResNet/Wide-ResNet/ResNeXt (timm ResNet), MobileNetV3, EfficientNet/MobileNetV2, VGG"
 

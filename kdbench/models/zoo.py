@@ -12,27 +12,28 @@ import importlib
 import pkgutil
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import timm
 import torch.nn as nn
 
-from .._registry import Registry
-from ..errors import UserError, unknown_name
+from kdbench.core.errors import UserError, unknown_name
+from kdbench.core.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
 
 # `cifar` registers its architectures in timm's registry (imported by kdbench.models itself), not in this one.
-_NOT_ARCHITECTURES = {"zoo", "features", "stem", "cifar", "crd_checkpoint"}
+_NOT_ARCHITECTURES = {"zoo", "features", "stem", "cifar", "crd_checkpoint", "state_dicts", "timm_hook"}
 
 
 def _load_custom_models() -> None:
-    # Every other module in kdbench.models defines architectures and registers them on import.
-    from .. import models
-
-    for info in pkgutil.iter_modules(models.__path__):
+    # Every other module in kdbench.models defines architectures and registers them on import: found by its file
+    # in this folder (the package's __init__ imports this module, so this module never imports the package).
+    package = __name__.rpartition(".")[0]
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if info.name not in _NOT_ARCHITECTURES and not info.name.startswith("_"):
-            importlib.import_module(f"{models.__name__}.{info.name}")
+            importlib.import_module(f"{package}.{info.name}")
 
 
 CUSTOM_MODELS: Registry[ModelBuilder] = Registry("model", loader=_load_custom_models)
@@ -126,7 +127,7 @@ def create_model(
     except TypeError as e:  # an option the architecture does not take
         raise UserError(f"model '{name}' rejected its options {sorted(options)}: {e}") from None
     if cifar_stem:
-        from .stem import apply_cifar_stem
+        from kdbench.models.stem import apply_cifar_stem
 
         model = apply_cifar_stem(model, name)
     return model

@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
-from .grid import Grid, Paths, Resources, SweepRun, expand, load_sweep_file
-from .plan import Plan, make_plan, runs_of_sweep
-from .status import SweepState, sweep_state, wait_for_sweep
-from .submit import choose_executor, load_sweep, new_sweep, submit_plan
+from kdbench.sweep.grid import Grid, Paths, Resources, SweepRun, expand, load_sweep_file
+from kdbench.sweep.plan import Plan, make_plan, runs_of_sweep
+from kdbench.sweep.status import SweepState, sweep_state, wait_for_sweep
+from kdbench.sweep.submit import choose_executor, load_sweep, new_sweep, submit_plan
 
 __all__ = [
     "Grid", "Paths", "Plan", "Resources", "SweepRun", "SweepState", "choose_executor", "expand", "load_sweep",

@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..config import RunConfig
-from ..errors import UserError
+from kdbench.core.errors import UserError
+from kdbench.spec.config import RunConfig
 
 
 def parse_chains(value: str | list[Any] | None) -> list[list[str]]:

@@ -9,7 +9,7 @@ to a method (`--set kd.w_ce=0.5`) goes to the runs of the methods with that scop
 class's scope: `crd.*` reaches `crd+kd`); the common scopes (recipe, data, student, teacher, teacher_recipe) go
 to every run. `grid` (`--grid kd.temperature=1,2,4`, or `grid:` in a sweep file) multiplies each method's runs by
 the values of the keys in its scopes, several keys forming their product. Each point is
-resolved with :func:`kdbench.resolve.resolve_config`, so a sweep's run ids are exactly the ids `kdbench run`
+resolved with :func:`kdbench.execute.resolve.resolve_config`, so a sweep's run ids are exactly the ids `kdbench run`
 gives the same options. A method that needs no teacher (`ce`) expands once per student: its run id has no
 teacher in it, and expanding it per teacher would only repeat the same run. With `pairs`, such a method runs
 once per distinct student of the pairs (student-only entries included).
@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig
-from ..errors import UserError
-from ..method import get_method
-from ..resolve import COMMON_SCOPES, RunOptions, method_scopes, resolve_config
-from ..runner import teacher_key
-from ..scoped_sets import parse_grid, set_items, set_key, set_scope
-from ..teacher_zoo import TeacherKey
-from .chains import chain_configs, parse_chains
+from kdbench.core.errors import UserError
+from kdbench.execute.resolve import COMMON_SCOPES, RunOptions, method_scopes, resolve_config
+from kdbench.execute.runner import teacher_key
+from kdbench.spec.config import RunConfig
+from kdbench.spec.scoped_sets import parse_grid, set_items, set_key, set_scope
+from kdbench.sweep.chains import chain_configs, parse_chains
+from kdbench.teachers.zoo import TeacherKey
+from kdbench.train.method import get_method
 
 
 @dataclass
@@ -103,7 +103,7 @@ class Paths:
     zoo_dir: str | None = None
     data_root: str | None = None
     device: str = "auto"
-    cache_dir: str | None = None  # the teacher-output cache (kdbench.teacher_cache)
+    cache_dir: str | None = None  # the teacher-output cache (kdbench.teachers.output_cache)
     teacher_cache: str = "on"
 
 
@@ -122,7 +122,7 @@ class Resources:
     qos: str | None = None
     constraint: str | None = None
     sbatch: dict[str, str] = field(default_factory=dict)  # extra `#SBATCH --KEY=VALUE` lines
-    # Tasks of one run's job: nodes × tasks_per_node processes train it data-parallel (kdbench.distributed).
+    # Tasks of one run's job: nodes × tasks_per_node processes train it data-parallel (kdbench.core.distributed).
     # tasks_per_node defaults to one per GPU (at least one).
     tasks_per_node: int | None = None
     nodes: int = 1

@@ -2,7 +2,7 @@
 
 Both are `submitit.helpers.Checkpointable`: on preemption or timeout submitit calls `checkpoint()`, pickles the
 returned DelayedSubmission and requeues the job; the requeued job calls the object again. A run job then calls
-`kdbench.runner.execute` again, which resumes from the run's `checkpoint.pt` (the engine saves one every epoch
+`kdbench.execute.runner.execute` again, which resumes from the run's `checkpoint.pt` (the engine saves one every epoch
 and reseeds every epoch from (seed, epoch)), so the final metrics equal an uninterrupted run's. A teacher job
 resumes from the zoo entry's work checkpoint the same way.
 
@@ -17,22 +17,20 @@ from typing import Any
 
 import submitit
 
-from ..config import RunConfig
-from ..progress import Reporter
+from kdbench.core.progress import LineReporter, Reporter
+from kdbench.spec.config import RunConfig
 
 
 def _reporter() -> Reporter:
     # Plain lines (one per epoch) in the job's log file, not progress bars.
-    from ..cli.reporter import RichReporter
-
-    return RichReporter(enabled=False)
+    return LineReporter()
 
 
 def _set_threads(threads: int | None) -> None:
     """Match torch's threads to the CPUs the job was given (a 1-CPU SLURM task still sees every core)."""
     import torch
 
-    from ..environment import configure_threads
+    from kdbench.core.environment import configure_threads
 
     configure_threads()  # from the allocation under SLURM
     if threads and not os.environ.get("SLURM_JOB_ID"):
@@ -47,7 +45,8 @@ def _global_rank() -> int:
 
 
 class RunJob(submitit.helpers.Checkpointable):
-    """One sweep run: `kdbench.runner.execute(config)`; the record in `<results>/runs/<run_id>/` is the output."""
+    """One sweep run: `kdbench.execute.runner.execute(config)`; the record in `<results>/runs/<run_id>/` is the
+    output."""
 
     def __init__(self, config: dict[str, Any], paths: dict[str, Any], *, force: bool = False,
                  threads: int | None = None, timeout_min: float | None = None) -> None:
@@ -64,17 +63,17 @@ class RunJob(submitit.helpers.Checkpointable):
         return RunConfig.from_dict(self.config).run_id
 
     def __call__(self) -> dict[str, Any] | None:
-        from ..runner import Paths, execute
+        from kdbench.execute.runner import Paths, execute
 
         world = self.config.get("world_size", 1)
-        if world > 1:  # every task is one rank of the run (kdbench.distributed)
+        if world > 1:  # every task is one rank of the run (kdbench.core.distributed)
             return self._as_rank()
         # A one-process run in a job of several tasks: only rank 0 trains (the others would race on its record).
         if _global_rank() != 0:
             return None
-        from ..attempts import epochs_done
-        from ..records import RunStore
-        from .signals import install_sigterm_handler
+        from kdbench.store.attempts import epochs_done
+        from kdbench.store.records import RunStore
+        from kdbench.sweep.signals import install_sigterm_handler
 
         if os.environ.get("SLURM_JOB_ID"):  # not in the debug executor's own process: it must still die on SIGTERM
             install_sigterm_handler()
@@ -99,11 +98,11 @@ class RunJob(submitit.helpers.Checkpointable):
         """One rank of a data-parallel run: join the job's process group (rank, world size and master address
         from submitit's JobEnvironment), train, leave. Rank 0 logs and writes; a requeue resumes every rank
         from rank 0's checkpoint."""
-        from .. import distributed
-        from ..environment import resolve_device
-        from ..progress import NULL_REPORTER
-        from ..runner import Paths, execute
-        from .signals import install_sigterm_handler
+        from kdbench.core import distributed
+        from kdbench.core.environment import resolve_device
+        from kdbench.core.progress import NULL_REPORTER
+        from kdbench.execute.runner import Paths, execute
+        from kdbench.sweep.signals import install_sigterm_handler
 
         if os.environ.get("SLURM_JOB_ID"):
             install_sigterm_handler()
@@ -126,10 +125,10 @@ class RunJob(submitit.helpers.Checkpointable):
         The engine already saved the last finished epoch; the requeued call resumes from it. A forced run must
         not start over again after a preemption. Returning None tells submitit not to requeue.
         """
-        from .. import attempts
-        from ..records import RunStore
-        from .signals import warning_reason
-        from .time_limits import MAX_STALLED_ATTEMPTS
+        from kdbench.store import attempts
+        from kdbench.store.records import RunStore
+        from kdbench.sweep.signals import warning_reason
+        from kdbench.sweep.time_limits import MAX_STALLED_ATTEMPTS
 
         timeout_min = getattr(self, "timeout_min", None) or 60
         reason = warning_reason()
@@ -153,16 +152,16 @@ class TeacherJob(submitit.helpers.Checkpointable):
         self.threads = threads
 
     def __call__(self) -> dict[str, Any] | None:
-        from ..engine import EngineSettings
-        from ..environment import resolve_device
-        from ..runner import load_teacher_data, teacher_key
-        from ..teacher_zoo import TeacherZoo
+        from kdbench.core.environment import resolve_device
+        from kdbench.execute.runner import load_teacher_data, teacher_key
+        from kdbench.teachers.zoo import TeacherZoo
+        from kdbench.train.engine import EngineSettings
 
         if _global_rank() != 0:
             return None
         config = RunConfig.from_dict(self.config)
         if config.portable:  # before anything computes; a portable teacher is trained as the run would train it
-            from ..cpu_numerics import configure_portable
+            from kdbench.core.cpu_numerics import configure_portable
 
             configure_portable()
         else:

@@ -13,11 +13,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import RunConfig
-from ..records import RunStore
-from ..storage import sha256_file
-from ..teacher_zoo import CARD, WEIGHTS, TeacherKey, TeacherZoo
-from .grid import SweepRun, setting_value
+from kdbench.core.storage import sha256_file
+from kdbench.spec.config import RunConfig
+from kdbench.store.records import RunStore
+from kdbench.sweep.grid import SweepRun, setting_value
+from kdbench.teachers.zoo import CARD, WEIGHTS, TeacherKey, TeacherZoo
 
 DONE_STATUSES = ("completed", "diverged")
 
@@ -98,7 +98,7 @@ def make_plan(
 def runs_of_sweep(sweep: dict) -> list[SweepRun]:
     """A saved sweep's runs, rebuilt from the configs it stored (not re-resolved: defaults may have changed
     since, and a resume must finish the runs that were asked for)."""
-    from ..runner import teacher_key
+    from kdbench.execute.runner import teacher_key
 
     out = []
     for entry in sweep["runs"]:

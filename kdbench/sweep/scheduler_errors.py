@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from ..errors import UserError
-from .grid import Resources
+from kdbench.core.errors import UserError
+from kdbench.sweep.grid import Resources
 
 # (pattern in sbatch's message, option of kdbench sweep, attribute of Resources holding its value)
 _OPTIONS: tuple[tuple[str, str, str | None], ...] = (

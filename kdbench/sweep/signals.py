@@ -14,7 +14,7 @@ import signal
 import subprocess
 from types import FrameType
 
-from .. import attempts
+from kdbench.store import attempts
 
 # job states (sacct) that say why the job is being stopped
 _CAUSES = {"CANCELLED": "cancelled", "TIMEOUT": "timeout", "DEADLINE": "timeout", "PREEMPTED": "preempted"}

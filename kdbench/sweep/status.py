@@ -22,9 +22,9 @@ from typing import Any
 
 from submitit.core.utils import JobPaths
 
-from ..records import RunStore
-from ..safe_load import RefusedPickle, load_plain_pickle
-from .submit import latest_jobs
+from kdbench.core.safe_load import RefusedPickle, load_plain_pickle
+from kdbench.store.records import RunStore
+from kdbench.sweep.submit import latest_jobs
 
 STATES = ("pending", "running", "completed", "failed", "diverged", "interrupted")
 _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD"}

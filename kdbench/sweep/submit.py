@@ -32,16 +32,16 @@ from typing import Any
 
 import submitit
 
-from ..errors import UserError
-from ..records import default_results_dir
-from ..storage import atomic_write_json
-from ..teacher_zoo import default_zoo_dir
-from .chains import local_shares, parents
-from .grid import Grid, Paths, Resources, SweepRun
-from .jobs import RunJob, RunSequence, TeacherJob
-from .plan import Plan
-from .scheduler_errors import scheduler_refusal
-from .time_limits import signal_delay_s
+from kdbench.core.errors import UserError
+from kdbench.core.storage import atomic_write_json
+from kdbench.store.records import default_results_dir
+from kdbench.sweep.chains import local_shares, parents
+from kdbench.sweep.grid import Grid, Paths, Resources, SweepRun
+from kdbench.sweep.jobs import RunJob, RunSequence, TeacherJob
+from kdbench.sweep.plan import Plan
+from kdbench.sweep.scheduler_errors import scheduler_refusal
+from kdbench.sweep.time_limits import signal_delay_s
+from kdbench.teachers.zoo import default_zoo_dir
 
 EXECUTORS = ("slurm", "local", "debug")
 SCHEMA_VERSION = 1

@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..records import RunStore
-from .grid import SweepRun
+from kdbench.store.records import RunStore
+from kdbench.sweep.grid import SweepRun
 
 # What the warning must leave at least: pickling the job and `scontrol requeue` (the engine already saved the
 # last finished epoch), plus a few seconds of scheduler skew.

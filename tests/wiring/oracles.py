@@ -1,6 +1,6 @@
 """Oracles for tests/test_method_wiring.py: what each registered method's loss terms must equal.
 
-The wiring test builds every registered method (`kdbench.method.list_methods()`) on one tiny fixed batch,
+The wiring test builds every registered method (`kdbench.train.method.list_methods()`) on one tiny fixed batch,
 records with forward hooks what the student and the teacher actually computed (logits, every `feature_info`
 stage output, the classifier's input), calls `forward_train` once, and compares each returned loss term with the
 dict its oracle returns. An oracle restates the method's *wiring* from its docstring: which public loss function
@@ -42,7 +42,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kdbench.method import Batch, Distiller, MethodContext
 from kdbench.methods.at import at_loss
 from kdbench.methods.crd import CRDLoss, sample_other_class
 from kdbench.methods.dkd import dkd_loss, warmup_factor
@@ -52,6 +51,7 @@ from kdbench.methods.kd import kd_loss
 from kdbench.methods.pkt import pkt_loss
 from kdbench.methods.rkd import rkd_angle_loss, rkd_distance_loss
 from kdbench.models.features import Features
+from kdbench.train.method import Batch, Distiller, MethodContext
 
 # Tiny timm models (0.4 M / 0.1 M parameters) with feature_info and a classifier, differing in every width.
 DEFAULT_TEACHER = "test_efficientnet"

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
-from ._common import CifarNet, build, cifar_cfgs, feature
+from kdbench.models.cifar._common import CifarNet, build, cifar_cfgs, feature
 
 # (expansion t, channels c, blocks n, first stride s) per group, as the paper's Table 2 with CIFAR strides.
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
-from ._common import CifarNet, build, cifar_cfgs, feature
+from kdbench.models.cifar._common import CifarNet, build, cifar_cfgs, feature
 
 
 def _conv_bn(in_chs: int, out_chs: int, kernel: int, stride: int = 1) -> tuple[nn.Conv2d, nn.BatchNorm2d]:

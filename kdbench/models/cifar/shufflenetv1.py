@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
-from ._common import CifarNet, build, cifar_cfgs, feature
+from kdbench.models.cifar._common import CifarNet, build, cifar_cfgs, feature
 
 
 class ChannelShuffle(nn.Module):

@@ -23,8 +23,8 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
-from ._common import CifarNet, build, cifar_cfgs, feature
-from .shufflenetv1 import ChannelShuffle
+from kdbench.models.cifar._common import CifarNet, build, cifar_cfgs, feature
+from kdbench.models.cifar.shufflenetv1 import ChannelShuffle
 
 
 def _conv_bn(

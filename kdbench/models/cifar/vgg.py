@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
-from ._common import CifarNet, build, cifar_cfgs, feature
+from kdbench.models.cifar._common import CifarNet, build, cifar_cfgs, feature
 
 # Filters per conv layer of each block, for the CIFAR VGGs' configurations (S = the 8-layer one).
 CONFIGS: dict[str, tuple[tuple[int, ...], ...]] = {

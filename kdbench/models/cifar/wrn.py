@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from timm.models import register_model
 
-from ._common import CifarNet, build, cifar_cfgs, feature
+from kdbench.models.cifar._common import CifarNet, build, cifar_cfgs, feature
 
 
 def _conv3x3(in_chs: int, out_chs: int, stride: int = 1) -> nn.Conv2d:

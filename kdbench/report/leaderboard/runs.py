@@ -1,0 +1,166 @@
+"""Preparing and filtering the runs DataFrame: the columns every table reads and the keys that decide which runs
+may share a cell (everything that changes numbers except the seed)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from kdbench.core.errors import UserError, unknown_name
+from kdbench.report.leaderboard.board import METRICS, TEACHER_METRIC
+
+# Columns that load_runs may not provide (older records); filled with None so every table still builds.
+OPTIONAL_COLUMNS = (
+    "teacher", "recipe", "seed", "method_params", "student_params", "data_params", "recipe_params",
+    "teacher_recipe_params", "teacher_params", "teacher_ckpt_sha256", "teacher_seed", "amp", "channels_last",
+    "param_groups", "teacher_data",
+    "teacher_sha256", "timing.train_s", "inference.s_per_image", "inference.batch_size", "inference.device",
+    "student_info.params", "student_info.layers", "best_epoch", "epochs", "finished_at", *METRICS,
+    *TEACHER_METRIC.values(), "best_selected_on", "val_top1_best", "transductive", "eval.batch_size",
+    "teacher_at_inference", "data.num_test",
+)
+
+
+def is_missing(value: Any) -> bool:
+    """None or NaN (a cell pandas left empty); a dict or list is never missing."""
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):  # dicts, lists
+        return False
+
+
+def clean(value: Any) -> Any:
+    """The value, or None when it is missing."""
+    return None if is_missing(value) else value
+
+
+def canon(value: Any) -> str:
+    """A canonical string of a value (sorted-key JSON): equal settings give equal keys."""
+    return json.dumps(clean(value), sort_keys=True, default=str)
+
+
+def pair_label(teacher: Any, student: Any) -> str:
+    """"resnet152 → gnn2" for a distilled run; just the student for one trained alone."""
+    return str(student) if is_missing(teacher) else f"{teacher} → {student}"
+
+
+def prepare_runs(runs: pd.DataFrame, row_recipe_fields: Sequence[str] = ()) -> pd.DataFrame:
+    """The runs with every column a table reads (missing ones as None) plus derived ones: `pair`, the
+    setting keys that decide which runs may share a cell, and `variant` (hyperparameters as a dict).
+
+    `row_recipe_fields` moves those recipe fields from the column setting to the row variant (`recipe.KEY`)."""
+    df = runs.copy().reset_index(drop=True)
+    for col in ("run_id", "status", "method", "student", "dataset", *OPTIONAL_COLUMNS):
+        if col not in df.columns:
+            df[col] = None
+    df = df.astype({c: object for c in df.columns})
+    df["pair"] = [pair_label(t, s) for t, s in zip(df["teacher"], df["student"], strict=True)]
+    records = df.to_dict("records")
+    settings = [_setting(r) for r in records]
+    variants = [_variant(r) for r in records]
+    for s, v in zip(settings, variants, strict=True):
+        for key in row_recipe_fields:
+            if key in s["recipe"]:
+                v[f"recipe.{key}"] = s["recipe"].pop(key)
+    df["_setting"] = settings
+    # Which runs may share a cell: everything that changes numbers except the seeds.
+    df["_student_key"] = [
+        canon([r["dataset"], r["student"], s["data"], s["recipe"], s["amp"], s["channels_last"], s["best_on"]])
+        for r, s in zip(df.to_dict("records"), settings, strict=True)
+    ]
+    df["_col_key"] = [
+        canon([sk, r["teacher"], s["teacher_recipe"], s["teacher_ckpt"], s["teacher_params"],
+               *([s["teacher_data"]] if s["teacher_data"] else [])])
+        for sk, r, s in zip(df["_student_key"], df.to_dict("records"), settings, strict=True)
+    ]
+    df["variant"] = variants
+    df["_row_key"] = [canon([m, v]) for m, v in zip(df["method"], df["variant"], strict=True)]
+    return df
+
+
+def selection_of(value: Any) -> str:
+    """A record's `best_selected_on`; records from before validation splits chose on test."""
+    return "val" if clean(value) == "val" else "test"
+
+
+def is_flag_set(value: Any) -> bool:
+    """A yes/no cell of the runs DataFrame (`transductive`, see kdbench.train.transductive; `teacher_at_inference`, see
+    kdbench.report.results); missing (older records) = False."""
+    return bool(clean(value) or False)
+
+
+def _setting(r: dict[str, Any]) -> dict[str, Any]:
+    recipe = dict(clean(r.get("recipe_params")) or {"name": clean(r.get("recipe"))})  # a copy: may be edited
+    return {
+        "data": clean(r.get("data_params")) or {},
+        "recipe": recipe,
+        "teacher_recipe": clean(r.get("teacher_recipe_params")),
+        "teacher_ckpt": clean(r.get("teacher_ckpt_sha256")),
+        "teacher_params": clean(r.get("teacher_params")) or {},
+        # What the zoo teacher trained on (kdbench.report.results.teacher_data_of): the control column is told apart.
+        "teacher_data": clean(r.get("teacher_data")) or {},
+        "param_groups": clean(r.get("param_groups")) or {},
+        "amp": bool(clean(r.get("amp")) or False),
+        "channels_last": bool(clean(r.get("channels_last")) or False),
+        # The split that chose the best epoch is part of what a cell means: never average across it.
+        "best_on": selection_of(r.get("best_selected_on")),
+    }
+
+
+def _variant(r: dict[str, Any]) -> dict[str, Any]:
+    out = dict(clean(r.get("method_params")) or {})
+    out.update({f"student.{k}": v for k, v in (clean(r.get("student_params")) or {}).items()})
+    return out
+
+
+def parse_where(text: str | None) -> list[tuple[str, bool, list[str]]]:
+    """`"method=kd|crd,dataset!=fake"` → [(column, equal?, values)]; comma = AND, `|` = OR within a column."""
+    out = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.fullmatch(r"([^=!]+?)\s*(!=|=)\s*(.*)", part)
+        if not m:
+            raise UserError(f"--where expects COLUMN=VALUE[,COLUMN=VALUE…] (e.g. method=kd,dataset=digits), "
+                            f"got '{part}'")
+        out.append((m.group(1).strip(), m.group(2) == "=", [v.strip() for v in m.group(3).split("|")]))
+    return out
+
+
+def _matches(cell: Any, values: list[str]) -> bool:
+    for v in values:
+        if is_missing(cell):
+            if v.lower() in ("", "none", "null"):
+                return True
+            continue
+        if str(cell) == v:
+            return True
+        if isinstance(cell, int | float) and not isinstance(cell, bool):
+            try:
+                if float(v) == float(cell):
+                    return True
+            except ValueError:
+                pass
+    return False
+
+
+def filter_runs(runs: pd.DataFrame, where: str | None) -> pd.DataFrame:
+    """The runs matching every `COLUMN=VALUE` clause of `where` (any column of the runs DataFrame)."""
+    clauses = parse_where(where)
+    if not clauses:
+        return runs
+    columns = [c for c in runs.columns if not c.startswith("_")]
+    keep = pd.Series(True, index=runs.index)
+    for col, equal, values in clauses:
+        if col not in columns:
+            raise unknown_name("--where column", col, columns, max_listed=60)
+        hit = runs[col].map(lambda cell, values=values: _matches(cell, values)).astype(bool)
+        keep &= hit if equal else ~hit
+    return runs[keep]

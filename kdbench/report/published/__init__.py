@@ -1,0 +1,68 @@
+"""Published CIFAR-100 results (top-1 %, test set) that kdbench compares itself against, shipped as data.
+
+`published.csv` holds one row per published number:
+
+- `paper`: `crd`, `dkd` or `hkd` (see PAPERS); `table`: where the number is printed (CRD: Table 1 = same
+  architecture, Table 2 = cross architecture; DKD and HKD: their authors' README).
+- `dataset`, `teacher`, `student`: kdbench names (the CRD codebase's `resnet8x4` is kdbench's `cifar_resnet8x4`).
+- `method`: a kdbench method name (`kd`, `fitnet`, `at`, `rkd`, `pkt`, `crd`, `crd+kd`, `dkd`, `rkd+kd`, `hkd`,
+  `hkd+kd`). Two rows of each pair are not distillation methods, and are named as kdbench's leaderboard names
+  them: `teacher` is the teacher alone (the papers' "Teacher" column) and `ce` the student trained alone with
+  cross-entropy (the papers' "Student" column). Both keep the teacher → student pair they are printed under.
+- `top1`: the published mean; `std`: its standard deviation where the paper gives one (for CRD only the values its
+  appendix tables give for resnet32x4 → resnet8x4); `runs`: how many runs the mean is over, where stated (CRD:
+  5 in Table 1, 3 in Table 2; DKD: 5; not stated for teachers, which are single checkpoints, nor by HKD).
+- `epoch`: `last` (accuracy after the last epoch: CRD, per its repository's issue #16), `best` (best test accuracy
+  over all epochs: DKD) or `unstated` (HKD). A number is only ever compared with ours at the same convention.
+  DKD's table copies its KD column from CRD, so those rows are `last` while its DKD rows are `best`.
+- `source`, `note`: where the number comes from and what to know about it.
+"""
+
+from __future__ import annotations
+
+import io
+from importlib import resources
+
+import pandas as pd
+
+from kdbench.core.errors import unknown_name
+
+PAPERS = {
+    "crd": "Tian, Krishnan, Isola 2020, Contrastive Representation Distillation (ICLR), Tables 1 and 2",
+    "dkd": "Zhao et al. 2022, Decoupled Knowledge Distillation (CVPR), as in the mdistiller README",
+    "hkd": "Zhou et al. 2021, Distilling Holistic Knowledge with Graph Neural Networks (ICCV), as in its README",
+}
+COLUMNS = ("paper", "table", "dataset", "teacher", "student", "method", "top1", "std", "runs", "epoch", "source",
+           "note")
+# Which of our metrics a published number is compared with; an `unstated` convention is compared with neither.
+EPOCH_METRIC = {"last": "top1_last", "best": "top1_best"}
+EPOCHS = (*EPOCH_METRIC, "unstated")
+EPOCH_WORDS = {
+    "last": "accuracy after the last epoch",
+    "best": "best test accuracy over all epochs",
+    "unstated": "the paper does not say whether it reports the last or the best epoch",
+}
+
+
+def published_csv() -> str:
+    """The shipped table as CSV text."""
+    return resources.files(__name__).joinpath("published.csv").read_text(encoding="utf-8")
+
+
+def load_published(paper: str | None = None) -> pd.DataFrame:
+    """The published numbers (all papers, or one of PAPERS) as a DataFrame in the file's order.
+
+    `top1` and `std` are floats (std NaN where not given); `runs` is a nullable integer.
+
+    >>> load_published("crd").query("student == 'cifar_resnet8x4' and method == 'crd'")["top1"].item()
+    75.51
+    """
+    if paper is not None and paper not in PAPERS:
+        raise unknown_name("paper", paper, PAPERS)
+    df = pd.read_csv(io.StringIO(published_csv()), dtype={c: str for c in COLUMNS}, keep_default_na=False)
+    df["top1"] = df["top1"].astype(float)
+    df["std"] = pd.to_numeric(df["std"].replace("", None), errors="raise").astype(float)
+    df["runs"] = pd.array([int(v) if v else None for v in df["runs"]], dtype="Int64")
+    if paper is not None:
+        df = df[df["paper"] == paper].reset_index(drop=True)
+    return df

@@ -1,0 +1,5 @@
+"""store: what a run leaves behind.
+
+Records (content-hashed run ids, atomic writes, never overwritten by another config), attempts, exports and the
+code fingerprint that keys a record to the code that made its numbers.
+"""

@@ -1,0 +1,165 @@
+"""Run records: `<results-dir>/runs/<run_id>/` with `result.json`, `metrics.jsonl` and `checkpoint.pt`.
+
+`result.json` is the source of truth for a run's state (running / completed / failed / diverged); a
+leaderboard or a sweep's status is a pure function of these files. Every write is atomic. A record is never
+overwritten by a different config: the run id is the config's hash, and a mismatch is refused loudly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from kdbench.core import distributed
+from kdbench.core.errors import UserError
+from kdbench.core.storage import atomic_write_json, atomic_write_text
+from kdbench.spec.config import RunConfig
+from kdbench.store.fingerprint import code_fingerprint
+
+SCHEMA_VERSION = 1
+# `interrupted`: stopped by the scheduler (time limit, preemption, scancel); it resumes from its checkpoint.
+STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
+
+
+def default_results_dir() -> Path:
+    return Path(os.environ.get("KDBENCH_RESULTS", "results")).expanduser()
+
+
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A `result.json` that is not a readable record (truncated, not JSON, not a record)."""
+
+    run_id: str
+    path: Path
+    reason: str
+
+    def describe(self) -> str:
+        return f"run {self.run_id}: {self.path} is unreadable ({self.reason})"
+
+
+def _check_folder(root: Path) -> None:
+    """A results dir that is (or lies under) a file is a one-line UserError, not an OSError later."""
+    for folder in (root, *root.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                what = "is a file" if folder == root else f"lies under {folder}, which is a file"
+                raise UserError(f"results dir {root} {what}, not a folder: pass --results-dir a folder "
+                                "(it is created if missing)")
+            return
+
+
+class RunStore:
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_results_dir()
+        _check_folder(self.root)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+    def result_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "result.json"
+
+    def checkpoint_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "checkpoint.pt"
+
+    def metrics_path(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / "metrics.jsonl"
+
+    def load(self, run_id: str) -> dict[str, Any] | None:
+        """The run's record; None if it has none. An unreadable record is a UserError naming the file."""
+        path = self.result_path(run_id)
+        if not path.exists():
+            return None
+        record = _read_record(path)
+        if isinstance(record, str):
+            raise UserError(f"run {run_id}: {path} is unreadable ({record}); delete {path.parent} to run it afresh")
+        return record
+
+    def status(self, run_id: str) -> str | None:
+        record = self.load(run_id)
+        return record["status"] if record else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not distributed.is_main():  # a data-parallel run's record is rank 0's to write
+            return
+        run_id = record["run_id"]
+        existing = self.load(run_id)
+        if existing is not None and existing.get("config") != record.get("config"):
+            raise UserError(
+                f"refusing to overwrite run {run_id}: {self.result_path(run_id)} holds a different config"
+            )
+        atomic_write_json(self.result_path(run_id), record)
+
+    def older_code_runs(self, config: RunConfig) -> list[str]:
+        """Run ids of completed records of `config` made by other code (the same config but for its `code`)."""
+        if not config.code:
+            return []
+        same = config.without_code().to_dict()
+        out = []
+        for record in self.iter_records():
+            try:
+                other = RunConfig.from_dict(record.get("config") or {})
+            except (TypeError, KeyError, ValueError):  # not a config this version can read
+                continue
+            if record["status"] == "completed" and other.code != config.code and other.without_code().to_dict() == same:
+                out.append(record["run_id"])
+        return out
+
+    def write_metrics(self, run_id: str, history: list[Any]) -> None:
+        # Rewritten whole from the engine's history, so a resumed run never duplicates epochs.
+        if not distributed.is_main():
+            return
+        lines = [json.dumps(asdict(r) if not isinstance(r, dict) else r, sort_keys=True) for r in history]
+        atomic_write_text(self.metrics_path(run_id), "".join(line + "\n" for line in lines))
+
+    def iter_records(self) -> list[dict[str, Any]]:
+        """Every readable record (see :meth:`scan` for the unreadable ones)."""
+        return self.scan()[0]
+
+    def scan(self) -> tuple[list[dict[str, Any]], list[UnreadableRecord]]:
+        """Every record under `runs/`, and every `result.json` that could not be read (with the reason)."""
+        runs = self.root / "runs"
+        if not runs.is_dir():
+            return [], []
+        records, unreadable = [], []
+        for path in sorted(runs.glob("*/result.json")):
+            record = _read_record(path)
+            if isinstance(record, str):
+                unreadable.append(UnreadableRecord(path.parent.name, path, record))
+            else:
+                records.append(record)
+        return records, unreadable
+
+
+def _read_record(path: Path) -> dict[str, Any] | str:
+    """The record in `path`, or why it cannot be read. Records are written atomically, so an unreadable one was
+    damaged by something else (a full disk on a copy, a hand edit, a sync tool)."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return " ".join(f"{type(e).__name__}: {e}".split())[:200]
+    if not isinstance(record, dict) or not isinstance(record.get("run_id"), str) or "status" not in record:
+        return "not a run record (no run_id or status)"
+    return record
+
+
+def new_record(config: RunConfig) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "run_id": config.run_id,
+        "status": "running",
+        "method": config.method,
+        "teacher": config.teacher,
+        "student": config.student,
+        "dataset": config.dataset,
+        "seed": config.seed,
+        "recipe": config.recipe.name,
+        "config": config.to_dict(),
+        # The code that made the numbers (kdbench.store.fingerprint): the leaderboard averages only current code's runs.
+        "code": code_fingerprint(config.method),
+        "metrics": None,
+        "teacher_metrics": None,
+    }
