@@ -1,21 +1,26 @@
 """The code fingerprint of a method: which code made a run's numbers, so a record is reused (and averaged on the
 leaderboard) only for the code that is here now.
 
-Two halves, each covering what the other cannot:
+The rule: **a fingerprint follows the code a method's losses are made of, by content, not by location.**
 
-- **the method's code, hashed automatically.** The module that defines the method's Distiller class (a built-in
-  `methods/*.py` or a third-party plugin registered through the `kdbench.methods` entry point), and every
-  `kdbench.*` module it imports, transitively within kdbench (found from the modules' import statements, not
-  the whole package). A method that distils from a zoo teacher also covers the `ce` method's modules, through
-  which the zoo trains its teachers. The hash is of the parsed source with docstrings removed (`ast.dump`), so
-  comments, docstrings and formatting do not change it; any change to code does, even one that happens not to
-  change the numbers (a fresh run costs compute, never a wrong comparison).
-- **the harness's numbers, by hand: :data:`RESULTS_VERSION`.** The engine, data pipeline, recipes, models and
-  evaluator are not imported by a method, so an edit there is not in the hash above. Every change to them that
-  alters numbers (a different augmentation, a fixed bug in the evaluator, a new default recipe field) must raise
-  RESULTS_VERSION by one in the same commit, and regenerate the reference records (`bash results/regenerate.sh`,
-  `bash results/canary.sh`). `tests/test_results_version.py` reruns small committed canary records and fails
-  when their numbers changed while RESULTS_VERSION did not.
+- **What is hashed.** The module that defines the method's Distiller class (a built-in `methods/*.py` or a
+  third-party plugin registered through the `kdbench.methods` entry point) and, followed transitively, every module
+  it imports from the layers where losses and the pieces they are computed on live: the methods layer
+  (`kdbench.methods`, or the plugin's own top-level package) and the models layer (`kdbench.models`: feature taps,
+  graph learners, architectures a method builds itself). Imports of the harness layers below — core, spec, data,
+  train (the engine, evaluator, optimizer and the Distiller base class) — are not followed: their numbers are
+  versioned by hand (next point). A method that distils from a zoo teacher also covers the `ce` method's code,
+  through which the zoo trains its teachers.
+- **How.** Each module counts as the hash of its syntax tree without docstrings (`ast.dump`), so comments,
+  docstrings and layout change nothing, while any change to code does (even one that happens not to change the
+  numbers: a fresh run costs compute, never a wrong comparison). An import of a kdbench module (or of the
+  plugin's own package) is hashed as the names it imports, not the path it imports them from, and the fingerprint
+  is a hash of the modules' sorted hashes, not of their names: moving or renaming a module is not a code change.
+- **The harness's numbers, by hand: :data:`RESULTS_VERSION`.** Every change to the engine, data pipeline,
+  recipes, models or evaluator that alters numbers must raise RESULTS_VERSION by one in the same commit and
+  regenerate the reference records (`bash results/regenerate.sh`, `bash results/canary.sh`).
+  `tests/test_results_version.py` reruns small committed canary records and fails when their numbers changed
+  while RESULTS_VERSION did not.
 """
 
 from __future__ import annotations
@@ -41,8 +46,14 @@ from typing import Any
 RESULTS_VERSION: int = 4
 
 FINGERPRINT_LENGTH = 12
-# The method teachers are trained with (kdbench.teacher_zoo): its code shapes every zoo teacher.
+# The method teachers are trained with (kdbench.teachers.zoo): its code shapes every zoo teacher.
 TEACHER_METHOD = "ce"
+
+
+# The layers a fingerprint follows imports into (besides the method's own package): where losses are computed.
+FOLLOWED_PACKAGES = ("kdbench.methods", "kdbench.models")
+# The name every kdbench import is hashed under, whatever module it names (a move is not a code change).
+_KDBENCH = "kdbench"
 
 
 def _strip_docstrings(tree: ast.AST) -> ast.AST:
@@ -56,13 +67,38 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-def _tree_hash(tree: ast.AST) -> str:
-    """sha256 of a syntax tree without docstrings (strips them from `tree` in place)."""
-    return hashlib.sha256(ast.dump(_strip_docstrings(tree)).encode()).hexdigest()
+def _is_kdbench(name: str) -> bool:
+    return name == _KDBENCH or name.startswith(f"{_KDBENCH}.")
+
+
+def _forget_locations(tree: ast.AST, packages: tuple[str, ...]) -> ast.AST:
+    """Rewrite every import from `packages` (kdbench, and a plugin's own package) to import the same names from the
+    package's name alone, in place: where a module lives is not part of the code (its content is, when the
+    fingerprint follows it)."""
+    def inside(name: str) -> str | None:
+        return next((p for p in packages if name == p or name.startswith(f"{p}.")), None)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:  # relative: inside the module's own package
+            node.module, node.level = packages[-1], 0
+        elif isinstance(node, ast.ImportFrom) and node.module and inside(node.module):
+            node.module = inside(node.module)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                alias.name = inside(alias.name) or alias.name
+    return tree
+
+
+def _tree_hash(tree: ast.AST, own_package: str = _KDBENCH) -> str:
+    """sha256 of a syntax tree without docstrings or the paths of kdbench (and own-package) imports (rewrites
+    `tree` in place)."""
+    packages = tuple(dict.fromkeys((_KDBENCH, own_package)))
+    return hashlib.sha256(ast.dump(_forget_locations(_strip_docstrings(tree), packages)).encode()).hexdigest()
 
 
 def normalised_source_hash(source: str) -> str:
-    """sha256 of the source's syntax tree without docstrings: blind to comments, docstrings and layout."""
+    """sha256 of the source's syntax tree without docstrings: blind to comments, docstrings, layout and the paths of
+    kdbench imports."""
     return _tree_hash(ast.parse(source))
 
 
@@ -74,10 +110,6 @@ def _module_file(name: str) -> Path | None:
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):
         return None
     return Path(spec.origin)
-
-
-def _is_kdbench(name: str) -> bool:
-    return name == "kdbench" or name.startswith("kdbench.")
 
 
 def _imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
@@ -96,28 +128,48 @@ def _imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
                 base = node.module or ""
             for alias in node.names:  # `from pkg import sub` imports a module; `from mod import name` does not
                 candidate = f"{base}.{alias.name}"
-                out.add(candidate if _is_kdbench(candidate) and _module_file(candidate) else base)
+                out.add(candidate if _module_file(candidate) else base)
     return {name for name in out if name}
 
 
 @functools.cache
 def _module_hash_and_imports(name: str, path: Path) -> tuple[str, frozenset[str]]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    imports = _imported_modules(tree, name, path.name == "__init__.py")  # before the docstrings are stripped
-    return _tree_hash(tree), frozenset(imports)
+    imports = _imported_modules(tree, name, path.name == "__init__.py")  # before the tree is rewritten
+    return _tree_hash(tree, name.split(".")[0]), frozenset(imports)
 
 
-def _closure(name: str, path: Path, sources: dict[str, str]) -> None:
-    """Hash module `name` (at `path`) into `sources`, then every kdbench module it imports, transitively."""
-    if name in sources:
-        return
-    digest, imports = _module_hash_and_imports(name, path)
-    sources[name] = digest
-    for imported in sorted(imports):
-        if _is_kdbench(imported) and imported not in sources:
-            file = _module_file(imported)
-            if file is not None:
-                _closure(imported, file, sources)
+def _follows(imported: str, own_package: str) -> bool:
+    """Whether the fingerprint follows an import into `imported`: the method's own package (a plugin's), the
+    methods layer or the models layer."""
+    packages = (*FOLLOWED_PACKAGES, *([own_package] if not _is_kdbench(own_package) else []))
+    return any(imported == p or imported.startswith(f"{p}.") for p in packages)
+
+
+def module_sources(name: str, path: Path, sources: dict[str, str] | None = None) -> dict[str, str]:
+    """`{module: sha256}` of module `name` (at `path`) and every module it imports that the fingerprint follows,
+    transitively (see the module docstring)."""
+    sources = {} if sources is None else sources
+    own_package = name.split(".")[0]
+    pending = [(name, path)]
+    while pending:
+        current, file = pending.pop()
+        if current in sources:
+            continue
+        digest, imports = _module_hash_and_imports(current, file)
+        sources[current] = digest
+        for imported in sorted(imports):
+            if imported not in sources and _follows(imported, own_package):
+                found = _module_file(imported)
+                if found is not None:
+                    pending.append((imported, found))
+    return sources
+
+
+def combine(sources: dict[str, str]) -> str:
+    """The fingerprint of a set of module hashes: their sorted contents with RESULTS_VERSION, never their names."""
+    blob = "\n".join([f"results_version={RESULTS_VERSION}", *sorted(sources.values())])
+    return hashlib.sha256(blob.encode()).hexdigest()[:FINGERPRINT_LENGTH]
 
 
 def _method_sources(method_name: str, sources: dict[str, str]) -> None:
@@ -135,7 +187,7 @@ def _method_sources(method_name: str, sources: dict[str, str]) -> None:
             digest = hashlib.sha256(spec.cls.__qualname__.encode()).hexdigest()
         sources[f"{spec.cls.__module__}.{spec.cls.__qualname__}"] = digest
         return
-    _closure(module.__name__, Path(file), sources)
+    module_sources(module.__name__, Path(file), sources)
 
 
 @functools.cache
@@ -146,15 +198,14 @@ def _fingerprint(method_name: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     _method_sources(method_name, sources)
     if get_method(method_name).needs_teacher and method_name != TEACHER_METHOD:
         _method_sources(TEACHER_METHOD, sources)
-    items = tuple(sorted(sources.items()))
-    blob = "\n".join([f"results_version={RESULTS_VERSION}", *(f"{m}={h}" for m, h in items)])
-    return hashlib.sha256(blob.encode()).hexdigest()[:FINGERPRINT_LENGTH], items
+    return combine(sources), tuple(sorted(sources.items()))
 
 
 def code_fingerprint(method_name: str) -> dict[str, Any]:
     """`{"fingerprint", "results_version", "sources": {module: sha256}}` of the method's code (cached per process).
 
-    `fingerprint` is a short sha256 over RESULTS_VERSION and the sources' hashes; it is part of every run id."""
+    `fingerprint` is a short sha256 over RESULTS_VERSION and the sources' hashes (not their names); it is part of
+    every run id. `sources` names the modules hashed, for a person reading the record."""
     fingerprint, items = _fingerprint(method_name)
     return {"fingerprint": fingerprint, "results_version": RESULTS_VERSION,
             "sources": {m: h[:FINGERPRINT_LENGTH] for m, h in items}}
