@@ -17,9 +17,9 @@ import torch.nn as nn
 from fixtures_data import patch_md5, write_cifar100
 
 import kdbench
+from kdbench import _AfterTimmImport, register_cifar_models_with_timm
 from kdbench.data.cifar import CIFAR100Files
 from kdbench.models import FeatureTap, count_weight_layers, create_model
-from kdbench.models.timm_hook import _AfterTimmImport, register_cifar_models_with_timm
 from kdbench.models.zoo import student_lr_scale
 
 PARAMS = {

@@ -24,7 +24,7 @@ from kdbench.core.registry import Registry
 ModelBuilder = Callable[..., nn.Module]
 
 # `cifar` registers its architectures in timm's registry (imported by kdbench.models itself), not in this one.
-_NOT_ARCHITECTURES = {"zoo", "features", "stem", "cifar", "crd_checkpoint", "state_dicts", "timm_hook"}
+_NOT_ARCHITECTURES = {"zoo", "features", "stem", "cifar", "crd_checkpoint", "state_dicts"}
 
 
 def _load_custom_models() -> None:

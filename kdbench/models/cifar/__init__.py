@@ -11,7 +11,7 @@ tables use (the original's name in brackets where it differs):
 
 Parameter counts and state-dict keys equal the original classes' (checkpoints load as saved). The common timm
 interface, `feature_info` and the pre-activation option are described in `_common.py`. `kdbench.models`
-imports this package, and `import kdbench` arranges for it to be imported when timm is (`kdbench.models.timm_hook`).
+imports this package, and `import kdbench` arranges for it to be imported when timm is (`kdbench/__init__.py`).
 """
 
 from kdbench.models.cifar import mobilenetv2, resnet, shufflenetv1, shufflenetv2, vgg, wrn  # noqa: F401
