@@ -7,8 +7,10 @@ starts after those teacher jobs succeeded. Submitting the same sweep again submi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,9 @@ from kdbench.core.errors import UserError
 from kdbench.spec.scoped_sets import parse_grid, set_items, set_key
 from kdbench.sweep.chains import parents
 from kdbench.sweep.grid import (
+    Grid,
     Paths,
+    Resources,
     at_world_size,
     expand,
     grid_from_options,
@@ -49,8 +53,88 @@ from kdbench.sweep.grid import (
 )
 from kdbench.sweep.plan import Plan, make_plan, plan_entries, runs_of_sweep
 from kdbench.sweep.status import SweepState, env_poll_s, sweep_state, wait_for_sweep
-from kdbench.sweep.submit import absolute_paths, choose_executor, load_sweep, new_sweep, submit_plan
+from kdbench.sweep.submit import Submitted, absolute_paths, choose_executor, load_sweep, new_sweep, submit_plan
 from kdbench.sweep.time_limits import limit_warnings
+
+
+@dataclass(frozen=True)
+class GridSelection:
+    """What to run: the flags that make the grid and the `kdbench run` options every run shares, as typed (None or
+    empty: not given, the sweep file's value holds)."""
+
+    methods: str | None = None
+    teachers: str | None = None
+    students: str | None = None
+    pairs: str | None = None
+    chains: list[str] | None = None
+    datasets: str | None = None
+    seeds: str | None = None
+    teacher_seed: int | None = None
+    epochs: int | None = None
+    teacher_epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    sets: list[str] | None = None
+    grid: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class SweepPlaces:
+    """Where the runs read and write, and on what device: the same for every run, left out of their ids."""
+
+    results_dir: Path | None = None
+    zoo_dir: Path | None = None
+    data_root: Path | None = None
+    device: str | None = None
+    teacher_cache: str | None = None
+    cache_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerFlags:
+    """How the jobs run: the executor and the resources each job asks the scheduler for."""
+
+    executor: str | None = None
+    partition: str | None = None
+    gpus_per_node: int | None = None
+    tasks_per_node: int | None = None
+    nodes: int | None = None
+    sync_bn: bool = False
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    timeout_min: int | None = None
+    max_requeues: int | None = None
+    array_parallelism: int | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    sbatch: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class SweepActions:
+    """What this invocation does with the sweep: which one (a file, or a saved sweep to resume), and whether it
+    submits, prints JSON, or waits."""
+
+    config: Path | None = None
+    resume: str | None = None
+    force: bool = False
+    dry_run: bool = False
+    as_json: bool = False
+    wait: bool = False
+
+    def check(self) -> None:
+        if self.as_json and not self.dry_run:
+            raise UserError("--json prints the plan of a dry run: add --dry-run")
+
+
+def sweep_flags(selection: GridSelection, places: SweepPlaces, scheduler: SchedulerFlags) -> dict[str, Any]:
+    """The command line's sweep options by sweep-file key, None where a flag was not given (an empty list and an
+    unset --sync-bn included), so that the sweep file's value holds there."""
+    flags = {**dataclasses.asdict(selection), **dataclasses.asdict(places), **dataclasses.asdict(scheduler)}
+    for key in ("chains", "sets", "grid", "sbatch", "sync_bn"):
+        flags[key] = flags[key] or None
+    return flags
 
 
 def _merge(file_options: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:
@@ -183,48 +267,83 @@ def sweep_command(
 
       kdbench sweep --resume 20250101-120000-ab12
     """
-    cli = {"methods": methods, "teachers": teachers, "students": students, "pairs": pairs, "chains": chains or None,
-           "datasets": datasets,
-           "seeds": seeds,
-           "teacher_seed": teacher_seed, "epochs": epochs, "teacher_epochs": teacher_epochs,
-           "batch_size": batch_size, "lr": lr, "sets": sets, "grid": grids,
-           "results_dir": results_dir, "zoo_dir": zoo_dir,
-           "data_root": data_root, "device": device, "teacher_cache": teacher_cache, "cache_dir": cache_dir,
-           "executor": executor, "partition": partition,
-           "gpus_per_node": gpus_per_node, "tasks_per_node": tasks_per_node, "nodes": nodes,
-           "sync_bn": sync_bn or None,  # None: the sweep file's value, if any
-           "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
-           "timeout_min": timeout_min, "max_requeues": max_requeues,
-           "array_parallelism": array_parallelism, "account": account, "qos": qos,
-           "constraint": constraint, "sbatch": sbatch}
-    if as_json and not dry_run:
-        raise UserError("--json prints the plan of a dry run: add --dry-run")
-    if resume:
-        sweep, plan, reason = _resume_plan(resume, cli, force)
-    else:
-        options = _merge(load_sweep_file(config) if config else {}, cli)
-        grid = grid_from_options(options)
-        paths = absolute_paths(paths_from_options(options))
-        resources = resources_from_options(options)
-        runs = at_world_size(expand(grid), resources.world_size, resources.sync_bn)
-        kind, reason = choose_executor(options.get("executor"))
-        plan = make_plan(runs, paths.results_dir, paths.zoo_dir, force=force)
-        sweep = new_sweep(grid, paths, resources, kind, reason, runs)
+    selection = GridSelection(
+        methods=methods, teachers=teachers, students=students, pairs=pairs, chains=chains, datasets=datasets,
+        seeds=seeds, teacher_seed=teacher_seed, epochs=epochs, teacher_epochs=teacher_epochs,
+        batch_size=batch_size, lr=lr, sets=sets, grid=grids)
+    places = SweepPlaces(results_dir=results_dir, zoo_dir=zoo_dir, data_root=data_root, device=device,
+                         teacher_cache=teacher_cache, cache_dir=cache_dir)
+    scheduler = SchedulerFlags(
+        executor=executor, partition=partition, gpus_per_node=gpus_per_node, tasks_per_node=tasks_per_node,
+        nodes=nodes, sync_bn=sync_bn, cpus_per_task=cpus_per_task, mem_gb=mem_gb, timeout_min=timeout_min,
+        max_requeues=max_requeues, array_parallelism=array_parallelism, account=account, qos=qos,
+        constraint=constraint, sbatch=sbatch)
+    actions = SweepActions(config=config, resume=resume, force=force, dry_run=dry_run, as_json=as_json, wait=wait)
+    run_sweep(sweep_flags(selection, places, scheduler), actions)
+
+
+def run_sweep(flags: dict[str, Any], actions: SweepActions) -> None:
+    """Plan the sweep, show the plan, then (unless a dry run or nothing is left to do) submit it and, with --wait
+    or on the debug executor, report how its runs ended; exit 1 if one failed."""
+    actions.check()
+    sweep, plan, reason = plan_sweep(flags, actions)
+    show_plan(sweep, plan, reason, as_json=actions.as_json)
+    if actions.dry_run:
+        console.print("dry run: nothing submitted", highlight=False)
+        return
+    if plan.empty:
+        console.print(f"nothing to submit: all {len(plan.runs)} runs are done or in flight", highlight=False)
+        return
+    t0 = time.perf_counter()
+    submitted = submit_plan(sweep, plan, force=actions.force)
+    console.print(submission_line(sweep, submitted, time.perf_counter() - t0), highlight=False)
+    console.print(f"follow it with: kdbench status {sweep['sweep_id']} --results-dir {sweep['paths']['results_dir']}",
+                  highlight=False)
+    # The debug executor ran every job in this process already: its outcome is known without waiting.
+    if actions.wait or sweep["executor"] == "debug":
+        report_outcome(sweep)
+
+
+def plan_sweep(flags: dict[str, Any], actions: SweepActions) -> tuple[dict[str, Any], Plan, str]:
+    """(sweep, plan, why this executor): a resumed sweep's missing runs, or a new sweep from the file and flags."""
+    if actions.resume:
+        return _resume_plan(actions.resume, flags, actions.force)
+    new = sweep_inputs(flags, actions.config)
+    runs = at_world_size(expand(new.grid), new.resources.world_size, new.resources.sync_bn)
+    kind, reason = choose_executor(new.executor)
+    plan = make_plan(runs, new.paths.results_dir, new.paths.zoo_dir, force=actions.force)
+    return new_sweep(new.grid, new.paths, new.resources, kind, reason, runs), plan, reason
+
+
+@dataclass(frozen=True)
+class SweepInputs:
+    """A new sweep as the sweep file and the flags give it, before it is expanded into runs."""
+
+    grid: Grid
+    paths: Paths  # absolute: jobs may start in another folder or on another node
+    resources: Resources  # validated
+    executor: str | None  # None: slurm if it answers, else local
+
+
+def sweep_inputs(flags: dict[str, Any], config: Path | None) -> SweepInputs:
+    """The sweep file (if any) under the flags, as a new sweep's grid, paths, resources and executor."""
+    options = _merge(load_sweep_file(config) if config else {}, flags)
+    return SweepInputs(grid_from_options(options), absolute_paths(paths_from_options(options)),
+                       resources_from_options(options), options.get("executor"))
+
+
+def show_plan(sweep: dict[str, Any], plan: Plan, reason: str, *, as_json: bool) -> None:
+    """The plan as JSON (stdout, for scripts) or a table, then any run whose time limit looks too short."""
     if as_json:
         typer.echo(json.dumps(plan_entries(plan, list(sweep["grid"].get("grid") or {})), indent=2, default=str))
     else:
         console.print(plan_table(plan, sweep["executor"], reason))
     for line in limit_warnings(plan.run_tasks, sweep["paths"]["results_dir"], sweep["resources"]["timeout_min"]):
         console.print(f"[yellow]warning[/]: {line}", highlight=False)
-    if dry_run:
-        console.print("dry run: nothing submitted", highlight=False)
-        return
-    if plan.empty:
-        console.print(f"nothing to submit: all {len(plan.runs)} runs are done or in flight", highlight=False)
-        return
 
-    t0 = time.perf_counter()
-    submitted = submit_plan(sweep, plan, force=force)
+
+def submission_line(sweep: dict[str, Any], submitted: Submitted, seconds: float) -> str:
+    """One line saying which jobs a submission started and where its runs go."""
     rec = submitted.record
     teacher_ids = ", ".join(t["job_id"] for t in rec["teacher_jobs"].values()) or "none"
     if rec["array_job"]:
@@ -233,16 +352,12 @@ def sweep_command(
         where = f"in {len(rec['workers'])} local workers"
     else:
         where = "in this process"
-    console.print(
-        f"sweep [bold]{sweep['sweep_id']}[/bold]: teacher jobs {teacher_ids}; {len(rec['tasks'])} runs {where}"
-        + (f" ({rec['dependency']})" if rec["dependency"] else "")
-        + f"; submitted in {time.perf_counter() - t0:.1f}s",
-        highlight=False,
-    )
-    console.print(f"follow it with: kdbench status {sweep['sweep_id']} --results-dir {sweep['paths']['results_dir']}",
-                  highlight=False)
-    if not wait and sweep["executor"] != "debug":
-        return
+    return (f"sweep [bold]{sweep['sweep_id']}[/bold]: teacher jobs {teacher_ids}; {len(rec['tasks'])} runs {where}"
+            + (f" ({rec['dependency']})" if rec["dependency"] else "") + f"; submitted in {seconds:.1f}s")
+
+
+def report_outcome(sweep: dict[str, Any]) -> None:
+    """Wait for the sweep's jobs (the debug executor's have ended), print their status; exit 1 if a run failed."""
     state = _wait(sweep) if sweep["executor"] != "debug" else sweep_state(sweep)
     console.print(status_table(state, sweep))
     console.print(counts_line(state), highlight=False)
