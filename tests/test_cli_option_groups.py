@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from kdbench.cli.run_config import RunMachine, run_arguments, run_identity, run_machine
-from kdbench.cli.sweep_cmd import GridSelection, SchedulerFlags, SweepActions, SweepPlaces, sweep_flags, sweep_inputs
+from kdbench.cli.sweep_options import (
+    GridSelection,
+    SchedulerFlags,
+    SweepActions,
+    SweepPlaces,
+    sweep_flags,
+    sweep_inputs,
+)
 from kdbench.core.errors import UserError
 from kdbench.execute.runner import run
 from kdbench.spec.scoped_sets import parse_grid, parse_set_options, set_items, split_scoped_key
