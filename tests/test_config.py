@@ -6,7 +6,8 @@ import pytest
 
 from kdbench.core.errors import UserError
 from kdbench.execute.resolve import RunOptions, resolve_config
-from kdbench.spec.config import RunConfig, content_hash, parse_set_options
+from kdbench.spec.config import RunConfig, content_hash
+from kdbench.spec.scoped_sets import parse_set_options
 
 
 def config(**kw) -> RunConfig:

@@ -126,7 +126,7 @@ def test_dry_run_prints_the_plan_and_submits_nothing(dirs):
 
 
 def test_sweep_file_keys_load_and_cli_flags_override_them(tmp_path):
-    from kdbench.cli.sweep_cmd import _merge
+    from kdbench.cli.sweep_options import _merge
 
     path = tmp_path / "s.yaml"
     path.write_text("methods: [ce, kd]\nteachers: resnet18\nseeds: 0-2\nsets: [data.image_size=8]\n"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -28,8 +31,7 @@ from kdbench.cli.options import (
     ZooDirOption,
 )
 from kdbench.cli.reporter import RichReporter, console, out
-from kdbench.cli.run_config import run_params, save_run_config
-from kdbench.core.errors import UserError
+from kdbench.cli.run_config import RunMachine, run_arguments, run_identity, run_machine, run_params, save_run_config
 from kdbench.execute.dry_run import dry_run_plan
 from kdbench.execute.resolve import RunOptions
 from kdbench.execute.runner import run
@@ -101,44 +103,48 @@ def run_command(
 
       kdbench run --method kd --teacher run:3f2a9c01d2e4b5a6 --student resnet18   (a finished run's student)
     """
-    p = run_params(ctx, config)  # the command line over the config file
-    if not p["method"]:
-        raise UserError("pass --method METHOD (or method: in the --config file); see `kdbench methods`")
-    if save_config is not None:
-        save_run_config(save_config, p)
-        console.print(f"wrote the run's options to {save_config}", highlight=False)
-    if dry_run:
-        plan = dry_run_plan(
-            RunOptions(method=p["method"], teacher=p["teacher"], student=p["student"], dataset=p["dataset"],
-                       seed=p["seed"], teacher_seed=p["teacher_seed"] or 0, epochs=p["epochs"],
-                       teacher_epochs=p["teacher_epochs"], batch_size=p["batch_size"], lr=p["lr"],
-                       sets=list(p["sets"] or []),
-                       teacher_ckpt=str(p["teacher_ckpt"]) if p["teacher_ckpt"] else None, amp=p["amp"],
-                       channels_last=p["channels_last"], teacher_cache_dtype=p["teacher_cache_dtype"] or "float32",
-                       portable=bool(p["portable"])),
-            p["results_dir"], force=p["force"])
-        if as_json:
-            typer.echo(json.dumps(plan, indent=2, sort_keys=True))
-        else:
-            out.print(dry_run_table(plan))
+    params = run_params(ctx, config)  # the command line over the config file
+    identity, machine = run_identity(params), run_machine(params)
+    output = RunOutput(as_json=as_json, dry_run=dry_run, save_config=save_config)
+    if output.save_config is not None:
+        save_run_config(output.save_config, params)
+        console.print(f"wrote the run's options to {output.save_config}", highlight=False)
+    if output.dry_run:
+        show_dry_run(identity, machine, output)
         return
+    report_record(train(identity, machine), output)
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """What this invocation shows besides training: JSON or a table, a dry run's plan, a written config file."""
+
+    as_json: bool = False
+    dry_run: bool = False
+    save_config: Path | None = None
+
+
+def show_dry_run(identity: RunOptions, machine: RunMachine, output: RunOutput) -> None:
+    """What the run would be (config, id, code, reuse), printed as JSON or a table; nothing loaded or built."""
+    plan = dry_run_plan(identity, machine.results_dir, force=machine.force)
+    if output.as_json:
+        typer.echo(json.dumps(plan, indent=2, sort_keys=True))
+    else:
+        out.print(dry_run_table(plan))
+
+
+def train(identity: RunOptions, machine: RunMachine) -> dict[str, Any]:
+    """Train the run (or reuse its completed record) with a live progress display; returns its record."""
     reporter = RichReporter()
     try:
-        record = run(
-            p["method"], p["teacher"], student=p["student"], dataset=p["dataset"], seed=p["seed"],
-            epochs=p["epochs"], teacher_epochs=p["teacher_epochs"], batch_size=p["batch_size"], lr=p["lr"],
-            sets=p["sets"], teacher_ckpt=str(p["teacher_ckpt"]) if p["teacher_ckpt"] else None,
-            results_dir=p["results_dir"], zoo_dir=p["zoo_dir"], data_root=p["data_root"],
-            device=p["device"] or "auto", amp=p["amp"], channels_last=p["channels_last"], force=p["force"],
-            reporter=reporter, teacher_seed=p["teacher_seed"] or 0, strict=p["strict"],
-            keep_checkpoint=p["keep_checkpoint"], log=p["log"] or [], deterministic=p["deterministic"],
-            teacher_cache=p["teacher_cache"] or "on", cache_dir=p["cache_dir"],
-            teacher_cache_dtype=p["teacher_cache_dtype"] or "float32", nproc=p["nproc"] or 1, sync_bn=p["sync_bn"],
-            portable=bool(p["portable"]),
-        )
+        return run(**run_arguments(identity), **dataclasses.asdict(machine), reporter=reporter)
     finally:
         reporter.close()
-    if as_json:
+
+
+def report_record(record: dict[str, Any], output: RunOutput) -> None:
+    """The record as JSON or a table; a diverged run says where and exits 1."""
+    if output.as_json:
         typer.echo(json.dumps(record, indent=2, default=str))
     else:
         out.print(record_table(record))

@@ -15,6 +15,8 @@ setting.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,9 @@ import yaml
 from kdbench.core.errors import UserError
 from kdbench.core.storage import atomic_write_text
 from kdbench.execute.resolve import RunOptions, resolve_config, with_run_teacher
-from kdbench.spec.config import RunConfig, parse_set_options
-from kdbench.spec.scoped_sets import set_items, value_text
-from kdbench.sweep.grid import yaml_mapping
+from kdbench.spec.config import RunConfig
+from kdbench.spec.scoped_sets import parse_set_options, set_items, value_text
+from kdbench.spec.yaml_file import yaml_mapping
 
 # Options about this invocation, not about the run: never read from or written to a config file.
 INVOCATION_OPTIONS = ("config", "save_config", "as_json", "dry_run")
@@ -101,6 +103,48 @@ def run_options(params: dict[str, Any]) -> RunOptions:
         amp=bool(params.get("amp")), channels_last=bool(params.get("channels_last")),
         teacher_cache_dtype=params.get("teacher_cache_dtype") or "float32", portable=bool(params.get("portable")),
     )
+
+
+def run_identity(params: dict[str, Any]) -> RunOptions:
+    """The run's identity-bearing options; a missing method is a UserError (the one option without a default)."""
+    if not params.get("method"):
+        raise UserError("pass --method METHOD (or method: in the --config file); see `kdbench methods`")
+    return run_options(params)
+
+
+@dataclass(frozen=True)
+class RunMachine:
+    """Where a run's files live and how this machine trains it: nothing here is in the run id."""
+
+    results_dir: Path | None = None
+    zoo_dir: Path | None = None
+    data_root: Path | None = None
+    cache_dir: Path | None = None
+    device: str = "auto"
+    teacher_cache: str = "on"
+    force: bool = False
+    strict: bool = False
+    keep_checkpoint: bool = False
+    log: tuple[str, ...] = ()
+    deterministic: bool = True
+    nproc: int = 1
+    sync_bn: bool = False
+
+
+def run_machine(params: dict[str, Any]) -> RunMachine:
+    """The machine-side options from the command's parameters (None, from a config file's null: the default)."""
+    return RunMachine(
+        results_dir=params.get("results_dir"), zoo_dir=params.get("zoo_dir"), data_root=params.get("data_root"),
+        cache_dir=params.get("cache_dir"), device=params.get("device") or "auto",
+        teacher_cache=params.get("teacher_cache") or "on", force=params.get("force"), strict=params.get("strict"),
+        keep_checkpoint=params.get("keep_checkpoint"), log=tuple(params.get("log") or ()),
+        deterministic=params.get("deterministic"), nproc=params.get("nproc") or 1, sync_bn=params.get("sync_bn"))
+
+
+def run_arguments(identity: RunOptions) -> dict[str, Any]:
+    """The identity as keyword arguments of :func:`kdbench.execute.runner.run` (which resolves `run:` teachers
+    itself, so `teacher_run` is not one of them)."""
+    return {f.name: getattr(identity, f.name) for f in dataclasses.fields(identity) if f.name != "teacher_run"}
 
 
 def _yaml_value(text: str) -> Any:

@@ -3,6 +3,9 @@ seeds) through submitit.
 
 Teachers missing from the zoo get one job each; every run not yet completed goes into ONE job array that
 starts after those teacher jobs succeeded. Submitting the same sweep again submits nothing new.
+
+The command gathers its flags into option groups (kdbench.cli.sweep_options), then plans, shows, submits and
+reports in the short steps below, each callable on its own.
 """
 
 from __future__ import annotations
@@ -34,42 +37,21 @@ from kdbench.cli.options import (
 )
 from kdbench.cli.reporter import console
 from kdbench.cli.status_cmd import counts_line, status_table
-from kdbench.core.errors import UserError
-from kdbench.spec.scoped_sets import parse_grid, set_items, set_key
-from kdbench.sweep.chains import parents
-from kdbench.sweep.grid import (
-    Paths,
-    at_world_size,
-    expand,
-    grid_from_options,
-    load_sweep_file,
-    parse_sbatch,
-    paths_from_options,
-    resources_from_options,
+from kdbench.cli.sweep_options import (
+    GridSelection,
+    SchedulerFlags,
+    SweepActions,
+    SweepPlaces,
+    sweep_flags,
+    sweep_inputs,
 )
+from kdbench.core.errors import UserError
+from kdbench.sweep.chains import parents
+from kdbench.sweep.grid import Paths, at_world_size, expand, parse_sbatch, resources_from_options
 from kdbench.sweep.plan import Plan, make_plan, plan_entries, runs_of_sweep
 from kdbench.sweep.status import SweepState, env_poll_s, sweep_state, wait_for_sweep
-from kdbench.sweep.submit import absolute_paths, choose_executor, load_sweep, new_sweep, submit_plan
+from kdbench.sweep.submit import Submitted, choose_executor, load_sweep, new_sweep, submit_plan
 from kdbench.sweep.time_limits import limit_warnings
-
-
-def _merge(file_options: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:
-    """CLI flags override the sweep file; `--set`, `--grid` and `--sbatch` add to it (a repeated key: the CLI's
-    wins; a key the file grids and the CLI sets, or the reverse, takes the CLI's)."""
-    out = dict(file_options)
-    file_sets, file_grid = set_items(file_options.get("sets"), "sets"), parse_grid(file_options.get("grid"), "grid")
-    cli_sets, cli_grid = list(cli.get("sets") or []), parse_grid(cli.get("grid"))
-    cli_set_keys = {set_key(item) for item in cli_sets}
-    out["sets"] = [item for item in file_sets if set_key(item) not in cli_grid] + cli_sets
-    out["grid"] = {**{k: v for k, v in file_grid.items() if k not in cli_set_keys}, **cli_grid}
-    for key, value in cli.items():
-        if key in ("sets", "grid"):
-            continue
-        if key == "sbatch":
-            out["sbatch"] = {**parse_sbatch(file_options.get("sbatch")), **parse_sbatch(value or [])}
-        elif value is not None:
-            out[key] = value
-    return out
 
 
 def plan_table(plan: Plan, executor: str, reason: str) -> Table:
@@ -183,48 +165,66 @@ def sweep_command(
 
       kdbench sweep --resume 20250101-120000-ab12
     """
-    cli = {"methods": methods, "teachers": teachers, "students": students, "pairs": pairs, "chains": chains or None,
-           "datasets": datasets,
-           "seeds": seeds,
-           "teacher_seed": teacher_seed, "epochs": epochs, "teacher_epochs": teacher_epochs,
-           "batch_size": batch_size, "lr": lr, "sets": sets, "grid": grids,
-           "results_dir": results_dir, "zoo_dir": zoo_dir,
-           "data_root": data_root, "device": device, "teacher_cache": teacher_cache, "cache_dir": cache_dir,
-           "executor": executor, "partition": partition,
-           "gpus_per_node": gpus_per_node, "tasks_per_node": tasks_per_node, "nodes": nodes,
-           "sync_bn": sync_bn or None,  # None: the sweep file's value, if any
-           "cpus_per_task": cpus_per_task, "mem_gb": mem_gb,
-           "timeout_min": timeout_min, "max_requeues": max_requeues,
-           "array_parallelism": array_parallelism, "account": account, "qos": qos,
-           "constraint": constraint, "sbatch": sbatch}
-    if as_json and not dry_run:
-        raise UserError("--json prints the plan of a dry run: add --dry-run")
-    if resume:
-        sweep, plan, reason = _resume_plan(resume, cli, force)
-    else:
-        options = _merge(load_sweep_file(config) if config else {}, cli)
-        grid = grid_from_options(options)
-        paths = absolute_paths(paths_from_options(options))
-        resources = resources_from_options(options)
-        runs = at_world_size(expand(grid), resources.world_size, resources.sync_bn)
-        kind, reason = choose_executor(options.get("executor"))
-        plan = make_plan(runs, paths.results_dir, paths.zoo_dir, force=force)
-        sweep = new_sweep(grid, paths, resources, kind, reason, runs)
+    selection = GridSelection(
+        methods=methods, teachers=teachers, students=students, pairs=pairs, chains=chains, datasets=datasets,
+        seeds=seeds, teacher_seed=teacher_seed, epochs=epochs, teacher_epochs=teacher_epochs,
+        batch_size=batch_size, lr=lr, sets=sets, grid=grids)
+    places = SweepPlaces(results_dir=results_dir, zoo_dir=zoo_dir, data_root=data_root, device=device,
+                         teacher_cache=teacher_cache, cache_dir=cache_dir)
+    scheduler = SchedulerFlags(
+        executor=executor, partition=partition, gpus_per_node=gpus_per_node, tasks_per_node=tasks_per_node,
+        nodes=nodes, sync_bn=sync_bn, cpus_per_task=cpus_per_task, mem_gb=mem_gb, timeout_min=timeout_min,
+        max_requeues=max_requeues, array_parallelism=array_parallelism, account=account, qos=qos,
+        constraint=constraint, sbatch=sbatch)
+    actions = SweepActions(config=config, resume=resume, force=force, dry_run=dry_run, as_json=as_json, wait=wait)
+    run_sweep(sweep_flags(selection, places, scheduler), actions)
+
+
+def run_sweep(flags: dict[str, Any], actions: SweepActions) -> None:
+    """Plan the sweep, show the plan, then (unless a dry run or nothing is left to do) submit it and, with --wait
+    or on the debug executor, report how its runs ended; exit 1 if one failed."""
+    actions.check()
+    sweep, plan, reason = plan_sweep(flags, actions)
+    show_plan(sweep, plan, reason, as_json=actions.as_json)
+    if actions.dry_run:
+        console.print("dry run: nothing submitted", highlight=False)
+        return
+    if plan.empty:
+        console.print(f"nothing to submit: all {len(plan.runs)} runs are done or in flight", highlight=False)
+        return
+    t0 = time.perf_counter()
+    submitted = submit_plan(sweep, plan, force=actions.force)
+    console.print(submission_line(sweep, submitted, time.perf_counter() - t0), highlight=False)
+    console.print(f"follow it with: kdbench status {sweep['sweep_id']} --results-dir {sweep['paths']['results_dir']}",
+                  highlight=False)
+    # The debug executor ran every job in this process already: its outcome is known without waiting.
+    if actions.wait or sweep["executor"] == "debug":
+        report_outcome(sweep)
+
+
+def plan_sweep(flags: dict[str, Any], actions: SweepActions) -> tuple[dict[str, Any], Plan, str]:
+    """(sweep, plan, why this executor): a resumed sweep's missing runs, or a new sweep from the file and flags."""
+    if actions.resume:
+        return _resume_plan(actions.resume, flags, actions.force)
+    new = sweep_inputs(flags, actions.config)
+    runs = at_world_size(expand(new.grid), new.resources.world_size, new.resources.sync_bn)
+    kind, reason = choose_executor(new.executor)
+    plan = make_plan(runs, new.paths.results_dir, new.paths.zoo_dir, force=actions.force)
+    return new_sweep(new.grid, new.paths, new.resources, kind, reason, runs), plan, reason
+
+
+def show_plan(sweep: dict[str, Any], plan: Plan, reason: str, *, as_json: bool) -> None:
+    """The plan as JSON (stdout, for scripts) or a table, then any run whose time limit looks too short."""
     if as_json:
         typer.echo(json.dumps(plan_entries(plan, list(sweep["grid"].get("grid") or {})), indent=2, default=str))
     else:
         console.print(plan_table(plan, sweep["executor"], reason))
     for line in limit_warnings(plan.run_tasks, sweep["paths"]["results_dir"], sweep["resources"]["timeout_min"]):
         console.print(f"[yellow]warning[/]: {line}", highlight=False)
-    if dry_run:
-        console.print("dry run: nothing submitted", highlight=False)
-        return
-    if plan.empty:
-        console.print(f"nothing to submit: all {len(plan.runs)} runs are done or in flight", highlight=False)
-        return
 
-    t0 = time.perf_counter()
-    submitted = submit_plan(sweep, plan, force=force)
+
+def submission_line(sweep: dict[str, Any], submitted: Submitted, seconds: float) -> str:
+    """One line saying which jobs a submission started and where its runs go."""
     rec = submitted.record
     teacher_ids = ", ".join(t["job_id"] for t in rec["teacher_jobs"].values()) or "none"
     if rec["array_job"]:
@@ -233,16 +233,12 @@ def sweep_command(
         where = f"in {len(rec['workers'])} local workers"
     else:
         where = "in this process"
-    console.print(
-        f"sweep [bold]{sweep['sweep_id']}[/bold]: teacher jobs {teacher_ids}; {len(rec['tasks'])} runs {where}"
-        + (f" ({rec['dependency']})" if rec["dependency"] else "")
-        + f"; submitted in {time.perf_counter() - t0:.1f}s",
-        highlight=False,
-    )
-    console.print(f"follow it with: kdbench status {sweep['sweep_id']} --results-dir {sweep['paths']['results_dir']}",
-                  highlight=False)
-    if not wait and sweep["executor"] != "debug":
-        return
+    return (f"sweep [bold]{sweep['sweep_id']}[/bold]: teacher jobs {teacher_ids}; {len(rec['tasks'])} runs {where}"
+            + (f" ({rec['dependency']})" if rec["dependency"] else "") + f"; submitted in {seconds:.1f}s")
+
+
+def report_outcome(sweep: dict[str, Any]) -> None:
+    """Wait for the sweep's jobs (the debug executor's have ended), print their status; exit 1 if a run failed."""
     state = _wait(sweep) if sweep["executor"] != "debug" else sweep_state(sweep)
     console.print(status_table(state, sweep))
     console.print(counts_line(state), highlight=False)

@@ -11,7 +11,7 @@ from kdbench.core.environment import configure_threads, resolve_device
 from kdbench.core.errors import UserError
 from kdbench.core.progress import NULL_REPORTER, Reporter
 from kdbench.execute.resolve import TEACHER_SCOPES, resolve_teacher
-from kdbench.spec.config import parse_set_options
+from kdbench.spec.scoped_sets import parse_set_options
 from kdbench.teachers.zoo import TeacherZoo, training_data
 from kdbench.train.engine import EngineSettings
 

@@ -30,9 +30,9 @@ from kdbench.spec.config import (
     apply_overrides,
     convert_free_kwargs,
     convert_option,
-    parse_set_options,
 )
 from kdbench.spec.recipe import Recipe
+from kdbench.spec.scoped_sets import parse_set_options
 from kdbench.store.exports import card_of_file
 from kdbench.store.fingerprint import code_fingerprint, teacher_code
 from kdbench.teachers.zoo import IMPORTED_RECIPE, TeacherKey

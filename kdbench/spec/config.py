@@ -1,4 +1,5 @@
-"""The resolved configuration of one run, its content hash (the run id) and `--set key=value` parsing.
+"""The resolved configuration of one run, its content hash (the run id), and `--set` values converted to the types
+of the dataclass fields they set (the text is parsed in :mod:`kdbench.spec.scoped_sets`).
 
 What goes into the hash is everything that can change the numbers: method and its hyperparameters, teacher,
 student, dataset and its parameters, the teacher's training data, both recipes (their names included: a
@@ -122,22 +123,7 @@ class RunConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# --set key=value
-
-
-def parse_set_options(items: list[str] | None) -> dict[str, dict[str, str]]:
-    """Split `["kd.temperature=2", "student.k=0"]` into `{"kd": {"temperature": "2"}, "student": {"k": "0"}}`.
-
-    Values stay strings here; they are converted against the target dataclass by :func:`apply_overrides`.
-    """
-    out: dict[str, dict[str, str]] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        scope, dot, name = key.strip().partition(".")
-        if not sep or not dot or not scope or not name:
-            raise UserError(f"--set expects SCOPE.KEY=VALUE (e.g. kd.temperature=2), got '{item}'")
-        out.setdefault(scope, {})[name] = value.strip()
-    return out
+# --set values: the text of a SCOPE.KEY=VALUE setting (parsed by kdbench.spec.scoped_sets) as a field's type
 
 
 def convert_option(value: str, annotation: Any, key: str) -> Any:

@@ -1,9 +1,11 @@
-"""`SCOPE.KEY=VALUE` settings (what `--set` takes) as they come from YAML files and `--grid` options.
+"""`SCOPE.KEY=VALUE` settings — what `--set` takes — parsed in one place, whether they come from the command line,
+a YAML file or a `--grid` option.
 
-A config or sweep file writes them as a flat mapping (`kd.temperature: 2`), a nested one (`kd: {temperature: 2}`)
-or a list of `kd.temperature=2` strings; a grid gives each key a list of values (`kd.temperature: [1, 2, 4]`, or
-`--grid kd.temperature=1,2,4`). Values become the text `--set` would take, so a file and the command line go
-through the one conversion of :func:`kdbench.spec.config.apply_overrides` and give the same run id.
+`--set kd.temperature=2` items become `{"kd": {"temperature": "2"}}` (:func:`parse_set_options`). A config or sweep
+file writes them as a flat mapping (`kd.temperature: 2`), a nested one (`kd: {temperature: 2}`) or a list of
+`kd.temperature=2` strings (:func:`set_items`); a grid gives each key a list of values (`kd.temperature: [1, 2, 4]`,
+or `--grid kd.temperature=1,2,4`; :func:`parse_grid`). Values stay the text `--set` would take, so a file and the
+command line go through the one conversion of :func:`kdbench.spec.config.apply_overrides` and give the same run id.
 """
 
 from __future__ import annotations
@@ -11,6 +13,29 @@ from __future__ import annotations
 from typing import Any
 
 from kdbench.core.errors import UserError
+
+
+def split_scoped_key(key: str) -> tuple[str, str] | None:
+    """`"kd.temperature"` → `("kd", "temperature")` (stripped); None when a scope or a key is missing. Every
+    reader of SCOPE.KEY goes through here, so the command line, files and grids agree on what a key is."""
+    scope, dot, name = key.strip().partition(".")
+    return (scope, name) if dot and scope and name else None
+
+
+def parse_set_options(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """Split `["kd.temperature=2", "student.k=0"]` into `{"kd": {"temperature": "2"}, "student": {"k": "0"}}`.
+
+    Values stay strings here; they are converted against the target dataclass by
+    :func:`kdbench.spec.config.apply_overrides`. A later item of the same key wins.
+    """
+    out: dict[str, dict[str, str]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        scoped = split_scoped_key(key) if sep else None
+        if scoped is None:
+            raise UserError(f"--set expects SCOPE.KEY=VALUE (e.g. kd.temperature=2), got '{item}'")
+        out.setdefault(scoped[0], {})[scoped[1]] = value.strip()
+    return out
 
 
 def set_key(item: str) -> str:
@@ -47,8 +72,7 @@ def flatten_scoped(mapping: dict[Any, Any], what: str) -> dict[str, Any]:
         else:
             out[scope] = value
     for key in out:
-        scope, dot, name = key.partition(".")
-        if not dot or not scope or not name:
+        if split_scoped_key(key) is None:
             raise UserError(f"{what}: expected SCOPE.KEY (e.g. kd.temperature), got '{key}'")
     return out
 
@@ -96,8 +120,7 @@ def parse_grid(value: Any, what: str = "--grid") -> dict[str, list[str]]:
     else:
         for item in [value] if isinstance(value, str) else value:
             key, sep, values = str(item).partition("=")
-            scope, dot, name = key.strip().partition(".")
-            if not sep or not dot or not scope or not name:
+            if not sep or split_scoped_key(key) is None:
                 raise UserError(f"{what} expects SCOPE.KEY=V1,V2,... (e.g. kd.temperature=1,2,4), got '{item}'")
             grid[key.strip()] = split_values(values)
     for key, values in grid.items():

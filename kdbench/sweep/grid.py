@@ -36,6 +36,7 @@ from kdbench.execute.resolve import COMMON_SCOPES, RunOptions, method_scopes, re
 from kdbench.execute.runner import teacher_key
 from kdbench.spec.config import RunConfig
 from kdbench.spec.scoped_sets import parse_grid, set_items, set_key, set_scope
+from kdbench.spec.yaml_file import yaml_mapping
 from kdbench.sweep.chains import chain_configs, parse_chains
 from kdbench.teachers.zoo import TeacherKey
 from kdbench.train.method import get_method
@@ -316,30 +317,6 @@ GRID_KEYS = {f.name for f in dataclasses.fields(Grid)}
 PATH_KEYS = {f.name for f in dataclasses.fields(Paths)}
 RESOURCE_KEYS = {f.name for f in dataclasses.fields(Resources)}
 OTHER_KEYS = {"executor"}
-
-
-def yaml_mapping(path: Path) -> Any:
-    """The YAML document in `path`; each way it can be unreadable is its own one-line UserError."""
-    import yaml
-
-    if not path.exists():
-        raise UserError(f"--config {path}: no such file")
-    if path.is_dir():
-        raise UserError(f"--config {path}: is a directory, not a sweep file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"--config {path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})")\
-            from None
-    except OSError as e:
-        raise UserError(f"--config {path}: cannot read it ({e.strerror or e})") from None
-    try:
-        return yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UserError(f"--config {path}: not valid YAML{where} ({problem})") from None
 
 
 def load_sweep_file(path: str | Path) -> dict[str, Any]:

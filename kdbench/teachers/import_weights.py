@@ -41,7 +41,8 @@ from kdbench.data.loaders import make_eval_loader
 from kdbench.data.registry import build_dataset, get_dataset_spec
 from kdbench.models.state_dicts import check_fits, read_weights_file
 from kdbench.models.zoo import count_parameters, create_model, is_model, list_architectures
-from kdbench.spec.config import apply_overrides, convert_free_kwargs, parse_set_options
+from kdbench.spec.config import apply_overrides, convert_free_kwargs
+from kdbench.spec.scoped_sets import parse_set_options
 from kdbench.teachers.zoo import CARD, IMPORTED_RECIPE, WEIGHTS, TeacherKey, TeacherZoo
 from kdbench.train.evaluate import evaluate
 
