@@ -23,9 +23,11 @@ Rules every table keeps, because they are where published comparisons go wrong:
   `all_code` shown as rows of their own (`kd @3f2a1c`);
 
 One job per module: `board` (kinds, metrics, the Leaderboard), `runs` (prepare and filter), `code` (current code
-or all), `labels`, `stats`,
-`cells` (display strings), `tables` (the tables), `compare` (ours beside the published numbers of
-`kdbench.report.published`) and `render` (output formats).
+or all), `labels`, `stats`, `cells` (display strings), `marks` (the `‡` / `§` markers and their footnotes),
+`footers` (footer lines several tables write), `layout` (the step the grid tables share: a cell's numbers from its
+runs, then cells placed on rows × columns with their marks, as a frozen `GridOptions` says), one module per table
+(`methods` with `ablation`, `ladder`, `pivot`, `records` for `runs`), `compare` (ours beside the published numbers
+of `kdbench.report.published`) and `render` (output formats).
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ from kdbench.report.leaderboard.cells import format_cell
 from kdbench.report.leaderboard.code import select_code
 from kdbench.report.leaderboard.compare import published_table
 from kdbench.report.leaderboard.labels import distinguish
+from kdbench.report.leaderboard.ladder import ladder_table
+from kdbench.report.leaderboard.methods import ablation_table, methods_table
 from kdbench.report.leaderboard.pivot import pivot_table
+from kdbench.report.leaderboard.records import runs_table
 from kdbench.report.leaderboard.render import (
     FORMATS,
     format_for_path,
@@ -53,7 +58,6 @@ from kdbench.report.leaderboard.render import (
     to_text,
 )
 from kdbench.report.leaderboard.runs import filter_runs, is_missing, pair_label, parse_where, prepare_runs
-from kdbench.report.leaderboard.tables import ablation_table, ladder_table, methods_table, runs_table
 
 __all__ = [
     "FORMATS", "Leaderboard", "METRICS", "TABLES", "ablation_table", "build", "build_published", "distinguish",

@@ -14,13 +14,16 @@ import pandas as pd
 
 from kdbench.report.leaderboard.board import DECIMALS, TEACHER_ROW, Leaderboard
 from kdbench.report.leaderboard.cells import format_cell, published_cell
+from kdbench.report.leaderboard.footers import caveats_footer
+from kdbench.report.leaderboard.methods import methods_table
 from kdbench.report.leaderboard.runs import is_missing
-from kdbench.report.leaderboard.tables import caveats_footer, methods_table
 from kdbench.report.published import EPOCH_METRIC, EPOCH_WORDS
 
 # The spread of re-runs users of the papers' own code report (DKD and CRD repositories' issues).
 NOISE = 0.5
 CE_ROW = "ce"
+DATA_COLUMNS = ["paper", "table", "dataset", "teacher", "student", "method", "row", "epoch", "published_top1",
+                "published_std", "published_runs", "metric", "mean", "std", "n", "delta", "setting", "run_ids"]
 
 
 def _ours_for(cells: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
@@ -55,21 +58,28 @@ def published_table(df: pd.DataFrame, published: pd.DataFrame) -> Leaderboard:
         ours = _ours_for(cells[metric or "top1_last"], p)
         if not len(ours):
             unmatched += 1
-            continue
-        for o in ours.to_dict("records"):
-            compared = metric is not None
-            mean = o["mean"] if compared else float("nan")
-            records.append({
-                "paper": p["paper"], "table": p["table"], "dataset": p["dataset"], "teacher": p["teacher"],
-                "student": p["student"], "method": p["method"], "row": o["row"], "epoch": p["epoch"],
-                "published_top1": p["top1"], "published_std": p["std"], "published_runs": p["runs"],
-                "metric": metric, "mean": mean, "std": o["std"] if compared else float("nan"),
-                "n": int(o["n"]) if compared else 0, "delta": mean - p["top1"], "setting": _setting(o["column"]),
-                "run_ids": o["run_ids"] if compared else "",
-            })
-    data = pd.DataFrame.from_records(records, columns=[
-        "paper", "table", "dataset", "teacher", "student", "method", "row", "epoch", "published_top1",
-        "published_std", "published_runs", "metric", "mean", "std", "n", "delta", "setting", "run_ids"])
+        records += [_beside(p, o, metric) for o in ours.to_dict("records")]
+    data = pd.DataFrame.from_records(records, columns=DATA_COLUMNS)
+    return Leaderboard("published", "ours beside the published results", _display(data), data,
+                       _footer(df, data, unmatched))
+
+
+def _beside(p: dict[str, Any], o: dict[str, Any], metric: str | None) -> dict[str, Any]:
+    """One published number beside one cell of ours; with no `metric` (the paper's convention unstated), ours
+    is not compared."""
+    compared = metric is not None
+    mean = o["mean"] if compared else float("nan")
+    return {
+        "paper": p["paper"], "table": p["table"], "dataset": p["dataset"], "teacher": p["teacher"],
+        "student": p["student"], "method": p["method"], "row": o["row"], "epoch": p["epoch"],
+        "published_top1": p["top1"], "published_std": p["std"], "published_runs": p["runs"],
+        "metric": metric, "mean": mean, "std": o["std"] if compared else float("nan"),
+        "n": int(o["n"]) if compared else 0, "delta": mean - p["top1"], "setting": _setting(o["column"]),
+        "run_ids": o["run_ids"] if compared else "",
+    }
+
+
+def _display(data: pd.DataFrame) -> pd.DataFrame:
     display = pd.DataFrame({
         "paper": [f"{p} {t}" for p, t in zip(data["paper"], data["table"], strict=True)],
         "dataset": data["dataset"],
@@ -83,7 +93,10 @@ def published_table(df: pd.DataFrame, published: pd.DataFrame) -> Leaderboard:
         "our setting": data["setting"],
     }, dtype=object)
     display.index = display.index.map(str)
+    return display
 
+
+def _footer(df: pd.DataFrame, data: pd.DataFrame, unmatched: int) -> list[str]:
     footer = ["published: the paper's top-1 (%) ± std where given (runs, where given); ours: mean ± std over seeds "
               "(number of seeds) of completed runs, at the paper's epoch convention: "
               + "; ".join(f"{e} → {m}" for e, m in EPOCH_METRIC.items()),
@@ -98,6 +111,4 @@ def published_table(df: pd.DataFrame, published: pd.DataFrame) -> Leaderboard:
     if unmatched:
         footer.append(f"{unmatched} published number(s) have no matching completed run (`kdbench published` lists "
                       "them all)")
-    footer += caveats_footer(df, "top1_last")
-    return Leaderboard("published", "ours beside the published results", display, data, footer)
-
+    return footer + caveats_footer(df, "top1_last")

@@ -16,12 +16,13 @@ from typing import Any
 import pandas as pd
 
 from kdbench.core.errors import UserError
-from kdbench.report.leaderboard.board import DECIMALS, FEWER_SEEDS, METRIC_WORDS, TEACHER_AT_INFERENCE, Leaderboard
-from kdbench.report.leaderboard.cells import format_cell
+from kdbench.report.leaderboard.board import FEWER_SEEDS, METRIC_WORDS, TEACHER_AT_INFERENCE, Leaderboard
+from kdbench.report.leaderboard.footers import caveats_footer
 from kdbench.report.leaderboard.labels import _flat, _fmt_value
-from kdbench.report.leaderboard.runs import canon, clean, is_flag_set, is_missing
-from kdbench.report.leaderboard.stats import completed, summarize
-from kdbench.report.leaderboard.tables import caveats_footer, teacher_at_inference_footer
+from kdbench.report.leaderboard.layout import GridOptions, cell_numbers, layout
+from kdbench.report.leaderboard.marks import teacher_at_inference_footer
+from kdbench.report.leaderboard.runs import canon, clean, is_missing
+from kdbench.report.leaderboard.stats import best_in_groups, completed
 
 # `SCOPE.KEY` scopes that are not a method's, and the runs-DataFrame column holding their settings.
 SECTIONS = {"recipe": "recipe_params", "teacher_recipe": "teacher_recipe_params", "data": "data_params",
@@ -92,13 +93,39 @@ def pivot_table(df: pd.DataFrame, metric: str = "top1_last", rows: Sequence[str]
     """Mean ± std over seeds of `metric` for each combination of the `rows` keys (one row each) and the
     `cols` keys (one column each; none: a single column)."""
     rows, cols = list(rows), list(cols)
+    keys = _checked_keys(rows, cols)
+    scope, points = _keyed(df, keys)
+    done = completed(scope, metric)
+    _check_one_setting(done, keys)
+    data = _pivot_data(done, points, keys, metric)
+    row_labels = {p: _label(rows, p, with_names=False) for p in _sorted_points(data["_point"], slice(len(rows)))}
+    col_labels = {p: _label(cols, p, with_names=True) if cols else metric
+                  for p in _sorted_points(data["_point"], slice(len(rows), None))}
+    data = data.drop(columns="_point")
+    data.insert(len(keys), "metric", metric)
+    data["best"] = best_in_groups(data)
+    max_n = int(data["n"].max()) if len(data) else 0
+    title = f"{' × '.join([', '.join(rows), *([', '.join(cols)] if cols else [])])} ({metric})"
+    options = GridOptions(
+        "pivot", title, ", ".join(rows), list(row_labels.values()), list(col_labels.values()),
+        place=lambda cell: (row_labels[tuple(cell[k] for k in rows)], col_labels[tuple(cell[k] for k in cols)]),
+        marks=lambda cell: (FEWER_SEEDS if cell["n"] < max_n else "")
+        + (f" {TEACHER_AT_INFERENCE}" if cell["teacher_at_inference"] else ""))
+    return layout(data, options, _pivot_footer(scope, done, data, max_n, metric))
+
+
+def _checked_keys(rows: list[str], cols: list[str]) -> list[str]:
     keys = [*rows, *cols]
     if not rows:
         raise UserError("--table pivot needs --rows KEY[,KEY] (e.g. --rows kd.temperature --cols kd.w_kd)")
     if len(set(keys)) < len(keys):
         raise UserError(f"a pivot key appears twice in --rows / --cols: {', '.join(keys)}")
-    records = df.to_dict("records")
-    values = [[key_value(r, k) for k in keys] for r in records]
+    return keys
+
+
+def _keyed(df: pd.DataFrame, keys: Sequence[str]) -> tuple[pd.DataFrame, pd.Series]:
+    """The runs that have every key, and each one's values of the keys (its point of the grid)."""
+    values = [[key_value(r, k) for k in keys] for r in df.to_dict("records")]
     keep = [all(v is not _ABSENT for v in vs) for vs in values]
     if not any(keep):
         absent = [k for i, k in enumerate(keys) if all(vs[i] is _ABSENT for vs in values)]
@@ -106,42 +133,25 @@ def pivot_table(df: pd.DataFrame, metric: str = "top1_last", rows: Sequence[str]
         raise UserError(f"no run has {what} (keys are SCOPE.KEY as --set takes them, e.g. kd.temperature, "
                         "recipe.lr); `kdbench leaderboard --table runs` lists the runs")
     scope = df[keep]
-    cells = pd.DataFrame({"_values": [tuple(vs) for vs, k in zip(values, keep, strict=True) if k]},
-                         index=scope.index)
-    done = completed(scope, metric)
-    _check_one_setting(done, keys)
+    points = pd.Series([tuple(vs) for vs, k in zip(values, keep, strict=True) if k], index=scope.index)
+    return scope, points
 
-    data_rows = []
-    for point, g in done.groupby(cells.loc[done.index, "_values"], sort=False):
-        mean, std, n = summarize(g[metric])
-        data_rows.append({**dict(zip(keys, point, strict=True)), "_point": point, "mean": mean, "std": std, "n": n,
-                          "teacher_at_inference": bool(g["teacher_at_inference"].map(is_flag_set).any()),
-                          "run_ids": " ".join(sorted(g["run_id"]))})
-    data_rows.sort(key=lambda r: [_sort_key(v) for v in r["_point"]])
-    data = pd.DataFrame.from_records(data_rows, columns=[*keys, "_point", "mean", "std", "n", "teacher_at_inference",
-                                                         "run_ids"])
 
-    row_points = sorted({p[:len(rows)] for p in data["_point"]}, key=lambda p: [_sort_key(v) for v in p])
-    col_points = sorted({p[len(rows):] for p in data["_point"]}, key=lambda p: [_sort_key(v) for v in p])
-    row_labels = {p: _label(rows, p, with_names=False) for p in row_points}
-    col_labels = {p: _label(cols, p, with_names=True) if cols else metric for p in col_points}
-    table = pd.DataFrame("—", index=pd.Index([row_labels[p] for p in row_points], name=", ".join(rows)),
-                         columns=[col_labels[p] for p in col_points], dtype=object)
-    max_n = int(data["n"].max()) if len(data) else 0
-    top = data["mean"].round(DECIMALS).max() if len(data) else None
-    bold = set()
-    for r in data.to_dict("records"):
-        row, col = row_labels[r["_point"][:len(rows)]], col_labels[r["_point"][len(rows):]]
-        marks = (FEWER_SEEDS if r["n"] < max_n else "") + \
-            (f" {TEACHER_AT_INFERENCE}" if r["teacher_at_inference"] else "")
-        table.loc[row, col] = format_cell(r["mean"], r["std"], r["n"], marks)
-        if len(data) > 1 and round(r["mean"], DECIMALS) == top:
-            bold.add((row, col))
-    data = data.drop(columns="_point")
-    data.insert(len(keys), "metric", metric)
-    data["best"] = [(row_labels[tuple(r[k] for k in rows)], col_labels[tuple(r[k] for k in cols)]) in bold
-                    for r in data.to_dict("records")]
+def _pivot_data(done: pd.DataFrame, points: pd.Series, keys: Sequence[str], metric: str) -> pd.DataFrame:
+    """One cell per point of the grid, in the keys' order (numbers by value, then other values as text)."""
+    cells = [{**dict(zip(keys, point, strict=True)), "_point": point, **cell_numbers(g, metric)}
+             for point, g in done.groupby(points.loc[done.index], sort=False)]
+    cells.sort(key=lambda r: [_sort_key(v) for v in r["_point"]])
+    return pd.DataFrame.from_records(cells, columns=[*keys, "_point", "mean", "std", "n", "teacher_at_inference",
+                                                     "run_ids"])
 
+
+def _sorted_points(points: pd.Series, part: slice) -> list[tuple]:
+    return sorted({p[part] for p in points}, key=lambda p: [_sort_key(v) for v in p])
+
+
+def _pivot_footer(scope: pd.DataFrame, done: pd.DataFrame, data: pd.DataFrame, max_n: int,
+                  metric: str) -> list[str]:
     footer = [f"cells: {METRIC_WORDS[metric]}, mean ± std over seeds (number of seeds); bold = best cell"]
     if len(done):
         first = done.iloc[0]
@@ -154,8 +164,7 @@ def pivot_table(df: pd.DataFrame, metric: str = "top1_last", rows: Sequence[str]
     footer += caveats_footer(scope, metric)
     if not len(data):
         footer.append("no completed runs to show")
-    title = f"{' × '.join([', '.join(rows), *([', '.join(cols)] if cols else [])])} ({metric})"
-    return Leaderboard("pivot", title, table, data, footer, bold)
+    return footer
 
 
 def _check_one_setting(done: pd.DataFrame, keys: Sequence[str]) -> None:

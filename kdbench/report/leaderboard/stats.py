@@ -47,19 +47,25 @@ def completed(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return done[~done[metric].map(is_missing).astype(bool)]
 
 
+def best_in_groups(data: pd.DataFrame, by: Sequence[str] = ()) -> pd.Series:
+    """Whether each cell has the highest mean (at the shown decimals, ties all marked) of its group (`by`'s
+    columns; none: the whole table), among groups of at least 2 cells."""
+    best = pd.Series(False, index=data.index)
+    for _, g in (data.groupby(list(by), sort=False) if by else [(None, data)]):
+        if len(g) > 1:
+            shown = g["mean"].round(DECIMALS)
+            best.loc[g.index[shown == shown.max()]] = True
+    return best
+
+
 def mark_best_and_flags(data: pd.DataFrame) -> pd.DataFrame:
     """Adds `best` (highest mean among students in its column, ties all marked; needs ≥ 2 candidates) and
     `fewer_seeds` (fewer runs than the table's most-seeded student cell)."""
     data = data.copy()
-    students = data[(data["row"] != TEACHER_ROW) & (data["n"] > 0)]
-    max_n = int(students["n"].max()) if len(students) else 0
-    data["fewer_seeds"] = (data["row"] != TEACHER_ROW) & (data["n"] > 0) & (data["n"] < max_n)
-    data["best"] = False
-    for _, g in students.groupby("column", sort=False):
-        if len(g) < 2:
-            continue
-        top = g["mean"].round(DECIMALS).max()
-        data.loc[g.index[g["mean"].round(DECIMALS) == top], "best"] = True
+    is_student = (data["row"] != TEACHER_ROW) & (data["n"] > 0)
+    max_n = int(data.loc[is_student, "n"].max()) if is_student.any() else 0
+    data["fewer_seeds"] = is_student & (data["n"] < max_n)
+    data["best"] = best_in_groups(data[is_student], ["column"]).reindex(data.index, fill_value=False)
     data.attrs["max_n"] = max_n
     return data
 
