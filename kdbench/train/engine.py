@@ -235,8 +235,7 @@ class FitCallbacks:
       from.
     - `on_epoch_end(result)`: after every epoch, its record appended and its checkpoint (when due) saved.
 
-    A hook left out does nothing. A hook that raises stops the run there (the runner uses that to stop a
-    sweep's trial early)."""
+    A hook left out does nothing; an exception a hook raises ends `fit` with it."""
 
     on_new_best: Callable[[FitResult], None] = _nothing
     on_epoch_end: Callable[[FitResult], None] = _nothing
@@ -256,6 +255,7 @@ class _Fit:
     """What one `fit` trains with, built once and handed to each epoch."""
 
     model: Distiller
+    forward_train: Callable[[Batch], Any]  # the method's, or DDP's around it when data-parallel
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
@@ -283,10 +283,10 @@ class _Steps:
     optimizer step, the AMP scaler when on, then the scheduler: the next step's lr). Settings are read once here,
     not at every step."""
 
-    def __init__(self, settings: EngineSettings, forward_train: Callable[[Batch], Any], fit: _Fit) -> None:
+    def __init__(self, settings: EngineSettings, fit: _Fit) -> None:
         self.device = settings.device
         self.channels_last = settings.channels_last
-        self.forward_train = forward_train
+        self.forward_train = fit.forward_train
         # No autocast context at all without AMP: entering a disabled one costs a step.
         self.amp_context = (lambda: _autocast(settings.device, True)) if settings.amp else contextlib.nullcontext
         self.optimizer, self.scheduler, self.scaler = fit.optimizer, fit.scheduler, fit.scaler
@@ -340,7 +340,7 @@ class Engine:
         each, calling `callbacks`' hooks (:class:`FitCallbacks`; `on_epoch_end=` / `on_new_best=` are the same
         hooks given one by one)."""
         hooks = FitCallbacks.of(callbacks, on_epoch_end=on_epoch_end, on_new_best=on_new_best)
-        self._forward_train = self._place(model)
+        forward_train = self._place(model)
         optimizer, groups = build_optimizer(model, recipe, self.s.param_groups)
         scaler = torch.amp.GradScaler(self.s.device.type, enabled=self.s.amp and self.s.device.type == "cuda")
         result = FitResult(param_groups=groups)
@@ -349,7 +349,8 @@ class Engine:
         result.schedule = describe_schedule(recipe, steps_per_epoch)
         # The lr is a function of the global step only: a resumed run starts the scheduler where it stopped.
         scheduler = build_scheduler(optimizer, recipe, steps_per_epoch, len(result.history) * steps_per_epoch)
-        fit = _Fit(model, optimizer, scheduler, scaler, train_loader, eval_loader, val_loader, recipe, seed)
+        fit = _Fit(model, forward_train, optimizer, scheduler, scaler, train_loader, eval_loader, val_loader, recipe,
+                   seed)
         self._train_epochs(fit, result, checkpoint_path, hooks)
         return result
 
@@ -435,7 +436,7 @@ class Engine:
         every_step = self.s.sync_every_step if self.s.sync_every_step is not None else self.s.device.type != "cuda"
         step_log = StepLog(self.reporter, epoch, every_step, self.s.log_interval)
         hits = _TrainHits(self.s.device)
-        one = _Steps(self.s, self._forward_train, fit)
+        one = _Steps(self.s, fit)
         optimizer, first_global = fit.optimizer, (epoch - 1) * steps + 1
         lr_last = current_lr(optimizer)
         seen = batches = 0
