@@ -1,5 +1,6 @@
-"""Parameter groups: a method names groups of its trainable parameters, the run's settings scale them, the
-engine's optimizer gets one torch param group each.
+"""The optimizer (:func:`build_optimizer`, the one place kdbench builds one) and its parameter groups: a method
+names groups of its trainable parameters, the run's settings scale them, the optimizer gets one torch param group
+each.
 
 A method declares the modules it adds (a FitNet regressor, CRD's embedding heads, ...) in
 `Distiller.param_group_modules` (group name → attribute path), and :meth:`Distiller.param_groups` returns
@@ -109,6 +110,7 @@ def build_optimizer(model: nn.Module, recipe: Recipe, overrides: Mapping[str, Ma
     """The one optimizer builder: the recipe's optimizer (SGD with its momentum / Nesterov, or AdamW) over
     `model.param_groups()` (a Distiller) — or over a plain module's trainable parameters, as one group — and,
     for the run record, each group's name, parameter count, base lr and weight decay."""
+    # Asked by attribute, not isinstance(Distiller): kdbench.train.method imports this module.
     trainable = list(model.trainable_parameters() if hasattr(model, "trainable_parameters")
                      else (p for p in model.parameters() if p.requires_grad))
     groups = model.param_groups() if hasattr(model, "param_groups") else [ParamGroup(MAIN_GROUP, trainable)]
