@@ -28,7 +28,8 @@ from kdbench.data.loaders import make_eval_loader, make_train_loader
 from kdbench.models import create_model
 from kdbench.train.engine import Engine, EngineSettings
 from kdbench.train.method import MethodContext, get_method
-from kdbench.train.schedule import build_optimizer, build_scheduler
+from kdbench.train.optim import build_optimizer
+from kdbench.train.schedule import build_scheduler
 
 
 def build_student(name: str, image_size: int) -> nn.Module:
@@ -41,7 +42,7 @@ def bare_epoch(student, train_loader, eval_loader, recipe, device) -> float:
     """What a researcher would write by hand: no registry, no records, no progress, no divergence check.
     Returns the seconds of its training part."""
     t0 = time.perf_counter()
-    optimizer = build_optimizer(student.parameters(), recipe)
+    optimizer, _ = build_optimizer(student, recipe)  # the engine's optimizer, over the bare student
     scheduler = build_scheduler(optimizer, recipe, len(train_loader), 0)
     train_loader.sampler.set_epoch(1)
     student.train()

@@ -17,7 +17,8 @@ from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.models.zoo import is_model, student_lr_scale
 from kdbench.report.published import load_published
 from kdbench.sweep.grid import Grid, expand, grid_from_options, load_sweep_file, parse_pairs
-from kdbench.train.schedule import build_optimizer, lr_factor
+from kdbench.train.optim import build_optimizer
+from kdbench.train.schedule import lr_factor
 
 REPO = Path(__file__).resolve().parent.parent
 CRD_SWEEP = REPO / "slurm" / "sweeps" / "crd-cifar100.yaml"
@@ -54,7 +55,7 @@ def test_cifar100_recipe_is_the_crd_codebases() -> None:
     assert r.warmup_epochs == 0 and r.label_smoothing == 0.0
     spec = parse_augment(r.augment)  # RandomCrop(32, padding=4) + RandomHorizontalFlip
     assert (spec.rrc, spec.pad, spec.flip) == (False, 4, True)
-    sgd = build_optimizer([torch.nn.Parameter(torch.zeros(1))], r)
+    sgd, _ = build_optimizer(torch.nn.Linear(1, 1), r)
     assert {k: sgd.defaults[k] for k in ("lr", "momentum", "weight_decay", "nesterov")} == {
         "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "nesterov": False}
 

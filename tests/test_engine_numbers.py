@@ -19,7 +19,7 @@ from kdbench.core.errors import RunDiverged
 from kdbench.core.progress import Reporter
 from kdbench.data.loaders import make_eval_loader, make_train_loader
 from kdbench.spec.recipe import Recipe
-from kdbench.train.engine import Engine, EngineSettings, EpochRecord, FitResult, epoch_seed
+from kdbench.train.engine import Engine, EngineSettings, EpochRecord, FitCallbacks, FitResult, epoch_seed
 from kdbench.train.evaluate import evaluate
 from kdbench.train.method import Batch, Distiller, MethodContext
 from kdbench.train.schedule import lr_factor
@@ -285,3 +285,33 @@ def test_one_warmup_epoch_then_one_cosine_epoch_never_runs_at_the_peak_at_the_en
 def test_multistep_decays_after_the_milestone_epoch_with_a_per_step_warmup():
     lrs, _ = _applied_lrs(epochs=3, schedule="multistep", milestones=(2,), gamma=0.1, warmup_epochs=1)
     assert lrs == pytest.approx([0.125, 0.25, 0.375, 0.5, 0.5, 0.5, 0.05, 0.05, 0.05], rel=1e-4)
+
+
+def test_callbacks_run_on_new_best_before_the_epochs_checkpoint_and_on_epoch_end_after_it(tmp_path: Path):
+    ds, ctx, recipe = _setup()
+    ckpt = tmp_path / "ckpt.pt"
+    calls: list[tuple[str, int, int]] = []  # hook, epoch just trained, epochs in the checkpoint at that moment
+
+    def saved() -> int:
+        return len(torch.load(ckpt, weights_only=False)["history"]) if ckpt.exists() else 0
+
+    def hook(name: str):
+        return lambda result: calls.append((name, result.last.epoch, saved()))
+
+    result = _fit(TwoLosses(ctx), ds, recipe, checkpoint_path=ckpt,
+                  callbacks=FitCallbacks(on_new_best=hook("best"), on_epoch_end=hook("end")))
+    best = {e for e in (1, 2, 3) if FitResult(result.history[:e]).best.epoch == e}  # epochs that became best
+    expected = []
+    for epoch in (1, 2, 3):
+        if epoch in best:
+            expected.append(("best", epoch, epoch - 1))
+        expected.append(("end", epoch, epoch))
+    assert calls == expected and 1 in best
+    # The same hooks as keyword arguments (the older spelling) give the same calls; both at once is refused.
+    calls_kw = calls.copy()
+    calls.clear()
+    ckpt.unlink()
+    _fit(TwoLosses(ctx), ds, recipe, checkpoint_path=ckpt, on_new_best=hook("best"), on_epoch_end=hook("end"))
+    assert calls == calls_kw
+    with pytest.raises(TypeError, match="not both"):
+        _fit(TwoLosses(ctx), ds, recipe, callbacks=FitCallbacks(), on_epoch_end=hook("end"))

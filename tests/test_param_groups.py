@@ -108,3 +108,13 @@ def test_each_declared_group_holds_its_modules_parameters(method):
         own = [p for p in model.get_submodule(path).parameters() if p.requires_grad]
         assert own and [id(p) for p in group["params"]] == [id(p) for p in own]
         assert group["lr"] == pytest.approx(2 * RECIPE.lr)
+
+
+def test_a_plain_module_trains_its_trainable_parameters_as_one_group():
+    # The one builder serves a module that is not a Distiller too (a bare loop: benchmarks/engine_overhead.py).
+    module = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    module[0].bias.requires_grad_(False)
+    optimizer, described = build_optimizer(module, RECIPE)
+    (group,) = optimizer.param_groups
+    assert group["params"] == [module[0].weight, module[1].weight, module[1].bias]
+    assert described == [{"name": "main", "params": 12 + 8 + 2, "lr": 0.1, "weight_decay": 5e-4}]

@@ -12,37 +12,38 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, MultiStepLR, S
 from kdbench.core.errors import UserError
 from kdbench.execute.resolve import RunOptions, resolve_config, resolve_teacher
 from kdbench.spec.recipe import Recipe, crd_schedule
-from kdbench.train.schedule import build_optimizer, build_scheduler, describe_schedule, lr_factor
+from kdbench.train.optim import build_optimizer
+from kdbench.train.schedule import build_scheduler, describe_schedule, lr_factor
 
 
-def _params() -> list[torch.nn.Parameter]:
-    return list(torch.nn.Linear(2, 2).parameters())
+def _optimizer(recipe: Recipe) -> torch.optim.Optimizer:
+    return build_optimizer(torch.nn.Linear(2, 2), recipe)[0]
 
 
 def test_sgd_takes_the_recipes_lr_momentum_nesterov_and_weight_decay():
-    opt = build_optimizer(_params(), Recipe(name="r", epochs=3, batch_size=4, lr=0.3, momentum=0.8, nesterov=True,
-                                            weight_decay=1e-3))
+    opt = _optimizer(Recipe(name="r", epochs=3, batch_size=4, lr=0.3, momentum=0.8, nesterov=True,
+                            weight_decay=1e-3))
     assert isinstance(opt, torch.optim.SGD) and len(opt.param_groups[0]["params"]) == 2
     group = opt.param_groups[0]
     assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.3, 0.8, True, 1e-3)
-    plain = build_optimizer(_params(), Recipe(name="r", epochs=3, batch_size=4, lr=0.3)).param_groups[0]
+    plain = _optimizer(Recipe(name="r", epochs=3, batch_size=4, lr=0.3)).param_groups[0]
     assert plain["nesterov"] is False and plain["momentum"] == 0.9 and plain["weight_decay"] == 5e-4
     # Nesterov needs momentum: without it the flag is dropped rather than refused by torch.
-    no_momentum = build_optimizer(_params(), Recipe(name="r", epochs=3, batch_size=4, lr=0.3, momentum=0.0,
-                                                    nesterov=True)).param_groups[0]
+    no_momentum = _optimizer(Recipe(name="r", epochs=3, batch_size=4, lr=0.3, momentum=0.0,
+                                    nesterov=True)).param_groups[0]
     assert no_momentum["nesterov"] is False
 
 
 def test_adamw_takes_the_recipes_lr_and_weight_decay():
-    opt = build_optimizer(_params(), Recipe(name="r", epochs=3, batch_size=4, lr=0.002, optimizer="adamw",
-                                            weight_decay=0.05))
+    opt = _optimizer(Recipe(name="r", epochs=3, batch_size=4, lr=0.002, optimizer="adamw",
+                            weight_decay=0.05))
     assert isinstance(opt, torch.optim.AdamW)
     assert (opt.param_groups[0]["lr"], opt.param_groups[0]["weight_decay"]) == (0.002, 0.05)
 
 
 def _lrs(recipe: Recipe, steps_per_epoch: int, start: int = 0) -> list[float]:
     """The lr of every optimizer step from `start`, read off the scheduler the engine uses."""
-    opt = build_optimizer(_params(), recipe)
+    opt = _optimizer(recipe)
     sched = build_scheduler(opt, recipe, steps_per_epoch, start)
     out = []
     for _ in range(start, recipe.epochs * steps_per_epoch):
@@ -86,7 +87,7 @@ def test_the_schedule_is_torchs_linear_warmup_then_cosine_or_multistep(schedule:
     r = Recipe(name="r", epochs=5, batch_size=4, lr=0.4, schedule=schedule, milestones=milestones, gamma=0.3,
                warmup_epochs=warmup_epochs)
     w = warmup_epochs * spe
-    opt = build_optimizer(_params(), r)
+    opt = _optimizer(r)
     after = CosineAnnealingLR(opt, T_max=r.epochs * spe - w) if schedule == "cosine" else \
         MultiStepLR(opt, milestones=[m * spe - w for m in milestones], gamma=0.3)
     torch_sched = SequentialLR(opt, [LinearLR(opt, start_factor=1 / (w + 1), total_iters=w), after], milestones=[w])

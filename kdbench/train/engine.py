@@ -28,7 +28,7 @@ from kdbench.core.progress import NULL_REPORTER, Reporter
 from kdbench.core.safe_load import UnusableCheckpointError, check_plain, load_plain_checkpoint
 from kdbench.core.storage import atomic_torch_save
 from kdbench.spec.recipe import Recipe
-from kdbench.train.evaluate import _autocast, evaluate
+from kdbench.train.evaluate import EvalResult, _autocast, evaluate
 from kdbench.train.method import Batch, Distiller
 from kdbench.train.optim import build_optimizer
 from kdbench.train.schedule import build_scheduler, current_lr, describe_schedule
@@ -222,6 +222,101 @@ class EngineSettings:
     sync_bn: bool = False
 
 
+def _nothing(result: FitResult) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class FitCallbacks:
+    """The hooks :meth:`Engine.fit` calls, each with the run's `FitResult` so far; the one place they are named.
+
+    - `on_new_best(result)`: the epoch just trained became `result.best`. Called BEFORE that epoch's checkpoint
+      is saved, so a copy of the best weights made here is never older than the checkpoint a resumed run starts
+      from.
+    - `on_epoch_end(result)`: after every epoch, its record appended and its checkpoint (when due) saved.
+
+    A hook left out does nothing; an exception a hook raises ends `fit` with it."""
+
+    on_new_best: Callable[[FitResult], None] = _nothing
+    on_epoch_end: Callable[[FitResult], None] = _nothing
+
+    @classmethod
+    def of(cls, callbacks: FitCallbacks | None, **hooks: Callable[[FitResult], None] | None) -> FitCallbacks:
+        """`callbacks`, or one made of the hooks given as `fit`'s keyword arguments (the older spelling); not
+        both."""
+        given = {name: hook for name, hook in hooks.items() if hook is not None}
+        if callbacks is not None and given:
+            raise TypeError(f"fit: pass the hooks in `callbacks` or as {', '.join(given)}=, not both")
+        return callbacks if callbacks is not None else cls(**given)
+
+
+@dataclass
+class _Fit:
+    """What one `fit` trains with, built once and handed to each epoch."""
+
+    model: Distiller
+    forward_train: Callable[[Batch], Any]  # the method's, or DDP's around it when data-parallel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    train_loader: DataLoader
+    eval_loader: DataLoader
+    val_loader: DataLoader | None
+    recipe: Recipe
+    seed: int
+
+
+@dataclass
+class _EpochTrain:
+    """What an epoch's training steps leave for its record (summed over ranks when data-parallel)."""
+
+    lr_last: float  # the lr of the epoch's last optimizer step
+    sums: dict[str, Any]  # the losses' sums over the epoch's steps, by name, plus "total" (StepLog.sums)
+    correct: torch.Tensor  # top-1 hits on the training batches (_TrainHits.count)
+    seen: int  # training samples
+    batches: int
+
+
+class _Steps:
+    """One training step, in two halves around the step log: `forward` (the batch to the device, channels-last,
+    autocast when AMP is on; the method's logits and weighted losses and their total) and `step` (backward, the
+    optimizer step, the AMP scaler when on, then the scheduler: the next step's lr). Settings are read once here,
+    not at every step."""
+
+    def __init__(self, settings: EngineSettings, fit: _Fit) -> None:
+        self.device = settings.device
+        self.channels_last = settings.channels_last
+        self.forward_train = fit.forward_train
+        # No autocast context at all without AMP: entering a disabled one costs a step.
+        self.amp_context = (lambda: _autocast(settings.device, True)) if settings.amp else contextlib.nullcontext
+        self.optimizer, self.scheduler, self.scaler = fit.optimizer, fit.scheduler, fit.scaler
+        self.step = self._scaled_step if fit.scaler.is_enabled() else self._plain_step
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        device = self.device
+        images, labels, index = _on(device, images), _on(device, labels), _on(device, index)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with self.amp_context():
+            logits, losses = self.forward_train(Batch(images, labels, index))
+        return logits, losses, _total(losses)
+
+    def _scaled_step(self, total: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
+    def _plain_step(self, total: torch.Tensor) -> None:
+        # AMP off: the disabled scaler's three calls would only pass through to these two.
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+
+
 class Engine:
     def __init__(self, settings: EngineSettings, reporter: Reporter = NULL_REPORTER) -> None:
         self.s = settings
@@ -238,51 +333,60 @@ class Engine:
         on_epoch_end: Callable[[FitResult], None] | None = None,
         val_loader: DataLoader | None = None,
         on_new_best: Callable[[FitResult], None] | None = None,
+        callbacks: FitCallbacks | None = None,
     ) -> FitResult:
         """Train `model` for the recipe's epochs (resuming from `checkpoint_path` when it holds some), evaluating
         on `eval_loader` (test) and, when given, on `val_loader` (the split that then chooses the best epoch) after
-        each.
-
-        `on_new_best(result)` is called when the epoch just trained became `result.best`, before that epoch's
-        checkpoint is saved: a copy of the best weights made there is never older than the checkpoint a
-        resumed run starts from. `on_epoch_end(result)` is called after every epoch and its checkpoint."""
-        device = self.s.device
-        model.to(device)
-        if self.s.channels_last:
-            model.to(memory_format=torch.channels_last)
-        if self.s.world_size > 1 and self.s.sync_bn:
-            distributed.convert_sync_bn(model)  # before the optimizer: the same Parameters, new layers
-        self._forward_train = distributed.data_parallel(model, device) if self.s.world_size > 1 \
-            else model.forward_train
+        each, calling `callbacks`' hooks (:class:`FitCallbacks`; `on_epoch_end=` / `on_new_best=` are the same
+        hooks given one by one)."""
+        hooks = FitCallbacks.of(callbacks, on_epoch_end=on_epoch_end, on_new_best=on_new_best)
+        forward_train = self._place(model)
         optimizer, groups = build_optimizer(model, recipe, self.s.param_groups)
-        scaler = torch.amp.GradScaler(device.type, enabled=self.s.amp and device.type == "cuda")
+        scaler = torch.amp.GradScaler(self.s.device.type, enabled=self.s.amp and self.s.device.type == "cuda")
         result = FitResult(param_groups=groups)
-        if self.s.world_size > 1:
-            distributed.barrier()  # every rank resumes from rank 0's checkpoint, read once it is in place
-        if checkpoint_path is not None and checkpoint_path.exists():
-            result.history, result.resume_refused = self._resume(checkpoint_path, model, optimizer, scaler)
-            result.resumed_from = len(result.history)
-            if result.resumed_from:
-                self.reporter.log(f"resumed from epoch {result.resumed_from} checkpoint")
-        last_save = time.monotonic()
+        self._resume_into(result, checkpoint_path, model, optimizer, scaler)
         steps_per_epoch = len(train_loader)
         result.schedule = describe_schedule(recipe, steps_per_epoch)
         # The lr is a function of the global step only: a resumed run starts the scheduler where it stopped.
         scheduler = build_scheduler(optimizer, recipe, steps_per_epoch, len(result.history) * steps_per_epoch)
-
-        for epoch in range(len(result.history) + 1, recipe.epochs + 1):
-            record = self._train_epoch(model, optimizer, scheduler, scaler, train_loader, eval_loader, recipe, seed,
-                                       epoch, val_loader)
-            result.history.append(record)
-            if on_new_best is not None and result.best.epoch == record.epoch:
-                on_new_best(result)
-            due = time.monotonic() - last_save >= self.s.checkpoint_interval_s or epoch == recipe.epochs
-            if checkpoint_path is not None and due and distributed.is_main():
-                save_checkpoint(checkpoint_path, model, optimizer, scaler, result.history)
-                last_save = time.monotonic()
-            if on_epoch_end is not None:
-                on_epoch_end(result)
+        fit = _Fit(model, forward_train, optimizer, scheduler, scaler, train_loader, eval_loader, val_loader, recipe,
+                   seed)
+        self._train_epochs(fit, result, checkpoint_path, hooks)
         return result
+
+    def _place(self, model: Distiller) -> Callable[[Batch], Any]:
+        """`model` on the device (channels-last, SyncBatchNorm when asked): the training forward to call, DDP's
+        when data-parallel."""
+        model.to(self.s.device)
+        if self.s.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if self.s.world_size > 1 and self.s.sync_bn:
+            distributed.convert_sync_bn(model)  # before the optimizer: the same Parameters, new layers
+        return distributed.data_parallel(model, self.s.device) if self.s.world_size > 1 else model.forward_train
+
+    def _resume_into(self, result: FitResult, path: Path | None, model: Distiller,
+                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        if self.s.world_size > 1:
+            distributed.barrier()  # every rank resumes from rank 0's checkpoint, read once it is in place
+        if path is not None and path.exists():
+            result.history, result.resume_refused = self._resume(path, model, optimizer, scaler)
+            result.resumed_from = len(result.history)
+            if result.resumed_from:
+                self.reporter.log(f"resumed from epoch {result.resumed_from} checkpoint")
+
+    def _train_epochs(self, fit: _Fit, result: FitResult, checkpoint_path: Path | None,
+                      hooks: FitCallbacks) -> None:
+        last_save = time.monotonic()
+        for epoch in range(len(result.history) + 1, fit.recipe.epochs + 1):
+            record = self._train_epoch(fit, epoch)
+            result.history.append(record)
+            if result.best.epoch == record.epoch:
+                hooks.on_new_best(result)
+            due = time.monotonic() - last_save >= self.s.checkpoint_interval_s or epoch == fit.recipe.epochs
+            if checkpoint_path is not None and due and distributed.is_main():
+                save_checkpoint(checkpoint_path, fit.model, fit.optimizer, fit.scaler, result.history)
+                last_save = time.monotonic()
+            hooks.on_epoch_end(result)
 
     def _resume(self, path: Path, model: Distiller, optimizer: torch.optim.Optimizer,
                 scaler: torch.amp.GradScaler) -> tuple[list[EpochRecord], str | None]:
@@ -297,99 +401,92 @@ class Engine:
             self.reporter.log(f"warning: {e}; starting this run again from scratch (the file will be replaced)")
             return [], str(e)
 
-    def _train_epoch(
-        self,
-        model: Distiller,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        scaler: torch.amp.GradScaler,
-        train_loader: DataLoader,
-        eval_loader: DataLoader,
-        recipe: Recipe,
-        seed: int,
-        epoch: int,
-        val_loader: DataLoader | None = None,
-    ) -> EpochRecord:
-        device = self.s.device
+    def _train_epoch(self, fit: _Fit, epoch: int) -> EpochRecord:
+        """One epoch: its training steps, then the evaluation of the student; the epoch's record."""
         t0 = time.perf_counter()
-        lr_first = lr_last = current_lr(optimizer)
+        lr_first = current_lr(fit.optimizer)
+        self._begin_epoch(fit, epoch)
+        train = self._train_steps(fit, epoch)
+        train_s = time.perf_counter() - t0
+        if self.s.world_size > 1:
+            train = self._over_ranks(fit.model, train)
+        t1 = time.perf_counter()
+        ev, val = self._evaluate(fit)
+        record = _epoch_record(epoch, lr_first, train, ev, val, train_s, time.perf_counter() - t1)
+        self.reporter.phase_end({k: v for k, v in asdict(record).items() if v is not None})
+        return record
+
+    def _begin_epoch(self, fit: _Fit, epoch: int) -> None:
         # Ranks draw their own dropout masks and CRD negatives (as timm seeds per rank); still a function of (seed,
         # epoch). Crops are not drawn from this stream: they are keyed by sample index (data/loaders.py), so a
         # sample gets the crop it gets in one process.
-        _seed_everything(epoch_seed(seed, epoch) + (distributed.rank() if self.s.world_size > 1 else 0))
-        sampler = train_loader.sampler
+        _seed_everything(epoch_seed(fit.seed, epoch) + (distributed.rank() if self.s.world_size > 1 else 0))
+        sampler = fit.train_loader.sampler
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
-        model.train()
-        model.begin_epoch(epoch)
-        model.on_epoch_start(epoch)
+        fit.model.train()
+        fit.model.begin_epoch(epoch)
+        fit.model.on_epoch_start(epoch)
 
-        hits = _TrainHits(device)
-        seen = 0
-        batches = 0
-        steps = len(train_loader)
-        self.reporter.phase_start(f"epoch {epoch}/{recipe.epochs}", total=steps)
-        step_log = StepLog(self.reporter, epoch, self.s.sync_every_step if self.s.sync_every_step is not None
-                           else device.type != "cuda", self.s.log_interval)
-        amp_context = (lambda: _autocast(device, True)) if self.s.amp else contextlib.nullcontext
-        scaled = scaler.is_enabled()
-        for step, (images, labels, index) in enumerate(train_loader):
-            images, labels, index = _on(device, images), _on(device, labels), _on(device, index)
-            if self.s.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with amp_context():  # no autocast context at all without AMP: entering a disabled one costs a step
-                logits, losses = self._forward_train(Batch(images, labels, index))
-            total = _total(losses)
+    def _train_steps(self, fit: _Fit, epoch: int) -> _EpochTrain:
+        """The epoch's optimizer steps. Nothing here reads the device per step (on a GPU): the losses go to the
+        StepLog, the hits to _TrainHits, and both are read in batches."""
+        steps = len(fit.train_loader)
+        self.reporter.phase_start(f"epoch {epoch}/{fit.recipe.epochs}", total=steps)
+        every_step = self.s.sync_every_step if self.s.sync_every_step is not None else self.s.device.type != "cuda"
+        step_log = StepLog(self.reporter, epoch, every_step, self.s.log_interval)
+        hits = _TrainHits(self.s.device)
+        one = _Steps(self.s, fit)
+        optimizer, first_global = fit.optimizer, (epoch - 1) * steps + 1
+        lr_last = current_lr(optimizer)
+        seen = batches = 0
+        for step, (images, labels, index) in enumerate(fit.train_loader):
+            logits, losses, total = one.forward(images, labels, index)
             lr_last = current_lr(optimizer)  # the lr this step uses (the scheduler moves on after it)
             # A non-finite loss stops the run: never step on NaN/Inf and carry on silently. On CPU the losses are
             # read here, and a non-finite total refused, before the optimizer steps on it; on a GPU a read would
             # stall the device every step, so they stay there and are checked on each logging interval's batch
             # of them (step_log.flush), before the epoch ends and so before any checkpoint holding a diverged
             # step. StepLog also keeps the epoch's loss sums.
-            step_log.add(step, (epoch - 1) * steps + step + 1, losses, total, lr_last)
-            optimizer.zero_grad(set_to_none=True)
-            if scaled:
-                scaler.scale(total).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:  # AMP off: the disabled scaler's three calls would only pass through to these two
-                total.backward()
-                optimizer.step()
-            scheduler.step()  # the next step's lr
-
+            step_log.add(step, first_global + step, losses, total, lr_last)
+            one.step(total)
             hits.add(logits, labels)
             seen += labels.numel()
             batches += 1
         step_log.flush()
-        correct = hits.count()
-        train_s = time.perf_counter() - t0
-        sums: dict[str, Any] = step_log.sums
-        if self.s.world_size > 1:  # the epoch's means over the global batches; one model on every rank
-            sums = {k: distributed.all_reduce_mean(torch.as_tensor(v, device=device)) for k, v in sums.items()}
-            correct = distributed.all_reduce_sum(correct)
-            seen = int(distributed.all_reduce_sum(torch.tensor(seen, device=device)))
-            distributed.broadcast_buffers(model)
+        return _EpochTrain(lr_last, step_log.sums, hits.count(), seen, batches)
 
-        t1 = time.perf_counter()
-        ranks = self.s.world_size > 1
-        ev = evaluate(model, eval_loader, device, amp=self.s.amp, channels_last=self.s.channels_last,
-                      sum_over_ranks=ranks)
-        val = None if val_loader is None else evaluate(model, val_loader, device, amp=self.s.amp,
-                                                       channels_last=self.s.channels_last, sum_over_ranks=ranks)
-        eval_s = time.perf_counter() - t1
-        record = EpochRecord(
-            epoch=epoch,
-            lr=lr_first,
-            lr_last=lr_last,
-            losses={k: float(v) / max(batches, 1) for k, v in sums.items()},
-            train_top1=100.0 * float(correct) / max(seen, 1),
-            top1=ev.top1,
-            top5=ev.top5,
-            eval_loss=ev.loss,
-            epoch_s=train_s,
-            eval_s=eval_s,
-            val_top1=None if val is None else val.top1,
-            val_top5=None if val is None else val.top5,
-        )
-        self.reporter.phase_end({k: v for k, v in asdict(record).items() if v is not None})
-        return record
+    def _over_ranks(self, model: Distiller, train: _EpochTrain) -> _EpochTrain:
+        """The epoch's means over the global batches; one model on every rank."""
+        device = self.s.device
+        sums = {k: distributed.all_reduce_mean(torch.as_tensor(v, device=device)) for k, v in train.sums.items()}
+        correct = distributed.all_reduce_sum(train.correct)
+        seen = int(distributed.all_reduce_sum(torch.tensor(train.seen, device=device)))
+        distributed.broadcast_buffers(model)
+        return _EpochTrain(train.lr_last, sums, correct, seen, train.batches)
+
+    def _evaluate(self, fit: _Fit) -> tuple[EvalResult, EvalResult | None]:
+        """The student on the test split and, when there is one, on the validation split."""
+        def on(loader: DataLoader) -> EvalResult:
+            return evaluate(fit.model, loader, self.s.device, amp=self.s.amp, channels_last=self.s.channels_last,
+                            sum_over_ranks=self.s.world_size > 1)
+
+        return on(fit.eval_loader), None if fit.val_loader is None else on(fit.val_loader)
+
+
+def _epoch_record(epoch: int, lr_first: float, train: _EpochTrain, ev: EvalResult, val: EvalResult | None,
+                  train_s: float, eval_s: float) -> EpochRecord:
+    return EpochRecord(
+        epoch=epoch,
+        lr=lr_first,
+        lr_last=train.lr_last,
+        losses={k: float(v) / max(train.batches, 1) for k, v in train.sums.items()},
+        train_top1=100.0 * float(train.correct) / max(train.seen, 1),
+        top1=ev.top1,
+        top5=ev.top5,
+        eval_loss=ev.loss,
+        epoch_s=train_s,
+        eval_s=eval_s,
+        val_top1=None if val is None else val.top1,
+        val_top5=None if val is None else val.top5,
+    )

@@ -1,5 +1,6 @@
-"""Parameter groups: a method names groups of its trainable parameters, the run's settings scale them, the
-engine's optimizer gets one torch param group each.
+"""The optimizer (:func:`build_optimizer`, the one place kdbench builds one) and its parameter groups: a method
+names groups of its trainable parameters, the run's settings scale them, the optimizer gets one torch param group
+each.
 
 A method declares the modules it adds (a FitNet regressor, CRD's embedding heads, ...) in
 `Distiller.param_group_modules` (group name → attribute path), and :meth:`Distiller.param_groups` returns
@@ -104,14 +105,15 @@ def check_partition(groups: list[ParamGroup], trainable: list[nn.Parameter]) -> 
         raise RuntimeError("param_groups() must hold every trainable parameter exactly once")
 
 
-def build_optimizer(model: Any, recipe: Recipe, overrides: Mapping[str, Mapping[str, float]] | None = None,
+def build_optimizer(model: nn.Module, recipe: Recipe, overrides: Mapping[str, Mapping[str, float]] | None = None,
                     ) -> tuple[torch.optim.Optimizer, list[dict[str, Any]]]:
-    """The optimizer over `model.param_groups()` (a Distiller) and, for the run record, each group's name,
-    parameter count, base lr and weight decay."""
-    from kdbench.train.schedule import build_optimizer as optimizer_for
-
-    groups = model.param_groups()
-    trainable = list(model.trainable_parameters())
+    """The one optimizer builder: the recipe's optimizer (SGD with its momentum / Nesterov, or AdamW) over
+    `model.param_groups()` (a Distiller) — or over a plain module's trainable parameters, as one group — and,
+    for the run record, each group's name, parameter count, base lr and weight decay."""
+    # Asked by attribute, not isinstance(Distiller): kdbench.train.method imports this module.
+    trainable = list(model.trainable_parameters() if hasattr(model, "trainable_parameters")
+                     else (p for p in model.parameters() if p.requires_grad))
+    groups = model.param_groups() if hasattr(model, "param_groups") else [ParamGroup(MAIN_GROUP, trainable)]
     check_partition(groups, trainable)
     # Overrides of groups this model lacks do not apply (e.g. a zoo teacher trained inside a FitNet run).
     overrides = {name: o for name, o in (overrides or {}).items() if any(g.name == name for g in groups)}
@@ -119,10 +121,20 @@ def build_optimizer(model: Any, recipe: Recipe, overrides: Mapping[str, Mapping[
         torch_groups: list[Any] = [{"name": MAIN_GROUP, "params": trainable, "lr_scale": 1.0}]  # today's order
     else:
         torch_groups = resolved_groups(groups, recipe, overrides)
-    optimizer = optimizer_for(torch_groups, recipe)
+    optimizer = _torch_optimizer(torch_groups, recipe)
     described = [{"name": g["name"], "params": sum(p.numel() for p in g["params"]), "lr": g["lr"],
                   "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
     return optimizer, described
+
+
+def _torch_optimizer(groups: list[dict[str, Any]], recipe: Recipe) -> torch.optim.Optimizer:
+    # The recipe's lr and weight decay are the defaults of groups that do not set their own.
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
+            weight_decay=recipe.weight_decay,
+        )
+    return torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
 
 
 def group_base_lr(group: Mapping[str, Any], recipe: Recipe) -> float:

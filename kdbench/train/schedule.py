@@ -1,4 +1,4 @@
-"""Optimizer and per-iteration learning rate from a recipe.
+"""The per-iteration learning rate from a recipe (the optimizer itself: kdbench.train.optim.build_optimizer).
 
 The learning rate changes at every optimizer step and is a pure function of the global step (0-based count of
 optimizer steps since the run began): `lr(step) = recipe.lr · lr_factor(recipe, step, steps_per_epoch)`.
@@ -12,23 +12,13 @@ recursive state, and `MultiStepLR` keeps a `Counter`, which a plain-data checkpo
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
 from kdbench.spec.recipe import Recipe
-
-
-def build_optimizer(params: Iterable[torch.nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
-    params = list(params)
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
-            weight_decay=recipe.weight_decay,
-        )
-    return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+from kdbench.train.optim import group_base_lr
 
 
 def lr_factor(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
@@ -63,8 +53,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, steps_per_
     every optimizer step."""
     for group in optimizer.param_groups:
         # The base lr the factor multiplies (a resumed optimizer holds the last lr): the recipe's, times the
-        # group's scale (kdbench.train.optim), so the schedule applies to every parameter group alike.
-        group["initial_lr"] = recipe.lr * float(group.get("lr_scale", 1.0))
+        # group's scale, so the schedule applies to every parameter group alike.
+        group["initial_lr"] = group_base_lr(group, recipe)
     return LambdaLR(optimizer, lambda step: lr_factor(recipe, step, steps_per_epoch), last_epoch=start_step - 1)
 
 
