@@ -4,8 +4,8 @@ kdbench/ is a stack of packages, each with one job. A module imports only its ow
 it, so a low layer never loads a high one (reading a results table does not import the training loop; the
 engine never imports the command line). The rule holds for every import statement anywhere in a module —
 inside functions and under `TYPE_CHECKING` too — with no list of exceptions. Built-in methods sit in their own
-layer above `train`: they are found the way plugins are (kdbench.train.method.load_methods), never imported by
-the layers below.
+layer above `train`: they are found the way plugins are (the method registry in kdbench/train/method.py), never
+imported by the layers below.
 """
 
 from __future__ import annotations
@@ -169,3 +169,12 @@ def test_the_layer_rule_sees_imports_inside_functions(tmp_path: Path) -> None:
     source.write_text("def f():\n    from kdbench.cli import app\n    import rich\n")
     inner, outer = _imports("kdbench.core.m", source)
     assert "kdbench.cli.app" in inner and "rich" in outer
+
+
+def test_the_readme_draws_the_layers_in_their_order() -> None:
+    # README "Architecture" draws the stack top to bottom, one layer per line: it must be the order enforced here.
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Architecture", 1)[1].split("\n## ", 1)[0]
+    drawing = section.split("```", 2)[1]
+    drawn = [line.split()[0] for line in drawing.splitlines() if line.strip() and line.split()[0] in LAYERS]
+    assert drawn == list(reversed(LAYERS))
