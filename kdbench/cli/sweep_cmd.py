@@ -35,13 +35,14 @@ from kdbench.cli.options import (
 from kdbench.cli.reporter import console
 from kdbench.cli.status_cmd import counts_line, status_table
 from kdbench.core.errors import UserError
+from kdbench.spec.paths import Paths
 from kdbench.spec.scoped_sets import parse_grid, set_items, set_key
 from kdbench.sweep.chains import parents
 from kdbench.sweep.grid import (
-    Paths,
     at_world_size,
     expand,
     grid_from_options,
+    job_settings_from_options,
     load_sweep_file,
     parse_sbatch,
     paths_from_options,
@@ -209,7 +210,7 @@ def sweep_command(
         runs = at_world_size(expand(grid), resources.world_size, resources.sync_bn)
         kind, reason = choose_executor(options.get("executor"))
         plan = make_plan(runs, paths.results_dir, paths.zoo_dir, force=force)
-        sweep = new_sweep(grid, paths, resources, kind, reason, runs)
+        sweep = new_sweep(grid, paths, resources, kind, reason, runs, job_settings_from_options(options))
     if as_json:
         typer.echo(json.dumps(plan_entries(plan, list(sweep["grid"].get("grid") or {})), indent=2, default=str))
     else:
@@ -281,7 +282,7 @@ def _resume_plan(sweep_id: str, cli: dict[str, Any], force: bool) -> tuple[dict[
         raise UserError(f"sweep {sweep_id}'s runs train on {', '.join(map(str, sorted(planned)))} process(es) "
                         f"each, but these resources give {resources.world_size}: keep --gpus-per-node at "
                         f"{sweep_resources_gpus} or start a new sweep")
-    paths = Paths(**sweep["paths"])
+    paths = Paths.from_dict(sweep["paths"])
     in_flight = sweep_state(sweep).in_flight()
     plan = make_plan(runs, paths.results_dir, paths.zoo_dir, force=force, in_flight=in_flight)
     return sweep, plan, reason
