@@ -18,8 +18,10 @@ from kdbench.cli.app import _register_commands, app
 from kdbench.cli.run_config import run_options, run_params, save_run_config
 from kdbench.core.cpu_numerics import configure_portable, cpu_identity, cpu_info, cpu_model
 from kdbench.core.errors import UserError
+from kdbench.execute.build import teacher_key
 from kdbench.execute.resolve import resolve_config
-from kdbench.execute.runner import Paths, execute, teacher_key
+from kdbench.execute.runner import execute
+from kdbench.spec.paths import Paths
 from kdbench.sweep.grid import expand, grid_from_options, load_sweep_file
 
 CLI = [sys.executable, "-m", "kdbench"]

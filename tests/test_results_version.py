@@ -25,8 +25,9 @@ import pytest
 import torch
 
 from kdbench.core.cpu_numerics import cpu_identity
-from kdbench.execute.runner import Paths, execute
+from kdbench.execute.runner import execute
 from kdbench.spec.config import RunConfig
+from kdbench.spec.paths import Paths
 from kdbench.store.fingerprint import RESULTS_VERSION, code_fingerprint
 from kdbench.store.records import RunStore
 
@@ -40,7 +41,8 @@ EPOCH_FIELDS = ("losses", "lr", "top1", "top5", "eval_loss", "train_top1")
 TEACHER_METRICS = ("top1", "top5", "top1_best", "sha256")
 # A portable run must start in a process that has not computed with torch yet (configure_portable): this one has.
 _RERUN = ("import json, sys\nfrom kdbench.spec.config import RunConfig\n"
-          "from kdbench.execute.runner import Paths, execute\n"
+          "from kdbench.execute.runner import execute\n"
+          "from kdbench.spec.paths import Paths\n"
           "config, results, zoo, data = json.loads(sys.argv[1]), *sys.argv[2:]\n"
           "print(execute(RunConfig.from_dict(config), Paths(results, zoo, data), device='cpu')['run_id'])")
 

@@ -129,8 +129,9 @@ def test_preempted_task_resumes_to_an_uninterrupted_runs_numbers_and_failed_task
     import submitit
     import torch
 
-    from kdbench.execute.runner import Paths, execute
+    from kdbench.execute.runner import execute
     from kdbench.spec.config import RunConfig
+    from kdbench.spec.paths import Paths
     from kdbench.store.records import RunStore
     from kdbench.sweep.status import sweep_state, wait_for_sweep
     from kdbench.sweep.submit import load_sweep
@@ -196,8 +197,9 @@ def _execute_in_process(config_dict: dict, results: Path, zoo: Path) -> dict:
     """The same config run here in one go, with one thread like a 1-CPU job (the reference numbers)."""
     import torch
 
-    from kdbench.execute.runner import Paths, execute
+    from kdbench.execute.runner import execute
     from kdbench.spec.config import RunConfig
+    from kdbench.spec.paths import Paths
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -32,7 +32,8 @@ def test_the_teacher_file_is_hashed_once_per_run(tmp_path, monkeypatch):
         hashed.append(Path(p))
         return real(p, *args, **kwargs)
 
-    for module in ("kdbench.core.storage", "kdbench.execute.resolve", "kdbench.teachers.zoo", "kdbench.execute.runner"):
+    for module in ("kdbench.core.storage", "kdbench.execute.resolve", "kdbench.teachers.zoo", "kdbench.execute.build",
+                   "kdbench.execute.runner"):
         if hasattr(__import__(module, fromlist=["_"]), "sha256_file"):
             monkeypatch.setattr(f"{module}.sha256_file", counting)
     record = run("kd", teacher="resnet18", teacher_ckpt=str(path), results_dir=tmp_path / "results", **TINY)
@@ -44,7 +45,8 @@ def test_the_teacher_file_is_hashed_once_per_run(tmp_path, monkeypatch):
 def test_a_checkpoint_whose_digest_does_not_match_the_config_is_refused(tmp_path):
     path = _teacher_file(tmp_path)
     from kdbench.execute.resolve import RunOptions, resolve_config
-    from kdbench.execute.runner import Paths, execute
+    from kdbench.execute.runner import execute
+    from kdbench.spec.paths import Paths
 
     config = resolve_config(RunOptions(method="kd", teacher="resnet18", teacher_ckpt=str(path), **{
         k: v for k, v in TINY.items() if k in ("student", "epochs", "sets")}))

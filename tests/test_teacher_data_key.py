@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 import kdbench
 from kdbench.cli.app import _register_commands, app
 from kdbench.core.errors import UserError
+from kdbench.execute.build import load_data, load_teacher_data, teacher_key
 from kdbench.execute.resolve import RunOptions, resolve_config, resolve_teacher
-from kdbench.execute.runner import load_data, load_teacher_data, teacher_key
 from kdbench.report.leaderboard import build
 from kdbench.spec.config import content_hash
 from kdbench.teachers.import_weights import imported_key

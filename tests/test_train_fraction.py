@@ -6,8 +6,8 @@ import pytest
 
 from kdbench.core.errors import UserError
 from kdbench.data.subset import parse_train_fraction
+from kdbench.execute.build import load_data, teacher_key
 from kdbench.execute.resolve import RunOptions, resolve_config
-from kdbench.execute.runner import load_data, teacher_key
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "-0.1", "nan", "x"])

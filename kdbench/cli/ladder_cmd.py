@@ -21,8 +21,8 @@ from kdbench.cli.options import (
 from kdbench.cli.reporter import console, out
 from kdbench.cli.tables import rich_table
 from kdbench.execute.ladder import LADDER_CNNS, run_ladder
-from kdbench.execute.runner import Paths
 from kdbench.report.leaderboard import build, render
+from kdbench.spec.paths import Paths
 
 
 @app.command("ladder")

@@ -46,8 +46,9 @@ from kdbench.cli.sweep_options import (
     sweep_inputs,
 )
 from kdbench.core.errors import UserError
+from kdbench.spec.paths import Paths
 from kdbench.sweep.chains import parents
-from kdbench.sweep.grid import Paths, at_world_size, expand, parse_sbatch, resources_from_options
+from kdbench.sweep.grid import at_world_size, expand, parse_sbatch, resources_from_options
 from kdbench.sweep.plan import Plan, make_plan, plan_entries, runs_of_sweep
 from kdbench.sweep.status import SweepState, env_poll_s, sweep_state, wait_for_sweep
 from kdbench.sweep.submit import Submitted, choose_executor, load_sweep, new_sweep, submit_plan
@@ -210,7 +211,7 @@ def plan_sweep(flags: dict[str, Any], actions: SweepActions) -> tuple[dict[str, 
     runs = at_world_size(expand(new.grid), new.resources.world_size, new.resources.sync_bn)
     kind, reason = choose_executor(new.executor)
     plan = make_plan(runs, new.paths.results_dir, new.paths.zoo_dir, force=actions.force)
-    return new_sweep(new.grid, new.paths, new.resources, kind, reason, runs), plan, reason
+    return new_sweep(new.grid, new.paths, new.resources, kind, reason, runs, new.jobs), plan, reason
 
 
 def show_plan(sweep: dict[str, Any], plan: Plan, reason: str, *, as_json: bool) -> None:
@@ -277,7 +278,7 @@ def _resume_plan(sweep_id: str, cli: dict[str, Any], force: bool) -> tuple[dict[
         raise UserError(f"sweep {sweep_id}'s runs train on {', '.join(map(str, sorted(planned)))} process(es) "
                         f"each, but these resources give {resources.world_size}: keep --gpus-per-node at "
                         f"{sweep_resources_gpus} or start a new sweep")
-    paths = Paths(**sweep["paths"])
+    paths = Paths.from_dict(sweep["paths"])
     in_flight = sweep_state(sweep).in_flight()
     plan = make_plan(runs, paths.results_dir, paths.zoo_dir, force=force, in_flight=in_flight)
     return sweep, plan, reason

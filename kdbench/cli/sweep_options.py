@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.core.errors import UserError
+from kdbench.spec.paths import Paths
 from kdbench.spec.scoped_sets import parse_grid, set_items, set_key
 from kdbench.sweep.grid import (
     Grid,
-    Paths,
+    JobSettings,
     Resources,
     grid_from_options,
+    job_settings_from_options,
     load_sweep_file,
     parse_sbatch,
     paths_from_options,
@@ -132,6 +134,7 @@ class SweepInputs:
 
     grid: Grid
     paths: Paths  # absolute: jobs may start in another folder or on another node
+    jobs: JobSettings  # the device and teacher-output cache every job runs with
     resources: Resources  # validated
     executor: str | None  # None: slurm if it answers, else local
 
@@ -140,4 +143,4 @@ def sweep_inputs(flags: dict[str, Any], config: Path | None) -> SweepInputs:
     """The sweep file (if any) under the flags, as a new sweep's grid, paths, resources and executor."""
     options = _merge(load_sweep_file(config) if config else {}, flags)
     return SweepInputs(grid_from_options(options), absolute_paths(paths_from_options(options)),
-                       resources_from_options(options), options.get("executor"))
+                       job_settings_from_options(options), resources_from_options(options), options.get("executor"))

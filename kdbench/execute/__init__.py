@@ -1,5 +1,5 @@
 """execute: one run from options to record.
 
-Resolve the config, build its pieces, train, evaluate, store; dry runs, re-evaluation, the depth ladder and the
-public `create_teacher`.
+Resolve the config (`resolve`), build its pieces (`build`), train, evaluate and store them (`runner`); dry runs,
+re-evaluation, the depth ladder and the public `create_teacher`.
 """

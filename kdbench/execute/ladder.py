@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from kdbench.execute.resolve import RunOptions, resolve_config
-from kdbench.execute.runner import Paths, execute
+from kdbench.execute.runner import execute
+from kdbench.spec.paths import Paths
 
 LADDER_CNNS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 

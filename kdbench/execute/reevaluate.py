@@ -18,7 +18,7 @@ from kdbench.core.environment import resolve_device
 from kdbench.core.errors import UserError, check_range
 from kdbench.core.safe_load import UnusableCheckpointError, load_plain_checkpoint
 from kdbench.data.loaders import make_eval_loader
-from kdbench.execute.runner import build_student, load_data
+from kdbench.execute.build import build_student, load_data
 from kdbench.models.state_dicts import STUDENT_PREFIX
 from kdbench.spec.config import RunConfig
 from kdbench.store import exports

@@ -1,6 +1,8 @@
 """`run()`: one distillation run from options to a stored record.
 
-dataset → teacher (zoo or user checkpoint) → method (student + losses) → engine → evaluator → record.
+dataset → teacher (zoo or user checkpoint) → method (student + losses) → engine → evaluator → record. The run's
+pieces are built by kdbench.execute.build; this module runs them: the checks before any record is written, the
+run's lock, the engine with its callbacks, the record of how it ended.
 """
 
 from __future__ import annotations
@@ -24,86 +26,88 @@ from kdbench.core.environment import configure_determinism, configure_threads, e
 from kdbench.core.errors import RunDiverged, UserError
 from kdbench.core.progress import NULL_REPORTER, LineReporter, Reporter
 from kdbench.core.storage import check_writable
-from kdbench.data.loaders import make_eval_loader, make_train_loader
-from kdbench.data.registry import DataSplits, build_dataset, get_dataset_spec
-from kdbench.data.subset import keep_train_fraction, train_fraction_of
-from kdbench.data.validation import split_data_params
-from kdbench.execute.resolve import RunOptions, TeacherCheckpoint, resolve_config, with_run_teacher, zoo_teacher_code
+from kdbench.data.registry import DataSplits
+from kdbench.execute.build import (
+    Loaders,
+    build_distiller,
+    build_loaders,
+    load_data,
+    load_given_teacher,
+    load_teacher_data,
+    student_model_facts,
+    teacher_key,
+)
+from kdbench.execute.resolve import RunOptions, TeacherCheckpoint, resolve_config, with_run_teacher
 from kdbench.models.zoo import count_parameters, count_weight_layers
 from kdbench.spec.config import RunConfig
+from kdbench.spec.paths import Paths
 from kdbench.store import attempts, exports
 from kdbench.store.fingerprint import code_fingerprint
 from kdbench.store.records import RunStore, new_record
 from kdbench.teachers.output_cache import open_run_cache
-from kdbench.teachers.zoo import TeacherKey, TeacherZoo, load_teacher_checkpoint, training_data
-from kdbench.train.engine import Engine, EngineSettings, FitResult
+from kdbench.teachers.zoo import TeacherZoo
+from kdbench.train.engine import Engine, EngineSettings, FitCallbacks, FitResult
 from kdbench.train.evaluate import inference_time_per_image
-from kdbench.train.method import MethodContext, get_method, method_params
+from kdbench.train.method import Distiller, get_method, method_params
 from kdbench.train.metric_logs import check_backends, metric_logs
 
 # Inference time per image is measured at this batch size (stated in every record) unless overridden.
 INFER_BATCH_SIZE = 256
 
 
-@dataclass
-class Paths:
-    results_dir: str | Path | None = None
-    zoo_dir: str | Path | None = None
-    data_root: str | Path | None = None
-    cache_dir: str | Path | None = None  # the teacher-output cache (kdbench.teachers.output_cache)
+@dataclass(frozen=True)
+class ExecuteOptions:
+    """What :func:`execute` is asked beyond the config and its folders; none of it changes the run's numbers."""
+
+    infer_batch_size: int = INFER_BATCH_SIZE
+    keep_checkpoint: bool = False
+    log: tuple[str, ...] = ()  # logging backends (kdbench.train.metric_logs)
+    teacher_cache: str = "on"  # "on"|"off": the teacher-output cache under Paths.cache_dir
 
 
-def teacher_key(config: RunConfig) -> TeacherKey:
-    """The zoo key of the run's teacher: its training data is the full training split unless the run asks for the
-    information-matched control (`teacher_data.train_fraction`), never the student's `data.train_fraction`."""
-    assert config.teacher is not None and config.teacher_recipe is not None
-    own, val_fraction = split_data_params(config.data_params)
-    return TeacherKey(
-        arch=config.teacher, dataset=config.dataset, recipe=config.teacher_recipe, seed=config.teacher_seed,
-        data_params=own, model_options=config.teacher_params,
-        code=zoo_teacher_code(config.teacher_recipe),
-        train_fraction=train_fraction_of(config.teacher_data), val_fraction=val_fraction,
-        portable=config.portable,
-    )
+@dataclass(frozen=True, eq=False)
+class _Run:
+    """A run made ready by :func:`execute` before it takes the run's lock: its data opened, its given teacher
+    loaded, the process configured."""
+
+    config: RunConfig
+    paths: Paths
+    data: DataSplits
+    given_teacher: tuple[torch.nn.Module, dict[str, Any]] | None  # the user's file or another run's student
+    settings: EngineSettings
+    store: RunStore
+    reporter: Reporter
+    options: ExecuteOptions
+    threads: dict[str, Any]  # what configure_threads() chose
+    determinism: dict[str, Any]
 
 
-def load_teacher_data(config: RunConfig, data_root: str | Path | None, student: DataSplits | None = None) -> DataSplits:
-    """The data the run's zoo teacher trains on (:func:`kdbench.teachers.zoo.training_data` of its key). The
-    student's `data` is reused when it holds the very same samples (no validation split, the same fraction, the
-    same augmentation), so a dataset is not read twice for nothing."""
-    key = teacher_key(config)
-    if student is not None and student.val is None and key.recipe.augment == config.recipe.augment \
-            and key.train_fraction == train_fraction_of(config.data_params):
-        return student
-    return training_data(key, data_root)
+@dataclass(frozen=True, eq=False)
+class Distillation:
+    """Everything one distillation needs, gathered under the run's lock: the run, its teacher, its record (filled
+    in as the run goes) and the time already spent."""
 
+    run: _Run
+    teacher: torch.nn.Module | None
+    record: dict[str, Any]
+    t_start: float  # time.perf_counter() when this attempt began
+    teacher_s: float  # seconds spent getting the teacher
 
-def load_data(
-    config: RunConfig, data_root: str | Path | None, augment: str | None = None, *, validation: bool = True
-) -> DataSplits:
-    """The run's data; with `validation` (the student's) the `data.val_fraction` split is held out of training
-    and the training split cut to `data.train_fraction`, without it the full training split is returned (e.g.
-    for its test split). What a zoo teacher trains on is :func:`load_teacher_data`'s."""
-    spec = get_dataset_spec(config.dataset)
-    own, val_fraction = split_data_params(config.data_params)
-    params = spec.params.__class__(**own) if own else spec.params
-    splits = build_dataset(config.dataset, params, data_root, augment or config.recipe.augment,
-                           val_fraction=val_fraction if validation else 0.0)
-    if not validation:
-        return splits
-    return keep_train_fraction(splits, train_fraction_of(config.data_params), int(getattr(params, "split_seed", 0)))
+    @property
+    def config(self) -> RunConfig:
+        return self.run.config
 
+    @property
+    def settings(self) -> EngineSettings:
+        return self.run.settings
 
-def student_model_facts(config: RunConfig, data: DataSplits) -> dict[str, Any]:
-    """Everything `create_model` needs to build the run's student (what a student export's card records)."""
-    spec = get_method(config.method)
-    options = {**spec.cls.student_options(method_params(config), config.student), **config.student_params}
-    return {"architecture": config.student, "num_classes": data.num_classes, "in_chans": data.in_chans,
-            "image_size": data.image_size, "cifar_stem": config.recipe.cifar_stem, "options": options}
+    @property
+    def run_id(self) -> str:
+        return self.run.config.run_id
 
-
-def build_student(config: RunConfig, data: DataSplits) -> torch.nn.Module:
-    return exports.build_from_card(student_model_facts(config, data))
+    @property
+    def run_dir(self) -> Path:
+        return self.run.store.run_dir(self.run_id)
 
 
 def execute(
@@ -132,8 +136,7 @@ def execute(
     A completed run keeps its student exports (kdbench.store.exports); its resumable `checkpoint.pt` is removed unless
     `keep_checkpoint`. `log` names logging backends (kdbench.train.metric_logs) that receive its curves.
     `teacher_cache` "on" reads and fills the teacher-output cache under `paths.cache_dir`
-    (kdbench.teachers.output_cache;
-    the same numbers as "off").
+    (kdbench.teachers.output_cache; the same numbers as "off").
     `deterministic` (environment.configure_determinism): cuDNN autotuning off and deterministic kernels on a GPU.
 
     The data and a user's teacher file are opened before any record is written: a mistake there (a missing or
@@ -143,53 +146,38 @@ def execute(
     """
     paths = paths or Paths()
     store = RunStore(paths.results_dir)
-    run_id = config.run_id
     check_code(config)
-    existing = store.load(run_id)
-    if existing is not None and existing["status"] == "completed" and not force:
-        reporter.log(f"run {run_id} already completed; showing the stored result (--force to rerun)")
-        return {**existing, "cached": True}
-    check_backends(log)  # a mistyped option is refused before anything is written, the probe file included
-    check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # not an OSError mid-run
-    if existing is None:
-        older = store.older_code_runs(config)
-        if older:
-            reporter.log(f"code changed since run {', '.join(older)}; training again under {run_id} "
-                         "(the older record stays; `kdbench leaderboard --all-code` shows it)")
-
+    existing = store.load(config.run_id)
+    shown = _stored_result(existing, force, reporter, "already completed; showing the stored result (--force to rerun)")
+    if shown is not None:
+        return shown
+    _check_before_writing(config, store, existing, log, reporter)
     dev = resolve_device(device)
-    if config.portable and dev.type != "cpu":
-        raise UserError(f"--portable makes CPU numbers independent of the CPU; this run is on {dev}: use --device cpu")
-    if config.portable:  # before anything computes: it works only then
-        configure_portable()
-    else:
-        check_native_possible()
-    threads = portable_threads(configure_threads()) if config.portable else configure_threads()
-    determinism = {**configure_determinism(deterministic, dev), "portable": config.portable}
-    if config.world_size > 1:
-        distributed.check_world(config.world_size)
-        distributed.per_rank_batch(config.recipe.batch_size, config.world_size)
-        distributed.check_sync_bn(config.sync_bn, dev)
-    settings = EngineSettings(dev, amp=config.amp, channels_last=config.channels_last,
-                              checkpoint_interval_s=checkpoint_interval_s, strict_resume=strict,
-                              param_groups=config.param_groups, world_size=config.world_size,
-                              sync_bn=config.sync_bn)
+    threads, determinism = _configure_process(config, dev, deterministic)
+    settings = _engine_settings(config, dev, checkpoint_interval_s, strict)
     with distributed.main_first():  # a dataset prepared on first use is prepared once
         data = load_data(config, paths.data_root)
-    user_teacher = _load_user_teacher(config, teacher_ckpt, data, dev) if config.teacher_ckpt_sha256 else \
-        _load_run_teacher(config, paths.results_dir, data, dev) if config.teacher_run else None
-    with world_run_lock(store, run_id, reporter, held=run_locked):
-        existing = store.load(run_id)  # finished by another process while this one waited for the lock
-        if existing is not None and existing["status"] == "completed" and not force:
-            reporter.log(f"run {run_id} completed by another process; showing its result")
-            return {**existing, "cached": True}
+    given_teacher = load_given_teacher(config, teacher_ckpt, paths.results_dir, data, dev)
+    run = _Run(config, paths, data, given_teacher, settings, store, reporter,
+               ExecuteOptions(infer_batch_size, keep_checkpoint, tuple(log), teacher_cache), threads, determinism)
+    with world_run_lock(store, config.run_id, reporter, held=run_locked):
+        existing = store.load(config.run_id)  # finished by another process while this one waited for the lock
+        shown = _stored_result(existing, force, reporter, "completed by another process; showing its result")
+        if shown is not None:
+            return shown
         if force and distributed.is_main():
-            store.checkpoint_path(run_id).unlink(missing_ok=True)
-            exports.remove_exports(store.run_dir(run_id))
-        return _execute_locked(config, paths, data, user_teacher, settings, store, reporter, infer_batch_size,
-                               existing=None if force else existing, threads=threads,
-                               keep_checkpoint=keep_checkpoint, log=log, teacher_cache=teacher_cache,
-                               determinism=determinism)
+            store.checkpoint_path(config.run_id).unlink(missing_ok=True)
+            exports.remove_exports(store.run_dir(config.run_id))
+        return _execute_locked(run, existing=None if force else existing)
+
+
+def _stored_result(existing: dict[str, Any] | None, force: bool, reporter: Reporter, why: str) -> dict[str, Any] | None:
+    """The stored record of a completed run, marked `cached`, with a line saying `why` it is shown; None when the
+    run must (still, or with `force` again) be trained."""
+    if existing is None or existing["status"] != "completed" or force:
+        return None
+    reporter.log(f"run {existing['run_id']} {why}")
+    return {**existing, "cached": True}
 
 
 def check_code(config: RunConfig) -> None:
@@ -203,94 +191,105 @@ def check_code(config: RunConfig) -> None:
                             "sweep)")
 
 
-def _load_user_teacher(
-    config: RunConfig, teacher_ckpt: TeacherCheckpoint | str | Path | None, data: DataSplits, dev: torch.device
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    ckpt = teacher_ckpt if isinstance(teacher_ckpt, TeacherCheckpoint) or teacher_ckpt is None \
-        else TeacherCheckpoint.hash(teacher_ckpt)
-    if ckpt is None or ckpt.sha256 != config.teacher_ckpt_sha256:
-        raise UserError("this run's teacher is a user checkpoint: pass the same --teacher-ckpt file")
-    assert config.teacher is not None
-    return load_teacher_checkpoint(ckpt.path, config.teacher, data, dev, cifar_stem=config.recipe.cifar_stem,
-                                   sha256=ckpt.sha256)
+def _check_before_writing(config: RunConfig, store: RunStore, existing: dict[str, Any] | None, log: Sequence[str],
+                          reporter: Reporter) -> None:
+    """What must be refused (or said) before anything is written."""
+    check_backends(log)  # a mistyped option is refused before anything is written, the probe file included
+    check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # not an OSError mid-run
+    if existing is None:
+        older = store.older_code_runs(config)
+        if older:
+            reporter.log(f"code changed since run {', '.join(older)}; training again under {config.run_id} "
+                         "(the older record stays; `kdbench leaderboard --all-code` shows it)")
 
 
-def _load_run_teacher(config: RunConfig, results_dir: str | Path | None, data: DataSplits,
-                      dev: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """The student of run `config.teacher_run` (its last-epoch export, checked against its card) as the teacher;
-    the run must be completed and its student of the architecture the config names."""
-    assert config.teacher is not None and config.teacher_run is not None
-    path = exports.run_teacher_file(exports.RUN_TEACHER_PREFIX + config.teacher_run, results_dir)
-    teacher, card = load_teacher_checkpoint(path, config.teacher, data, dev, cifar_stem=config.recipe.cifar_stem)
-    if card.get("source") != exports.RUN_TEACHER_PREFIX + config.teacher_run or \
-            exports.read_card(path.parent)["architecture"] != config.teacher:
-        raise UserError(f"--teacher run:{config.teacher_run}: its export is not a {config.teacher} of that run")
-    return teacher, card
+def _configure_process(config: RunConfig, dev: torch.device,
+                       deterministic: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Kernels and threads for the run (before anything computes): what configure_threads() chose, and the
+    determinism settings the record states."""
+    if config.portable and dev.type != "cpu":
+        raise UserError(f"--portable makes CPU numbers independent of the CPU; this run is on {dev}: use --device cpu")
+    if config.portable:  # before anything computes: it works only then
+        configure_portable()
+    else:
+        check_native_possible()
+    threads = portable_threads(configure_threads()) if config.portable else configure_threads()
+    return threads, {**configure_determinism(deterministic, dev), "portable": config.portable}
 
 
-def _execute_locked(
-    config: RunConfig,
-    paths: Paths,
-    data: DataSplits,
-    user_teacher: tuple[torch.nn.Module, dict[str, Any]] | None,
-    settings: EngineSettings,
-    store: RunStore,
-    reporter: Reporter,
-    infer_batch_size: int,
-    *,
-    existing: dict[str, Any] | None,
-    threads: dict[str, Any],
-    keep_checkpoint: bool = False,
-    log: Sequence[str] = (),
-    teacher_cache: str = "on",
-    determinism: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def _engine_settings(config: RunConfig, dev: torch.device, checkpoint_interval_s: float,
+                     strict: bool) -> EngineSettings:
+    if config.world_size > 1:
+        distributed.check_world(config.world_size)
+        distributed.per_rank_batch(config.recipe.batch_size, config.world_size)
+        distributed.check_sync_bn(config.sync_bn, dev)
+    return EngineSettings(dev, amp=config.amp, channels_last=config.channels_last,
+                          checkpoint_interval_s=checkpoint_interval_s, strict_resume=strict,
+                          param_groups=config.param_groups, world_size=config.world_size, sync_bn=config.sync_bn)
+
+
+def _execute_locked(run: _Run, *, existing: dict[str, Any] | None) -> dict[str, Any]:
     """The run proper, under its lock. `existing` is the run's earlier record (an interrupted attempt's), whose
-    attempt history the new record continues; `threads` is what configure_threads() chose."""
-    record = new_record(config)
-    record["environment"] = {**environment(settings.device), "cpu": cpu_info(),
-                             **({"determinism": determinism} if determinism else {})}
-    record["threads"] = threads
-    record["data"] = {"num_train": len(data.train), "num_test": len(data.test),
-                      **({"num_val": len(data.val)} if data.val is not None else {}),
-                      "num_classes": data.num_classes, "image_size": data.image_size, **data.notes}
-    same_run = existing is not None and existing.get("config") == record["config"]
-    attempts.begin(record, existing if same_run else None, store, threads)  # sets started_at
-    store.write(record)
+    attempt history the new record continues."""
+    record = _new_record(run, existing)
     t_start = time.perf_counter()
     try:
-        teacher = None
         t0 = time.perf_counter()
-        if user_teacher is not None:
-            teacher, card = user_teacher
-            record["teacher_metrics"] = _teacher_metrics(card, teacher)
-        elif config.teacher is not None:
-            zoo = TeacherZoo(paths.zoo_dir, reporter)
-            # The teacher trains on what its key says (its recipe's augmentation, its own training data): the full
-            # training split, not the student's fraction or validation hold-out, unless teacher_data says so.
-            teacher_data = load_teacher_data(config, paths.data_root, data)
-            with distributed.main_first():  # rank 0 trains a missing teacher (one process); the others load it
-                teacher, card = zoo.get_or_train(teacher_key(config), teacher_data, replace(settings, world_size=1))
-            record["teacher_metrics"] = _teacher_metrics(card, teacher)
-        teacher_s = time.perf_counter() - t0
-        return _distill(config, data, teacher, settings, store, record, reporter, t_start, teacher_s,
-                        infer_batch_size, keep_checkpoint, log, teacher_cache, paths.cache_dir)
+        teacher = _teacher(run, record)
+        return _distill(Distillation(run, teacher, record, t_start, teacher_s=time.perf_counter() - t0))
     except RunDiverged as e:
         record.update(status="diverged", divergence={"epoch": e.epoch, "step": e.step, "losses": e.losses})
-        attempts.end(record, "diverged")
-        record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        store.write(record)
+        _write_ended(run.store, record, "diverged")
         return record
     except BaseException as e:
         reason = attempts.stop_reason(e)  # a time limit, preemption or scancel: `interrupted`, resumable
         record.update(status="interrupted" if reason in attempts.INTERRUPTIONS else "failed",
                       error=attempts.error_text(e), traceback=traceback.format_exc(limit=20)[-4000:])
-        attempts.end(record, reason)
-        record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        store.write(record)
+        _write_ended(run.store, record, reason)
         raise
     finally:
         attempts.finish()
+
+
+def _new_record(run: _Run, existing: dict[str, Any] | None) -> dict[str, Any]:
+    """The attempt's record, written before training: the run's environment, threads and data."""
+    data = run.data
+    record = new_record(run.config)
+    record["environment"] = {**environment(run.settings.device), "cpu": cpu_info(),
+                             **({"determinism": run.determinism} if run.determinism else {})}
+    record["threads"] = run.threads
+    record["data"] = {"num_train": len(data.train), "num_test": len(data.test),
+                      **({"num_val": len(data.val)} if data.val is not None else {}),
+                      "num_classes": data.num_classes, "image_size": data.image_size, **data.notes}
+    same_run = existing is not None and existing.get("config") == record["config"]
+    attempts.begin(record, existing if same_run else None, run.store, run.threads)  # sets started_at
+    run.store.write(record)
+    return record
+
+
+def _write_ended(store: RunStore, record: dict[str, Any], reason: str) -> None:
+    attempts.end(record, reason)
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    store.write(record)
+
+
+def _teacher(run: _Run, record: dict[str, Any]) -> torch.nn.Module | None:
+    """The run's teacher (the given one, or the zoo's, trained if missing), its facts in `record`; None when the
+    method has none."""
+    config = run.config
+    if run.given_teacher is not None:
+        teacher, card = run.given_teacher
+    elif config.teacher is not None:
+        zoo = TeacherZoo(run.paths.zoo_dir, run.reporter)
+        # The teacher trains on what its key says (its recipe's augmentation, its own training data): the full
+        # training split, not the student's fraction or validation hold-out, unless teacher_data says so.
+        teacher_data = load_teacher_data(config, run.paths.data_root, run.data)
+        with distributed.main_first():  # rank 0 trains a missing teacher (one process); the others load it
+            teacher, card = zoo.get_or_train(teacher_key(config), teacher_data, replace(run.settings, world_size=1))
+    else:
+        return None
+    record["teacher_metrics"] = _teacher_metrics(card, teacher)
+    return teacher
 
 
 @contextmanager
@@ -335,76 +334,86 @@ def _teacher_metrics(card: dict[str, Any], teacher: torch.nn.Module) -> dict[str
             "layers": count_weight_layers(teacher)}
 
 
-def _distill(
-    config: RunConfig,
-    data: DataSplits,
-    teacher: torch.nn.Module | None,
-    settings: EngineSettings,
-    store: RunStore,
-    record: dict[str, Any],
-    reporter: Reporter,
-    t_start: float,
-    teacher_s: float,
-    infer_batch_size: int,
-    keep_checkpoint: bool = False,
-    log: Sequence[str] = (),
-    teacher_cache: str = "on",
-    cache_dir: str | Path | None = None,
-) -> dict[str, Any]:
-    spec = get_method(config.method)
-    params = method_params(config)
-    ctx = MethodContext(
-        num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
-        num_train=len(data.train), train_targets=data.train_targets, epochs=config.recipe.epochs,
-        seed=config.seed, label_smoothing=config.recipe.label_smoothing,
-    )
-    torch.manual_seed(config.seed)  # student and the method's own modules start from the run's seed
-    student = build_student(config, data)
-    distiller = spec.cls(student, teacher, params, ctx)
-    distiller.teacher_cache, record["teacher_cache"] = open_run_cache(
-        config, record, len(data.train), settings.device, teacher_cache, cache_dir, reporter)
-    run_id = config.run_id
-    shard = {"rank": distributed.rank(), "world": config.world_size}
-    train_loader = make_train_loader(data.train, config.recipe.batch_size, config.seed, settings.device,
-                                     data.num_workers, **shard)
-    eval_loader = make_eval_loader(data.test, config.recipe.eval_batch_size, config.seed, settings.device,
-                                   data.num_workers, **shard)
-    val_loader = None if data.val is None else make_eval_loader(
-        data.val, config.recipe.eval_batch_size, config.seed, settings.device, data.num_workers, **shard)
-    record["eval"] = {"batch_size": config.recipe.eval_batch_size, "order": "shuffled", "order_seed": config.seed}
+def _distill(d: Distillation) -> dict[str, Any]:
+    """Build the method around a new student, train it, measure it, store its record and exports."""
+    distiller = _build_distiller(d)
+    loaders = build_loaders(d.config, d.run.data, d.settings.device)
+    _record_evaluation(d)
+    fit, train_s = _fit(d, distiller, loaders)
+    _complete_record(d, distiller, fit, train_s)
+    return _store_completed(d, distiller.student)
+
+
+def _build_distiller(d: Distillation) -> Distiller:
+    """The method around a new student, with the run's teacher-output cache (what the record says of it too)."""
+    distiller = build_distiller(d.config, d.run.data, d.teacher)
+    distiller.teacher_cache, d.record["teacher_cache"] = open_run_cache(
+        d.config, d.record, len(d.run.data.train), d.settings.device, d.run.options.teacher_cache,
+        d.run.paths.cache_dir, d.run.reporter)
+    return distiller
+
+
+def _record_evaluation(d: Distillation) -> None:
+    """How the run is evaluated and, when data-parallel, how its processes share the work."""
+    config = d.config
+    d.record["eval"] = {"batch_size": config.recipe.eval_batch_size, "order": "shuffled", "order_seed": config.seed}
     if config.world_size > 1:
-        record["distributed"] = {
-            "world_size": config.world_size, "backend": distributed.backend_for(settings.device),
+        d.record["distributed"] = {
+            "world_size": config.world_size, "backend": distributed.backend_for(d.settings.device),
             "per_rank_batch": distributed.per_rank_batch(config.recipe.batch_size, config.world_size),
             "sync_bn": config.sync_bn, "eval": "whole batches dealt to ranks, counts summed"}
 
-    def on_epoch_end(fit: FitResult) -> None:
-        store.write_metrics(run_id, fit.history)
-        if distiller.teacher_cache is not None:
-            distiller.teacher_cache.flush()
 
-    run_dir = store.run_dir(run_id)
+@dataclass(frozen=True, eq=False)
+class RunCallbacks:
+    """What the engine calls back during a run: the metrics and the teacher-output cache kept on disk after each
+    epoch, the best epoch's student exported as soon as it is the best."""
 
-    def on_new_best(fit: FitResult) -> None:  # before the epoch's checkpoint: see Engine.fit
+    store: RunStore
+    run_id: str
+    run_dir: Path
+    distiller: Distiller
+
+    def on_epoch_end(self, fit: FitResult) -> None:
+        self.store.write_metrics(self.run_id, fit.history)
+        if self.distiller.teacher_cache is not None:
+            self.distiller.teacher_cache.flush()
+
+    def on_new_best(self, fit: FitResult) -> None:  # before the epoch's checkpoint: see FitCallbacks
         if distributed.is_main():
-            exports.save_student(student, run_dir / exports.BEST, epoch=fit.best.epoch, run_id=run_id)
+            exports.save_student(self.distiller.student, self.run_dir / exports.BEST, epoch=fit.best.epoch,
+                                 run_id=self.run_id)
 
+
+def _fit(d: Distillation, distiller: Distiller, loaders: Loaders) -> tuple[FitResult, float]:
+    """Train (resuming from the run's checkpoint when it holds epochs); the fit and its seconds."""
+    run = RunCallbacks(d.run.store, d.run_id, d.run_dir, distiller)
+    callbacks = FitCallbacks(on_new_best=run.on_new_best, on_epoch_end=run.on_epoch_end)
     t0 = time.perf_counter()
     attempts.training_started()
-    with metric_logs(log, reporter, run_dir / "logs", run_id, record["config"]) as engine_reporter:
-        fit = Engine(settings, engine_reporter).fit(
-            distiller, train_loader, eval_loader, config.recipe, config.seed,
-            checkpoint_path=store.checkpoint_path(run_id), on_epoch_end=on_epoch_end, val_loader=val_loader,
-            on_new_best=on_new_best,
+    with metric_logs(d.run.options.log, d.run.reporter, d.run_dir / "logs", d.run_id,
+                     d.record["config"]) as engine_reporter:
+        fit = Engine(d.settings, engine_reporter).fit(
+            distiller, loaders.train, loaders.test, d.config.recipe, d.config.seed,
+            checkpoint_path=d.run.store.checkpoint_path(d.run_id), val_loader=loaders.val, callbacks=callbacks,
         )
-    train_s = time.perf_counter() - t0
+    return fit, time.perf_counter() - t0
 
-    example = torch.cat([data.test[i][0][None] for i in range(min(len(data.test), infer_batch_size))])
-    if example.shape[0] < infer_batch_size:  # small test sets: tile to the stated batch size
-        example = example.repeat((infer_batch_size + example.shape[0] - 1) // example.shape[0], 1, 1, 1)
-    example = example[:infer_batch_size]
-    per_image = inference_time_per_image(distiller, example, settings.device, amp=settings.amp,
-                                         channels_last=settings.channels_last)
+
+def _inference_s_per_image(d: Distillation, distiller: Distiller) -> float:
+    """Seconds per image of the trained model, timed on a batch of test images at the stated batch size."""
+    test, batch = d.run.data.test, d.run.options.infer_batch_size
+    example = torch.cat([test[i][0][None] for i in range(min(len(test), batch))])
+    if example.shape[0] < batch:  # small test sets: tile to the stated batch size
+        example = example.repeat((batch + example.shape[0] - 1) // example.shape[0], 1, 1, 1)
+    return inference_time_per_image(distiller, example[:batch], d.settings.device, amp=d.settings.amp,
+                                    channels_last=d.settings.channels_last)
+
+
+def _complete_record(d: Distillation, distiller: Distiller, fit: FitResult, train_s: float) -> None:
+    """The record of the completed run: its metrics, model, timing, memory and what the method says of itself."""
+    config, record, log = d.config, d.record, d.run.options.log
+    per_image = _inference_s_per_image(d, distiller)
     extra_params = sum(p.numel() for n, p in distiller.named_parameters() if not n.startswith("student."))
     record.update(
         status="completed",
@@ -412,34 +421,41 @@ def _distill(
         schedule=fit.schedule,
         param_groups=fit.param_groups,
         **({"resume_refused": fit.resume_refused} if fit.resume_refused else {}),
-        student_info={"params": count_parameters(student), "layers": count_weight_layers(student),
+        student_info={"params": count_parameters(distiller.student), "layers": count_weight_layers(distiller.student),
                       "method_extra_params": extra_params},
-        inference={"batch_size": infer_batch_size, "s_per_image": per_image, "device": settings.device.type},
-        timing={"teacher_s": teacher_s, "train_s": train_s, "total_s": time.perf_counter() - t_start,
+        inference={"batch_size": d.run.options.infer_batch_size, "s_per_image": per_image,
+                   "device": d.settings.device.type},
+        timing={"teacher_s": d.teacher_s, "train_s": train_s, "total_s": time.perf_counter() - d.t_start,
                 "epoch_s_mean": sum(r.epoch_s for r in fit.history) / len(fit.history)},  # totals: below
-        memory=_memory(settings.device),
+        memory=_memory(d.settings.device),
         **({"metric_logs": {name: f"logs/{name}" for name in log}} if log else {}),
         method_info=distiller.describe(),
         teacher_cache=record["teacher_cache"] if distiller.teacher_cache is None else
         distiller.teacher_cache.describe(),
         # Predictions that depend on the other test images of the evaluation batch: marked in every table.
-        transductive=spec.cls.transductive(params, config.student, config.student_params),
+        transductive=get_method(config.method).cls.transductive(method_params(config), config.student,
+                                                                config.student_params),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     attempts.end(record, "completed")
     record["timing"] = attempts.totals(record, record["timing"])
+
+
+def _store_completed(d: Distillation, student: torch.nn.Module) -> dict[str, Any]:
+    """Rank 0 writes the student's exports and the record, then drops the resumable checkpoint unless kept."""
+    record, store, keep_checkpoint = d.record, d.run.store, d.run.options.keep_checkpoint
     if not distributed.is_main():
         distributed.barrier()  # rank 0 writes exports and the record
         return record
-    record["exports"] = {**exports.write_exports(run_dir, student, record=record,
-                                                 model_facts=student_model_facts(config, data)),
+    record["exports"] = {**exports.write_exports(d.run_dir, student, record=record,
+                                                 model_facts=student_model_facts(d.config, d.run.data)),
                          "checkpoint_kept": keep_checkpoint}
     if "best" not in record["exports"]:
-        reporter.log(f"run {run_id}: no file holds the best epoch's weights (the run began before best-epoch "
-                     "exports); only the last epoch is exported")
+        d.run.reporter.log(f"run {d.run_id}: no file holds the best epoch's weights (the run began before "
+                           "best-epoch exports); only the last epoch is exported")
     store.write(record)
     if not keep_checkpoint:  # after the record: a crash before this line resumes (all epochs done) and re-exports
-        store.checkpoint_path(run_id).unlink(missing_ok=True)
+        store.checkpoint_path(d.run_id).unlink(missing_ok=True)
     distributed.barrier()
     return record
 
@@ -518,43 +534,56 @@ def run(
     # resolve_config hashed the file into the config; the digest travels along instead of hashing it again.
     ckpt = TeacherCheckpoint(Path(teacher_ckpt).expanduser(), config.teacher_ckpt_sha256) \
         if teacher_ckpt and config.teacher_ckpt_sha256 else None
+    options = ExecuteOptions(infer_batch_size, keep_checkpoint, tuple(log), teacher_cache)
     if nproc < 1:
         raise UserError(f"--nproc {nproc}: expected a number of processes ≥ 1")
     if nproc > 1:
-        config = replace(config, world_size=nproc, sync_bn=sync_bn)
-        distributed.per_rank_batch(config.recipe.batch_size, nproc)  # refused here, before any process starts
-        store = RunStore(results_dir)
-        check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # before any process
-        # This process holds the run's lock for its workers: a second identical run waits here, before it starts
-        # any process (its ranks waited apart, and died in their collectives: issue #29).
-        with run_lock(store, config.run_id, reporter):
-            existing = store.load(config.run_id)
-            if existing is not None and existing["status"] == "completed" and not force:
-                reporter.log(f"run {config.run_id} already completed; showing the stored result (--force to rerun)")
-                return {**existing, "cached": True}
-            return distributed.launch_local(nproc, _execute_rank, (config.to_dict(), paths, force, ckpt,
-                                                                   infer_batch_size, strict, keep_checkpoint,
-                                                                   list(log), teacher_cache, deterministic),
-                                            device)
+        return _launch(replace(config, world_size=nproc, sync_bn=sync_bn), paths, _RankArgs(
+            force, ckpt, options, strict, deterministic), device, reporter)
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,
                    infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint, log=log,
                    teacher_cache=teacher_cache, deterministic=deterministic)
 
 
-def _execute_rank(config: dict[str, Any], paths: Paths, force: bool, ckpt: TeacherCheckpoint | None,
-                  infer_batch_size: int, strict: bool, keep_checkpoint: bool, log: list[str], teacher_cache: str,
-                  deterministic: bool, *, device: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _RankArgs:
+    """What each process of a data-parallel run is asked beside its config and folders (pickled to it)."""
+
+    force: bool
+    teacher_ckpt: TeacherCheckpoint | None
+    options: ExecuteOptions
+    strict: bool
+    deterministic: bool
+
+
+def _launch(config: RunConfig, paths: Paths, args: _RankArgs, device: str, reporter: Reporter) -> dict[str, Any]:
+    """A data-parallel run of `config.world_size` processes on this machine; rank 0's record."""
+    distributed.per_rank_batch(config.recipe.batch_size, config.world_size)  # refused here, before any process starts
+    store = RunStore(paths.results_dir)
+    check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # before any process
+    # This process holds the run's lock for its workers: a second identical run waits here, before it starts
+    # any process (its ranks waited apart, and died in their collectives: issue #29).
+    with run_lock(store, config.run_id, reporter):
+        shown = _stored_result(store.load(config.run_id), args.force, reporter,
+                              "already completed; showing the stored result (--force to rerun)")
+        if shown is not None:
+            return shown
+        return distributed.launch_local(config.world_size, _execute_rank, (config.to_dict(), paths, args), device)
+
+
+def _execute_rank(config: dict[str, Any], paths: Paths, args: _RankArgs, *, device: str) -> dict[str, Any]:
     """One rank of a data-parallel run (in a process the launcher started, the process group up, the launcher
     holding the run's lock): rank 0 logs plain lines, the others stay quiet."""
     reporter = LineReporter() if distributed.is_main() else NULL_REPORTER
-    return execute(RunConfig.from_dict(config), paths, device=device, force=force, reporter=reporter,
-                   teacher_ckpt=ckpt, infer_batch_size=infer_batch_size, strict=strict,
-                   keep_checkpoint=keep_checkpoint, log=log, teacher_cache=teacher_cache,
-                   deterministic=deterministic, run_locked=True)
+    options = args.options
+    return execute(RunConfig.from_dict(config), paths, device=device, force=args.force, reporter=reporter,
+                   teacher_ckpt=args.teacher_ckpt, infer_batch_size=options.infer_batch_size, strict=args.strict,
+                   keep_checkpoint=options.keep_checkpoint, log=options.log, teacher_cache=options.teacher_cache,
+                   deterministic=args.deterministic, run_locked=True)
 
 
 def clear_run(results_dir: str | Path | None, run_id: str) -> None:
     shutil.rmtree(RunStore(results_dir).run_dir(run_id), ignore_errors=True)
 
 
-__all__ = ["Paths", "RunOptions", "TeacherCheckpoint", "execute", "load_teacher_data", "run"]
+__all__ = ["ExecuteOptions", "Paths", "RunOptions", "TeacherCheckpoint", "execute", "load_teacher_data", "run"]

@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
-from kdbench.sweep.grid import Grid, Paths, Resources, SweepRun, expand, load_sweep_file
+from kdbench.spec.paths import Paths
+from kdbench.sweep.grid import Grid, JobSettings, Resources, SweepRun, expand, load_sweep_file
 from kdbench.sweep.plan import Plan, make_plan, runs_of_sweep
 from kdbench.sweep.status import SweepState, sweep_state, wait_for_sweep
 from kdbench.sweep.submit import choose_executor, load_sweep, new_sweep, submit_plan
 
 __all__ = [
-    "Grid", "Paths", "Plan", "Resources", "SweepRun", "SweepState", "choose_executor", "expand", "load_sweep",
-    "load_sweep_file", "make_plan", "new_sweep", "runs_of_sweep", "submit_plan", "sweep_state", "wait_for_sweep",
+    "Grid", "JobSettings", "Paths", "Plan", "Resources", "SweepRun", "SweepState", "choose_executor", "expand",
+    "load_sweep", "load_sweep_file", "make_plan", "new_sweep", "runs_of_sweep", "submit_plan", "sweep_state",
+    "wait_for_sweep",
 ]

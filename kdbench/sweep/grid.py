@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.core.errors import UserError
+from kdbench.execute.build import teacher_key
 from kdbench.execute.resolve import COMMON_SCOPES, RunOptions, method_scopes, resolve_config
-from kdbench.execute.runner import teacher_key
 from kdbench.spec.config import RunConfig
+from kdbench.spec.paths import Paths
 from kdbench.spec.scoped_sets import parse_grid, set_items, set_key, set_scope
 from kdbench.spec.yaml_file import yaml_mapping
 from kdbench.sweep.chains import chain_configs, parse_chains
@@ -97,15 +98,12 @@ class Grid:
 
 
 @dataclass
-class Paths:
-    """Where runs, teachers and data live; made absolute at submission because jobs may start elsewhere."""
+class JobSettings:
+    """How each job runs its run, beside where things live (kdbench.spec.paths.Paths, made absolute at submission
+    because jobs may start elsewhere); a sweep stores the two together as its `paths`."""
 
-    results_dir: str | None = None
-    zoo_dir: str | None = None
-    data_root: str | None = None
     device: str = "auto"
-    cache_dir: str | None = None  # the teacher-output cache (kdbench.teachers.output_cache)
-    teacher_cache: str = "on"
+    teacher_cache: str = "on"  # "on"|"off": the teacher-output cache under Paths.cache_dir
 
 
 @dataclass
@@ -314,7 +312,7 @@ def parse_sbatch(value: dict[str, Any] | list[str] | str | None) -> dict[str, st
 
 
 GRID_KEYS = {f.name for f in dataclasses.fields(Grid)}
-PATH_KEYS = {f.name for f in dataclasses.fields(Paths)}
+PATH_KEYS = {f.name for f in dataclasses.fields(Paths)} | {f.name for f in dataclasses.fields(JobSettings)}
 RESOURCE_KEYS = {f.name for f in dataclasses.fields(Resources)}
 OTHER_KEYS = {"executor"}
 
@@ -395,9 +393,9 @@ def resources_from_options(options: dict[str, Any]) -> Resources:
 
 
 def paths_from_options(options: dict[str, Any]) -> Paths:
-    def as_str(v: Any) -> str | None:
-        return None if v is None else str(v)
+    return Paths.from_dict({k: None if v is None else str(v) for k, v in options.items()})
 
-    return Paths(results_dir=as_str(options.get("results_dir")), zoo_dir=as_str(options.get("zoo_dir")),
-                 data_root=as_str(options.get("data_root")), device=str(options.get("device") or "auto"),
-                 cache_dir=as_str(options.get("cache_dir")), teacher_cache=str(options.get("teacher_cache") or "on"))
+
+def job_settings_from_options(options: dict[str, Any]) -> JobSettings:
+    return JobSettings(device=str(options.get("device") or "auto"),
+                       teacher_cache=str(options.get("teacher_cache") or "on"))

@@ -63,7 +63,8 @@ class RunJob(submitit.helpers.Checkpointable):
         return RunConfig.from_dict(self.config).run_id
 
     def __call__(self) -> dict[str, Any] | None:
-        from kdbench.execute.runner import Paths, execute
+        from kdbench.execute.runner import execute
+        from kdbench.spec.paths import Paths
 
         world = self.config.get("world_size", 1)
         if world > 1:  # every task is one rank of the run (kdbench.core.distributed)
@@ -87,8 +88,7 @@ class RunJob(submitit.helpers.Checkpointable):
                      f"{config.dataset} seed {config.seed} (restart {os.environ.get('SLURM_RESTART_COUNT', 0)})")
         record = execute(
             config,
-            Paths(self.paths.get("results_dir"), self.paths.get("zoo_dir"), self.paths.get("data_root"),
-                  self.paths.get("cache_dir")),
+            Paths.from_dict(self.paths),
             device=self.paths.get("device", "auto"), force=self.force, reporter=reporter,
             teacher_cache=self.paths.get("teacher_cache", "on"),
         )
@@ -101,7 +101,8 @@ class RunJob(submitit.helpers.Checkpointable):
         from kdbench.core import distributed
         from kdbench.core.environment import resolve_device
         from kdbench.core.progress import NULL_REPORTER
-        from kdbench.execute.runner import Paths, execute
+        from kdbench.execute.runner import execute
+        from kdbench.spec.paths import Paths
         from kdbench.sweep.signals import install_sigterm_handler
 
         if os.environ.get("SLURM_JOB_ID"):
@@ -112,8 +113,9 @@ class RunJob(submitit.helpers.Checkpointable):
         try:
             record = execute(
                 config,
-                Paths(self.paths.get("results_dir"), self.paths.get("zoo_dir"), self.paths.get("data_root")),
+                Paths.from_dict(self.paths),
                 device=str(device), force=self.force, reporter=_reporter() if distributed.is_main() else NULL_REPORTER,
+                teacher_cache=self.paths.get("teacher_cache", "on"),
             )
         finally:
             distributed.shutdown()
@@ -153,7 +155,7 @@ class TeacherJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any] | None:
         from kdbench.core.environment import resolve_device
-        from kdbench.execute.runner import load_teacher_data, teacher_key
+        from kdbench.execute.build import load_teacher_data, teacher_key
         from kdbench.teachers.zoo import TeacherZoo
         from kdbench.train.engine import EngineSettings
 

@@ -98,7 +98,7 @@ def make_plan(
 def runs_of_sweep(sweep: dict) -> list[SweepRun]:
     """A saved sweep's runs, rebuilt from the configs it stored (not re-resolved: defaults may have changed
     since, and a resume must finish the runs that were asked for)."""
-    from kdbench.execute.runner import teacher_key
+    from kdbench.execute.build import teacher_key
 
     out = []
     for entry in sweep["runs"]:

@@ -34,9 +34,10 @@ import submitit
 
 from kdbench.core.errors import UserError
 from kdbench.core.storage import atomic_write_json
+from kdbench.spec.paths import Paths
 from kdbench.store.records import default_results_dir
 from kdbench.sweep.chains import local_shares, parents
-from kdbench.sweep.grid import Grid, Paths, Resources, SweepRun
+from kdbench.sweep.grid import Grid, JobSettings, Resources, SweepRun
 from kdbench.sweep.jobs import RunJob, RunSequence, TeacherJob
 from kdbench.sweep.plan import Plan
 from kdbench.sweep.scheduler_errors import scheduler_refusal
@@ -150,8 +151,7 @@ def absolute_paths(paths: Paths) -> Paths:
     zoo = Path(paths.zoo_dir) if paths.zoo_dir else default_zoo_dir()
     data = str(Path(paths.data_root).expanduser().resolve()) if paths.data_root else None
     cache = str(Path(paths.cache_dir).expanduser().resolve()) if paths.cache_dir else None
-    return Paths(str(results.expanduser().resolve()), str(zoo.expanduser().resolve()), data, paths.device, cache,
-                 paths.teacher_cache)
+    return Paths(str(results.expanduser().resolve()), str(zoo.expanduser().resolve()), data, cache)
 
 
 def run_entry(run: SweepRun) -> dict[str, Any]:
@@ -162,7 +162,7 @@ def run_entry(run: SweepRun) -> dict[str, Any]:
 
 
 def new_sweep(grid: Grid, paths: Paths, resources: Resources, executor: str, reason: str,
-              runs: list[SweepRun]) -> dict[str, Any]:
+              runs: list[SweepRun], jobs: JobSettings | None = None) -> dict[str, Any]:
     sweep_id = new_sweep_id()
     return {
         "schema": SCHEMA_VERSION,
@@ -173,7 +173,8 @@ def new_sweep(grid: Grid, paths: Paths, resources: Resources, executor: str, rea
         "executor_reason": reason,
         "folder": str(Path(paths.results_dir or ".") / "submitit" / sweep_id),
         "grid": grid.to_dict(),
-        "paths": dataclasses.asdict(paths),
+        # Each job is handed this dict (kdbench.sweep.jobs): its folders and how it runs, in one place.
+        "paths": {**paths.to_dict(), **dataclasses.asdict(jobs or JobSettings())},
         "resources": dataclasses.asdict(resources),
         "runs": [run_entry(r) for r in runs],
         "submissions": [],
