@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kdbench.core.errors import UserError, check_range, unknown_name
 from kdbench.core.storage import sha256_file
@@ -36,7 +37,7 @@ from kdbench.spec.scoped_sets import parse_set_options
 from kdbench.store.exports import card_of_file
 from kdbench.store.fingerprint import code_fingerprint, teacher_code
 from kdbench.teachers.zoo import IMPORTED_RECIPE, TeacherKey
-from kdbench.train.method import get_method
+from kdbench.train.method import MethodSpec, get_method
 from kdbench.train.optim import GROUP_SCOPE, parse_group_sets
 
 # The `--set` scopes that shape a zoo teacher.
@@ -170,9 +171,20 @@ def _teacher_options(scoped: dict[str, dict[str, str]]) -> dict:
     return convert_free_kwargs(scoped.get("teacher", {}), "teacher")
 
 
-def resolve_config(opts: RunOptions) -> RunConfig:
-    spec = get_method(opts.method)
-    ds = get_dataset_spec(opts.dataset)
+@dataclass(frozen=True)
+class _TeacherSide:
+    """Who teaches a run and how it was trained: a zoo teacher (its recipe), a checkpoint (its sha256), a run's
+    student (teacher_run), or nobody."""
+
+    teacher: str | None = None
+    recipe: Recipe | None = None
+    ckpt_sha256: str | None = None
+    options: dict = field(default_factory=dict)  # --set teacher.* (architecture kwargs); none for a run's student
+    data: dict = field(default_factory=dict)  # --set teacher_data.* (a zoo teacher's training data)
+
+
+def _checked_sets(opts: RunOptions, spec: MethodSpec) -> dict[str, dict[str, str]]:
+    """The run's `--set` options by scope, every scope one this method (or every run) has."""
     check_range("seed", opts.seed, 0, 2**31 - 1)
     check_range("teacher_seed", opts.teacher_seed, 0, 2**31 - 1)
     sets = parse_set_options(opts.sets)
@@ -181,74 +193,94 @@ def resolve_config(opts: RunOptions) -> RunConfig:
     if unknown:
         valid = sorted({*scopes, *COMMON_SCOPES})
         raise UserError(f"unknown --set scope '{unknown[0]}'. Valid scopes: {', '.join(valid)}")
+    return sets
 
-    method_overrides: dict[str, str] = {}
-    for scope in sorted(scopes - {GROUP_SCOPE}):
-        method_overrides.update(sets.get(scope, {}))
-    method_params = apply_overrides(spec.params, method_overrides, spec.name)
-    data_params = _data_params(ds, sets)
-    student = opts.student or spec.default_student
-    _check_model(student, "student")
+
+def _method_overrides(spec: MethodSpec, sets: dict[str, dict[str, str]]) -> Any:
+    """The method's hyperparameters with its scopes' `--set` values applied (before resolve_params)."""
+    overrides: dict[str, str] = {}
+    for scope in sorted(method_scopes(spec.name) - {GROUP_SCOPE}):
+        overrides.update(sets.get(scope, {}))
+    return apply_overrides(spec.params, overrides, spec.name)
+
+
+def _student_recipe(opts: RunOptions, ds: DatasetSpec, student: str, sets: dict[str, dict[str, str]]) -> Recipe:
     # Light students train at a scaled lr (CRD recipe: 0.01 instead of 0.05 for MobileNetV2/ShuffleNet); the
     # resolved value is what the config records and hashes. An explicit --lr always wins.
     lr = opts.lr if opts.lr is not None else round(ds.recipe.lr * student_lr_scale(student), 12)
-    recipe = _recipe_for(ds.recipe.replace(batch_size=opts.batch_size, lr=lr), opts.epochs, sets.get("recipe", {}),
-                         "recipe")
+    return _recipe_for(ds.recipe.replace(batch_size=opts.batch_size, lr=lr), opts.epochs, sets.get("recipe", {}),
+                       "recipe")
+
+
+def _teacher_side(opts: RunOptions, spec: MethodSpec, ds: DatasetSpec, sets: dict[str, dict[str, str]]) -> _TeacherSide:
+    """The teacher of a method that distils (checked: one source, a known architecture), else nobody."""
+    options = _teacher_options(sets)
+    data = teacher_data_params(sets.get(TEACHER_SCOPE, {}))
+    if not spec.needs_teacher:
+        return _TeacherSide(options=options, data=data)
+    ckpt = None
+    if opts.teacher_ckpt:
+        ckpt = opts.teacher_ckpt if isinstance(opts.teacher_ckpt, TeacherCheckpoint) \
+            else TeacherCheckpoint.hash(opts.teacher_ckpt)
+    teacher = opts.teacher or (_exported_architecture(ckpt) if ckpt else None)
+    if not teacher:
+        raise UserError(f"method '{spec.name}' distils from a teacher: pass --teacher ARCH (e.g. resnet152)")
+    _check_model(teacher, "teacher")
+    if data and (opts.teacher_run is not None or ckpt is not None):
+        raise UserError(f"{TEACHER_SCOPE}.train_fraction chooses what a zoo teacher trains on; a teacher from "
+                        "--teacher-ckpt or --teacher run:RUN_ID is trained already: leave it out")
+    if opts.teacher_run is not None:  # a run's student: built from its export's card, no recipe of ours
+        if ckpt is not None:
+            raise UserError("--teacher run:RUN_ID and --teacher-ckpt name two teachers: pass one of them")
+        if not (len(opts.teacher_run) == RUN_ID_LENGTH and all(c in "0123456789abcdef" for c in opts.teacher_run)):
+            raise UserError(f"--teacher run:{opts.teacher_run}: not a run id ({RUN_ID_LENGTH} hex digits)")
+        return _TeacherSide(teacher=teacher, data=data)
+    if ckpt is not None:
+        exported = _exported_architecture(ckpt)
+        if exported is not None and exported != teacher:
+            raise UserError(f"--teacher {teacher}: {ckpt.path} holds a {exported} (its card says so)")
+        return _TeacherSide(teacher=teacher, ckpt_sha256=ckpt.sha256, options=options, data=data)
+    recipe = resolve_teacher(teacher, ds.name, epochs=opts.teacher_epochs, seed=opts.teacher_seed, sets=sets).recipe
+    return _TeacherSide(teacher=teacher, recipe=recipe, options=options, data=data)
+
+
+def resolve_config(opts: RunOptions) -> RunConfig:
+    """The run's full config (its id is the hash of it): the method's, dataset's and teacher's defaults under the
+    options, every name and number checked (a UserError names what is wrong and what is valid)."""
+    spec = get_method(opts.method)
+    ds = get_dataset_spec(opts.dataset)
+    sets = _checked_sets(opts, spec)
+    method_params = _method_overrides(spec, sets)
+    data_params = _data_params(ds, sets)
+    student = opts.student or spec.default_student
+    _check_model(student, "student")
+    recipe = _student_recipe(opts, ds, student, sets)
     method_params = spec.cls.resolve_params(method_params, teacher=opts.teacher if spec.needs_teacher else None,
                                             student=student, epochs=recipe.epochs)
     student_params = convert_free_kwargs(sets.get("student", {}), "student")
-    teacher_options = _teacher_options(sets)
-
-    teacher = teacher_recipe = ckpt_sha = None
-    teacher_data = teacher_data_params(sets.get(TEACHER_SCOPE, {}))
-    if spec.needs_teacher:
-        ckpt = None
-        if opts.teacher_ckpt:
-            ckpt = opts.teacher_ckpt if isinstance(opts.teacher_ckpt, TeacherCheckpoint) \
-                else TeacherCheckpoint.hash(opts.teacher_ckpt)
-        teacher = opts.teacher or (_exported_architecture(ckpt) if ckpt else None)
-        if not teacher:
-            raise UserError(f"method '{spec.name}' distils from a teacher: pass --teacher ARCH (e.g. resnet152)")
-        _check_model(teacher, "teacher")
-        if teacher_data and (opts.teacher_run is not None or ckpt is not None):
-            raise UserError(f"{TEACHER_SCOPE}.train_fraction chooses what a zoo teacher trains on; a teacher from "
-                            "--teacher-ckpt or --teacher run:RUN_ID is trained already: leave it out")
-        if opts.teacher_run is not None:  # a run's student: built from its export's card, no recipe of ours
-            if ckpt is not None:
-                raise UserError("--teacher run:RUN_ID and --teacher-ckpt name two teachers: pass one of them")
-            if not (len(opts.teacher_run) == RUN_ID_LENGTH and all(c in "0123456789abcdef" for c in opts.teacher_run)):
-                raise UserError(f"--teacher run:{opts.teacher_run}: not a run id ({RUN_ID_LENGTH} hex digits)")
-            teacher_options = {}
-        elif ckpt is not None:
-            exported = _exported_architecture(ckpt)
-            if exported is not None and exported != teacher:
-                raise UserError(f"--teacher {teacher}: {ckpt.path} holds a {exported} (its card says so)")
-            ckpt_sha = ckpt.sha256
-        else:
-            teacher_recipe = resolve_teacher(teacher, ds.name, epochs=opts.teacher_epochs, seed=opts.teacher_seed,
-                                             sets=sets).recipe
+    side = _teacher_side(opts, spec, ds, sets)
     return RunConfig(
         method=spec.name,
         student=student,
         dataset=ds.name,
         seed=opts.seed,
         recipe=recipe,
-        teacher=teacher,
-        teacher_recipe=teacher_recipe,
-        teacher_seed=opts.teacher_seed if teacher_recipe is not None or ckpt_sha else 0,
-        teacher_ckpt_sha256=ckpt_sha,
+        teacher=side.teacher,
+        teacher_recipe=side.recipe,
+        teacher_seed=opts.teacher_seed if side.recipe is not None or side.ckpt_sha256 else 0,
+        teacher_ckpt_sha256=side.ckpt_sha256,
         method_params=_asdict(method_params),
         student_params=student_params,
-        teacher_params=teacher_options if teacher else {},
+        teacher_params=side.options if side.teacher else {},
         data_params=with_train_fraction(with_val_fraction(_asdict(data_params), _val_fraction(sets)),
                                         train_fraction_of(sets.get("data", {}))),
         amp=opts.amp,
         channels_last=opts.channels_last,
         code=code_fingerprint(spec.name)["fingerprint"],
-        teacher_cache_dtype=_teacher_cache_dtype(opts.teacher_cache_dtype, teacher),
-        teacher_run=opts.teacher_run if teacher else None,
+        teacher_cache_dtype=_teacher_cache_dtype(opts.teacher_cache_dtype, side.teacher),
+        teacher_run=opts.teacher_run if side.teacher else None,
         # A zoo teacher's only (a method without a teacher ignores it, as it does teacher_recipe).
-        teacher_data=teacher_data if teacher_recipe is not None else {},
+        teacher_data=side.data if side.recipe is not None else {},
         param_groups=parse_group_sets(sets.get(GROUP_SCOPE, {}), spec.cls.param_group_modules, spec.name),
         portable=opts.portable,
     )
