@@ -232,31 +232,16 @@ def submit_plan(sweep: dict[str, Any], plan: Plan, *, force: bool = False) -> Su
     kind = sweep["executor"]
     folder = Path(sweep["folder"])
     private_folder(folder)
-    resources = Resources(**sweep["resources"])
-    if kind == "slurm" and resources.cpus_per_task is None:
-        # Chosen once and kept in the sweep (saved only if the submission succeeds): a resumed run must get the
-        # same threads, or its floating-point sums (and metrics) differ from an uninterrupted run's.
-        resources = dataclasses.replace(resources,
-                                        cpus_per_task=default_cpus_per_task(resources, len(plan.run_tasks) or 1))
-        sweep["resources"]["cpus_per_task"] = resources.cpus_per_task
-    paths = sweep["paths"]
-    threads = resources.cpus_per_task
+    resources = _fixed_threads(sweep, plan)
     teacher_jobs: dict[str, Any] = {}
     run_jobs: dict[str, Any] = {}
+    dependency = None
     what = "a teacher job"
     # sbatch's refusal is printed by submitit to stderr as well: keep it for the one-line error instead.
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured) if kind == "slurm" else contextlib.nullcontext():
-            for task in plan.teacher_tasks:
-                executor = make_executor(kind, folder, resources, name=f"kdbench-teacher-{task.key.arch}")
-                teacher_jobs[task.key.digest] = executor.submit(
-                    TeacherJob(task.config.to_dict(), paths, threads=threads))
-            if kind == "debug":  # in-process: train the teachers now, before the runs that need them
-                for job in teacher_jobs.values():
-                    job.exception()
-
-            dependency = None
+            _submit_teachers(sweep, plan, kind, folder, resources, teacher_jobs)
             if teacher_jobs and kind == "slurm":
                 dependency = "afterok:" + ":".join(str(j.job_id) for j in teacher_jobs.values())
             if plan.run_tasks:
@@ -265,8 +250,41 @@ def submit_plan(sweep: dict[str, Any], plan: Plan, *, force: bool = False) -> Su
     except submitit.core.utils.FailedJobError as e:
         _undo_submission(sweep, folder, [*teacher_jobs.values(), *run_jobs.values()])
         raise scheduler_refusal(str(e) or captured.getvalue(), resources, what) from None
+    record = _submission_record(plan, kind, resources, teacher_jobs, run_jobs, dependency, force)
+    sweep["submissions"].append(record)
+    save_sweep(sweep)
+    return Submitted(teacher_jobs, run_jobs, dependency, record)
 
-    record = {
+
+def _fixed_threads(sweep: dict[str, Any], plan: Plan) -> Resources:
+    """The sweep's resources, with SLURM's CPUs per task chosen once and written into the sweep."""
+    resources = Resources(**sweep["resources"])
+    if sweep["executor"] == "slurm" and resources.cpus_per_task is None:
+        # Chosen once and kept in the sweep (saved only if the submission succeeds): a resumed run must get the
+        # same threads, or its floating-point sums (and metrics) differ from an uninterrupted run's.
+        resources = dataclasses.replace(resources,
+                                        cpus_per_task=default_cpus_per_task(resources, len(plan.run_tasks) or 1))
+        sweep["resources"]["cpus_per_task"] = resources.cpus_per_task
+    return resources
+
+
+def _submit_teachers(sweep: dict[str, Any], plan: Plan, kind: str, folder: Path, resources: Resources,
+                     jobs: dict[str, Any]) -> None:
+    """One job per teacher the plan trains, into `jobs` by zoo digest as each is submitted (so a refusal midway
+    can undo those already in); on the debug executor they have trained on return."""
+    for task in plan.teacher_tasks:
+        executor = make_executor(kind, folder, resources, name=f"kdbench-teacher-{task.key.arch}")
+        jobs[task.key.digest] = executor.submit(
+            TeacherJob(task.config.to_dict(), sweep["paths"], threads=resources.cpus_per_task))
+    if kind == "debug":  # in-process: train the teachers now, before the runs that need them
+        for job in jobs.values():
+            job.exception()
+
+
+def _submission_record(plan: Plan, kind: str, resources: Resources, teacher_jobs: dict[str, Any],
+                       run_jobs: dict[str, Any], dependency: str | None, force: bool) -> dict[str, Any]:
+    """The entry a submission appends to the sweep file: its jobs, their dependency, what it skipped."""
+    return {
         "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "force": force,
         "teacher_jobs": {d: {"job_id": str(j.job_id), "arch": t.key.arch, "label": t.label}
@@ -279,9 +297,6 @@ def submit_plan(sweep: dict[str, Any], plan: Plan, *, force: bool = False) -> Su
         "tasks": {rid: str(j.job_id) for rid, j in run_jobs.items()},
         "skipped": {r.run_id: why for r, why in plan.skipped},
     }
-    sweep["submissions"].append(record)
-    save_sweep(sweep)
-    return Submitted(teacher_jobs, run_jobs, dependency, record)
 
 
 def private_folder(folder: Path) -> None:

@@ -42,7 +42,7 @@ from kdbench.data.subset import keep_train_fraction
 from kdbench.models.zoo import count_parameters, create_model
 from kdbench.spec.config import content_hash
 from kdbench.spec.recipe import Recipe
-from kdbench.train.engine import Engine, EngineSettings
+from kdbench.train.engine import Engine, EngineSettings, FitResult
 from kdbench.train.evaluate import evaluate
 from kdbench.train.method import MethodContext, get_method
 
@@ -229,6 +229,7 @@ class TeacherZoo:
     def _train(
         self, key: TeacherKey, data: DataSplits, settings: EngineSettings
     ) -> tuple[nn.Module, dict[str, Any]]:
+        """Train the key's teacher (by the `ce` method, through the one engine), store its weights and card."""
         entry = self.entry_dir(key)
         _refuse_to_train_imported(key, entry)
         _check_training_data(key, data)
@@ -236,19 +237,12 @@ class TeacherZoo:
                           f"{key.data_note}, {key.recipe.epochs} epochs)")
         torch.manual_seed(key.seed)
         model = _build(key, data)
-        ce = get_method("ce")
-        ctx = MethodContext(
-            num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
-            num_train=len(data.train), train_targets=data.train_targets, epochs=key.recipe.epochs, seed=key.seed,
-            label_smoothing=key.recipe.label_smoothing,
-        )
-        distiller = ce.cls(model, None, ce.params, ctx)
         # Teachers are big (ResNet-152: ~0.5 GB of weights + momentum): checkpoint at most once a minute.
         engine = Engine(replace(settings, checkpoint_interval_s=max(settings.checkpoint_interval_s, 60.0)),
                         self.reporter)
         t0 = time.perf_counter()
         fit = engine.fit(
-            distiller,
+            _ce_distiller(model, key, data),
             make_train_loader(data.train, key.recipe.batch_size, key.seed, settings.device, data.num_workers),
             make_eval_loader(data.test, key.recipe.eval_batch_size, key.seed, settings.device, data.num_workers),
             key.recipe,
@@ -257,31 +251,7 @@ class TeacherZoo:
         )
         train_s = time.perf_counter() - t0
         model = model.to("cpu").eval()
-        weights = entry / WEIGHTS
-        # Atomic, the umask's mode (never world-writable: a zoo is shared by every run), no temp file left behind.
-        with atomic_path(weights) as tmp:
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        card = {
-            "key": key.to_dict(),
-            "path": str(entry),
-            "sha256": sha256_file(weights),
-            "arch": key.arch,
-            "dataset": key.dataset,
-            "recipe": key.recipe.name,
-            "seed": key.seed,
-            "train_data": train_data_card(key, data),
-            "params": count_parameters(model),
-            **{k: v for k, v in fit.summary().items()},
-            "top1": fit.last.top1,
-            "top5": fit.last.top5,
-            "train_s": train_s,
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "environment": {**environment(settings.device), "cpu": cpu_info()},
-        }
-        atomic_write_json(entry / CARD, card)  # last: its presence marks the entry complete
-        # The whole work folder: with the checkpoint, any temp file of a process killed training it (this process
-        # holds the entry's lock, so no live writer has one there).
-        shutil.rmtree(entry / "work", ignore_errors=True)
+        card = _store_entry(entry, key, data, model, fit, train_s, settings.device)
         self.reporter.log(f"teacher {key.arch}: top-1 {card['top1']:.2f}% in {train_s:.0f} s, cached at {entry}")
         return model, card
 
@@ -352,3 +322,46 @@ def load_teacher_checkpoint(
         "top1": ev.top1, "top5": ev.top5, "cached": True, "user_checkpoint": True,
         **({"source": f"run:{card['run_id']}"} if card is not None else {}),
     }
+
+
+def _ce_distiller(model: nn.Module, key: TeacherKey, data: DataSplits) -> Any:
+    """`model` wrapped by the `ce` method (the student alone, label smoothing from the key's recipe): a teacher
+    trains through the same method and engine as a student trained alone."""
+    ce = get_method("ce")
+    ctx = MethodContext(
+        num_classes=data.num_classes, in_chans=data.in_chans, image_size=data.image_size,
+        num_train=len(data.train), train_targets=data.train_targets, epochs=key.recipe.epochs, seed=key.seed,
+        label_smoothing=key.recipe.label_smoothing,
+    )
+    return ce.cls(model, None, ce.params, ctx)
+
+
+def _store_entry(entry: Path, key: TeacherKey, data: DataSplits, model: nn.Module, fit: FitResult, train_s: float,
+                 device: Any) -> dict[str, Any]:
+    """Write the trained teacher's weights, then its card (whose presence marks the entry complete); the card."""
+    weights = entry / WEIGHTS
+    # Atomic, the umask's mode (never world-writable: a zoo is shared by every run), no temp file left behind.
+    with atomic_path(weights) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    card = {
+        "key": key.to_dict(),
+        "path": str(entry),
+        "sha256": sha256_file(weights),
+        "arch": key.arch,
+        "dataset": key.dataset,
+        "recipe": key.recipe.name,
+        "seed": key.seed,
+        "train_data": train_data_card(key, data),
+        "params": count_parameters(model),
+        **{k: v for k, v in fit.summary().items()},
+        "top1": fit.last.top1,
+        "top5": fit.last.top5,
+        "train_s": train_s,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "environment": {**environment(device), "cpu": cpu_info()},
+    }
+    atomic_write_json(entry / CARD, card)  # last: its presence marks the entry complete
+    # The whole work folder: with the checkpoint, any temp file of a process killed training it (this process
+    # holds the entry's lock, so no live writer has one there).
+    shutil.rmtree(entry / "work", ignore_errors=True)
+    return card
