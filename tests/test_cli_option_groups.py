@@ -26,6 +26,7 @@ from kdbench.core.errors import UserError
 from kdbench.execute.runner import run
 from kdbench.spec.scoped_sets import parse_grid, parse_set_options, set_items, split_scoped_key
 from kdbench.spec.yaml_file import yaml_mapping
+from kdbench.sweep.grid import expand
 
 
 def test_a_sweep_file_under_the_flags_becomes_the_grid(tmp_path):
@@ -56,6 +57,20 @@ def test_flags_not_given_are_none_so_the_file_keeps_its_values():
                           | {f.name for f in dataclasses.fields(SchedulerFlags)})
     given = sweep_flags(GridSelection(chains=["a,b"]), SweepPlaces(device="cpu"), SchedulerFlags(sync_bn=True))
     assert given["chains"] == ["a,b"] and given["device"] == "cpu" and given["sync_bn"] is True
+
+
+def test_portable_from_the_flag_or_the_file_reaches_every_run_id(tmp_path):
+    path = tmp_path / "sweep.yaml"
+    path.write_text("methods: [ce]\nseeds: 0\n")
+    places = SweepPlaces(results_dir=tmp_path / "results")
+    native = sweep_inputs(sweep_flags(GridSelection(portable=False), places, SchedulerFlags()), path)
+    flag = sweep_inputs(sweep_flags(GridSelection(portable=True), places, SchedulerFlags()), path)
+    path.write_text("methods: [ce]\nseeds: 0\nportable: true\n")
+    from_file = sweep_inputs(sweep_flags(GridSelection(portable=False), places, SchedulerFlags()), path)
+    assert not native.grid.portable and flag.grid.portable and from_file.grid.portable
+    [native_run], [flag_run] = expand(native.grid), expand(flag.grid)
+    assert flag_run.config.portable and not native_run.config.portable
+    assert flag_run.config.run_id != native_run.config.run_id
 
 
 def test_json_is_for_a_dry_run_only():

@@ -114,6 +114,9 @@ def sweep_command(
     grids: list[str] = typer.Option(None, "--grid", help="SCOPE.KEY=V1,V2,..., repeatable: run every value "
                                     "(several --grid: their product), e.g. kd.temperature=1,2,4,8; a method's "
                                     "scope reaches that method's runs only."),
+    portable: bool = typer.Option(False, "--portable", help="CPU: every run and zoo teacher with numbers every "
+                                  "x86 CPU computes alike (kdbench run --portable; another run id); the sweep "
+                                  "file's `portable: true` does the same."),
     results_dir: ResultsDirOption = None,
     zoo_dir: ZooDirOption = None,
     data_root: DataRootOption = None,
@@ -169,7 +172,7 @@ def sweep_command(
     selection = GridSelection(
         methods=methods, teachers=teachers, students=students, pairs=pairs, chains=chains, datasets=datasets,
         seeds=seeds, teacher_seed=teacher_seed, epochs=epochs, teacher_epochs=teacher_epochs,
-        batch_size=batch_size, lr=lr, sets=sets, grid=grids)
+        batch_size=batch_size, lr=lr, sets=sets, grid=grids, portable=portable)
     places = SweepPlaces(results_dir=results_dir, zoo_dir=zoo_dir, data_root=data_root, device=device,
                          teacher_cache=teacher_cache, cache_dir=cache_dir)
     scheduler = SchedulerFlags(

@@ -48,6 +48,7 @@ class GridSelection:
     lr: float | None = None
     sets: list[str] | None = None
     grid: list[str] | None = None
+    portable: bool | None = None  # False (the flag not given): the sweep file's `portable` holds
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def sweep_flags(selection: GridSelection, places: SweepPlaces, scheduler: Schedu
     """The command line's sweep options by sweep-file key, None where a flag was not given (an empty list and an
     unset --sync-bn included), so that the sweep file's value holds there."""
     flags = {**dataclasses.asdict(selection), **dataclasses.asdict(places), **dataclasses.asdict(scheduler)}
-    for key in ("chains", "sets", "grid", "sbatch", "sync_bn"):
+    for key in ("chains", "sets", "grid", "sbatch", "sync_bn", "portable"):
         flags[key] = flags[key] or None
     return flags
 
