@@ -6,6 +6,7 @@ without a traceback; a diverged run exits 1.
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -42,7 +43,25 @@ def main() -> None:
     try:
         app()
     except UserError as e:
-        # The message carries text from elsewhere (paths, a torch/gloo error like `[.../pair.cc:561] Connection
-        # closed`, a list `[1, 2]`): printed literally, never read as rich markup.
-        console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        _print_error(str(e))
         sys.exit(2)
+    except OSError as e:
+        # A full or read-only disk mid-run is the machine's state, not a bug: one line saying what to do (writes are
+        # atomic, so the records written so far are whole; the run's record says `failed`, and a rerun resumes).
+        if e.errno not in DISK_ERRORS:
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        _print_error(f"{e.strerror or e}{where}: free space there (or choose another --results-dir, --zoo-dir or "
+                     "KDBENCH_CACHE) and run the same command again (it resumes from the run's last checkpoint, "
+                     "if it wrote one)")
+        sys.exit(2)
+
+
+# The OSErrors that mean the disk, not kdbench: no space, over quota, mounted read-only.
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _print_error(message: str) -> None:
+    # The message carries text from elsewhere (paths, a torch/gloo error like `[.../pair.cc:561] Connection
+    # closed`, a list `[1, 2]`): printed literally, never read as rich markup.
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)
