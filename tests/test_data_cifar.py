@@ -141,6 +141,22 @@ def test_auto_workers_follow_the_device(monkeypatch):
     assert loader_workers(torch.device("cpu"), AUTO_WORKERS) == 3
 
 
+def test_auto_workers_are_shared_by_the_ranks_of_one_machine(monkeypatch):
+    # `--nproc 4` on a 16-CPU machine: each rank gets 4 CPUs' worth of workers (3 on a GPU, one for its loop),
+    # not 8 each; in a SLURM job SLURM_CPUS_PER_TASK is already one task's share.
+    from kdbench.data import loaders
+
+    for name in ("KDBENCH_WORKERS", "SLURM_CPUS_PER_TASK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert loaders._available_cpus() == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert loaders._available_cpus() == 4
+    assert loader_workers(torch.device("cuda"), AUTO_WORKERS) == 3
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    assert loaders._available_cpus() == 6
+
+
 def test_run_end_to_end_on_a_tiny_cifar100(dirs, monkeypatch):
     written = write_cifar100(dirs["data"], train_per_class=2, test_per_class=1, classes=8)
     patch_md5(monkeypatch, CIFAR100Files, written.md5)

@@ -174,9 +174,16 @@ AUTO_WORKERS = -1
 
 
 def _available_cpus() -> int:
+    """This process's share of the CPUs: SLURM_CPUS_PER_TASK in a job (already one task's), else the CPUs this
+    process may use divided among the processes torch's launcher started on this machine (`--nproc N` sets
+    LOCAL_WORLD_SIZE): N ranks must not each start a full machine's worth of loader workers."""
     from kdbench.core.environment import allocated_cpus
 
-    return allocated_cpus()[0]  # SLURM_CPUS_PER_TASK in a job, else the CPUs this process may use
+    cpus, source = allocated_cpus()
+    if source == "SLURM_CPUS_PER_TASK":
+        return cpus
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    return max(1, cpus // int(local)) if local.isdigit() and int(local) > 0 else cpus
 
 
 def loader_workers(device: torch.device, requested: int | None = None) -> int:
