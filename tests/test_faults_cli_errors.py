@@ -24,3 +24,13 @@ def test_an_error_message_with_brackets_prints_literally_on_one_line(name, monke
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: unknown method")
     assert f"'{name}'" in lines[0]
+
+
+def test_a_path_with_brackets_prints_literally_in_an_ordinary_line(tmp_path, in_process):
+    # Not only errors: every line that carries a path or a label prints it as it is (`[bold]` here is a folder
+    # name, not markup).
+    folder = tmp_path / "[bold]cache"
+    folder.mkdir()
+    done = in_process("cache", "clear", "--cache-dir", str(folder))
+    assert done.returncode == 0, done.stderr
+    assert f"removed 0 entries from {folder}" in " ".join(done.stderr.split())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kdbench.cli.app import app
@@ -52,4 +53,4 @@ def clear_command(cache_dir: CacheDirOption = None) -> None:
     """
     root = _root(cache_dir)
     n = teacher_cache.clear(root)
-    console.print(f"removed {n} entries from {root}", highlight=False)
+    console.print(escape(f"removed {n} entries from {root}"), highlight=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from kdbench.cli.app import app
 from kdbench.cli.eval_cmd import parse_int_list
@@ -50,8 +51,8 @@ def ladder_command(
     """
     def progress(i: int, n: int, record: dict) -> None:
         m = record.get("metrics") or {}
-        console.print(f"[{i}/{n}] {record['method']} {record['student']} seed {record['seed']}: "
-                      f"{record['status']} top-1 {m.get('top1_last', float('nan')):.2f}", highlight=False)
+        console.print(escape(f"[{i}/{n}] {record['method']} {record['student']} seed {record['seed']}: "
+                             f"{record['status']} top-1 {m.get('top1_last', float('nan')):.2f}"), highlight=False)
 
     paths = Paths(results_dir, zoo_dir, data_root)
     run_ladder(

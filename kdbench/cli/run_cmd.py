@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kdbench.cli.app import app
@@ -108,7 +109,7 @@ def run_command(
     output = RunOutput(as_json=as_json, dry_run=dry_run, save_config=save_config)
     if output.save_config is not None:
         save_run_config(output.save_config, params)
-        console.print(f"wrote the run's options to {output.save_config}", highlight=False)
+        console.print(escape(f"wrote the run's options to {output.save_config}"), highlight=False)
     if output.dry_run:
         show_dry_run(identity, machine, output)
         return
@@ -150,7 +151,8 @@ def report_record(record: dict[str, Any], output: RunOutput) -> None:
         out.print(record_table(record))
     if record["status"] == "diverged":
         d = record["divergence"]
-        console.print(f"[bold red]diverged[/bold red] at epoch {d['epoch']} step {d['step']}: {d['losses']}")
+        where = escape(f"at epoch {d['epoch']} step {d['step']}: {d['losses']}")
+        console.print(f"[bold red]diverged[/bold red] {where}")
         raise typer.Exit(1)
 
 

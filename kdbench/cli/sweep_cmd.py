@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -199,7 +200,8 @@ def run_sweep(flags: dict[str, Any], actions: SweepActions) -> None:
     t0 = time.perf_counter()
     submitted = submit_plan(sweep, plan, force=actions.force)
     console.print(submission_line(sweep, submitted, time.perf_counter() - t0), highlight=False)
-    console.print(f"follow it with: kdbench status {sweep['sweep_id']} --results-dir {sweep['paths']['results_dir']}",
+    console.print(escape(f"follow it with: kdbench status {sweep['sweep_id']} --results-dir "
+                         f"{sweep['paths']['results_dir']}"),
                   highlight=False)
     # The debug executor ran every job in this process already: its outcome is known without waiting.
     if actions.wait or sweep["executor"] == "debug":
@@ -224,7 +226,7 @@ def show_plan(sweep: dict[str, Any], plan: Plan, reason: str, *, as_json: bool) 
     else:
         console.print(plan_table(plan, sweep["executor"], reason))
     for line in limit_warnings(plan.run_tasks, sweep["paths"]["results_dir"], sweep["resources"]["timeout_min"]):
-        console.print(f"[yellow]warning[/]: {line}", highlight=False)
+        console.print(f"[yellow]warning[/]: {escape(line)}", highlight=False)
 
 
 def submission_line(sweep: dict[str, Any], submitted: Submitted, seconds: float) -> str:
