@@ -27,10 +27,7 @@ from kdbench.report.leaderboard.stats import column_power, paired_p, per_seed
 from kdbench.report.results import load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
-HARD, DIGITS = "embedded-hard-v1", "digits-v1"
-# embedded-hard-v1 ran dkd's warm-up and fitnet's hint epochs at their 240-epoch values (20, 30), not rescaled to
-# its 40 epochs as they are since issue #27: the leaderboard names those settings in the rows' labels.
-HARD_V1_ROWS = {"dkd": "dkd [warmup=20]", "fitnet": "fitnet [hint_epochs=30]"}
+HARD, DIGITS = "embedded-hard-v2", "digits-v1"
 
 
 @cache
@@ -283,7 +280,7 @@ FIGURES = [
            {"t": lambda: teacher(HARD, R8), "ce": lambda: cell(HARD, R8, "ce")}),
     *[Figure("docs/benchmark.md", f"| {m} | {'**{a}**' if m == 'crd+kd' else '{a}'} | {{ma}} |",
              {"a": lambda m=m: cell(HARD, R8, m), "ma": lambda m=m: the_mark(HARD, R8, m)})
-      for m in ("crd+kd", "hkd+kd", "kd", "rkd", HARD_V1_ROWS["dkd"], "hkd", HARD_V1_ROWS["fitnet"], "crd", "at",
+      for m in ("crd+kd", "hkd+kd", "kd", "rkd", "dkd", "hkd", "fitnet", "crd", "at",
                 "pkt")],
     Figure("docs/benchmark.md", "beyond seed noise after Holm's correction across the column's {m} comparisons",
            {"m": lambda: int(board(HARD)["column"].str.contains(R8).sum()) - 2}),  # less the teacher and ce
@@ -298,7 +295,7 @@ FIGURES = [
     Figure("README.md", "| teacher (ResNet-18, all labels) | {t} | | ce (student alone, 10 % of labels) | {ce} | |",
            {"t": lambda: teacher(HARD, R8), "ce": lambda: cell(HARD, R8, "ce", n=True)}),
     *[Figure("README.md", f"| {m} | {{a}}", {"a": lambda m=m: cell(HARD, R8, m, n=True)})
-      for m in ("hkd+kd", "kd", "rkd", HARD_V1_ROWS["dkd"], "hkd", HARD_V1_ROWS["fitnet"], "crd", "at", "pkt")],
+      for m in ("hkd+kd", "kd", "rkd", "dkd", "hkd", "fitnet", "crd", "at", "pkt")],
     Figure("README.md", "| crd+kd | **{a}** |", {"a": lambda: cell(HARD, R8, "crd+kd", n=True)}),
     Figure("README.md", "the CRD codebase's `cifar_resnet8` {a} (5 seeds), the GNN alone {b} (5)",
            {"a": lambda: cell(HARD, R8, "ce"), "b": lambda: cell(HARD, GNN18, "ce")}),
