@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Regenerates the reference leaderboard of the embedded benchmark (digits) committed in results/.
 #
-#   bash results/regenerate.sh            # ~1.5 h on 2 CPU cores; completed runs are reused, so it can be resumed
+#   bash results/regenerate.sh            # ~37 min on 2 CPU cores (results version 4); completed runs are reused, so it can be resumed
 #
 # 1. the embedded sweep (slurm/sweeps/embedded.yaml: every method from a resnet18 teacher, seeds 0-2) and
 #    cnn2gnn from resnet152, on this machine (local executor; pass EXECUTOR=slurm to use a cluster);
 # 2. the CNN2GNN ablations (anchor graph, k = 0: the same input without a graph) and the GNN alone; the
 #    embedded-hard sweep, its information-matched control (the teacher trained on the student's 10 %:
 #    embedded-hard-control.yaml) and CNN2GNN's graph ablation on it (slurm/sweeps/embedded-hard*.yaml,
-#    cnn2gnn-graph-ablation*.yaml; 5 seeds, ~35 min more on 2 cores);
+#    cnn2gnn-graph-ablation*.yaml; 5 seeds, ~6 min more on 2 cores at results version 4);
 # 3. the depth ladder (ResNet18…152 trained alone beside the distilled GNN), on digits and on embedded-hard;
 # 4. tables (markdown, CSV) and the accuracy-vs-inference-time plot;
 # 5. the RESULTS_VERSION canaries (results/canary.sh, checked by tests/test_results_version.py).
@@ -47,7 +47,7 @@ done
 kdbench ladder --teacher resnet152 --dataset digits --seeds "${LADDER_SEEDS:-0}" --results-dir "$R" \
   --format markdown > /dev/null
 # The same ladder on embedded-hard (10 % of the training labels, 40 epochs, under that setting's ResNet-18
-# teacher): where the GNN and the CNNs alone stand when labels are scarce (~15 min more on 2 cores).
+# teacher): where the GNN and the CNNs alone stand when labels are scarce (~5 min more on 2 cores).
 kdbench ladder --teacher resnet18 --dataset digits --seeds "${LADDER_SEEDS:-0}" --epochs 40 \
   --set data.train_fraction=0.1 --set recipe.batch_size=47 --set recipe.name=embedded-hard-v2 --results-dir "$R" --format markdown > /dev/null
 

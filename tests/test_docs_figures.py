@@ -191,6 +191,15 @@ def marked(recipe: str, pair: str, marks: str) -> list[str]:
     return [_bare(r) for r, m in zip(column["row"], column["vs_ce"], strict=True) if m and m in marks]
 
 
+def ladder_cnns(recipe: str) -> dict[str, float]:
+    """Top-1 of the ladder's ResNets trained alone (seed 0), by architecture."""
+    df = runs()
+    mine = df[(df["recipe"] == recipe) & (df["method"] == "ce") & (df["seed"] == 0)
+              & df["student"].isin([f"resnet{d}" for d in (18, 34, 50, 101, 152)])]
+    assert len(mine) == 5, f"{len(mine)} ladder ResNets on {recipe}"
+    return dict(zip(mine["student"], mine["top1_last"], strict=True))
+
+
 def same(*texts: str) -> str:
     """The one text all of `texts` are (a passage that quotes one figure for several cells), else a mismatch."""
     return texts[0] if len(set(texts)) == 1 else " / ".join(texts)
@@ -462,6 +471,8 @@ FIGURES = [
                         "(+{g}, within noise) and hkd+kd's +{gh} (beyond it)",
            {"tc": lambda: teacher(HARD, R8 + CONTROL), "g": lambda: f1(gain(R8 + CONTROL, "kd")),
             "gh": lambda: f1(gain(R8 + CONTROL, "hkd+kd"))}),
+    Figure("README.md", "ResNet-18…152 alone reach {lo}–{hi} with no order by depth",
+           {"lo": lambda: f1(min(ladder_cnns(HARD).values())), "hi": lambda: f1(max(ladder_cnns(HARD).values()))}),
     Figure("README.md", "the CRD codebase's `cifar_resnet8` {a} (5 seeds), the GNN alone {b} (5)",
            {"a": lambda: cell(HARD, R8, "ce"), "b": lambda: cell(HARD, GNN18, "ce")}),
     Figure("README.md", "ResNet-18 alone ({ce} %) is level with its own teacher ({t} %)",
