@@ -315,3 +315,22 @@ def test_callbacks_run_on_new_best_before_the_epochs_checkpoint_and_on_epoch_end
     assert calls == calls_kw
     with pytest.raises(TypeError, match="not both"):
         _fit(TwoLosses(ctx), ds, recipe, callbacks=FitCallbacks(), on_epoch_end=hook("end"))
+
+
+def test_the_epoch_seed_sets_the_generators_torch_manual_seed_sets():
+    # The engine seeds the CPU (and CUDA) generators directly, without torch.manual_seed's probes of other
+    # backends: the states must be the ones torch.manual_seed leaves, or every run's numbers would move.
+    import random
+
+    import numpy as np
+
+    from kdbench.train.engine import _seed_everything
+
+    torch.manual_seed(1234)
+    random.seed(1234)
+    np.random.seed(1234)
+    expected = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    torch.manual_seed(0)
+    _seed_everything(1234)
+    assert torch.equal(torch.get_rng_state(), expected[0])
+    assert random.getstate() == expected[1] and (np.random.get_state()[1] == expected[2]).all()
