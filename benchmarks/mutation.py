@@ -275,8 +275,10 @@ class _ServeCode(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def _pytest_args(target: Target, first_failure: bool = True) -> list[str]:
     keyword = ["-k", target.keyword] if target.keyword else []
     stop = ["-x"] if first_failure else ["-rf"]
-    return [*stop, "-q", "-p", "no:cacheprovider", "--no-header", "-W", "ignore", "--rootdir", str(ROOT), *keyword,
-            *[str(ROOT / t) for t in target.tests]]
+    # `-n 0`: the tests must run in this (forked, mutant-serving, traced) process, not in the pytest-xdist workers
+    # that pyproject's addopts start; in a worker the real module is imported and every mutant "survives".
+    return [*stop, "-n", "0", "-q", "-p", "no:cacheprovider", "--no-header", "-W", "ignore", "--rootdir", str(ROOT),
+            *keyword, *[str(ROOT / t) for t in target.tests]]
 
 
 def _child(target: Target, code, log: Path, trace_lines: Path | None, first_failure: bool = True) -> None:

@@ -74,6 +74,14 @@ def test_top1_top5_and_loss_match_the_ranks_and_the_formula(batch_size: int):
     assert result.loss == pytest.approx(_cross_entropy_by_hand(TABLE, LABELS), rel=1e-6)
 
 
+
+def test_summed_over_ranks_in_one_process_the_counts_come_back_exactly():
+    # `sum_over_ranks` packs the counts into one float64 tensor for the all-reduce and unpacks them: in a single
+    # process (no group: the sum is the tensor itself) every figure must come back as it went.
+    plain = evaluate(FixedLogits(TABLE), _loader(LABELS, 4), CPU)
+    summed = evaluate(FixedLogits(TABLE), _loader(LABELS, 4), CPU, sum_over_ranks=True)
+    assert summed == plain and isinstance(summed.count, int)
+
 def test_ties_that_cannot_change_the_answer():
     table = [
         [2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 0.0],  # label 5 below five tied classes: outside the top 5

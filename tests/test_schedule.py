@@ -134,3 +134,34 @@ def test_milestones_outside_the_runs_epochs_are_refused(milestones: str):
         resolve_config(RunOptions("ce", dataset="cifar100", epochs=24, sets=[f"recipe.milestones={milestones}"]))
     with pytest.raises(UserError, match=r"allowed: 1\.\.23"):
         resolve_teacher("resnet18", "cifar100", epochs=24, sets=[f"teacher_recipe.milestones={milestones}"])
+
+
+def test_a_fresh_scheduler_starts_at_the_first_steps_lr():
+    # Without start_step the optimizer holds step 0's lr at once (a warm-up's first, reduced lr), not step 1's.
+    r = Recipe(name="r", epochs=4, batch_size=4, lr=0.6, schedule="constant", warmup_epochs=2)
+    opt = _optimizer(r)
+    build_scheduler(opt, r, 2)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.6 * lr_factor(r, 0, 2)) == pytest.approx(0.12)
+
+
+@pytest.mark.parametrize("schedule", ["multistep", "cosine"])
+def test_the_records_schedule_states_its_kind_milestones_and_first_and_last_lr(schedule: str):
+    r = Recipe(name="r", epochs=10, batch_size=4, lr=0.4, schedule=schedule, milestones=(4, 8), gamma=0.1,
+               warmup_epochs=1)
+    described = describe_schedule(r, steps_per_epoch=3)
+    multistep = schedule == "multistep"
+    assert described == {
+        "kind": schedule, "milestones_epochs": [4, 8] if multistep else [], "gamma": 0.1 if multistep else None,
+        "warmup_epochs": 1, "steps_per_epoch": 3, "total_steps": 30, "per": "step",
+        # the first step is warm-up's first (lr / (W + 1), W = 3 steps); the last is step 29
+        "lr_first": pytest.approx(0.4 / 4),
+        "lr_last": pytest.approx(0.4 * 0.1 ** 2 if multistep else 0.4 * 0.5 * (1 + math.cos(math.pi * 26 / 27))),
+    }
+
+
+def test_the_current_lr_is_the_first_groups():
+    from kdbench.train.schedule import current_lr
+
+    opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.3},
+                           {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.03}])
+    assert current_lr(opt) == 0.3
