@@ -334,3 +334,76 @@ def test_the_epoch_seed_sets_the_generators_torch_manual_seed_sets():
     _seed_everything(1234)
     assert torch.equal(torch.get_rng_state(), expected[0])
     assert random.getstate() == expected[1] and (np.random.get_state()[1] == expected[2]).all()
+
+
+class Steps(Reporter):
+    """Keeps the global step numbers and lrs the engine reports for each training step."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, float]] = []
+
+    def iteration(self, step: int, losses: dict, lr: float) -> None:
+        self.steps.append((step, lr))
+
+
+def test_reported_steps_count_from_one_across_epochs_with_each_steps_lr():
+    # `--log` backends plot against this step: 1, 2, … without gaps or repeats across epochs, each with the lr the
+    # step ran at (the multistep decay after epoch 1).
+    ds, ctx, recipe = _setup()
+    reporter = Steps()
+    torch.manual_seed(0)
+    train = make_train_loader(ds, BATCH, seed=1, device=CPU)
+    evaluation = make_eval_loader(ds, BATCH, order_seed=0, device=CPU)
+    Engine(EngineSettings(CPU), reporter).fit(TwoLosses(ctx), train, evaluation, recipe, seed=1)
+    per_epoch = len(train)
+    assert [s for s, _ in reporter.steps] == list(range(1, 3 * per_epoch + 1))
+    assert [lr for _, lr in reporter.steps] == pytest.approx([0.5] * per_epoch + [0.05] * (2 * per_epoch))
+
+
+class DrawsEachStep(TwoLosses):
+    """Records one draw from torch's global stream at each step (dropout masks and CRD negatives come from it)."""
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(ctx)
+        self.draws: list[float] = []
+
+    def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self.draws.append(float(torch.rand(())))
+        return super().forward_train(batch)
+
+
+def test_each_epochs_global_draws_start_from_the_epoch_seed():
+    # One process: the stream of epoch e starts at epoch_seed(seed, e), nothing added (the rank is added only
+    # when several processes train).
+    ds, ctx, recipe = _setup()
+    model = DrawsEachStep(ctx)
+    _fit(model, ds, recipe)
+    per_epoch = len(model.draws) // 3
+    loader = make_train_loader(ds, BATCH, seed=1, device=CPU)
+    for epoch in (1, 2, 3):
+        torch.manual_seed(epoch_seed(1, epoch))
+        loader.sampler.set_epoch(epoch)
+        next(iter(loader))  # whatever the loader itself draws from the stream before the first batch
+        assert model.draws[(epoch - 1) * per_epoch] == float(torch.rand(()))
+
+
+def test_a_resumed_run_continues_with_the_uninterrupted_runs_lrs(tmp_path: Path):
+    # The scheduler of a resumed run is positioned after the epochs done: the same lr per epoch as a run that
+    # never stopped (a multistep decay after epoch 1, resumed after epoch 2).
+    ds, ctx, recipe = _setup()
+    whole = _fit(TwoLosses(ctx), ds, recipe)
+    ckpt = tmp_path / "checkpoint.pt"
+
+    def stop_after_two(fit: FitResult) -> None:
+        if len(fit.history) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _fit(TwoLosses(ctx), ds, recipe, checkpoint_path=ckpt, callbacks=FitCallbacks(on_epoch_end=stop_after_two))
+    resumed = _fit(TwoLosses(ctx), ds, recipe, checkpoint_path=ckpt)
+    assert [(r.lr, r.lr_last) for r in resumed.history] == [(r.lr, r.lr_last) for r in whole.history]
+
+
+def test_engine_defaults_read_every_step_on_cpu_in_batches_of_50_on_a_gpu_one_process_no_syncbn():
+    s = EngineSettings(CPU)
+    assert (s.log_interval, s.strict_resume, s.world_size, s.sync_bn) == (50, False, 1, False)
