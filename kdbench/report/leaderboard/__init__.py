@@ -87,7 +87,7 @@ def leaderboard(
     cells, or to render markdown / LaTeX / HTML / CSV, use :func:`build` and :func:`render`.
 
     >>> import kdbench
-    >>> kdbench.report.leaderboard("results", table="methods", metric="top1_best")
+    >>> kdbench.leaderboard("results", table="methods", metric="top1_best")
     """
     board = build(runs, table, metric, where, distilled=distilled, method=method, all_code=all_code, rows=rows,
                   cols=cols)
