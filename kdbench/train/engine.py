@@ -10,11 +10,10 @@ epoch start, and the checkpoint carries model, optimizer, AMP scaler and history
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -292,19 +291,21 @@ class _Steps:
         self.device = settings.device
         self.channels_last = settings.channels_last
         self.forward_train = fit.forward_train
-        # No autocast context at all without AMP: entering a disabled one costs a step.
-        self.amp_context = (lambda: _autocast(settings.device, True)) if settings.amp else contextlib.nullcontext
+        self.amp = settings.amp
         self.optimizer, self.scheduler, self.scaler = fit.optimizer, fit.scheduler, fit.scaler
         self.step = self._scaled_step if fit.scaler.is_enabled() else self._plain_step
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         device = self.device
-        images, labels, index = _on(device, images), _on(device, labels), _on(device, index)
+        batch = Batch(_on(device, images), _on(device, labels), _on(device, index))
         if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with self.amp_context():
-            logits, losses = self.forward_train(Batch(images, labels, index))
+            batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+        if self.amp:
+            with _autocast(device, True):
+                logits, losses = self.forward_train(batch)
+        else:  # no autocast context at all without AMP: even a null one is a context entered at every step
+            logits, losses = self.forward_train(batch)
         return logits, losses, _total(losses)
 
     def _scaled_step(self, total: torch.Tensor) -> None:
@@ -418,7 +419,9 @@ class Engine:
         t1 = time.perf_counter()
         ev, val = self._evaluate(fit)
         record = _epoch_record(epoch, lr_first, train, ev, val, train_s, time.perf_counter() - t1)
-        self.reporter.phase_end({k: v for k, v in asdict(record).items() if v is not None})
+        # Its fields one level deep: `asdict` would deep-copy the losses dict, every epoch, for a reporter that
+        # only reads it.
+        self.reporter.phase_end({f.name: v for f in fields(record) if (v := getattr(record, f.name)) is not None})
         return record
 
     def _begin_epoch(self, fit: _Fit, epoch: int) -> None:
