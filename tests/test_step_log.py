@@ -97,3 +97,38 @@ def test_one_term_is_its_own_total_and_read_once_as_such():
     # The term is read, not assumed to be the total, when the total is another tensor.
     log.add(2, 3, {"ce": torch.tensor(0.5)}, torch.tensor(0.75), 0.1)
     assert recorder.iterations[-1] == (3, {"ce": 0.5, "total": 0.75}, 0.1)
+
+
+class Duck:  # a reporter that does not subclass Reporter
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def step(self, n: int = 1, **info: float) -> None:
+        self.calls.append("step")
+
+    def iteration(self, step: int, losses: dict[str, float], lr: float) -> None:
+        self.calls.append("iteration")
+
+
+@pytest.mark.parametrize("every_step", [True, False])
+def test_every_reporter_that_listens_is_called_at_every_step(every_step):
+    duck, recorder, patched = Duck(), Recorder(), Reporter()
+    patched_calls: list[int] = []
+    patched.step = lambda n=1, **info: patched_calls.append(n)  # set on the instance, not the class
+    for reporter in (duck, recorder, patched):
+        log = StepLog(reporter, 1, every_step, 2)
+        feed(log, [{"ce": v} for v in VALUES[:3]])
+        log.flush()
+    assert duck.calls.count("iteration") == 3 and duck.calls.count("step") >= 3
+    assert [step for step, _, _ in recorder.iterations] == [1, 2, 3]
+    assert patched_calls[:1] == [1] and len(patched_calls) >= 3
+
+
+def test_a_reporter_that_does_not_listen_is_not_called(monkeypatch):
+    # The base class's no-ops are skipped, not called: replacing them on the class after the log is made shows
+    # no call (a StepLog decides once, when it is made, for the epoch).
+    log = StepLog(NULL_REPORTER, 1, True)
+    monkeypatch.setattr(Reporter, "iteration", lambda *a, **k: pytest.fail("called"))
+    monkeypatch.setattr(Reporter, "step", lambda *a, **k: pytest.fail("called"))
+    feed(log, [{"ce": v} for v in VALUES])
+    assert log.sums["ce"] == running_sum(VALUES)

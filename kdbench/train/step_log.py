@@ -34,6 +34,12 @@ from kdbench.core.progress import Reporter
 _ZERO = np.float32(0.0)
 
 
+def _overrides(reporter: Reporter, name: str) -> bool:
+    """Whether `reporter.<name>` is anything but the base Reporter's no-op (a subclass's method, one set on the
+    instance, or a duck-typed reporter's own)."""
+    return getattr(getattr(reporter, name), "__func__", None) is not getattr(Reporter, name)
+
+
 class StepLog:
     def __init__(self, reporter: Reporter, epoch: int, every_step: bool, interval: int = 50) -> None:
         self.reporter = reporter
@@ -45,6 +51,10 @@ class StepLog:
         self._row_names: list[str] = []
         self._names: list[str] = []
         self._pending: list[tuple[int, int, torch.Tensor, float]] = []  # (step in epoch, global step, row, lr)
+        # A reporter that leaves `step` / `iteration` as the base class's no-ops (the null reporter, the plain-line
+        # one of sweep jobs) is not called per step: the call and the dict built for it cost µs a step for nothing.
+        self._report_steps = _overrides(reporter, "step")
+        self._report_iterations = _overrides(reporter, "iteration")
 
     @property
     def sums(self) -> dict[str, np.float32]:
@@ -66,15 +76,18 @@ class StepLog:
             if not math.isfinite(row[-1]):
                 raise RunDiverged(self.epoch, step, dict(zip(names[:-1], row[:-1], strict=True)))
             self._hold(names, row)
-            self.reporter.step(1, loss=row[-1])
-            self.reporter.iteration(global_step, dict(zip(names, row, strict=True)), lr)
+            if self._report_steps:
+                self.reporter.step(1, loss=row[-1])
+            if self._report_iterations:
+                self.reporter.iteration(global_step, dict(zip(names, row, strict=True)), lr)
             return
         if names != self._names:  # a method whose loss terms change (a new stage) starts a new batch of rows
             self.flush()
             self._names = names
         row = torch.stack([v.detach().float().reshape(()) for v in (*losses.values(), total)])
         self._pending.append((step, global_step, row, lr))
-        self.reporter.step(1)
+        if self._report_steps:
+            self.reporter.step(1)
         if len(self._pending) >= self.interval:
             self.flush()
 
@@ -91,8 +104,10 @@ class StepLog:
             raise RunDiverged(self.epoch, step, dict(zip(self._names[:-1], values[i, :-1].tolist(), strict=True)))
         for (_, global_step, _, lr), row in zip(self._pending, values.tolist(), strict=True):
             self._hold(self._names, row)
-            self.reporter.iteration(global_step, dict(zip(self._names, row, strict=True)), lr)
-        self.reporter.step(0, loss=values[-1, -1].item())
+            if self._report_iterations:
+                self.reporter.iteration(global_step, dict(zip(self._names, row, strict=True)), lr)
+        if self._report_steps:
+            self.reporter.step(0, loss=values[-1, -1].item())
         self._pending.clear()
 
     def _hold(self, names: list[str], row: list[float]) -> None:
