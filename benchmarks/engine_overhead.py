@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -43,7 +44,7 @@ from torch import nn
 from kdbench.data import build_dataset, get_dataset_spec
 from kdbench.data.loaders import make_eval_loader, make_train_loader
 from kdbench.models import create_model
-from kdbench.train.engine import Engine, EngineSettings, epoch_seed
+from kdbench.train.engine import Engine, EngineSettings, EpochRecord, epoch_seed
 from kdbench.train.method import MethodContext, get_method
 from kdbench.train.optim import build_optimizer
 from kdbench.train.schedule import build_scheduler
@@ -56,11 +57,11 @@ def build_student(name: str, image_size: int) -> nn.Module:
 
 
 def bare_epoch(student: nn.Module, train_loader, eval_loader, recipe, device: torch.device, *,
-               outputs: bool = True) -> float:
+               outputs: bool = True) -> tuple[float, dict[str, float]]:
     """One epoch by hand (no registry, records, progress, checkpoints). With `outputs` it computes what the
     engine's record holds: the mean training loss (read each step: `.item()` on CPU, where reading is free; kept
     on the device on a GPU, as the engine does), the training top-1, and the test top-1, top-5 and loss; without,
-    only the test top-1. Returns the seconds of its training part."""
+    only the test top-1. Returns the seconds of its training part and the numbers it computed."""
     t0 = time.perf_counter()
     optimizer, _ = build_optimizer(student, recipe)  # the engine's optimizer, over the bare student
     scheduler = build_scheduler(optimizer, recipe, len(train_loader), 0)
@@ -71,6 +72,7 @@ def bare_epoch(student: nn.Module, train_loader, eval_loader, recipe, device: to
     read_each_step = device.type != "cuda"
     loss_sum: float | torch.Tensor = 0.0
     train_correct = torch.zeros((), device=device)
+    steps = seen = 0
     student.train()
     for images, labels, _ in train_loader:
         logits = student(images)
@@ -82,15 +84,18 @@ def bare_epoch(student: nn.Module, train_loader, eval_loader, recipe, device: to
         if outputs:
             loss_sum += loss.item() if read_each_step else loss.detach()
             train_correct += (logits.detach().argmax(1) == labels).sum()
-    float(loss_sum), float(train_correct)
+            steps, seen = steps + 1, seen + labels.numel()
+    numbers = {"loss": float(loss_sum) / steps, "train_top1": 100.0 * float(train_correct) / seen} if outputs else {}
     _sync(device)
     train_s = time.perf_counter() - t0
     student.eval()
     correct1 = torch.zeros((), device=device)
     correct5, test_loss = torch.zeros((), device=device), torch.zeros((), device=device)
+    count = 0
     with torch.no_grad():
         for images, labels, _ in eval_loader:
             logits = student(images)
+            count += labels.numel()
             if outputs:
                 test_loss += F.cross_entropy(logits, labels, reduction="sum")
                 hits = logits.topk(5, dim=1).indices.eq(labels[:, None])
@@ -98,21 +103,30 @@ def bare_epoch(student: nn.Module, train_loader, eval_loader, recipe, device: to
                 correct5 += hits.any(dim=1).sum()
             else:
                 correct1 += (logits.argmax(1) == labels).sum()
-    float(correct1), float(correct5), float(test_loss)
-    return train_s
+    numbers["top1"] = 100.0 * float(correct1) / count
+    if outputs:
+        numbers.update(top5=100.0 * float(correct5) / count, eval_loss=float(test_loss) / count)
+    return train_s, numbers
 
 
-def check_same_work(name: str, loop: str, engine_student: nn.Module, bare_student: nn.Module,
-                    device: torch.device) -> None:
-    """Both loops must have trained the same numbers, or the ratio compares different work. On CPU the weights
-    after the epoch are equal bit for bit (same draws, same ops in the same order; `ce`'s product with
-    w_ce = 1.0 changes no bit); on a GPU, kernels may be chosen per call, so only closeness is asked."""
-    a, b = engine_student.state_dict(), bare_student.state_dict()
+def check_same_work(name: str, loop: str, engine: tuple[float, float, nn.Module, EpochRecord],
+                    by_hand: tuple[float, float, nn.Module, dict[str, float]], device: torch.device) -> None:
+    """Both loops must have trained the same weights and computed the same numbers, or the ratio compares
+    different work. On CPU the weights after the epoch are equal bit for bit (same draws, same ops in the same
+    order; `ce`'s product with w_ce = 1.0 changes no bit); on a GPU, kernels may be chosen per call, so only
+    closeness is asked. The loop's numbers are the engine record's: accuracies exactly, losses to float32
+    rounding (the engine sums in float32, the loop in float64)."""
+    a, b = engine[2].state_dict(), by_hand[2].state_dict()
     same = all(torch.equal(a[k], b[k]) if device.type == "cpu" else torch.allclose(a[k].float(), b[k].float(),
                                                                                   rtol=1e-3, atol=1e-5)
                for k in a)
-    if not same:
-        raise SystemExit(f"{name}: the engine and the {loop} loop trained different weights; the ratio would "
+    record, numbers = engine[3], by_hand[3]
+    ours = {"loss": record.losses["total"], "train_top1": record.train_top1, "top1": record.top1,
+            "top5": record.top5, "eval_loss": record.eval_loss}
+    differ = [k for k, v in numbers.items() if not math.isclose(v, ours[k], rel_tol=1e-5 if "loss" in k else 0)]
+    if not same or differ:
+        what = "weights" if not same else ", ".join(differ)
+        raise SystemExit(f"{name}: the engine and the {loop} loop computed different {what}; the ratio would "
                          f"compare different work")
 
 
@@ -136,23 +150,23 @@ def measure(name: str, reps: int, image_size: int, device: torch.device) -> dict
     train_loader = make_train_loader(data.train, recipe.batch_size, 0, device)
     eval_loader = make_eval_loader(data.test, recipe.eval_batch_size, 0, device)
 
-    def engine() -> tuple[float, float, nn.Module]:
+    def engine() -> tuple[float, float, nn.Module, EpochRecord]:
         torch.manual_seed(0)
         distiller = spec.cls(build_student(name, image_size), None, spec.params, ctx)
         _sync(device)
         t0 = time.perf_counter()
         fit = Engine(EngineSettings(device)).fit(distiller, train_loader, eval_loader, recipe, seed=0)
         _sync(device)
-        return time.perf_counter() - t0, fit.last.epoch_s, distiller.student
+        return time.perf_counter() - t0, fit.last.epoch_s, distiller.student, fit.last
 
-    def by_hand(outputs: bool) -> tuple[float, float, nn.Module]:
+    def by_hand(outputs: bool) -> tuple[float, float, nn.Module, dict[str, float]]:
         torch.manual_seed(0)
         student = build_student(name, image_size).to(device)
         _sync(device)
         t0 = time.perf_counter()
-        train_s = bare_epoch(student, train_loader, eval_loader, recipe, device, outputs=outputs)
+        train_s, numbers = bare_epoch(student, train_loader, eval_loader, recipe, device, outputs=outputs)
         _sync(device)
-        return time.perf_counter() - t0, train_s, student
+        return time.perf_counter() - t0, train_s, student, numbers
 
     runs = {"engine": engine, "bare": lambda: by_hand(True), "minimal": lambda: by_hand(False)}
     out: dict[str, list[float] | int] = {f"{loop}{part}": [] for loop in LOOPS for part in ("", "_train")}
@@ -161,13 +175,14 @@ def measure(name: str, reps: int, image_size: int, device: torch.device) -> dict
         # A palindrome: whichever runs second in a pair runs on the first one's leftovers (freed memory, caches),
         # and the machine drifts; the mirrored order cancels both to first order for every pair of loops.
         order = [*LOOPS, *reversed(LOOPS)]
-        timed: dict[str, list[tuple[float, float, nn.Module]]] = {loop: [] for loop in LOOPS}
+        timed: dict[str, list[tuple[Any, ...]]] = {loop: [] for loop in LOOPS}
         for loop in order:
             timed[loop].append(runs[loop]())
         if rep == 0:
             for loop in LOOPS[1:]:
-                check_same_work(name, loop, timed["engine"][0][2], timed[loop][0][2], device)
-            print(f"  {name}: the engine and both loops trained the same weights", flush=True)
+                check_same_work(name, loop, timed["engine"][0], timed[loop][0], device)
+            print(f"  {name}: the engine and both loops trained the same weights and agree on their numbers",
+                  flush=True)
             continue
         for loop, (first, second) in timed.items():
             out[loop].append((first[0] + second[0]) / 2)  # type: ignore[union-attr]
