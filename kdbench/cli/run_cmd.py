@@ -80,6 +80,9 @@ def run_command(
                               "machine (gloo on CPU, NCCL on GPU; the batch size is the global batch)."),
     sync_bn: bool = typer.Option(False, "--sync-bn", help="With --nproc > 1: SyncBatchNorm (BatchNorm statistics "
                                  "over the global batch)."),
+    data_on_device: str = typer.Option("auto", "--data-on-device", help="auto | on | off: keep an in-memory set "
+                                       "(digits, CIFAR, STL-10) on the GPU (auto: when it fits 4 GiB, or as "
+                                       "$KDBENCH_DATA_ON_DEVICE=0/1 says). The same numbers; not in the run id."),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a table."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, run id, code fingerprint "
                                  "and whether a stored record would be reused; load no data, build no model."),

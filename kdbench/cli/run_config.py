@@ -35,7 +35,10 @@ INVOCATION_OPTIONS = ("config", "save_config", "as_json", "dry_run")
 # Where a parameter's value came from when the command line did not give it (click's ParameterSource names).
 NOT_GIVEN = ("DEFAULT", "DEFAULT_MAP")
 # Options written only when given: where files live and how this machine runs, not what the run is.
-MACHINE_OPTIONS = ("results_dir", "zoo_dir", "data_root", "device", "strict", "deterministic", "cache_dir")
+MACHINE_OPTIONS = ("results_dir", "zoo_dir", "data_root", "device", "strict", "deterministic", "cache_dir",
+                   "data_on_device")
+# `--data-on-device`: the words and what kdbench.execute.runner.run is given for each.
+DATA_ON_DEVICE = {"auto": None, "on": True, "off": False}
 PATH_OPTIONS = ("results_dir", "zoo_dir", "data_root", "teacher_ckpt", "cache_dir")
 
 
@@ -129,6 +132,19 @@ class RunMachine:
     deterministic: bool = True
     nproc: int = 1
     sync_bn: bool = False
+    data_on_device: bool | None = None  # None: decided by the set's size (kdbench.data.loaders.keep_on_device)
+
+
+def data_on_device(word: str | bool | None) -> bool | None:
+    """`--data-on-device auto|on|off` as run() takes it; another word is refused naming the valid ones. A config
+    file's bare `on`/`off` are YAML booleans, which reach here as such or as the option's text "True"/"False"."""
+    if isinstance(word, bool):
+        return word
+    word = "auto" if word is None else str(word).strip().lower()
+    word = {"true": "on", "false": "off"}.get(word, word)
+    if word not in DATA_ON_DEVICE:
+        raise UserError(f"--data-on-device {word!r}: allowed: {', '.join(DATA_ON_DEVICE)}")
+    return DATA_ON_DEVICE[word]
 
 
 def run_machine(params: dict[str, Any]) -> RunMachine:
@@ -138,7 +154,8 @@ def run_machine(params: dict[str, Any]) -> RunMachine:
         cache_dir=params.get("cache_dir"), device=params.get("device") or "auto",
         teacher_cache=params.get("teacher_cache") or "on", force=params.get("force"), strict=params.get("strict"),
         keep_checkpoint=params.get("keep_checkpoint"), log=tuple(params.get("log") or ()),
-        deterministic=params.get("deterministic"), nproc=params.get("nproc") or 1, sync_bn=params.get("sync_bn"))
+        deterministic=params.get("deterministic"), nproc=params.get("nproc") or 1, sync_bn=params.get("sync_bn"),
+        data_on_device=data_on_device(params.get("data_on_device")))
 
 
 def run_arguments(identity: RunOptions) -> dict[str, Any]:
@@ -184,6 +201,10 @@ def run_config_document(params: dict[str, Any], config: RunConfig) -> dict[str, 
         if name == "deterministic":  # on by default: written only when turned off
             if value is False:
                 doc[name] = False
+        elif name == "data_on_device":  # written only when not auto, as the word
+            choice = data_on_device(value)
+            if choice is not None:
+                doc[name] = "on" if choice else "off"
         elif value not in (None, False, "auto"):
             doc[name] = _absolute(value) if name in PATH_OPTIONS else value
     doc["set"] = sets

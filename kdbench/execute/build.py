@@ -99,9 +99,11 @@ class Loaders:
     val: DataLoader | None  # the `data.val_fraction` hold-out, when the run has one
 
 
-def build_loaders(config: RunConfig, data: DataSplits, device: torch.device) -> Loaders:
-    """The run's loaders, each rank of a data-parallel run reading its own shard."""
-    shard = {"rank": distributed.rank(), "world": config.world_size}
+def build_loaders(config: RunConfig, data: DataSplits, device: torch.device, *,
+                  on_device: bool | None = None) -> Loaders:
+    """The run's loaders, each rank of a data-parallel run reading its own shard; `on_device`: where an in-memory
+    set is kept on a GPU run (kdbench.data.loaders.keep_on_device)."""
+    shard = {"rank": distributed.rank(), "world": config.world_size, "on_device": on_device}
     eval_batch = config.recipe.eval_batch_size
     return Loaders(
         train=make_train_loader(data.train, config.recipe.batch_size, config.seed, device, data.num_workers,

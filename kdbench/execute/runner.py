@@ -26,6 +26,7 @@ from kdbench.core.environment import configure_determinism, configure_threads, e
 from kdbench.core.errors import RunDiverged, UserError
 from kdbench.core.progress import NULL_REPORTER, LineReporter, Reporter
 from kdbench.core.storage import check_writable
+from kdbench.data.loaders import served_from
 from kdbench.data.registry import DataSplits
 from kdbench.execute.build import (
     Loaders,
@@ -63,6 +64,9 @@ class ExecuteOptions:
     keep_checkpoint: bool = False
     log: tuple[str, ...] = ()  # logging backends (kdbench.train.metric_logs)
     teacher_cache: str = "on"  # "on"|"off": the teacher-output cache under Paths.cache_dir
+    # Keep an in-memory set (digits, CIFAR, STL-10) on the GPU the run trains on: None = when it fits
+    # (kdbench.data.loaders.keep_on_device, or $KDBENCH_DATA_ON_DEVICE). The same numbers either way.
+    data_on_device: bool | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,6 +130,7 @@ def execute(
     teacher_cache: str = "on",
     deterministic: bool = True,
     run_locked: bool = False,
+    data_on_device: bool | None = None,
 ) -> dict[str, Any]:
     """Run `config` to completion (resuming from its checkpoint if one exists) and return its record.
 
@@ -138,6 +143,7 @@ def execute(
     `teacher_cache` "on" reads and fills the teacher-output cache under `paths.cache_dir`
     (kdbench.teachers.output_cache; the same numbers as "off").
     `deterministic` (environment.configure_determinism): cuDNN autotuning off and deterministic kernels on a GPU.
+    `data_on_device` (:class:`ExecuteOptions`): keep an in-memory set on the GPU, or not; None decides by its size.
 
     The data and a user's teacher file are opened before any record is written: a mistake there (a missing or
     unreadable file) leaves no record behind. The run itself holds a per-run lock: a second process asking for
@@ -159,7 +165,8 @@ def execute(
         data = load_data(config, paths.data_root)
     given_teacher = load_given_teacher(config, teacher_ckpt, paths.results_dir, data, dev)
     run = _Run(config, paths, data, given_teacher, settings, store, reporter,
-               ExecuteOptions(infer_batch_size, keep_checkpoint, tuple(log), teacher_cache), threads, determinism)
+               ExecuteOptions(infer_batch_size, keep_checkpoint, tuple(log), teacher_cache, data_on_device), threads,
+               determinism)
     with world_run_lock(store, config.run_id, reporter, held=run_locked):
         existing = store.load(config.run_id)  # finished by another process while this one waited for the lock
         shown = _stored_result(existing, force, reporter, "completed by another process; showing its result")
@@ -337,7 +344,8 @@ def _teacher_metrics(card: dict[str, Any], teacher: torch.nn.Module) -> dict[str
 def _distill(d: Distillation) -> dict[str, Any]:
     """Build the method around a new student, train it, measure it, store its record and exports."""
     distiller = _build_distiller(d)
-    loaders = build_loaders(d.config, d.run.data, d.settings.device)
+    loaders = build_loaders(d.config, d.run.data, d.settings.device, on_device=d.run.options.data_on_device)
+    d.record["data"]["served"] = served_from(loaders.train)
     _record_evaluation(d)
     fit, train_s = _fit(d, distiller, loaders)
     _complete_record(d, distiller, fit, train_s)
@@ -500,6 +508,7 @@ def run(
     nproc: int = 1,
     sync_bn: bool = False,
     portable: bool = False,
+    data_on_device: bool | None = None,
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
 
@@ -516,6 +525,9 @@ def run(
     so it is part of the run id.
     `deterministic=False`: let cuDNN autotune its kernels (faster on a GPU, not bit-reproducible; not in the run id).
     `teacher="run:RUN_ID"`: the student of completed run RUN_ID (under `results_dir`) is the teacher.
+    `data_on_device`: keep an in-memory set (digits, CIFAR, STL-10) on the GPU (True) or on the host (False);
+    None keeps it there when it fits 4 GiB ($KDBENCH_DATA_ON_DEVICE=0/1 decides instead when set). The same
+    numbers either way; the record's `data.served` says where batches came from.
     `portable=True`: CPU numbers that every x86 CPU computes alike (kdbench.core.cpu_numerics.configure_portable;
     slower, in the run id); only in a process that has not computed with torch yet.
 
@@ -534,7 +546,7 @@ def run(
     # resolve_config hashed the file into the config; the digest travels along instead of hashing it again.
     ckpt = TeacherCheckpoint(Path(teacher_ckpt).expanduser(), config.teacher_ckpt_sha256) \
         if teacher_ckpt and config.teacher_ckpt_sha256 else None
-    options = ExecuteOptions(infer_batch_size, keep_checkpoint, tuple(log), teacher_cache)
+    options = ExecuteOptions(infer_batch_size, keep_checkpoint, tuple(log), teacher_cache, data_on_device)
     if nproc < 1:
         raise UserError(f"--nproc {nproc}: expected a number of processes ≥ 1")
     if nproc > 1:
@@ -542,7 +554,7 @@ def run(
             force, ckpt, options, strict, deterministic), device, reporter)
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,
                    infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint, log=log,
-                   teacher_cache=teacher_cache, deterministic=deterministic)
+                   teacher_cache=teacher_cache, deterministic=deterministic, data_on_device=data_on_device)
 
 
 @dataclass(frozen=True)
@@ -579,7 +591,7 @@ def _execute_rank(config: dict[str, Any], paths: Paths, args: _RankArgs, *, devi
     return execute(RunConfig.from_dict(config), paths, device=device, force=args.force, reporter=reporter,
                    teacher_ckpt=args.teacher_ckpt, infer_batch_size=options.infer_batch_size, strict=args.strict,
                    keep_checkpoint=options.keep_checkpoint, log=options.log, teacher_cache=options.teacher_cache,
-                   deterministic=args.deterministic, run_locked=True)
+                   deterministic=args.deterministic, run_locked=True, data_on_device=options.data_on_device)
 
 
 def clear_run(results_dir: str | Path | None, run_id: str) -> None:
