@@ -141,7 +141,8 @@ LOOPS = ("engine", "bare", "minimal")
 def measure(name: str, reps: int, image_size: int, device: torch.device) -> dict[str, list[float] | int]:
     """Per repetition and loop: seconds of the whole epoch (training + evaluation) and of training alone (the
     engine's own `epoch_s`), each the mean of two runs in the order engine, bare, minimal, minimal, bare, engine;
-    repetition 0 warms up (and checks that the loops train the same weights) and is not counted."""
+    repetition 0 warms up (and checks that the loops train the same weights and `bare` computes the engine
+    record's numbers: `check_same_work`) and is not counted."""
     spec = get_method("ce")
     digits = get_dataset_spec("digits")
     data = build_dataset("digits", digits.params.__class__(image_size=image_size), augment=digits.recipe.augment)

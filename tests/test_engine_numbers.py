@@ -105,6 +105,31 @@ def test_amp_on_cpu_trains_in_bfloat16():
     assert model.dtypes == {torch.bfloat16}
 
 
+class SeesLayout(Distiller):
+    """A student over 2×3×3 images; records whether each training batch it was given is channels-last."""
+
+    needs_teacher = False
+
+    def __init__(self, ctx: MethodContext) -> None:
+        super().__init__(nn.Sequential(nn.Conv2d(2, 3, 1), nn.Flatten(), nn.Linear(27, 3)), None, None, ctx)
+        self.channels_last: list[bool] = []
+
+    def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self.channels_last.append(batch.images.is_contiguous(memory_format=torch.channels_last))
+        logits = self.student(batch.images)
+        return logits, {"ce": F.cross_entropy(logits, batch.labels)}
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_channels_last_gives_the_method_channels_last_batches(channels_last):
+    _, ctx, recipe = _setup(epochs=1)
+    g = torch.Generator().manual_seed(0)
+    ds = TensorDataset(torch.randn(N, 2, 3, 3, generator=g), torch.randint(0, 3, (N,), generator=g), torch.arange(N))
+    model = SeesLayout(ctx)
+    _fit(model, ds, recipe, EngineSettings(CPU, channels_last=channels_last))
+    assert model.channels_last == [channels_last] * (N // BATCH)
+
+
 class CountSteps(Reporter):
     def __init__(self) -> None:
         self.phases: list[tuple[str, int | None]] = []

@@ -298,9 +298,10 @@ class _Steps:
     def forward(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         device = self.device
-        batch = Batch(_on(device, images), _on(device, labels), _on(device, index))
+        images = _on(device, images)
         if self.channels_last:
-            batch.images = batch.images.contiguous(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
+        batch = Batch(images, _on(device, labels), _on(device, index))
         if self.amp:
             with _autocast(device, True):
                 logits, losses = self.forward_train(batch)
