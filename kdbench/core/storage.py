@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -165,9 +166,51 @@ def check_writable(folder: Path, what: str, option: str) -> None:
                         "a folder you can write") from None
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+class UnsafeFile(OSError):
+    """A file kdbench will not read: not a regular file (a device, a FIFO: /dev/zero never ends, a FIFO never
+    answers), larger than its header or card declares, or reached through a symlink out of kdbench's folder."""
+
+
+def inside(root: Path, path: Path) -> bool:
+    """Whether `path`, every symlink resolved, lies in `root` (resolved too). A colleague's shared folder may
+    hold a symlink to anywhere: kdbench reads and writes only what really lies in its own folders."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
+def _open_regular(path: Path, max_bytes: int | None) -> tuple[Any, int]:
+    """`path` opened for reading with its size, refused (UnsafeFile) unless it is a regular file of at most
+    `max_bytes`. The size is read from the open file, so a file swapped after the check is still bounded."""
+    f = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    try:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(f"not a regular file: {path}")
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise UnsafeFile(f"{path} holds {st.st_size} bytes, more than the {max_bytes} declared")
+    except BaseException:
+        f.close()
+        raise
+    return f, st.st_size
+
+
+def read_regular_bytes(path: Path, max_bytes: int | None = None) -> bytes:
+    """The bytes of the regular file `path`, never more than its size when opened (nor `max_bytes`):
+    a device or FIFO raises UnsafeFile instead of hanging or filling memory."""
+    f, size = _open_regular(path, max_bytes)
+    with f:
+        return f.read(size)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20, *, max_bytes: int | None = None) -> str:
+    """The sha256 of the regular file `path`, reading no more than its size when opened (UnsafeFile for a
+    device, a FIFO or a file over `max_bytes`: a symlink to /dev/zero would otherwise be read forever)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
+    f, left = _open_regular(path, max_bytes)
+    with f:
+        while left > 0 and (block := f.read(min(chunk, left))):
             h.update(block)
+            left -= len(block)
     return h.hexdigest()
