@@ -6,7 +6,8 @@ import json
 
 from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.store import attempts
-from kdbench.store.records import RunStore, new_record
+from kdbench.store.record_builder import new_record
+from kdbench.store.records import RunStore
 from kdbench.sweep.signals import warning_reason
 
 

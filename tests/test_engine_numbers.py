@@ -19,6 +19,7 @@ from kdbench.core.errors import RunDiverged
 from kdbench.core.progress import Reporter
 from kdbench.data.loaders import make_eval_loader, make_train_loader
 from kdbench.spec.recipe import Recipe
+from kdbench.store.record_builder import fit_metrics
 from kdbench.train.engine import Engine, EngineSettings, EpochRecord, FitCallbacks, FitResult, epoch_seed
 from kdbench.train.evaluate import evaluate
 from kdbench.train.method import Batch, Distiller, MethodContext
@@ -184,7 +185,8 @@ def test_a_parameter_without_gradient_in_a_step_is_not_moved_by_momentum():
     ds, ctx, recipe = _setup()
     model = FirstEpochOnly(ctx)
     after_first: list[torch.Tensor] = []
-    _fit(model, ds, recipe, on_epoch_end=lambda r: after_first.append(model.extra.detach().clone()))
+    _fit(model, ds, recipe,
+         callbacks=FitCallbacks(on_epoch_end=lambda r: after_first.append(model.extra.detach().clone())))
     assert not torch.equal(after_first[0], torch.ones(3))
     assert torch.equal(model.extra.detach(), after_first[0])
 
@@ -198,7 +200,7 @@ def _record(epoch: int, top1: float) -> EpochRecord:
 def test_the_best_epoch_is_the_earliest_of_the_highest_top1():
     result = FitResult([_record(1, 50.0), _record(2, 70.0), _record(3, 70.0), _record(4, 60.0)])
     assert result.best.epoch == 2 and result.last.epoch == 4
-    assert result.summary() == {"top1_last": 60.0, "top5_last": 70.0, "top1_best": 70.0, "top5_best": 80.0,
+    assert fit_metrics(result) == {"top1_last": 60.0, "top5_last": 70.0, "top1_best": 70.0, "top5_best": 80.0,
                                 "best_epoch": 2, "epochs": 4, "best_selected_on": "test"}
 
 
@@ -232,7 +234,8 @@ def test_checkpoints_follow_their_interval_and_the_last_epoch_is_always_saved(tm
     seconds = time.monotonic() if interval == "clock" else None
     settings = EngineSettings(CPU) if seconds is None else EngineSettings(CPU, checkpoint_interval_s=seconds)
     with pytest.raises(Stop):
-        _fit(TwoLosses(ctx), ds, recipe, settings, checkpoint_path=ckpt, on_epoch_end=_stop_after(1))
+        _fit(TwoLosses(ctx), ds, recipe, settings, checkpoint_path=ckpt,
+             callbacks=FitCallbacks(on_epoch_end=_stop_after(1)))
     assert ckpt.exists() == saved
     result = _fit(TwoLosses(ctx), ds, recipe, settings, checkpoint_path=ckpt)
     assert result.resumed_from == (1 if saved else 0) and ckpt.exists()
@@ -332,14 +335,6 @@ def test_callbacks_run_on_new_best_before_the_epochs_checkpoint_and_on_epoch_end
             expected.append(("best", epoch, epoch - 1))
         expected.append(("end", epoch, epoch))
     assert calls == expected and 1 in best
-    # The same hooks as keyword arguments (the older spelling) give the same calls; both at once is refused.
-    calls_kw = calls.copy()
-    calls.clear()
-    ckpt.unlink()
-    _fit(TwoLosses(ctx), ds, recipe, checkpoint_path=ckpt, on_new_best=hook("best"), on_epoch_end=hook("end"))
-    assert calls == calls_kw
-    with pytest.raises(TypeError, match="not both"):
-        _fit(TwoLosses(ctx), ds, recipe, callbacks=FitCallbacks(), on_epoch_end=hook("end"))
 
 
 def test_the_epoch_seed_sets_the_generators_torch_manual_seed_sets():

@@ -64,7 +64,7 @@ def _enter_world_lock(results: str, run_id: str, *, device: str) -> list[float]:
     import torch
 
     from kdbench.core import distributed
-    from kdbench.execute.runner import world_run_lock
+    from kdbench.execute.locks import world_run_lock
     from kdbench.store.records import RunStore
 
     (Path(results) / f"rank{distributed.rank()}.started").touch()
@@ -78,7 +78,7 @@ def test_every_rank_of_a_world_started_elsewhere_waits_until_rank_0_holds_the_ru
     import time
 
     from kdbench.core import distributed
-    from kdbench.execute.runner import run_lock
+    from kdbench.execute.locks import run_lock
     from kdbench.store.records import RunStore
 
     got: dict[str, list[float]] = {}

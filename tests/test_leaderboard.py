@@ -18,7 +18,8 @@ from kdbench.core.errors import UserError
 from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.report.leaderboard import build, leaderboard, render
 from kdbench.spec.config import RunConfig
-from kdbench.store.records import RunStore, new_record
+from kdbench.store.record_builder import new_record
+from kdbench.store.records import RunStore
 
 
 def make_config(method: str, *, teacher: str | None = None, student: str = "resnet18", seed: int = 0,

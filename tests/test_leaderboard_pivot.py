@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from kdbench.core.errors import UserError
 from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.report.leaderboard import build, render
-from kdbench.store.records import RunStore, new_record
+from kdbench.store.record_builder import new_record
+from kdbench.store.records import RunStore
 
 TEMPERATURES = (1, 2, 4, 8)
 WEIGHTS = (0.5, 0.9)

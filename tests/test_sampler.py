@@ -23,7 +23,7 @@ from kdbench.data.loaders import (
 )
 from kdbench.data.tensor_dataset import IndexedTensorDataset
 from kdbench.spec.recipe import Recipe
-from kdbench.train.engine import Engine, EngineSettings, epoch_seed
+from kdbench.train.engine import Engine, EngineSettings, FitCallbacks, epoch_seed
 from kdbench.train.method import Batch, Distiller, MethodContext
 
 CPU = torch.device("cpu")
@@ -165,7 +165,7 @@ def _fit(tmp: Path, stop_after: int | None = None) -> RecordBatches:
     evaluation = make_eval_loader(ds, batch_size=8, order_seed=0, device=CPU)
     with contextlib.suppress(StopAfter):  # the interruption: the checkpoint of the last finished epoch stays
         Engine(EngineSettings(CPU)).fit(model, train, evaluation, recipe, seed=7, checkpoint_path=tmp / "ckpt.pt",
-                                        on_epoch_end=stop)
+                                        callbacks=FitCallbacks(on_epoch_end=stop))
     return model
 
 

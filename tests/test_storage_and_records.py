@@ -9,7 +9,8 @@ import pytest
 from kdbench.core.errors import UserError
 from kdbench.core.storage import _atomic_replace, atomic_write_json
 from kdbench.execute.resolve import RunOptions, resolve_config
-from kdbench.store.records import RunStore, new_record
+from kdbench.store.record_builder import new_record
+from kdbench.store.records import RunStore
 
 
 def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path):

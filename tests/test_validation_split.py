@@ -15,6 +15,7 @@ from kdbench.data.validation import parse_val_fraction, stratified_holdout
 from kdbench.execute.build import teacher_key
 from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.execute.runner import run
+from kdbench.store.record_builder import fit_metrics
 from kdbench.train.engine import EpochRecord, FitResult
 
 
@@ -77,11 +78,11 @@ def _epoch(epoch: int, top1: float, val: float | None) -> EpochRecord:
 
 def test_best_epoch_is_chosen_on_validation_and_reports_the_test_numbers_there():
     fit = FitResult([_epoch(1, 80.0, 60.0), _epoch(2, 70.0, 75.0), _epoch(3, 90.0, 75.0), _epoch(4, 85.0, 70.0)])
-    summary = fit.summary()
+    summary = fit_metrics(fit)
     assert summary["best_epoch"] == 2  # highest val top-1, earliest of the tie; not the test's best (epoch 3)
     assert summary["top1_best"] == 70.0 and summary["top5_best"] == 71.0
     assert summary["best_selected_on"] == "val" and summary["val_top1_best"] == 75.0
-    on_test = FitResult([_epoch(1, 80.0, None), _epoch(2, 90.0, None)]).summary()
+    on_test = fit_metrics(FitResult([_epoch(1, 80.0, None), _epoch(2, 90.0, None)]))
     assert on_test["best_epoch"] == 2 and on_test["best_selected_on"] == "test" and "val_top1_best" not in on_test
 
 
@@ -90,7 +91,7 @@ def test_histories_without_validation_fields_still_load():
     old = {"epoch": 1, "lr": 0.1, "lr_last": 0.1, "losses": {"ce": 1.0}, "train_top1": 10.0, "top1": 20.0, "top5": 30.0,
            "eval_loss": 2.0, "epoch_s": 1.0, "eval_s": 0.5}
     record = EpochRecord(**old)
-    assert record.val_top1 is None and FitResult([record]).summary()["best_selected_on"] == "test"
+    assert record.val_top1 is None and fit_metrics(FitResult([record]))["best_selected_on"] == "test"
 
 
 def test_a_run_with_a_validation_split_selects_its_best_epoch_on_it(dirs: dict[str, Path]):

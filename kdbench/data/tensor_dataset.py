@@ -74,17 +74,3 @@ class IndexedTensorDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         return self.keyed_item(index, None)
-
-
-class IndexedDataset(Dataset):
-    """Wraps any dataset yielding (x, y) so that it yields (x, y, index)."""
-
-    def __init__(self, base: Dataset) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        x, y = self.base[index]
-        return x, int(y), index

@@ -1,32 +1,28 @@
 """`run()`: one distillation run from options to a stored record.
 
 dataset → teacher (zoo or user checkpoint) → method (student + losses) → engine → evaluator → record. The run's
-pieces are built by kdbench.execute.build; this module runs them: the checks before any record is written, the
-run's lock, the engine with its callbacks, the record of how it ended.
+pieces are built by kdbench.execute.build, its lock is kdbench.execute.locks', its record is assembled by
+kdbench.store.record_builder; this module runs them: the checks before any record is written, the engine with its
+callbacks, the record of how it ended.
 """
 
 from __future__ import annotations
 
-import resource
-import shutil
 import time
 import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock, Timeout
 
 from kdbench.core import distributed
-from kdbench.core.cpu_numerics import check_native_possible, configure_portable, cpu_info, portable_threads
-from kdbench.core.environment import configure_determinism, configure_threads, environment, resolve_device
+from kdbench.core.cpu_numerics import check_native_possible, configure_portable, portable_threads
+from kdbench.core.environment import configure_determinism, configure_threads, resolve_device
 from kdbench.core.errors import RunDiverged, UserError
 from kdbench.core.progress import NULL_REPORTER, LineReporter, Reporter
 from kdbench.core.storage import check_writable
-from kdbench.data.loaders import served_from
 from kdbench.data.registry import DataSplits
 from kdbench.execute.build import (
     Loaders,
@@ -38,18 +34,27 @@ from kdbench.execute.build import (
     student_model_facts,
     teacher_key,
 )
+from kdbench.execute.locks import run_lock, world_run_lock
 from kdbench.execute.resolve import RunOptions, TeacherCheckpoint, resolve_config, with_run_teacher
-from kdbench.models.zoo import count_parameters, count_weight_layers
 from kdbench.spec.config import RunConfig
 from kdbench.spec.paths import Paths
 from kdbench.store import attempts, exports
 from kdbench.store.fingerprint import code_fingerprint
-from kdbench.store.records import RunStore, new_record
+from kdbench.store.record_builder import (
+    attempt_blocks,
+    completed_blocks,
+    evaluation_blocks,
+    new_record,
+    now,
+    served_block,
+    teacher_block,
+)
+from kdbench.store.records import RunStore
 from kdbench.teachers.output_cache import open_run_cache
 from kdbench.teachers.zoo import TeacherZoo
 from kdbench.train.engine import Engine, EngineSettings, FitCallbacks, FitResult
 from kdbench.train.evaluate import inference_time_per_image
-from kdbench.train.method import Distiller, get_method, method_params
+from kdbench.train.method import Distiller
 from kdbench.train.metric_logs import check_backends, metric_logs
 
 # Inference time per image is measured at this batch size (stated in every record) unless overridden.
@@ -260,14 +265,7 @@ def _execute_locked(run: _Run, *, existing: dict[str, Any] | None) -> dict[str, 
 
 def _new_record(run: _Run, existing: dict[str, Any] | None) -> dict[str, Any]:
     """The attempt's record, written before training: the run's environment, threads and data."""
-    data = run.data
-    record = new_record(run.config)
-    record["environment"] = {**environment(run.settings.device), "cpu": cpu_info(),
-                             **({"determinism": run.determinism} if run.determinism else {})}
-    record["threads"] = run.threads
-    record["data"] = {"num_train": len(data.train), "num_test": len(data.test),
-                      **({"num_val": len(data.val)} if data.val is not None else {}),
-                      "num_classes": data.num_classes, "image_size": data.image_size, **data.notes}
+    record = {**new_record(run.config), **attempt_blocks(run.settings.device, run.threads, run.determinism, run.data)}
     same_run = existing is not None and existing.get("config") == record["config"]
     attempts.begin(record, existing if same_run else None, run.store, run.threads)  # sets started_at
     run.store.write(record)
@@ -276,7 +274,7 @@ def _new_record(run: _Run, existing: dict[str, Any] | None) -> dict[str, Any]:
 
 def _write_ended(store: RunStore, record: dict[str, Any], reason: str) -> None:
     attempts.end(record, reason)
-    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record["finished_at"] = now()
     store.write(record)
 
 
@@ -295,81 +293,28 @@ def _teacher(run: _Run, record: dict[str, Any]) -> torch.nn.Module | None:
             teacher, card = zoo.get_or_train(teacher_key(config), teacher_data, replace(run.settings, world_size=1))
     else:
         return None
-    record["teacher_metrics"] = _teacher_metrics(card, teacher)
+    record["teacher_metrics"] = teacher_block(card, teacher)
     return teacher
-
-
-@contextmanager
-def world_run_lock(store: RunStore, run_id: str, reporter: Reporter = NULL_REPORTER, *,
-                   held: bool = False) -> Iterator[None]:
-    """The run's lock for every process of the run: rank 0 holds it for the whole world (the others would wait on
-    it forever), and the other ranks wait at a barrier until rank 0 has it; without that barrier, a waiting
-    world's other ranks went on alone into its collectives and died there once the first run finished (issue
-    #29). `held`: the caller (run()'s launcher of a --nproc run) holds it for every process already."""
-    if held:
-        yield
-        return
-    with run_lock(store, run_id, reporter) if distributed.is_main() else nullcontext():
-        # A world started elsewhere (SLURM tasks): its ranks wait here, within the collectives' timeout
-        # (distributed.timeout_s); one process: no barrier.
-        distributed.barrier()
-        yield
-
-
-@contextmanager
-def run_lock(store: RunStore, run_id: str, reporter: Reporter = NULL_REPORTER) -> Iterator[None]:
-    """Hold the run's file lock (`runs/<id>/run.lock`): one process trains a run id at a time. The OS releases
-    it when its holder dies, so a waiter then takes over (and the engine resumes from the checkpoint)."""
-    path = store.run_dir(run_id) / "run.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        reporter.log(f"run {run_id}: another process is running it; waiting for it to finish")
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _teacher_metrics(card: dict[str, Any], teacher: torch.nn.Module) -> dict[str, Any]:
-    keep = ("top1", "top5", "top1_best", "top5_best", "best_epoch", "epochs", "train_s", "sha256", "path", "cached",
-            "user_checkpoint", "recipe", "source", "source_sha256", "train_data")
-    return {**{k: card[k] for k in keep if k in card}, "params": count_parameters(teacher),
-            "layers": count_weight_layers(teacher)}
 
 
 def _distill(d: Distillation) -> dict[str, Any]:
     """Build the method around a new student, train it, measure it, store its record and exports."""
-    distiller = _build_distiller(d)
+    distiller = _build_distiller_with_cache(d)
     loaders = build_loaders(d.config, d.run.data, d.settings.device, on_device=d.run.options.data_on_device)
-    d.record["data"]["served"] = served_from(loaders.train)
-    _record_evaluation(d)
+    d.record["data"]["served"] = served_block(loaders.train)
+    d.record.update(evaluation_blocks(d.config, d.settings.device))
     fit, train_s = _fit(d, distiller, loaders)
     _complete_record(d, distiller, fit, train_s)
     return _store_completed(d, distiller.student)
 
 
-def _build_distiller(d: Distillation) -> Distiller:
+def _build_distiller_with_cache(d: Distillation) -> Distiller:
     """The method around a new student, with the run's teacher-output cache (what the record says of it too)."""
     distiller = build_distiller(d.config, d.run.data, d.teacher)
     distiller.teacher_cache, d.record["teacher_cache"] = open_run_cache(
         d.config, d.record, len(d.run.data.train), d.settings.device, d.run.options.teacher_cache,
         d.run.paths.cache_dir, d.run.reporter)
     return distiller
-
-
-def _record_evaluation(d: Distillation) -> None:
-    """How the run is evaluated and, when data-parallel, how its processes share the work."""
-    config = d.config
-    d.record["eval"] = {"batch_size": config.recipe.eval_batch_size, "order": "shuffled", "order_seed": config.seed}
-    if config.world_size > 1:
-        d.record["distributed"] = {
-            "world_size": config.world_size, "backend": distributed.backend_for(d.settings.device),
-            "per_rank_batch": distributed.per_rank_batch(config.recipe.batch_size, config.world_size),
-            "sync_bn": config.sync_bn, "eval": "whole batches dealt to ranks, counts summed"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -395,8 +340,8 @@ class RunCallbacks:
 
 def _fit(d: Distillation, distiller: Distiller, loaders: Loaders) -> tuple[FitResult, float]:
     """Train (resuming from the run's checkpoint when it holds epochs); the fit and its seconds."""
-    run = RunCallbacks(d.run.store, d.run_id, d.run_dir, distiller)
-    callbacks = FitCallbacks(on_new_best=run.on_new_best, on_epoch_end=run.on_epoch_end)
+    hooks = RunCallbacks(d.run.store, d.run_id, d.run_dir, distiller)
+    callbacks = FitCallbacks(on_new_best=hooks.on_new_best, on_epoch_end=hooks.on_epoch_end)
     t0 = time.perf_counter()
     attempts.training_started()
     with metric_logs(d.run.options.log, d.run.reporter, d.run_dir / "logs", d.run_id,
@@ -419,34 +364,19 @@ def _inference_s_per_image(d: Distillation, distiller: Distiller) -> float:
 
 
 def _complete_record(d: Distillation, distiller: Distiller, fit: FitResult, train_s: float) -> None:
-    """The record of the completed run: its metrics, model, timing, memory and what the method says of itself."""
-    config, record, log = d.config, d.record, d.run.options.log
+    """The record of the completed run (kdbench.store.record_builder), its timing totalled over attempts."""
     per_image = _inference_s_per_image(d, distiller)
     extra_params = sum(p.numel() for n, p in distiller.named_parameters() if not n.startswith("student."))
-    record.update(
-        status="completed",
-        metrics={**fit.summary(), "resumed_from_epoch": fit.resumed_from},
-        schedule=fit.schedule,
-        param_groups=fit.param_groups,
-        **({"resume_refused": fit.resume_refused} if fit.resume_refused else {}),
-        student_info={"params": count_parameters(distiller.student), "layers": count_weight_layers(distiller.student),
-                      "method_extra_params": extra_params},
+    d.record.update(completed_blocks(
+        fit, student=distiller.student, extra_params=extra_params,
         inference={"batch_size": d.run.options.infer_batch_size, "s_per_image": per_image,
                    "device": d.settings.device.type},
-        timing={"teacher_s": d.teacher_s, "train_s": train_s, "total_s": time.perf_counter() - d.t_start,
-                "epoch_s_mean": sum(r.epoch_s for r in fit.history) / len(fit.history)},  # totals: below
-        memory=_memory(d.settings.device),
-        **({"metric_logs": {name: f"logs/{name}" for name in log}} if log else {}),
-        method_info=distiller.describe(),
-        teacher_cache=record["teacher_cache"] if distiller.teacher_cache is None else
-        distiller.teacher_cache.describe(),
-        # Predictions that depend on the other test images of the evaluation batch: marked in every table.
-        transductive=get_method(config.method).cls.transductive(method_params(config), config.student,
-                                                                config.student_params),
-        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    )
-    attempts.end(record, "completed")
-    record["timing"] = attempts.totals(record, record["timing"])
+        timing={"teacher_s": d.teacher_s, "train_s": train_s, "total_s": time.perf_counter() - d.t_start},
+        device=d.settings.device, log=d.run.options.log, method_info=distiller.describe(),
+        teacher_cache=d.record["teacher_cache"] if distiller.teacher_cache is None else
+        distiller.teacher_cache.describe()))
+    attempts.end(d.record, "completed")
+    d.record["timing"] = attempts.totals(d.record, d.record["timing"])
 
 
 def _store_completed(d: Distillation, student: torch.nn.Module) -> dict[str, Any]:
@@ -466,13 +396,6 @@ def _store_completed(d: Distillation, student: torch.nn.Module) -> dict[str, Any
         store.checkpoint_path(d.run_id).unlink(missing_ok=True)
     distributed.barrier()
     return record
-
-
-def _memory(device: torch.device) -> dict[str, float]:
-    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if device.type == "cuda":
-        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
-    return out
 
 
 def run(
@@ -592,10 +515,6 @@ def _execute_rank(config: dict[str, Any], paths: Paths, args: _RankArgs, *, devi
                    teacher_ckpt=args.teacher_ckpt, infer_batch_size=options.infer_batch_size, strict=args.strict,
                    keep_checkpoint=options.keep_checkpoint, log=options.log, teacher_cache=options.teacher_cache,
                    deterministic=args.deterministic, run_locked=True, data_on_device=options.data_on_device)
-
-
-def clear_run(results_dir: str | Path | None, run_id: str) -> None:
-    shutil.rmtree(RunStore(results_dir).run_dir(run_id), ignore_errors=True)
 
 
 __all__ = ["ExecuteOptions", "Paths", "RunOptions", "TeacherCheckpoint", "execute", "load_teacher_data", "run"]

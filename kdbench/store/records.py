@@ -15,11 +15,12 @@ from typing import Any
 
 from kdbench.core import distributed
 from kdbench.core.errors import UserError
-from kdbench.core.storage import atomic_write_json, atomic_write_text
+from kdbench.core.storage import atomic_write_json, atomic_write_text, inside, read_regular_bytes
 from kdbench.spec.config import RunConfig
-from kdbench.store.fingerprint import code_fingerprint
+from kdbench.store.migrations import BadRecord, upgrade
 
-SCHEMA_VERSION = 1
+# A record is a few kilobytes; a larger `result.json` is not one (and a device is never read).
+MAX_RECORD_BYTES = 64 << 20
 # `interrupted`: stopped by the scheduler (time limit, preemption, scancel); it resumes from its checkpoint.
 STATUSES = ("running", "completed", "failed", "diverged", "interrupted")
 
@@ -68,12 +69,26 @@ class RunStore:
     def metrics_path(self, run_id: str) -> Path:
         return self.run_dir(run_id) / "metrics.jsonl"
 
+    def check_own(self, run_id: str) -> None:
+        """A UserError unless the run's folder and everything in it lie in the results folder: a colleague's
+        folder may hold a symlink to anywhere, and kdbench never writes through one (nor reads a record from one).
+        Called by every writer of a run folder before it writes."""
+        runs, run_dir = self.root / "runs", self.run_dir(run_id)
+        entries = [run_dir]
+        if run_dir.is_dir() and inside(runs, run_dir):
+            entries += sorted(run_dir.iterdir())
+        for path in entries:
+            if (path.exists() or path.is_symlink()) and not inside(runs, path):
+                raise UserError(f"run {run_id}: {path} is a symlink out of the results folder {self.root} "
+                                f"(to {_target(path)}); kdbench never writes through one: remove the link")
+
     def load(self, run_id: str) -> dict[str, Any] | None:
-        """The run's record; None if it has none. An unreadable record is a UserError naming the file."""
+        """The run's record at the current schema; None if it has none. An unreadable record (or one reached
+        through a symlink out of the results folder) is a UserError naming the file."""
         path = self.result_path(run_id)
-        if not path.exists():
+        if not (path.exists() or path.is_symlink()):
             return None
-        record = _read_record(path)
+        record = _read_record(path, self.root / "runs")
         if isinstance(record, str):
             raise UserError(f"run {run_id}: {path} is unreadable ({record}); delete {path.parent} to run it afresh")
         return record
@@ -86,6 +101,7 @@ class RunStore:
         if not distributed.is_main():  # a data-parallel run's record is rank 0's to write
             return
         run_id = record["run_id"]
+        self.check_own(run_id)
         existing = self.load(run_id)
         if existing is not None and existing.get("config") != record.get("config"):
             raise UserError(
@@ -112,6 +128,7 @@ class RunStore:
         # Rewritten whole from the engine's history, so a resumed run never duplicates epochs.
         if not distributed.is_main():
             return
+        self.check_own(run_id)
         lines = [json.dumps(asdict(r) if not isinstance(r, dict) else r, sort_keys=True) for r in history]
         atomic_write_text(self.metrics_path(run_id), "".join(line + "\n" for line in lines))
 
@@ -126,7 +143,7 @@ class RunStore:
             return [], []
         records, unreadable = [], []
         for path in sorted(runs.glob("*/result.json")):
-            record = _read_record(path)
+            record = _read_record(path, runs)
             if isinstance(record, str):
                 unreadable.append(UnreadableRecord(path.parent.name, path, record))
             else:
@@ -134,32 +151,26 @@ class RunStore:
         return records, unreadable
 
 
-def _read_record(path: Path) -> dict[str, Any] | str:
-    """The record in `path`, or why it cannot be read. Records are written atomically, so an unreadable one was
-    damaged by something else (a full disk on a copy, a hand edit, a sync tool)."""
+def _target(path: Path) -> str:
     try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return str(path.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return "a symlink loop"
+
+
+def _read_record(path: Path, runs: Path) -> dict[str, Any] | str:
+    """The record in `path` at the current schema (kdbench.store.migrations), or why it cannot be read. Records
+    are written atomically, so an unreadable one was damaged by something else (a full disk on a copy, a hand
+    edit, a sync tool), written by a newer kdbench, or is a link out of the results folder (`runs`)."""
+    if not inside(runs, path):
+        return f"a symlink out of the results folder, to {_target(path)}"
+    try:
+        record = json.loads(read_regular_bytes(path, MAX_RECORD_BYTES))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # UnsafeFile is an OSError
         return " ".join(f"{type(e).__name__}: {e}".split())[:200]
     if not isinstance(record, dict) or not isinstance(record.get("run_id"), str) or "status" not in record:
         return "not a run record (no run_id or status)"
-    return record
-
-
-def new_record(config: RunConfig) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA_VERSION,
-        "run_id": config.run_id,
-        "status": "running",
-        "method": config.method,
-        "teacher": config.teacher,
-        "student": config.student,
-        "dataset": config.dataset,
-        "seed": config.seed,
-        "recipe": config.recipe.name,
-        "config": config.to_dict(),
-        # The code that made the numbers (kdbench.store.fingerprint): the leaderboard averages only current code's runs.
-        "code": code_fingerprint(config.method),
-        "metrics": None,
-        "teacher_metrics": None,
-    }
+    try:
+        return upgrade(record)
+    except BadRecord as e:
+        return str(e)

@@ -42,6 +42,7 @@ from kdbench.data.subset import keep_train_fraction
 from kdbench.models.zoo import count_parameters, create_model
 from kdbench.spec.config import content_hash
 from kdbench.spec.recipe import Recipe
+from kdbench.store.record_builder import fit_metrics
 from kdbench.train.engine import Engine, EngineSettings, FitResult
 from kdbench.train.evaluate import evaluate
 from kdbench.train.method import MethodContext, get_method
@@ -353,7 +354,7 @@ def _store_entry(entry: Path, key: TeacherKey, data: DataSplits, model: nn.Modul
         "seed": key.seed,
         "train_data": train_data_card(key, data),
         "params": count_parameters(model),
-        **{k: v for k, v in fit.summary().items()},
+        **fit_metrics(fit),
         "top1": fit.last.top1,
         "top5": fit.last.top5,
         "train_s": train_s,

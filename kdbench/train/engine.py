@@ -78,23 +78,6 @@ class FitResult:
             return max(self.history, key=lambda r: (r.val_top1, -r.epoch))
         return max(self.history, key=lambda r: (r.top1, -r.epoch))
 
-    def summary(self) -> dict[str, Any]:
-        """Last- and best-epoch numbers; the best ones are always TEST accuracies, at the epoch the selecting
-        split (`best_selected_on`) chose."""
-        best = self.best
-        out = {
-            "top1_last": self.last.top1,
-            "top5_last": self.last.top5,
-            "top1_best": best.top1,
-            "top5_best": best.top5,
-            "best_epoch": best.epoch,
-            "epochs": self.last.epoch,
-            "best_selected_on": self.selected_on,
-        }
-        if self.selected_on == "val":
-            out.update(val_top1_best=best.val_top1, val_top5_best=best.val_top5)
-        return out
-
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919) % (2**31)
@@ -244,15 +227,6 @@ class FitCallbacks:
     on_new_best: Callable[[FitResult], None] = _nothing
     on_epoch_end: Callable[[FitResult], None] = _nothing
 
-    @classmethod
-    def of(cls, callbacks: FitCallbacks | None, **hooks: Callable[[FitResult], None] | None) -> FitCallbacks:
-        """`callbacks`, or one made of the hooks given as `fit`'s keyword arguments (the older spelling); not
-        both."""
-        given = {name: hook for name, hook in hooks.items() if hook is not None}
-        if callbacks is not None and given:
-            raise TypeError(f"fit: pass the hooks in `callbacks` or as {', '.join(given)}=, not both")
-        return callbacks if callbacks is not None else cls(**given)
-
 
 @dataclass
 class _Fit:
@@ -337,16 +311,13 @@ class Engine:
         recipe: Recipe,
         seed: int,
         checkpoint_path: Path | None = None,
-        on_epoch_end: Callable[[FitResult], None] | None = None,
         val_loader: DataLoader | None = None,
-        on_new_best: Callable[[FitResult], None] | None = None,
         callbacks: FitCallbacks | None = None,
     ) -> FitResult:
         """Train `model` for the recipe's epochs (resuming from `checkpoint_path` when it holds some), evaluating
         on `eval_loader` (test) and, when given, on `val_loader` (the split that then chooses the best epoch) after
-        each, calling `callbacks`' hooks (:class:`FitCallbacks`; `on_epoch_end=` / `on_new_best=` are the same
-        hooks given one by one)."""
-        hooks = FitCallbacks.of(callbacks, on_epoch_end=on_epoch_end, on_new_best=on_new_best)
+        each, calling `callbacks`' hooks (:class:`FitCallbacks`)."""
+        hooks = callbacks or FitCallbacks()
         forward_train = self._place(model)
         optimizer, groups = build_optimizer(model, recipe, self.s.param_groups)
         scaler = torch.amp.GradScaler(self.s.device.type, enabled=self.s.amp and self.s.device.type == "cuda")

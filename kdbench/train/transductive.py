@@ -3,14 +3,13 @@ its evaluation batch (a graph over the batch), so its accuracy depends on the ev
 
 The method class decides (`Distiller.transductive`, which asks the student's architecture by default); the run
 record stores the answer (`record["transductive"]`); records written before that field existed are judged from
-their config. The leaderboard marks such rows and never names a method.
+their config when loaded (kdbench.store.migrations). The leaderboard marks such rows and never names a method.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from kdbench.core.errors import UserError
 from kdbench.spec.config import RunConfig
 
 
@@ -22,11 +21,6 @@ def transductive_config(config: RunConfig) -> bool:
 
 
 def is_transductive(record: dict[str, Any]) -> bool:
-    """The record's `transductive` field, else the answer for its config (False when the config cannot be read,
-    e.g. a method no longer installed)."""
-    if isinstance(record.get("transductive"), bool):
-        return record["transductive"]
-    try:
-        return transductive_config(RunConfig.from_dict(record["config"]))
-    except (UserError, KeyError, TypeError, ValueError):
-        return False
+    """The record's `transductive` field (a loaded record always has it: kdbench.store.migrations judges older
+    records from their config)."""
+    return record.get("transductive") is True
