@@ -27,6 +27,8 @@ def plot_command(
     metric: str = typer.Option("top1_last", "--metric", help=f"Accuracy axis: {' | '.join(METRICS)}."),
     formats: str = typer.Option("png,pdf", "--formats", help=f"Comma-separated: {', '.join(FORMATS)}."),
     results_dir: Path = ResultsDir,
+    strict: bool = typer.Option(False, "--strict", help="An unreadable run record or metrics.jsonl is an error "
+                                "(exit 2), not a warning."),
 ) -> None:
     """Accuracy vs inference time per image (one point per model / method, error bars = std over seeds) and
     training curves (test top-1 and training loss per epoch) of chosen runs.
@@ -38,7 +40,7 @@ def plot_command(
       kdbench plot --where dataset=digits --runs 3f2a9c,77b0e1
     """
     where = join_where(where)
-    all_runs = load_runs(results_dir)
+    all_runs = load_runs(results_dir, strict=strict)
     if all_runs.empty:
         raise UserError(f"no run records under {RunStore(results_dir).root / 'runs'}: run `kdbench run ...` first")
     fmts = [f.strip() for f in formats.split(",") if f.strip()]
@@ -52,7 +54,7 @@ def plot_command(
         curves = chosen.iloc[:0]
         console.print(f"[dim]›[/dim] {len(chosen)} runs: pick the training curves with --runs or --where",
                       highlight=False)
-    written += training_curves(curves, results_dir, out_dir, fmts)
+    written += training_curves(curves, results_dir, out_dir, fmts, strict=strict)
     if not written:
         console.print("nothing to plot: no completed runs with an inference time or a metrics.jsonl")
     for path in written:

@@ -8,9 +8,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ import pandas as pd
 
 from kdbench.core.errors import UserError
 from kdbench.report.leaderboard import METRICS, is_missing, ladder_table, pair_label, prepare_runs
-from kdbench.store.records import RunStore
+from kdbench.store.records import RunStore, UnreadableHistory
 
 FORMATS = ("png", "pdf")
 
@@ -106,20 +106,26 @@ def select_runs(runs: pd.DataFrame, ids: Sequence[str]) -> pd.DataFrame:
     return pd.concat(picked).drop_duplicates("run_id") if picked else runs.iloc[:0]
 
 
-def read_history(results_dir: str | Path | None, run_id: str) -> list[dict[str, Any]]:
-    """A run's per-epoch records (`metrics.jsonl`); [] when the run has none yet."""
-    path = RunStore(results_dir).metrics_path(run_id)
-    if not path.exists():
+def read_history(results_dir: str | Path | None, run_id: str, *, strict: bool = False) -> list[dict[str, Any]]:
+    """A run's per-epoch records (`metrics.jsonl`); [] when the run has none yet. A file that cannot be read (a
+    line that is not an epoch's record, a link out of the results folder) is a warning line and [] — with
+    `strict`, a UserError."""
+    try:
+        return RunStore(results_dir).read_history(run_id)
+    except UnreadableHistory as e:
+        if strict:
+            raise UserError(f"{e} (fix or delete it, or drop --strict)") from None
+        print(f"warning: {e}; its curve is skipped", file=sys.stderr)
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def training_curves(
     runs: pd.DataFrame, results_dir: str | Path | None, out_dir: str | Path, formats: Sequence[str] = FORMATS,
-    stem: str = "training_curves",
+    stem: str = "training_curves", *, strict: bool = False,
 ) -> list[Path]:
-    """Test top-1 and training loss per epoch of every run in `runs` (its `metrics.jsonl`), one line per run."""
-    curves = [(r, read_history(results_dir, r["run_id"])) for r in runs.to_dict("records")]
+    """Test top-1 and training loss per epoch of every run in `runs` (its `metrics.jsonl`), one line per run; a
+    run whose file cannot be read is left out with a warning line (`strict`: a UserError, see read_history)."""
+    curves = [(r, read_history(results_dir, r["run_id"], strict=strict)) for r in runs.to_dict("records")]
     curves = [(r, h) for r, h in curves if h]
     if not curves:
         return []

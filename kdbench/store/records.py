@@ -88,6 +88,7 @@ class RunStore:
         path = self.result_path(run_id)
         if not (path.exists() or path.is_symlink()):
             return None
+        self.check_own(run_id)
         record = _read_record(path, self.root / "runs")
         if isinstance(record, str):
             raise UserError(f"run {run_id}: {path} is unreadable ({record}); delete {path.parent} to run it afresh")
@@ -132,6 +133,32 @@ class RunStore:
         lines = [json.dumps(asdict(r) if not isinstance(r, dict) else r, sort_keys=True) for r in history]
         atomic_write_text(self.metrics_path(run_id), "".join(line + "\n" for line in lines))
 
+    def read_history(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's per-epoch records (`metrics.jsonl`); [] when it has none yet. UnreadableHistory (an
+        OSError) for a file reached through a link out of the results folder, not a regular file, or holding a
+        line that is not an epoch's record."""
+        path = self.metrics_path(run_id)
+        if not (path.exists() or path.is_symlink()):
+            return []
+        if not inside(self.root / "runs", path):
+            raise UnreadableHistory(f"run {run_id}: {path} is a symlink out of the results folder, to {_target(path)}")
+        try:
+            text = read_regular_bytes(path, MAX_RECORD_BYTES).decode()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UnreadableHistory(f"run {run_id}: {path} is unreadable ({type(e).__name__}: {e})") from None
+        history = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    epoch = json.loads(line)
+                except (ValueError, RecursionError):
+                    epoch = None
+                if not _is_epoch(epoch):
+                    raise UnreadableHistory(f"run {run_id}: line {number} of {path} is not an epoch's record "
+                                            f"({line[:40]!r})")
+                history.append(epoch)
+        return history
+
     def iter_records(self) -> list[dict[str, Any]]:
         """Every readable record (see :meth:`scan` for the unreadable ones)."""
         return self.scan()[0]
@@ -149,6 +176,21 @@ class RunStore:
             else:
                 records.append(record)
         return records, unreadable
+
+
+class UnreadableHistory(OSError):
+    """A `metrics.jsonl` kdbench will not read; the message names the run and the file."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_epoch(epoch: Any) -> bool:
+    """An epoch's record as the engine writes it, as far as a reader relies on it."""
+    return (isinstance(epoch, dict) and isinstance(epoch.get("epoch"), int) and _is_number(epoch.get("top1"))
+            and isinstance(epoch.get("losses", {}), dict)
+            and all(_is_number(v) for v in epoch.get("losses", {}).values()))
 
 
 def _target(path: Path) -> str:
