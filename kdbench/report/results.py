@@ -12,12 +12,24 @@ from kdbench.core.errors import UserError
 from kdbench.store.records import RunStore
 from kdbench.train.transductive import is_transductive
 
+IDENTITY = ("run_id", "status", "method", "teacher", "student", "dataset", "seed", "recipe")
+# Every row has these columns (None where its record has no such value: a run not completed, a block a record of
+# its kind does not hold), so every table builds from any mix of records without a fallback of its own.
+COLUMNS = (
+    *IDENTITY, "top1_last", "top1_best", "top5_last", "top5_best", "best_epoch", "epochs", "best_selected_on",
+    "val_top1_best", "teacher_top1", "teacher_top1_best", "teacher_top5", "teacher_top5_best", "teacher_sha256",
+    "timing.train_s", "inference.s_per_image", "inference.batch_size", "inference.device", "student_info.params",
+    "student_info.layers", "eval.batch_size", "data.num_train", "data.num_test", "method_params", "student_params",
+    "data_params", "recipe_params", "teacher_recipe_params", "teacher_params", "teacher_data", "teacher_seed",
+    "teacher_ckpt_sha256", "param_groups", "amp", "channels_last", "finished_at", "code_fingerprint",
+    "transductive", "teacher_at_inference",
+)
+
 
 def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
-    """One row per run: identity columns, metrics, teacher metrics (prefixed `teacher_`), timing, sizes."""
-    row: dict[str, Any] = {
-        k: record.get(k) for k in ("run_id", "status", "method", "teacher", "student", "dataset", "seed", "recipe")
-    }
+    """One row per run (a record loaded by RunStore: at the current schema, its blocks of the right types): identity
+    columns, metrics, teacher metrics (prefixed `teacher_`), timing, sizes; at least :data:`COLUMNS`."""
+    row: dict[str, Any] = {**dict.fromkeys(COLUMNS), **{k: record.get(k) for k in IDENTITY}}
     for k, v in (record.get("metrics") or {}).items():
         row[k] = v
     for k, v in (record.get("teacher_metrics") or {}).items():
@@ -29,7 +41,7 @@ def flatten_record(record: dict[str, Any]) -> dict[str, Any]:
     # The test-set size behind an accuracy figure (its binomial error in the leaderboards' footers).
     for k in ("num_train", "num_test"):
         row[f"data.{k}"] = (record.get("data") or {}).get(k)
-    config = record.get("config") or {}
+    config = record["config"]
     row["method_params"] = config.get("method_params")
     row["student_params"] = config.get("student_params")
     row["data_params"] = config.get("data_params")
@@ -75,5 +87,4 @@ def load_runs(results_dir: str | Path | None = None, *, strict: bool = False) ->
     for u in unreadable:
         print(f"warning: {u.describe()}; skipped", file=sys.stderr)
     rows = [flatten_record(r) for r in records]
-    columns = ["run_id", "status", "method", "teacher", "student", "dataset", "seed", "recipe"]
-    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=list(COLUMNS))

@@ -11,18 +11,6 @@ from typing import Any
 import pandas as pd
 
 from kdbench.core.errors import UserError, unknown_name
-from kdbench.report.leaderboard.board import METRICS, TEACHER_METRIC
-
-# Columns that load_runs may not provide (older records); filled with None so every table still builds.
-OPTIONAL_COLUMNS = (
-    "teacher", "recipe", "seed", "method_params", "student_params", "data_params", "recipe_params",
-    "teacher_recipe_params", "teacher_params", "teacher_ckpt_sha256", "teacher_seed", "amp", "channels_last",
-    "param_groups", "teacher_data",
-    "teacher_sha256", "timing.train_s", "inference.s_per_image", "inference.batch_size", "inference.device",
-    "student_info.params", "student_info.layers", "best_epoch", "epochs", "finished_at", *METRICS,
-    *TEACHER_METRIC.values(), "best_selected_on", "val_top1_best", "transductive", "eval.batch_size",
-    "teacher_at_inference", "data.num_test",
-)
 
 
 def is_missing(value: Any) -> bool:
@@ -51,14 +39,11 @@ def pair_label(teacher: Any, student: Any) -> str:
 
 
 def prepare_runs(runs: pd.DataFrame, row_recipe_fields: Sequence[str] = ()) -> pd.DataFrame:
-    """The runs with every column a table reads (missing ones as None) plus derived ones: `pair`, the
-    setting keys that decide which runs may share a cell, and `variant` (hyperparameters as a dict).
+    """The runs (kdbench.report.results.load_runs: every column a table reads is there) plus derived columns:
+    `pair`, the setting keys that decide which runs may share a cell, and `variant` (hyperparameters as a dict).
 
     `row_recipe_fields` moves those recipe fields from the column setting to the row variant (`recipe.KEY`)."""
     df = runs.copy().reset_index(drop=True)
-    for col in ("run_id", "status", "method", "student", "dataset", *OPTIONAL_COLUMNS):
-        if col not in df.columns:
-            df[col] = None
     df = df.astype({c: object for c in df.columns})
     df["pair"] = [pair_label(t, s) for t, s in zip(df["teacher"], df["student"], strict=True)]
     records = df.to_dict("records")
