@@ -3,7 +3,10 @@ content, a symlink to /dev/zero, a FIFO, a file far bigger than an entry. Each i
 so in one line, removes it, recomputes (the numbers of a run without the cache, exactly) and writes a good entry
 in its place. Before: int64 values labelled float32 were read as floats and changed the numbers silently; a
 (N, 3) entry for 10 classes or an unknown `produced` failed every run that used it; /dev/zero would be read
-forever.
+forever. And kdbench never follows a symlink out of its cache folder, nor writes through one: an entry or namespace
+folder linked out of it is neither read nor written through (the link is replaced by the cache's own file or
+folder, in one line); `kdbench cache list` does not count what lies elsewhere; `kdbench cache clear` and eviction
+remove links, never the files they point to.
 
 Entries are crafted as a colleague would: the real entry of a real run, decoded, changed, re-encoded with a
 valid header and checksum. Runs go through the CLI in process; a run that could hang runs in a thread with a
@@ -11,6 +14,7 @@ timeout, so a regression fails instead of hanging the suite."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -22,7 +26,9 @@ import pytest
 import torch
 
 from kdbench.execute.runner import run
+from kdbench.teachers import cache_folder
 from kdbench.teachers.cache_entry import encode_entry, parse_entry
+from kdbench.teachers.output_cache import TeacherOutputCache
 
 ARGS = ("--method", "kd", "--teacher", "cifar_resnet8", "--student", "cifar_resnet8", "--dataset", "digits",
         "--epochs", "1", "--teacher-epochs", "1", "--device", "cpu", "--set", "data.image_size=8", "--json")
@@ -66,10 +72,14 @@ def _kdbench_run(in_process, filled: dict, cache: Path, tmp_path: Path, timeout_
     return json.loads(result.stdout), result.stderr
 
 
-def _assert_recomputed_and_replaced(record: dict, stderr: str, entry: Path, filled: dict) -> None:
+def _assert_recomputed_and_replaced(record: dict, stderr: str, entry: Path, filled: dict,
+                                    named: Path | None = None) -> None:
+    """The run's numbers are the cache-off run's, one line names the bad entry (or `named`), a good one replaced
+    it."""
     assert _metrics(record) == filled["off"]  # exactly the numbers of the run without the cache
     flat = "".join(stderr.split())  # rich wraps a long line: compared without whitespace
-    assert flat.count("isdamaged") == 1 and "recomputing" in flat and "".join(str(entry).split()) in flat, stderr
+    assert flat.count("isdamaged") == 1 and "recomputing" in flat, stderr
+    assert "".join(str(named or entry).split()) in flat, stderr
     assert record["teacher_cache"]["corrupt_entries_recomputed"] == 1
     assert entry.is_file() and not entry.is_symlink()  # a good entry in its place
     good, _ = parse_entry((filled["cache"] / filled["entry"]).read_bytes())
@@ -145,3 +155,85 @@ def test_an_entry_that_never_ends_is_refused_without_reading_it(make, filled, tm
     make(entry)
     record, stderr = _kdbench_run(in_process, filled, cache, tmp_path, timeout_s=120)
     _assert_recomputed_and_replaced(record, stderr, entry, filled)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Symlinks out of the cache folder
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """Every file under `folder` by relative path, with its content's sha256 and its modification time."""
+    return {str(p.relative_to(folder)): f"{hashlib.sha256(p.read_bytes()).hexdigest()} {p.stat().st_mtime_ns}"
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_namespace_folder_linked_out_of_the_cache_is_not_read_nor_written_through(filled, tmp_path, in_process):
+    cache = tmp_path / "cache"
+    shutil.copytree(filled["cache"], cache)
+    ns = cache / filled["entry"].parent
+    elsewhere = tmp_path / "colleague" / ns.name
+    shutil.move(ns, elsewhere)  # the colleague's own folder, with a good entry in it
+    ns.symlink_to(elsewhere, target_is_directory=True)
+    before = _digests(elsewhere.parent)
+    record, stderr = _kdbench_run(in_process, filled, cache, tmp_path)
+    assert record["teacher_cache"]["hits"] == 0  # not read
+    assert _digests(elsewhere.parent) == before  # nothing written, removed or touched there
+    assert ns.is_dir() and not ns.is_symlink()  # a real folder of the cache's own in the link's place
+    _assert_recomputed_and_replaced(record, stderr, ns / filled["entry"].name, filled, named=ns)
+
+
+def test_an_entry_linked_out_of_the_cache_is_not_read_nor_written_through(filled, tmp_path, in_process):
+    cache = tmp_path / "cache"
+    shutil.copytree(filled["cache"], cache)
+    entry = cache / filled["entry"]
+    elsewhere = tmp_path / "colleague" / entry.name
+    elsewhere.parent.mkdir()
+    shutil.move(entry, elsewhere)
+    entry.symlink_to(elsewhere)
+    before = _digests(elsewhere.parent)
+    record, stderr = _kdbench_run(in_process, filled, cache, tmp_path)
+    assert record["teacher_cache"]["hits"] == 0
+    assert _digests(elsewhere.parent) == before
+    _assert_recomputed_and_replaced(record, stderr, entry, filled)
+
+
+def _filled_cache(root: Path, seed: int) -> TeacherOutputCache:
+    cache = TeacherOutputCache(root, {"seed": seed}, num_train=100, epochs=1, cap=10**9)
+    cache.begin_epoch(1)
+    cache.store({"logits": torch.randn(100, 10)}, torch.arange(100))
+    cache.end_epoch()
+    return cache
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> dict:
+    """A cache with one namespace of its own, one namespace folder linked out of it and one entry linked out."""
+    root, elsewhere = tmp_path / "cache", tmp_path / "colleague"
+    own = _filled_cache(root, 0)
+    theirs = _filled_cache(elsewhere, 1)  # a whole namespace in the colleague's folder
+    (root / theirs.namespace).symlink_to(theirs.dir, target_is_directory=True)
+    loose = _filled_cache(elsewhere, 2)._path("logits")
+    (own.dir / "e00002-logits.kdtc").symlink_to(loose)
+    return {"root": root, "elsewhere": elsewhere, "own": own, "theirs": theirs, "before": _digests(elsewhere)}
+
+
+def test_cache_list_counts_only_what_lies_in_the_cache(linked, in_process, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    listed = in_process("cache", "list", "--cache-dir", str(linked["root"]))
+    assert listed.returncode == 0, listed.stderr
+    assert linked["own"].namespace in listed.stdout and linked["theirs"].namespace not in listed.stdout
+    [row] = cache_folder.list_namespaces(linked["root"])
+    assert row["entries"] == 1 and row["bytes"] == linked["own"]._path("logits").stat().st_size
+
+
+def test_cache_clear_removes_links_never_their_targets(linked, in_process):
+    cleared = in_process("cache", "clear", "--cache-dir", str(linked["root"]))
+    assert cleared.returncode == 0 and "removed 1 entries" in " ".join(cleared.stderr.split())
+    assert list(linked["root"].iterdir()) == []  # links removed too
+    assert _digests(linked["elsewhere"]) == linked["before"]  # the colleague's files are all there, untouched
+
+
+def test_eviction_never_deletes_through_links(linked):
+    assert cache_folder.evict(linked["root"], cap=0) == 1  # the cache's own entry only
+    assert not linked["own"]._path("logits").exists()
+    assert _digests(linked["elsewhere"]) == linked["before"]
