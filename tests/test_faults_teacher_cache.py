@@ -19,6 +19,7 @@ import pytest
 
 from kdbench.core.progress import Reporter
 from kdbench.execute.runner import run
+from kdbench.teachers import cache_entry
 from kdbench.teachers import output_cache as teacher_cache
 
 TINY = dict(dataset="digits", student="cifar_resnet8", epochs=2, teacher_epochs=1, device="cpu",
@@ -45,7 +46,7 @@ def _numbers(record: dict) -> tuple:
 def test_damaged_entries_are_recomputed_and_said_once(dirs, tmp_path):
     cache = tmp_path / "cache"
     first = _kd(dirs, cache, "a")
-    damaged = sorted(cache.glob(f"*/*{teacher_cache.SUFFIX}"))
+    damaged = sorted(cache.glob(f"*/*{cache_entry.SUFFIX}"))
     assert len(damaged) == 2  # logits of epochs 1 and 2
     for entry in damaged:
         entry.write_bytes(entry.read_bytes()[:100])  # truncated, as by a full disk or a killed copy

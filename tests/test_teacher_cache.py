@@ -15,6 +15,7 @@ from kdbench.data.loaders import make_train_loader
 from kdbench.data.tensor_dataset import IndexedTensorDataset
 from kdbench.data.transforms import PadCropFlip
 from kdbench.execute.runner import run
+from kdbench.teachers import cache_entry, cache_folder
 from kdbench.teachers import output_cache as teacher_cache
 
 TINY = dict(dataset="digits", student="cifar_resnet8", epochs=2, teacher_epochs=1, device="cpu",
@@ -73,14 +74,14 @@ def test_a_corrupted_entry_is_recomputed_never_used(dirs, tmp_path):
     tc = second["teacher_cache"]
     assert _numbers(second) == _numbers(first)
     assert tc["corrupt_entries_recomputed"] == 1 and tc["misses"] > 0 and tc["hits"] > 0  # epoch 2 still read
-    assert teacher_cache.decode_entry(entry.read_bytes()) is not None  # rewritten whole
+    assert cache_entry.decode_entry(entry.read_bytes()) is not None  # rewritten whole
     entry.write_bytes(entry.read_bytes()[:100])  # truncated
-    assert teacher_cache.decode_entry(entry.read_bytes()) is None
+    assert cache_entry.decode_entry(entry.read_bytes()) is None
 
 
 def _filled_cache(root: Path, seed: int, cap: int) -> teacher_cache.TeacherOutputCache:
     cache = teacher_cache.TeacherOutputCache(root, {"seed": seed}, num_train=100, epochs=1, cap=cap)
-    cache.set_epoch(1)
+    cache.begin_epoch(1)
     cache.store({"logits": torch.randn(100, 10)}, torch.arange(100))
     cache.flush()
     return cache
@@ -91,7 +92,7 @@ def test_a_full_cache_evicts_the_least_recently_used_entries(tmp_path):
     cap = int(2.5 * a._path("logits").stat().st_size)  # room for two entries
     b = _filled_cache(tmp_path, 1, cap)
     os.utime(a._path("logits"), (1, 1))  # a read long ago, b more recently
-    assert b.evicted == 0 and len(teacher_cache.entries(tmp_path)) == 2
+    assert b.evicted == 0 and len(cache_folder.entries(tmp_path)) == 2
     c = _filled_cache(tmp_path, 2, cap)
     assert c.evicted == 1 and not a._path("logits").exists() and b._path("logits").exists()
 
@@ -112,7 +113,7 @@ def test_cache_clear_empties_the_cache(tmp_path, monkeypatch, capsys):
     cache = _filled_cache(tmp_path, 0, 10**9)
     assert cache.namespace in _cli(monkeypatch, capsys, "cache", "list", "--cache-dir", str(tmp_path))
     assert "removed 1 entries" in _cli(monkeypatch, capsys, "cache", "clear", "--cache-dir", str(tmp_path))
-    assert teacher_cache.entries(tmp_path) == []
+    assert cache_folder.entries(tmp_path) == []
     assert cache.namespace not in _cli(monkeypatch, capsys, "cache", "list", "--cache-dir", str(tmp_path))
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 from kdbench.cli.app import app
 from kdbench.cli.options import CacheDirOption, path_or_none
 from kdbench.cli.reporter import console, out
+from kdbench.teachers import cache_folder
 from kdbench.teachers import output_cache as teacher_cache
 
 cache_app = typer.Typer(help="The teacher-output cache: a frozen teacher's outputs per (seed, epoch), shared by "
@@ -29,7 +30,7 @@ def list_command(cache_dir: CacheDirOption = None) -> None:
     Example: kdbench cache list
     """
     root = _root(cache_dir)
-    rows = teacher_cache.list_namespaces(root)
+    rows = cache_folder.list_namespaces(root)
     total = sum(r["bytes"] for r in rows)
     table = Table(title=f"teacher-output cache at {root} ({total / 1e6:.1f} MB of "
                   f"{teacher_cache.cap_bytes() / 1e9:g} GB)")
@@ -52,5 +53,5 @@ def clear_command(cache_dir: CacheDirOption = None) -> None:
     Example: kdbench cache clear
     """
     root = _root(cache_dir)
-    n = teacher_cache.clear(root)
+    n = cache_folder.clear(root)
     console.print(escape(f"removed {n} entries from {root}"), highlight=False)

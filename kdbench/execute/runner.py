@@ -311,16 +311,17 @@ def _distill(d: Distillation) -> dict[str, Any]:
 def _build_distiller_with_cache(d: Distillation) -> Distiller:
     """The method around a new student, with the run's teacher-output cache (what the record says of it too)."""
     distiller = build_distiller(d.config, d.run.data, d.teacher)
+    teacher_sha256 = (d.record.get("teacher_metrics") or {}).get("sha256")  # the weights the run loaded
     distiller.teacher_cache, d.record["teacher_cache"] = open_run_cache(
-        d.config, d.record, len(d.run.data.train), d.settings.device, d.run.options.teacher_cache,
+        d.config, teacher_sha256, len(d.run.data.train), d.settings.device, d.run.options.teacher_cache,
         d.run.paths.cache_dir, d.run.reporter)
     return distiller
 
 
 @dataclass(frozen=True, eq=False)
 class RunCallbacks:
-    """What the engine calls back during a run: the metrics and the teacher-output cache kept on disk after each
-    epoch, the best epoch's student exported as soon as it is the best."""
+    """What the engine calls back during a run: the metrics kept on disk after each epoch, the best epoch's student
+    exported as soon as it is the best. (The teacher-output cache's epoch hooks are the engine's to call.)"""
 
     store: RunStore
     run_id: str
@@ -329,8 +330,6 @@ class RunCallbacks:
 
     def on_epoch_end(self, fit: FitResult) -> None:
         self.store.write_metrics(self.run_id, fit.history)
-        if self.distiller.teacher_cache is not None:
-            self.distiller.teacher_cache.flush()
 
     def on_new_best(self, fit: FitResult) -> None:  # before the epoch's checkpoint: see FitCallbacks
         if distributed.is_main():

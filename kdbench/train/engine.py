@@ -386,6 +386,8 @@ class Engine:
         self._begin_epoch(fit, epoch)
         train = self._train_steps(fit, epoch)
         train_s = time.perf_counter() - t0
+        if fit.model.teacher_cache is not None:  # the epoch's teacher outputs kept (the cache writes its entries)
+            fit.model.teacher_cache.end_epoch()
         if self.s.world_size > 1:
             train = self._over_ranks(fit.model, train)
         t1 = time.perf_counter()
@@ -405,7 +407,8 @@ class Engine:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         fit.model.train()
-        fit.model.begin_epoch(epoch)
+        if fit.model.teacher_cache is not None:  # the epoch keys the teacher's outputs (a callback of the run's)
+            fit.model.teacher_cache.begin_epoch(epoch)
         fit.model.on_epoch_start(epoch)
 
     def _train_steps(self, fit: _Fit, epoch: int) -> _EpochTrain:

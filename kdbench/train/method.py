@@ -34,7 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdbench.core.registry import Registry
-from kdbench.models.features import Features
+from kdbench.models.features import Features, FeatureTap
+from kdbench.train.teacher_outputs import TeacherOutputs
 
 if TYPE_CHECKING:
     from kdbench.train.optim import ParamGroup
@@ -177,15 +178,9 @@ class Distiller(nn.Module):
         through here, so `recipe.label_smoothing` means the same for all of them; soft-target (KD) terms do not."""
         return F.cross_entropy(logits, labels, label_smoothing=self.ctx.label_smoothing)
 
-    # Set by the runner: a teacher-output cache (kdbench.teachers.output_cache.TeacherOutputCache, or any object with
-    # its `set_epoch` and `teacher_outputs`). Methods never touch it, they ask the two helpers below.
-    teacher_cache: Any = None
-
-    def begin_epoch(self, epoch: int) -> None:
-        """Called by the engine before `on_epoch_start` (which methods override): the epoch keys the teacher
-        cache."""
-        if self.teacher_cache is not None:
-            self.teacher_cache.set_epoch(epoch)
+    # Set by the runner: where the teacher's outputs come from when not recomputed (the teacher-output cache; the
+    # engine calls its epoch hooks). Methods never touch it, they ask the two helpers below.
+    teacher_cache: TeacherOutputs | None = None
 
     @torch.no_grad()
     def teacher_logits(self, images: torch.Tensor | Batch) -> torch.Tensor:
@@ -197,12 +192,12 @@ class Distiller(nn.Module):
         return self.teacher(images)
 
     @torch.no_grad()
-    def teacher_features(self, batch: Batch, tap: Any = None) -> Any:
+    def teacher_features(self, batch: Batch, tap: FeatureTap | None = None) -> Features:
         """The teacher's :class:`~kdbench.models.features.Features` for `batch` as `tap` (a FeatureTap on the
         teacher; None: logits only) takes them, from the teacher-output cache when it holds them."""
         assert self.teacher is not None
         if self.teacher_cache is not None:
-            return self.teacher_cache.teacher_outputs(self.teacher, tap, batch.images, batch.index)
+            return self.teacher_cache.features(self.teacher, tap, batch.images, batch.index)
         return tap(batch.images) if tap is not None else Features(self.teacher(batch.images), {}, None)
 
 

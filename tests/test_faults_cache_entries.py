@@ -1,0 +1,239 @@
+"""Teacher-output cache entries a colleague hands you (issue #34): whole files with a valid checksum but the wrong
+content, a symlink to /dev/zero, a FIFO, a file far bigger than an entry. Each is a bad entry: `kdbench run` says
+so in one line, removes it, recomputes (the numbers of a run without the cache, exactly) and writes a good entry
+in its place. Before: int64 values labelled float32 were read as floats and changed the numbers silently; a
+(N, 3) entry for 10 classes or an unknown `produced` failed every run that used it; /dev/zero would be read
+forever. And kdbench never follows a symlink out of its cache folder, nor writes through one: an entry or namespace
+folder linked out of it is neither read nor written through (the link is replaced by the cache's own file or
+folder, in one line); `kdbench cache list` does not count what lies elsewhere; `kdbench cache clear` and eviction
+remove links, never the files they point to.
+
+Entries are crafted as a colleague would: the real entry of a real run, decoded, changed, re-encoded with a
+valid header and checksum. Runs go through the CLI in process; a run that could hang runs in a thread with a
+timeout, so a regression fails instead of hanging the suite."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdbench.execute.runner import run
+from kdbench.teachers import cache_folder
+from kdbench.teachers.cache_entry import encode_entry, parse_entry
+from kdbench.teachers.output_cache import TeacherOutputCache
+
+ARGS = ("--method", "kd", "--teacher", "cifar_resnet8", "--student", "cifar_resnet8", "--dataset", "digits",
+        "--epochs", "1", "--teacher-epochs", "1", "--device", "cpu", "--set", "data.image_size=8", "--json")
+API = dict(dataset="digits", student="cifar_resnet8", epochs=1, teacher_epochs=1, device="cpu",
+           sets=["data.image_size=8"])
+
+
+def _metrics(record: dict) -> dict:
+    return {k: record["metrics"][k] for k in ("top1_last", "top1_best", "top5_last")}
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One zoo teacher, the numbers of the run without the cache, and a cache filled by the same run."""
+    base = tmp_path_factory.mktemp("filled")
+    zoo, cache = base / "zoo", base / "cache"
+    off = run("kd", "cifar_resnet8", **API, results_dir=base / "off", zoo_dir=zoo, teacher_cache="off")
+    on = run("kd", "cifar_resnet8", **API, results_dir=base / "on", zoo_dir=zoo, teacher_cache="on", cache_dir=cache)
+    assert _metrics(on) == _metrics(off)
+    [entry] = sorted(cache.glob("*/*.kdtc"))  # the logits of epoch 1
+    return {"zoo": zoo, "cache": cache, "entry": entry.relative_to(cache), "off": _metrics(off)}
+
+
+def _cache_copy(filled: dict, tmp_path: Path) -> tuple[Path, Path]:
+    cache = tmp_path / "cache"
+    shutil.copytree(filled["cache"], cache)
+    return cache, cache / filled["entry"]
+
+
+def _kdbench_run(in_process, filled: dict, cache: Path, tmp_path: Path, timeout_s: float = 300):
+    """`kdbench run ... --cache-dir CACHE --json`, in process, in a thread that must end within `timeout_s`."""
+    args = (*ARGS, "--zoo-dir", str(filled["zoo"]), "--results-dir", str(tmp_path / "results"), "--cache-dir",
+            str(cache))
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(in_process("run", *args)), daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    assert not worker.is_alive(), f"kdbench run did not end within {timeout_s} s (reading the entry without end?)"
+    result = done[0]
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr
+
+
+def _assert_recomputed_and_replaced(record: dict, stderr: str, entry: Path, filled: dict,
+                                    named: Path | None = None) -> None:
+    """The run's numbers are the cache-off run's, one line names the bad entry (or `named`), a good one replaced
+    it."""
+    assert _metrics(record) == filled["off"]  # exactly the numbers of the run without the cache
+    flat = "".join(stderr.split())  # rich wraps a long line: compared without whitespace
+    assert flat.count("isdamaged") == 1 and "recomputing" in flat, stderr
+    assert "".join(str(named or entry).split()) in flat, stderr
+    assert record["teacher_cache"]["corrupt_entries_recomputed"] == 1
+    assert entry.is_file() and not entry.is_symlink()  # a good entry in its place
+    good, _ = parse_entry((filled["cache"] / filled["entry"]).read_bytes())
+    tensors, meta = parse_entry(entry.read_bytes())
+    assert torch.equal(tensors["values"], good["values"]) and meta["produced"] == "float32"
+
+
+def _rewrite(entry: Path, change) -> None:  # noqa: ANN001
+    tensors, meta = parse_entry(entry.read_bytes())
+    tensors, meta = change(tensors, meta)
+    entry.write_bytes(encode_entry(tensors, meta))  # a valid header and checksum
+
+
+FORGED = {
+    # What the colleague's entry held: the run read these as floats and trained on other numbers (12.78 vs 10.00).
+    "int64 values labelled float32": lambda t, m: ({**t, "values": (t["values"] * 10).round().to(torch.int64)}, m),
+    "(N, 3) for 10 classes": lambda t, m: ({**t, "values": t["values"][:, :3].contiguous()}, m),
+    "an unknown produced": lambda t, m: (t, {**m, "produced": "nn"}),
+    "another dtype produced": lambda t, m: (t, {**m, "produced": "int64"}),
+    "fewer training samples": lambda t, m: ({"values": t["values"][:-1], "filled": t["filled"][:-1]}, m),
+    "a mask that is not 0/1": lambda t, m: ({**t, "filled": t["filled"] * 7}, m),
+    "another epoch's entry": lambda t, m: (t, {**m, "epoch": 2}),
+    "a field too many": lambda t, m: (t, {**m, "note": "hi"}),
+}
+
+
+@pytest.mark.parametrize("forged", list(FORGED))
+def test_a_whole_entry_of_the_wrong_content_is_removed_recomputed_and_said_once(forged, filled, tmp_path,
+                                                                                  in_process):
+    cache, entry = _cache_copy(filled, tmp_path)
+    _rewrite(entry, FORGED[forged])
+    record, stderr = _kdbench_run(in_process, filled, cache, tmp_path)
+    _assert_recomputed_and_replaced(record, stderr, entry, filled)
+
+
+def test_an_entry_declaring_fewer_bytes_than_its_shape_takes_is_bad(filled, tmp_path, in_process):
+    cache, entry = _cache_copy(filled, tmp_path)
+    blob = entry.read_bytes()
+    n = int.from_bytes(blob[4:12], "little")
+    header = json.loads(blob[12 : 12 + n])
+    header["tensors"]["values"]["shape"][1] = 100  # the header claims 100 classes over the 10 classes' bytes
+    raw = json.dumps(header, sort_keys=True).encode()
+    entry.write_bytes(blob[:4] + len(raw).to_bytes(8, "little") + raw + blob[12 + n :])
+    record, stderr = _kdbench_run(in_process, filled, cache, tmp_path)
+    _assert_recomputed_and_replaced(record, stderr, entry, filled)
+
+
+def _dev_zero(entry: Path) -> None:
+    entry.unlink()
+    entry.symlink_to("/dev/zero")
+
+
+def _fifo(entry: Path) -> None:
+    entry.unlink()
+    os.mkfifo(entry)
+
+
+def _sparse_64_gib(entry: Path) -> None:
+    with open(entry, "r+b") as f:  # the good entry, then 64 GiB of holes: no disk used, but read it and wait
+        f.truncate(64 << 30)
+
+
+def _trailing_bytes(entry: Path) -> None:
+    with open(entry, "ab") as f:
+        f.write(b"\0" * 4096)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks to devices and FIFOs are POSIX")
+@pytest.mark.parametrize("make", [_dev_zero, _fifo, _sparse_64_gib, _trailing_bytes],
+                         ids=["symlink to /dev/zero", "FIFO", "64 GiB sparse file", "bytes past the payload"])
+def test_an_entry_that_never_ends_is_refused_without_reading_it(make, filled, tmp_path, in_process):
+    cache, entry = _cache_copy(filled, tmp_path)
+    make(entry)
+    record, stderr = _kdbench_run(in_process, filled, cache, tmp_path, timeout_s=120)
+    _assert_recomputed_and_replaced(record, stderr, entry, filled)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Symlinks out of the cache folder
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """Every file under `folder` by relative path, with its content's sha256 and its modification time."""
+    return {str(p.relative_to(folder)): f"{hashlib.sha256(p.read_bytes()).hexdigest()} {p.stat().st_mtime_ns}"
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_namespace_folder_linked_out_of_the_cache_is_not_read_nor_written_through(filled, tmp_path, in_process):
+    cache = tmp_path / "cache"
+    shutil.copytree(filled["cache"], cache)
+    ns = cache / filled["entry"].parent
+    elsewhere = tmp_path / "colleague" / ns.name
+    shutil.move(ns, elsewhere)  # the colleague's own folder, with a good entry in it
+    ns.symlink_to(elsewhere, target_is_directory=True)
+    before = _digests(elsewhere.parent)
+    record, stderr = _kdbench_run(in_process, filled, cache, tmp_path)
+    assert record["teacher_cache"]["hits"] == 0  # not read
+    assert _digests(elsewhere.parent) == before  # nothing written, removed or touched there
+    assert ns.is_dir() and not ns.is_symlink()  # a real folder of the cache's own in the link's place
+    _assert_recomputed_and_replaced(record, stderr, ns / filled["entry"].name, filled, named=ns)
+
+
+def test_an_entry_linked_out_of_the_cache_is_not_read_nor_written_through(filled, tmp_path, in_process):
+    cache = tmp_path / "cache"
+    shutil.copytree(filled["cache"], cache)
+    entry = cache / filled["entry"]
+    elsewhere = tmp_path / "colleague" / entry.name
+    elsewhere.parent.mkdir()
+    shutil.move(entry, elsewhere)
+    entry.symlink_to(elsewhere)
+    before = _digests(elsewhere.parent)
+    record, stderr = _kdbench_run(in_process, filled, cache, tmp_path)
+    assert record["teacher_cache"]["hits"] == 0
+    assert _digests(elsewhere.parent) == before
+    _assert_recomputed_and_replaced(record, stderr, entry, filled)
+
+
+def _filled_cache(root: Path, seed: int) -> TeacherOutputCache:
+    cache = TeacherOutputCache(root, {"seed": seed}, num_train=100, epochs=1, cap=10**9)
+    cache.begin_epoch(1)
+    cache.store({"logits": torch.randn(100, 10)}, torch.arange(100))
+    cache.end_epoch()
+    return cache
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> dict:
+    """A cache with one namespace of its own, one namespace folder linked out of it and one entry linked out."""
+    root, elsewhere = tmp_path / "cache", tmp_path / "colleague"
+    own = _filled_cache(root, 0)
+    theirs = _filled_cache(elsewhere, 1)  # a whole namespace in the colleague's folder
+    (root / theirs.namespace).symlink_to(theirs.dir, target_is_directory=True)
+    loose = _filled_cache(elsewhere, 2)._path("logits")
+    (own.dir / "e00002-logits.kdtc").symlink_to(loose)
+    return {"root": root, "elsewhere": elsewhere, "own": own, "theirs": theirs, "before": _digests(elsewhere)}
+
+
+def test_cache_list_counts_only_what_lies_in_the_cache(linked, in_process, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    listed = in_process("cache", "list", "--cache-dir", str(linked["root"]))
+    assert listed.returncode == 0, listed.stderr
+    assert linked["own"].namespace in listed.stdout and linked["theirs"].namespace not in listed.stdout
+    [row] = cache_folder.list_namespaces(linked["root"])
+    assert row["entries"] == 1 and row["bytes"] == linked["own"]._path("logits").stat().st_size
+
+
+def test_cache_clear_removes_links_never_their_targets(linked, in_process):
+    cleared = in_process("cache", "clear", "--cache-dir", str(linked["root"]))
+    assert cleared.returncode == 0 and "removed 1 entries" in " ".join(cleared.stderr.split())
+    assert list(linked["root"].iterdir()) == []  # links removed too
+    assert _digests(linked["elsewhere"]) == linked["before"]  # the colleague's files are all there, untouched
+
+
+def test_eviction_never_deletes_through_links(linked):
+    assert cache_folder.evict(linked["root"], cap=0) == 1  # the cache's own entry only
+    assert not linked["own"]._path("logits").exists()
+    assert _digests(linked["elsewhere"]) == linked["before"]
