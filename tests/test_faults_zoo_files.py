@@ -61,7 +61,7 @@ def trained_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _zoo_copy(trained_zoo: Path, tmp_path: Path) -> tuple[Path, Path]:
-    zoo = tmp_path / "zoo"
+    zoo = tmp_path / "colleagues-zoo"
     shutil.copytree(trained_zoo, zoo, symlinks=True)
     (card,) = zoo.glob("*/*/*/card.json")
     return zoo, card.parent
@@ -267,3 +267,24 @@ def test_eval_of_a_student_export_of_another_dtype_is_one_line_exit_2(tmp_path, 
     (run_dir / "student.json").write_text(json.dumps(card))
     done = in_process("eval", record["run_id"], "--batch-sizes", "8", "--device", "cpu")
     assert "tensor conv1.weight is int32 in the file, the model's is float32" in _one_line_exit_2(done)
+
+
+@pytest.mark.parametrize("damage", ["dev-zero", "top1-high"])
+def test_a_sweep_plans_a_teacher_job_for_a_zoo_entry_it_would_reject(trained_zoo, tmp_path, in_process, dirs,
+                                                                     damage):
+    """The sweep's "is the teacher cached?" is the zoo's own check: an entry a run would reject is retrained by a
+    teacher job, and planning neither hangs on /dev/zero nor fails on a broken card."""
+    zoo, entry = _zoo_copy(trained_zoo, tmp_path)
+    sweep = ["sweep", "--methods", "kd", "--teachers", ARCH, "--students", ARCH, "--datasets", "digits", "--epochs",
+             "1", "--teacher-epochs", "1", *SETS, "--zoo-dir", str(zoo), "--executor", "local", "--dry-run"]
+    cached = in_process(*sweep)
+    assert cached.returncode == 0 and "teacher cached" in cached.stderr, cached  # the plan is on stderr
+    if damage == "dev-zero":
+        (entry / "model.safetensors").unlink()
+        (entry / "model.safetensors").symlink_to("/dev/zero")
+    else:
+        card = json.loads((entry / "card.json").read_text())
+        (entry / "card.json").write_text(json.dumps({**card, "top1": "high"}))
+    with deadline():
+        done = in_process(*sweep)
+    assert done.returncode == 0 and "teacher job" in done.stderr and "Traceback" not in done.stderr, done
