@@ -288,3 +288,13 @@ def test_a_sweep_plans_a_teacher_job_for_a_zoo_entry_it_would_reject(trained_zoo
     with deadline():
         done = in_process(*sweep)
     assert done.returncode == 0 and "teacher job" in done.stderr and "Traceback" not in done.stderr, done
+
+
+def test_a_card_written_before_sizes_were_recorded_still_loads(trained_zoo, tmp_path, in_process):
+    """Old cards have no `size`: the weights are then read up to the regular file's own size, and still load."""
+    zoo, entry = _zoo_copy(trained_zoo, tmp_path)
+    card = json.loads((entry / "card.json").read_text())
+    del card["size"]
+    (entry / "card.json").write_text(json.dumps(card))
+    done = in_process(*TRAIN, "--zoo-dir", str(zoo))
+    assert done.returncode == 0 and "(cached)" in done.stdout, done.stderr

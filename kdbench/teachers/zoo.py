@@ -17,6 +17,7 @@ are never loaded: `kdbench teachers list` shows their data as unknown, and they 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -233,7 +234,7 @@ class TeacherZoo:
         else:
             weights = entry / WEIGHTS
             rejected = weights.with_suffix(".safetensors.rejected")
-            if os.path.lexists(weights):
+            with contextlib.suppress(FileNotFoundError):  # set aside already by a concurrent run
                 os.replace(weights, rejected)  # a symlink is renamed itself: its target is left as it is
             (entry / CARD).unlink(missing_ok=True)
             done = f"file rejected as {rejected.name}"

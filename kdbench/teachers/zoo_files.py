@@ -117,7 +117,7 @@ def claim_folder(root: Path, folder: Path) -> list[str]:
         path = root / part
         if path.is_symlink() and not inside(root, path):
             removed.append(f"{path} → {os.path.realpath(path)}")
-            path.unlink()
+            path.unlink(missing_ok=True)  # missing: removed by a concurrent run
     folder.mkdir(parents=True, exist_ok=True)
     return removed
 
@@ -126,7 +126,7 @@ def unlink_if_symlink(path: Path) -> None:
     """Remove `path` when it is a symlink, so that what is then written there (a lock file, which opening
     truncates; a work folder) lands in the zoo and not in whatever the link points to."""
     if path.is_symlink():
-        path.unlink()
+        path.unlink(missing_ok=True)
 
 
 def regular_source(path: Path, option: str) -> Path:
