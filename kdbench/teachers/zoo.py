@@ -4,8 +4,10 @@ An entry is keyed by (architecture, dataset + its parameters, the training data,
 `<zoo>/<dataset>/<arch>/<recipe>-s<seed>-<digest>/` as `model.safetensors` plus `card.json` (sha256 of the
 weights, accuracy, epochs, time, versions). The card is written last, so an entry without a card is not an
 entry. Loading verifies the sha256; a mismatch rejects the file (renamed `*.rejected`) with a message and the
-teacher is retrained. Training happens under a file lock, so concurrent runs that need the same missing
-teacher train it once and the others wait and load it.
+teacher is retrained. So does a card that is not one, weights that are a device or larger than the card's `size`,
+or an entry that leads out of the zoo through a symlink (kdbench.teachers.zoo_files: files from a colleague).
+Training happens under a file lock, so concurrent runs that need the same missing teacher train it once and the
+others wait and load it.
 
 The training data of a teacher trained here is part of its key and its card (`train_data`): the full training
 split, or with `teacher_data.train_fraction=F` the stratified F a student's `data.train_fraction=F` draws
