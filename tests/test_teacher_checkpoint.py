@@ -32,8 +32,8 @@ def test_the_teacher_file_is_hashed_once_per_run(tmp_path, monkeypatch):
         hashed.append(Path(p))
         return real(p, *args, **kwargs)
 
-    for module in ("kdbench.core.storage", "kdbench.execute.resolve", "kdbench.teachers.zoo", "kdbench.execute.build",
-                   "kdbench.execute.runner"):
+    for module in ("kdbench.core.storage", "kdbench.execute.resolve", "kdbench.teachers.zoo",
+                   "kdbench.teachers.zoo_files", "kdbench.execute.build", "kdbench.execute.runner"):
         if hasattr(__import__(module, fromlist=["_"]), "sha256_file"):
             monkeypatch.setattr(f"{module}.sha256_file", counting)
     record = run("kd", teacher="resnet18", teacher_ckpt=str(path), results_dir=tmp_path / "results", **TINY)

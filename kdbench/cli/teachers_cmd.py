@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from kdbench.cli.app import app
 from kdbench.cli.options import DataRoot, Device, Sets, ZooDir
-from kdbench.cli.reporter import RichReporter, out
+from kdbench.cli.reporter import RichReporter, console, out
+from kdbench.core.errors import UserError
 from kdbench.execute.create_teacher import create_teacher
 from kdbench.teachers.zoo import TeacherZoo, describe_train_data
 
@@ -19,24 +22,36 @@ app.add_typer(teachers_app, name="teachers")
 
 
 @teachers_app.command("list")
-def list_command(zoo_dir: Path = ZooDir) -> None:
+def list_command(
+    zoo_dir: Path = ZooDir,
+    strict: bool = typer.Option(False, "--strict", help="A card that is not one (not JSON, a field missing or of "
+                                "another type, a symlink out of the zoo) is an error (exit 2), not a warning."),
+) -> None:
     """Show every cached teacher (architecture, dataset, training data, recipe, seed, accuracy, size, time,
     checksum). The training data is "all N" (the full training split), "F of each class (N)" (the control of
     `teacher_data.train_fraction=F`), "elsewhere" for an imported teacher, or "unknown (old key: unused)" for an
     entry written before the data was part of the key: no run loads those (delete them to free the space).
+    A card that is not one is skipped with a warning line naming it (`--strict`: exit 2); no run loads it.
 
     Example: kdbench teachers list --zoo-dir /shared/zoo
     """
     zoo = TeacherZoo(zoo_dir)
-    cards = zoo.cards()
-    table = Table(title=f"teacher zoo at {zoo.root} ({len(cards)} teachers)")
+    cards, bad = zoo.scan()
+    if bad and strict:
+        listed = "; ".join(f"{path}: {why}" for path, why in bad)
+        raise UserError(f"{len(bad)} unreadable teacher card(s): {listed} (fix or delete them, or drop --strict)")
+    for path, why in bad:
+        console.print(f"[yellow]warning[/]: {escape(f'{path}: {why}; skipped')}", highlight=False, soft_wrap=True)
+    # Cards are files anyone with the zoo may have written: their strings are shown as they are, never as markup.
+    table = Table(title=Text(f"teacher zoo at {zoo.root} ({len(cards)} teachers)"))
     for col in ("arch", "dataset", "training data", "recipe", "seed", "epochs", "top-1", "top-5", "params",
                 "train time", "sha256"):
         table.add_column(col, justify="right" if col in ("top-1", "top-5", "params", "epochs") else "left")
     for c in cards:
-        table.add_row(c["arch"], c["dataset"], describe_train_data(c), c["recipe"], str(c["seed"]),
-                      str(c.get("epochs", "")), f"{c['top1']:.2f}", f"{c['top5']:.2f}", f"{c['params'] / 1e6:.1f}M",
-                      f"{c['train_s']:.0f}s", c["sha256"][:12])
+        cells = (c["arch"], c["dataset"], describe_train_data(c), c["recipe"], str(c["seed"]),
+                 str(c.get("epochs", "")), f"{c['top1']:.2f}", f"{c['top5']:.2f}", f"{c['params'] / 1e6:.1f}M",
+                 f"{c['train_s']:.0f}s", c["sha256"][:12])
+        table.add_row(*(Text(cell) for cell in cells))
     out.print(table)
     old = sum(describe_train_data(c).startswith("unknown") for c in cards)
     if old:
@@ -67,7 +82,7 @@ def train_command(
     finally:
         reporter.close()
     state = "cached" if card.get("cached") else "trained"
-    out.print(f"{arch} on {dataset}: top-1 {card['top1']:.2f}% ({state}) at {card['path']}")
+    out.print(escape(f"{arch} on {dataset}: top-1 {card['top1']:.2f}% ({state}) at {card['path']}"), highlight=False)
 
 
 @teachers_app.command("import")
@@ -103,6 +118,6 @@ def import_command(
     finally:
         reporter.close()
     state = "already imported" if card.get("already_imported") else "imported"
-    out.print(f"{arch} on {card['dataset']}: top-1 {card['top1']:.2f}% ({state}) at {card['path']}\n"
-              f"use it with: kdbench run --teacher {arch} --dataset {card['dataset']} --teacher-seed {card['seed']} "
-              "--set teacher_recipe.name=imported ...", highlight=False)
+    out.print(escape(f"{arch} on {card['dataset']}: top-1 {card['top1']:.2f}% ({state}) at {card['path']}\n"
+                     f"use it with: kdbench run --teacher {arch} --dataset {card['dataset']} --teacher-seed "
+                     f"{card['seed']} --set teacher_recipe.name=imported ..."), highlight=False)

@@ -19,7 +19,7 @@ from kdbench.core.errors import UserError, check_range
 from kdbench.core.safe_load import UnusableCheckpointError, load_plain_checkpoint
 from kdbench.data.loaders import make_eval_loader
 from kdbench.execute.build import build_student, load_data
-from kdbench.models.state_dicts import STUDENT_PREFIX
+from kdbench.models.state_dicts import STUDENT_PREFIX, check_fits
 from kdbench.spec.config import RunConfig
 from kdbench.store import exports
 from kdbench.store.records import RunStore
@@ -45,6 +45,9 @@ def load_trained_student(record: dict[str, Any], store: RunStore, data_root: str
     student = build_student(config, data)
     if exports.read_card(run_dir) is not None:
         weights, _ = exports.load_export(run_dir, which)
+        # dtypes too: float bytes whose header says int32 would load as other weights without an error (#34)
+        check_fits(student, weights, f"{run_dir / exports.FILES[which]} does not hold run {record['run_id']}'s "
+                   "student")
         try:
             student.load_state_dict(weights)
         except RuntimeError:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.core.errors import UserError, check_range, unknown_name
-from kdbench.core.storage import sha256_file
 from kdbench.data.registry import DatasetSpec, get_dataset_spec
 from kdbench.data.subset import TEACHER_SCOPE, teacher_data_params, train_fraction_of, with_train_fraction
 from kdbench.data.validation import split_data_params, with_val_fraction
@@ -37,6 +36,7 @@ from kdbench.spec.scoped_sets import parse_set_options
 from kdbench.store.exports import card_of_file
 from kdbench.store.fingerprint import code_fingerprint, teacher_code
 from kdbench.teachers.zoo import IMPORTED_RECIPE, TeacherKey
+from kdbench.teachers.zoo_files import user_file_sha256
 from kdbench.train.method import MethodSpec, get_method
 from kdbench.train.optim import GROUP_SCOPE, parse_group_sets
 
@@ -64,9 +64,8 @@ class TeacherCheckpoint:
     @classmethod
     def hash(cls, path: str | Path) -> TeacherCheckpoint:
         path = Path(path).expanduser()
-        if not path.is_file():
-            raise UserError(f"--teacher-ckpt {path}: no such file")
-        return cls(path, sha256_file(path))
+        # A link to /dev/zero or a FIFO is refused in one line, never read without end.
+        return cls(path, user_file_sha256(path, "--teacher-ckpt"))
 
 
 @dataclass

@@ -67,12 +67,37 @@ def _plain(value: Any) -> Any:
     return value if isinstance(value, int | float | str | bool | None) else repr(value)[:80]
 
 
+def _kind(dtype: torch.dtype) -> str:
+    if dtype.is_floating_point:
+        return "floating"
+    return "complex" if dtype.is_complex else "boolean" if dtype == torch.bool else "integer"
+
+
+def dtype_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """The tensors of `state` whose dtype is of another kind (floating, integer, boolean) than the model's, or
+    None. `load_state_dict` casts them without a word: float32 bytes whose header says int32 load as huge integer
+    weights, a float `num_batches_tracked` as a count. Another width of the same kind (float16 weights for a
+    float32 model) casts exactly and is accepted."""
+    wrong = [(k, state[k].dtype, v.dtype) for k, v in model.state_dict().items()
+             if k in state and _kind(state[k].dtype) != _kind(v.dtype)]
+    if not wrong:
+        return None
+    key, theirs, ours = wrong[0]
+    more = f" (+{len(wrong) - 1} more)" if len(wrong) > 1 else ""
+    return (f"tensor {key} is {str(theirs).removeprefix('torch.')} in the file, the model's is "
+            f"{str(ours).removeprefix('torch.')}{more}")
+
+
 def check_fits(model: nn.Module, state: dict[str, torch.Tensor], what: str, num_classes: int | None = None) -> None:
     """Raise a one-line UserError when `state` does not load strictly into `model`: `what` (e.g. "x.pth does
-    not fit resnet18") followed by the first missing/unexpected keys and shapes. A classifier whose class count
-    differs from `num_classes` is named first (the commonest cause: ImageNet weights for a 10-class dataset)."""
+    not fit resnet18") followed by the first missing/unexpected keys and shapes, or the first tensor of another
+    dtype kind. A classifier whose class count differs from `num_classes` is named first (the commonest cause:
+    ImageNet weights for a 10-class dataset)."""
     problem = state_dict_mismatch(model, state)
     if problem is None:
+        problem = dtype_mismatch(model, state)
+        if problem is not None:
+            raise UserError(f"{what}: {problem}")
         return
     if num_classes is not None:
         for key, value in reversed(model.state_dict().items()):  # the classifier comes last

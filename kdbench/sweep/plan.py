@@ -9,15 +9,14 @@ match the card's sha256; otherwise a teacher job trains it (the zoo renames a co
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kdbench.core.storage import sha256_file
 from kdbench.spec.config import RunConfig
 from kdbench.store.records import RunStore
 from kdbench.sweep.grid import SweepRun, setting_value
-from kdbench.teachers.zoo import CARD, WEIGHTS, TeacherKey, TeacherZoo
+from kdbench.teachers.zoo import TeacherKey, TeacherZoo
+from kdbench.teachers.zoo_files import BadZooFile
 
 DONE_STATUSES = ("completed", "diverged")
 
@@ -49,14 +48,11 @@ class Plan:
 
 
 def teacher_is_cached(zoo: TeacherZoo, key: TeacherKey) -> bool:
-    """The same test as `TeacherZoo.load` (card present, weights match its sha256) without building the model."""
-    entry = zoo.entry_dir(key)
-    card, weights = entry / CARD, entry / WEIGHTS
-    if not card.is_file() or not weights.is_file():
-        return False
+    """The same test as `TeacherZoo.load` (a card, weights of its sha256 and size, nothing out of the zoo)
+    without building the model; an entry the zoo would reject is not cached (its teacher job retrains it)."""
     try:
-        return json.loads(card.read_text()).get("sha256") == sha256_file(weights)
-    except (OSError, json.JSONDecodeError):
+        return zoo.verified_card(key) is not None
+    except BadZooFile:
         return False
 
 

@@ -25,7 +25,6 @@ The zoo never trains an "imported" teacher: a run that asks for one that is abse
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -36,14 +35,22 @@ from safetensors.torch import save_file
 from kdbench.core.environment import configure_threads, environment, resolve_device
 from kdbench.core.errors import UserError, unknown_name
 from kdbench.core.progress import NULL_REPORTER, Reporter
-from kdbench.core.storage import atomic_path, atomic_write_json, sha256_file
+from kdbench.core.storage import atomic_path, atomic_write_json
 from kdbench.data.loaders import make_eval_loader
 from kdbench.data.registry import build_dataset, get_dataset_spec
 from kdbench.models.state_dicts import check_fits, read_weights_file
 from kdbench.models.zoo import count_parameters, create_model, is_model, list_architectures
 from kdbench.spec.config import apply_overrides, convert_free_kwargs
 from kdbench.spec.scoped_sets import parse_set_options
-from kdbench.teachers.zoo import CARD, IMPORTED_RECIPE, WEIGHTS, TeacherKey, TeacherZoo
+from kdbench.teachers.zoo import CARD, IMPORTED_RECIPE, WEIGHTS, TeacherKey, TeacherZoo, weights_facts
+from kdbench.teachers.zoo_files import (
+    BadZooFile,
+    claim_folder,
+    read_card,
+    regular_source,
+    unlink_if_symlink,
+    user_file_sha256,
+)
 from kdbench.train.evaluate import evaluate
 
 
@@ -79,11 +86,12 @@ def import_teacher(
     if not is_model(arch):
         raise unknown_name("teacher architecture", arch, list_architectures(), max_listed=30)
     key = imported_key(arch, dataset, seed=seed, sets=sets)
+    regular_source(path, "teachers import")  # a link to /dev/zero is refused, not read forever
     state, meta, source_format = read_weights_file(path)  # safe loader first: nothing runs on a refused file
-    source_sha = sha256_file(path)
+    source_sha = user_file_sha256(path, "teachers import")
     zoo = TeacherZoo(zoo_dir, reporter)
     entry = zoo.entry_dir(key)
-    existing = _existing_card(entry)
+    existing = _existing_card(zoo, entry)
     if existing is not None and not force:
         if existing.get("source_sha256") == source_sha:
             return {**existing, "already_imported": True}
@@ -101,13 +109,16 @@ def import_teacher(
     ev = evaluate(model.to(dev), make_eval_loader(data.test, key.recipe.eval_batch_size, 0, dev), dev)
     model = model.to("cpu").eval()
 
-    entry.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(entry) + ".lock"):
+    for link in claim_folder(zoo.root, entry):  # written into below: never through a link out of the zoo
+        reporter.log(f"{link} leads out of the zoo; the link is removed")
+    lock = Path(str(entry) + ".lock")
+    unlink_if_symlink(lock)  # opening a lock file truncates it: never another file through a link
+    with FileLock(str(lock)):
         (entry / CARD).unlink(missing_ok=True)  # no card = no entry, until the new one is complete
         with atomic_path(entry / WEIGHTS) as tmp:  # no temp file left behind by a failed write
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
         card = {
-            "key": key.to_dict(), "path": str(entry), "sha256": sha256_file(entry / WEIGHTS), "arch": arch,
+            "key": key.to_dict(), "path": str(entry), **weights_facts(entry / WEIGHTS), "arch": arch,
             "dataset": key.dataset, "recipe": IMPORTED_RECIPE, "seed": seed, "params": count_parameters(model),
             "epochs": meta.get("epoch"), "top1": ev.top1, "top5": ev.top5, "train_s": 0.0,
             "source": "imported", "source_file": str(path.resolve()), "source_sha256": source_sha,
@@ -119,6 +130,13 @@ def import_teacher(
     return card
 
 
-def _existing_card(entry: Path) -> dict[str, Any] | None:
+def _existing_card(zoo: TeacherZoo, entry: Path) -> dict[str, Any] | None:
+    """The card of the teacher already imported at `entry`, None when there is none or it is not a card (then the
+    import replaces it; reading its path or checksum would take a broken card's word)."""
     card = entry / CARD
-    return json.loads(card.read_text()) if card.exists() else None
+    if not card.exists():
+        return None
+    try:
+        return read_card(zoo.root, card)
+    except BadZooFile:
+        return None

@@ -4,8 +4,10 @@ An entry is keyed by (architecture, dataset + its parameters, the training data,
 `<zoo>/<dataset>/<arch>/<recipe>-s<seed>-<digest>/` as `model.safetensors` plus `card.json` (sha256 of the
 weights, accuracy, epochs, time, versions). The card is written last, so an entry without a card is not an
 entry. Loading verifies the sha256; a mismatch rejects the file (renamed `*.rejected`) with a message and the
-teacher is retrained. Training happens under a file lock, so concurrent runs that need the same missing
-teacher train it once and the others wait and load it.
+teacher is retrained. So does a card that is not one, weights that are a device or larger than the card's `size`,
+or an entry that leads out of the zoo through a symlink (kdbench.teachers.zoo_files: files from a colleague).
+Training happens under a file lock, so concurrent runs that need the same missing teacher train it once and the
+others wait and load it.
 
 The training data of a teacher trained here is part of its key and its card (`train_data`): the full training
 split, or with `teacher_data.train_fraction=F` the stratified F a student's `data.train_fraction=F` draws
@@ -17,7 +19,7 @@ are never loaded: `kdbench teachers list` shows their data as unknown, and they 
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import shutil
 import time
@@ -34,15 +36,25 @@ from kdbench.core.cpu_numerics import cpu_info
 from kdbench.core.environment import environment
 from kdbench.core.errors import UserError
 from kdbench.core.progress import NULL_REPORTER, Reporter
-from kdbench.core.safe_load import UnusableCheckpointError, load_plain_weights
+from kdbench.core.safe_load import load_plain_weights
 from kdbench.core.storage import atomic_path, atomic_write_json, sha256_file
 from kdbench.data.loaders import make_eval_loader, make_train_loader
 from kdbench.data.registry import DataSplits, build_dataset, get_dataset_spec
 from kdbench.data.subset import keep_train_fraction
+from kdbench.models.state_dicts import check_fits
 from kdbench.models.zoo import count_parameters, create_model
 from kdbench.spec.config import content_hash
 from kdbench.spec.recipe import Recipe
 from kdbench.store.record_builder import fit_metrics
+from kdbench.teachers.zoo_files import (
+    BadZooFile,
+    claim_folder,
+    outside_note,
+    read_card,
+    unlink_if_symlink,
+    user_file_sha256,
+    weights_sha256,
+)
 from kdbench.train.engine import Engine, EngineSettings, FitResult
 from kdbench.train.evaluate import evaluate
 from kdbench.train.method import MethodContext, get_method
@@ -167,38 +179,72 @@ class TeacherZoo:
     def entry_dir(self, key: TeacherKey) -> Path:
         return self.root / key.relpath
 
-    def load(self, key: TeacherKey, data: DataSplits) -> tuple[nn.Module, dict[str, Any]] | None:
-        """The cached teacher and its card, or None if absent or rejected by its checksum."""
+    def verified_card(self, key: TeacherKey) -> dict[str, Any] | None:
+        """The card of `key`'s complete entry with its weights' sha256 verified, None when there is no entry (no
+        card or no weights); BadZooFile saying why an entry there must not be loaded (a broken card, weights of
+        another checksum, a device, a file over its declared size, a symlink out of the zoo). Reads, never writes."""
         entry = self.entry_dir(key)
         card_path, weights = entry / CARD, entry / WEIGHTS
         if not card_path.exists() or not weights.exists():
             return None
+        note = outside_note(self.root, entry)
+        if note:
+            raise BadZooFile(f"its folder is {note}")
         try:
-            card = json.loads(card_path.read_text())
-            expected = str(card["sha256"])
-        except (ValueError, KeyError, TypeError):  # not a card this zoo wrote
-            card, expected = {}, "(unreadable card)"
-        actual = sha256_file(weights)
-        if actual != expected:  # checked before a byte of the weights is parsed
-            self._reject(key, weights, f"checksum mismatch (card {expected[:12]}…, file {actual[:12]}…)")
+            card = read_card(self.root, card_path)
+        except BadZooFile as e:
+            raise BadZooFile(f"{CARD}: {e}") from None
+        try:
+            actual = weights_sha256(self.root, weights, card)
+        except BadZooFile as e:
+            raise BadZooFile(f"{WEIGHTS}: {e}") from None
+        if actual != card["sha256"]:  # checked before a byte of the weights is parsed
+            raise BadZooFile(f"checksum mismatch (card {card['sha256'][:12]}…, file {actual[:12]}…)")
+        return card
+
+    def load(self, key: TeacherKey, data: DataSplits) -> tuple[nn.Module, dict[str, Any]] | None:
+        """The cached teacher and its card, or None if absent or rejected (its file set aside, to be retrained;
+        an imported teacher, which cannot be, is a UserError)."""
+        try:
+            card = self.verified_card(key)
+        except BadZooFile as e:
+            self._reject(key, str(e))
+            return None
+        if card is None:
             return None
         model = _build(key, data)
+        weights = self.entry_dir(key) / WEIGHTS
         try:
-            # safetensors: tensors only, no code; a malformed file is refused like a mismatching one.
-            model.load_state_dict(load_plain_weights(weights))
-        except (UnusableCheckpointError, RuntimeError) as e:
-            self._reject(key, weights, str(e) if isinstance(e, UnusableCheckpointError) else f"does not fit {key.arch}")
+            # safetensors: tensors only, no code; a malformed file is refused like a mismatching one, and so are
+            # weights whose dtypes are not the model's (float bytes labelled int32 would load as other numbers).
+            state = load_plain_weights(weights)
+            check_fits(model, state, f"does not fit {key.arch}")
+            model.load_state_dict(state)
+        except UserError as e:  # UnusableCheckpointError is one
+            self._reject(key, str(e))
             return None
         model.eval()
-        return model, card
+        return model, {**card, "path": str(self.entry_dir(key))}  # where it is now (a zoo may have been moved)
 
-    def _reject(self, key: TeacherKey, weights: Path, why: str) -> None:
-        """Set an entry's weights aside (`*.rejected`) and drop its card, so that the teacher is retrained."""
-        rejected = weights.with_suffix(".safetensors.rejected")
-        os.replace(weights, rejected)
-        (weights.parent / CARD).unlink(missing_ok=True)
-        self.reporter.log(f"teacher {key.arch} at {weights.parent}: {why}; file rejected as {rejected.name}, "
-                          "retraining")
+    def _reject(self, key: TeacherKey, why: str) -> None:
+        """Set an entry's weights aside (`*.rejected`) and drop its card, so that the teacher is retrained; an
+        entry whose folder leads out of the zoo is not touched inside: the link is removed. An imported teacher
+        cannot be retrained: a UserError (its file set aside too, so that importing it again replaces it)."""
+        entry = self.entry_dir(key)
+        if outside_note(self.root, entry):
+            removed = claim_folder(self.root, entry)
+            done = f"link removed ({'; '.join(removed)})"
+        else:
+            weights = entry / WEIGHTS
+            rejected = weights.with_suffix(".safetensors.rejected")
+            with contextlib.suppress(FileNotFoundError):  # set aside already by a concurrent run
+                os.replace(weights, rejected)  # a symlink is renamed itself: its target is left as it is
+            (entry / CARD).unlink(missing_ok=True)
+            done = f"file rejected as {rejected.name}"
+        if key.imported:
+            raise UserError(f"imported teacher {key.arch} at {entry}: {why}; {done}: import it again with "
+                            f"`kdbench teachers import PATH --arch {key.arch} --dataset {key.dataset}`")
+        self.reporter.log(f"teacher {key.arch} at {entry}: {why}; {done}, retraining")
 
     def get_or_train(
         self, key: TeacherKey, data: DataSplits, settings: EngineSettings
@@ -208,8 +254,11 @@ class TeacherZoo:
             self.reporter.log(f"teacher {key.arch} loaded from the zoo ({self.entry_dir(key)})")
             return found[0], {**found[1], "cached": True}
         entry = self.entry_dir(key)
-        entry.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(entry) + ".lock")
+        for link in claim_folder(self.root, entry):  # written into below: never through a link out of the zoo
+            self.reporter.log(f"teacher {key.arch}: {link} leads out of the zoo; the link is removed")
+        lock_path = Path(str(entry) + ".lock")
+        unlink_if_symlink(lock_path)  # opening a lock file truncates it: never another file through a link
+        lock = FileLock(str(lock_path))
         try:
             # `lock.is_locked` says whether this object holds the lock, never another process: the waiting line
             # never appeared and a run waited minutes in silence (issue #29). A try without waiting tells.
@@ -234,6 +283,7 @@ class TeacherZoo:
         entry = self.entry_dir(key)
         _refuse_to_train_imported(key, entry)
         _check_training_data(key, data)
+        unlink_if_symlink(entry / "work")  # the checkpoint is written and resumed there: never through a link
         self.reporter.log(f"training teacher {key.arch} on {key.dataset} ({len(data.train):,} samples"
                           f"{key.data_note}, {key.recipe.epochs} epochs)")
         torch.manual_seed(key.seed)
@@ -257,9 +307,20 @@ class TeacherZoo:
         return model, card
 
     def cards(self) -> list[dict[str, Any]]:
+        return self.scan()[0]
+
+    def scan(self) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+        """The cards of the zoo's entries, and (card path, what is wrong) for each that is not one: not JSON, a
+        field missing or of another type, a symlink out of the zoo. Nothing is changed."""
         if not self.root.is_dir():
-            return []
-        return [json.loads(p.read_text()) for p in sorted(self.root.glob(f"*/*/*/{CARD}"))]
+            return [], []
+        cards, bad = [], []
+        for path in sorted(self.root.glob(f"*/*/*/{CARD}")):
+            try:
+                cards.append(read_card(self.root, path))
+            except BadZooFile as e:
+                bad.append((path, str(e)))
+        return cards, bad
 
 
 def _check_training_data(key: TeacherKey, data: DataSplits) -> None:
@@ -293,13 +354,11 @@ def load_teacher_checkpoint(
     recorded with `source: "run:<id>"`. Evaluated on the test split for the run's teacher metrics.
     `sha256` is the file's digest when the caller already has it (the file is not hashed again).
     A file that is not in the expected format or does not fit `arch` is a UserError naming the path."""
-    from kdbench.models.state_dicts import check_fits, unwrap_state_dict
+    from kdbench.models.state_dicts import unwrap_state_dict
     from kdbench.store.exports import build_from_card, card_of_file
 
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--teacher-ckpt {path}: no such file")
-    sha256 = sha256 or sha256_file(path)
+    sha256 = sha256 or user_file_sha256(path, "--teacher-ckpt")
     # The safe loader refuses (one line, UnsafeCheckpointError) anything but plain tensors: nothing in it runs.
     state = unwrap_state_dict(load_plain_weights(path), f"--teacher-ckpt {path}")
     card = card_of_file(path, sha256)
@@ -325,6 +384,12 @@ def load_teacher_checkpoint(
     }
 
 
+def weights_facts(weights: Path) -> dict[str, Any]:
+    """The card's account of the weight file it was just written: its sha256 and its `size`, the most a load
+    then reads (a file swapped for a device or a larger one is refused, not read without end)."""
+    return {"sha256": sha256_file(weights), "size": weights.stat().st_size}
+
+
 def _ce_distiller(model: nn.Module, key: TeacherKey, data: DataSplits) -> Any:
     """`model` wrapped by the `ce` method (the student alone, label smoothing from the key's recipe): a teacher
     trains through the same method and engine as a student trained alone."""
@@ -347,7 +412,7 @@ def _store_entry(entry: Path, key: TeacherKey, data: DataSplits, model: nn.Modul
     card = {
         "key": key.to_dict(),
         "path": str(entry),
-        "sha256": sha256_file(weights),
+        **weights_facts(weights),
         "arch": key.arch,
         "dataset": key.dataset,
         "recipe": key.recipe.name,
