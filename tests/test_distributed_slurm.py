@@ -11,14 +11,14 @@ pytestmark = pytest.mark.slurm
 
 def test_a_two_task_job_trains_one_run_with_world_size_two(slurm_conf, tmp_path):  # noqa: F811
     from kdbench.store.records import RunStore
-    from kdbench.sweep.submit import load_sweep
+    from kdbench.sweep.saved_sweep import load_saved_sweep
 
     results = tmp_path / "results"
     result = kdbench_cli("sweep", "--methods", "ce", "--students", "test_resnet", "--seeds", "0", "--epochs", "1",
                          "--set", "data.image_size=8", "--executor", "slurm", "--cpus-per-task", "1",
                          "--tasks-per-node", "2", "--timeout-min", "10", "--results-dir", results, "--wait")
     assert result.exit_code == 0, result.output
-    (sub,) = load_sweep(results)["submissions"]
+    (sub,) = load_saved_sweep(results)["submissions"]
     ((run_id, _),) = sub["tasks"].items()
     record = RunStore(results).load(run_id)
     assert record["status"] == "completed"

@@ -12,8 +12,8 @@ from rich.table import Table
 from kdbench.cli.app import app
 from kdbench.cli.options import ResultsDir
 from kdbench.cli.reporter import console
+from kdbench.sweep.saved_sweep import load_saved_sweep
 from kdbench.sweep.status import STATES, SweepState, sweep_state, teacher_state
-from kdbench.sweep.submit import load_sweep
 
 _STYLE = {"completed": "green", "failed": "bold red", "diverged": "magenta", "running": "cyan", "pending": "dim",
           "interrupted": "yellow"}
@@ -55,7 +55,7 @@ def status_command(
 
       kdbench status 20250101-120000-ab12 --results-dir /shared/results
     """
-    sweep = load_sweep(results_dir, sweep_id)
+    sweep = load_saved_sweep(results_dir, sweep_id)
     state = sweep_state(sweep)
     if state.scheduler_note:  # one line, on stderr so that --json stays parseable
         typer.echo(f"warning: {state.scheduler_note}", err=True)

@@ -49,10 +49,12 @@ from kdbench.cli.sweep_options import (
 from kdbench.core.errors import UserError
 from kdbench.spec.paths import Paths
 from kdbench.sweep.chains import parents
+from kdbench.sweep.executors import choose_executor
 from kdbench.sweep.grid import at_world_size, expand, parse_sbatch, resources_from_options
 from kdbench.sweep.plan import Plan, make_plan, plan_entries, runs_of_sweep
+from kdbench.sweep.saved_sweep import load_saved_sweep, new_sweep
 from kdbench.sweep.status import SweepState, env_poll_s, sweep_state, wait_for_sweep
-from kdbench.sweep.submit import Submitted, choose_executor, load_sweep, new_sweep, submit_plan
+from kdbench.sweep.submit import Submitted, submit_plan
 from kdbench.sweep.time_limits import limit_warnings
 
 
@@ -266,7 +268,7 @@ def _resume_plan(sweep_id: str, cli: dict[str, Any], force: bool) -> tuple[dict[
     if given:
         raise UserError(f"--resume keeps the sweep's grid and paths; drop --{given[0].replace('_', '-')} "
                         "(resource flags such as --timeout-min may change)")
-    sweep = load_sweep(cli.get("results_dir"), sweep_id)
+    sweep = load_saved_sweep(cli.get("results_dir"), sweep_id)
     if cli.get("executor") not in (None, sweep["executor"]):
         raise UserError(f"sweep {sweep_id} runs on the {sweep['executor']} executor; --resume cannot change it")
     kind, reason = choose_executor(sweep["executor"])

@@ -24,7 +24,7 @@ from submitit.core.utils import JobPaths
 
 from kdbench.core.safe_load import RefusedPickle, load_plain_pickle
 from kdbench.store.records import RunStore
-from kdbench.sweep.submit import latest_jobs
+from kdbench.sweep.saved_sweep import latest_jobs
 
 STATES = ("pending", "running", "completed", "failed", "diverged", "interrupted")
 _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD"}
