@@ -9,19 +9,53 @@ runs concurrently), and an explicit `--cpus-per-task` too large for the largest 
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
 
 from kdbench.core.errors import UserError
 from kdbench.sweep.grid import Resources
 
+# Node states (sinfo's short form, flags such as `*` stripped) in which a node takes no new job until a person
+# acts: down, drained or draining, failed, invalid.
+UNUSABLE_STATES = ("down", "drain", "drng", "drained", "draining", "fail", "failg", "failing", "inval")
+
+
+@dataclass(frozen=True)
+class PartitionNodes:
+    """What sinfo says of a partition's nodes: one entry per node."""
+
+    name: str  # the partition (the default one's name when none was asked for)
+    cpus: list[int]
+    states: list[str]
+    time_limit: str  # sinfo's `%l`: `infinite`, `1-00:00:00`, ...
+
+    @property
+    def all_unusable(self) -> bool:
+        return bool(self.states) and all(s.rstrip("*~#%$@^-!") in UNUSABLE_STATES for s in self.states)
+
+
+def partition_nodes(partition: str | None) -> PartitionNodes | None:
+    """The nodes of `partition` (the default one if None), from sinfo; None when sinfo does not answer."""
+    try:
+        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%N|%c|%t|%l"], capture_output=True, text=True,
+                             timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    rows = [line.split("|") for line in out.splitlines() if line.count("|") == 4]
+    if partition is None:  # the default partition is the one sinfo marks with `*`
+        rows = [r for r in rows if r[0].endswith("*")]
+    else:
+        rows = [r for r in rows if r[0].rstrip("*") == partition]
+    if not rows:
+        return None
+    return PartitionNodes(name=rows[0][0].rstrip("*"),
+                          cpus=[int(r[2].rstrip("+")) for r in rows if r[2].rstrip("+").isdigit()],
+                          states=[r[3] for r in rows], time_limit=rows[0][4])
+
 
 def node_cpu_counts(partition: str | None) -> list[int]:
-    """CPUs of each node of `partition` (the default one if None), from sinfo; empty when unknown."""
-    cmd = ["sinfo", "-h", "-N", "-o", "%c", *(["-p", partition] if partition else [])]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [int(tok.rstrip("+")) for tok in out.split() if tok.rstrip("+").isdigit()]
+    """CPUs of each node of `partition` (the default one if None); empty when unknown."""
+    nodes = partition_nodes(partition)
+    return nodes.cpus if nodes else []
 
 
 def default_cpus_per_task(resources: Resources, n_tasks: int, node_cpus: list[int]) -> int | None:
