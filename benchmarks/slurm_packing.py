@@ -26,7 +26,7 @@ from pathlib import Path
 def sweep_wall_s(parallelism: int, args: argparse.Namespace, root: Path) -> tuple[float, list[int]]:
     """(seconds from the first task's start to the last one's end, torch threads each run used)."""
     from kdbench.store.records import RunStore
-    from kdbench.sweep.submit import load_sweep
+    from kdbench.sweep.saved_sweep import load_saved_sweep
 
     results = root / f"p{parallelism}"
     cmd = [sys.executable, "-m", "kdbench", "sweep", "--methods", "ce", "--students", "resnet18", "--seeds", "0-3",
@@ -34,7 +34,7 @@ def sweep_wall_s(parallelism: int, args: argparse.Namespace, root: Path) -> tupl
            "--executor", "slurm", "--array-parallelism", str(parallelism), "--timeout-min", "30",
            "--results-dir", str(results), "--zoo-dir", str(root / "zoo"), "--wait"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "KDBENCH_POLL_S": "1"})
-    sweep = load_sweep(results)
+    sweep = load_saved_sweep(results)
     array = sweep["submissions"][-1]["array_job"]
     out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,Start,End", "-j", array], capture_output=True,
                          text=True, check=True).stdout

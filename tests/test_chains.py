@@ -13,7 +13,7 @@ from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.execute.runner import run
 from kdbench.store.records import RunStore
 from kdbench.sweep.chains import local_shares, parse_chains
-from kdbench.sweep.submit import load_sweep
+from kdbench.sweep.saved_sweep import load_saved_sweep
 
 TINY = ["--epochs", "1", "--teacher-epochs", "1", "--batch-size", "256", "--set", "data.image_size=8",
         "--set", "teacher_recipe.batch_size=256", "--cpus-per-task", "1"]
@@ -61,7 +61,7 @@ def test_a_two_stage_chain_runs_on_the_local_executor_stage_two_from_stage_ones_
                          *TINY, "--executor", "local", "--results-dir", dirs["results"], "--zoo-dir", dirs["zoo"],
                          "--wait")
     assert result.exit_code == 0, result.output
-    sweep = load_sweep(dirs["results"])
+    sweep = load_saved_sweep(dirs["results"])
     first, second = (entry["run_id"] for entry in sweep["runs"])
     store = RunStore(dirs["results"])
     records = [store.load(first), store.load(second)]

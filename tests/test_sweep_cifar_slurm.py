@@ -20,7 +20,7 @@ SITE = Path(__file__).resolve().parent / "fixture_site"  # sitecustomize: the fi
 
 def test_smoke_cifar_sweep_runs_a_teacher_then_two_runs_on_slurm(slurm_conf, tmp_path, monkeypatch):  # noqa: F811
     from kdbench.store.records import RunStore
-    from kdbench.sweep.submit import load_sweep
+    from kdbench.sweep.saved_sweep import load_saved_sweep
 
     data, results, zoo = tmp_path / "data", tmp_path / "results", tmp_path / "zoo"
     written = write_cifar100(data, train_per_class=2, test_per_class=1, classes=8)
@@ -34,7 +34,7 @@ def test_smoke_cifar_sweep_runs_a_teacher_then_two_runs_on_slurm(slurm_conf, tmp
             "--data-root", data]
     result = kdbench_cli(*args, "--wait")
     assert result.exit_code == 0, result.output
-    (sub,) = load_sweep(results)["submissions"]
+    (sub,) = load_saved_sweep(results)["submissions"]
     ((teacher_id,),) = [[t["job_id"] for t in sub["teacher_jobs"].values()]]
     assert len(sub["tasks"]) == 2 and sub["dependency"] == f"afterok:{teacher_id}"
     acct = sacct(",".join([teacher_id, *sub["tasks"].values()]))

@@ -194,7 +194,8 @@ def test_resume_refuses_gpus_that_would_change_the_runs_world_size(dirs):
     """Tasks per node default to one per GPU: resuming a 2-GPU sweep with --gpus-per-node 1 would start 1-rank
     jobs for runs planned (and identified) as 2-rank ones. Another time limit is fine."""
     from kdbench.sweep.grid import at_world_size, paths_from_options, resources_from_options
-    from kdbench.sweep.submit import absolute_paths, new_sweep, save_sweep
+    from kdbench.sweep.saved_sweep import new_sweep, save_sweep
+    from kdbench.sweep.submit import absolute_paths
 
     options = {"methods": "kd", "teachers": "resnet18", "seeds": "0", "gpus_per_node": 2,
                "results_dir": str(dirs["results"])}

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from kdbench.store.records import RunStore
-from kdbench.sweep.submit import load_sweep
+from kdbench.sweep.saved_sweep import load_saved_sweep
 from kdbench.teachers.zoo import TeacherZoo
 
 TINY = ["--epochs", "1", "--teacher-epochs", "1", "--batch-size", "256", "--set", "data.image_size=8",
@@ -31,7 +31,7 @@ def test_local_executor_runs_the_small_sweep_and_resubmits_nothing(dirs, monkeyp
     assert result.exit_code == 0, result.output
     assert "executor local" in result.output
 
-    sweep = load_sweep(dirs["results"])
+    sweep = load_saved_sweep(dirs["results"])
     (sub,) = sweep["submissions"]
     assert len(sub["teacher_jobs"]) == 1 and len(sub["tasks"]) == 4
     assert sub["dependency"] is None  # local jobs order themselves through the zoo's lock
@@ -54,7 +54,7 @@ def test_debug_executor_runs_in_process_and_status_reads_the_records(dirs):
     result = kdbench_cli("sweep", "--methods", "ce", "--students", "cifar_resnet8", "--seeds", "3", *TINY,
                          "--executor", "debug", "--results-dir", dirs["results"], "--zoo-dir", dirs["zoo"])
     assert result.exit_code == 0, result.output
-    sweep = load_sweep(dirs["results"])
+    sweep = load_saved_sweep(dirs["results"])
     (rid,) = sweep["submissions"][0]["tasks"]
     assert RunStore(dirs["results"]).status(rid) == "completed"
     status = kdbench_cli("status", sweep["sweep_id"], "--results-dir", dirs["results"])

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from kdbench.spec.paths import Paths
 from kdbench.store.records import RunStore
-from kdbench.sweep.submit import load_sweep
+from kdbench.sweep.saved_sweep import load_saved_sweep
 
 TINY = ["--epochs", "1", "--teacher-epochs", "1", "--batch-size", "256", "--set", "data.image_size=8",
         "--set", "teacher_recipe.batch_size=256", "--cpus-per-task", "1"]
@@ -26,7 +26,7 @@ def test_a_sweeps_cache_folder_and_cache_mode_reach_its_runs(dirs, tmp_path):
               "--device", "cpu", "--results-dir", dirs["results"], "--zoo-dir", dirs["zoo"], "--cache-dir", cache]
     off = kdbench_cli("sweep", "--methods", "kd", "--seeds", "0", "--teacher-cache", "off", *common)
     assert off.exit_code == 0, off.output
-    sweep = load_sweep(dirs["results"])
+    sweep = load_saved_sweep(dirs["results"])
     assert sweep["paths"] == {"results_dir": str(dirs["results"].resolve()), "zoo_dir": str(dirs["zoo"].resolve()),
                               "data_root": None, "cache_dir": str(cache.resolve()), "device": "cpu",
                               "teacher_cache": "off"}
@@ -38,7 +38,7 @@ def test_a_sweeps_cache_folder_and_cache_mode_reach_its_runs(dirs, tmp_path):
 
     on = kdbench_cli("sweep", "--methods", "kd", "--seeds", "1", *common)
     assert on.exit_code == 0, on.output
-    (rid,) = load_sweep(dirs["results"])["submissions"][0]["tasks"]
+    (rid,) = load_saved_sweep(dirs["results"])["submissions"][0]["tasks"]
     used = RunStore(dirs["results"]).load(rid)["teacher_cache"]
     assert used["mode"] == "on" and used["dir"].startswith(str(cache.resolve()))
     assert any(p.is_file() for p in cache.rglob("*"))  # the sweep's cache folder, not $KDBENCH_CACHE

@@ -203,7 +203,7 @@ def test_run_state_combines_record_and_job(record, job, expected):
 
 
 def test_default_executor_is_local_when_sbatch_is_missing(monkeypatch, tmp_path):
-    from kdbench.sweep.submit import choose_executor
+    from kdbench.sweep.executors import choose_executor
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no scontrol
     kind, reason = choose_executor(None)

@@ -79,7 +79,7 @@ def status_json(results: Path, sweep_id: str = "") -> dict:
 
 def test_sweep_trains_teacher_first_then_runs_one_dependent_array(slurm_conf, zoo, tmp_path):
     from kdbench.store.records import RunStore
-    from kdbench.sweep.submit import load_sweep
+    from kdbench.sweep.saved_sweep import load_saved_sweep
 
     results = tmp_path / "results"
     # timm's test_resnet (a tenth of resnet18's time at 8 px): five jobs, and only their order is in question.
@@ -89,7 +89,7 @@ def test_sweep_trains_teacher_first_then_runs_one_dependent_array(slurm_conf, zo
     assert result.exit_code == 0, result.output
     assert "executor slurm" in result.output
 
-    sweep = load_sweep(results)
+    sweep = load_saved_sweep(results)
     (sub,) = sweep["submissions"]
     ((teacher_id,),) = [[t["job_id"] for t in sub["teacher_jobs"].values()]]
     assert len(sub["tasks"]) == 4 and sub["dependency"] == f"afterok:{teacher_id}"
@@ -133,15 +133,15 @@ def test_preempted_task_resumes_to_an_uninterrupted_runs_numbers_and_failed_task
     from kdbench.spec.config import RunConfig
     from kdbench.spec.paths import Paths
     from kdbench.store.records import RunStore
+    from kdbench.sweep.saved_sweep import load_saved_sweep
     from kdbench.sweep.status import sweep_state, wait_for_sweep
-    from kdbench.sweep.submit import load_sweep
 
     results = tmp_path / "results"
     result = kdbench_cli("sweep", "--methods", "ce", "--students", "resnet18,vit_tiny_patch16_224", "--seeds", "0",
                          "--epochs", "10", "--batch-size", "256", "--set", "data.image_size=8", *SLURM,
                          "--results-dir", results, "--zoo-dir", zoo)
     assert result.exit_code == 0, result.output
-    sweep = load_sweep(results)
+    sweep = load_saved_sweep(results)
     entries = {e["student"]: e for e in sweep["runs"]}
     cnn, vit = entries["resnet18"]["run_id"], entries["vit_tiny_patch16_224"]["run_id"]
     tasks = sweep["submissions"][0]["tasks"]
@@ -182,11 +182,11 @@ def test_preempted_task_resumes_to_an_uninterrupted_runs_numbers_and_failed_task
 
     resumed = kdbench_cli("sweep", "--resume", sweep["sweep_id"], "--results-dir", results)
     assert resumed.exit_code == 0, resumed.output
-    last = load_sweep(results, sweep["sweep_id"])["submissions"][-1]
+    last = load_saved_sweep(results, sweep["sweep_id"])["submissions"][-1]
     assert list(last["tasks"]) == [vit]  # only the failed run went back to the queue
     assert last["skipped"] == {cnn: "completed"}
     subprocess.run(["scancel", last["tasks"][vit]], check=True)  # it would only fail again
-    _wait_until(lambda: not sweep_state(load_sweep(results, sweep["sweep_id"])).active, 60, "the cancel")
+    _wait_until(lambda: not sweep_state(load_saved_sweep(results, sweep["sweep_id"])).active, 60, "the cancel")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -226,7 +226,7 @@ def test_run_longer_than_the_time_limit_finishes_through_requeues(slurm_conf, zo
     preemption test below (and by kill -9 in test_security.py): training a second ~70 s reference here only
     slowed the SLURM job it competed with for the cores."""
     from kdbench.store.records import RunStore
-    from kdbench.sweep.submit import load_sweep
+    from kdbench.sweep.saved_sweep import load_saved_sweep
 
     # Epochs for ~90 s of training on this (shared, loaded) machine, from the fastest of three epochs measured
     # here first: a single probe epoch taken while the other test worker was busy overestimated the epoch time
@@ -241,7 +241,7 @@ def test_run_longer_than_the_time_limit_finishes_through_requeues(slurm_conf, zo
                          "256", "--set", "data.image_size=8", "--executor", "slurm", "--cpus-per-task", "1",
                          "--timeout-min", "1", "--results-dir", results, "--zoo-dir", zoo)
     assert result.exit_code == 0, result.output
-    sweep = load_sweep(results)
+    sweep = load_saved_sweep(results)
     ((run_id, task),) = sweep["submissions"][0]["tasks"].items()
     script = (Path(sweep["folder"]) / f"{task.split('_')[0]}_submission.sh").read_text()
     assert "--signal=USR2@6" in script and "--time=1" in script  # a tenth of the limit, not submitit's 90 s
@@ -271,10 +271,10 @@ def _config(student: str, epochs: int, seed: int = 0) -> dict:
 
 
 def _wait_for(results: Path, sweep_id: str, timeout_s: float):
+    from kdbench.sweep.saved_sweep import load_saved_sweep
     from kdbench.sweep.status import wait_for_sweep
-    from kdbench.sweep.submit import load_sweep
 
-    return wait_for_sweep(load_sweep(results, sweep_id), poll_s=1, timeout_s=timeout_s)
+    return wait_for_sweep(load_saved_sweep(results, sweep_id), poll_s=1, timeout_s=timeout_s)
 
 
 @pytest.mark.parametrize(("option", "named"), [
@@ -305,7 +305,7 @@ def test_scancel_leaves_an_interrupted_record_and_resume_completes_it_with_the_s
     one thread each (from SLURM_CPUS_PER_TASK). One is cancelled mid-run, then resumed. Then the controller goes
     away (a copy of slurm.conf with a dead port) and `status` still answers from the records, quickly."""
     from kdbench.store.records import RunStore
-    from kdbench.sweep.submit import load_sweep
+    from kdbench.sweep.saved_sweep import load_saved_sweep
 
     results = tmp_path / "results"
     # 10 epochs: with the batch-served data path an epoch takes ~0.5-2 s here, and a 3-epoch run finished between
@@ -314,7 +314,7 @@ def test_scancel_leaves_an_interrupted_record_and_resume_completes_it_with_the_s
                          "--batch-size", "256", "--set", "data.image_size=8", "--executor", "slurm",
                          "--timeout-min", "10", "--results-dir", results, "--zoo-dir", zoo)
     assert result.exit_code == 0, result.output
-    sweep = load_sweep(results)
+    sweep = load_saved_sweep(results)
     sub = sweep["submissions"][0]
     assert sub["cpus_per_task"] == 1  # 2 CPUs shared by 2 tasks at once
     script = (Path(sweep["folder"]) / f"{sub['array_job']}_submission.sh").read_text()
@@ -341,7 +341,7 @@ def test_scancel_leaves_an_interrupted_record_and_resume_completes_it_with_the_s
 
     resumed = kdbench_cli("sweep", "--resume", sweep["sweep_id"], "--results-dir", results, "--wait")
     assert resumed.exit_code == 0, resumed.output
-    assert list(load_sweep(results, sweep["sweep_id"])["submissions"][-1]["tasks"]) == [victim]
+    assert list(load_saved_sweep(results, sweep["sweep_id"])["submissions"][-1]["tasks"]) == [victim]
     record = store.load(victim)
     assert record["status"] == "completed"
     assert [a["reason"] for a in record["attempts"]] == ["cancelled", "completed"]

@@ -12,8 +12,8 @@ from rich.table import Table
 from kdbench.cli.app import app
 from kdbench.cli.options import ResultsDir
 from kdbench.cli.reporter import console
+from kdbench.sweep.saved_sweep import load_saved_sweep
 from kdbench.sweep.status import STATES, SweepState, sweep_state, teacher_state
-from kdbench.sweep.submit import load_sweep
 
 _STYLE = {"completed": "green", "failed": "bold red", "diverged": "magenta", "running": "cyan", "pending": "dim",
           "interrupted": "yellow"}
@@ -31,6 +31,7 @@ def status_table(state: SweepState, sweep: dict) -> Table:
     for r in state.runs:
         note = f" ({r.error.splitlines()[0][:60]})" if r.state == "failed" and r.error else ""
         job = f"{r.job_id} {r.job_state or ''}".strip() if r.job_id else "—"
+        job += f" ({r.reason})" if r.reason else ""  # why SLURM keeps it pending
         table.add_row(r.run_id, r.label, f"[{_STYLE[r.state]}]{r.state}[/]{note}",
                       f"{r.top1:.2f}" if r.top1 is not None else "", job)
     labels = {d: t["label"] for sub in sweep["submissions"] for d, t in sub["teacher_jobs"].items()}
@@ -39,6 +40,14 @@ def status_table(state: SweepState, sweep: dict) -> Table:
         shown = f"[{_STYLE[t_state]}]{t_state}[/]" if t_state else ""
         table.add_row(digest, f"teacher {labels.get(digest, '')}", shown, "", f"{job_id} {job_state or ''}".strip())
     return table
+
+
+def stuck_groups(state: SweepState) -> dict[str, list[str]]:
+    """The line of each stuck job's reason and fix (the first job's), and the ids of the jobs it holds for."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for stuck in state.stuck:
+        groups.setdefault((stuck.reason, stuck.fix), []).append(stuck.job_id)
+    return {next(s for s in state.stuck if s.job_id == ids[0]).line(): ids for ids in groups.values()}
 
 
 @app.command("status")
@@ -55,13 +64,17 @@ def status_command(
 
       kdbench status 20250101-120000-ab12 --results-dir /shared/results
     """
-    sweep = load_sweep(results_dir, sweep_id)
+    sweep = load_saved_sweep(results_dir, sweep_id)
     state = sweep_state(sweep)
     if state.scheduler_note:  # one line, on stderr so that --json stays parseable
         typer.echo(f"warning: {state.scheduler_note}", err=True)
+    for line, ids in stuck_groups(state).items():  # jobs that will wait forever: say so, with the option to change
+        more = f" (and {len(ids) - 1} more job(s) for the same reason)" if len(ids) > 1 else ""
+        typer.echo(f"warning: {line}{more}; cancel (scancel {' '.join(ids)}) and submit again", err=True)
     if as_json:
         typer.echo(json.dumps({"sweep_id": state.sweep_id, "executor": state.executor, "counts": state.counts(),
                                "scheduler_note": state.scheduler_note,
+                               "stuck": [dataclasses.asdict(s) for s in state.stuck],
                                "runs": [dataclasses.asdict(r) for r in state.runs],
                                "teachers": {d: {"job_id": j, "job_state": s} for d, (j, s) in state.teachers.items()}},
                               indent=2))

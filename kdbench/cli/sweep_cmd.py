@@ -49,10 +49,12 @@ from kdbench.cli.sweep_options import (
 from kdbench.core.errors import UserError
 from kdbench.spec.paths import Paths
 from kdbench.sweep.chains import parents
+from kdbench.sweep.executors import choose_executor
 from kdbench.sweep.grid import at_world_size, expand, parse_sbatch, resources_from_options
 from kdbench.sweep.plan import Plan, make_plan, plan_entries, runs_of_sweep
-from kdbench.sweep.status import SweepState, env_poll_s, sweep_state, wait_for_sweep
-from kdbench.sweep.submit import Submitted, choose_executor, load_sweep, new_sweep, submit_plan
+from kdbench.sweep.saved_sweep import load_saved_sweep, new_sweep
+from kdbench.sweep.status import SweepState, cancel_jobs, env_poll_s, sweep_state, wait_for_sweep
+from kdbench.sweep.submit import Submitted, submit_plan
 from kdbench.sweep.time_limits import limit_warnings
 
 
@@ -246,10 +248,24 @@ def submission_line(sweep: dict[str, Any], submitted: Submitted, seconds: float)
 def report_outcome(sweep: dict[str, Any]) -> None:
     """Wait for the sweep's jobs (the debug executor's have ended), print their status; exit 1 if a run failed."""
     state = _wait(sweep) if sweep["executor"] != "debug" else sweep_state(sweep)
+    if state.stuck:
+        raise UserError(stuck_line(sweep, state))
     console.print(status_table(state, sweep))
     console.print(counts_line(state), highlight=False)
     if state.counts()["failed"]:
         raise typer.Exit(1)
+
+
+def stuck_line(sweep: dict[str, Any], state: SweepState) -> str:
+    """The one line `--wait` stops with when a job can never start, after cancelling every such job: left queued,
+    it would hold its runs `in flight`, and a `--resume` would not resubmit them."""
+    first = state.stuck[0]
+    ids = [s.job_id for s in state.stuck]
+    cancelled = cancel_jobs(ids)
+    more = f" (and {len(ids) - 1} more job(s) for the same reason)" if len(ids) > 1 else ""
+    done = "cancelled it" if cancelled else f"could not cancel it (scancel {' '.join(ids)})"
+    return (f"sweep {sweep['sweep_id']}: {first.line()}{more}; {done}, change the option and submit again "
+            f"(`kdbench sweep --resume {sweep['sweep_id']}` takes new resource options)")
 
 
 _RESOURCE_FLAGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "max_requeues",
@@ -266,7 +282,7 @@ def _resume_plan(sweep_id: str, cli: dict[str, Any], force: bool) -> tuple[dict[
     if given:
         raise UserError(f"--resume keeps the sweep's grid and paths; drop --{given[0].replace('_', '-')} "
                         "(resource flags such as --timeout-min may change)")
-    sweep = load_sweep(cli.get("results_dir"), sweep_id)
+    sweep = load_saved_sweep(cli.get("results_dir"), sweep_id)
     if cli.get("executor") not in (None, sweep["executor"]):
         raise UserError(f"sweep {sweep_id} runs on the {sweep['executor']} executor; --resume cannot change it")
     kind, reason = choose_executor(sweep["executor"])

@@ -6,6 +6,9 @@ without a completed record failed, unless the scheduler stopped it (cancelled, t
 run is `interrupted` and `--resume` continues it from its checkpoint. This also reconciles a record left
 `running` by a process killed before it could write. SLURM job states come from `squeue` (live jobs) and `sacct`
 (finished ones); local jobs from submitit's result file and the controller process.
+
+A pending SLURM job also has squeue's reason: one that never clears (kdbench.sweep.pending) makes the sweep
+`stuck`, which ends `--wait` and is shown by `kdbench status` with the option to change.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from submitit.core.utils import JobPaths
 
 from kdbench.core.safe_load import RefusedPickle, load_plain_pickle
 from kdbench.store.records import RunStore
-from kdbench.sweep.submit import latest_jobs
+from kdbench.sweep.grid import Resources
+from kdbench.sweep.node_fit import PartitionNodes, partition_nodes
+from kdbench.sweep.pending import StuckJob, never_clears
+from kdbench.sweep.saved_sweep import latest_jobs
 
 STATES = ("pending", "running", "completed", "failed", "diverged", "interrupted")
 _PENDING = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "RESV_DEL_HOLD"}
@@ -45,6 +51,7 @@ class RunState:
     job_state: str | None
     top1: float | None
     error: str | None
+    reason: str | None = None  # why SLURM keeps its job pending (squeue's reason)
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class SweepState:
     runs: list[RunState]
     teachers: dict[str, tuple[str, str | None]]  # digest → (job id, job state)
     scheduler_note: str | None = None  # e.g. the controller is unreachable: job states are partial
+    stuck: tuple[StuckJob, ...] = ()  # jobs pending for a reason that never clears
 
     def counts(self) -> dict[str, int]:
         c = Counter(r.state for r in self.runs)
@@ -86,19 +94,26 @@ def _expand_array(spec: str) -> list[int]:
     return out
 
 
-def _parse_states(lines: str) -> dict[str, str]:
+def _parse_states(lines: str, reasons: dict[str, str] | None = None) -> dict[str, str]:
+    """Job id → state from `JOBID|STATE[|REASON]` lines (squeue or sacct); a pending job's reason (squeue's
+    `%r`, e.g. `PartitionConfig`) goes into `reasons`."""
     out: dict[str, str] = {}
     for line in lines.splitlines():
-        job, _, state = line.strip().partition("|")
+        job, _, rest = line.strip().partition("|")
+        state, _, reason = rest.partition("|")
         if not job or not state:
             continue
         state = state.split()[0].rstrip("+")  # "CANCELLED by 0" → CANCELLED
         m = re.fullmatch(r"(\d+)_(\[.*\])", job)
-        if m:
-            for i in _expand_array(m.group(2)):
-                out.setdefault(f"{m.group(1)}_{i}", state)
-        else:
-            out[job] = state
+        ids = [f"{m.group(1)}_{i}" for i in _expand_array(m.group(2))] if m else [job]
+        for job_id in ids:
+            if m and job_id in out:
+                continue  # a task listed on its own line already
+            out[job_id] = state
+            if reasons is not None:
+                reasons.pop(job_id, None)
+                if state == "PENDING" and reason.strip() not in ("", "None"):
+                    reasons[job_id] = reason.strip()
     return out
 
 
@@ -116,11 +131,13 @@ def controller_unreachable(timeout_s: float = QUERY_TIMEOUT_S) -> str | None:
     return first[0] if first else "no controller"
 
 
-def slurm_job_states(job_ids: list[str], notes: list[str] | None = None) -> dict[str, str]:
+def slurm_job_states(job_ids: list[str], notes: list[str] | None = None,
+                     reasons: dict[str, str] | None = None) -> dict[str, str]:
     """SLURM state of each job id (`123` or an array task `123_4`); unknown ids are left out.
 
     With the controller down, squeue is skipped (it would retry for many seconds) and sacct, served by
-    slurmdbd, answers alone; `notes` receives one line saying so.
+    slurmdbd, answers alone; `notes` receives one line saying so. `reasons` receives squeue's reason of each
+    pending job.
     """
     if not job_ids:
         return {}
@@ -132,9 +149,12 @@ def slurm_job_states(job_ids: list[str], notes: list[str] | None = None) -> dict
                      "answers, else from the run records")
     try:  # live jobs first: squeue knows them the moment they are submitted
         if down is None:
-            q = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T"], capture_output=True, text=True,
+            q = subprocess.run(["squeue", "-h", "-r", "-o", "%i|%T|%r"], capture_output=True, text=True,
                                timeout=QUERY_TIMEOUT_S * 3)
-            states.update({k: v for k, v in _parse_states(q.stdout).items() if k in wanted})
+            live_reasons: dict[str, str] = {}
+            states.update({k: v for k, v in _parse_states(q.stdout, live_reasons).items() if k in wanted})
+            if reasons is not None:
+                reasons.update({k: v for k, v in live_reasons.items() if k in wanted})
     except (OSError, subprocess.SubprocessError):
         pass
     missing = wanted - set(states)
@@ -145,6 +165,9 @@ def slurm_job_states(job_ids: list[str], notes: list[str] | None = None) -> dict
                                capture_output=True, text=True, timeout=QUERY_TIMEOUT_S)
             found = _parse_states(a.stdout)
             states.update({k: found[k] for k in missing if k in found})
+            # An array cancelled before any task started is one line of its base id (`123|CANCELLED by 0`).
+            states.update({k: found[k.split("_")[0]] for k in missing
+                           if k not in found and "_" in k and k.split("_")[0] in found})
         except (OSError, subprocess.SubprocessError):
             if notes is not None and down is not None:
                 notes[-1] = f"SLURM unreachable ({down}; sacct got no answer either): states from the run records"
@@ -188,9 +211,10 @@ def local_job_states(folder: Path, job_ids: list[str]) -> dict[str, str]:
     return states
 
 
-def job_states(sweep: dict[str, Any], job_ids: list[str], notes: list[str] | None = None) -> dict[str, str]:
+def job_states(sweep: dict[str, Any], job_ids: list[str], notes: list[str] | None = None,
+               reasons: dict[str, str] | None = None) -> dict[str, str]:
     if sweep["executor"] == "slurm":
-        return slurm_job_states(job_ids, notes)
+        return slurm_job_states(job_ids, notes, reasons)
     if sweep["executor"] == "local":
         return local_job_states(Path(sweep["folder"]), job_ids)
     return {}  # debug: jobs ran in the submitting process; the records say it all
@@ -232,7 +256,8 @@ def sweep_state(sweep: dict[str, Any]) -> SweepState:
     store = RunStore(sweep["paths"]["results_dir"])
     run_jobs, teacher_jobs = latest_jobs(sweep)
     notes: list[str] = []
-    states = job_states(sweep, [*run_jobs.values(), *teacher_jobs.values()], notes)
+    reasons: dict[str, str] = {}
+    states = job_states(sweep, [*run_jobs.values(), *teacher_jobs.values()], notes, reasons)
     runs = []
     for entry in sweep["runs"]:
         rid = entry["run_id"]
@@ -248,21 +273,49 @@ def sweep_state(sweep: dict[str, Any]) -> SweepState:
             run_id=rid, label=f"{entry['method']} {pair} {entry['dataset']} s{entry['seed']}",
             state=combine(status, job_state, job_id is not None),
             job_id=job_id, job_state=job_state, top1=metrics.get("top1_last"),
-            error=(record or {}).get("error"),
+            error=(record or {}).get("error"), reason=reasons.get(job_id) if job_id else None,
         ))
     teachers = {d: (j, states.get(j)) for d, j in teacher_jobs.items()}
-    return SweepState(sweep["sweep_id"], sweep["executor"], runs, teachers, notes[0] if notes else None)
+    return SweepState(sweep["sweep_id"], sweep["executor"], runs, teachers, notes[0] if notes else None,
+                      stuck_jobs(reasons, Resources(**sweep["resources"])))
+
+
+def stuck_jobs(reasons: dict[str, str], resources: Resources) -> tuple[StuckJob, ...]:
+    """The jobs whose pending reason never clears, each with the option to change."""
+    known: list[PartitionNodes | None] = []
+
+    def nodes() -> PartitionNodes | None:  # one sinfo call, and only when a reason needs it
+        if not known:
+            known.append(partition_nodes(resources.partition))
+        return known[0]
+
+    stuck = []
+    for job_id, reason in sorted(reasons.items()):
+        fix = never_clears(reason, resources, nodes)
+        if fix is not None:
+            stuck.append(StuckJob(job_id, reason, fix))
+    return tuple(stuck)
+
+
+def cancel_jobs(job_ids: list[str]) -> bool:
+    """scancel the jobs; whether scancel accepted them."""
+    try:
+        return subprocess.run(["scancel", *job_ids], capture_output=True, text=True,
+                              timeout=QUERY_TIMEOUT_S * 3).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 def wait_for_sweep(sweep: dict[str, Any], on_update: Callable[[SweepState], None] | None = None,
                    poll_s: float = 2.0, timeout_s: float | None = None) -> SweepState:
-    """Poll until no job of the sweep is queued or running; `on_update` sees every poll."""
+    """Poll until no job of the sweep is queued or running, or one is pending for a reason that never clears
+    (`state.stuck`); `on_update` sees every poll."""
     start = time.monotonic()
     while True:
         state = sweep_state(sweep)
         if on_update is not None:
             on_update(state)
-        if not state.active:
+        if not state.active or state.stuck:
             return state
         if timeout_s is not None and time.monotonic() - start > timeout_s:
             return state

@@ -1,18 +1,14 @@
-"""Submitting a sweep's plan through submitit, and the sweep file that remembers what was submitted.
+"""Submitting a sweep's plan through submitit.
 
 One job per missing teacher, then every run as ONE job array that starts only after all teacher jobs ended
 well (`--dependency=afterok:T1:T2`, `--kill-on-invalid-dep=yes` so a failed teacher cancels the array
 instead of leaving it pending forever). With every teacher cached there is no teacher job and no dependency.
 
-Executors: `slurm` (sbatch), `local` (subprocesses of this machine: the teacher jobs plus a few workers that
-each run their share of the runs in turn, as many as the CPUs allow, since local jobs all start at once; a
-run whose teacher is still being trained waits on the zoo's file lock) and `debug` (in this process, one
-after another). The default is
-slurm when `sbatch` is on PATH and `scontrol ping` reaches the controller; submitit's own auto-detection
-picks slurm whenever `srun` exists, even with the controller down.
-
-The sweep file `<results>/sweeps/<sweep_id>.json` holds the grid, options, every run's config and the job
-ids of each submission (a `--resume` appends one); submitit's files go to `<results>/submitit/<sweep_id>/`.
+On the local executor (subprocesses of this machine) the teacher jobs run beside a few workers that each run
+their share of the runs in turn, as many as the CPUs allow, since local jobs all start at once; a run whose
+teacher is still being trained waits on the zoo's file lock. The debug executor runs everything in this
+process, one after another. Which executor, and how it is built: kdbench.sweep.executors; the sweep file each
+submission is appended to: kdbench.sweep.saved_sweep. submitit's files go to `<results>/submitit/<sweep_id>/`.
 """
 
 from __future__ import annotations
@@ -20,11 +16,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import json
 import os
-import secrets
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,116 +26,17 @@ from typing import Any
 import submitit
 
 from kdbench.core.errors import UserError
-from kdbench.core.storage import atomic_write_json
 from kdbench.spec.paths import Paths
 from kdbench.store.records import default_results_dir
 from kdbench.sweep.chains import local_shares, parents
-from kdbench.sweep.grid import Grid, JobSettings, Resources, SweepRun
+from kdbench.sweep.executors import make_executor
+from kdbench.sweep.grid import Resources, SweepRun
 from kdbench.sweep.jobs import RunJob, RunSequence, TeacherJob
+from kdbench.sweep.node_fit import check_fits, default_cpus_per_task, node_cpu_counts
 from kdbench.sweep.plan import Plan
+from kdbench.sweep.saved_sweep import save_sweep
 from kdbench.sweep.scheduler_errors import scheduler_refusal
-from kdbench.sweep.time_limits import signal_delay_s
 from kdbench.teachers.zoo import default_zoo_dir
-
-EXECUTORS = ("slurm", "local", "debug")
-SCHEMA_VERSION = 1
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Executor choice
-
-
-def slurm_available() -> tuple[bool, str]:
-    """Whether SLURM can take jobs now, and why (shown to the user with the executor choice)."""
-    if shutil.which("sbatch") is None:
-        return False, "no sbatch on PATH"
-    try:
-        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.SubprocessError) as e:
-        return False, f"`scontrol ping` failed ({e})"
-    if ping.returncode == 0 and " UP" in ping.stdout:
-        return True, "sbatch on PATH and `scontrol ping` reaches the controller"
-    first = (ping.stdout.strip() or ping.stderr.strip()).splitlines()[:1]
-    return False, f"`scontrol ping`: {first[0] if first else 'no controller'}"
-
-
-def choose_executor(name: str | None) -> tuple[str, str]:
-    """(executor, reason). `None` means: slurm if it answers, else local."""
-    if name is not None:
-        if name not in EXECUTORS:
-            raise UserError(f"unknown executor '{name}'. Valid: {', '.join(EXECUTORS)}")
-        if name == "slurm":
-            ok, why = slurm_available()
-            if not ok:
-                raise UserError(f"--executor slurm: SLURM is not reachable ({why}); use --executor local")
-            return name, why
-        return name, "asked for"
-    ok, why = slurm_available()
-    return ("slurm", why) if ok else ("local", f"SLURM not reachable: {why}")
-
-
-def node_cpus(partition: str | None) -> int | None:
-    """CPUs of the smallest node of `partition` (the default one if None), from sinfo; None if unknown."""
-    cmd = ["sinfo", "-h", "-o", "%c", *(["-p", partition] if partition else [])]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    sizes = [int(tok.rstrip("+")) for tok in out.split() if tok.rstrip("+").isdigit()]
-    return min(sizes) if sizes else None
-
-
-def default_cpus_per_task(resources: Resources, n_tasks: int) -> int | None:
-    """CPUs per array task when --cpus-per-task is not given: the node's CPUs shared by the tasks that may run
-    on it at once (so two tasks on a 2-core node get one each, not two each); None when the size is unknown."""
-    cpus = node_cpus(resources.partition)
-    if cpus is None:
-        return None
-    return max(1, cpus // max(1, min(resources.array_parallelism, n_tasks)))
-
-
-def make_executor(kind: str, folder: Path, resources: Resources, name: str,
-                  dependency: str | None = None) -> submitit.Executor:
-    # Requeues after the time limit's warning: as many as --max-requeues (submitit's default is 3).
-    executor = submitit.AutoExecutor(folder=folder, cluster=kind, slurm_max_num_timeout=resources.max_requeues)
-    # nodes × tasks_per_node tasks (one per GPU by default) train each run data-parallel: see jobs.RunJob.
-    params: dict[str, Any] = {"name": name, "timeout_min": resources.timeout_min, "nodes": resources.nodes,
-                              "tasks_per_node": resources.tasks}
-    if resources.gpus_per_node:
-        params["gpus_per_node"] = resources.gpus_per_node
-    if resources.cpus_per_task:
-        params["cpus_per_task"] = resources.cpus_per_task
-    if resources.mem_gb:
-        params["mem_gb"] = resources.mem_gb
-    if kind == "slurm":
-        extra: dict[str, Any] = {"kill-on-invalid-dep": "yes"}
-        # An option given without a value (`--sbatch exclusive`) becomes a bare flag.
-        extra.update({k: (v if v != "" else True) for k, v in resources.sbatch.items()})
-        if dependency:
-            extra["dependency"] = dependency
-        params.update(slurm_signal_delay_s=signal_delay_s(resources.timeout_min),
-                      slurm_partition=resources.partition, slurm_account=resources.account,
-                      slurm_qos=resources.qos, slurm_constraint=resources.constraint,
-                      slurm_array_parallelism=resources.array_parallelism, slurm_additional_parameters=extra)
-    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    return executor
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The sweep file
-
-
-def sweeps_dir(results_dir: str | Path | None) -> Path:
-    return Path(results_dir if results_dir is not None else default_results_dir()) / "sweeps"
-
-
-def sweep_path(results_dir: str | Path | None, sweep_id: str) -> Path:
-    return sweeps_dir(results_dir) / f"{sweep_id}.json"
-
-
-def new_sweep_id() -> str:
-    # Sorts by time; the suffix keeps two sweeps started in the same second apart.
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def absolute_paths(paths: Paths) -> Paths:
@@ -153,68 +47,6 @@ def absolute_paths(paths: Paths) -> Paths:
     cache = str(Path(paths.cache_dir).expanduser().resolve()) if paths.cache_dir else None
     return Paths(str(results.expanduser().resolve()), str(zoo.expanduser().resolve()), data, cache)
 
-
-def run_entry(run: SweepRun) -> dict[str, Any]:
-    c = run.config
-    return {"run_id": run.run_id, "method": c.method, "teacher": c.teacher, "student": c.student,
-            "dataset": c.dataset, "seed": c.seed, "teacher_digest": run.teacher.digest if run.teacher else None,
-            "config": c.to_dict()}
-
-
-def new_sweep(grid: Grid, paths: Paths, resources: Resources, executor: str, reason: str,
-              runs: list[SweepRun], jobs: JobSettings | None = None) -> dict[str, Any]:
-    sweep_id = new_sweep_id()
-    return {
-        "schema": SCHEMA_VERSION,
-        "sweep_id": sweep_id,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "created_ts": time.time(),
-        "executor": executor,
-        "executor_reason": reason,
-        "folder": str(Path(paths.results_dir or ".") / "submitit" / sweep_id),
-        "grid": grid.to_dict(),
-        # Each job is handed this dict (kdbench.sweep.jobs): its folders and how it runs, in one place.
-        "paths": {**paths.to_dict(), **dataclasses.asdict(jobs or JobSettings())},
-        "resources": dataclasses.asdict(resources),
-        "runs": [run_entry(r) for r in runs],
-        "submissions": [],
-    }
-
-
-def save_sweep(sweep: dict[str, Any]) -> Path:
-    path = sweep_path(sweep["paths"]["results_dir"], sweep["sweep_id"])
-    atomic_write_json(path, sweep)
-    return path
-
-
-def load_sweep(results_dir: str | Path | None, sweep_id: str | None = None) -> dict[str, Any]:
-    """The sweep `sweep_id`, or the latest one (by submission time) when None."""
-    folder = sweeps_dir(results_dir)
-    if sweep_id is None:
-        files = sorted(folder.glob("*.json")) if folder.is_dir() else []
-        if not files:
-            raise UserError(f"no sweep in {folder}: start one with `kdbench sweep`")
-        sweeps = [json.loads(p.read_text()) for p in files]
-        return max(sweeps, key=lambda s: s.get("created_ts", 0.0))
-    path = folder / f"{sweep_id}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
-        raise UserError(f"no sweep '{sweep_id}' in {folder}. Known: {', '.join(known[-10:]) or '(none)'}")
-    return json.loads(path.read_text())
-
-
-def latest_jobs(sweep: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-    """(run id → job id, teacher digest → job id) of the latest submission that included each."""
-    runs: dict[str, str] = {}
-    teachers: dict[str, str] = {}
-    for sub in sweep["submissions"]:
-        runs.update(sub["tasks"])
-        teachers.update({d: t["job_id"] for d, t in sub["teacher_jobs"].items()})
-    return runs, teachers
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Submission
 
 
 @dataclass
@@ -231,8 +63,8 @@ def submit_plan(sweep: dict[str, Any], plan: Plan, *, force: bool = False) -> Su
     """Submit the plan's teacher jobs and its run array, append the submission to the sweep and save it."""
     kind = sweep["executor"]
     folder = Path(sweep["folder"])
+    resources = _fixed_threads(sweep, plan)  # before the folder: a refused request leaves nothing behind
     private_folder(folder)
-    resources = _fixed_threads(sweep, plan)
     teacher_jobs: dict[str, Any] = {}
     run_jobs: dict[str, Any] = {}
     dependency = None
@@ -257,14 +89,19 @@ def submit_plan(sweep: dict[str, Any], plan: Plan, *, force: bool = False) -> Su
 
 
 def _fixed_threads(sweep: dict[str, Any], plan: Plan) -> Resources:
-    """The sweep's resources, with SLURM's CPUs per task chosen once and written into the sweep."""
+    """The sweep's resources, with SLURM's CPUs per task chosen once and written into the sweep; a request no
+    node of the partition can hold is refused before anything is submitted."""
     resources = Resources(**sweep["resources"])
-    if sweep["executor"] == "slurm" and resources.cpus_per_task is None:
+    if sweep["executor"] != "slurm":
+        return resources
+    node_cpus = node_cpu_counts(resources.partition)
+    if resources.cpus_per_task is None:
         # Chosen once and kept in the sweep (saved only if the submission succeeds): a resumed run must get the
         # same threads, or its floating-point sums (and metrics) differ from an uninterrupted run's.
-        resources = dataclasses.replace(resources,
-                                        cpus_per_task=default_cpus_per_task(resources, len(plan.run_tasks) or 1))
+        resources = dataclasses.replace(
+            resources, cpus_per_task=default_cpus_per_task(resources, len(plan.run_tasks) or 1, node_cpus))
         sweep["resources"]["cpus_per_task"] = resources.cpus_per_task
+    check_fits(resources, resources.cpus_per_task or 1, node_cpus)
     return resources
 
 
