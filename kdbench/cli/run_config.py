@@ -28,7 +28,7 @@ from kdbench.core.storage import atomic_write_text
 from kdbench.execute.resolve import RunOptions, resolve_config, with_run_teacher
 from kdbench.spec.config import RunConfig
 from kdbench.spec.scoped_sets import parse_set_options, set_items, value_text
-from kdbench.spec.yaml_file import yaml_mapping
+from kdbench.spec.yaml_file import yaml_mapping, yaml_scalar
 
 # Options about this invocation, not about the run: never read from or written to a config file.
 INVOCATION_OPTIONS = ("config", "save_config", "as_json", "dry_run")
@@ -166,11 +166,8 @@ def run_arguments(identity: RunOptions) -> dict[str, Any]:
 
 def _yaml_value(text: str) -> Any:
     """A `--set` value as the YAML scalar that reads back to the same text (`2` not `'2'`), else the text."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if not isinstance(value, dict | list) and value_text(value) == text else text
+    value = yaml_scalar(text)
+    return value if value_text(value) == text else text
 
 
 def _absolute(path: str | Path) -> str:

@@ -29,6 +29,12 @@ class RunDiverged(Exception):
         self.losses = losses
 
 
+def shortened(text: str, width: int = 40) -> str:
+    """`text` cut to about `width` characters, saying how long it was: an error line quoting a value a file or
+    flag gave stays one line when that value is 5,000 digits long."""
+    return text if len(text) <= width else f"{text[:width - 10]}…{text[-6:]} ({len(text)} characters)"
+
+
 def unknown_name(kind: str, name: str, valid: Iterable[str], max_listed: int = 40) -> UserError:
     """A UserError for an unknown `name`, suggesting the closest valid names and listing the valid ones."""
     valid = sorted(valid)

@@ -21,7 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from kdbench.core.errors import UserError
+from kdbench.core.errors import UserError, shortened
 from kdbench.spec.recipe import Recipe
 
 RUN_ID_LENGTH = 16
@@ -154,7 +154,7 @@ def convert_option(value: str, annotation: Any, key: str) -> Any:
         if annotation is float:
             return float(value)  # finiteness is checked after the dataclass's own range check (see below)
     except ValueError:
-        raise UserError(f"{key}: expected {annotation.__name__}, got '{value}'") from None
+        raise UserError(f"{key}: expected {annotation.__name__}, got '{shortened(value)}'") from None
     return value
 
 
