@@ -224,7 +224,11 @@ def _load_methods() -> None:
     """Import every module of kdbench.methods (built-ins) and every `kdbench.methods` entry point (plugins).
 
     Built-ins are found as plugins are, by name at run time: the methods layer sits above this one (a method
-    imports the Distiller), so this layer never imports it (tests/test_layers.py)."""
+    imports the Distiller), so this layer never imports it (tests/test_layers.py).
+
+    A plugin that fails to import (a missing dependency, a syntax error, an exception at import) is named once,
+    with its error, and the other methods work: one broken package installed beside kdbench broke `kdbench
+    methods`, every leaderboard and every run, `--method ce` included (issue #34). Asking for it is the error."""
     from importlib.metadata import entry_points
 
     methods = importlib.import_module(BUILTIN_METHODS)
@@ -233,7 +237,19 @@ def _load_methods() -> None:
         if not info.name.startswith("_"):
             importlib.import_module(f"{methods.__name__}.{info.name}")
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()
+        try:
+            ep.load()
+        except Exception as e:  # whatever a third party's import raises (Ctrl-C still stops it)
+            where = f" of {ep.dist.name} {ep.dist.version}" if ep.dist is not None else ""
+            METHODS.mark_unavailable(ep.name, f"plugin entry point '{ep.name} = {ep.value}'{where} (group "
+                                     f"{ENTRY_POINT_GROUP}) failed to import: {type(e).__name__}: {_one_line(e)}")
+
+
+def _one_line(error: BaseException) -> str:
+    """An import error's message on one line (a SyntaxError's says its file and line; others may span lines)."""
+    if isinstance(error, SyntaxError):
+        return f"{error.msg} ({error.filename}, line {error.lineno})"
+    return " ".join(str(error).split())
 
 
 METHODS: Registry[MethodSpec] = Registry("method", loader=_load_methods)
