@@ -183,7 +183,12 @@ def inside(root: Path, path: Path) -> bool:
 def _open_regular(path: Path, max_bytes: int | None) -> tuple[Any, int]:
     """`path` opened for reading with its size, refused (UnsafeFile) unless it is a regular file of at most
     `max_bytes`. The size is read from the open file, so a file swapped after the check is still bounded."""
-    f = open(path, "rb")  # noqa: SIM115 - returned to the caller, who closes it
+    # O_NONBLOCK: a plain open() of a FIFO waits for a writer that may never come, before any check could run.
+    # It changes nothing for a regular file, and the flag is cleared before the bytes are read.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    f = os.fdopen(fd, "rb")
     try:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
