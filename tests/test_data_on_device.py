@@ -16,10 +16,10 @@ import typer
 
 from kdbench.cli.app import _register_commands, app
 from kdbench.cli.run_config import run_machine, run_options, run_params, save_run_config
-from kdbench.data.loaders import served_from
 from kdbench.execute import runner
 from kdbench.execute.build import build_loaders, load_data
 from kdbench.execute.resolve import resolve_config
+from kdbench.store.record_builder import served_block
 
 TINY = ("--method", "ce", "--student", "cifar_resnet8", "--epochs", "1", "--set", "data.image_size=8",
         "--device", "cpu")
@@ -50,8 +50,8 @@ def test_the_choice_reaches_every_loader_of_a_gpu_run(digits, monkeypatch, on_de
         monkeypatch.setenv("KDBENCH_DATA_ON_DEVICE", env)
     config, data = digits
     loaders = build_loaders(config, data, GPU, on_device=on_device)
-    assert served_from(loaders.train) == {"from": "memory", "device": served}
-    assert served_from(loaders.test) == {"from": "memory", "device": served}
+    assert served_block(loaders.train) == {"from": "memory", "device": served}
+    assert served_block(loaders.test) == {"from": "memory", "device": served}
 
 
 def test_a_cpu_run_serves_from_the_host_and_records_it(dirs, monkeypatch):

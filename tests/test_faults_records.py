@@ -153,3 +153,19 @@ def test_plot_skips_a_metrics_file_with_a_garbage_line(dirs, tmp_path, in_proces
     strict = in_process("plot", "--runs", f"{good},{bad}", "--formats", "png", "--out-dir", str(out), "--strict",
                         "--results-dir", str(root))
     assert strict.returncode == 2 and len(_warnings(strict.stderr)) == 1 and "line 2" in strict.stderr
+
+
+def test_plot_never_reads_a_metrics_file_linked_out(dirs, tmp_path, in_process):
+    root = dirs["results"]
+    good, linked = _two_runs(root)
+    epoch = {"epoch": 1, "top1": 80.0, "top5": 99.0, "losses": {"total": 1.0}}
+    store = RunStore(root)
+    store.write_metrics(good, [epoch])
+    outside = tmp_path / "colleague.jsonl"
+    outside.write_text(json.dumps(epoch) + "\n")
+    store.metrics_path(linked).symlink_to(outside)
+    res = in_process("plot", "--runs", f"{good},{linked}", "--formats", "png", "--out-dir", str(tmp_path / "plots"),
+                     "--results-dir", str(root))
+    assert res.returncode == 0, res.stderr
+    (line,) = _warnings(res.stderr)
+    assert f"run {linked}" in line and "a symlink out of the results folder" in line

@@ -304,14 +304,6 @@ class InMemoryEvalBatches:
             yield images, labels, i
 
 
-def served_from(loader: DataLoader | InMemoryBatches | InMemoryEvalBatches) -> dict[str, Any]:
-    """Where a loader's batches are made, for a run's record: an in-memory set on its device (a GPU keeps it
-    there unless told not to), or a DataLoader's worker processes reading files."""
-    if isinstance(loader, InMemoryBatches | InMemoryEvalBatches):
-        return {"from": "memory", "device": str(loader.device)}
-    return {"from": "loader", "workers": loader.num_workers}
-
-
 def make_train_loader(
     ds: Dataset, batch_size: int, seed: int, device: torch.device, num_workers: int | None = None,
     *, rank: int = 0, world: int = 1, on_device: bool | None = None,

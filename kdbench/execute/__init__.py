@@ -1,5 +1,6 @@
 """execute: one run from options to record.
 
-Resolve the config (`resolve`), build its pieces (`build`), train, evaluate and store them (`runner`); dry runs,
+Resolve the config (`resolve`), build its pieces (`build`), train, evaluate and store them (`runner`, under the
+run's lock: `locks`); dry runs,
 re-evaluation, the depth ladder and the public `create_teacher`.
 """

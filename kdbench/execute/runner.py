@@ -75,7 +75,7 @@ class ExecuteOptions:
 
 
 @dataclass(frozen=True, eq=False)
-class _Run:
+class _PreparedRun:
     """A run made ready by :func:`execute` before it takes the run's lock: its data opened, its given teacher
     loaded, the process configured."""
 
@@ -96,7 +96,7 @@ class Distillation:
     """Everything one distillation needs, gathered under the run's lock: the run, its teacher, its record (filled
     in as the run goes) and the time already spent."""
 
-    run: _Run
+    run: _PreparedRun  # (an attribute: the name `run` stays free for run())
     teacher: torch.nn.Module | None
     record: dict[str, Any]
     t_start: float  # time.perf_counter() when this attempt began
@@ -169,9 +169,9 @@ def execute(
     with distributed.main_first():  # a dataset prepared on first use is prepared once
         data = load_data(config, paths.data_root)
     given_teacher = load_given_teacher(config, teacher_ckpt, paths.results_dir, data, dev)
-    run = _Run(config, paths, data, given_teacher, settings, store, reporter,
-               ExecuteOptions(infer_batch_size, keep_checkpoint, tuple(log), teacher_cache, data_on_device), threads,
-               determinism)
+    prepared = _PreparedRun(config, paths, data, given_teacher, settings, store, reporter,
+                            ExecuteOptions(infer_batch_size, keep_checkpoint, tuple(log), teacher_cache,
+                                           data_on_device), threads, determinism)
     with world_run_lock(store, config.run_id, reporter, held=run_locked):
         existing = store.load(config.run_id)  # finished by another process while this one waited for the lock
         shown = _stored_result(existing, force, reporter, "completed by another process; showing its result")
@@ -180,7 +180,7 @@ def execute(
         if force and distributed.is_main():
             store.checkpoint_path(config.run_id).unlink(missing_ok=True)
             exports.remove_exports(store.run_dir(config.run_id))
-        return _execute_locked(run, existing=None if force else existing)
+        return _execute_locked(prepared, existing=None if force else existing)
 
 
 def _stored_result(existing: dict[str, Any] | None, force: bool, reporter: Reporter, why: str) -> dict[str, Any] | None:
@@ -240,35 +240,36 @@ def _engine_settings(config: RunConfig, dev: torch.device, checkpoint_interval_s
                           param_groups=config.param_groups, world_size=config.world_size, sync_bn=config.sync_bn)
 
 
-def _execute_locked(run: _Run, *, existing: dict[str, Any] | None) -> dict[str, Any]:
+def _execute_locked(prepared: _PreparedRun, *, existing: dict[str, Any] | None) -> dict[str, Any]:
     """The run proper, under its lock. `existing` is the run's earlier record (an interrupted attempt's), whose
     attempt history the new record continues."""
-    record = _new_record(run, existing)
+    record = _new_record(prepared, existing)
     t_start = time.perf_counter()
     try:
         t0 = time.perf_counter()
-        teacher = _teacher(run, record)
-        return _distill(Distillation(run, teacher, record, t_start, teacher_s=time.perf_counter() - t0))
+        teacher = _teacher(prepared, record)
+        return _distill(Distillation(prepared, teacher, record, t_start, teacher_s=time.perf_counter() - t0))
     except RunDiverged as e:
         record.update(status="diverged", divergence={"epoch": e.epoch, "step": e.step, "losses": e.losses})
-        _write_ended(run.store, record, "diverged")
+        _write_ended(prepared.store, record, "diverged")
         return record
     except BaseException as e:
         reason = attempts.stop_reason(e)  # a time limit, preemption or scancel: `interrupted`, resumable
         record.update(status="interrupted" if reason in attempts.INTERRUPTIONS else "failed",
                       error=attempts.error_text(e), traceback=traceback.format_exc(limit=20)[-4000:])
-        _write_ended(run.store, record, reason)
+        _write_ended(prepared.store, record, reason)
         raise
     finally:
         attempts.finish()
 
 
-def _new_record(run: _Run, existing: dict[str, Any] | None) -> dict[str, Any]:
+def _new_record(prepared: _PreparedRun, existing: dict[str, Any] | None) -> dict[str, Any]:
     """The attempt's record, written before training: the run's environment, threads and data."""
-    record = {**new_record(run.config), **attempt_blocks(run.settings.device, run.threads, run.determinism, run.data)}
+    record = {**new_record(prepared.config),
+              **attempt_blocks(prepared.settings.device, prepared.threads, prepared.determinism, prepared.data)}
     same_run = existing is not None and existing.get("config") == record["config"]
-    attempts.begin(record, existing if same_run else None, run.store, run.threads)  # sets started_at
-    run.store.write(record)
+    attempts.begin(record, existing if same_run else None, prepared.store, prepared.threads)  # sets started_at
+    prepared.store.write(record)
     return record
 
 
@@ -278,19 +279,20 @@ def _write_ended(store: RunStore, record: dict[str, Any], reason: str) -> None:
     store.write(record)
 
 
-def _teacher(run: _Run, record: dict[str, Any]) -> torch.nn.Module | None:
+def _teacher(prepared: _PreparedRun, record: dict[str, Any]) -> torch.nn.Module | None:
     """The run's teacher (the given one, or the zoo's, trained if missing), its facts in `record`; None when the
     method has none."""
-    config = run.config
-    if run.given_teacher is not None:
-        teacher, card = run.given_teacher
+    config = prepared.config
+    if prepared.given_teacher is not None:
+        teacher, card = prepared.given_teacher
     elif config.teacher is not None:
-        zoo = TeacherZoo(run.paths.zoo_dir, run.reporter)
+        zoo = TeacherZoo(prepared.paths.zoo_dir, prepared.reporter)
         # The teacher trains on what its key says (its recipe's augmentation, its own training data): the full
         # training split, not the student's fraction or validation hold-out, unless teacher_data says so.
-        teacher_data = load_teacher_data(config, run.paths.data_root, run.data)
+        teacher_data = load_teacher_data(config, prepared.paths.data_root, prepared.data)
         with distributed.main_first():  # rank 0 trains a missing teacher (one process); the others load it
-            teacher, card = zoo.get_or_train(teacher_key(config), teacher_data, replace(run.settings, world_size=1))
+            teacher, card = zoo.get_or_train(teacher_key(config), teacher_data,
+                                             replace(prepared.settings, world_size=1))
     else:
         return None
     record["teacher_metrics"] = teacher_block(card, teacher)

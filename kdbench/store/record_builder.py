@@ -19,7 +19,7 @@ import torch
 from kdbench.core import distributed
 from kdbench.core.cpu_numerics import cpu_info
 from kdbench.core.environment import environment
-from kdbench.data.loaders import served_from
+from kdbench.data.loaders import InMemoryBatches, InMemoryEvalBatches
 from kdbench.data.splits import DataSplits
 from kdbench.models.zoo import count_parameters, count_weight_layers
 from kdbench.spec.config import RunConfig
@@ -78,9 +78,12 @@ def teacher_block(card: dict[str, Any], teacher: torch.nn.Module) -> dict[str, A
             "layers": count_weight_layers(teacher)}
 
 
-def served_block(train_loader: Any) -> dict[str, Any]:
-    """`data.served`: where the training batches came from."""
-    return served_from(train_loader)
+def served_block(loader: Any) -> dict[str, Any]:
+    """`data.served`: where a loader's batches are made: an in-memory set on its device (a GPU keeps it there
+    unless told not to), or a DataLoader's worker processes reading files."""
+    if isinstance(loader, InMemoryBatches | InMemoryEvalBatches):
+        return {"from": "memory", "device": str(loader.device)}
+    return {"from": "loader", "workers": loader.num_workers}
 
 
 def evaluation_blocks(config: RunConfig, device: torch.device) -> dict[str, Any]:

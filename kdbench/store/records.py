@@ -118,7 +118,7 @@ class RunStore:
         out = []
         for record in self.iter_records():
             try:
-                other = RunConfig.from_dict(record.get("config") or {})
+                other = RunConfig.from_dict(record["config"])
             except (TypeError, KeyError, ValueError):  # not a config this version can read
                 continue
             if record["status"] == "completed" and other.code != config.code and other.without_code().to_dict() == same:

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from kdbench.core.errors import UserError, unknown_name
+from kdbench.report.results import COLUMNS
 
 
 def is_missing(value: Any) -> bool:
@@ -43,6 +44,10 @@ def prepare_runs(runs: pd.DataFrame, row_recipe_fields: Sequence[str] = ()) -> p
     `pair`, the setting keys that decide which runs may share a cell, and `variant` (hyperparameters as a dict).
 
     `row_recipe_fields` moves those recipe fields from the column setting to the row variant (`recipe.KEY`)."""
+    missing = [c for c in COLUMNS if c not in runs.columns]
+    if missing:  # a frame made some other way than load_runs (which gives every row these columns)
+        raise UserError(f"the runs table lacks the column(s) {', '.join(missing[:6])}"
+                        f"{', …' if len(missing) > 6 else ''}: make it with kdbench.load_runs()")
     df = runs.copy().reset_index(drop=True)
     df = df.astype({c: object for c in df.columns})
     df["pair"] = [pair_label(t, s) for t, s in zip(df["teacher"], df["student"], strict=True)]
