@@ -298,3 +298,13 @@ def test_a_card_written_before_sizes_were_recorded_still_loads(trained_zoo, tmp_
     (entry / "card.json").write_text(json.dumps(card))
     done = in_process(*TRAIN, "--zoo-dir", str(zoo))
     assert done.returncode == 0 and "(cached)" in done.stdout, done.stderr
+
+
+def test_a_teacher_ckpt_of_another_dtype_is_one_line_exit_2(trained_zoo, tmp_path, in_process, dirs):
+    (good,) = trained_zoo.glob("*/*/*/model.safetensors")
+    bad = tmp_path / "teacher.safetensors"
+    _relabelled(good, bad, "conv1.weight", "I32")
+    done = in_process("run", "--method", "kd", "--teacher", ARCH, "--student", ARCH, "--dataset", "digits",
+                      "--epochs", "1", *SETS, "--device", "cpu", "--teacher-ckpt", str(bad))
+    assert "tensor conv1.weight is int32 in the file, the model's is float32" in _one_line_exit_2(done)
+    assert not list(dirs["results"].rglob("result.json"))
