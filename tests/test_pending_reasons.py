@@ -61,6 +61,7 @@ def test_only_reasons_that_never_clear_make_a_job_stuck():
     ("PartitionConfig", Resources(cpus_per_task=2, tasks_per_node=2),
      "--cpus-per-task 2 × --tasks-per-node 2 asks 4 CPUs of one node, the nodes of partition debug have at most 2"),
     ("PartitionConfig", Resources(nodes=2), "--nodes 2 asks more nodes than partition debug has (1)"),
+    ("PartitionNodeLimit", Resources(nodes=3), "--nodes 3 asks more nodes than partition debug has (1)"),
     ("PartitionConfig", Resources(cpus_per_task=1, mem_gb=64.0), "--mem-gb 64"),
     ("PartitionNodeLimit", Resources(nodes=2), "--nodes 2"),
     ("PartitionTimeLimit", Resources(timeout_min=600), "--timeout-min 600"),

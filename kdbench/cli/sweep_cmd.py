@@ -263,9 +263,9 @@ def stuck_line(sweep: dict[str, Any], state: SweepState) -> str:
     ids = [s.job_id for s in state.stuck]
     cancelled = cancel_jobs(ids)
     more = f" (and {len(ids) - 1} more job(s) for the same reason)" if len(ids) > 1 else ""
-    done = "cancelled it" if cancelled else f"could not cancel it (scancel {' '.join(ids)})"
-    return (f"sweep {sweep['sweep_id']}: {first.line()}{more}; {done}, change the option and submit again "
-            f"(`kdbench sweep --resume {sweep['sweep_id']}` takes new resource options)")
+    them = "it" if len(ids) == 1 else "them"
+    done = f"cancelled {them}" if cancelled else f"could not cancel {them} (scancel {' '.join(ids)})"
+    return f"sweep {sweep['sweep_id']}: {first.line()}{more}; {done}: change the option and submit again"
 
 
 _RESOURCE_FLAGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "max_requeues",

@@ -48,6 +48,11 @@ def _asked(resources: Resources, attrs: tuple[str, ...]) -> str:
     return ", ".join(parts)
 
 
+def _too_many_nodes(resources: Resources, nodes: PartitionNodes) -> str:
+    have = len(nodes.states)
+    return f"--nodes {resources.nodes} asks more nodes than partition {nodes.name} has ({have}): lower --nodes"
+
+
 def _partition_config(resources: Resources, nodes: PartitionNodes | None) -> str:
     where = f"partition {nodes.name}" if nodes else "the partition"
     per_node = (resources.cpus_per_task or 1) * resources.tasks
@@ -56,7 +61,7 @@ def _partition_config(resources: Resources, nodes: PartitionNodes | None) -> str
                 f"{per_node} CPUs of one node, the nodes of {where} have at most {max(nodes.cpus)}: lower "
                 "--cpus-per-task or --tasks-per-node")
     if nodes and resources.nodes > len(nodes.states):
-        return f"--nodes {resources.nodes} asks more nodes than {where} has ({len(nodes.states)}): lower --nodes"
+        return _too_many_nodes(resources, nodes)
     asked = _asked(resources, ("cpus_per_task", "tasks_per_node", "nodes", "gpus_per_node", "mem_gb"))
     return f"no node of {where} can hold what each job asks ({asked}): change one of these options"
 
@@ -83,8 +88,9 @@ def never_clears(reason: str, resources: Resources,
         return _partition_config(resources, nodes())
     if word == "PartitionNodeLimit":
         part = nodes()
-        have = f", partition {part.name} has {len(part.states)} node(s)" if part else ""
-        return f"--nodes {resources.nodes} is outside the partition's node limits{have}: change --nodes or --partition"
+        if part and resources.nodes > len(part.states):
+            return _too_many_nodes(resources, part)
+        return f"--nodes {resources.nodes} is outside the partition's node limits: change --nodes or --partition"
     if word == "PartitionTimeLimit":
         part = nodes()
         limit = f" ({part.time_limit} on partition {part.name})" if part else ""
