@@ -43,10 +43,22 @@ def check_folder(folder: str | Path, what: str, option: str) -> None:
     missing) and written: a file where it or a folder above it should be (`--zoo-dir /tmp/a-file/zoo`), a
     read-only mount or a full disk is found here, not as a traceback (or a half-made run) at the first write."""
     folder = Path(folder).expanduser()
-    for above in (folder, *folder.parents):
-        if above.is_dir():
-            break
-        if above.exists() or above.is_symlink():  # a file, or a dangling symlink: no folder can be made there
-            where = "is a file" if above == folder else f"lies under {above}, which is a file"
-            raise UserError(f"{what} {where}, not a folder: pass {option} a folder (it is created if missing)")
+    blocker = _file_in_the_way(folder)
+    if blocker is not None:
+        where = "is a file" if blocker == folder else f"lies under {blocker}, which is a file"
+        raise UserError(f"{what} {where}, not a folder: pass {option} a folder (it is created if missing)")
     check_writable(folder, what, option)
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """`folder`, or the nearest folder above it that exists, when that is not a folder (a file, a dangling
+    symlink); None when it is one, or cannot be looked at (check_writable then says why)."""
+    try:
+        for above in (folder, *folder.parents):
+            if above.is_dir():
+                return None
+            if above.exists() or above.is_symlink():
+                return above
+    except OSError:  # e.g. a folder above that this user may not look into
+        return None
+    return None
