@@ -188,3 +188,14 @@ def test_cache_clear_of_a_read_only_cache_is_one_line_not_a_false_count(in_proce
     result = in_process("cache", "clear", "--cache-dir", str(shared))
     _one_error_line(result, f"teacher-output cache {shared}", "Read-only file system", "--cache-dir")
     assert (cache / "ns" / "e0-logits.kdtc").exists()
+
+
+def test_a_colleagues_read_only_cache_is_read(in_process, dirs, mounts, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    filled = json.loads(in_process(*KD, "--cache-dir", str(cache), "--json").stdout)
+    shared = mounts(tmp_path / "colleagues-cache", source=cache)
+    result = in_process(*KD, "--cache-dir", str(shared), "--results-dir", str(tmp_path / "mine"), "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["teacher_cache"]["hits"] > 0 and record["teacher_cache"]["misses"] == 0
+    assert record["metrics"]["top1_last"] == filled["metrics"]["top1_last"]
