@@ -73,7 +73,9 @@ TARGETS = [
            ("tests/test_loader_workers.py", "tests/test_sampler.py")),
     Target("kdbench.data.augment", "kdbench/data/augment.py", ("tests/test_augment.py",)),
     Target("kdbench.train.engine", "kdbench/train/engine.py",
-           ("tests/test_sampler.py", "tests/test_engine_numbers.py",
+           ("tests/test_sampler.py", "tests/test_engine_numbers.py")),
+    Target("kdbench.train.checkpoint", "kdbench/train/checkpoint.py",
+           ("tests/test_engine_numbers.py",
             # the checkpoint's validation, in process (the rest of test_security.py starts CLI subprocesses)
             "tests/test_security.py::test_a_checkpoint_is_saved_only_as_plain_data_and_a_misfit_restores_nothing")),
     # The leaderboard's statistics (its own module since the leaderboard was split) and the cell format.

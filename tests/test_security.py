@@ -36,7 +36,7 @@ from kdbench.store.exports import remove_exports
 from kdbench.store.records import RunStore
 from kdbench.sweep.status import local_job_states
 from kdbench.sweep.submit import private_folder
-from kdbench.train.engine import load_checkpoint, save_checkpoint
+from kdbench.train.checkpoint import load_checkpoint, save_checkpoint
 
 CLI = [sys.executable, "-m", "kdbench"]
 # cifar_resnet8 (78 k parameters) rather than the default ResNet-18: what is tested is the file handling, and

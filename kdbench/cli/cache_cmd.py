@@ -11,6 +11,7 @@ from rich.table import Table
 from kdbench.cli.app import app
 from kdbench.cli.options import CacheDirOption, path_or_none
 from kdbench.cli.reporter import console, out
+from kdbench.core.storage import check_writable
 from kdbench.teachers import cache_folder
 from kdbench.teachers import output_cache as teacher_cache
 
@@ -53,5 +54,7 @@ def clear_command(cache_dir: CacheDirOption = None) -> None:
     Example: kdbench cache clear
     """
     root = _root(cache_dir)
+    if root.is_dir():  # a read-only cache: one line, not "removed N entries" with every one still there (#34)
+        check_writable(root, f"teacher-output cache {root}", "--cache-dir")
     n = cache_folder.clear(root)
     console.print(escape(f"removed {n} entries from {root}"), highlight=False)

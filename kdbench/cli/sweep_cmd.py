@@ -47,6 +47,7 @@ from kdbench.cli.sweep_options import (
     sweep_inputs,
 )
 from kdbench.core.errors import UserError
+from kdbench.execute.folders import check_sweep_folders
 from kdbench.spec.paths import Paths
 from kdbench.sweep.chains import parents
 from kdbench.sweep.executors import choose_executor
@@ -192,6 +193,8 @@ def run_sweep(flags: dict[str, Any], actions: SweepActions) -> None:
     or on the debug executor, report how its runs ended; exit 1 if one failed."""
     actions.check()
     sweep, plan, reason = plan_sweep(flags, actions)
+    if not actions.dry_run and not plan.empty:  # before the plan is shown: one line, not a table then a traceback
+        check_sweep_folders(Paths.from_dict(sweep["paths"]), trains_teachers=bool(plan.teacher_tasks))
     show_plan(sweep, plan, reason, as_json=actions.as_json)
     if actions.dry_run:
         console.print("dry run: nothing submitted", highlight=False)

@@ -10,6 +10,7 @@ import torch.nn as nn
 from kdbench.core.environment import configure_threads, resolve_device
 from kdbench.core.errors import UserError
 from kdbench.core.progress import NULL_REPORTER, Reporter
+from kdbench.execute.folders import check_zoo_can_store
 from kdbench.execute.resolve import TEACHER_SCOPES, resolve_teacher
 from kdbench.spec.scoped_sets import parse_set_options
 from kdbench.teachers.zoo import TeacherZoo, training_data
@@ -41,7 +42,9 @@ def create_teacher(
     if unknown:
         raise UserError(f"unknown --set scope '{unknown[0]}'. Valid: {', '.join(TEACHER_SCOPES)}")
     key = resolve_teacher(arch, dataset, epochs=epochs, seed=seed, sets=scoped)
+    zoo = TeacherZoo(zoo_dir, reporter)
+    check_zoo_can_store(zoo, key)  # one line before the data loads and the teacher trains, not a traceback after
     configure_threads()
     dev = resolve_device(device)
     data = training_data(key, data_root)
-    return TeacherZoo(zoo_dir, reporter).get_or_train(key, data, EngineSettings(dev))
+    return zoo.get_or_train(key, data, EngineSettings(dev))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from kdbench.execute.folders import check_run_folders
 from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.execute.runner import execute
 from kdbench.spec.paths import Paths
@@ -56,6 +57,8 @@ def run_ladder(
     """Run (or reuse, when already completed) every ladder run in this process; return their records."""
     all_opts = ladder_options(teacher, **options)
     configs = [resolve_config(o) for o in all_opts]  # validate every name before training anything
+    for config in configs:  # and every folder: a zoo that cannot store the teacher, not after the CNNs trained
+        check_run_folders(config, paths or Paths())
     records = []
     for i, config in enumerate(configs):
         record = execute(config, paths, device=device)

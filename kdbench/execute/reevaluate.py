@@ -17,6 +17,7 @@ import torch
 from kdbench.core.environment import resolve_device
 from kdbench.core.errors import UserError, check_range
 from kdbench.core.safe_load import UnusableCheckpointError, load_plain_checkpoint
+from kdbench.core.storage import check_writable
 from kdbench.data.loaders import make_eval_loader
 from kdbench.execute.build import build_student, load_data
 from kdbench.models.state_dicts import STUDENT_PREFIX, check_fits
@@ -95,6 +96,8 @@ def reevaluate(
         assert record is not None
     if record["status"] != "completed":
         raise UserError(f"run {record['run_id']} is {record['status']}, not completed: nothing to re-evaluate")
+    # Its record is rewritten: a read-only results folder is one line now, not after the evaluation (issue #34).
+    check_writable(store.run_dir(record["run_id"]), f"results dir {store.root}", "--results-dir")
     dev = resolve_device(device)
     student, data = load_trained_student(record, store, data_root, dev, which)
     order_seed = record["config"]["seed"]

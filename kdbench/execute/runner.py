@@ -22,7 +22,6 @@ from kdbench.core.cpu_numerics import check_native_possible, configure_portable,
 from kdbench.core.environment import configure_determinism, configure_threads, resolve_device
 from kdbench.core.errors import RunDiverged, UserError
 from kdbench.core.progress import NULL_REPORTER, LineReporter, Reporter
-from kdbench.core.storage import check_writable
 from kdbench.data.registry import DataSplits
 from kdbench.execute.build import (
     Loaders,
@@ -34,6 +33,7 @@ from kdbench.execute.build import (
     student_model_facts,
     teacher_key,
 )
+from kdbench.execute.folders import check_run_folders
 from kdbench.execute.locks import run_lock, world_run_lock
 from kdbench.execute.resolve import RunOptions, TeacherCheckpoint, resolve_config, with_run_teacher
 from kdbench.spec.config import RunConfig
@@ -163,6 +163,7 @@ def execute(
     if shown is not None:
         return shown
     _check_before_writing(config, store, existing, log, reporter)
+    check_run_folders(config, paths)  # results and zoo: not an OSError mid-run, nor a half-made run (issue #34)
     dev = resolve_device(device)
     threads, determinism = _configure_process(config, dev, deterministic)
     settings = _engine_settings(config, dev, checkpoint_interval_s, strict)
@@ -207,7 +208,6 @@ def _check_before_writing(config: RunConfig, store: RunStore, existing: dict[str
                           reporter: Reporter) -> None:
     """What must be refused (or said) before anything is written."""
     check_backends(log)  # a mistyped option is refused before anything is written, the probe file included
-    check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # not an OSError mid-run
     if existing is None:
         older = store.older_code_runs(config)
         if older:
@@ -496,7 +496,7 @@ def _launch(config: RunConfig, paths: Paths, args: _RankArgs, device: str, repor
     """A data-parallel run of `config.world_size` processes on this machine; rank 0's record."""
     distributed.per_rank_batch(config.recipe.batch_size, config.world_size)  # refused here, before any process starts
     store = RunStore(paths.results_dir)
-    check_writable(store.root / "runs", f"results dir {store.root}", "--results-dir")  # before any process
+    check_run_folders(config, paths)  # before any process
     # This process holds the run's lock for its workers: a second identical run waits here, before it starts
     # any process (its ranks waited apart, and died in their collectives: issue #29).
     with run_lock(store, config.run_id, reporter):

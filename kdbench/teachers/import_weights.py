@@ -41,6 +41,7 @@ from kdbench.data.registry import build_dataset, get_dataset_spec
 from kdbench.models.state_dicts import check_fits, read_weights_file
 from kdbench.models.zoo import count_parameters, create_model, is_model, list_architectures
 from kdbench.spec.config import apply_overrides, convert_free_kwargs
+from kdbench.spec.paths import check_folder
 from kdbench.spec.scoped_sets import parse_set_options
 from kdbench.teachers.zoo import CARD, IMPORTED_RECIPE, WEIGHTS, TeacherKey, TeacherZoo, weights_facts
 from kdbench.teachers.zoo_files import (
@@ -97,6 +98,7 @@ def import_teacher(
             return {**existing, "already_imported": True}
         raise UserError(f"{entry} already holds an imported {arch} (from {existing.get('source_file')}); "
                         f"pass --force to replace it, or --seed N to keep both")
+    check_folder(zoo.root, f"zoo dir {zoo.root}", "--zoo-dir")  # before the evaluation, not after it (#34)
 
     configure_threads()
     dev = resolve_device(device)

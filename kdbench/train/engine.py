@@ -5,7 +5,8 @@ weighted losses, sums them, logs each by name, steps the optimizer (the only `ba
 kdbench), evaluates the student each epoch, and checkpoints so that an interrupted run resumes with the same
 numbers as an uninterrupted one: the learning rate changes at every optimizer step and is a pure function of
 the global step (kdbench.train.schedule), the data order and the global RNGs are reseeded from (seed, epoch) at every
-epoch start, and the checkpoint carries model, optimizer, AMP scaler and history.
+epoch start, and the checkpoint carries model, optimizer, AMP scaler and history (kdbench.train.checkpoint:
+its format, its checks and the resume).
 """
 
 from __future__ import annotations
@@ -13,43 +14,24 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from kdbench.core import distributed
 from kdbench.core.progress import NULL_REPORTER, Reporter
-from kdbench.core.safe_load import UnusableCheckpointError, check_plain, load_plain_checkpoint
-from kdbench.core.storage import atomic_torch_save
 from kdbench.spec.recipe import Recipe
+from kdbench.train.checkpoint import resume, save_checkpoint
+from kdbench.train.epoch_record import EpochRecord
 from kdbench.train.evaluate import EvalResult, _autocast, evaluate
 from kdbench.train.method import Batch, Distiller
 from kdbench.train.optim import build_optimizer
 from kdbench.train.schedule import build_scheduler, current_lr, describe_schedule
 from kdbench.train.step_log import StepLog
-
-
-@dataclass
-class EpochRecord:
-    epoch: int
-    lr: float  # the learning rate of the epoch's first optimizer step
-    lr_last: float  # ... and of its last one (the lr changes at every step)
-    losses: dict[str, float]  # mean over the epoch's batches, by name, plus "total"
-    train_top1: float
-    top1: float
-    top5: float
-    eval_loss: float
-    epoch_s: float
-    eval_s: float
-    # Accuracy on the validation split held out of training (data.val_fraction), when there is one. Defaults keep
-    # the histories of older checkpoints and metrics files loadable.
-    val_top1: float | None = None
-    val_top5: float | None = None
 
 
 @dataclass
@@ -135,55 +117,6 @@ def _seed_everything(seed: int) -> None:
     torch.default_generator.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
-
-
-CHECKPOINT_KEYS = ("model", "optimizer", "scaler", "history")
-
-
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                    history: list[EpochRecord]) -> None:
-    """Everything a resumed run needs, as plain data only (tensors, numbers, strings, lists, dicts), so that
-    resuming reads it with the safe loader. No RNG state: every epoch reseeds from (seed, epoch)."""
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
-        "history": [asdict(r) for r in history],
-    }
-    check_plain(state)  # fail at save time, loudly, rather than at resume time
-    atomic_torch_save(state, path)
-
-
-def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler) -> list[EpochRecord]:
-    """Restore a `save_checkpoint` file into model, optimizer and scaler; the epoch history it holds.
-
-    Everything is checked before anything is restored, so a refused checkpoint (UnusableCheckpointError) leaves
-    model and optimizer exactly as they were: a restart from scratch gives a fresh run's numbers.
-    """
-    state = load_plain_checkpoint(path)
-    bad = UnusableCheckpointError(f"checkpoint {path} does not hold this run's state")
-    if not all(k in state for k in CHECKPOINT_KEYS) or not isinstance(state["history"], list):
-        raise bad
-    try:
-        history = [EpochRecord(**r) for r in state["history"]]
-    except TypeError:
-        raise bad from None
-    weights, own = state["model"], model.state_dict()
-    if not isinstance(weights, dict) or set(weights) != set(own) or any(
-        not isinstance(weights[k], torch.Tensor) or weights[k].shape != v.shape for k, v in own.items()
-    ):
-        raise bad
-    if not isinstance(state["scaler"], dict) or (scaler.is_enabled() and set(state["scaler"]) != set(
-            scaler.state_dict())):
-        raise bad
-    try:
-        optimizer.load_state_dict(state["optimizer"])  # validates the groups before it changes anything
-    except (ValueError, KeyError, TypeError, AttributeError):
-        raise bad from None
-    model.load_state_dict(weights)
-    scaler.load_state_dict(state["scaler"])
-    return history
 
 
 @dataclass
@@ -344,13 +277,9 @@ class Engine:
 
     def _resume_into(self, result: FitResult, path: Path | None, model: Distiller,
                      optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-        if self.s.world_size > 1:
-            distributed.barrier()  # every rank resumes from rank 0's checkpoint, read once it is in place
-        if path is not None and path.exists():
-            result.history, result.resume_refused = self._resume(path, model, optimizer, scaler)
-            result.resumed_from = len(result.history)
-            if result.resumed_from:
-                self.reporter.log(f"resumed from epoch {result.resumed_from} checkpoint")
+        result.history, result.resume_refused = resume(path, model, optimizer, scaler, strict=self.s.strict_resume,
+                                                       world_size=self.s.world_size, reporter=self.reporter)
+        result.resumed_from = len(result.history)
 
     def _train_epochs(self, fit: _Fit, result: FitResult, checkpoint_path: Path | None,
                       hooks: FitCallbacks) -> None:
@@ -365,19 +294,6 @@ class Engine:
                 save_checkpoint(checkpoint_path, fit.model, fit.optimizer, fit.scaler, result.history)
                 last_save = time.monotonic()
             hooks.on_epoch_end(result)
-
-    def _resume(self, path: Path, model: Distiller, optimizer: torch.optim.Optimizer,
-                scaler: torch.amp.GradScaler) -> tuple[list[EpochRecord], str | None]:
-        """Restore model, optimizer and scaler from `path`: (the epochs it holds, None). A checkpoint that cannot
-        be used (refused by the safe loader, or not this run's state) is reported and the run starts from
-        scratch: ([], why); with `strict_resume` it stops the run instead."""
-        try:
-            return load_checkpoint(path, model, optimizer, scaler), None
-        except UnusableCheckpointError as e:
-            if self.s.strict_resume:
-                raise
-            self.reporter.log(f"warning: {e}; starting this run again from scratch (the file will be replaced)")
-            return [], str(e)
 
     def _train_epoch(self, fit: _Fit, epoch: int) -> EpochRecord:
         """One epoch: its training steps, then the evaluation of the student; the epoch's record."""
