@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from kdbench.core.errors import UserError
 from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.spec.scoped_sets import parse_grid, set_items, split_values
-from kdbench.store.records import RunStore, new_record
+from kdbench.store.record_builder import new_record
+from kdbench.store.records import RunStore
 from kdbench.sweep.grid import Grid, expand, grid_from_options, load_sweep_file
 
 REPO = Path(__file__).resolve().parent.parent

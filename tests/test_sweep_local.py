@@ -59,3 +59,22 @@ def test_debug_executor_runs_in_process_and_status_reads_the_records(dirs):
     assert RunStore(dirs["results"]).status(rid) == "completed"
     status = kdbench_cli("status", sweep["sweep_id"], "--results-dir", dirs["results"])
     assert status.exit_code == 0 and "1 runs: 0 pending, 0 running, 1 completed" in status.output
+
+
+def test_status_names_a_run_folder_linked_out_of_the_results_and_goes_on(dirs, tmp_path):
+    # Issue #34: a colleague's results folder may hold a run folder that is a symlink to anywhere. `kdbench
+    # status` says so for that run, shows the rest, and reads nothing through the link.
+    result = kdbench_cli("sweep", "--methods", "ce", "--students", "cifar_resnet8", "--seeds", "3,4", *TINY,
+                         "--executor", "debug", "--results-dir", dirs["results"], "--zoo-dir", dirs["zoo"])
+    assert result.exit_code == 0, result.output
+    linked, kept = load_saved_sweep(dirs["results"])["submissions"][0]["tasks"]
+    run_dir = RunStore(dirs["results"]).run_dir(linked)
+    elsewhere = tmp_path / "elsewhere"
+    run_dir.rename(elsewhere)
+    run_dir.symlink_to(elsewhere)
+
+    status = kdbench_cli("status", "--results-dir", dirs["results"], "--json")
+    assert status.exit_code == 0, status.output
+    runs = {r["run_id"]: r for r in json.loads(status.stdout)["runs"]}
+    assert "symlink out of the results folder" in runs[linked]["error"]
+    assert runs[kept]["state"] == "completed" and runs[linked]["state"] != "completed"

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from kdbench.core.errors import UserError
 from kdbench.execute.create_teacher import create_teacher
 from kdbench.execute.resolve import RunOptions, resolve_config
-from kdbench.store.records import RunStore, new_record
+from kdbench.store.record_builder import new_record
+from kdbench.store.records import RunStore
 from kdbench.sweep.grid import Grid, expand, grid_from_options, load_sweep_file, resources_from_options
 from kdbench.sweep.plan import make_plan
 from kdbench.sweep.status import _parse_states, combine

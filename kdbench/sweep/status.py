@@ -25,6 +25,7 @@ from typing import Any
 
 from submitit.core.utils import JobPaths
 
+from kdbench.core.errors import UserError
 from kdbench.core.safe_load import RefusedPickle, load_plain_pickle
 from kdbench.store.records import RunStore
 from kdbench.sweep.grid import Resources
@@ -261,7 +262,10 @@ def sweep_state(sweep: dict[str, Any]) -> SweepState:
     runs = []
     for entry in sweep["runs"]:
         rid = entry["run_id"]
-        record = store.load(rid)
+        try:
+            record, unreadable = store.load(rid), None
+        except UserError as e:  # a colleague's folder linked out of the results, a broken record: say it, go on
+            record, unreadable = None, str(e)
         job_id = run_jobs.get(rid)
         job_state = states.get(job_id) if job_id else None
         status = record["status"] if record else None
@@ -273,7 +277,7 @@ def sweep_state(sweep: dict[str, Any]) -> SweepState:
             run_id=rid, label=f"{entry['method']} {pair} {entry['dataset']} s{entry['seed']}",
             state=combine(status, job_state, job_id is not None),
             job_id=job_id, job_state=job_state, top1=metrics.get("top1_last"),
-            error=(record or {}).get("error"), reason=reasons.get(job_id) if job_id else None,
+            error=unreadable or (record or {}).get("error"), reason=reasons.get(job_id) if job_id else None,
         ))
     teachers = {d: (j, states.get(j)) for d, j in teacher_jobs.items()}
     return SweepState(sweep["sweep_id"], sweep["executor"], runs, teachers, notes[0] if notes else None,

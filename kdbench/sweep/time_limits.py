@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kdbench.store.records import RunStore
+from kdbench.store.records import RunStore, UnreadableHistory
 from kdbench.sweep.grid import SweepRun
 
 # What the warning must leave at least: pickling the job and `scontrol requeue` (the engine already saved the
@@ -56,9 +56,10 @@ def measured_epoch_s(runs: list[SweepRun], store: RunStore) -> dict[str, float]:
             by_kind[kind] = max(by_kind.get(kind, 0.0), float(epoch_s))
     out: dict[str, float] = {}
     for run in runs:
-        own = store.metrics_path(run.run_id)
-        times = [json.loads(line).get("epoch_s") or 0.0 for line in own.read_text().splitlines()
-                 if line.strip()] if own.is_file() else []
+        try:  # bounded, and never through a link out of the results folder
+            times = [epoch.get("epoch_s") or 0.0 for epoch in store.read_history(run.run_id)]
+        except UnreadableHistory:  # no measurement to trust: as for a run that has none yet
+            times = []
         if any(times):
             out[run.run_id] = max(times)
         elif _kind(run.config.to_dict()) in by_kind:
