@@ -159,6 +159,23 @@ def test_a_checkpoint_is_saved_only_as_plain_data_and_a_misfit_restores_nothing(
     assert other_opt.state_dict()["state"] == {}
 
 
+def test_a_checkpoint_whose_weights_are_relabelled_restores_nothing(tmp_path):
+    # Issue #34: float32 bytes labelled int32 pass a shape check, and load_state_dict would cast them to
+    # other weights without a word. The checkpoint is refused before anything changes.
+    model = torch.nn.Linear(2, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, model, opt, scaler, [])
+    state = torch.load(path, weights_only=True)
+    state["model"]["weight"] = state["model"]["weight"].view(torch.int32)
+    torch.save(state, path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UnusableCheckpointError, match="does not hold this run's state"):
+        load_checkpoint(path, model, opt, scaler)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
 # ---------------------------------------------------------------------------------------------------------
 # A run's checkpoint
 

@@ -59,7 +59,10 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
         raise bad from None
     weights, own = state["model"], model.state_dict()
     if not isinstance(weights, dict) or set(weights) != set(own) or any(
-        not isinstance(weights[k], torch.Tensor) or weights[k].shape != v.shape for k, v in own.items()
+        # The dtype too: load_state_dict casts without a word, so float bytes labelled int32 in a colleague's
+        # checkpoint would resume as other weights. This run saved these tensors itself, in its own dtypes.
+        not isinstance(weights[k], torch.Tensor) or weights[k].shape != v.shape or weights[k].dtype != v.dtype
+        for k, v in own.items()
     ):
         raise bad
     if not isinstance(state["scaler"], dict) or (scaler.is_enabled() and set(state["scaler"]) != set(
