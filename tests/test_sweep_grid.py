@@ -15,7 +15,8 @@ from kdbench.core.errors import UserError
 from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.spec.scoped_sets import parse_grid, set_items, split_values
 from kdbench.store.records import RunStore, new_record
-from kdbench.sweep.grid import Grid, expand, grid_from_options, load_sweep_file
+from kdbench.sweep.grid import Grid, expand
+from kdbench.sweep.sweep_file import grid_from_options, read_sweep_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -152,7 +153,7 @@ def test_json_needs_dry_run(dirs):
 
 def test_the_temperature_sweep_plans_8_grid_points_times_3_seeds(dirs):
     path = REPO / "slurm" / "sweeps" / "kd-temperature.yaml"
-    grid = grid_from_options(load_sweep_file(path))
+    grid = grid_from_options(read_sweep_file(path))
     assert grid.grid == {"kd.temperature": ["1", "2", "4", "8"], "kd.w_kd": ["0.5", "0.9"]}
     entries = dry_run_json("--config", path)
     assert len(entries) == 24 and len({e["run_id"] for e in entries}) == 24
@@ -193,8 +194,9 @@ def test_sync_bn_without_processes_or_gpus_and_a_new_world_on_resume_are_refused
 def test_resume_refuses_gpus_that_would_change_the_runs_world_size(dirs):
     """Tasks per node default to one per GPU: resuming a 2-GPU sweep with --gpus-per-node 1 would start 1-rank
     jobs for runs planned (and identified) as 2-rank ones. Another time limit is fine."""
-    from kdbench.sweep.grid import at_world_size, paths_from_options, resources_from_options
+    from kdbench.sweep.grid import at_world_size
     from kdbench.sweep.submit import absolute_paths, new_sweep, save_sweep
+    from kdbench.sweep.sweep_file import paths_from_options, resources_from_options
 
     options = {"methods": "kd", "teachers": "resnet18", "seeds": "0", "gpus_per_node": 2,
                "results_dir": str(dirs["results"])}

@@ -1,6 +1,7 @@
 """Sweeps: a grid of runs submitted through submitit (SLURM job arrays, local processes or in-process).
 
-- `grid`: the grid and its expansion into run configs (+ YAML sweep files);
+- `grid`: the grid, its size and its expansion into run configs;
+- `sweep_file`: a sweep file's and the command line's options, checked, as a grid, resources and paths;
 - `plan`: what to submit (teachers missing from the zoo, runs not done);
 - `jobs`: the submitted callables (checkpointable run and teacher jobs);
 - `submit`: executors, the job array with its afterok dependency, the sweep file;
@@ -10,13 +11,14 @@
 from __future__ import annotations
 
 from kdbench.spec.paths import Paths
-from kdbench.sweep.grid import Grid, JobSettings, Resources, SweepRun, expand, load_sweep_file
+from kdbench.sweep.grid import Grid, JobSettings, Resources, SweepRun, expand
 from kdbench.sweep.plan import Plan, make_plan, runs_of_sweep
 from kdbench.sweep.status import SweepState, sweep_state, wait_for_sweep
 from kdbench.sweep.submit import choose_executor, load_sweep, new_sweep, submit_plan
+from kdbench.sweep.sweep_file import read_sweep_file
 
 __all__ = [
     "Grid", "JobSettings", "Paths", "Plan", "Resources", "SweepRun", "SweepState", "choose_executor", "expand",
-    "load_sweep", "load_sweep_file", "make_plan", "new_sweep", "runs_of_sweep", "submit_plan", "sweep_state",
+    "load_sweep", "make_plan", "new_sweep", "read_sweep_file", "runs_of_sweep", "submit_plan", "sweep_state",
     "wait_for_sweep",
 ]
