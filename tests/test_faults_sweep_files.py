@@ -209,3 +209,12 @@ def test_the_shipped_sweep_files_pass_their_checks(dirs, in_process):
     for sweep in sorted((repo / "slurm" / "sweeps").glob("*.yaml")):
         done = in_process("sweep", "--config", str(sweep), "--dry-run", "--executor", "local", "--json")
         assert done.returncode == 0, (sweep.name, done.stderr)
+
+
+def test_every_yaml_file_is_read_through_the_one_reader():
+    # The alias and size limits hold only if no other code parses YAML: kdbench/spec/yaml_file.py is the one place.
+    package = Path(__file__).resolve().parent.parent / "kdbench"
+    parsers = ("safe_load(", "yaml.load(", "full_load(", "compose(", "SafeLoader", "CSafeLoader")
+    readers = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                     if any(word in p.read_text() for word in parsers))
+    assert readers == ["spec/yaml_file.py"]
