@@ -146,7 +146,7 @@ def _flag(value: Any) -> bool:
 def _text(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float | Path) or not str(value).strip():
         raise TypeError(value)
-    return str(value).strip()
+    return str(value)
 
 
 def _names(value: Any) -> list[str]:
