@@ -15,7 +15,7 @@ from kdbench.core.errors import UserError
 from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.spec.scoped_sets import parse_grid, set_items, split_values
 from kdbench.store.records import RunStore, new_record
-from kdbench.sweep.grid import Grid, expand
+from kdbench.sweep.grid import Grid, count_runs, expand
 from kdbench.sweep.sweep_file import grid_from_options, read_sweep_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -105,6 +105,20 @@ def test_a_wrong_grid_on_the_command_line_is_one_line_and_nothing_is_written(dir
                       "--executor", "local")
     assert isinstance(res.exception, UserError) and "kd.temperature=0 is out of range" in str(res.exception)
     assert not (dirs["results"] / "sweeps").exists()
+
+
+@pytest.mark.parametrize("grid", [
+    Grid(methods=["ce", "kd"], teachers=["resnet18", "resnet34"], students=["resnet10t"], seeds=[0, 1],
+         chains=[["resnet50", "resnet34", "resnet18"]],
+         grid={"kd.temperature": ["1", "2"], "recipe.lr": ["0.1", "0.2"]}),
+    Grid(methods=["ce", "kd"], pairs=[("resnet34", "resnet18"), (None, "resnet10t")], seeds=[0, 1, 2]),
+], ids=["teachers × students, chains, grids", "pairs"])
+def test_the_count_the_cap_checks_is_the_number_of_runs_expanded(grid):
+    # The cap (--max-runs) is checked on count_runs, before expanding: it must count what expand() yields
+    # (these grids have no two points with one run id).
+    assert count_runs(grid) == len(expand(grid))
+    with pytest.raises(UserError, match=f"has {count_runs(grid)} runs, more than the {count_runs(grid) - 1} allowed"):
+        expand(grid, max_runs=count_runs(grid) - 1)
 
 
 def test_grid_values_parse_from_flags_and_yaml_alike():
