@@ -49,7 +49,7 @@ from kdbench.cli.sweep_options import (
 from kdbench.core.errors import UserError
 from kdbench.spec.paths import Paths
 from kdbench.sweep.chains import parents
-from kdbench.sweep.grid import at_world_size, expand
+from kdbench.sweep.grid import DEFAULT_MAX_RUNS, at_world_size, expand
 from kdbench.sweep.plan import Plan, make_plan, plan_entries, runs_of_sweep
 from kdbench.sweep.status import SweepState, env_poll_s, sweep_state, wait_for_sweep
 from kdbench.sweep.submit import Submitted, choose_executor, load_sweep, new_sweep, submit_plan
@@ -120,7 +120,7 @@ def sweep_command(
                                   "x86 CPU computes alike (kdbench run --portable; another run id); the sweep "
                                   "file's `portable: true` does the same."),
     max_runs: int = typer.Option(None, "--max-runs", help="Refuse a grid of more runs than this, before "
-                                 "expanding it \\[default: 10000]; `max_runs:` in a sweep file."),
+                                 f"expanding it \\[default: {DEFAULT_MAX_RUNS}]; `max_runs:` in a sweep file."),
     results_dir: ResultsDirOption = None,
     zoo_dir: ZooDirOption = None,
     data_root: DataRootOption = None,
