@@ -16,7 +16,8 @@ from kdbench.execute.ladder import LADDER_CNNS
 from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.models.zoo import is_model, student_lr_scale
 from kdbench.report.published import load_published
-from kdbench.sweep.grid import Grid, expand, grid_from_options, load_sweep_file, parse_pairs
+from kdbench.sweep.grid import Grid, expand
+from kdbench.sweep.sweep_file import grid_from_options, parse_pairs, read_sweep_file
 from kdbench.train.optim import build_optimizer
 from kdbench.train.schedule import lr_factor
 
@@ -101,7 +102,7 @@ def test_pairs_expand_only_the_listed_pairs_and_students_alone_once() -> None:
 
 
 def test_crd_sweep_lists_the_pairs_of_crd_tables_1_and_2() -> None:
-    grid = grid_from_options(load_sweep_file(CRD_SWEEP))
+    grid = grid_from_options(read_sweep_file(CRD_SWEEP))
     published = load_published("crd")
     tables = {t: set(zip(g["teacher"], g["student"], strict=True)) for t, g in published.groupby("table")}
     assert len(tables["Table 1"]) == 7 and len(tables["Table 2"]) == 6
@@ -118,7 +119,7 @@ def test_crd_sweep_dry_run_plans_teachers_first_then_378_runs(dirs: dict[str, Pa
                          dirs["results"], "--zoo-dir", dirs["zoo"])
     assert result.exit_code == 0, result.output
     assert result.output.count("│ teacher job ") == 6  # wrn_40_2, resnet56, resnet110, resnet32x4, vgg13, resnet50
-    runs = expand(grid_from_options(load_sweep_file(CRD_SWEEP)))
+    runs = expand(grid_from_options(read_sweep_file(CRD_SWEEP)))
     assert len(runs) == 9 * 13 * 3 + 9 * 3  # 9 distillation methods × 13 pairs + 9 students alone, × 3 seeds
     lrs = {r.config.student: r.config.recipe.lr for r in runs}
     assert {s for s, lr in lrs.items() if lr == 0.01} == set(LIGHT)
@@ -130,7 +131,7 @@ def test_cnn2gnn_sweep_plans_the_ladder_and_the_distilled_gnn(dirs: dict[str, Pa
     assert result.exit_code == 0, result.output
     assert "resnet152 on cifar100 (crd-cifar100, 240 epochs" in result.output
     assert "dry run: nothing submitted" in result.output and not list(dirs["results"].rglob("*.json"))
-    runs = expand(grid_from_options(load_sweep_file(CNN2GNN_SWEEP)))
+    runs = expand(grid_from_options(read_sweep_file(CNN2GNN_SWEEP)))
     points = {(r.config.method, r.config.teacher, r.config.student) for r in runs}
     assert points == {("ce", None, m) for m in (*LADDER_CNNS, "gnn2")} | {("cnn2gnn", "resnet152", "gnn2")}
     assert len(runs) == len(points) * 3 and {r.config.dataset for r in runs} == {"cifar100"}

@@ -22,7 +22,8 @@ from kdbench.execute.build import teacher_key
 from kdbench.execute.resolve import resolve_config
 from kdbench.execute.runner import execute
 from kdbench.spec.paths import Paths
-from kdbench.sweep.grid import expand, grid_from_options, load_sweep_file
+from kdbench.sweep.grid import expand
+from kdbench.sweep.sweep_file import grid_from_options, read_sweep_file
 
 CLI = [sys.executable, "-m", "kdbench"]
 TINY = ("--method", "ce", "--student", "cifar_resnet8", "--epochs", "1", "--set", "data.image_size=8",
@@ -113,7 +114,7 @@ def test_portable_is_another_run_id_and_a_saved_config_keeps_it(tmp_path: Path):
 def test_a_sweep_file_with_portable_plans_portable_runs_and_teachers(tmp_path: Path):
     path = tmp_path / "sweep.yaml"
     path.write_text("methods: [ce, kd]\nteachers: [cifar_resnet8]\nepochs: 1\nteacher_epochs: 1\nportable: true\n")
-    runs = expand(grid_from_options(load_sweep_file(path)))
+    runs = expand(grid_from_options(read_sweep_file(path)))
     assert {r.config.method for r in runs} == {"ce", "kd"} and all(r.config.portable for r in runs)
     kd = next(r.config for r in runs if r.config.method == "kd")
     native_kd = resolve_config(run_options(_params("--method", "kd", "--teacher", "cifar_resnet8", "--epochs", "1",

@@ -16,7 +16,8 @@ from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.spec.scoped_sets import parse_grid, set_items, split_values
 from kdbench.store.record_builder import new_record
 from kdbench.store.records import RunStore
-from kdbench.sweep.grid import Grid, expand, grid_from_options, load_sweep_file
+from kdbench.sweep.grid import Grid, count_runs, expand
+from kdbench.sweep.sweep_file import grid_from_options, read_sweep_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -107,6 +108,20 @@ def test_a_wrong_grid_on_the_command_line_is_one_line_and_nothing_is_written(dir
     assert not (dirs["results"] / "sweeps").exists()
 
 
+@pytest.mark.parametrize("grid", [
+    Grid(methods=["ce", "kd"], teachers=["resnet18", "resnet34"], students=["resnet10t"], seeds=[0, 1],
+         chains=[["resnet50", "resnet34", "resnet18"]],
+         grid={"kd.temperature": ["1", "2"], "recipe.lr": ["0.1", "0.2"]}),
+    Grid(methods=["ce", "kd"], pairs=[("resnet34", "resnet18"), (None, "resnet10t")], seeds=[0, 1, 2]),
+], ids=["teachers × students, chains, grids", "pairs"])
+def test_the_count_the_cap_checks_is_the_number_of_runs_expanded(grid):
+    # The cap (--max-runs) is checked on count_runs, before expanding: it must count what expand() yields
+    # (these grids have no two points with one run id).
+    assert count_runs(grid) == len(expand(grid))
+    with pytest.raises(UserError, match=f"has {count_runs(grid)} runs, more than the {count_runs(grid) - 1} allowed"):
+        expand(grid, max_runs=count_runs(grid) - 1)
+
+
 def test_grid_values_parse_from_flags_and_yaml_alike():
     assert split_values("(1,2),(2,3), 4") == ["(1,2)", "(2,3)", "4"]
     assert parse_grid(["kd.temperature=1,2", "kd.w_kd=0.5"]) == {"kd.temperature": ["1", "2"], "kd.w_kd": ["0.5"]}
@@ -153,7 +168,7 @@ def test_json_needs_dry_run(dirs):
 
 def test_the_temperature_sweep_plans_8_grid_points_times_3_seeds(dirs):
     path = REPO / "slurm" / "sweeps" / "kd-temperature.yaml"
-    grid = grid_from_options(load_sweep_file(path))
+    grid = grid_from_options(read_sweep_file(path))
     assert grid.grid == {"kd.temperature": ["1", "2", "4", "8"], "kd.w_kd": ["0.5", "0.9"]}
     entries = dry_run_json("--config", path)
     assert len(entries) == 24 and len({e["run_id"] for e in entries}) == 24
@@ -194,9 +209,10 @@ def test_sync_bn_without_processes_or_gpus_and_a_new_world_on_resume_are_refused
 def test_resume_refuses_gpus_that_would_change_the_runs_world_size(dirs):
     """Tasks per node default to one per GPU: resuming a 2-GPU sweep with --gpus-per-node 1 would start 1-rank
     jobs for runs planned (and identified) as 2-rank ones. Another time limit is fine."""
-    from kdbench.sweep.grid import at_world_size, paths_from_options, resources_from_options
+    from kdbench.sweep.grid import at_world_size
     from kdbench.sweep.saved_sweep import new_sweep, save_sweep
     from kdbench.sweep.submit import absolute_paths
+    from kdbench.sweep.sweep_file import paths_from_options, resources_from_options
 
     options = {"methods": "kd", "teachers": "resnet18", "seeds": "0", "gpus_per_node": 2,
                "results_dir": str(dirs["results"])}

@@ -13,9 +13,10 @@ from kdbench.execute.create_teacher import create_teacher
 from kdbench.execute.resolve import RunOptions, resolve_config
 from kdbench.store.record_builder import new_record
 from kdbench.store.records import RunStore
-from kdbench.sweep.grid import Grid, expand, grid_from_options, load_sweep_file, resources_from_options
+from kdbench.sweep.grid import Grid, expand
 from kdbench.sweep.plan import make_plan
 from kdbench.sweep.status import _parse_states, combine
+from kdbench.sweep.sweep_file import grid_from_options, read_sweep_file, resources_from_options
 from kdbench.teachers.zoo import WEIGHTS, TeacherZoo
 from kdbench.train.method import get_method
 
@@ -132,7 +133,7 @@ def test_sweep_file_keys_load_and_cli_flags_override_them(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("methods: [ce, kd]\nteachers: resnet18\nseeds: 0-2\nsets: [data.image_size=8]\n"
                     "gpus-per-node: 2\nsbatch: {exclusive: '', nice: 10}\n")
-    options = _merge(load_sweep_file(path), {"seeds": "5", "sets": ["kd.temperature=2"], "sbatch": ["nice=3"],
+    options = _merge(read_sweep_file(path), {"seeds": "5", "sets": ["kd.temperature=2"], "sbatch": ["nice=3"],
                                              "methods": None})
     grid = grid_from_options(options)
     assert grid.methods == ["ce", "kd"] and grid.teachers == ["resnet18"]
@@ -140,15 +141,15 @@ def test_sweep_file_keys_load_and_cli_flags_override_them(tmp_path):
     assert grid.sets == ["data.image_size=8", "kd.temperature=2"]
     res = resources_from_options(options)
     assert res.gpus_per_node == 2 and res.sbatch == {"exclusive": "", "nice": "3"}
-    assert grid_from_options(load_sweep_file(path)).seeds == [0, 1, 2]
+    assert grid_from_options(read_sweep_file(path)).seeds == [0, 1, 2]
 
     path.write_text("methods: ce\nepoch: 3\n")
     with pytest.raises(UserError, match="unknown key 'epoch'"):
-        load_sweep_file(path)
+        read_sweep_file(path)
 
 
 def test_shipped_sweep_files_expand():
-    embedded = load_sweep_file(REPO / "slurm" / "sweeps" / "embedded.yaml")
+    embedded = read_sweep_file(REPO / "slurm" / "sweeps" / "embedded.yaml")
     grid = grid_from_options(embedded)
     assert grid.methods == ["ce", "kd", "fitnet", "at", "pkt", "rkd", "crd", "crd+kd", "dkd", "hkd", "hkd+kd",
                             "cnn2gnn"]
@@ -162,22 +163,22 @@ def test_shipped_sweep_files_expand():
 
     # embedded-hard (docs/benchmark.md): 11 methods × 5 seeds into cifar_resnet8 on 10 % of the training split,
     # all from the one zoo teacher that trains on the full split; CNN2GNN's graph ablation on the same setting.
-    hard = expand(grid_from_options(load_sweep_file(REPO / "slurm" / "sweeps" / "embedded-hard.yaml")))
+    hard = expand(grid_from_options(read_sweep_file(REPO / "slurm" / "sweeps" / "embedded-hard.yaml")))
     assert len(hard) == 5 + 10 * 5 and {r.config.student for r in hard} == {"cifar_resnet8"}
     assert {r.config.data_params["train_fraction"] for r in hard} == {0.1}
     # Batches of 47: 142 training images make three full batches (the loader drops a ragged last one).
     assert {(r.config.recipe.name, r.config.recipe.epochs, r.config.recipe.batch_size) for r in hard} == {
         ("embedded-hard-v2", 40, 47)}
     assert len({r.teacher.digest for r in hard if r.teacher}) == 1
-    ablation = [expand(grid_from_options(load_sweep_file(REPO / "slurm" / "sweeps" / f"{name}.yaml")))
+    ablation = [expand(grid_from_options(read_sweep_file(REPO / "slurm" / "sweeps" / f"{name}.yaml")))
                 for name in ("cnn2gnn-graph-ablation", "cnn2gnn-graph-ablation-teacher")]
     assert [len(runs) for runs in ablation] == [5 + 3 * 4 * 5, 2 * 3 * 5]
     assert {(r.config.method_params["graph"], r.config.method_params["graph_features"]) for r in ablation[1]} == {
         ("batch", "teacher"), ("memory", "teacher")}
 
-    paper = grid_from_options(load_sweep_file(REPO / "slurm" / "sweeps" / "paper.yaml"))
+    paper = grid_from_options(read_sweep_file(REPO / "slurm" / "sweeps" / "paper.yaml"))
     assert paper.datasets == ["cifar100", "stl10", "mini-imagenet"] and paper.teachers == ["resnet152"]
-    assert resources_from_options(load_sweep_file(REPO / "slurm" / "sweeps" / "paper.yaml")).gpus_per_node == 1
+    assert resources_from_options(read_sweep_file(REPO / "slurm" / "sweeps" / "paper.yaml")).gpus_per_node == 1
 
 
 def test_job_states_from_squeue_and_sacct_lines():
@@ -232,7 +233,7 @@ def test_every_unreadable_sweep_file_gets_its_own_line(tmp_path, content, messag
     elif content is not None:
         path.write_text(content)
     with pytest.raises(UserError) as caught:
-        load_sweep_file(path)
+        read_sweep_file(path)
     assert message in str(caught.value) and "\n" not in str(caught.value)
 
 

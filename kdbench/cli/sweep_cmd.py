@@ -51,11 +51,12 @@ from kdbench.execute.folders import check_sweep_folders
 from kdbench.spec.paths import Paths
 from kdbench.sweep.chains import parents
 from kdbench.sweep.executors import choose_executor
-from kdbench.sweep.grid import at_world_size, expand, parse_sbatch, resources_from_options
+from kdbench.sweep.grid import DEFAULT_MAX_RUNS, at_world_size, expand
 from kdbench.sweep.plan import Plan, make_plan, plan_entries, runs_of_sweep
 from kdbench.sweep.saved_sweep import load_saved_sweep, new_sweep
 from kdbench.sweep.status import SweepState, cancel_jobs, env_poll_s, sweep_state, wait_for_sweep
 from kdbench.sweep.submit import Submitted, submit_plan
+from kdbench.sweep.sweep_file import parse_sbatch, resources_from_options
 from kdbench.sweep.time_limits import limit_warnings
 
 
@@ -121,6 +122,8 @@ def sweep_command(
     portable: bool = typer.Option(False, "--portable", help="CPU: every run and zoo teacher with numbers every "
                                   "x86 CPU computes alike (kdbench run --portable; another run id); the sweep "
                                   "file's `portable: true` does the same."),
+    max_runs: int = typer.Option(None, "--max-runs", help="Refuse a grid of more runs than this, before "
+                                 f"expanding it \\[default: {DEFAULT_MAX_RUNS}]; `max_runs:` in a sweep file."),
     results_dir: ResultsDirOption = None,
     zoo_dir: ZooDirOption = None,
     data_root: DataRootOption = None,
@@ -176,7 +179,7 @@ def sweep_command(
     selection = GridSelection(
         methods=methods, teachers=teachers, students=students, pairs=pairs, chains=chains, datasets=datasets,
         seeds=seeds, teacher_seed=teacher_seed, epochs=epochs, teacher_epochs=teacher_epochs,
-        batch_size=batch_size, lr=lr, sets=sets, grid=grids, portable=portable)
+        batch_size=batch_size, lr=lr, sets=sets, grid=grids, portable=portable, max_runs=max_runs)
     places = SweepPlaces(results_dir=results_dir, zoo_dir=zoo_dir, data_root=data_root, device=device,
                          teacher_cache=teacher_cache, cache_dir=cache_dir)
     scheduler = SchedulerFlags(
@@ -218,7 +221,7 @@ def plan_sweep(flags: dict[str, Any], actions: SweepActions) -> tuple[dict[str, 
     if actions.resume:
         return _resume_plan(actions.resume, flags, actions.force)
     new = sweep_inputs(flags, actions.config)
-    runs = at_world_size(expand(new.grid), new.resources.world_size, new.resources.sync_bn)
+    runs = at_world_size(expand(new.grid, new.max_runs), new.resources.world_size, new.resources.sync_bn)
     kind, reason = choose_executor(new.executor)
     plan = make_plan(runs, new.paths.results_dir, new.paths.zoo_dir, force=actions.force)
     return new_sweep(new.grid, new.paths, new.resources, kind, reason, runs, new.jobs), plan, reason

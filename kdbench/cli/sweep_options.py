@@ -15,18 +15,18 @@ from typing import Any
 from kdbench.core.errors import UserError
 from kdbench.spec.paths import Paths
 from kdbench.spec.scoped_sets import parse_grid, set_items, set_key
-from kdbench.sweep.grid import (
-    Grid,
-    JobSettings,
-    Resources,
+from kdbench.sweep.grid import Grid, JobSettings, Resources
+from kdbench.sweep.submit import absolute_paths
+from kdbench.sweep.sweep_file import (
+    checked,
     grid_from_options,
     job_settings_from_options,
-    load_sweep_file,
+    max_runs_from_options,
     parse_sbatch,
     paths_from_options,
+    read_sweep_file,
     resources_from_options,
 )
-from kdbench.sweep.submit import absolute_paths
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class GridSelection:
     sets: list[str] | None = None
     grid: list[str] | None = None
     portable: bool | None = None  # False (the flag not given): the sweep file's `portable` holds
+    max_runs: int | None = None  # the most runs the grid may expand to (kdbench.sweep.grid.DEFAULT_MAX_RUNS)
 
 
 @dataclass(frozen=True)
@@ -138,10 +139,12 @@ class SweepInputs:
     jobs: JobSettings  # the device and teacher-output cache every job runs with
     resources: Resources  # validated
     executor: str | None  # None: slurm if it answers, else local
+    max_runs: int  # the grid is refused, before it is expanded, above this many runs
 
 
 def sweep_inputs(flags: dict[str, Any], config: Path | None) -> SweepInputs:
     """The sweep file (if any) under the flags, as a new sweep's grid, paths, resources and executor."""
-    options = _merge(load_sweep_file(config) if config else {}, flags)
+    options = _merge(read_sweep_file(config) if config else {}, flags)
     return SweepInputs(grid_from_options(options), absolute_paths(paths_from_options(options)),
-                       job_settings_from_options(options), resources_from_options(options), options.get("executor"))
+                       job_settings_from_options(options), resources_from_options(options),
+                       checked("executor", options.get("executor")), max_runs_from_options(options))

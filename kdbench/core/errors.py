@@ -41,7 +41,7 @@ def unknown_name(kind: str, name: str, valid: Iterable[str], max_listed: int = 4
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     listed = ", ".join(valid[:max_listed]) + (f", … ({len(valid)} in all)" if len(valid) > max_listed else "")
-    return UserError(f"unknown {kind} '{name}'.{hint} Valid: {listed}")
+    return UserError(f"unknown {kind} '{shortened(name)}'.{hint} Valid: {listed}")
 
 
 def check_range(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kdbench.core.errors import UserError
+from kdbench.core.errors import UserError, shortened
 
 
 def split_scoped_key(key: str) -> tuple[str, str] | None:
@@ -33,7 +33,7 @@ def parse_set_options(items: list[str] | None) -> dict[str, dict[str, str]]:
         key, sep, value = item.partition("=")
         scoped = split_scoped_key(key) if sep else None
         if scoped is None:
-            raise UserError(f"--set expects SCOPE.KEY=VALUE (e.g. kd.temperature=2), got '{item}'")
+            raise UserError(f"--set expects SCOPE.KEY=VALUE (e.g. kd.temperature=2), got '{shortened(item)}'")
         out.setdefault(scoped[0], {})[scoped[1]] = value.strip()
     return out
 
@@ -66,14 +66,15 @@ def flatten_scoped(mapping: dict[Any, Any], what: str) -> dict[str, Any]:
         scope = str(scope).strip()
         if isinstance(value, dict):
             if "." in scope:
-                raise UserError(f"{what}: '{scope}' holds a mapping; write SCOPE: {{KEY: VALUE}} or SCOPE.KEY: VALUE")
+                raise UserError(f"{what}: '{shortened(scope)}' holds a mapping; write SCOPE: {{KEY: VALUE}} or "
+                                "SCOPE.KEY: VALUE")
             for key, inner in value.items():
                 out[f"{scope}.{str(key).strip()}"] = inner
         else:
             out[scope] = value
     for key in out:
         if split_scoped_key(key) is None:
-            raise UserError(f"{what}: expected SCOPE.KEY (e.g. kd.temperature), got '{key}'")
+            raise UserError(f"{what}: expected SCOPE.KEY (e.g. kd.temperature), got '{shortened(key)}'")
     return out
 
 
@@ -87,7 +88,8 @@ def set_items(value: Any, what: str = "set") -> list[str]:
         return [value]
     if isinstance(value, list | tuple):
         return [str(v) for v in value]
-    raise UserError(f"{what}: expected a mapping of SCOPE.KEY: VALUE or a list of SCOPE.KEY=VALUE, got {value!r}")
+    raise UserError(f"{what}: expected a mapping of SCOPE.KEY: VALUE or a list of SCOPE.KEY=VALUE, got "
+                    f"{shortened(repr(value))}")
 
 
 def split_values(text: str) -> list[str]:
@@ -121,7 +123,8 @@ def parse_grid(value: Any, what: str = "--grid") -> dict[str, list[str]]:
         for item in [value] if isinstance(value, str) else value:
             key, sep, values = str(item).partition("=")
             if not sep or split_scoped_key(key) is None:
-                raise UserError(f"{what} expects SCOPE.KEY=V1,V2,... (e.g. kd.temperature=1,2,4), got '{item}'")
+                raise UserError(f"{what} expects SCOPE.KEY=V1,V2,... (e.g. kd.temperature=1,2,4), got "
+                                f"'{shortened(str(item))}'")
             grid[key.strip()] = split_values(values)
     for key, values in grid.items():
         if not values:

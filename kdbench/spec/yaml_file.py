@@ -38,11 +38,13 @@ def yaml_mapping(path: Path) -> Any:
         raise UserError(f"--config {path}: no such file")
     if path.is_dir():
         raise UserError(f"--config {path}: is a directory, not a sweep file")
+    if not path.is_file():  # before opening it: open() of a FIFO waits for a writer
+        raise UserError(f"--config {path}: not a regular file (a device or a FIFO); pass a YAML file")
     try:
         data = read_regular_bytes(path, MAX_FILE_BYTES)
     except UnsafeFile:
-        raise UserError(f"--config {path}: not a regular file of at most {MAX_FILE_BYTES >> 20} MiB "
-                        "(a device, a FIFO or a larger file); pass a YAML file") from None
+        raise UserError(f"--config {path}: larger than {MAX_FILE_BYTES >> 20} MiB, or not a regular file; pass a "
+                        "YAML file") from None
     except OSError as e:
         raise UserError(f"--config {path}: cannot read it ({e.strerror or e})") from None
     try:

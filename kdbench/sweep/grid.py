@@ -16,10 +16,12 @@ once per distinct student of the pairs (student-only entries included).
 
 `chains` (`--chain resnet152,resnet50,resnet18`) adds teacher-assistant chains: see kdbench.sweep.chains.
 
-A sweep file (YAML) uses the CLI's option names (`methods`, `teachers`, `seeds`, `epochs`, `sets` (or `set`, as
-in a run's config file; a mapping of SCOPE.KEY: VALUE or a list of SCOPE.KEY=VALUE), `grid`,
-`partition`, `gpus_per_node`, ... with `_` or `-`); lists may be YAML lists or comma strings. A pair is written
-`TEACHER:STUDENT` (or a two-item list), a student trained alone just `STUDENT`.
+A grid is counted before it is expanded (:func:`count_runs`, from the lengths of its lists), and one of more than
+`max_runs` runs (DEFAULT_MAX_RUNS, or `--max-runs`) is refused with its count; the expansion then walks the grid
+point by point, holding only the distinct runs it keeps.
+
+Reading a sweep file and the command line's options into a Grid, Resources, Paths and JobSettings is
+kdbench.sweep.sweep_file's.
 """
 
 from __future__ import annotations
@@ -27,20 +29,23 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from kdbench.core.errors import UserError
 from kdbench.execute.build import teacher_key
 from kdbench.execute.resolve import COMMON_SCOPES, RunOptions, method_scopes, resolve_config
 from kdbench.spec.config import RunConfig
-from kdbench.spec.paths import Paths
-from kdbench.spec.scoped_sets import parse_grid, set_items, set_key, set_scope
-from kdbench.spec.yaml_file import yaml_mapping
-from kdbench.sweep.chains import chain_configs, parse_chains
+from kdbench.spec.scoped_sets import set_key, set_scope
+from kdbench.sweep.chains import chain_configs
 from kdbench.teachers.zoo import TeacherKey
 from kdbench.train.method import get_method
+
+# The most runs a sweep expands to unless --max-runs says otherwise: resolving 10,000 points takes ~10 s, and a
+# larger grid is more often a typo (a value list pasted into three --grid keys) than a plan.
+DEFAULT_MAX_RUNS = 10_000
 
 
 @dataclass
@@ -172,14 +177,41 @@ def check_scopes(grid: Grid) -> None:
         raise UserError(f"{both[0]} is both in --set and in --grid: give it in one of them")
 
 
-def method_settings(grid: Grid, method: str) -> list[list[str]]:
-    """The `--set` items of each of `method`'s grid points: the sets in its scopes, then one value per gridded
-    key in its scopes (the product of those keys, in the order given; one point when none is gridded)."""
+def _gridded_keys(grid: Grid, method: str) -> list[str]:
+    """The `--grid` keys that reach `method`'s runs (in its scopes or a common one), in the order given."""
+    scopes = {*COMMON_SCOPES, *method_scopes(method)}
+    return [key for key in grid.grid if key.partition(".")[0] in scopes]
+
+
+def method_settings(grid: Grid, method: str) -> Iterator[list[str]]:
+    """The `--set` items of each of `method`'s grid points, one point at a time: the sets in its scopes, then one
+    value per gridded key in its scopes (the product of those keys, in the order given; one point when none is
+    gridded). A generator: a grid of a million points is never held in memory."""
     scopes = {*COMMON_SCOPES, *method_scopes(method)}
     fixed = [item for item in grid.sets if set_scope(item) in scopes]
-    keys = [key for key in grid.grid if key.partition(".")[0] in scopes]
-    return [[*fixed, *(f"{key}={value}" for key, value in zip(keys, values, strict=True))]
-            for values in itertools.product(*(grid.grid[key] for key in keys))]
+    keys = _gridded_keys(grid, method)
+    for values in itertools.product(*(grid.grid[key] for key in keys)):
+        yield [*fixed, *(f"{key}={value}" for key, value in zip(keys, values, strict=True))]
+
+
+def count_runs(grid: Grid) -> int:
+    """How many runs the grid expands to (points resolving to the same run id counted apart), from the lengths
+    of its lists alone: the cap is checked before a single point is resolved."""
+    total = 0
+    for method in grid.methods:
+        needs_teacher = get_method(method).needs_teacher
+        pairs = len(grid.points(needs_teacher)) + (sum(len(c) - 1 for c in grid.chains) if needs_teacher else 0)
+        total += math.prod(len(grid.grid[key]) for key in _gridded_keys(grid, method)) * pairs
+    return total * len(grid.datasets) * len(grid.seeds)
+
+
+def check_size(grid: Grid, max_runs: int) -> None:
+    """Refuse a grid of more than `max_runs` runs, saying how many it has: expanding a grid resolves every point
+    (about a millisecond each), so three `--grid` keys of 100 values would run for minutes and fill memory."""
+    count = count_runs(grid)
+    if count > max_runs:
+        raise UserError(f"this sweep's grid has {count:,} runs, more than the {max_runs:,} allowed: narrow it, or "
+                        "raise the limit with --max-runs N (max_runs: N in a sweep file)")
 
 
 def setting_value(config: RunConfig, key: str) -> Any:
@@ -204,9 +236,10 @@ def at_world_size(runs: list[SweepRun], world: int, sync_bn: bool = False) -> li
     return [SweepRun(dataclasses.replace(r.config, world_size=world, sync_bn=sync_bn), r.teacher) for r in runs]
 
 
-def expand(grid: Grid) -> list[SweepRun]:
+def expand(grid: Grid, max_runs: int = DEFAULT_MAX_RUNS) -> list[SweepRun]:
     """Every distinct run of the grid, in grid order (dataset, method, grid point, teacher, student, seed);
-    two points that resolve to the same run id are one run."""
+    two points that resolve to the same run id are one run. A grid of more than `max_runs` runs is refused
+    before any is resolved (:func:`check_size`)."""
     if not grid.methods:
         raise UserError("a sweep needs at least one method: --methods ce,kd")
     if not grid.seeds:
@@ -214,6 +247,7 @@ def expand(grid: Grid) -> list[SweepRun]:
     if not grid.datasets:
         raise UserError("a sweep needs at least one dataset: --datasets digits")
     check_scopes(grid)
+    check_size(grid, max_runs)
     runs: dict[str, SweepRun] = {}
     for dataset in grid.datasets:
         for method in grid.methods:
@@ -221,14 +255,13 @@ def expand(grid: Grid) -> list[SweepRun]:
             if spec.needs_teacher and not (grid.teachers or any(t for t, _ in grid.pairs) or grid.chains):
                 raise UserError(f"method '{method}' distils from a teacher: pass --teachers ARCH[,ARCH...], "
                                 "--pairs TEACHER:STUDENT[,...] or --chain TEACHER,ASSISTANT,STUDENT")
-            for sets, (teacher, student) in itertools.product(method_settings(grid, method),
-                                                              grid.points(spec.needs_teacher)):
-                for seed in grid.seeds:
+            points = grid.points(spec.needs_teacher)
+            for sets in method_settings(grid, method):  # nested loops: itertools.product would list the points
+                for (teacher, student), seed in itertools.product(points, grid.seeds):
                     config = _resolve_point(grid, method, dataset, seed, sets, teacher, student)
                     runs.setdefault(config.run_id, _sweep_run(config))
-            for sets, chain in itertools.product(method_settings(grid, method),
-                                                 grid.chains if spec.needs_teacher else []):
-                for seed in grid.seeds:
+            for sets in method_settings(grid, method) if grid.chains and spec.needs_teacher else ():
+                for chain, seed in itertools.product(grid.chains, grid.seeds):
                     link = functools.partial(_resolve_point, grid, method, dataset, seed, sets)
                     for config in chain_configs(chain, link):
                         runs.setdefault(config.run_id, _sweep_run(config))
@@ -248,154 +281,3 @@ def _resolve_point(grid: Grid, method: str, dataset: str, seed: int, sets: list[
 def _sweep_run(config: RunConfig) -> SweepRun:
     # Only a zoo teacher has a zoo key (a job trains it when missing); a run teacher is another run of the plan.
     return SweepRun(config, teacher_key(config) if config.teacher_recipe is not None else None)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Parsing lists and sweep files
-
-
-def split_list(value: str | list[Any] | tuple[Any, ...] | None) -> list[str]:
-    """`"ce, kd"` or `["ce", "kd"]` → `["ce", "kd"]`; None or "" → []."""
-    if value is None:
-        return []
-    if isinstance(value, list | tuple):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [part.strip() for part in str(value).split(",") if part.strip()]
-
-
-def parse_pairs(value: str | list[Any] | None) -> list[tuple[str | None, str]]:
-    """`"resnet56:resnet20, resnet110:resnet32, resnet18"`, or a YAML list of such strings or of
-    [teacher, student]; a lone `STUDENT` is (None, STUDENT), a model trained alone."""
-    if value is None:
-        return []
-    items = value if isinstance(value, list | tuple) else split_list(value)
-    out: list[tuple[str | None, str]] = []
-    for item in items:
-        parts = [str(p).strip() for p in item] if isinstance(item, list | tuple) else \
-            [p.strip() for p in str(item).split(":")]
-        if len(parts) == 1 and parts[0]:
-            out.append((None, parts[0]))
-        elif len(parts) == 2 and all(parts):
-            out.append((parts[0], parts[1]))
-        else:
-            raise UserError(f"pairs: expected TEACHER:STUDENT (e.g. cifar_resnet32x4:cifar_resnet8x4) or a "
-                            f"STUDENT trained alone, got '{item}'")
-    return out
-
-
-def parse_seeds(value: str | list[Any] | None) -> list[int]:
-    """`"0,1,2"`, `"0-4"` (inclusive range) or `[0, 1]` → a list of ints."""
-    out: list[int] = []
-    for part in split_list(value):
-        lo, dash, hi = part.partition("-")
-        try:
-            out.extend(range(int(lo), int(hi) + 1) if dash and lo else [int(part)])
-        except ValueError:
-            raise UserError(f"seeds: expected integers like 0,1,2 or 0-4, got '{part}'") from None
-    return out
-
-
-def parse_sbatch(value: dict[str, Any] | list[str] | str | None) -> dict[str, str]:
-    """Extra sbatch options from `KEY=VALUE` strings or a mapping (`{"exclusive": ""}` gives `--exclusive`)."""
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return {str(k).lstrip("-"): "" if v is None else str(v) for k, v in value.items()}
-    out: dict[str, str] = {}
-    for item in [value] if isinstance(value, str) else value:
-        key, _, val = str(item).partition("=")
-        key = key.strip().lstrip("-")
-        if not key:
-            raise UserError(f"--sbatch expects KEY=VALUE (e.g. --sbatch exclusive= or --sbatch nice=10), got '{item}'")
-        out[key] = val.strip()
-    return out
-
-
-GRID_KEYS = {f.name for f in dataclasses.fields(Grid)}
-PATH_KEYS = {f.name for f in dataclasses.fields(Paths)} | {f.name for f in dataclasses.fields(JobSettings)}
-RESOURCE_KEYS = {f.name for f in dataclasses.fields(Resources)}
-OTHER_KEYS = {"executor"}
-
-
-def load_sweep_file(path: str | Path) -> dict[str, Any]:
-    """A sweep YAML as a flat dict of option values, keys normalised (`gpus-per-node` → `gpus_per_node`).
-
-    Unknown keys are an error listing the valid ones, so a typo never silently drops an option.
-    """
-    path = Path(path)
-    raw = yaml_mapping(path)
-    if not isinstance(raw, dict):
-        raise UserError(f"--config {path}: expected a mapping of option: value at the top level")
-    out = {str(k).replace("-", "_"): v for k, v in raw.items()}
-    if "set" in out:  # a run config file's name for it (`kdbench run --config`)
-        if "sets" in out:
-            raise UserError(f"--config {path}: give the settings once, as set: or as sets:")
-        out["sets"] = out.pop("set")
-    valid = GRID_KEYS | PATH_KEYS | RESOURCE_KEYS | OTHER_KEYS
-    unknown = sorted(set(out) - valid)
-    if unknown:
-        raise UserError(f"--config {path}: unknown key '{unknown[0]}'. Valid: {', '.join(sorted(valid))}")
-    return out
-
-
-def grid_from_options(options: dict[str, Any]) -> Grid:
-    """Build a :class:`Grid` from merged file + CLI options (lists as lists or comma strings)."""
-
-    def opt_int(name: str) -> int | None:
-        v = options.get(name)
-        return None if v is None else int(v)
-
-    return Grid(
-        methods=split_list(options.get("methods")),
-        teachers=split_list(options.get("teachers")),
-        students=split_list(options.get("students")),
-        pairs=parse_pairs(options.get("pairs")),
-        chains=parse_chains(options.get("chains")),
-        datasets=split_list(options.get("datasets")) or ["digits"],
-        seeds=parse_seeds(options.get("seeds")) or [0],
-        teacher_seed=int(options.get("teacher_seed") or 0),
-        epochs=opt_int("epochs"),
-        teacher_epochs=opt_int("teacher_epochs"),
-        batch_size=opt_int("batch_size"),
-        lr=None if options.get("lr") is None else float(options["lr"]),
-        sets=set_items(options.get("sets"), "sets"),
-        grid=parse_grid(options.get("grid")),
-        amp=bool(options.get("amp", False)),
-        channels_last=bool(options.get("channels_last", False)),
-        portable=bool(options.get("portable", False)),
-    )
-
-
-def resources_from_options(options: dict[str, Any]) -> Resources:
-    defaults = Resources()
-    kw: dict[str, Any] = {}
-    for f in dataclasses.fields(Resources):
-        if f.name == "sbatch":
-            kw["sbatch"] = parse_sbatch(options.get("sbatch"))
-        elif options.get(f.name) is not None:
-            kw[f.name] = options[f.name]
-    res = dataclasses.replace(defaults, **kw)
-    if res.gpus_per_node < 0 or (res.cpus_per_task is not None and res.cpus_per_task < 1):
-        raise UserError("--gpus-per-node must be >= 0 and --cpus-per-task >= 1")
-    if res.nodes < 1 or (res.tasks_per_node is not None and res.tasks_per_node < 1):
-        raise UserError("--nodes and --tasks-per-node must be >= 1")
-    if res.timeout_min < 1 or res.array_parallelism < 1:
-        raise UserError("--timeout-min and --array-parallelism must be >= 1")
-    if res.max_requeues < 0:
-        raise UserError("--max-requeues must be >= 0")
-    if res.sync_bn and res.world_size == 1:
-        raise UserError("--sync-bn synchronises BatchNorm across the processes of one run, and each run has one: "
-                        "add --tasks-per-node N or --nodes M, or drop --sync-bn")
-    if res.sync_bn and res.gpus_per_node == 0:
-        raise UserError("--sync-bn needs GPUs (torch's SyncBatchNorm does not run on CPU): add --gpus-per-node N "
-                        "or drop --sync-bn")
-    return res
-
-
-def paths_from_options(options: dict[str, Any]) -> Paths:
-    return Paths.from_dict({k: None if v is None else str(v) for k, v in options.items()})
-
-
-def job_settings_from_options(options: dict[str, Any]) -> JobSettings:
-    return JobSettings(device=str(options.get("device") or "auto"),
-                       teacher_cache=str(options.get("teacher_cache") or "on"))
