@@ -127,6 +127,28 @@ def test_an_entry_declaring_fewer_bytes_than_its_shape_takes_is_bad(filled, tmp_
     _assert_recomputed_and_replaced(record, stderr, entry, filled)
 
 
+def test_a_feature_entry_of_another_per_sample_shape_is_bad(filled, tmp_path, in_process):
+    """A feature map's entry is checked against the shape the teacher gives one sample, learnt from the teacher
+    itself (FitNet's stage: (C, H, W); the forged entry holds the same bytes as (C, H·W))."""
+    cache = tmp_path / "cache"
+    off = run("fitnet", "cifar_resnet8", **API, results_dir=tmp_path / "off", zoo_dir=filled["zoo"],
+              teacher_cache="off")
+    run("fitnet", "cifar_resnet8", **API, results_dir=tmp_path / "fill", zoo_dir=filled["zoo"],
+        teacher_cache="on", cache_dir=cache)
+    [entry] = [p for p in cache.glob("*/*.kdtc") if "-stage" in p.name]
+    good, _ = parse_entry(entry.read_bytes())
+    _rewrite(entry, lambda t, m: ({**t, "values": t["values"].flatten(2)}, m))
+    args = (*ARGS, "--zoo-dir", str(filled["zoo"]), "--results-dir", str(tmp_path / "read"), "--cache-dir", str(cache))
+    result = in_process("run", *[("fitnet" if a == "kd" else a) for a in args])
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert _metrics(record) == _metrics(off)
+    flat = "".join(result.stderr.split())
+    assert flat.count("isdamaged") == 1 and "".join(str(entry).split()) in flat, result.stderr
+    assert record["teacher_cache"]["corrupt_entries_recomputed"] == 1
+    assert torch.equal(parse_entry(entry.read_bytes())[0]["values"], good["values"])
+
+
 def _dev_zero(entry: Path) -> None:
     entry.unlink()
     entry.symlink_to("/dev/zero")
