@@ -9,13 +9,14 @@ as it calls the run's other callbacks.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from kdbench.models.features import Features, FeatureTap
 
 
+@runtime_checkable
 class TeacherOutputs(Protocol):
     def features(self, teacher: torch.nn.Module, tap: FeatureTap | None, images: torch.Tensor,
                  index: torch.Tensor) -> Features:
