@@ -4,7 +4,8 @@ train layer and the teacher-output cache (kdbench.teachers.output_cache.TeacherO
 One object for the cache's whole life in a run (issue #34: it was split between Distiller.begin_epoch, the
 runner's epoch callback and the record): the runner builds it and sets it as the Distiller's `teacher_cache`;
 methods reach it only through Distiller.teacher_logits / teacher_features; the engine calls its two epoch hooks
-as it calls the run's other callbacks.
+around each epoch's training steps. It is typed here so that the train layer holds nothing untyped from the
+teachers layer, which it never imports.
 """
 
 from __future__ import annotations
