@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -159,9 +160,9 @@ def _fifo(entry: Path) -> None:
     os.mkfifo(entry)
 
 
-def _sparse_64_gib(entry: Path) -> None:
-    with open(entry, "r+b") as f:  # the good entry, then 64 GiB of holes: no disk used, but read it and wait
-        f.truncate(64 << 30)
+def _sparse_4_gib(entry: Path) -> None:
+    with open(entry, "r+b") as f:  # the good entry, then 4 GiB of holes: no disk used, but memory if read
+        f.truncate(4 << 30)
 
 
 def _trailing_bytes(entry: Path) -> None:
@@ -169,13 +170,36 @@ def _trailing_bytes(entry: Path) -> None:
         f.write(b"\0" * 4096)
 
 
+def _kdbench_run_isolated(filled: dict, cache: Path, tmp_path: Path, timeout_s: float = 180):
+    """`kdbench run` as a subprocess limited to 4 GiB of address space and `timeout_s`: a regression that reads
+    /dev/zero or a huge file ends in a MemoryError or the timeout (a failed test), not in the machine's memory."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    args = [sys.executable, "-m", "kdbench", "run", *ARGS, "--zoo-dir", str(filled["zoo"]), "--results-dir",
+            str(tmp_path / "results"), "--cache-dir", str(cache)]
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, preexec_fn=limit,
+                              env={**os.environ, "COLUMNS": "1000"})
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"kdbench run did not end within {timeout_s} s (reading the entry without end?)")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout), done.stderr
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinks to devices and FIFOs are POSIX")
-@pytest.mark.parametrize("make", [_dev_zero, _fifo, _sparse_64_gib, _trailing_bytes],
-                         ids=["symlink to /dev/zero", "FIFO", "64 GiB sparse file", "bytes past the payload"])
-def test_an_entry_that_never_ends_is_refused_without_reading_it(make, filled, tmp_path, in_process):
+@pytest.mark.parametrize("make,isolated", [(_dev_zero, True), (_sparse_4_gib, True), (_fifo, False),
+                                           (_trailing_bytes, False)],
+                         ids=["symlink to /dev/zero", "4 GiB sparse file", "FIFO", "bytes past the payload"])
+def test_an_entry_that_never_ends_is_refused_without_reading_it(make, isolated, filled, tmp_path, in_process):
     cache, entry = _cache_copy(filled, tmp_path)
     make(entry)
-    record, stderr = _kdbench_run(in_process, filled, cache, tmp_path, timeout_s=120)
+    if isolated:  # a regression would fill memory: in a process of its own, with a memory limit
+        record, stderr = _kdbench_run_isolated(filled, cache, tmp_path)
+    else:  # a regression would wait forever (a FIFO opened without a writer): a thread with a timeout
+        record, stderr = _kdbench_run(in_process, filled, cache, tmp_path, timeout_s=120)
     _assert_recomputed_and_replaced(record, stderr, entry, filled)
 
 
