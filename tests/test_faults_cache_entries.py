@@ -272,6 +272,22 @@ def test_cache_list_counts_only_what_lies_in_the_cache(linked, in_process, monke
     assert row["entries"] == 1 and row["bytes"] == linked["own"]._path("logits").stat().st_size
 
 
+def test_cache_list_never_waits_on_a_key_file_that_never_ends(linked, in_process, monkeypatch):
+    own, other = linked["own"].dir, _filled_cache(linked["root"], 3).dir
+    (own / "key.json").unlink()
+    os.mkfifo(own / "key.json")  # open() of it would wait for a writer forever
+    (other / "key.json").unlink()
+    (other / "key.json").symlink_to("/dev/zero")
+    monkeypatch.setenv("COLUMNS", "300")
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(in_process("cache", "list", "--cache-dir",
+                                                                    str(linked["root"]))), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "kdbench cache list did not end: it read a FIFO or /dev/zero"
+    assert done[0].returncode == 0 and own.name in done[0].stdout and other.name in done[0].stdout
+
+
 def test_cache_clear_removes_links_never_their_targets(linked, in_process):
     cleared = in_process("cache", "clear", "--cache-dir", str(linked["root"]))
     assert cleared.returncode == 0 and "removed 1 entries" in " ".join(cleared.stderr.split())
