@@ -150,6 +150,23 @@ def test_a_feature_entry_of_another_per_sample_shape_is_bad(filled, tmp_path, in
     assert torch.equal(parse_entry(entry.read_bytes())[0]["values"], good["values"])
 
 
+@pytest.mark.parametrize("shape", [[10**12, 10], [-1, 10], [1437, "10"], [1437, 10.0]])
+def test_a_header_declaring_a_shape_its_payload_does_not_hold_is_bad(shape):
+    """Header checks alone (a valid checksum over the payload): a shape it cannot hold is a BadEntry, never a
+    traceback or an allocation of what the header claims."""
+    from kdbench.teachers.cache_entry import BadEntry
+
+    blob = encode_entry({"values": torch.zeros(1437, 10), "filled": torch.ones(1437, dtype=torch.uint8)}, {})
+    n = int.from_bytes(blob[4:12], "little")
+    header = json.loads(blob[12 : 12 + n])
+    header["tensors"]["values"]["shape"] = shape
+    if all(isinstance(d, int) for d in shape):
+        header["tensors"]["values"]["nbytes"] = abs(shape[0] * shape[1]) * 4
+    raw = json.dumps(header, sort_keys=True).encode()
+    with pytest.raises(BadEntry):
+        parse_entry(blob[:4] + len(raw).to_bytes(8, "little") + raw + blob[12 + n :])
+
+
 def _dev_zero(entry: Path) -> None:
     entry.unlink()
     entry.symlink_to("/dev/zero")

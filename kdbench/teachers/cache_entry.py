@@ -100,6 +100,8 @@ def parse_entry(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         if info["offset"] != offset or info["nbytes"] != nbytes:
             raise BadEntry(f"tensor {name!r} of {info['nbytes']} bytes at {info['offset']}, not the {nbytes} its "
                            f"shape and dtype take at {offset}")
+        if offset + nbytes > len(payload):
+            raise BadEntry(f"{len(payload)} payload bytes where its header declares more")
         chunk = bytearray(payload[offset : offset + nbytes])
         flat = torch.frombuffer(chunk, dtype=dtype) if nbytes else torch.empty(0, dtype=dtype)
         out[name] = flat.reshape(shape)
