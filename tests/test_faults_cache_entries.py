@@ -14,6 +14,7 @@ timeout, so a regression fails instead of hanging the suite."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -165,6 +166,33 @@ def test_a_header_declaring_a_shape_its_payload_does_not_hold_is_bad(shape):
     raw = json.dumps(header, sort_keys=True).encode()
     with pytest.raises(BadEntry):
         parse_entry(blob[:4] + len(raw).to_bytes(8, "little") + raw + blob[12 + n :])
+
+
+ODD_VALUES = [None, True, -1, 2**70, 1.5, "x", [], [1], {}, {"a": 1}, [[[]]]]
+
+
+def test_any_header_field_of_any_type_is_a_bad_entry_or_a_good_one_never_an_error():
+    """Every header field replaced by values of every JSON type, and a header nested deeper than the parser goes:
+    parse_entry answers BadEntry (a ValueError the cache catches), never another exception (a traceback mid-run)."""
+    from kdbench.teachers.cache_entry import BadEntry
+
+    blob = encode_entry({"values": torch.zeros(4, 3), "filled": torch.ones(4, dtype=torch.uint8)}, {"epoch": 1})
+    n = int.from_bytes(blob[4:12], "little")
+    good, payload = json.loads(blob[12 : 12 + n]), blob[12 + n :]
+
+    def variants():
+        for key in good:
+            for odd in ODD_VALUES:
+                yield {**good, key: odd}
+        for field in ("dtype", "shape", "offset", "nbytes"):
+            for odd in ODD_VALUES:
+                yield {**good, "tensors": {**good["tensors"], "values": {**good["tensors"]["values"], field: odd}}}
+        yield {**good, "tensors": {**good["tensors"], "extra": good["tensors"]["values"]}}
+
+    headers = [json.dumps(h).encode() for h in variants()] + [b"[" * 20000 + b"]" * 20000]
+    for raw in headers:
+        with contextlib.suppress(BadEntry):
+            parse_entry(blob[:4] + len(raw).to_bytes(8, "little") + raw + payload)
 
 
 def _dev_zero(entry: Path) -> None:

@@ -78,7 +78,7 @@ def parse_entry(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise BadEntry("truncated")
     try:
         header = json.loads(blob[_PREFIX : _PREFIX + n])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested deeper than the parser goes
         raise BadEntry("unreadable header") from None
     if not isinstance(header, dict) or set(header) != _HEADER_KEYS or header["format"] != FORMAT:
         raise BadEntry("a header of another format")
@@ -87,7 +87,8 @@ def parse_entry(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise BadEntry("a header of another format")
     infos = header["tensors"]
     for name, info in infos.items():
-        if not isinstance(info, dict) or set(info) != _TENSOR_KEYS or info["dtype"] not in DTYPES or \
+        if not isinstance(info, dict) or set(info) != _TENSOR_KEYS or not isinstance(info["dtype"], str) or \
+                info["dtype"] not in DTYPES or \
                 type(info["offset"]) is not int:
             raise BadEntry(f"tensor {name!r} of an unknown dtype or layout")
     out, offset = {}, 0
