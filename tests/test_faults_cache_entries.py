@@ -14,10 +14,12 @@ timeout, so a regression fails instead of hanging the suite."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -127,6 +129,72 @@ def test_an_entry_declaring_fewer_bytes_than_its_shape_takes_is_bad(filled, tmp_
     _assert_recomputed_and_replaced(record, stderr, entry, filled)
 
 
+def test_a_feature_entry_of_another_per_sample_shape_is_bad(filled, tmp_path, in_process):
+    """A feature map's entry is checked against the shape the teacher gives one sample, learnt from the teacher
+    itself (FitNet's stage: (C, H, W); the forged entry holds the same bytes as (C, H·W))."""
+    cache = tmp_path / "cache"
+    off = run("fitnet", "cifar_resnet8", **API, results_dir=tmp_path / "off", zoo_dir=filled["zoo"],
+              teacher_cache="off")
+    run("fitnet", "cifar_resnet8", **API, results_dir=tmp_path / "fill", zoo_dir=filled["zoo"],
+        teacher_cache="on", cache_dir=cache)
+    [entry] = [p for p in cache.glob("*/*.kdtc") if "-stage" in p.name]
+    good, _ = parse_entry(entry.read_bytes())
+    _rewrite(entry, lambda t, m: ({**t, "values": t["values"].flatten(2)}, m))
+    args = (*ARGS, "--zoo-dir", str(filled["zoo"]), "--results-dir", str(tmp_path / "read"), "--cache-dir", str(cache))
+    result = in_process("run", *[("fitnet" if a == "kd" else a) for a in args])
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert _metrics(record) == _metrics(off)
+    flat = "".join(result.stderr.split())
+    assert flat.count("isdamaged") == 1 and "".join(str(entry).split()) in flat, result.stderr
+    assert record["teacher_cache"]["corrupt_entries_recomputed"] == 1
+    assert torch.equal(parse_entry(entry.read_bytes())[0]["values"], good["values"])
+
+
+@pytest.mark.parametrize("shape", [[10**12, 10], [-1, 10], [1437, "10"], [1437, 10.0]])
+def test_a_header_declaring_a_shape_its_payload_does_not_hold_is_bad(shape):
+    """Header checks alone (a valid checksum over the payload): a shape it cannot hold is a BadEntry, never a
+    traceback or an allocation of what the header claims."""
+    from kdbench.teachers.cache_entry import BadEntry
+
+    blob = encode_entry({"values": torch.zeros(1437, 10), "filled": torch.ones(1437, dtype=torch.uint8)}, {})
+    n = int.from_bytes(blob[4:12], "little")
+    header = json.loads(blob[12 : 12 + n])
+    header["tensors"]["values"]["shape"] = shape
+    if all(isinstance(d, int) for d in shape):
+        header["tensors"]["values"]["nbytes"] = abs(shape[0] * shape[1]) * 4
+    raw = json.dumps(header, sort_keys=True).encode()
+    with pytest.raises(BadEntry):
+        parse_entry(blob[:4] + len(raw).to_bytes(8, "little") + raw + blob[12 + n :])
+
+
+ODD_VALUES = [None, True, -1, 2**70, 1.5, "x", [], [1], {}, {"a": 1}, [[[]]]]
+
+
+def test_any_header_field_of_any_type_is_a_bad_entry_or_a_good_one_never_an_error():
+    """Every header field replaced by values of every JSON type, and a header nested deeper than the parser goes:
+    parse_entry answers BadEntry (a ValueError the cache catches), never another exception (a traceback mid-run)."""
+    from kdbench.teachers.cache_entry import BadEntry
+
+    blob = encode_entry({"values": torch.zeros(4, 3), "filled": torch.ones(4, dtype=torch.uint8)}, {"epoch": 1})
+    n = int.from_bytes(blob[4:12], "little")
+    good, payload = json.loads(blob[12 : 12 + n]), blob[12 + n :]
+
+    def variants():
+        for key in good:
+            for odd in ODD_VALUES:
+                yield {**good, key: odd}
+        for field in ("dtype", "shape", "offset", "nbytes"):
+            for odd in ODD_VALUES:
+                yield {**good, "tensors": {**good["tensors"], "values": {**good["tensors"]["values"], field: odd}}}
+        yield {**good, "tensors": {**good["tensors"], "extra": good["tensors"]["values"]}}
+
+    headers = [json.dumps(h).encode() for h in variants()] + [b"[" * 20000 + b"]" * 20000]
+    for raw in headers:
+        with contextlib.suppress(BadEntry):
+            parse_entry(blob[:4] + len(raw).to_bytes(8, "little") + raw + payload)
+
+
 def _dev_zero(entry: Path) -> None:
     entry.unlink()
     entry.symlink_to("/dev/zero")
@@ -137,9 +205,9 @@ def _fifo(entry: Path) -> None:
     os.mkfifo(entry)
 
 
-def _sparse_64_gib(entry: Path) -> None:
-    with open(entry, "r+b") as f:  # the good entry, then 64 GiB of holes: no disk used, but read it and wait
-        f.truncate(64 << 30)
+def _sparse_4_gib(entry: Path) -> None:
+    with open(entry, "r+b") as f:  # the good entry, then 4 GiB of holes: no disk used, but memory if read
+        f.truncate(4 << 30)
 
 
 def _trailing_bytes(entry: Path) -> None:
@@ -147,13 +215,36 @@ def _trailing_bytes(entry: Path) -> None:
         f.write(b"\0" * 4096)
 
 
+def _kdbench_run_isolated(filled: dict, cache: Path, tmp_path: Path, timeout_s: float = 180):
+    """`kdbench run` as a subprocess limited to 4 GiB of address space and `timeout_s`: a regression that reads
+    /dev/zero or a huge file ends in a MemoryError or the timeout (a failed test), not in the machine's memory."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    args = [sys.executable, "-m", "kdbench", "run", *ARGS, "--zoo-dir", str(filled["zoo"]), "--results-dir",
+            str(tmp_path / "results"), "--cache-dir", str(cache)]
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, preexec_fn=limit,
+                              env={**os.environ, "COLUMNS": "1000"})
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"kdbench run did not end within {timeout_s} s (reading the entry without end?)")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout), done.stderr
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="symlinks to devices and FIFOs are POSIX")
-@pytest.mark.parametrize("make", [_dev_zero, _fifo, _sparse_64_gib, _trailing_bytes],
-                         ids=["symlink to /dev/zero", "FIFO", "64 GiB sparse file", "bytes past the payload"])
-def test_an_entry_that_never_ends_is_refused_without_reading_it(make, filled, tmp_path, in_process):
+@pytest.mark.parametrize("make,isolated", [(_dev_zero, True), (_sparse_4_gib, True), (_fifo, False),
+                                           (_trailing_bytes, False)],
+                         ids=["symlink to /dev/zero", "4 GiB sparse file", "FIFO", "bytes past the payload"])
+def test_an_entry_that_never_ends_is_refused_without_reading_it(make, isolated, filled, tmp_path, in_process):
     cache, entry = _cache_copy(filled, tmp_path)
     make(entry)
-    record, stderr = _kdbench_run(in_process, filled, cache, tmp_path, timeout_s=120)
+    if isolated:  # a regression would fill memory: in a process of its own, with a memory limit
+        record, stderr = _kdbench_run_isolated(filled, cache, tmp_path)
+    else:  # a regression would wait forever (a FIFO opened without a writer): a thread with a timeout
+        record, stderr = _kdbench_run(in_process, filled, cache, tmp_path, timeout_s=120)
     _assert_recomputed_and_replaced(record, stderr, entry, filled)
 
 
@@ -224,6 +315,22 @@ def test_cache_list_counts_only_what_lies_in_the_cache(linked, in_process, monke
     assert linked["own"].namespace in listed.stdout and linked["theirs"].namespace not in listed.stdout
     [row] = cache_folder.list_namespaces(linked["root"])
     assert row["entries"] == 1 and row["bytes"] == linked["own"]._path("logits").stat().st_size
+
+
+def test_cache_list_never_waits_on_a_key_file_that_never_ends(linked, in_process, monkeypatch):
+    own, other = linked["own"].dir, _filled_cache(linked["root"], 3).dir
+    (own / "key.json").unlink()
+    os.mkfifo(own / "key.json")  # open() of it would wait for a writer forever
+    (other / "key.json").unlink()
+    (other / "key.json").symlink_to("/dev/zero")
+    monkeypatch.setenv("COLUMNS", "300")
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(in_process("cache", "list", "--cache-dir",
+                                                                    str(linked["root"]))), daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "kdbench cache list did not end: it read a FIFO or /dev/zero"
+    assert done[0].returncode == 0 and own.name in done[0].stdout and other.name in done[0].stdout
 
 
 def test_cache_clear_removes_links_never_their_targets(linked, in_process):

@@ -97,6 +97,16 @@ def test_a_full_cache_evicts_the_least_recently_used_entries(tmp_path):
     assert c.evicted == 1 and not a._path("logits").exists() and b._path("logits").exists()
 
 
+def test_the_cache_is_what_the_train_layer_asks_for(tmp_path):
+    """One typed object for the cache's life in a run: the Distiller's `teacher_cache`, driven by the engine."""
+    from kdbench.train.method import Distiller
+    from kdbench.train.teacher_outputs import TeacherOutputs
+
+    assert isinstance(_filled_cache(tmp_path, 0, 10**9), TeacherOutputs)
+    assert Distiller.__annotations__["teacher_cache"] == "TeacherOutputs | None"
+    assert not hasattr(Distiller, "begin_epoch")  # the epoch is the engine's to hand to the cache
+
+
 def _cli(monkeypatch, capsys, *args: str) -> str:
     from kdbench.cli.app import main
 

@@ -78,7 +78,7 @@ def parse_entry(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise BadEntry("truncated")
     try:
         header = json.loads(blob[_PREFIX : _PREFIX + n])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested deeper than the parser goes
         raise BadEntry("unreadable header") from None
     if not isinstance(header, dict) or set(header) != _HEADER_KEYS or header["format"] != FORMAT:
         raise BadEntry("a header of another format")
@@ -87,7 +87,8 @@ def parse_entry(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         raise BadEntry("a header of another format")
     infos = header["tensors"]
     for name, info in infos.items():
-        if not isinstance(info, dict) or set(info) != _TENSOR_KEYS or info["dtype"] not in DTYPES or \
+        if not isinstance(info, dict) or set(info) != _TENSOR_KEYS or not isinstance(info["dtype"], str) or \
+                info["dtype"] not in DTYPES or \
                 type(info["offset"]) is not int:
             raise BadEntry(f"tensor {name!r} of an unknown dtype or layout")
     out, offset = {}, 0
@@ -100,6 +101,8 @@ def parse_entry(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         if info["offset"] != offset or info["nbytes"] != nbytes:
             raise BadEntry(f"tensor {name!r} of {info['nbytes']} bytes at {info['offset']}, not the {nbytes} its "
                            f"shape and dtype take at {offset}")
+        if offset + nbytes > len(payload):
+            raise BadEntry(f"{len(payload)} payload bytes where its header declares more")
         chunk = bytearray(payload[offset : offset + nbytes])
         flat = torch.frombuffer(chunk, dtype=dtype) if nbytes else torch.empty(0, dtype=dtype)
         out[name] = flat.reshape(shape)
@@ -135,12 +138,10 @@ class Expected:
         return _PREFIX + _MAX_HEADER + self.num_train * (math.prod(self.row_shape) * self.stored.itemsize + 1)
 
 
-def read_entry(root: Path, path: Path, expected: Expected, meta: dict[str, Any],
-               ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """The entry at `path` (in the cache folder `root`) as (values, filled rows as bool, bytes read), when it is
-    exactly what this run stores: FileNotFoundError when there is none, BadEntry (with the reason) otherwise —
-    a file reached through a symlink out of `root`, not a regular file, larger than an entry can be, malformed,
-    or whole but of another shape, dtype or `meta` (epoch, output, namespace) than `expected`."""
+def read_cache_file(root: Path, path: Path, max_bytes: int) -> bytes:
+    """The bytes of `path`, a file of the cache folder `root` of at most `max_bytes`: FileNotFoundError when there
+    is none, BadEntry when it is reached through a symlink out of `root`, is not a regular file (a device never
+    ends, a FIFO never answers) or is larger."""
     if not inside(root, path):
         if not os.path.lexists(path):
             raise FileNotFoundError(path)
@@ -149,9 +150,18 @@ def read_entry(root: Path, path: Path, expected: Expected, meta: dict[str, Any],
         # open() of a FIFO waits for a writer: refused on its type before it is opened.
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise BadEntry("not a regular file")
-        blob = read_regular_bytes(path, max_bytes=expected.max_bytes)
+        return read_regular_bytes(path, max_bytes=max_bytes)
     except UnsafeFile as e:
         raise BadEntry(str(e)) from None
+
+
+def read_entry(root: Path, path: Path, expected: Expected, meta: dict[str, Any],
+               ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The entry at `path` (in the cache folder `root`) as (values, filled rows as bool, bytes read), when it is
+    exactly what this run stores: FileNotFoundError when there is none, BadEntry (with the reason) otherwise —
+    a file reached through a symlink out of `root`, not a regular file, larger than an entry can be, malformed,
+    or whole but of another shape, dtype or `meta` (epoch, output, namespace) than `expected`."""
+    blob = read_cache_file(root, path, expected.max_bytes)
     tensors, got_meta = parse_entry(blob)
     if set(tensors) != {"values", "filled"}:
         raise BadEntry(f"tensors {sorted(tensors)}, not values and filled")

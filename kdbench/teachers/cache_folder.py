@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kdbench.core.storage import read_regular_bytes
-from kdbench.teachers.cache_entry import SUFFIX
+from kdbench.teachers.cache_entry import SUFFIX, read_cache_file
 
 _MAX_KEY_BYTES = 1 << 16  # a namespace's key.json: a few hundred bytes of JSON
 
@@ -73,10 +72,8 @@ def evict(root: Path, cap: int, keep: set[Path] = frozenset()) -> int:
 
 def _key(ns: Path) -> dict[str, Any]:
     try:
-        if (ns / "key.json").is_symlink():
-            return {}
-        key = json.loads(read_regular_bytes(ns / "key.json", max_bytes=_MAX_KEY_BYTES))
-    except (OSError, ValueError):
+        key = json.loads(read_cache_file(ns.parent, ns / "key.json", _MAX_KEY_BYTES))
+    except (OSError, ValueError):  # BadEntry is a ValueError: a key that is not the cache's own is not shown
         return {}
     return key if isinstance(key, dict) else {}
 

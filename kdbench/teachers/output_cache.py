@@ -15,7 +15,9 @@ stages ("stage2", ...) or "embedding" a method asks for (kdbench.train.method.Di
 An entry's file format, and what makes a file a usable entry, are kdbench.teachers.cache_entry's: a file that is
 not exactly what this run would have written (truncated, corrupted, another dtype or shape than the teacher's
 outputs, a symlink out of the cache folder, a device or FIFO) is removed and recomputed, never used (the run says
-so once; the record counts them). The folder as a whole (eviction, `kdbench cache list|clear`) is
+so once; the record counts them; a symlink is removed as a link, never its target). A namespace folder that is
+a symlink is neither read nor written through: the link is replaced by a folder of the cache's own. The folder as
+a whole (eviction, `kdbench cache list|clear`) is
 kdbench.teachers.cache_folder's. The cache only saves time: a disk that refuses its writes (full,
 read-only) is said once and the run goes on without storing to it, with the same numbers.
 Writes are atomic (kdbench.core.storage), so concurrent runs filling the same entry each write a whole file and the

@@ -4,18 +4,20 @@ train layer and the teacher-output cache (kdbench.teachers.output_cache.TeacherO
 One object for the cache's whole life in a run (issue #34: it was split between Distiller.begin_epoch, the
 runner's epoch callback and the record): the runner builds it and sets it as the Distiller's `teacher_cache`;
 methods reach it only through Distiller.teacher_logits / teacher_features; the engine calls its two epoch hooks
-as it calls the run's other callbacks.
+around each epoch's training steps. It is typed here so that the train layer holds nothing untyped from the
+teachers layer, which it never imports.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from kdbench.models.features import Features, FeatureTap
 
 
+@runtime_checkable
 class TeacherOutputs(Protocol):
     def features(self, teacher: torch.nn.Module, tap: FeatureTap | None, images: torch.Tensor,
                  index: torch.Tensor) -> Features:
