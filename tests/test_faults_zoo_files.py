@@ -165,7 +165,7 @@ def test_an_entry_folder_linked_out_of_the_zoo_is_not_listed_loaded_or_written_t
     (outside / "model.safetensors").write_bytes(b"not the card's weights")
     before = _digests(outside)
     listed = in_process("teachers", "list", "--zoo-dir", str(zoo))
-    assert listed.returncode == 0 and "(0 teachers)" in listed.stdout, listed
+    assert listed.returncode == 0 and "(0teachers)" in "".join(listed.stdout.split()), listed  # rich wraps long paths
     assert "symlink out of the zoo" in listed.stderr and len(listed.stderr.strip().splitlines()) == 1
     done = in_process(*TRAIN, "--zoo-dir", str(zoo))
     assert done.returncode == 0, done.stderr
@@ -187,7 +187,7 @@ def test_a_weight_file_card_or_lock_linked_out_is_replaced_not_written_through(t
     Path(f"{entry}.lock").symlink_to(outside / "lock")
     before = _digests(outside)
     listed = in_process("teachers", "list", "--zoo-dir", str(zoo))
-    assert "(0 teachers)" in listed.stdout and "symlink out of the zoo" in listed.stderr, listed
+    assert "(0teachers)" in "".join(listed.stdout.split()) and "symlink out of the zoo" in listed.stderr, listed
     done = in_process(*TRAIN, "--zoo-dir", str(zoo))
     assert done.returncode == 0 and "(trained)" in done.stdout, done.stderr
     assert not (entry / "model.safetensors").is_symlink() and not (entry / "card.json").is_symlink()
@@ -221,7 +221,7 @@ def test_teachers_list_skips_each_bad_card_with_one_warning_and_prints_strings_l
     flat = "".join(done.stderr.split())
     for path, why in ((bad["not-json"], "notJSON"), (bad["no-arch"], "no'arch'"), (bad["high"], "'top1'is\"high\"")):
         assert f"{path}:{why}" in flat, done.stderr
-    assert "(1 teachers)" in done.stdout and markup in done.stdout  # the good card, its text as written
+    assert "(1teachers)" in "".join(done.stdout.split()) and markup in done.stdout  # the good card, its text as written
 
     strict = in_process("teachers", "list", "--zoo-dir", str(zoo), "--strict")
     assert "3 unreadable teacher card(s)" in _one_line_exit_2(strict)
