@@ -11,14 +11,12 @@ Each command runs under a deadline (SIGALRM), so a regression fails the test ins
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from deadline import deadline
 
 from kdbench.spec.paths import Paths
 from kdbench.sweep.grid import Grid, JobSettings, Resources
@@ -26,28 +24,6 @@ from kdbench.sweep.sweep_file import OPTION_KEYS
 
 HUNDRED = ",".join(str(v) for v in range(1, 101))
 DIGITS_5001 = "1" * 5001
-
-
-class Overran(BaseException):
-    """Raised in the test's thread when a command overruns its deadline (a BaseException: the CLI's error
-    handling must not turn it into an exit code)."""
-
-
-@contextlib.contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Interrupt the enclosed code after `seconds` (the main thread's SIGALRM, which also breaks a blocking
-    open() of a FIFO)."""
-
-    def overrun(signum: int, frame: object) -> None:
-        raise Overran(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, overrun)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def one_error_line(done) -> str:

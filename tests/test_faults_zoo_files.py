@@ -16,13 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import signal
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from deadline import deadline
 from safetensors.torch import save_file
 
 from kdbench.execute.create_teacher import create_teacher
@@ -31,25 +29,6 @@ ARCH = "cifar_resnet8"  # the CRD codebase's ResNet-8: an epoch on 8-pixel digit
 SETS = ["--set", "data.image_size=8"]
 TRAIN = ["teachers", "train", ARCH, "--dataset", "digits", "--epochs", "1", *SETS, "--device", "cpu"]
 DEADLINE_S = 60
-
-
-class Hung(Exception):
-    pass
-
-
-@contextmanager
-def deadline(seconds: int = DEADLINE_S) -> Iterator[None]:
-    """Fail, instead of hanging the suite, when the block runs longer than `seconds` (reading /dev/zero)."""
-    def expire(*_: object) -> None:
-        raise Hung(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +88,7 @@ def test_a_zoo_weight_file_linked_to_dev_zero_is_rejected_and_retrained(trained_
     weights = entry / "model.safetensors"
     weights.unlink()
     weights.symlink_to("/dev/zero")
-    with deadline():
+    with deadline(DEADLINE_S):
         done = in_process(*TRAIN, "--zoo-dir", str(zoo))
     assert done.returncode == 0, done.stderr
     flat = "".join(done.stderr.split())  # rich wraps the line where the log is not a terminal
@@ -132,7 +111,7 @@ def test_a_zoo_weight_file_larger_than_its_card_declares_is_not_read_past_it(tra
 def test_a_teacher_ckpt_linked_to_dev_zero_is_one_line_exit_2(tmp_path, in_process, dirs):
     link = tmp_path / "teacher.safetensors"
     link.symlink_to("/dev/zero")
-    with deadline():
+    with deadline(DEADLINE_S):
         done = in_process("run", "--method", "kd", "--teacher", ARCH, "--student", ARCH, "--dataset", "digits",
                           "--epochs", "1", *SETS, "--device", "cpu", "--teacher-ckpt", str(link))
     assert "not a regular file" in _one_line_exit_2(done)
@@ -148,7 +127,7 @@ def test_an_imported_teacher_linked_to_dev_zero_is_one_line_exit_2(trained_zoo, 
     (weights,) = zoo.glob("*/*/imported-*/model.safetensors")
     weights.unlink()
     weights.symlink_to("/dev/zero")
-    with deadline():
+    with deadline(DEADLINE_S):
         done = in_process("run", "--method", "kd", "--teacher", ARCH, "--student", ARCH, "--dataset", "digits",
                           "--epochs", "1", *SETS, "--set", "teacher_recipe.name=imported", "--device", "cpu",
                           "--zoo-dir", str(zoo))
@@ -285,7 +264,7 @@ def test_a_sweep_plans_a_teacher_job_for_a_zoo_entry_it_would_reject(trained_zoo
     else:
         card = json.loads((entry / "card.json").read_text())
         (entry / "card.json").write_text(json.dumps({**card, "top1": "high"}))
-    with deadline():
+    with deadline(DEADLINE_S):
         done = in_process(*sweep)
     assert done.returncode == 0 and "teacher job" in done.stderr and "Traceback" not in done.stderr, done
 

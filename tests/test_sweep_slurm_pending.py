@@ -6,13 +6,12 @@ runs."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
 import subprocess
 import time
 
 import pytest
+from deadline import deadline
 from test_sweep_slurm import kdbench_cli, slurm_conf  # noqa: F401 - the running cluster fixture
 
 pytestmark = pytest.mark.slurm
@@ -22,21 +21,6 @@ TINY = ["--methods", "ce", "--students", "test_resnet", "--epochs", "1", "--set"
 
 
 NEVER = ("PartitionConfig", "PartitionNodeLimit")  # what SLURM says of a job asking more nodes than there are
-
-
-@contextlib.contextmanager
-def bounded(seconds: int):
-    """Raise TimeoutError in this (main) thread after `seconds`: a `--wait` that would wait forever fails instead."""
-    def expire(*_):
-        raise TimeoutError(f"still waiting after {seconds}s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def squeue_ids() -> set[str]:
@@ -71,10 +55,10 @@ def test_wait_stops_on_a_job_that_can_never_start_and_status_names_the_option(sl
     assert queued.exit_code == 0, queued.output
     (job,) = load_saved_sweep(results)["submissions"][0]["tasks"].values()
     try:
-        deadline = time.monotonic() + 30
+        give_up_at = time.monotonic() + 30
         while True:  # the scheduler gives the reason on its first pass over the queue
             status = kdbench_cli("status", "--results-dir", results, "--json")
-            if '"reason": "Partition' in status.output or time.monotonic() > deadline:
+            if '"reason": "Partition' in status.output or time.monotonic() > give_up_at:
                 break
             time.sleep(1)
         assert status.exit_code == 0, status.output
@@ -91,7 +75,7 @@ def test_wait_stops_on_a_job_that_can_never_start_and_status_names_the_option(sl
     t0 = time.monotonic()
     before = squeue_ids()
     try:
-        with bounded(60):
+        with deadline(60):
             waited = kdbench_cli("sweep", *TINY, "--seeds", "1", "--nodes", "2", "--results-dir", results, "--wait")
     finally:
         left = squeue_ids() - before
