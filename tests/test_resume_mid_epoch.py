@@ -1,0 +1,160 @@
+"""A run stopped inside an epoch resumes at the next step and ends with the bits of a run never stopped (issue #39).
+
+SIGTERM (a real signal, handled by `kdbench run`'s handler) during a step saves that step and exits 143; a run
+killed without a word resumes from its last `--checkpoint-every-steps` checkpoint. For kd, crd (memory banks,
+negatives drawn from the global RNG) and two-stage fitnet (a stage per epoch), stopped at several steps: the first
+epoch's middle, its last step (resumed straight into its evaluation), the second epoch's middle. The metrics, every
+line of metrics.jsonl but its timings, and the exported student weights must be the same bits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kdbench.core.progress import Reporter
+from kdbench.core.safe_load import load_plain_checkpoint
+from kdbench.execute.runner import run
+from kdbench.store import exports
+from kdbench.sweep.signals import stop_on_sigterm
+
+# The smallest CNNs (as test_method_resume_new), 8 px, half of digits to test on: 14 steps of 64 per epoch.
+TINY = {"teacher": "cifar_resnet8", "student": "test_resnet", "epochs": 2, "teacher_epochs": 1, "device": "cpu",
+        "sets": ["data.image_size=8", "data.test_fraction=0.5"]}
+METHODS = {"kd": [], "crd": ["crd.nce_k=64"], "fitnet": ["fitnet.stages=2"]}
+
+
+@pytest.fixture(scope="module")
+def shared_zoo(tmp_path_factory):
+    return tmp_path_factory.mktemp("zoo")  # the teacher trains once for the module
+
+
+class SigtermAt(Reporter):
+    """Sends this process a real SIGTERM while global step `at` (1-based) runs, before its optimizer step."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.lines: list[str] = []
+
+    def iteration(self, step: int, losses: dict, lr: float) -> None:
+        if step == self.at:
+            signal.raise_signal(signal.SIGTERM)
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+class KillAt(Reporter):
+    """A kill that saves nothing (as SIGKILL would) while global step `at` runs."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def iteration(self, step: int, losses: dict, lr: float) -> None:
+        if step == self.at:
+            raise KeyboardInterrupt
+
+
+def _position(results: Path, run_id: str) -> tuple[int, int] | None:
+    """(epoch, step) of the run's step-level checkpoint; None for an epoch-boundary one."""
+    state = load_plain_checkpoint(results / "runs" / run_id / "checkpoint.pt")
+    return (state["in_epoch"]["epoch"], state["in_epoch"]["step"]) if "in_epoch" in state else None
+
+
+def assert_same_bits(ours: dict, whole: dict, results: Path, whole_results: Path) -> None:
+    drop = {"resumed_from_epoch"}
+    assert {k: v for k, v in ours["metrics"].items() if k not in drop} == {
+        k: v for k, v in whole["metrics"].items() if k not in drop}
+
+    def lines(root: Path) -> list[dict]:
+        text = (root / "runs" / whole["run_id"] / "metrics.jsonl").read_text()
+        return [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")} for line in text.splitlines()]
+
+    assert lines(results) == lines(whole_results)  # losses, lr, train/test top-1 of every epoch, as floats
+    for name in (exports.LAST, exports.BEST):
+        a = load_file(results / "runs" / whole["run_id"] / name)
+        b = load_file(whole_results / "runs" / whole["run_id"] / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_sigterm_at_several_steps_resumes_to_the_bits_of_an_uninterrupted_run(method, tmp_path, shared_zoo):
+    opts = {**TINY, "sets": TINY["sets"] + METHODS[method], "zoo_dir": shared_zoo}
+    whole = run(method, results_dir=tmp_path / "whole", **opts)
+    steps = whole["schedule"]["steps_per_epoch"]
+    cut = tmp_path / "cut"
+    # SIGTERM during global step `at`: that step ends, is saved, and the process exits 143 with the record
+    # `interrupted`; the next call resumes after it.
+    for at in (3, steps, steps + 6):
+        reporter = SigtermAt(at)
+        with stop_on_sigterm(), pytest.raises(SystemExit) as stopped:
+            run(method, results_dir=cut, reporter=reporter, **opts)
+        assert stopped.value.code == 143
+        epoch, step = (at - 1) // steps + 1, (at - 1) % steps + 1
+        assert _position(cut, whole["run_id"]) == (epoch, step)
+        assert any(f"epoch {epoch} step {step}: stop signal" in line for line in reporter.lines), reporter.lines
+        record = json.loads((cut / "runs" / whole["run_id"] / "result.json").read_text())
+        assert record["status"] == "interrupted" and record["attempts"][-1]["reason"] == "cancelled"
+    resumed = run(method, results_dir=cut, **opts)
+    assert resumed["metrics"]["resumed_from_epoch"] == 1
+    assert_same_bits(resumed, whole, cut, tmp_path / "whole")
+
+
+def test_a_kill_resumes_from_the_last_checkpoint_every_steps(tmp_path, shared_zoo):
+    """No signal to save on (SIGKILL, a node lost): the run resumes from its last `checkpoint_every_steps`
+    checkpoint, inside the epoch, with the same bits."""
+    opts = {**TINY, "zoo_dir": shared_zoo}
+    whole = run("kd", results_dir=tmp_path / "whole", **opts)
+    steps = whole["schedule"]["steps_per_epoch"]
+    cut = tmp_path / "cut"
+    for at in (11, steps + 10):  # killed in step 11: the checkpoint of step 8 (every 4) is the last one
+        with pytest.raises(KeyboardInterrupt):
+            run("kd", results_dir=cut, reporter=KillAt(at), checkpoint_every_steps=4, **opts)
+        assert _position(cut, whole["run_id"]) == ((at - 1) // steps + 1, 8)
+    resumed = run("kd", results_dir=cut, **opts)
+    assert_same_bits(resumed, whole, cut, tmp_path / "whole")
+
+
+def test_kill_term_to_kdbench_run_saves_the_step_and_the_same_command_resumes(tmp_path, shared_zoo, in_process):
+    """`kill -TERM` of a real `kdbench run` process once its first step checkpoint is on disk: it saves the step
+    in progress and exits 143; the same command (here in process) then completes the run with an uninterrupted
+    run's bits."""
+    results = tmp_path / "cut"
+    command = ["run", "--method", "kd", "--teacher", TINY["teacher"], "--student", TINY["student"], "--epochs", "4",
+               "--teacher-epochs", "1", "--device", "cpu", "--results-dir", str(results), "--zoo-dir",
+               str(shared_zoo), *[x for s in TINY["sets"] for x in ("--set", s)], "--checkpoint-every-steps", "2",
+               "--json"]
+    args = [sys.executable, "-m", "kdbench", *command]
+    # The teacher first (so the subprocess spends its time in the student's steps), and the reference.
+    whole = run("kd", results_dir=tmp_path / "whole", **{**TINY, "epochs": 4, "zoo_dir": shared_zoo})
+    checkpoint = results / "runs" / whole["run_id"] / "checkpoint.pt"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists():
+            assert proc.poll() is None, proc.communicate()[0]
+            assert time.monotonic() < deadline, "no step checkpoint within 120 s"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, output
+    assert "stop signal; saved this step's checkpoint" in output, output
+    record = json.loads((results / "runs" / whole["run_id"] / "result.json").read_text())
+    assert record["status"] == "interrupted" and record["attempts"][-1]["reason"] == "cancelled"
+    assert _position(results, whole["run_id"]) is not None  # stopped inside an epoch, not at its end
+    again = in_process(*command)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert_same_bits(json.loads(again.stdout), whole, results, tmp_path / "whole")
