@@ -158,3 +158,13 @@ def test_kill_term_to_kdbench_run_saves_the_step_and_the_same_command_resumes(tm
     again = in_process(*command)
     assert again.returncode == 0, again.stdout + again.stderr
     assert_same_bits(json.loads(again.stdout), whole, results, tmp_path / "whole")
+
+
+def test_a_negative_checkpoint_every_steps_is_one_line_exit_2(in_process, tmp_path):
+    bad = in_process("run", "--method", "ce", "--results-dir", str(tmp_path), "--checkpoint-every-steps", "-1")
+    assert bad.returncode == 2 and "--checkpoint-every-steps" in bad.stderr and "Traceback" not in bad.stderr
+    from kdbench.core.errors import UserError
+
+    with pytest.raises(UserError, match=r"--checkpoint-every-steps -1: expected a number of optimizer steps ≥ 0"):
+        run("ce", results_dir=tmp_path, checkpoint_every_steps=-1, **{k: v for k, v in TINY.items() if k != "teacher"})
+    assert not (tmp_path / "runs").exists()  # refused before any record is written

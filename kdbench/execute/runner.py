@@ -158,6 +158,7 @@ def execute(
     the same run id waits, then returns the finished record, or resumes from the checkpoint if the first died.
     `run_locked`: the caller holds that lock already (the launcher of a `--nproc` run, for all its processes).
     """
+    _check_steps(checkpoint_every_steps)
     paths = paths or Paths()
     store = RunStore(paths.results_dir)
     check_code(config)
@@ -170,7 +171,7 @@ def execute(
     dev = resolve_device(device)
     threads, determinism = _configure_process(config, dev, deterministic)
     settings = replace(_engine_settings(config, dev, checkpoint_interval_s, strict),
-                       checkpoint_every_steps=_checked_steps(checkpoint_every_steps))
+                       checkpoint_every_steps=checkpoint_every_steps)
     with distributed.main_first():  # a dataset prepared on first use is prepared once
         data = load_data(config, paths.data_root)
     given_teacher = load_given_teacher(config, teacher_ckpt, paths.results_dir, data, dev)
@@ -188,10 +189,9 @@ def execute(
         return _execute_locked(prepared, existing=None if force else existing)
 
 
-def _checked_steps(every: int) -> int:
+def _check_steps(every: int) -> None:
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise UserError(f"--checkpoint-every-steps {every!r}: expected a number of optimizer steps ≥ 0 (0: off)")
-    return every
 
 
 def _stored_result(existing: dict[str, Any] | None, force: bool, reporter: Reporter, why: str) -> dict[str, Any] | None:
