@@ -442,6 +442,8 @@ class Engine:
                 batches += 1
                 if saver is not None and saver.due(batches, steps):
                     saver.save(fit, _AtStep(epoch, batches, lr_first, lr_last, step_log, hits, seen))
+            if saver is not None and stop_request.pending():  # came while the loader ended (workers shut down)
+                saver.save(fit, _AtStep(epoch, batches, lr_first, lr_last, step_log, hits, seen))
         step_log.flush()
         return _EpochTrain(lr_last, step_log.sums, hits.count(), seen, batches)
 

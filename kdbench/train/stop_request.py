@@ -42,11 +42,14 @@ def take() -> list[Callable[[], None]]:
 
 @contextmanager
 def steps_running() -> Iterator[None]:
-    """The engine is inside an epoch's steps: requests are taken until the block ends."""
+    """The engine is inside an epoch's steps: requests are taken until the block ends. One made too late for the
+    engine to see (in the last bytecodes of the block) is not lost: what it asked for is done as the block ends,
+    as a request outside the steps would have been at once."""
     global _in_steps
     _in_steps = True
     try:
         yield
     finally:
         _in_steps = False
-        _pending.clear()
+        for then in take():
+            then()
