@@ -168,3 +168,48 @@ def test_a_negative_checkpoint_every_steps_is_one_line_exit_2(in_process, tmp_pa
     with pytest.raises(UserError, match=r"--checkpoint-every-steps -1: expected a number of optimizer steps ≥ 0"):
         run("ce", results_dir=tmp_path, checkpoint_every_steps=-1, **{k: v for k, v in TINY.items() if k != "teacher"})
     assert not (tmp_path / "runs").exists()  # refused before any record is written
+
+
+PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain_attributes(method: torch.nn.Module) -> dict[str, object]:
+    """Every module's own plain attributes (numbers, flags, strings): state a checkpoint's state dict does not
+    hold. Tensors and modules are the state dict's (or, as a FeatureTap's captures, remade by every forward)."""
+    internals = set(vars(torch.nn.Module()))
+    return {f"{name}.{key}": value for name, module in method.named_modules()
+            for key, value in vars(module).items()
+            if key not in internals and isinstance(value, PLAIN)}
+
+
+@pytest.mark.parametrize("name", sorted(__import__("kdbench.train.method", fromlist=["x"]).list_methods()))
+def test_no_method_keeps_state_a_step_checkpoint_would_lose(name):
+    """A step checkpoint holds a method's modules and buffers (its state dict); any other state must be a function
+    of the epoch (set by `on_epoch_start`, which a resumed epoch calls again). So a method's plain attributes after
+    training steps are those a fresh instance gets from `on_epoch_start` alone: a counter or a learnt float kept
+    as a Python attribute would resume wrong and fails here."""
+    from wiring.oracles import ORACLES
+
+    from kdbench.models import create_model
+    from kdbench.train.method import Batch, MethodContext, get_method
+
+    spec, method_spec = ORACLES[name], get_method(name)
+    ctx = MethodContext(num_classes=5, in_chans=3, image_size=16, num_train=40,
+                        train_targets=torch.arange(40) % 5, epochs=3, seed=0)
+
+    def build() -> torch.nn.Module:
+        torch.manual_seed(0)
+        student = create_model(spec.student, num_classes=5, image_size=16, **spec.student_options)
+        teacher = create_model(spec.teacher, num_classes=5, image_size=16) if method_spec.needs_teacher else None
+        return method_spec.cls(student, teacher, method_spec.params, ctx).train()
+
+    trained = build()
+    for epoch in (1, 2):
+        trained.on_epoch_start(epoch)
+        for seed in range(2):
+            g = torch.Generator().manual_seed(seed)
+            index = torch.randperm(40, generator=g)[:6]
+            trained.forward_train(Batch(torch.randn(6, 3, 16, 16, generator=g), index % 5, index))
+    fresh = build()
+    fresh.on_epoch_start(2)
+    assert _plain_attributes(trained) == _plain_attributes(fresh)
