@@ -213,3 +213,63 @@ def test_no_method_keeps_state_a_step_checkpoint_would_lose(name):
     fresh = build()
     fresh.on_epoch_start(2)
     assert _plain_attributes(trained) == _plain_attributes(fresh)
+
+
+def test_the_deferred_loss_reads_of_a_gpu_resume_inside_an_epoch_to_the_same_bits(tmp_path):
+    """On a GPU the losses stay on the device and are read once per logging interval (kdbench.train.step_log):
+    a step checkpoint reads the pending ones first, and its sums carry on. Forced on CPU (the same code), with a
+    method that draws dropout masks from the global RNG, killed between checkpoints twice."""
+    from torch.utils.data import TensorDataset
+
+    from kdbench.data.loaders import make_eval_loader, make_train_loader
+    from kdbench.spec.recipe import Recipe
+    from kdbench.train.engine import Engine, EngineSettings
+    from kdbench.train.method import Distiller, MethodContext
+
+    cpu, n, batch = torch.device("cpu"), 60, 6  # 10 steps an epoch
+
+    class Dropout(Distiller):
+        needs_teacher = False
+
+        def forward_train(self, b):
+            logits = self.student(torch.nn.functional.dropout(b.images, 0.5, training=True))
+            return logits, {"ce": self.cross_entropy(logits, b.labels), "l2": 0.1 * logits.pow(2).mean()}
+
+    class KillAtStep(Reporter):
+        def __init__(self, at: int) -> None:
+            self.at, self.steps = at, 0
+
+        def step(self, n: int = 1, **info) -> None:
+            self.steps += n if n == 1 else 0  # one call per training step (a resume's catch-up call excepted)
+            if self.steps == self.at:
+                raise KeyboardInterrupt
+
+    def fit(folder: Path, every: int, reporter: Reporter | None = None):
+        g = torch.Generator().manual_seed(0)
+        ds = TensorDataset(torch.randn(n, 4, generator=g), torch.randint(0, 3, (n,), generator=g), torch.arange(n))
+        ctx = MethodContext(num_classes=3, in_chans=1, image_size=2, num_train=n, train_targets=ds.tensors[1],
+                            epochs=3, seed=1)
+        torch.manual_seed(0)
+        model = Dropout(torch.nn.Linear(4, 3), None, None, ctx)
+        settings = EngineSettings(cpu, sync_every_step=False, log_interval=3, checkpoint_every_steps=every)
+        result = Engine(settings, reporter or Reporter()).fit(
+            model, make_train_loader(ds, batch, seed=1, device=cpu), make_eval_loader(ds, batch, order_seed=0,
+                                                                                       device=cpu),
+            Recipe(name="t", epochs=3, batch_size=batch, lr=0.5, schedule="cosine", weight_decay=0.0), seed=1,
+            checkpoint_path=folder / "checkpoint.pt")
+        return [{k: v for k, v in vars(r).items() if not k.endswith("_s")} for r in result.history], model
+
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    whole, whole_model = fit(tmp_path, 0)
+    # Killed in global step 8 (epoch 1's 8th): saved at its 4th; then 11 steps after that resume, in global step 15
+    # (epoch 2's 5th): saved at epoch 2's 4th.
+    for at, where in ((8, (1, 4)), (11, (2, 4))):
+        with pytest.raises(KeyboardInterrupt):
+            fit(folder, 4, KillAtStep(at))
+        state = load_plain_checkpoint(folder / "checkpoint.pt")["in_epoch"]
+        assert (state["epoch"], state["step"]) == where
+    resumed, model = fit(folder, 4)
+    assert resumed == whole
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), whole_model.state_dict().values(),
+                                                  strict=True))
