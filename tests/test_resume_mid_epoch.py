@@ -273,3 +273,22 @@ def test_the_deferred_loss_reads_of_a_gpu_resume_inside_an_epoch_to_the_same_bit
     assert resumed == whole
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), whole_model.state_dict().values(),
                                                   strict=True))
+
+
+def test_a_step_checkpoint_whose_position_is_not_this_codes_is_refused_whole(tmp_path, shared_zoo):
+    """A position that is not what this code writes (here: its RNG states gone) is refused before anything is
+    restored: the run starts over with the one-line warning, and ends with a fresh run's numbers."""
+    opts = {**TINY, "zoo_dir": shared_zoo}
+    whole = run("kd", results_dir=tmp_path / "whole", **opts)
+    cut = tmp_path / "cut"
+    with stop_on_sigterm(), pytest.raises(SystemExit):
+        run("kd", results_dir=cut, reporter=SigtermAt(5), **opts)
+    path = cut / "runs" / whole["run_id"] / "checkpoint.pt"
+    state = load_plain_checkpoint(path)
+    del state["in_epoch"]["rng"]
+    torch.save(state, path)
+    reporter = SigtermAt(-1)
+    again = run("kd", results_dir=cut, reporter=reporter, **opts)
+    assert any("does not hold this run's state; starting this run again from scratch" in line
+               for line in reporter.lines), reporter.lines
+    assert_same_bits(again, whole, cut, tmp_path / "whole")
