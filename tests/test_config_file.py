@@ -73,7 +73,7 @@ def test_flags_given_on_the_command_line_win_even_at_their_default_value(tmp_pat
     ("text", "message"),
     [
         ("method: ce\nepoch: 3\n",
-         "unknown key 'epoch'. Valid: amp, batch_size, cache_dir, channels_last, data_on_device, data_root"),
+         "unknown key 'epoch'. Valid: amp, batch_size, cache_dir, channels_last, checkpoint_every_steps"),
         ("method: ce\nepochs: [1\n", "not valid YAML at line 3"),
         ("- method\n- ce\n", "expected a mapping of option: value"),
         ("method: ce\nepochs: many\n", "epochs: Input should be a valid integer"),

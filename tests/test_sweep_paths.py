@@ -29,7 +29,7 @@ def test_a_sweeps_cache_folder_and_cache_mode_reach_its_runs(dirs, tmp_path):
     sweep = load_saved_sweep(dirs["results"])
     assert sweep["paths"] == {"results_dir": str(dirs["results"].resolve()), "zoo_dir": str(dirs["zoo"].resolve()),
                               "data_root": None, "cache_dir": str(cache.resolve()), "device": "cpu",
-                              "teacher_cache": "off"}
+                              "teacher_cache": "off", "checkpoint_every_steps": 0}
     assert Paths.from_dict(sweep["paths"]) == Paths(str(dirs["results"].resolve()), str(dirs["zoo"].resolve()),
                                                     None, str(cache.resolve()))
     (rid,) = sweep["submissions"][0]["tasks"]

@@ -189,6 +189,64 @@ def test_preempted_task_resumes_to_an_uninterrupted_runs_numbers_and_failed_task
     _wait_until(lambda: not sweep_state(load_saved_sweep(results, sweep["sweep_id"])).active, 60, "the cancel")
 
 
+def test_a_preemption_inside_an_epoch_saves_the_step_and_the_requeued_job_continues_there(slurm_conf, zoo,
+                                                                                            tmp_path):
+    """Issue #39: preempted (SIGTERM, then USR2: submitit's convention) during epoch 2's steps, the job saves the
+    step in progress before submitit's checkpoint-and-requeue runs; the requeued attempt resumes at the next step
+    and ends with the bits of an uninterrupted run. `--checkpoint-every-steps 1` only shows the test where the job
+    is (22 steps of ~0.1 s an epoch, 8 px resnet18): the signal is sent in the epoch's first half."""
+    import re
+
+    import submitit
+    import torch
+    from safetensors.torch import load_file
+
+    from kdbench.core.safe_load import load_plain_checkpoint
+    from kdbench.store.records import RunStore
+    from kdbench.sweep.saved_sweep import load_saved_sweep
+
+    results = tmp_path / "results"
+    result = kdbench_cli("sweep", "--methods", "ce", "--students", "resnet18", "--seeds", "0", "--epochs", "3",
+                         "--set", "data.image_size=8", *SLURM, "--checkpoint-every-steps", "1", "--results-dir",
+                         results, "--zoo-dir", zoo)
+    assert result.exit_code == 0, result.output
+    sweep = load_saved_sweep(results)
+    ((run_id, task),) = sweep["submissions"][0]["tasks"].items()
+    store = RunStore(results)
+
+    def in_epoch_2() -> bool:
+        try:
+            position = load_plain_checkpoint(store.checkpoint_path(run_id)).get("in_epoch")
+        except Exception:  # noqa: BLE001 - not written yet
+            return False
+        return position is not None and position["epoch"] == 2 and 2 <= position["step"] <= 10
+
+    _wait_until(in_epoch_2, 150, "epoch 2's first steps")
+    submitit.SlurmJob(folder=sweep["folder"], job_id=task)._interrupt()  # SIGTERM + USR2: a preemption
+    reference = _execute_in_process(sweep["runs"][0]["config"], tmp_path / "ref", zoo)
+
+    final = _wait_for(results, sweep["sweep_id"], timeout_s=240)
+    assert [r.state for r in final.runs] == ["completed"], final
+    log = Path(sweep["folder"], f"{task}_0_log.err").read_text()
+    assert "(restart 1)" in log and "stop signal; saved this step's checkpoint" in log, log
+    assert re.search(r"resumed from epoch 2 step \d+ checkpoint", log), log
+    record = store.load(run_id)
+    assert [a["reason"] for a in record["attempts"]] == ["preempted", "completed"]
+    drop = {"resumed_from_epoch"}
+    assert {k: v for k, v in record["metrics"].items() if k not in drop} == {
+        k: v for k, v in reference["metrics"].items() if k not in drop}
+    ref_store = RunStore(tmp_path / "ref")
+
+    def lines(s: RunStore) -> list[dict]:
+        return [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")}
+                for line in s.metrics_path(run_id).read_text().splitlines()]
+
+    assert lines(store) == lines(ref_store)  # every epoch's losses and accuracies, the same floats
+    ours, theirs = load_file(store.run_dir(run_id) / "student.safetensors"), load_file(
+        ref_store.run_dir(run_id) / "student.safetensors")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Real cluster conditions: time limits, scheduler refusals, scancel, CPU binding, the controller down
 

@@ -36,6 +36,7 @@ from kdbench.cli.run_config import RunMachine, run_arguments, run_identity, run_
 from kdbench.execute.dry_run import dry_run_plan
 from kdbench.execute.resolve import RunOptions
 from kdbench.execute.runner import run
+from kdbench.sweep.signals import stop_on_sigterm
 
 
 @app.command("run")
@@ -83,6 +84,10 @@ def run_command(
     data_on_device: str = typer.Option("auto", "--data-on-device", help="auto | on | off: keep an in-memory set "
                                        "(digits, CIFAR, STL-10) on the GPU (auto: when it fits 4 GiB, or as "
                                        "$KDBENCH_DATA_ON_DEVICE=0/1 says). The same numbers; not in the run id."),
+    checkpoint_every_steps: int = typer.Option(0, "--checkpoint-every-steps", min=0, help="Also save a "
+                                               "checkpoint every N optimizer steps inside an epoch (0: at epoch "
+                                               "ends only; SIGTERM saves the step in progress either way). The "
+                                               "same numbers; not in the run id."),
     as_json: bool = typer.Option(False, "--json", help="Print the run record as JSON instead of a table."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config, run id, code fingerprint "
                                  "and whether a stored record would be reused; load no data, build no model."),
@@ -138,10 +143,12 @@ def show_dry_run(identity: RunOptions, machine: RunMachine, output: RunOutput) -
 
 
 def train(identity: RunOptions, machine: RunMachine) -> dict[str, Any]:
-    """Train the run (or reuse its completed record) with a live progress display; returns its record."""
+    """Train the run (or reuse its completed record) with a live progress display; returns its record. SIGTERM
+    saves the step in progress and exits 143; the same command resumes there (kdbench.sweep.signals)."""
     reporter = RichReporter()
     try:
-        return run(**run_arguments(identity), **dataclasses.asdict(machine), reporter=reporter)
+        with stop_on_sigterm():
+            return run(**run_arguments(identity), **dataclasses.asdict(machine), reporter=reporter)
     finally:
         reporter.close()
 

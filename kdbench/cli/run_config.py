@@ -36,7 +36,7 @@ INVOCATION_OPTIONS = ("config", "save_config", "as_json", "dry_run")
 NOT_GIVEN = ("DEFAULT", "DEFAULT_MAP")
 # Options written only when given: where files live and how this machine runs, not what the run is.
 MACHINE_OPTIONS = ("results_dir", "zoo_dir", "data_root", "device", "strict", "deterministic", "cache_dir",
-                   "data_on_device")
+                   "data_on_device", "checkpoint_every_steps")
 # `--data-on-device`: the words and what kdbench.execute.runner.run is given for each.
 DATA_ON_DEVICE = {"auto": None, "on": True, "off": False}
 PATH_OPTIONS = ("results_dir", "zoo_dir", "data_root", "teacher_ckpt", "cache_dir")
@@ -133,6 +133,7 @@ class RunMachine:
     nproc: int = 1
     sync_bn: bool = False
     data_on_device: bool | None = None  # None: decided by the set's size (kdbench.data.loaders.keep_on_device)
+    checkpoint_every_steps: int = 0  # also a step-level checkpoint every N optimizer steps (0: off)
 
 
 def data_on_device(word: str | bool | None) -> bool | None:
@@ -155,7 +156,8 @@ def run_machine(params: dict[str, Any]) -> RunMachine:
         teacher_cache=params.get("teacher_cache") or "on", force=params.get("force"), strict=params.get("strict"),
         keep_checkpoint=params.get("keep_checkpoint"), log=tuple(params.get("log") or ()),
         deterministic=params.get("deterministic"), nproc=params.get("nproc") or 1, sync_bn=params.get("sync_bn"),
-        data_on_device=data_on_device(params.get("data_on_device")))
+        data_on_device=data_on_device(params.get("data_on_device")),
+        checkpoint_every_steps=params.get("checkpoint_every_steps") or 0)
 
 
 def run_arguments(identity: RunOptions) -> dict[str, Any]:

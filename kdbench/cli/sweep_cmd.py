@@ -130,6 +130,10 @@ def sweep_command(
     device: DeviceOption = None,
     teacher_cache: TeacherCacheOption = None,
     cache_dir: CacheDirOption = None,
+    checkpoint_every_steps: int = typer.Option(None, "--checkpoint-every-steps", min=0, help="Each run also saves "
+                                               "a checkpoint every N optimizer steps inside an epoch (0: at epoch "
+                                               "ends only; a scheduler's signal saves the step in progress either "
+                                               "way). Not in the run ids."),
     config: Path = typer.Option(None, "--config", help="Sweep file (YAML) with the same keys; flags override it."),
     executor: str = typer.Option(None, "--executor", help="slurm | local | debug \\[default: slurm if it answers]."),
     partition: str = typer.Option(None, "--partition", help="SLURM partition."),
@@ -181,7 +185,8 @@ def sweep_command(
         seeds=seeds, teacher_seed=teacher_seed, epochs=epochs, teacher_epochs=teacher_epochs,
         batch_size=batch_size, lr=lr, sets=sets, grid=grids, portable=portable, max_runs=max_runs)
     places = SweepPlaces(results_dir=results_dir, zoo_dir=zoo_dir, data_root=data_root, device=device,
-                         teacher_cache=teacher_cache, cache_dir=cache_dir)
+                         teacher_cache=teacher_cache, cache_dir=cache_dir,
+                         checkpoint_every_steps=checkpoint_every_steps)
     scheduler = SchedulerFlags(
         executor=executor, partition=partition, gpus_per_node=gpus_per_node, tasks_per_node=tasks_per_node,
         nodes=nodes, sync_bn=sync_bn, cpus_per_task=cpus_per_task, mem_gb=mem_gb, timeout_min=timeout_min,
@@ -297,6 +302,8 @@ def _resume_plan(sweep_id: str, cli: dict[str, Any], force: bool) -> tuple[dict[
     if cli.get("sbatch"):
         sweep["resources"]["sbatch"] = {**sweep["resources"]["sbatch"], **parse_sbatch(cli["sbatch"])}
     resources = resources_from_options(sweep["resources"])  # validates the merged values
+    if cli.get("checkpoint_every_steps") is not None:  # how the jobs save, not what they compute: may change too
+        sweep["paths"]["checkpoint_every_steps"] = cli["checkpoint_every_steps"]
     runs = runs_of_sweep(sweep)
     # Tasks per node default to one per GPU: a new --gpus-per-node would give the runs' jobs another number of
     # ranks than their configs (and ids) were planned for.

@@ -62,6 +62,7 @@ class SweepPlaces:
     device: str | None = None
     teacher_cache: str | None = None
     cache_dir: Path | None = None
+    checkpoint_every_steps: int | None = None  # also a step-level checkpoint every N optimizer steps (0: off)
 
 
 @dataclass(frozen=True)

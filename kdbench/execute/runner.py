@@ -136,6 +136,7 @@ def execute(
     deterministic: bool = True,
     run_locked: bool = False,
     data_on_device: bool | None = None,
+    checkpoint_every_steps: int = 0,
 ) -> dict[str, Any]:
     """Run `config` to completion (resuming from its checkpoint if one exists) and return its record.
 
@@ -149,12 +150,15 @@ def execute(
     (kdbench.teachers.output_cache; the same numbers as "off").
     `deterministic` (environment.configure_determinism): cuDNN autotuning off and deterministic kernels on a GPU.
     `data_on_device` (:class:`ExecuteOptions`): keep an in-memory set on the GPU, or not; None decides by its size.
+    `checkpoint_every_steps` N > 0: also save a step-level checkpoint every N optimizer steps inside an epoch (a
+    resumed run continues at that step with the same numbers); 0: at epoch ends (and on a stop signal) only.
 
     The data and a user's teacher file are opened before any record is written: a mistake there (a missing or
     unreadable file) leaves no record behind. The run itself holds a per-run lock: a second process asking for
     the same run id waits, then returns the finished record, or resumes from the checkpoint if the first died.
     `run_locked`: the caller holds that lock already (the launcher of a `--nproc` run, for all its processes).
     """
+    _check_steps(checkpoint_every_steps)
     paths = paths or Paths()
     store = RunStore(paths.results_dir)
     check_code(config)
@@ -166,7 +170,8 @@ def execute(
     check_run_folders(config, paths)  # results and zoo: not an OSError mid-run, nor a half-made run (issue #34)
     dev = resolve_device(device)
     threads, determinism = _configure_process(config, dev, deterministic)
-    settings = _engine_settings(config, dev, checkpoint_interval_s, strict)
+    settings = replace(_engine_settings(config, dev, checkpoint_interval_s, strict),
+                       checkpoint_every_steps=checkpoint_every_steps)
     with distributed.main_first():  # a dataset prepared on first use is prepared once
         data = load_data(config, paths.data_root)
     given_teacher = load_given_teacher(config, teacher_ckpt, paths.results_dir, data, dev)
@@ -182,6 +187,11 @@ def execute(
             store.checkpoint_path(config.run_id).unlink(missing_ok=True)
             exports.remove_exports(store.run_dir(config.run_id))
         return _execute_locked(prepared, existing=None if force else existing)
+
+
+def _check_steps(every: int) -> None:
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise UserError(f"--checkpoint-every-steps {every!r}: expected a number of optimizer steps ≥ 0 (0: off)")
 
 
 def _stored_result(existing: dict[str, Any] | None, force: bool, reporter: Reporter, why: str) -> dict[str, Any] | None:
@@ -433,6 +443,7 @@ def run(
     sync_bn: bool = False,
     portable: bool = False,
     data_on_device: bool | None = None,
+    checkpoint_every_steps: int = 0,
 ) -> dict[str, Any]:
     """Train one method and return its run record (the public Python entry point).
 
@@ -452,6 +463,8 @@ def run(
     `data_on_device`: keep an in-memory set (digits, CIFAR, STL-10) on the GPU (True) or on the host (False);
     None keeps it there when it fits 4 GiB ($KDBENCH_DATA_ON_DEVICE=0/1 decides instead when set). The same
     numbers either way; the record's `data.served` says where batches came from.
+    `checkpoint_every_steps` N > 0: also save a step-level checkpoint every N optimizer steps (one process; the
+    same numbers, not in the run id).
     `portable=True`: CPU numbers that every x86 CPU computes alike (kdbench.core.cpu_numerics.configure_portable;
     slower, in the run id); only in a process that has not computed with torch yet.
 
@@ -478,7 +491,8 @@ def run(
             force, ckpt, options, strict, deterministic), device, reporter)
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,
                    infer_batch_size=infer_batch_size, strict=strict, keep_checkpoint=keep_checkpoint, log=log,
-                   teacher_cache=teacher_cache, deterministic=deterministic, data_on_device=data_on_device)
+                   teacher_cache=teacher_cache, deterministic=deterministic, data_on_device=data_on_device,
+                   checkpoint_every_steps=checkpoint_every_steps)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ class JobSettings:
 
     device: str = "auto"
     teacher_cache: str = "on"  # "on"|"off": the teacher-output cache under Paths.cache_dir
+    checkpoint_every_steps: int = 0  # also a step-level checkpoint every N optimizer steps (0: off)
 
 
 @dataclass

@@ -3,8 +3,9 @@
 Both are `submitit.helpers.Checkpointable`: on preemption or timeout submitit calls `checkpoint()`, pickles the
 returned DelayedSubmission and requeues the job; the requeued job calls the object again. A run job then calls
 `kdbench.execute.runner.execute` again, which resumes from the run's `checkpoint.pt` (the engine saves one every epoch
-and reseeds every epoch from (seed, epoch)), so the final metrics equal an uninterrupted run's. A teacher job
-resumes from the zoo entry's work checkpoint the same way.
+and reseeds every epoch from (seed, epoch); a signal during an epoch saves the step in progress first, and the
+requeued job continues at the next step: kdbench.sweep.signals), so the final metrics equal an uninterrupted
+run's. A teacher job resumes from the zoo entry's work checkpoint the same way.
 
 Configs travel as plain dicts (`RunConfig.to_dict()`), so a pickle stays loadable when kdbench's classes
 change between submission and start.
@@ -74,10 +75,11 @@ class RunJob(submitit.helpers.Checkpointable):
             return None
         from kdbench.store.attempts import epochs_done
         from kdbench.store.records import RunStore
-        from kdbench.sweep.signals import install_sigterm_handler
+        from kdbench.sweep.signals import defer_checkpoint_signal, install_sigterm_handler
 
         if os.environ.get("SLURM_JOB_ID"):  # not in the debug executor's own process: it must still die on SIGTERM
             install_sigterm_handler()
+            defer_checkpoint_signal()  # submitit's USR2 handler: after the step in progress is saved
         _set_threads(self.threads)
         config = RunConfig.from_dict(self.config)
         store = RunStore(self.paths.get("results_dir"))
@@ -91,6 +93,7 @@ class RunJob(submitit.helpers.Checkpointable):
             Paths.from_dict(self.paths),
             device=self.paths.get("device", "auto"), force=self.force, reporter=reporter,
             teacher_cache=self.paths.get("teacher_cache", "on"),
+            checkpoint_every_steps=self.paths.get("checkpoint_every_steps", 0),
         )
         return {"run_id": record["run_id"], "status": record["status"], "metrics": record.get("metrics")}
 
@@ -124,7 +127,9 @@ class RunJob(submitit.helpers.Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
         """On the time limit's warning or a preemption: requeue if this attempt finished an epoch.
 
-        The engine already saved the last finished epoch; the requeued call resumes from it. A forced run must
+        The engine already saved the last finished epoch, or (the signal came during an epoch's steps: called
+        after the step in progress, kdbench.sweep.signals.defer_checkpoint_signal) that step; the requeued call
+        resumes from it. A forced run must
         not start over again after a preemption. Returning None tells submitit not to requeue.
         """
         from kdbench.store import attempts

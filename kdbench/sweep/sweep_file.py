@@ -184,7 +184,7 @@ OPTION_KEYS: dict[str, OptionKey] = {
     "amp": _FLAG, "channels_last": _FLAG, "portable": _FLAG,
     # where things live and how each job runs (kdbench.spec.paths.Paths, kdbench.sweep.grid.JobSettings)
     "results_dir": _PATH, "zoo_dir": _PATH, "data_root": _PATH, "cache_dir": _PATH,
-    "device": _TEXT, "teacher_cache": OptionKey("on or off", _on_off),
+    "device": _TEXT, "teacher_cache": OptionKey("on or off", _on_off), "checkpoint_every_steps": _integer(0),
     # what each job asks the scheduler for (kdbench.sweep.grid.Resources)
     "partition": _TEXT, "account": _TEXT, "qos": _TEXT, "constraint": _TEXT,
     "gpus_per_node": _integer(0), "cpus_per_task": _integer(1), "mem_gb": _number(positive=True),
@@ -289,4 +289,5 @@ def paths_from_options(options: dict[str, Any]) -> Paths:
 
 def job_settings_from_options(options: dict[str, Any]) -> JobSettings:
     return JobSettings(device=_option(options, "device") or "auto",
-                       teacher_cache=_option(options, "teacher_cache") or "on")
+                       teacher_cache=_option(options, "teacher_cache") or "on",
+                       checkpoint_every_steps=_option(options, "checkpoint_every_steps") or 0)

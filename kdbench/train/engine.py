@@ -7,10 +7,18 @@ numbers as an uninterrupted one: the learning rate changes at every optimizer st
 the global step (kdbench.train.schedule), the data order and the global RNGs are reseeded from (seed, epoch) at every
 epoch start, and the checkpoint carries model, optimizer, AMP scaler and history (kdbench.train.checkpoint:
 its format, its checks and the resume).
+
+A run also resumes inside an epoch: a step-level checkpoint (every `checkpoint_every_steps` steps, and at the end of
+the step in progress when a stop signal asks for one: kdbench.train.stop_request) holds the steps done, the epoch's
+loss sums and hits so far and the global RNG states after its last step. The resumed epoch starts as any epoch
+does (reseeded, the sampler and the method told the epoch), passes over the batches already trained (their order
+and crops are a pure function of (seed, epoch, index): they are read, not trained on), restores the RNG states and
+goes on from the next step: the same numbers as an epoch never interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -25,7 +33,8 @@ from torch.utils.data import DataLoader
 from kdbench.core import distributed
 from kdbench.core.progress import NULL_REPORTER, Reporter
 from kdbench.spec.recipe import Recipe
-from kdbench.train.checkpoint import resume, save_checkpoint
+from kdbench.train import rng_state, stop_request
+from kdbench.train.checkpoint import StepPosition, resume, save_checkpoint
 from kdbench.train.epoch_record import EpochRecord
 from kdbench.train.evaluate import EvalResult, _autocast, evaluate
 from kdbench.train.method import Batch, Distiller
@@ -38,6 +47,7 @@ from kdbench.train.step_log import StepLog
 class FitResult:
     history: list[EpochRecord] = field(default_factory=list)
     resumed_from: int = 0  # epochs already done when this process started
+    resumed_at_step: int = 0  # steps of the next epoch already done when it started (a step-level checkpoint)
     resume_refused: str | None = None  # why a checkpoint found at start was not used (the run restarted)
     schedule: dict[str, Any] = field(default_factory=dict)  # the lr schedule used (schedule.describe_schedule)
     # The optimizer's parameter groups: name, parameter count, base lr, weight decay (kdbench.train.optim).
@@ -86,9 +96,10 @@ class _TrainHits:
     batches held until then: one argmax, compare and sum for all of them instead of four tensor ops per step
     (a few µs each). The count is an exact integer either way; holding the logits costs `every` batches of them."""
 
-    def __init__(self, device: torch.device, every: int = 16) -> None:
+    def __init__(self, device: torch.device, every: int = 16, correct: torch.Tensor | None = None) -> None:
         self.every = every
-        self._correct = torch.zeros((), device=device)
+        # `correct`: the hits of the steps before a step checkpoint (an exact integer, in float32 as counted)
+        self._correct = torch.zeros((), device=device) if correct is None else correct.to(device).clone()
         self._held: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -127,6 +138,9 @@ class EngineSettings:
     # Save a checkpoint after an epoch when this many seconds passed since the last one (0: every epoch).
     # The final epoch is always saved.
     checkpoint_interval_s: float = 0.0
+    # Also save a step-level checkpoint after every this many optimizer steps inside an epoch (0: off). A stop
+    # signal saves one at the end of the step in progress either way (kdbench.train.stop_request). One process only.
+    checkpoint_every_steps: int = 0
     # A checkpoint that cannot be used stops the run (UnusableCheckpointError) instead of a restart from scratch.
     strict_resume: bool = False
     # `--set group.NAME.KEY=VALUE` of the run: lr scale / weight decay per named parameter group (kdbench.train.optim).
@@ -186,6 +200,55 @@ class _EpochTrain:
     correct: torch.Tensor  # top-1 hits on the training batches (_TrainHits.count)
     seen: int  # training samples
     batches: int
+
+
+@dataclass
+class _AtStep:
+    """An epoch after `step` of its optimizer steps, as a step-level checkpoint holds it."""
+
+    epoch: int
+    step: int
+    lr_first: float
+    lr_last: float
+    step_log: StepLog
+    hits: _TrainHits
+    seen: int
+
+    def position(self) -> StepPosition:
+        self.step_log.flush()  # the pending losses read (and a non-finite one refused) before they are saved
+        return StepPosition(self.epoch, self.step, self.lr_first, self.lr_last, dict(self.step_log.sums),
+                            self.hits.count().clone(), self.seen, rng_state.capture())
+
+
+class _StepSaver:
+    """Step-level checkpoints inside one epoch: every `checkpoint_every_steps` steps (not after the epoch's last:
+    the epoch's own checkpoint follows), and after the step in progress when a stop signal asks for one
+    (kdbench.train.stop_request); then what the signal asked for (e.g. submitit's requeue and exit)."""
+
+    def __init__(self, settings: EngineSettings, reporter: Reporter, path: Path | None,
+                 history: list[EpochRecord]) -> None:
+        self.every = settings.checkpoint_every_steps
+        self.reporter = reporter
+        self.path = path
+        self.history = history  # the epochs before this one (the run's list: this epoch is appended after)
+
+    def due(self, done: int, steps: int) -> bool:
+        return stop_request.pending() or (self.every > 0 and done % self.every == 0 and done < steps)
+
+    def save(self, fit: _Fit, at: _AtStep) -> None:
+        asked = stop_request.pending()
+        thens = stop_request.take()
+        if self.path is not None and distributed.is_main():
+            save_checkpoint(self.path, fit.model, fit.optimizer, fit.scaler, self.history, at.position())
+        if not asked:
+            return
+        self.reporter.log(f"epoch {at.epoch} step {at.step}: stop signal; saved this step's checkpoint (a resumed "
+                          "run continues from the next step)" if self.path is not None else
+                          f"epoch {at.epoch} step {at.step}: stop signal")
+        if thens and fit.model.teacher_cache is not None:
+            fit.model.teacher_cache.end_epoch()  # the outputs computed so far kept, for the resumed run to read
+        for then in thens:
+            then()
 
 
 class _Steps:
@@ -255,14 +318,15 @@ class Engine:
         optimizer, groups = build_optimizer(model, recipe, self.s.param_groups)
         scaler = torch.amp.GradScaler(self.s.device.type, enabled=self.s.amp and self.s.device.type == "cuda")
         result = FitResult(param_groups=groups)
-        self._resume_into(result, checkpoint_path, model, optimizer, scaler)
+        position = self._resume_into(result, checkpoint_path, model, optimizer, scaler)
         steps_per_epoch = len(train_loader)
         result.schedule = describe_schedule(recipe, steps_per_epoch)
         # The lr is a function of the global step only: a resumed run starts the scheduler where it stopped.
-        scheduler = build_scheduler(optimizer, recipe, steps_per_epoch, len(result.history) * steps_per_epoch)
+        scheduler = build_scheduler(optimizer, recipe, steps_per_epoch,
+                                    len(result.history) * steps_per_epoch + result.resumed_at_step)
         fit = _Fit(model, forward_train, optimizer, scheduler, scaler, train_loader, eval_loader, val_loader, recipe,
                    seed)
-        self._train_epochs(fit, result, checkpoint_path, hooks)
+        self._train_epochs(fit, result, checkpoint_path, hooks, position)
         return result
 
     def _place(self, model: Distiller) -> Callable[[Batch], Any]:
@@ -276,16 +340,24 @@ class Engine:
         return distributed.data_parallel(model, self.s.device) if self.s.world_size > 1 else model.forward_train
 
     def _resume_into(self, result: FitResult, path: Path | None, model: Distiller,
-                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-        result.history, result.resume_refused = resume(path, model, optimizer, scaler, strict=self.s.strict_resume,
-                                                       world_size=self.s.world_size, reporter=self.reporter)
+                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> StepPosition | None:
+        """The checkpoint's state restored into `result` (its history) and the model, optimizer and scaler; where
+        inside the next epoch it was taken (None: at its start)."""
+        resumed = resume(path, model, optimizer, scaler, strict=self.s.strict_resume, world_size=self.s.world_size,
+                         reporter=self.reporter)
+        result.history, result.resume_refused = resumed.history, resumed.refused
         result.resumed_from = len(result.history)
+        result.resumed_at_step = resumed.position.step if resumed.position is not None else 0
+        return resumed.position
 
     def _train_epochs(self, fit: _Fit, result: FitResult, checkpoint_path: Path | None,
-                      hooks: FitCallbacks) -> None:
+                      hooks: FitCallbacks, position: StepPosition | None = None) -> None:
         last_save = time.monotonic()
         for epoch in range(len(result.history) + 1, fit.recipe.epochs + 1):
-            record = self._train_epoch(fit, epoch)
+            saver = _StepSaver(self.s, self.reporter, checkpoint_path, result.history) \
+                if self.s.world_size == 1 else None
+            record = self._train_epoch(fit, epoch, saver, position)
+            position = None
             result.history.append(record)
             if result.best.epoch == record.epoch:
                 hooks.on_new_best(result)
@@ -295,12 +367,14 @@ class Engine:
                 last_save = time.monotonic()
             hooks.on_epoch_end(result)
 
-    def _train_epoch(self, fit: _Fit, epoch: int) -> EpochRecord:
-        """One epoch: its training steps, then the evaluation of the student; the epoch's record."""
+    def _train_epoch(self, fit: _Fit, epoch: int, saver: _StepSaver | None = None,
+                     position: StepPosition | None = None) -> EpochRecord:
+        """One epoch (from `position` inside it when resumed there): its training steps, then the evaluation of
+        the student; the epoch's record."""
         t0 = time.perf_counter()
-        lr_first = current_lr(fit.optimizer)
+        lr_first = current_lr(fit.optimizer) if position is None else position.lr_first
         self._begin_epoch(fit, epoch)
-        train = self._train_steps(fit, epoch)
+        train = self._train_steps(fit, epoch, lr_first, saver, position)
         train_s = time.perf_counter() - t0
         if fit.model.teacher_cache is not None:  # the epoch's teacher outputs kept (the cache writes its entries)
             fit.model.teacher_cache.end_epoch()
@@ -327,31 +401,49 @@ class Engine:
             fit.model.teacher_cache.begin_epoch(epoch)
         fit.model.on_epoch_start(epoch)
 
-    def _train_steps(self, fit: _Fit, epoch: int) -> _EpochTrain:
-        """The epoch's optimizer steps. Nothing here reads the device per step (on a GPU): the losses go to the
-        StepLog, the hits to _TrainHits, and both are read in batches."""
+    def _train_steps(self, fit: _Fit, epoch: int, lr_first: float, saver: _StepSaver | None,
+                     position: StepPosition | None) -> _EpochTrain:
+        """The epoch's optimizer steps (those after `position` when resumed inside it). Nothing here reads the
+        device per step (on a GPU): the losses go to the StepLog, the hits to _TrainHits, and both are read in
+        batches."""
         steps = len(fit.train_loader)
         self.reporter.phase_start(f"epoch {epoch}/{fit.recipe.epochs}", total=steps)
         every_step = self.s.sync_every_step if self.s.sync_every_step is not None else self.s.device.type != "cuda"
-        step_log = StepLog(self.reporter, epoch, every_step, self.s.log_interval)
-        hits = _TrainHits(self.s.device)
+        done = 0 if position is None else position.step
+        step_log = StepLog(self.reporter, epoch, every_step, self.s.log_interval,
+                           sums=None if position is None else position.loss_sums)
+        hits = _TrainHits(self.s.device, correct=None if position is None else position.correct)
         one = _Steps(self.s, fit)
         optimizer, first_global = fit.optimizer, (epoch - 1) * steps + 1
-        lr_last = current_lr(optimizer)
-        seen = batches = 0
-        for step, (images, labels, index) in enumerate(fit.train_loader):
-            logits, losses, total = one.forward(images, labels, index)
-            lr_last = current_lr(optimizer)  # the lr this step uses (the scheduler moves on after it)
-            # A non-finite loss stops the run: never step on NaN/Inf and carry on silently. On CPU the losses are
-            # read here, and a non-finite total refused, before the optimizer steps on it; on a GPU a read would
-            # stall the device every step, so they stay there and are checked on each logging interval's batch
-            # of them (step_log.flush), before the epoch ends and so before any checkpoint holding a diverged
-            # step. StepLog also keeps the epoch's loss sums.
-            step_log.add(step, first_global + step, losses, total, lr_last)
-            one.step(total)
-            hits.add(logits, labels)
-            seen += labels.numel()
-            batches += 1
+        lr_last = current_lr(optimizer) if position is None else position.lr_last
+        seen = 0 if position is None else position.seen
+        batches = done
+        loader = iter(fit.train_loader)  # a DataLoader draws its workers' base seed here: before the restore below
+        if position is not None:
+            for _ in range(done):  # trained before the checkpoint: read (order and crops are keyed), not trained
+                next(loader)
+            rng_state.restore(position.rng)  # the streams as they were after step `done`
+            if done:
+                self.reporter.step(done)
+        steps_running = stop_request.steps_running() if saver is not None else contextlib.nullcontext()
+        with steps_running:
+            for step, (images, labels, index) in enumerate(loader, start=done):
+                logits, losses, total = one.forward(images, labels, index)
+                lr_last = current_lr(optimizer)  # the lr this step uses (the scheduler moves on after it)
+                # A non-finite loss stops the run: never step on NaN/Inf and carry on silently. On CPU the losses
+                # are read here, and a non-finite total refused, before the optimizer steps on it; on a GPU a read
+                # would stall the device every step, so they stay there and are checked on each logging
+                # interval's batch of them (step_log.flush), before the epoch ends and so before any checkpoint
+                # holding a diverged step. StepLog also keeps the epoch's loss sums.
+                step_log.add(step, first_global + step, losses, total, lr_last)
+                one.step(total)
+                hits.add(logits, labels)
+                seen += labels.numel()
+                batches += 1
+                if saver is not None and saver.due(batches, steps):
+                    saver.save(fit, _AtStep(epoch, batches, lr_first, lr_last, step_log, hits, seen))
+            if saver is not None and stop_request.pending():  # came while the loader ended (workers shut down)
+                saver.save(fit, _AtStep(epoch, batches, lr_first, lr_last, step_log, hits, seen))
         step_log.flush()
         return _EpochTrain(lr_last, step_log.sums, hits.count(), seen, batches)
 

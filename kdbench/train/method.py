@@ -71,6 +71,10 @@ class Distiller(nn.Module):
     Subclasses implement :meth:`forward_train`. The teacher is put in eval mode, its parameters frozen, and kept
     in eval mode whatever `train()` is called with. Every other parameter of the distiller is trainable and
     given to the optimizer by the engine (student + regressors / embedding heads / ...).
+
+    What changes while training must be in the state dict (parameters, buffers: CRD's memory banks; or torch's
+    `get_extra_state`), or be a function of the epoch set by :meth:`on_epoch_start` (FitNet's stage): a checkpoint,
+    one taken inside an epoch too (kdbench.train.checkpoint), holds the state dict only.
     """
 
     name: ClassVar[str] = ""

@@ -10,6 +10,10 @@ calls `flush()` before evaluating and checkpointing an epoch, so no checkpoint e
 Steps taken after a non-finite loss within the interval change nothing that is kept: the run ends as
 `diverged` and its checkpoint is that of the previous epoch.
 
+A step-level checkpoint (kdbench.train.checkpoint.StepPosition) carries `sums` after a `flush`; the resumed
+epoch's StepLog starts from them (`sums=`) and adds the rest of the epoch's rows to the same float32 bits, so the
+epoch's means are those of an uninterrupted epoch.
+
 `every_step` (the CPU default, where a read costs nothing) reads and reports each step as it happens; the engine
 calls `add` before the optimizer step, so a non-finite loss is refused before it is stepped on.
 
@@ -41,12 +45,14 @@ def _overrides(reporter: Reporter, name: str) -> bool:
 
 
 class StepLog:
-    def __init__(self, reporter: Reporter, epoch: int, every_step: bool, interval: int = 50) -> None:
+    def __init__(self, reporter: Reporter, epoch: int, every_step: bool, interval: int = 50,
+                 sums: dict[str, np.float32] | None = None) -> None:
         self.reporter = reporter
         self.epoch = epoch
         self.every_step = every_step
         self.interval = max(1, interval)
-        self._sums: dict[str, np.float32] = {}  # folded so far: by name, plus "total"
+        # folded so far: by name, plus "total" (`sums`: the epoch's sums before a step checkpoint it resumes from)
+        self._sums: dict[str, np.float32] = {k: np.float32(v) for k, v in (sums or {}).items()}
         self._rows: list[list[float]] = []  # read, not yet folded into _sums; each in the order of _row_names
         self._row_names: list[str] = []
         self._names: list[str] = []
