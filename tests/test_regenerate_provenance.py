@@ -54,3 +54,18 @@ def test_every_process_gets_the_threads_the_readme_states() -> None:
     assert 'CPUS="${CPUS:-1}"' in script
     exported = script.index('export OMP_NUM_THREADS="$CPUS" MKL_NUM_THREADS="$CPUS"')
     assert exported < script.index("\nkdbench sweep") and exported < script.index("\nkdbench ladder")
+
+
+def test_a_record_from_a_dirty_tree_names_its_diff() -> None:
+    """environment.git: with uncommitted changes, diff_sha256 is `git diff HEAD | sha256sum` of this checkout."""
+    from kdbench.core.environment import git_info
+
+    git_info.cache_clear()
+    info = git_info()
+    if info["sha"] is None:
+        return  # not a git checkout (an installed wheel): nothing to name
+    diff = subprocess.run(["git", "-C", str(ROOT), "diff", "HEAD"], capture_output=True, check=True).stdout
+    if info["dirty"]:
+        assert info["diff_sha256"] == hashlib.sha256(diff).hexdigest()
+    else:
+        assert "diff_sha256" not in info
