@@ -191,7 +191,7 @@ def _legend(data: pd.DataFrame, options: GridOptions, metric: str, family: str, 
     if data["fewer_seeds"].any():
         lines.append(f"{FEWER_SEEDS} fewer seeds than the table's most-seeded cell ({data.attrs.get('max_n')})")
     if data["vs_ce"].astype(bool).any():
-        lines.append(significance_words(family, family_sizes(data)))
+        lines.append(significance_words(family, family_sizes(data, options.cols)))
     if data["test"].astype(bool).any():
         lines.append(TEST_WORDS)
         lines += power_footer(data, options.rows)

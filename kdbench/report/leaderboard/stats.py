@@ -272,14 +272,17 @@ def mark_significance(data: pd.DataFrame, values: Sequence[Mapping[Any, float]],
     return data
 
 
-def family_sizes(data: pd.DataFrame) -> list[int]:
-    """The sizes of the families Holm corrected across, in the table's column order (one for a table family)."""
+def family_sizes(data: pd.DataFrame, columns: Sequence[str] = ()) -> list[int]:
+    """The sizes of the families Holm corrected across, in `columns`' order (the table's; one size for a table
+    family)."""
     tested = data[data["family_m"] > 0]
     if not len(tested):
         return []
     if tested["family_m"].nunique() == 1 and tested["family_m"].iloc[0] == len(tested):
         return [len(tested)]
-    return [int(g["family_m"].iloc[0]) for _, g in tested.groupby("column", sort=False)]
+    order = {c: k for k, c in enumerate(columns)}
+    by_column = tested.groupby("column", sort=False)["family_m"].first()
+    return [int(m) for _, m in sorted(by_column.items(), key=lambda cm: order.get(cm[0], len(order)))]
 
 
 def with_test_set_error(data: pd.DataFrame) -> pd.DataFrame:
