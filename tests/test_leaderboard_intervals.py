@@ -79,3 +79,11 @@ def test_the_csv_has_intervals_sizes_and_per_comparison_power(in_process) -> Non
 def test_an_unknown_family_is_a_user_error_naming_the_valid_ones(in_process) -> None:
     bad = in_process("leaderboard", *CNN, "--family", "row")
     assert bad.returncode == 2 and "table" in bad.stderr and "column" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_wilson_interval_stays_in_range_and_matches_its_formula() -> None:
+    lo, hi = wilson_interval(50.0, 100)
+    assert (round(lo, 2), round(hi, 2)) == (40.38, 59.62)  # the textbook case, z = 1.96
+    assert wilson_interval(100.0, 360)[1] == pytest.approx(100.0) and wilson_interval(100.0, 360)[0] < 99.0
+    assert wilson_interval(0.0, 360)[0] == pytest.approx(0.0, abs=1e-9) and wilson_interval(0.0, 360)[1] > 1.0
+    assert all(math.isnan(v) for v in wilson_interval(90.0, None))

@@ -115,6 +115,11 @@ def test_marks_use_the_paired_test_survive_holm_or_not_and_say_so(dirs: dict[str
     # α / m (five comparisons in this one-column table).
     assert d.loc["kd", "mdd"] == pytest.approx(detectable_difference(1.0 / math.sqrt(3), 2, 0.05 / 5))
     assert d.loc["kd", "alpha_mdd"] == pytest.approx(0.01) and d.loc["kd", "family_m"] == 5
+    # The difference's 95 % interval is scipy's for the test that marks the cell: paired, or Welch's.
+    paired_ci, welch_ci = ttest_rel(ABOVE, CE).confidence_interval(), \
+        ttest_ind(OTHER_SEEDS, CE, equal_var=False).confidence_interval()
+    assert (d.loc["kd", "diff_lo"], d.loc["kd", "diff_hi"]) == pytest.approx((paired_ci.low, paired_ci.high))
+    assert (d.loc["crd", "diff_lo"], d.loc["crd", "diff_hi"]) == pytest.approx((welch_ci.low, welch_ci.high))
 
     footer = "\n".join(board.footer)
     assert "⇑ / ⇓: above / below the student alone" in footer and "Holm" in footer
