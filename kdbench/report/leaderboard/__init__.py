@@ -24,7 +24,8 @@ Rules every table keeps, because they are where published comparisons go wrong:
   `all_code` shown as rows of their own (`kd @3f2a1c`);
 
 One job per module: `board` (kinds, metrics, the Leaderboard), `runs` (prepare and filter), `code` (current code
-or all), `labels`, `stats`, `cells` (display strings), `marks` (the `‡` / `§` markers and their footnotes),
+or all), `labels`, `stats` (tests, Holm over a family, power), `intervals` (the 95 % intervals: t, Wilson), `cells`
+(display strings), `marks` (the `‡` / `§` markers and their footnotes),
 `footers` (footer lines several tables write), `layout` (the step the grid tables share: a cell's numbers from its
 runs, then cells placed on rows × columns with their marks, as a frozen `GridOptions` says), one module per table
 (`methods` with `ablation`, `ladder`, `pivot`, `records` for `runs`), `compare` (ours beside the published numbers
