@@ -111,14 +111,21 @@ def test_marks_use_the_paired_test_survive_holm_or_not_and_say_so(dirs: dict[str
     assert d.loc["crd", "p_vs_ce"] == pytest.approx(welch_p(OTHER_SEEDS, CE)) and d.loc["crd", "n_pairs"] == 2
     assert d.loc["fitnet", "p_holm"] == pytest.approx(2 * ttest_rel(EDGE, CE).pvalue)
     assert all(math.isnan(d.loc[r, "p_vs_ce"]) for r in ("rkd", "ce", "teacher"))
-    # Each comparison's own smallest detectable difference: paired, se = s_d / √n with df = n − 1.
-    assert d.loc["kd", "mdd"] == pytest.approx(detectable_difference(1.0 / math.sqrt(3), 2))
+    # Each comparison's own smallest detectable difference: paired, se = s_d / √n with df = n − 1, at the family's
+    # α / m (five comparisons in this one-column table).
+    assert d.loc["kd", "mdd"] == pytest.approx(detectable_difference(1.0 / math.sqrt(3), 2, 0.05 / 5))
+    assert d.loc["kd", "alpha_mdd"] == pytest.approx(0.01) and d.loc["kd", "family_m"] == 5
+    # The difference's 95 % interval is scipy's for the test that marks the cell: paired, or Welch's.
+    paired_ci, welch_ci = ttest_rel(ABOVE, CE).confidence_interval(), \
+        ttest_ind(OTHER_SEEDS, CE, equal_var=False).confidence_interval()
+    assert (d.loc["kd", "diff_lo"], d.loc["kd", "diff_hi"]) == pytest.approx((paired_ci.low, paired_ci.high))
+    assert (d.loc["crd", "diff_lo"], d.loc["crd", "diff_hi"]) == pytest.approx((welch_ci.low, welch_ci.high))
 
     footer = "\n".join(board.footer)
     assert "⇑ / ⇓: above / below the student alone" in footer and "Holm" in footer
     assert "test: paired t-test on the per-seed differences" in footer and "Welch" in footer
-    power = next(line for line in board.footer if line.startswith("power: "))
-    assert f"{PAIR}: " in power and "(welch, 2 seeds a side)" in power  # crd's comparison is unpaired
+    power = next(line for line in board.footer if line.startswith("power (post-hoc"))
+    assert f"{PAIR} (α = 0.05/5; 3 pairs): " in power and f"crdʷ {d.loc['crd', 'mdd']:.2f}" in power  # unpaired
 
     csv = pd.read_csv(io.StringIO(render(board, "csv"))).set_index("row")
     assert csv.loc["kd", "p_vs_ce"] == pytest.approx(ttest_rel(ABOVE, CE).pvalue)
@@ -128,11 +135,11 @@ def test_marks_use_the_paired_test_survive_holm_or_not_and_say_so(dirs: dict[str
     assert r"(3)$\uparrow$" in latex and r"$\Uparrow$$^{w}$" in latex
     assert latex.isascii()  # every mark and footnote symbol (⇑ ʷ √ α −) has its LaTeX spelling
     markdown = render(board, "markdown")
-    assert "92.00 ± 2.00 (3)⇑" in markdown and "- power: " in markdown
+    assert "92.00 ± 2.00 (3)⇑" in markdown and "- power (post-hoc" in markdown
 
 
-def test_the_power_line_pools_a_columns_comparisons(dirs: dict[str, Path]) -> None:
-    """All paired: the line's figure is the detectable difference at the pooled se and the fewest pairs."""
+def test_the_power_line_gives_each_comparison_at_the_familys_alpha(dirs: dict[str, Path]) -> None:
+    """Per comparison, at α / m (Holm's first step), named post-hoc; not one figure pooled over the column."""
     root = dirs["results"]
     for seed, (ce, kd, at) in enumerate(zip(CE, ABOVE, BELOW, strict=True)):
         write_run(root, make_config("ce", seed=seed), ce)
@@ -140,9 +147,10 @@ def test_the_power_line_pools_a_columns_comparisons(dirs: dict[str, Path]) -> No
         write_run(root, make_config("at", teacher="resnet50", seed=seed), at)
     board = build(root)
     sd_kd, sd_at = 1.0, pd.Series([-5.0, -5.0, -4.0]).std()
-    se = math.sqrt((sd_kd ** 2 + sd_at ** 2) / 2 / 3)
-    power = next(line for line in board.footer if line.startswith("power: "))
-    assert f"{PAIR}: {detectable_difference(se, 2):.2f} points (paired, 3 pairs)" in power
+    power = next(line for line in board.footer if line.startswith("power (post-hoc"))
+    each = [f"{m} {detectable_difference(sd / math.sqrt(3), 2, 0.05 / 2):.2f}" for m, sd in (("kd", sd_kd),
+                                                                                          ("at", sd_at))]
+    assert f"{PAIR} (α = 0.05/2; 3 pairs): " in power and all(e in power for e in each)
 
 
 def test_the_footer_gives_the_binomial_error_of_a_single_figure(dirs: dict[str, Path]) -> None:

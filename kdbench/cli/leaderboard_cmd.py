@@ -12,7 +12,7 @@ from kdbench.cli.options import ResultsDir, WhereOption, join_where
 from kdbench.cli.reporter import console
 from kdbench.cli.tables import CLI_FORMATS, print_table
 from kdbench.core.errors import UserError
-from kdbench.report.leaderboard import METRICS, TABLES, build, build_published, format_for_path, render
+from kdbench.report.leaderboard import FAMILIES, METRICS, TABLES, build, build_published, format_for_path, render
 from kdbench.report.results import load_runs
 from kdbench.store.records import RunStore
 
@@ -37,6 +37,11 @@ def leaderboard_command(
                                     "(`kdbench published`) with Δ, each at the paper's epoch convention."),
     all_code: bool = typer.Option(False, "--all-code", help="Show runs of older code too, as rows of their own "
                                   "(`kd @3f2a1c`); by default only the current code's runs count."),
+    family: str = typer.Option("table", "--family", help=f"Methods / ablation: what Holm's correction runs across: "
+                               f"{' | '.join(FAMILIES)} (every comparison of the table, or each column's).",
+                               show_default=True),
+    ci: bool = typer.Option(False, "--ci", help="Show in each cell its difference from ce with the 95 % interval "
+                            "(Δ) and the test set's 95 % Wilson interval (W); the CSV always has them."),
     results_dir: Path = ResultsDir,
     strict: bool = typer.Option(False, "--strict", help="An unreadable run record is an error (exit 2), "
                                 "not a warning."),
@@ -48,14 +53,18 @@ def leaderboard_command(
     carries its code fingerprint); the footer says how many older ones were left out (`--all-code` shows them).
     Runs that differ in more than their seed (recipe, data parameters, hyperparameters) never share a cell.
     Each method's cell is tested against the student alone of its column (paired t-test by seed; ⇑/⇓ survive
-    Holm's correction, ↑/↓ are p < 0.05 alone; ʷ: Welch's test, where the seeds differ); the footer gives the
-    smallest difference the seeds run can detect and the test set's binomial error.
+    Holm's correction across the table's comparisons, or each column's with --family column; ↑/↓ are p < 0.05
+    alone; ʷ: Welch's test, where the seeds differ); the footer names the family, gives each comparison's
+    smallest detectable difference (post-hoc) and the test set's binomial error; --ci puts each difference's 95 %
+    interval and the test set's Wilson interval in the cells.
 
     Examples:
 
       kdbench leaderboard
 
       kdbench leaderboard --metric top1_best --out table.tex
+
+      kdbench leaderboard --ci --family column --format markdown
 
       kdbench leaderboard --table ladder --format markdown
 
@@ -83,7 +92,7 @@ def leaderboard_command(
             raise UserError("--rows / --cols lay out the pivot table: add --table pivot")
         board = build(runs, table, metric or "top1_last", where,
                       distilled=[m.strip() for m in distilled.split(",") if m.strip()], method=method,
-                      all_code=all_code, rows=_keys(rows), cols=_keys(cols))
+                      all_code=all_code, rows=_keys(rows), cols=_keys(cols), family=family, ci=ci)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(render(board, "text" if fmt == "rich" else fmt))  # a file holds no colours

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import socket
@@ -30,7 +31,13 @@ def git_info() -> dict[str, Any]:
             ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
             capture_output=True, text=True, timeout=5,
         )
-        return {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+        info: dict[str, Any] = {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+        if info["dirty"]:
+            # What the uncommitted changes were, so that a record from a dirty tree names the exact code it ran
+            # (`git diff HEAD | sha256sum` reproduces it from the tree that made it).
+            diff = subprocess.run(["git", "-C", str(here), "diff", "HEAD"], capture_output=True, timeout=30)
+            info["diff_sha256"] = hashlib.sha256(diff.stdout).hexdigest() if diff.returncode == 0 else None
+        return info
     except (OSError, subprocess.SubprocessError):
         return {"sha": None, "dirty": None}
 

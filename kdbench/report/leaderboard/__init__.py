@@ -3,8 +3,9 @@
 Tables (the kinds of comparison the CNN2GNN paper makes):
 - `methods`: rows = teacher, student alone (`ce`), each KD method; columns = dataset · teacher → student · recipe;
   cells = mean ± std over seeds (seed count), best student per column marked; each method tested against the
-  column's `ce` (paired t-test by seed, Welch's where the seeds differ; Holm across the column), with the
-  smallest detectable difference and the test set's binomial error in the footer (`stats`).
+  column's `ce` (paired t-test by seed, Welch's where the seeds differ; Holm across the table's comparisons, or
+  each column's with `family="column"`), with each comparison's difference and its 95 % interval, its post-hoc
+  smallest detectable difference and the test set's binomial error and Wilson interval (`stats`, `intervals`).
 - `ladder`: the models of the depth ladder trained alone (`ce`) and the distilled GNN side by side: layers,
   parameters, accuracy, inference time per image at a stated batch size, training time.
 - `runs`: one row per run record, whatever its status.
@@ -23,7 +24,8 @@ Rules every table keeps, because they are where published comparisons go wrong:
   `all_code` shown as rows of their own (`kd @3f2a1c`);
 
 One job per module: `board` (kinds, metrics, the Leaderboard), `runs` (prepare and filter), `code` (current code
-or all), `labels`, `stats`, `cells` (display strings), `marks` (the `‡` / `§` markers and their footnotes),
+or all), `labels`, `stats` (tests, Holm over a family, power), `intervals` (the 95 % intervals: t, Wilson), `cells`
+(display strings), `marks` (the `‡` / `§` markers and their footnotes),
 `footers` (footer lines several tables write), `layout` (the step the grid tables share: a cell's numbers from its
 runs, then cells placed on rows × columns with their marks, as a frozen `GridOptions` says), one module per table
 (`methods` with `ablation`, `ladder`, `pivot`, `records` for `runs`), `compare` (ours beside the published numbers
@@ -38,7 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdbench.core.errors import unknown_name
-from kdbench.report.leaderboard.board import METRICS, TABLES, Leaderboard
+from kdbench.report.leaderboard.board import FAMILIES, METRICS, TABLES, Leaderboard
 from kdbench.report.leaderboard.cells import format_cell
 from kdbench.report.leaderboard.code import select_code
 from kdbench.report.leaderboard.compare import published_table
@@ -60,7 +62,8 @@ from kdbench.report.leaderboard.render import (
 from kdbench.report.leaderboard.runs import filter_runs, is_missing, pair_label, parse_where, prepare_runs
 
 __all__ = [
-    "FORMATS", "Leaderboard", "METRICS", "TABLES", "ablation_table", "build", "build_published", "distinguish",
+    "FAMILIES", "FORMATS", "Leaderboard", "METRICS", "TABLES", "ablation_table", "build", "build_published",
+    "distinguish",
     "filter_runs", "format_cell", "format_for_path", "is_missing", "ladder_table", "latex_escape", "leaderboard",
     "methods_table", "pair_label", "parse_where", "pivot_table", "prepare_runs", "published_table", "render",
     "runs_table", "to_html", "to_latex", "to_markdown", "to_text",
@@ -78,6 +81,8 @@ def leaderboard(
     all_code: bool = False,
     rows: Sequence[str] = (),
     cols: Sequence[str] = (),
+    family: str = "table",
+    ci: bool = False,
 ) -> pd.DataFrame:
     """A leaderboard as a DataFrame of display cells (`df.attrs` holds title, footer and best cells).
 
@@ -90,7 +95,7 @@ def leaderboard(
     >>> kdbench.leaderboard("results", table="methods", metric="top1_best")
     """
     board = build(runs, table, metric, where, distilled=distilled, method=method, all_code=all_code, rows=rows,
-                  cols=cols)
+                  cols=cols, family=family, ci=ci)
     out = board.table.copy()
     out.attrs = {"title": board.title, "footer": list(board.footer), "best": sorted(board.bold)}
     return out
@@ -107,11 +112,17 @@ def build(
     all_code: bool = False,
     rows: Sequence[str] = (),
     cols: Sequence[str] = (),
+    family: str = "table",
+    ci: bool = False,
 ) -> Leaderboard:
     """Build one table from the runs DataFrame (or a results folder); see the module docstring. `rows` and
-    `cols` are the pivot table's keys (`SCOPE.KEY`, e.g. `kd.temperature`)."""
+    `cols` are the pivot table's keys (`SCOPE.KEY`, e.g. `kd.temperature`). `family` (FAMILIES: "table", "column")
+    is what Holm's correction runs across in the methods and ablation tables; `ci` shows each cell's intervals
+    (the difference from ce, the test set's Wilson interval) in the cells, not only in the CSV."""
     if table not in TABLES:
         raise unknown_name("table", table, TABLES)
+    if family not in FAMILIES:
+        raise unknown_name("family", family, FAMILIES)
     if metric not in METRICS:
         raise unknown_name("metric", metric, METRICS)
     # An ablation compares evaluation batch sizes (CNN2GNN's batch graph depends on them) as rows, not columns.
@@ -119,7 +130,7 @@ def build(
     df, code_lines = select_code(filter_runs(prepare_runs(_as_runs(runs), row_recipe_fields=row_fields), where),
                                  all_code)
     if table == "methods":
-        board = methods_table(df, metric)
+        board = methods_table(df, metric, family=family, ci=ci)
     elif table == "ladder":
         board = ladder_table(df, metric, distilled)
     elif table == "runs":
@@ -127,7 +138,7 @@ def build(
     elif table == "pivot":
         board = pivot_table(df, metric, rows, cols)
     else:
-        board = ablation_table(df, metric, method)
+        board = ablation_table(df, metric, method, family=family, ci=ci)
     board.footer += code_lines
     return board
 

@@ -38,15 +38,32 @@ ABOVE_CE_HOLM, BELOW_CE_HOLM = "⇑", "⇓"
 WELCH_MARK = "ʷ"
 SIGNIFICANCE_P = 0.05
 POWER = 0.8  # the power at which the footer states the smallest detectable difference
-SIGNIFICANCE_WORDS = (f"{ABOVE_CE_HOLM} / {BELOW_CE_HOLM}: above / below the student alone (ce, same column) beyond "
-                      f"seed noise after Holm's correction across the column's comparisons with ce (family-wise "
-                      f"α = {SIGNIFICANCE_P}); {ABOVE_CE} / {BELOW_CE}: p < {SIGNIFICANCE_P} before the correction "
-                      "only (one comparison of many, so a chance result is likelier)")
+# The comparisons Holm's correction runs across (`kdbench leaderboard --family`): every comparison of the table (the
+# default: a sentence about a table claims all of them at once), or each column's own.
+FAMILIES = ("table", "column")
+
+
+def significance_words(family: str, sizes: list[int]) -> str:
+    """The footer line of the marks, naming the family Holm corrected across and its size."""
+    if family == "table":
+        across = f"the table's {sizes[0] if sizes else 0} comparisons with ce (family: table; `--family column` " \
+                 "corrects each column apart)"
+    else:
+        across = f"each column's comparisons with ce (family: column; sizes {', '.join(map(str, sizes))}; " \
+                 "`--family table` corrects across the whole table)"
+    return (f"{ABOVE_CE_HOLM} / {BELOW_CE_HOLM}: above / below the student alone (ce, same column) beyond seed noise "
+            f"after Holm's correction across {across}, family-wise α = {SIGNIFICANCE_P}; {ABOVE_CE} / {BELOW_CE}: "
+            f"p < {SIGNIFICANCE_P} before the correction only (one comparison of many, so a chance result is "
+            "likelier)")
+
+
 TEST_WORDS = ("test: paired t-test on the per-seed differences where the two cells ran the same seeds (runs of one "
               "seed share initialisation and data order, so seed i of a method is compared with seed i of ce); "
               f"Welch's t-test (unpaired) where they did not, marked {WELCH_MARK}; no mark where either side has "
               "fewer than 2 seeds; CSV columns test, p_vs_ce (the p the mark uses), p_paired and n_pairs, p_welch, "
-              "p_holm")
+              "p_holm, family_m (the family's size), diff with diff_lo and diff_hi (the difference from ce and its "
+              "95 % interval: t on the per-seed differences, Welch's interval where the test is Welch's; "
+              "uncorrected for the family)")
 # Which split chose a run's best epoch (the record's metrics.best_selected_on; older records: test).
 SELECTIONS = ("test", "val")
 SELECTION_WORDS = {

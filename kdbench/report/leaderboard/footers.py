@@ -3,6 +3,9 @@ column's statistical power and the test set's own binomial error."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 import pandas as pd
 
 from kdbench.report.leaderboard.board import (
@@ -12,11 +15,12 @@ from kdbench.report.leaderboard.board import (
     SELECTION_WORDS,
     SIGNIFICANCE_P,
     TEACHER_ROW,
+    WELCH_MARK,
     is_best_metric,
     selection_label,
 )
+from kdbench.report.leaderboard.intervals import LEVEL
 from kdbench.report.leaderboard.runs import is_missing
-from kdbench.report.leaderboard.stats import column_power
 
 
 def caveats_footer(df: pd.DataFrame, metric: str) -> list[str]:
@@ -47,21 +51,36 @@ def selection_footer(selections: set[str], metric: str, teacher_shown: bool = Fa
     return lines
 
 
-def power_footer(data: pd.DataFrame) -> list[str]:
-    """One line: per column, the smallest difference from `ce` its test detects at the seeds run (see
-    `kdbench.report.leaderboard.stats.detectable_difference` and `column_power`)."""
-    power = column_power(data)
-    if not power:
+def power_footer(data: pd.DataFrame, rows: Sequence[str] = ()) -> list[str]:
+    """One line: per comparison with ce (in `rows`' order, column by column), the smallest true difference its
+    test detects at the family's α / m with the seeds run (the data's `mdd`, `detectable_difference`). Post-hoc:
+    it rests on the spread the seeds showed."""
+    tested = data[data["p_vs_ce"].map(lambda p: not is_missing(p)).astype(bool)]
+    if not len(tested):
         return []
-    parts = [f"{column}: {'—' if is_missing(mdd) else f'{mdd:.{DECIMALS}f}'} points ({test}, {n} "
-             f"{'pairs' if test == 'paired' else 'seeds a side'})"
-             for column, (mdd, test, n) in power.items()]
-    return [f"power: the smallest true difference from ce a column's test detects with {POWER:.0%} power at "
-            f"α = {SIGNIFICANCE_P} (two-sided) with the seeds run (the t-test's exact power, noncentral t; about "
-            f"(t_{{1−α/2, df}} + t_{{{POWER}, df}}) · se), se the standard error of a difference (paired: s_d/√n; "
-            "Welch: √(s²/n + s_ce²/n_ce)) pooled over the column's comparisons (each one's: the CSV's mdd); a "
-            "smaller true gap goes unmarked more often than not: "
-            + "; ".join(parts)]
+    order = {r: k for k, r in enumerate(rows)}
+    parts = []
+    for column, g in tested.groupby("column", sort=False):
+        g = g.assign(_at=g["row"].map(lambda r: order.get(r, len(order)))).sort_values("_at", kind="stable")
+        pairs = set(g.loc[g["test"] == "paired", "n_pairs"])
+        seeds = f"; {pairs.pop()} pairs" if len(pairs) == 1 else ""
+        m = int(g["family_m"].iloc[0])
+        each = ", ".join(f"{_bare_row(r)}{WELCH_MARK if test == 'welch' else ''} "
+                         f"{'—' if is_missing(v) else f'{v:.{DECIMALS}f}'}"
+                         for r, v, test in zip(g["row"], g["mdd"], g["test"], strict=True))
+        parts.append(f"{column} (α = {SIGNIFICANCE_P}/{m}{seeds}): {each}")
+    return [f"power (post-hoc: from the spread these seeds showed, so it says what they could resolve, not what a "
+            f"study planned ahead would): per comparison, the smallest true difference from ce, in points, its "
+            f"test detects with {POWER:.0%} power (two-sided; the t-test's exact power, noncentral t, at that "
+            "comparison's se: paired s_d/√n, Welch √(s²/n + s_ce²/n_ce)) at the family's α/m, Bonferroni's, which "
+            "is Holm's first step (a difference that clears it is marked whatever the other comparisons give; "
+            "Holm's later steps test at up to α, so this is the conservative figure); a smaller true gap goes "
+            f"unmarked more often than not; {WELCH_MARK}: Welch's test (CSV: mdd, alpha_mdd): " + "; ".join(parts)]
+
+
+def _bare_row(label: str) -> str:
+    """A row label without its table marks (‡ transductive, § teacher at inference), as the footer names it."""
+    return re.sub(r"( [‡§])+$", "", str(label))
 
 
 def binomial_footer(data: pd.DataFrame, metric: str) -> list[str]:
@@ -69,9 +88,10 @@ def binomial_footer(data: pd.DataFrame, metric: str) -> list[str]:
     single number (the teacher row, a one-seed cell) is uncertain by."""
     shown = data[(data["n"] > 0) & data["binomial_se"].map(lambda v: not is_missing(v)).astype(bool)]
     return [f"test-set error: one {metric.split('_')[0]} figure on the {int(num_test)} test images of {dataset} "
-            f"has a binomial standard error of 100·√(p(1−p)/{int(num_test)}) points: {_binomial_spread(g)} (per "
-            "cell: the CSV's binomial_se); it bounds a single-seed figure (the teacher row, a one-seed cell) "
-            "against the model's true accuracy, not the seed spread of a mean"
+            f"has a binomial standard error of 100·√(p(1−p)/{int(num_test)}) points: {_binomial_spread(g)}; one "
+            f"image is {100 / int(num_test):.{DECIMALS}f} points; {_wilson_at(g)} (per cell: the CSV's binomial_se, "
+            "wilson_lo, wilson_hi); it bounds a single-seed figure (the teacher row, a one-seed cell) against the "
+            "model's true accuracy, not the seed spread of a mean"
             for (dataset, num_test), g in shown.groupby(["dataset", "num_test"], sort=False)]
 
 
@@ -89,3 +109,21 @@ def _binomial_spread(cells: pd.DataFrame) -> str:
             f"±{lo:.{DECIMALS}f} to ±{hi:.{DECIMALS}f}"
         at.append(f"{spread} at the students' means")
     return ", ".join(at)
+
+
+def _wilson_at(cells: pd.DataFrame) -> str:
+    """`its 95 % Wilson interval at the teacher's 98.89: [97.24, 99.55]` (else at the first student cell's mean)."""
+    is_teacher = (cells["row"] == TEACHER_ROW) if "row" in cells.columns else pd.Series(False, index=cells.index)
+    c = (cells[is_teacher] if is_teacher.any() else cells).iloc[0]
+    name = c["row"] if "row" in cells.columns else c.get("model", "the first cell")
+    whose = "the teacher's" if is_teacher.any() else f"{_bare_row(name)}'s"
+    return (f"its {LEVEL:.0%} Wilson interval at {whose} {c['mean']:.{DECIMALS}f}: "
+            f"[{c['wilson_lo']:.{DECIMALS}f}, {c['wilson_hi']:.{DECIMALS}f}]")
+
+
+def intervals_footer(data: pd.DataFrame) -> list[str]:
+    """The line that explains what `--ci` adds to the cells."""
+    return [f"Δ d [lo, hi]: the cell's mean minus ce's, with its {LEVEL:.0%} interval (t on the per-seed "
+            "differences where the test is paired, Welch's interval where it is Welch's; each interval on its own, "
+            f"not corrected for the family); W [lo, hi]: the {LEVEL:.0%} Wilson interval of the cell's mean on its "
+            "test set (the test set's own error, not the seeds')"]

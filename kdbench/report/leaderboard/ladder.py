@@ -22,7 +22,7 @@ from kdbench.report.leaderboard.labels import _with_suffix, distinguish, label_r
 from kdbench.report.leaderboard.layout import cell_numbers
 from kdbench.report.leaderboard.marks import teacher_at_inference_footer, transductive_footer, with_teacher_mark
 from kdbench.report.leaderboard.runs import canon, is_missing
-from kdbench.report.leaderboard.stats import best_in_groups, binomial_se, completed, first_present, mean_of
+from kdbench.report.leaderboard.stats import best_in_groups, completed, first_present, mean_of, with_test_set_error
 
 DATA_COLUMNS = ["dataset", "section", "recipe", "model", "trained", "layers", "params", "mean", "std", "n",
                 "infer_ms_per_image", "infer_batch_size", "infer_device", "train_s", "run_ids", "num_test"]
@@ -108,7 +108,7 @@ def _ladder_row(g: pd.DataFrame, metric: str, label: str, sections: tuple) -> di
 def _ladder_data(records: list[dict[str, Any]], metric: str) -> pd.DataFrame:
     """The rows in depth order per section, with the binomial error, fewer-seeds and best marks."""
     data = pd.DataFrame.from_records(records, columns=DATA_COLUMNS)
-    data["binomial_se"] = [binomial_se(m, t) for m, t in zip(data["mean"], data["num_test"], strict=True)]
+    data = with_test_set_error(data)
     data = data.sort_values([*SECTION, "layers", "params", "model", "trained"], na_position="last",
                             ignore_index=True)
     data.insert(7, "metric", metric)

@@ -12,13 +12,20 @@ from kdbench.core.errors import UserError
 from kdbench.report.leaderboard.board import (
     FEWER_SEEDS,
     METRIC_WORDS,
-    SIGNIFICANCE_WORDS,
     TEACHER_ROW,
     TEST_WORDS,
     Leaderboard,
     is_best_metric,
+    significance_words,
 )
-from kdbench.report.leaderboard.footers import binomial_footer, caveats_footer, power_footer, selection_footer
+from kdbench.report.leaderboard.footers import (
+    binomial_footer,
+    caveats_footer,
+    intervals_footer,
+    power_footer,
+    selection_footer,
+)
+from kdbench.report.leaderboard.intervals import interval_text
 from kdbench.report.leaderboard.labels import label_columns, label_rows, method_rank
 from kdbench.report.leaderboard.layout import Cell, GridOptions, cell_numbers, layout
 from kdbench.report.leaderboard.marks import (
@@ -29,13 +36,14 @@ from kdbench.report.leaderboard.marks import (
 )
 from kdbench.report.leaderboard.runs import clean, is_missing
 from kdbench.report.leaderboard.stats import (
-    binomial_se,
     completed,
+    family_sizes,
     first_present,
     mark_best_and_flags,
     mark_significance,
     per_seed,
     teacher_stats,
+    with_test_set_error,
 )
 
 DATA_COLUMNS = ["row", "method", "column", "dataset", "teacher", "student", "recipe", "transductive",
@@ -53,30 +61,33 @@ class Columns:
 
 
 def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence[str] | None = None,
-                  title: str | None = None) -> Leaderboard:
-    """The KD-method comparison: teacher, student alone (ce) and every method, per dataset · pair · recipe."""
+                  title: str | None = None, *, family: str = "table", ci: bool = False) -> Leaderboard:
+    """The KD-method comparison: teacher, student alone (ce) and every method, per dataset · pair · recipe.
+    `family` is what Holm corrects across (`mark_significance`); `ci` adds the intervals to the cells."""
     scope = df if methods is None else df[df["method"].isin(list(methods))]
     done = completed(scope, metric)
     columns = _columns(done)
-    data = _with_marks(*_cells(scope, done, columns, metric), metric)
+    data = _with_marks(*_cells(scope, done, columns, metric), metric, family)
     rows = sorted(data["row"].unique(), key=lambda r: (*method_rank(data.loc[data["row"] == r, "method"].iloc[0]),
                                                        r))
     # Teacher → student pairs first, then students that were only trained alone.
     lone_cols = set(data.loc[data["teacher"].map(is_missing).astype(bool), "column"])
     cols = sorted(data["column"].unique(), key=lambda c: (c in lone_cols, c))
     options = GridOptions("methods", title or f"KD methods ({metric})", "method", rows, cols,
-                          place=lambda cell: (cell["row"], cell["column"]), marks=_cell_marks)
-    return layout(data, options, _footer(scope, done, data, columns, options, metric))
+                          place=lambda cell: (cell["row"], cell["column"]),
+                          marks=_cell_marks_with_intervals if ci else _cell_marks)
+    return layout(data, options, _footer(scope, done, data, columns, options, metric, family, ci))
 
 
-def ablation_table(df: pd.DataFrame, metric: str = "top1_last", method: str = "cnn2gnn") -> Leaderboard:
+def ablation_table(df: pd.DataFrame, metric: str = "top1_last", method: str = "cnn2gnn", *, family: str = "table",
+                   ci: bool = False) -> Leaderboard:
     """One method's variants (rows labelled by the hyperparameters that differ) beside the student alone."""
     if method not in set(df["method"]):
         present = sorted({str(m) for m in df["method"] if not is_missing(m)})
         raise UserError(f"no runs of method '{method}' to ablate; methods with runs: {', '.join(present) or 'none'}")
     students = set(df.loc[df["method"] == method, "student"])
     scope = df[(df["method"] == method) | ((df["method"] == "ce") & df["student"].isin(list(students)))]
-    board = methods_table(scope, metric, title=f"{method} ablation ({metric})")
+    board = methods_table(scope, metric, title=f"{method} ablation ({metric})", family=family, ci=ci)
     board.kind = "ablation"
     return board
 
@@ -130,12 +141,11 @@ def _members(done: pd.DataFrame, col_key: str, attach: dict[str, list[str]]) -> 
     return done[attached & ((done["_col_key"] == col_key) | done["teacher"].map(is_missing).astype(bool))]
 
 
-def _with_marks(data: pd.DataFrame, seeds: list[dict], metric: str) -> pd.DataFrame:
+def _with_marks(data: pd.DataFrame, seeds: list[dict], metric: str, family: str) -> pd.DataFrame:
     """The cells with their best, fewer-seeds and significance marks, the binomial error and the row labels'
     markers (`‡`, `§`)."""
     data = mark_best_and_flags(data) if len(data) else data.assign(best=False, fewer_seeds=False)
-    data = mark_significance(data, seeds)
-    data["binomial_se"] = [binomial_se(m, t) for m, t in zip(data["mean"], data["num_test"], strict=True)]
+    data = with_test_set_error(mark_significance(data, seeds, family))
     data.insert(7, "metric", metric)
     shown = mark_transductive(data)
     # A row is one method and variant, so its runs agree on whether the teacher runs at inference.
@@ -148,10 +158,14 @@ def _cell_marks(cell: Cell) -> str:
     return (FEWER_SEEDS if cell["fewer_seeds"] else "") + cell["cell_mark"] + cell["vs_ce"]
 
 
+def _cell_marks_with_intervals(cell: Cell) -> str:
+    return _cell_marks(cell) + interval_text(cell)
+
+
 def _footer(scope: pd.DataFrame, done: pd.DataFrame, data: pd.DataFrame, columns: Columns, options: GridOptions,
-            metric: str) -> list[str]:
+            metric: str, family: str, ci: bool) -> list[str]:
     footer = [f"cells: {METRIC_WORDS[metric]}, mean ± std over seeds (number of seeds); bold = best student in "
-              "its column", *_legend(data, options, metric)]
+              "its column", *_legend(data, options, metric, family, ci)]
     footer += teacher_at_inference_footer(done)
     shown = done[done["_col_key"].isin(list(columns.frame["_col_key"])) | done["_student_key"].isin(
         list(columns.attach))]
@@ -167,7 +181,7 @@ def _footer(scope: pd.DataFrame, done: pd.DataFrame, data: pd.DataFrame, columns
     return footer
 
 
-def _legend(data: pd.DataFrame, options: GridOptions, metric: str) -> list[str]:
+def _legend(data: pd.DataFrame, options: GridOptions, metric: str, family: str, ci: bool) -> list[str]:
     """The footer lines that explain what the cells show: rows, marks, tests and errors."""
     lines = []
     if TEACHER_ROW in options.rows:
@@ -177,10 +191,12 @@ def _legend(data: pd.DataFrame, options: GridOptions, metric: str) -> list[str]:
     if data["fewer_seeds"].any():
         lines.append(f"{FEWER_SEEDS} fewer seeds than the table's most-seeded cell ({data.attrs.get('max_n')})")
     if data["vs_ce"].astype(bool).any():
-        lines.append(SIGNIFICANCE_WORDS)
+        lines.append(significance_words(family, family_sizes(data, options.cols)))
     if data["test"].astype(bool).any():
         lines.append(TEST_WORDS)
-        lines += power_footer(data)
+        lines += power_footer(data, options.rows)
+    if ci:
+        lines += intervals_footer(data)
     lines += binomial_footer(data, metric)
     if any("[" in r for r in options.rows) or any("[" in c for c in options.cols):
         lines.append("[k=v]: settings that differ between rows or columns of the same name; never averaged together")

@@ -8,18 +8,21 @@ from typing import Any
 
 import pandas as pd
 
+from kdbench.core.errors import unknown_name
 from kdbench.report.leaderboard.board import (
     ABOVE_CE,
     ABOVE_CE_HOLM,
     BELOW_CE,
     BELOW_CE_HOLM,
     DECIMALS,
+    FAMILIES,
     POWER,
     SIGNIFICANCE_P,
     TEACHER_METRIC,
     TEACHER_ROW,
     WELCH_MARK,
 )
+from kdbench.report.leaderboard.intervals import t_interval, wilson_interval
 from kdbench.report.leaderboard.runs import is_missing
 
 
@@ -199,21 +202,31 @@ def per_seed(seeds: Sequence[Any], values: Sequence[float]) -> dict[Any, float]:
     return {s: sum(vs) / len(vs) for s, vs in by_seed.items()}
 
 
-def mark_significance(data: pd.DataFrame, values: Sequence[Mapping[Any, float]]) -> pd.DataFrame:
+def mark_significance(data: pd.DataFrame, values: Sequence[Mapping[Any, float]],
+                      family: str = "table") -> pd.DataFrame:
     """Each method's cell against the student alone (`ce`) of its column; `values` holds each row's seed → value.
 
     Adds `test` ("paired" where both cells ran the same seeds, at least 2: seeds share initialisation and data
     order, so the per-seed differences are tested; else "welch"), `p_vs_ce` (that test's two-sided p),
-    `p_paired` and `n_pairs` (over the seeds both ran), `p_welch`, `p_holm` (Holm-adjusted across the column's
-    comparisons), `mdd` (the smallest difference this comparison detects: `detectable_difference`), `se_diff`
-    and `df_diff` (behind it), and `vs_ce`: ⇑ / ⇓ when the Holm-adjusted p < SIGNIFICANCE_P, ↑ / ↓ when only the
+    `p_paired` and `n_pairs` (over the seeds both ran), `p_welch`, `p_holm` (Holm-adjusted across the family),
+    `family_m` (how many comparisons the family holds), `diff` with `diff_lo` / `diff_hi` (the difference from ce
+    and its 95 % interval, on the test's own se and df: `t_interval`), `mdd` (the smallest difference this
+    comparison detects at the family's α / m: `detectable_difference`), `alpha_mdd` (that α), `se_diff` and
+    `df_diff` (behind both), and `vs_ce`: ⇑ / ⇓ when the Holm-adjusted p < SIGNIFICANCE_P, ↑ / ↓ when only the
     uncorrected p is, plus `ʷ` when the mark comes from Welch's test.
+
+    `family` (FAMILIES) is the set Holm corrects across: "table" (default), every comparison of the table, which
+    is what a sentence about the table claims; "column", each column's comparisons with its ce alone.
 
     A column compares against its one `ce` row; a column with none, or with several `ce` variants (no single
     baseline), gets no p-values. The teacher and `ce` rows themselves are never marked."""
+    if family not in FAMILIES:
+        raise unknown_name("family", family, FAMILIES)
     data = data.assign(test="", p_vs_ce=math.nan, p_paired=math.nan, n_pairs=0, p_welch=math.nan,
-                       p_holm=math.nan, mdd=math.nan, se_diff=math.nan, df_diff=math.nan, vs_ce="")
+                       p_holm=math.nan, family_m=0, diff=math.nan, diff_lo=math.nan, diff_hi=math.nan,
+                       mdd=math.nan, alpha_mdd=math.nan, se_diff=math.nan, df_diff=math.nan, vs_ce="")
     seeds = dict(zip(data.index, values, strict=True))
+    families: list[list[Any]] = []
     for _, g in data.groupby("column", sort=False):
         ce = g[(g["method"] == "ce") & (g["n"] > 0)]
         if len(ce) != 1:
@@ -226,38 +239,56 @@ def mark_significance(data: pd.DataFrame, values: Sequence[Mapping[Any, float]])
             p_welch = welch_p(list(mine.values()), list(base.values()))
             paired = set(_present(mine)) == set(_present(base)) and pairs >= 2
             se, df = paired_se(mine, base) if paired else welch_se(list(mine.values()), list(base.values()))
+            # Paired over the same seeds, the mean difference is the difference of the two means.
+            diff = float(data.loc[i, "mean"] - ce["mean"].iloc[0])
             data.loc[i, ["p_paired", "n_pairs", "p_welch"]] = [p_pair, pairs, p_welch]
             data.loc[i, "test"] = "paired" if paired else "welch"
             data.loc[i, "p_vs_ce"] = p_pair if paired else p_welch
-            data.loc[i, ["se_diff", "df_diff"]] = [se, df]
-            data.loc[i, "mdd"] = detectable_difference(se, df)
-        adjusted = holm(list(data.loc[compared, "p_vs_ce"]))
-        for i, p_holm in zip(compared, adjusted, strict=True):
-            data.loc[i, "p_holm"] = p_holm
+            data.loc[i, ["se_diff", "df_diff", "diff"]] = [se, df, diff]
+            data.loc[i, ["diff_lo", "diff_hi"]] = list(t_interval(diff, se, df))
+        if family == "column" or not families:
+            families.append([])
+        families[-1] += compared
+    for members in families:
+        tested = [i for i in members if not is_missing(data.loc[i, "p_vs_ce"])]
+        for i, p_holm in zip(members, holm(list(data.loc[members, "p_vs_ce"])), strict=True):
+            data.loc[i, ["p_holm", "family_m"]] = [p_holm, len(tested)]
+            # At Bonferroni's α / m, Holm's first step: a difference detected there is rejected by Holm whatever
+            # the other comparisons give (later steps test at more, up to α, so this is the conservative figure).
+            alpha = SIGNIFICANCE_P / max(len(tested), 1)
+            data.loc[i, ["alpha_mdd", "mdd"]] = [alpha, detectable_difference(data.loc[i, "se_diff"],
+                                                                             data.loc[i, "df_diff"], alpha)]
             p = data.loc[i, "p_vs_ce"]
             if is_missing(p) or p >= SIGNIFICANCE_P:
                 continue
-            above = data.loc[i, "mean"] > ce["mean"].iloc[0]
+            above = data.loc[i, "diff"] > 0
             if p_holm < SIGNIFICANCE_P:
                 mark = ABOVE_CE_HOLM if above else BELOW_CE_HOLM
             else:
                 mark = ABOVE_CE if above else BELOW_CE
             data.loc[i, "vs_ce"] = mark + (WELCH_MARK if data.loc[i, "test"] == "welch" else "")
     data["n_pairs"] = data["n_pairs"].astype(int)
+    data["family_m"] = data["family_m"].astype(int)
     return data
 
 
-def column_power(data: pd.DataFrame) -> dict[str, tuple[float, str, int]]:
-    """Column → (smallest detectable difference, test, seeds) over the column's comparisons with `ce`: the
-    `detectable_difference` at the pooled standard error √(mean se²) and the smallest df among them, so one
-    number says what the seeds run can resolve in that column (the per-comparison figure is the CSV's `mdd`).
-    `seeds` is the fewest pairs (paired) or seeds per side (Welch) among the comparisons."""
-    out: dict[str, tuple[float, str, int]] = {}
-    tested = data[data["p_vs_ce"].map(lambda p: not is_missing(p)).astype(bool)] if "p_vs_ce" in data else data
-    for column, g in tested.groupby("column", sort=False):
-        se = math.sqrt(sum(float(v) ** 2 for v in g["se_diff"]) / len(g))
-        df = float(g["df_diff"].min())
-        test = "paired" if (g["test"] == "paired").all() else "welch"
-        seeds = int(g["n_pairs"].min()) if test == "paired" else int(g["n"].min())
-        out[str(column)] = (detectable_difference(se, df), test, seeds)
-    return out
+def family_sizes(data: pd.DataFrame, columns: Sequence[str] = ()) -> list[int]:
+    """The sizes of the families Holm corrected across, in `columns`' order (the table's; one size for a table
+    family)."""
+    tested = data[data["family_m"] > 0]
+    if not len(tested):
+        return []
+    if tested["family_m"].nunique() == 1 and tested["family_m"].iloc[0] == len(tested):
+        return [len(tested)]
+    order = {c: k for k, c in enumerate(columns)}
+    by_column = tested.groupby("column", sort=False)["family_m"].first()
+    return [int(m) for _, m in sorted(by_column.items(), key=lambda cm: order.get(cm[0], len(order)))]
+
+
+def with_test_set_error(data: pd.DataFrame) -> pd.DataFrame:
+    """Adds each cell's test-set error at its mean: `binomial_se`, and `wilson_lo` / `wilson_hi`, its 95 %
+    Wilson interval on the cell's `num_test` images (`wilson_interval`)."""
+    pairs = list(zip(data["mean"], data["num_test"], strict=True))
+    wilson = [wilson_interval(m, t) for m, t in pairs]
+    return data.assign(binomial_se=[binomial_se(m, t) for m, t in pairs], wilson_lo=[lo for lo, _ in wilson],
+                       wilson_hi=[hi for _, hi in wilson])
