@@ -5,8 +5,8 @@ With the default CPUs per task: a node's 2 CPUs shared by the job's 2 tasks (it 
 from __future__ import annotations
 
 import pytest
+from deadline import deadline
 from test_sweep_slurm import kdbench_cli, slurm_conf  # noqa: F401 - the running cluster fixture
-from test_sweep_slurm_pending import bounded
 
 pytestmark = pytest.mark.slurm
 
@@ -16,7 +16,7 @@ def test_a_two_task_job_trains_one_run_with_world_size_two(slurm_conf, tmp_path)
     from kdbench.sweep.saved_sweep import load_saved_sweep
 
     results = tmp_path / "results"
-    with bounded(300):  # no --cpus-per-task: the default must fit 2 tasks on the 2-CPU node
+    with deadline(300):  # no --cpus-per-task: the default must fit 2 tasks on the 2-CPU node
         result = kdbench_cli("sweep", "--methods", "ce", "--students", "test_resnet", "--seeds", "0", "--epochs",
                              "1", "--set", "data.image_size=8", "--executor", "slurm", "--tasks-per-node", "2",
                              "--timeout-min", "10", "--results-dir", results, "--wait")
