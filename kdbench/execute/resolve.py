@@ -35,6 +35,7 @@ from kdbench.spec.recipe import Recipe
 from kdbench.spec.scoped_sets import parse_set_options
 from kdbench.store.exports import card_of_file
 from kdbench.store.fingerprint import code_fingerprint, teacher_code
+from kdbench.teachers.pretrained import find_weights, is_pretrained_name
 from kdbench.teachers.zoo import IMPORTED_RECIPE, TeacherKey
 from kdbench.teachers.zoo_files import user_file_sha256
 from kdbench.train.method import MethodSpec, get_method
@@ -224,6 +225,8 @@ def _teacher_side(opts: RunOptions, spec: MethodSpec, ds: DatasetSpec, sets: dic
     teacher = opts.teacher or (_exported_architecture(ckpt) if ckpt else None)
     if not teacher:
         raise UserError(f"method '{spec.name}' distils from a teacher: pass --teacher ARCH (e.g. resnet152)")
+    if opts.teacher_run is None and is_pretrained_name(teacher):
+        return _pretrained_side(teacher, ckpt, options, data)
     _check_model(teacher, "teacher")
     if data and (opts.teacher_run is not None or ckpt is not None):
         raise UserError(f"{TEACHER_SCOPE}.train_fraction chooses what a zoo teacher trains on; a teacher from "
@@ -241,6 +244,16 @@ def _teacher_side(opts: RunOptions, spec: MethodSpec, ds: DatasetSpec, sets: dic
         return _TeacherSide(teacher=teacher, ckpt_sha256=ckpt.sha256, options=options, data=data)
     recipe = resolve_teacher(teacher, ds.name, epochs=opts.teacher_epochs, seed=opts.teacher_seed, sets=sets).recipe
     return _TeacherSide(teacher=teacher, recipe=recipe, options=options, data=data)
+
+
+def _pretrained_side(teacher: str, ckpt: TeacherCheckpoint | None, options: dict, data: dict) -> _TeacherSide:
+    """timm's pretrained weights `teacher` (arch.tag), from the user's file or this machine's caches (never the
+    network): their sha256 is the config's `teacher_ckpt_sha256`, so the run id follows the weights."""
+    if data:
+        raise UserError(f"{TEACHER_SCOPE}.train_fraction chooses what a zoo teacher trains on; --teacher {teacher} "
+                        "is pretrained already: leave it out")
+    weights = find_weights(teacher, ckpt.path if ckpt else None, ckpt.sha256 if ckpt else None)
+    return _TeacherSide(teacher=teacher, ckpt_sha256=weights.sha256, options=options, data=data)
 
 
 def resolve_config(opts: RunOptions) -> RunConfig:
