@@ -140,7 +140,8 @@ def _pretrained_table(pattern: str) -> Table:
     names = pretrained_names("" if pattern in ("", "*") else pattern)
     table = Table(title=Text(f"timm pretrained weights matching '{pattern}' ({len(names)})"))
     for col in ("name", "classes", "input", "published top-1", "on this machine"):
-        table.add_column(col, justify="right" if col in ("classes", "published top-1") else "left")
+        # folded, never cut with an ellipsis: a path shown in part cannot be copied
+        table.add_column(col, justify="right" if col in ("classes", "published top-1") else "left", overflow="fold")
     for name in names:
         cfg = pretrained_cfg(name)
         size = cfg.get("input_size") or ()
