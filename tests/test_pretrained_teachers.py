@@ -142,9 +142,14 @@ def test_a_local_file_serves_when_the_cache_is_empty(offline_hf, dirs, in_proces
     """`--teacher ARCH.TAG --teacher-ckpt FILE`: the file is the pretrained weights, hashed into the run id."""
     file = tmp_path / "test_resnet.safetensors"
     save_file(_state(0), str(file))
-    result = in_process("run", *TINY_RUN, *_dirs(dirs), "--teacher-ckpt", str(file), "--dry-run", "--json")
+    with deadline(240):
+        result = in_process("run", *TINY_RUN, *_dirs(dirs), "--teacher-ckpt", str(file), "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["config"]["teacher_ckpt_sha256"] == sha256_file(file)
+    record = json.loads(result.stdout)
+    assert record["config"]["teacher_ckpt_sha256"] == sha256_file(file)
+    teacher = record["teacher_metrics"]
+    assert teacher["source"] == "timm pretrained" and teacher["path"] == str(file)
+    assert teacher["pretrained"]["found_in"] == "file" and teacher["pretrained"]["weights_file"] == str(file)
 
 
 def test_missing_weights_are_one_line_at_once_without_the_network(offline_hf, dirs, in_process, monkeypatch):
