@@ -196,9 +196,25 @@ def _checked_sets(opts: RunOptions, spec: MethodSpec) -> dict[str, dict[str, str
     return sets
 
 
-def _method_overrides(spec: MethodSpec, sets: dict[str, dict[str, str]]) -> Any:
-    """The method's hyperparameters with its scopes' `--set` values applied (before resolve_params)."""
-    overrides: dict[str, str] = {}
+# A method's defaults are the CIFAR papers'; where a dataset's papers distil with others, these replace them (under
+# the user's `--set`, which wins), as `--set` values would: in the config and the run id. Keyed by (method, dataset).
+# Set here, not in methods/: a method's module is hashed into every run id of that method.
+DATASET_METHOD_DEFAULTS: dict[tuple[str, str], dict[str, str]] = {
+    # ImageNet KD as mdistiller (configs/imagenet/r34_r18/kd.yaml, r50_mv1/kd.yaml) and torchdistill run it:
+    # T = 1, CE and KD weighted 0.5 each (the CIFAR defaults are T = 4, 0.1/0.9).
+    ("kd", "imagenet"): {"temperature": "1", "w_ce": "0.5", "w_kd": "0.5"},
+}
+
+
+def dataset_method_defaults(method: str, dataset: str) -> dict[str, str]:
+    """The `--set` values method `method` starts from on `dataset` (:data:`DATASET_METHOD_DEFAULTS`); {} mostly."""
+    return dict(DATASET_METHOD_DEFAULTS.get((method, dataset), {}))
+
+
+def _method_overrides(spec: MethodSpec, sets: dict[str, dict[str, str]], dataset: str = "") -> Any:
+    """The method's hyperparameters with the dataset's defaults for it, then its scopes' `--set` values, applied
+    (before resolve_params)."""
+    overrides: dict[str, str] = dataset_method_defaults(spec.name, dataset)
     for scope in sorted(method_scopes(spec.name) - {GROUP_SCOPE}):
         overrides.update(sets.get(scope, {}))
     return apply_overrides(spec.params, overrides, spec.name)
@@ -262,7 +278,7 @@ def resolve_config(opts: RunOptions) -> RunConfig:
     spec = get_method(opts.method)
     ds = get_dataset_spec(opts.dataset)
     sets = _checked_sets(opts, spec)
-    method_params = _method_overrides(spec, sets)
+    method_params = _method_overrides(spec, sets, ds.name)
     data_params = _data_params(ds, sets)
     student = opts.student or spec.default_student
     _check_model(student, "student")
