@@ -129,6 +129,33 @@ def test_the_teacher_holds_the_files_weights(offline_hf, tmp_path):
     assert torch.equal(model.state_dict()["fc.weight"], _state(4)["fc.weight"])
 
 
+def test_the_measured_accuracy_is_kept_in_the_zoo_card_and_reused(offline_hf, tmp_path):
+    """The second run of the same weights on the same data reads the card instead of evaluating again; other data
+    (another evaluation split) gets a card of its own."""
+    from kdbench.core.progress import Reporter
+    from kdbench.data.fake import FakeParams
+    from kdbench.data.registry import build_dataset
+    from kdbench.teachers.pretrained import find_weights, load_pretrained_teacher
+
+    class Lines(Reporter):
+        def __init__(self) -> None:
+            self.lines: list[str] = []
+
+        def log(self, message: str) -> None:
+            self.lines.append(message)
+
+    write_hf_cache(offline_hf)
+    weights, zoo = find_weights(NAME), tmp_path / "zoo"
+    for num_test, expected in ((8, "evaluation split"), (8, "measured before"), (4, "evaluation split")):
+        params = FakeParams(num_train=4, num_test=num_test, num_classes=1000, image_size=160)
+        data = build_dataset("fake", params, tmp_path, "none")
+        said = Lines()
+        _, card = load_pretrained_teacher(weights, "fake", {"num_test": num_test}, data, torch.device("cpu"),
+                                          zoo_dir=zoo, reporter=said)
+        assert expected in said.lines[0] and card["pretrained"]["evaluated_on"]["num_images"] == num_test
+    assert len(list(zoo.glob(f"fake/{NAME}/*/card.json"))) == 2
+
+
 def test_the_run_id_follows_the_weights(offline_hf, dirs, in_process, tmp_path):
     write_hf_cache(offline_hf, seed=0)
     first = json.loads(in_process("run", *TINY_RUN, *_dirs(dirs), "--dry-run", "--json").stdout)
