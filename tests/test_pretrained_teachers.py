@@ -213,6 +213,12 @@ def test_a_tag_timm_does_not_have_is_one_line_listing_the_tags(offline_hf, dirs,
     assert "resnet34.tv_in1k" in line and "tv_in2k" in line
 
 
+def test_the_zoo_never_trains_pretrained_weights(offline_hf, dirs, in_process):
+    line = _one_line_error(in_process("teachers", "train", NAME, "--dataset", "fake", "--zoo-dir", str(dirs["zoo"])))
+    assert "never trains them" in line and f"kdbench run --teacher {NAME}" in line
+    assert not any(dirs["zoo"].iterdir())
+
+
 def test_teachers_list_pretrained_shows_timms_names_and_the_cached_file(offline_hf, in_process):
     weights = write_hf_cache(offline_hf)
     result = in_process("teachers", "list", "--pretrained", "test_resnet*")

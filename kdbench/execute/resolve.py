@@ -141,6 +141,10 @@ def resolve_teacher(
     The student's `data.train_fraction` never reaches the key (the teacher trains on the full training split);
     `teacher_data.train_fraction=F` does (with `data.val_fraction`, held out before F is drawn, as for a student).
     """
+    if is_pretrained_name(arch):
+        raise UserError(f"{arch} names timm's pretrained weights: the zoo never trains them; distil from them "
+                        f"with `kdbench run --teacher {arch} ...` (or train the architecture: "
+                        f"{arch.partition('.')[0]})")
     _check_model(arch, "teacher")
     check_range("teacher_seed", seed, 0, 2**31 - 1)
     ds = get_dataset_spec(dataset)
