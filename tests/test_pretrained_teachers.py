@@ -156,6 +156,27 @@ def test_the_measured_accuracy_is_kept_in_the_zoo_card_and_reused(offline_hf, tm
     assert len(list(zoo.glob(f"fake/{NAME}/*/card.json"))) == 2
 
 
+def test_inputs_normalised_otherwise_than_the_teacher_was_trained_on_are_one_warning(offline_hf, tmp_path):
+    import dataclasses
+
+    from kdbench.data.fake import FakeParams
+    from kdbench.data.registry import build_dataset
+    from kdbench.teachers.pretrained import _warn_if_other_normalisation, pretrained_cfg
+
+    class Lines(list):
+        def log(self, message: str) -> None:
+            self.append(message)
+
+    data = build_dataset("fake", FakeParams(num_train=2, num_test=2, num_classes=1000, image_size=160), tmp_path,
+                         "none")
+    cfg = pretrained_cfg(NAME)  # mean = std = 0.5 per channel
+    for mean, std, warned in (((), (), 0), ((0.5,) * 3, (0.5,) * 3, 0),
+                              ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1)):
+        said = Lines()
+        _warn_if_other_normalisation(NAME, cfg, dataclasses.replace(data, mean=mean, std=std), "fake", said)
+        assert len(said) == warned and all(line.startswith("warning: ") for line in said)
+
+
 def test_the_run_id_follows_the_weights(offline_hf, dirs, in_process, tmp_path):
     write_hf_cache(offline_hf, seed=0)
     first = json.loads(in_process("run", *TINY_RUN, *_dirs(dirs), "--dry-run", "--json").stdout)

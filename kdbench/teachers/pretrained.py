@@ -305,6 +305,7 @@ def load_pretrained_teacher(
     options = dict(options or {})
     cfg = pretrained_cfg(weights.name)
     check_fits_dataset(weights.name, cfg, data, dataset)
+    _warn_if_other_normalisation(weights.name, cfg, data, dataset, reporter)
     model = build_pretrained(weights, options)
     root = Path(zoo_dir).expanduser() if zoo_dir is not None else default_zoo_dir()
     key = card_key(weights, dataset, data_params, options)
@@ -354,6 +355,24 @@ def _store_card(root: Path, key: dict[str, Any], card: dict[str, Any], reporter:
     except OSError as e:
         reporter.log(f"warning: teacher {key['name']}: its zoo card could not be written at {folder} "
                      f"({e.strerror or e}); the run goes on, the accuracy is measured again next time")
+
+
+def _warn_if_other_normalisation(name: str, cfg: dict[str, Any], data: DataSplits, dataset: str,
+                                 reporter: Reporter) -> None:
+    """The teacher and the student see the same tensors: normalised otherwise than the teacher was trained on, the
+    teacher is handicapped (a few points on ImageNet). One warning line; a dataset that states no mean/std says
+    nothing."""
+    if not data.mean or not cfg.get("mean"):
+        return
+    theirs = (tuple(cfg["mean"]), tuple(cfg.get("std") or ()))
+    ours = (tuple(data.mean), tuple(data.std))
+    if any(len(a) != len(b) or any(abs(x - y) > 1e-3 for x, y in zip(a, b, strict=False))
+           for a, b in zip(theirs, ours, strict=True)):
+        shown = ",".join
+        reporter.log(f"warning: teacher {name} was trained on inputs normalised with mean "
+                     f"{shown(map(str, theirs[0]))} std {shown(map(str, theirs[1]))}, dataset {dataset} normalises "
+                     f"with mean {shown(map(str, ours[0]))} std {shown(map(str, ours[1]))}: set the dataset's "
+                     "mean/std to the teacher's where it has them (--set data.mean=... --set data.std=...)")
 
 
 def _warn_if_far_below(card: dict[str, Any], dataset: str, reporter: Reporter) -> None:
