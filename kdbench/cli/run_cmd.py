@@ -43,8 +43,10 @@ from kdbench.sweep.signals import stop_on_sigterm
 def run_command(
     ctx: typer.Context,
     method: MethodOption = None,
-    teacher: str = typer.Option(None, "--teacher", "-t", help="Teacher architecture (any timm model), or "
-                                "run:RUN_ID: the student of a completed run under --results-dir."),
+    teacher: str = typer.Option(None, "--teacher", "-t", help="Teacher architecture (any timm model; trained by "
+                                "the zoo), timm pretrained weights ARCH.TAG (e.g. resnet34.tv_in1k: from the "
+                                "Hugging Face cache or --teacher-ckpt, never downloaded; `kdbench teachers list "
+                                "--pretrained`), or run:RUN_ID: the student of a completed run under --results-dir."),
     student: str = typer.Option(None, "--student", "-s", help="Student architecture \\[default: the method's]."),
     dataset: DatasetOption = "digits",
     seed: int = typer.Option(0, "--seed", help="Seed of the student run (data order, init, augmentation)."),
@@ -54,7 +56,8 @@ def run_command(
     batch_size: BatchSizeOption = None,
     lr: LrOption = None,
     sets: SetsOption = None,
-    teacher_ckpt: Path = typer.Option(None, "--teacher-ckpt", help="Your own teacher weights (.safetensors/.pt)."),
+    teacher_ckpt: Path = typer.Option(None, "--teacher-ckpt", help="Your own teacher weights (.safetensors/.pt); "
+                                      "with --teacher ARCH.TAG, the file of those pretrained weights."),
     results_dir: ResultsDirOption = None,
     zoo_dir: ZooDirOption = None,
     data_root: DataRootOption = None,
@@ -111,6 +114,8 @@ def run_command(
       kdbench run --config kd-t2.yaml --seed 2
 
       kdbench run --method kd --teacher run:3f2a9c01d2e4b5a6 --student resnet18   (a finished run's student)
+
+      kdbench run --method kd --teacher resnet34.tv_in1k --student resnet18 --dataset imagenet   (timm pretrained)
     """
     params = run_params(ctx, config)  # the command line over the config file
     identity, machine = run_identity(params), run_machine(params)
@@ -175,7 +180,8 @@ def record_table(record: dict) -> Table:
     table.add_row("dataset / seed", f"{record['dataset']} / {record['seed']}")
     tm = record.get("teacher_metrics") or {}
     if tm:
-        source = "zoo (cached)" if tm.get("cached") else "trained now"
+        source = tm["source"] if tm.get("source") == "timm pretrained" else \
+            "zoo (cached)" if tm.get("cached") else "trained now"
         table.add_row("teacher top-1", f"{tm['top1']:.2f}  ({source}, {tm.get('params', 0) / 1e6:.1f}M params)")
     m = record.get("metrics") or {}
     if m:

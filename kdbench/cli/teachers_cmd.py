@@ -26,6 +26,9 @@ def list_command(
     zoo_dir: Path = ZooDir,
     strict: bool = typer.Option(False, "--strict", help="A card that is not one (not JSON, a field missing or of "
                                 "another type, a symlink out of the zoo) is an error (exit 2), not a warning."),
+    pretrained: str = typer.Option(None, "--pretrained", help="List timm's pretrained teachers matching this "
+                                   "wildcard instead (e.g. 'resnet*'; '' or '*' for all): name, classes, input "
+                                   "size, published top-1, and where the weights are on this machine."),
 ) -> None:
     """Show every cached teacher (architecture, dataset, training data, recipe, seed, accuracy, size, time,
     checksum). The training data is "all N" (the full training split), "F of each class (N)" (the control of
@@ -33,8 +36,15 @@ def list_command(
     entry written before the data was part of the key: no run loads those (delete them to free the space).
     A card that is not one is skipped with a warning line naming it (`--strict`: exit 2); no run loads it.
 
-    Example: kdbench teachers list --zoo-dir /shared/zoo
+    A pretrained timm teacher (`--teacher resnet34.tv_in1k`) has a card per dataset it was measured on: its data
+    is "elsewhere (timm pretrained)", its recipe "pretrained", its top-1/top-5 those measured on that dataset's
+    evaluation split. `--pretrained FILTER` lists what timm offers instead.
+
+    Examples: kdbench teachers list --zoo-dir /shared/zoo;  kdbench teachers list --pretrained 'resnet*'
     """
+    if pretrained is not None:
+        out.print(_pretrained_table(pretrained))
+        return
     zoo = TeacherZoo(zoo_dir)
     cards, bad = zoo.scan()
     if bad and strict:
@@ -121,3 +131,41 @@ def import_command(
     out.print(escape(f"{arch} on {card['dataset']}: top-1 {card['top1']:.2f}% ({state}) at {card['path']}\n"
                      f"use it with: kdbench run --teacher {arch} --dataset {card['dataset']} --teacher-seed "
                      f"{card['seed']} --set teacher_recipe.name=imported ..."), highlight=False)
+
+
+def _pretrained_table(pattern: str) -> Table:
+    """timm's pretrained weights matching `pattern`, each with what a run needs to know before using it."""
+    from kdbench.teachers.pretrained import cached_weights, pretrained_cfg, pretrained_names, published_accuracy
+
+    names = pretrained_names("" if pattern in ("", "*") else pattern)
+    table = Table(title=Text(f"timm pretrained weights matching '{pattern}' ({len(names)})"))
+    for col in ("name", "classes", "input", "published top-1", "on this machine"):
+        # folded, never cut with an ellipsis: a path shown in part cannot be copied
+        table.add_column(col, justify="right" if col in ("classes", "published top-1") else "left", overflow="fold")
+    for name in names:
+        cfg = pretrained_cfg(name)
+        size = cfg.get("input_size") or ()
+        published = published_accuracy(name)
+        found = cached_weights(name)
+        table.add_row(*(Text(cell) for cell in (
+            name, str(cfg.get("num_classes", "")), "×".join(map(str, size[1:])),
+            f"{published[0]:.2f}" if published else "", str(found) if found else "no (kdbench teachers download)")))
+    return table
+
+
+@teachers_app.command("download")
+def download_command(
+    name: str = typer.Argument(..., help="timm pretrained name with its tag, e.g. resnet34.tv_in1k."),
+) -> None:
+    """Download timm's pretrained weights NAME into the Hugging Face cache, where runs find them offline (a run
+    itself never downloads). Needs the network; honours HF_HOME / HF_HUB_CACHE / HF_HUB_OFFLINE.
+
+    Example: kdbench teachers download resnet34.tv_in1k
+    """
+    from kdbench.teachers.pretrained import cached_weights, download_weights, is_pretrained_name
+
+    if not is_pretrained_name(name):
+        raise UserError(f"{name}: not a timm pretrained name (arch.tag); see `kdbench teachers list --pretrained "
+                        "'PATTERN'`")
+    path = cached_weights(name) or download_weights(name)
+    out.print(escape(f"{name}: {path}\nuse it with: kdbench run --teacher {name} ..."), highlight=False)

@@ -16,13 +16,15 @@ from torch.utils.data import DataLoader
 
 from kdbench.core import distributed
 from kdbench.core.errors import UserError
+from kdbench.core.progress import NULL_REPORTER, Reporter
 from kdbench.data.loaders import make_eval_loader, make_train_loader
 from kdbench.data.registry import DataSplits, build_dataset, get_dataset_spec
-from kdbench.data.subset import keep_train_fraction, train_fraction_of
+from kdbench.data.subset import TRAIN_KEY, keep_train_fraction, train_fraction_of
 from kdbench.data.validation import split_data_params
 from kdbench.execute.resolve import TeacherCheckpoint, zoo_teacher_code
 from kdbench.spec.config import RunConfig
 from kdbench.store import exports
+from kdbench.teachers.pretrained import find_weights, is_pretrained_name, load_pretrained_teacher
 from kdbench.teachers.zoo import TeacherKey, load_teacher_checkpoint, training_data
 from kdbench.train.method import Distiller, MethodContext, get_method, method_params
 
@@ -116,14 +118,37 @@ def build_loaders(config: RunConfig, data: DataSplits, device: torch.device, *,
 
 def load_given_teacher(config: RunConfig, teacher_ckpt: TeacherCheckpoint | str | Path | None,
                        results_dir: str | Path | None, data: DataSplits,
-                       dev: torch.device) -> tuple[torch.nn.Module, dict[str, Any]] | None:
-    """The teacher the run was given rather than a zoo one: the user's file (`config.teacher_ckpt_sha256`) or
+                       dev: torch.device, *, zoo_dir: str | Path | None = None,
+                       reporter: Reporter = NULL_REPORTER) -> tuple[torch.nn.Module, dict[str, Any]] | None:
+    """The teacher the run was given rather than trained by the zoo: timm's pretrained weights (`config.teacher` is
+    `arch.tag`; their card goes to the zoo at `zoo_dir`), the user's file (`config.teacher_ckpt_sha256`) or
     another run's student (`config.teacher_run`); None for a zoo teacher or none."""
+    if config.teacher_ckpt_sha256 and not config.teacher_run and is_pretrained_name(config.teacher):
+        return load_pretrained(config, teacher_ckpt, data, dev, zoo_dir=zoo_dir, reporter=reporter)
     if config.teacher_ckpt_sha256:
         return load_user_teacher(config, teacher_ckpt, data, dev)
     if config.teacher_run:
         return load_run_teacher(config, results_dir, data, dev)
     return None
+
+
+def load_pretrained(config: RunConfig, teacher_ckpt: TeacherCheckpoint | str | Path | None, data: DataSplits,
+                    dev: torch.device, *, zoo_dir: str | Path | None = None,
+                    reporter: Reporter = NULL_REPORTER) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The run's pretrained timm teacher: the same weights the config was resolved with (the user's file, or the
+    cache's, found again offline), measured on the run's evaluation split (kdbench.teachers.pretrained)."""
+    assert config.teacher is not None
+    path = teacher_ckpt.path if isinstance(teacher_ckpt, TeacherCheckpoint) else teacher_ckpt
+    known = teacher_ckpt.sha256 if isinstance(teacher_ckpt, TeacherCheckpoint) else None
+    weights = find_weights(config.teacher, path, known)
+    if weights.sha256 != config.teacher_ckpt_sha256:
+        raise UserError(f"--teacher {config.teacher}: the weights at {weights.path} (sha256 {weights.sha256[:12]}…) "
+                        f"are not the ones this run was resolved with ({str(config.teacher_ckpt_sha256)[:12]}…): "
+                        "resolve the run again (rerun the command or resubmit the sweep)")
+    own, _ = split_data_params(config.data_params)
+    eval_params = {k: v for k, v in own.items() if k != TRAIN_KEY}  # the evaluation split is the same at any fraction
+    return load_pretrained_teacher(weights, config.dataset, eval_params, data, dev, options=config.teacher_params,
+                                   zoo_dir=zoo_dir, eval_batch_size=config.recipe.eval_batch_size, reporter=reporter)
 
 
 def load_user_teacher(

@@ -35,6 +35,7 @@ from kdbench.spec.recipe import Recipe
 from kdbench.spec.scoped_sets import parse_set_options
 from kdbench.store.exports import card_of_file
 from kdbench.store.fingerprint import code_fingerprint, teacher_code
+from kdbench.teachers.pretrained import find_weights, is_pretrained_name
 from kdbench.teachers.zoo import IMPORTED_RECIPE, TeacherKey
 from kdbench.teachers.zoo_files import user_file_sha256
 from kdbench.train.method import MethodSpec, get_method
@@ -140,6 +141,10 @@ def resolve_teacher(
     The student's `data.train_fraction` never reaches the key (the teacher trains on the full training split);
     `teacher_data.train_fraction=F` does (with `data.val_fraction`, held out before F is drawn, as for a student).
     """
+    if is_pretrained_name(arch):
+        raise UserError(f"{arch} names timm's pretrained weights: the zoo never trains them; distil from them "
+                        f"with `kdbench run --teacher {arch} ...` (or train the architecture: "
+                        f"{arch.partition('.')[0]})")
     _check_model(arch, "teacher")
     check_range("teacher_seed", seed, 0, 2**31 - 1)
     ds = get_dataset_spec(dataset)
@@ -195,9 +200,25 @@ def _checked_sets(opts: RunOptions, spec: MethodSpec) -> dict[str, dict[str, str
     return sets
 
 
-def _method_overrides(spec: MethodSpec, sets: dict[str, dict[str, str]]) -> Any:
-    """The method's hyperparameters with its scopes' `--set` values applied (before resolve_params)."""
-    overrides: dict[str, str] = {}
+# A method's defaults are the CIFAR papers'; where a dataset's papers distil with others, these replace them (under
+# the user's `--set`, which wins), as `--set` values would: in the config and the run id. Keyed by (method, dataset).
+# Set here, not in methods/: a method's module is hashed into every run id of that method.
+DATASET_METHOD_DEFAULTS: dict[tuple[str, str], dict[str, str]] = {
+    # ImageNet KD as mdistiller (configs/imagenet/r34_r18/kd.yaml, r50_mv1/kd.yaml) and torchdistill run it:
+    # T = 1, CE and KD weighted 0.5 each (the CIFAR defaults are T = 4, 0.1/0.9).
+    ("kd", "imagenet"): {"temperature": "1", "w_ce": "0.5", "w_kd": "0.5"},
+}
+
+
+def dataset_method_defaults(method: str, dataset: str) -> dict[str, str]:
+    """The `--set` values method `method` starts from on `dataset` (:data:`DATASET_METHOD_DEFAULTS`); {} mostly."""
+    return dict(DATASET_METHOD_DEFAULTS.get((method, dataset), {}))
+
+
+def _method_overrides(spec: MethodSpec, sets: dict[str, dict[str, str]], dataset: str = "") -> Any:
+    """The method's hyperparameters with the dataset's defaults for it, then its scopes' `--set` values, applied
+    (before resolve_params)."""
+    overrides: dict[str, str] = dataset_method_defaults(spec.name, dataset)
     for scope in sorted(method_scopes(spec.name) - {GROUP_SCOPE}):
         overrides.update(sets.get(scope, {}))
     return apply_overrides(spec.params, overrides, spec.name)
@@ -224,6 +245,8 @@ def _teacher_side(opts: RunOptions, spec: MethodSpec, ds: DatasetSpec, sets: dic
     teacher = opts.teacher or (_exported_architecture(ckpt) if ckpt else None)
     if not teacher:
         raise UserError(f"method '{spec.name}' distils from a teacher: pass --teacher ARCH (e.g. resnet152)")
+    if opts.teacher_run is None and is_pretrained_name(teacher):
+        return _pretrained_side(teacher, ckpt, options, data)
     _check_model(teacher, "teacher")
     if data and (opts.teacher_run is not None or ckpt is not None):
         raise UserError(f"{TEACHER_SCOPE}.train_fraction chooses what a zoo teacher trains on; a teacher from "
@@ -243,13 +266,23 @@ def _teacher_side(opts: RunOptions, spec: MethodSpec, ds: DatasetSpec, sets: dic
     return _TeacherSide(teacher=teacher, recipe=recipe, options=options, data=data)
 
 
+def _pretrained_side(teacher: str, ckpt: TeacherCheckpoint | None, options: dict, data: dict) -> _TeacherSide:
+    """timm's pretrained weights `teacher` (arch.tag), from the user's file or this machine's caches (never the
+    network): their sha256 is the config's `teacher_ckpt_sha256`, so the run id follows the weights."""
+    if data:
+        raise UserError(f"{TEACHER_SCOPE}.train_fraction chooses what a zoo teacher trains on; --teacher {teacher} "
+                        "is pretrained already: leave it out")
+    weights = find_weights(teacher, ckpt.path if ckpt else None, ckpt.sha256 if ckpt else None)
+    return _TeacherSide(teacher=teacher, ckpt_sha256=weights.sha256, options=options, data=data)
+
+
 def resolve_config(opts: RunOptions) -> RunConfig:
     """The run's full config (its id is the hash of it): the method's, dataset's and teacher's defaults under the
     options, every name and number checked (a UserError names what is wrong and what is valid)."""
     spec = get_method(opts.method)
     ds = get_dataset_spec(opts.dataset)
     sets = _checked_sets(opts, spec)
-    method_params = _method_overrides(spec, sets)
+    method_params = _method_overrides(spec, sets, ds.name)
     data_params = _data_params(ds, sets)
     student = opts.student or spec.default_student
     _check_model(student, "student")

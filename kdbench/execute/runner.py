@@ -174,7 +174,8 @@ def execute(
                        checkpoint_every_steps=checkpoint_every_steps)
     with distributed.main_first():  # a dataset prepared on first use is prepared once
         data = load_data(config, paths.data_root)
-    given_teacher = load_given_teacher(config, teacher_ckpt, paths.results_dir, data, dev)
+    given_teacher = load_given_teacher(config, teacher_ckpt, paths.results_dir, data, dev,
+                                       zoo_dir=paths.zoo_dir, reporter=reporter)
     prepared = _PreparedRun(config, paths, data, given_teacher, settings, store, reporter,
                             ExecuteOptions(infer_batch_size, keep_checkpoint, tuple(log), teacher_cache,
                                            data_on_device), threads, determinism)

@@ -2,8 +2,9 @@
 
 Custom architectures register with :func:`register_model`; their builder receives the dataset's
 `num_classes`, `in_chans` and `image_size` plus any `--set student.KEY=VALUE` options. Weights are never
-fetched: timm's `pretrained=True` would retry a hub for ~46 s offline, so it is refused here and local weights
-come through the teacher zoo or `--teacher-ckpt`.
+fetched: timm's `pretrained=True` would retry a hub for ~46 s offline, so it is refused here; weights come through
+the teacher zoo, `--teacher-ckpt`, or a pretrained teacher `--teacher ARCH.TAG` (kdbench.teachers.pretrained,
+which finds timm's file offline and hands it to timm itself).
 """
 
 from __future__ import annotations
@@ -108,8 +109,9 @@ def create_model(
     """
     if options.get("pretrained"):
         raise UserError(
-            "pretrained hub weights cannot be fetched here; train a teacher with `kdbench teachers train` "
-            "or pass your own weights with --teacher-ckpt PATH"
+            "pretrained=True is not a model option: name timm's pretrained weights as the teacher, --teacher "
+            "ARCH.TAG (e.g. resnet34.tv_in1k, loaded offline), train one with `kdbench teachers train`, or pass "
+            "your own weights with --teacher-ckpt PATH"
         )
     options.pop("pretrained", None)
     # timm would read these files itself, outside kdbench's safe loader and the teacher's sha256 bookkeeping.

@@ -156,6 +156,8 @@ def describe_train_data(card: dict[str, Any]) -> str:
     """A card's training data in a few words (`kdbench teachers list`)."""
     if card.get("source") == "imported":
         return "elsewhere (imported)"
+    if card.get("source") == "timm pretrained":  # kdbench.teachers.pretrained: a card of measured accuracy only
+        return "elsewhere (timm pretrained)"
     data = card.get("train_data")
     if not isinstance(data, dict):
         return "unknown (old key: unused)"
