@@ -24,6 +24,10 @@ from typing import Any
 from kdbench.core.progress import Reporter
 from kdbench.store.records import RunStore
 
+# Test-only: seconds each training step is held back, so that a tiny run's epoch outlasts a short time limit (the
+# SLURM test of a stalled run); a sleep changes no number and leaves the shared CPUs to the other jobs.
+SLOW_STEP_ENV = "KDBENCH_TEST_SLOW_STEP_S"
+
 # Attempts in a row that end without advancing the saved position before the run stops as failed (issue #39).
 STALLED_ATTEMPTS_TO_FAIL = 2
 
@@ -151,6 +155,7 @@ class StepClock(Reporter):
         self._t_last: float | None = None
         self._first_s: float | None = None
         self.steps_after_first = 0
+        self.slow_s = float(os.environ.get(SLOW_STEP_ENV) or 0.0)
         # Only a reporter that takes per-step losses gets them: defining `iteration` here would make the engine
         # build and pass each step's dict for nothing (kdbench.train.step_log asks whether it is overridden).
         if getattr(inner.iteration, "__func__", None) is not Reporter.iteration:
@@ -171,6 +176,8 @@ class StepClock(Reporter):
         self.inner.phase_start(label, total)
 
     def step(self, n: int = 1, **info: Any) -> None:
+        if self.slow_s and n > 0:
+            time.sleep(self.slow_s * n)
         if n > 0 and self.t_epoch is not None:
             now = time.perf_counter()
             if self._t_first is None:
