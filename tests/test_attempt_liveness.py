@@ -35,6 +35,9 @@ def _attempt(start: int, end: int | None, reason: str | None = "timeout", step_e
     ([_attempt(0, 3, "completed"), _attempt(0, 0)], 1),
     ([{"epochs_at_start": 4, "epochs_done": 4, "reason": "timeout"}, _attempt(4, 4)], 2),
     ([{"epochs_at_start": 2, "epochs_done": 4, "reason": "timeout"}, _attempt(4, 4)], 1),
+    # a preemption or scancel that saved nothing says nothing of the time limit: skipped, not counted
+    ([_attempt(0, 3), _attempt(3, 3, "preempted"), _attempt(3, 3, "cancelled")], 0),
+    ([_attempt(0, 3), _attempt(3, 3), _attempt(3, 3, "preempted"), _attempt(3, 3)], 2),
 ])
 def test_attempts_that_saved_nothing_are_counted_from_the_records(history, stalled):
     assert stalled_attempts(history) == stalled
@@ -50,6 +53,11 @@ def test_the_stall_line_says_what_the_last_attempt_spent_and_the_limit_that_lets
     assert "start-up took 20.0 s and one step 0.50 s" in line
     # 20 s + 120 steps x 0.5 s + 10 s of evaluation and save = 90 s, with a quarter more: 112.5 s -> 3 minutes
     assert line.endswith("--timeout-min 3 would let it progress")
+    from kdbench.cli.status_cmd import progress_cell
+    from kdbench.sweep.status import attempt_progress
+
+    shown = progress_cell(attempt_progress({"attempts": [_attempt(i, i + 1) for i in range(7)] + [_attempt(7, 7)]}))
+    assert shown == "(3 earlier) 3→4 4→5 5→6 6→7 7→7!"
     still_starting = stall_line(2, "timeout", {"position": {"epoch": 0, "step": 0}, "startup_s": None,
                                               "starting_s": 50.0}, 1)
     assert "start-up had not finished after 50.0 s" in still_starting and "--timeout-min 2 or more" in still_starting
@@ -133,3 +141,26 @@ def _app():
 
     _register_commands()
     return app
+
+
+def test_a_stall_seen_before_the_attempt_opened_its_record_fails_the_stored_record(tmp_path):
+    """The warning can come during start-up (imports, data, teacher), before the attempt has an entry: it is
+    counted from the stored record, and giving up writes that record `failed` with the line."""
+    from kdbench.execute.resolve import RunOptions, resolve_config
+    from kdbench.store import attempts
+    from kdbench.store.record_builder import new_record
+    from kdbench.store.records import RunStore
+
+    store = RunStore(tmp_path)
+    record = new_record(resolve_config(RunOptions(method="ce", student="resnet18", epochs=3)))
+    record.update(status="interrupted", attempts=[_attempt(0, 0)])
+    store.write(record)
+    attempts.finish()  # no attempt open in this process
+    stalled, spent = attempts.stalled_so_far(store, record["run_id"], "timeout")
+    assert stalled == 2 and spent["startup_s"] is None and spent["starting_s"] > 0
+    assert attempts.stalled_so_far(store, record["run_id"], "preempted")[0] == 1  # a preemption is no stall
+    line = stall_line(stalled, "timeout", spent, 1)
+    attempts.give_up(line, store, record["run_id"])
+    stored = store.load(record["run_id"])
+    assert stored["status"] == "failed" and stored["error"] == line
+    assert [a["reason"] for a in stored["attempts"]] == ["timeout", "failed"]

@@ -32,10 +32,16 @@ def _position(position: dict | None) -> str:
     return f"{position['epoch']}+{position['step']}" if position.get("step") else str(position["epoch"])
 
 
+# Attempts shown in the table's cell (a 240-epoch run under a short limit has dozens): the latest ones.
+SHOWN_ATTEMPTS = 5
+
+
 def progress_cell(attempts: tuple[dict, ...]) -> str:
-    """Each attempt's saved progress, oldest first: `0→3 3→5 5→5!` (`!`: it advanced nothing)."""
-    cells = []
-    for a in attempts:
+    """Each attempt's saved progress, oldest first: `0→3 3→5 5→5!` (`!`: it advanced nothing); the latest
+    SHOWN_ATTEMPTS after a count of the others (`--json` has them all)."""
+    earlier = len(attempts) - SHOWN_ATTEMPTS
+    cells = [f"({earlier} earlier)"] if earlier > 0 else []
+    for a in attempts[-SHOWN_ATTEMPTS:]:
         moved = a["to"] is not None and a["to"] != a["from"]
         running = a["reason"] is None
         cells.append(f"{_position(a['from'])}→{'…' if running else _position(a['to'])}"

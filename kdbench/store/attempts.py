@@ -140,17 +140,18 @@ def _close_clocks(attempt: dict[str, Any], live: _Live) -> None:
             if began is not None else None  # None: the attempt ended before its first step
 
 
-def stalled_so_far(store: RunStore, run_id: str) -> tuple[int, dict[str, Any]]:
-    """From a signal handler: how many attempts in a row, this one included, end where the one before left the
-    run (kdbench.store.liveness.stalled_attempts), and what this one spent (:func:`spent`)."""
+def stalled_so_far(store: RunStore, run_id: str, reason: str) -> tuple[int, dict[str, Any]]:
+    """From a signal handler: how many attempts in a row, this one (ending on `reason`) included, ended on the time
+    limit where the one before left the run (kdbench.store.liveness.stalled_attempts), and what this one spent
+    (:func:`spent`)."""
     if _live is not None and _live.record.get("run_id") == run_id and _live.record.get("attempts"):
         history = [dict(a) for a in _live.record["attempts"]]
-        history[-1]["position"] = saved_position(store, run_id)
-        history[-1]["reason"] = history[-1].get("reason") or "timeout"
+        history[-1].update(position=saved_position(store, run_id), reason=reason)
     else:  # the signal came before this attempt opened the record: it saved nothing
         previous = store.load(run_id) or {}
-        history = [*(previous.get("attempts") or []), {"position_at_start": saved_position(store, run_id),
-                                                      "position": saved_position(store, run_id)}]
+        position = saved_position(store, run_id)
+        history = [*(previous.get("attempts") or []),
+                   {"position_at_start": position, "position": position, "reason": reason}]
     return stalled_attempts(history), spent(history[-1].get("position") or {})
 
 

@@ -64,12 +64,18 @@ def end_position(attempt: dict[str, Any]) -> tuple[int, int] | None:
     return None if done is None else (int(done), 0)
 
 
-def stalled_attempts(attempts: list[dict[str, Any]]) -> int:
-    """How many of the last attempts in a row ended without advancing the run's saved position.
+# Attempts that saved nothing without saying anything of the time limit: a preemption or scancel can come at any
+# moment (twice in one epoch on a busy preemptible partition), so it neither counts nor breaks a count.
+NEUTRAL = ("preempted", "cancelled")
 
-    An attempt that never recorded its end (a process killed outright) is judged by where the next one started;
-    the last attempt without an end counts as stalled (it is the one being judged, or it vanished). A forced run
-    that started over at epoch 0 made no progress either unless it saved something.
+
+def stalled_attempts(attempts: list[dict[str, Any]]) -> int:
+    """How many of the last attempts ended on the time limit (`timeout`, or `lost`: killed outright, likeliest at the
+    limit) without advancing the run's saved position, back to the last one that advanced it.
+
+    An attempt that never recorded its end is judged by where the next one started; the last attempt without an
+    end counts as stalled (it vanished). A preempted or cancelled attempt that saved nothing is skipped (NEUTRAL).
+    A forced run that started over at epoch 0 made no progress either unless it saved something.
     """
     stalled = 0
     for i in range(len(attempts) - 1, -1, -1):
@@ -81,7 +87,8 @@ def stalled_attempts(attempts: list[dict[str, Any]]) -> int:
             end = start_position(attempts[i + 1])
         if end is not None and end > start_position(attempt):
             break
-        stalled += 1
+        if attempt.get("reason") not in NEUTRAL:
+            stalled += 1
     return stalled
 
 

@@ -116,8 +116,9 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
         """On the time limit's warning or a preemption: requeue, unless this attempt and the one before it both
-        ended where the run already was (kdbench.store.liveness): then the run stops as `failed` with one line
-        saying what the last attempt spent and the --timeout-min that would let it progress.
+        ended on the time limit where the run already was (kdbench.store.liveness; a preemption does not count):
+        then the run stops as `failed` with one line saying what the last attempt spent and the --timeout-min that
+        would let it progress.
 
         The engine already saved the last finished epoch; the requeued call resumes from it. The count comes from
         the run's attempt records, not from this object: an attempt killed outright (no checkpoint call) counts
@@ -133,7 +134,7 @@ class RunJob(submitit.helpers.Checkpointable):
         timeout_min = getattr(self, "timeout_min", None) or 60
         reason = warning_reason()
         store = RunStore(self.paths.get("results_dir"))
-        stalled, spent = attempts.stalled_so_far(store, self.run_id)
+        stalled, spent = attempts.stalled_so_far(store, self.run_id, reason)
         if stalled >= STALLED_ATTEMPTS_TO_FAIL:
             attempts.give_up(stall_line(stalled, reason, spent, timeout_min), store, self.run_id)
             return None
