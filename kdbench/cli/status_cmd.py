@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from kdbench.cli.app import app
@@ -24,21 +25,54 @@ def counts_line(state: SweepState) -> str:
     return f"{len(state.runs)} runs: " + ", ".join(f"{counts[s]} {s}" for s in STATES)
 
 
+def _position(position: dict | None) -> str:
+    """`3` (epoch 3 done), `3+40` (and 40 steps of the next saved), `?` (the attempt never said)."""
+    if position is None:
+        return "?"
+    return f"{position['epoch']}+{position['step']}" if position.get("step") else str(position["epoch"])
+
+
+# Attempts shown in the table's cell (a 240-epoch run under a short limit has dozens): the latest ones.
+SHOWN_ATTEMPTS = 5
+
+
+def progress_cell(attempts: tuple[dict, ...]) -> str:
+    """Each attempt's saved progress, oldest first: `0→3 3→5 5→5!` (`!`: it advanced nothing); the latest
+    SHOWN_ATTEMPTS after a count of the others (`--json` has them all)."""
+    earlier = len(attempts) - SHOWN_ATTEMPTS
+    cells = [f"({earlier} earlier)"] if earlier > 0 else []
+    for a in attempts[-SHOWN_ATTEMPTS:]:
+        moved = a["to"] is not None and a["to"] != a["from"]
+        running = a["reason"] is None
+        cells.append(f"{_position(a['from'])}→{'…' if running else _position(a['to'])}"
+                     f"{'' if moved or running else '!'}")
+    return " ".join(cells) or "—"
+
+
+def failure_lines(state: SweepState) -> list[str]:
+    """Why each failed run failed, whole (the table cuts the first line short): e.g. the line of a run stopped
+    because its attempts made no progress."""
+    return [f"{r.run_id}: {r.error.splitlines()[0]}" for r in state.runs if r.state == "failed" and r.error]
+
+
 def status_table(state: SweepState, sweep: dict) -> Table:
-    table = Table(title=f"sweep {state.sweep_id} ({state.executor}) — {counts_line(state)}", title_justify="left")
-    for col in ("run id", "run", "state", "top-1", "job"):
+    lines = failure_lines(state)
+    table = Table(title=f"sweep {state.sweep_id} ({state.executor}) — {counts_line(state)}", title_justify="left",
+                  caption=escape("\n".join(lines)) if lines else None, caption_justify="left")
+    for col in ("run id", "run", "state", "top-1", "job", "epochs by attempt"):
         table.add_column(col, justify="right" if col == "top-1" else "left", overflow="fold")
     for r in state.runs:
         note = f" ({r.error.splitlines()[0][:60]})" if r.state == "failed" and r.error else ""
         job = f"{r.job_id} {r.job_state or ''}".strip() if r.job_id else "—"
         job += f" ({r.reason})" if r.reason else ""  # why SLURM keeps it pending
         table.add_row(r.run_id, r.label, f"[{_STYLE[r.state]}]{r.state}[/]{note}",
-                      f"{r.top1:.2f}" if r.top1 is not None else "", job)
+                      f"{r.top1:.2f}" if r.top1 is not None else "", job, progress_cell(r.attempts))
     labels = {d: t["label"] for sub in sweep["submissions"] for d, t in sub["teacher_jobs"].items()}
     for digest, (job_id, job_state) in state.teachers.items():
         t_state = teacher_state(job_state)
         shown = f"[{_STYLE[t_state]}]{t_state}[/]" if t_state else ""
-        table.add_row(digest, f"teacher {labels.get(digest, '')}", shown, "", f"{job_id} {job_state or ''}".strip())
+        table.add_row(digest, f"teacher {labels.get(digest, '')}", shown, "", f"{job_id} {job_state or ''}".strip(),
+                      "")
     return table
 
 
@@ -56,7 +90,8 @@ def status_command(
     results_dir: Path = ResultsDir,
     as_json: bool = typer.Option(False, "--json", help="Print each run's state as JSON instead of a table."),
 ) -> None:
-    """Show the state of every run of a sweep: pending, running, completed, failed or diverged.
+    """Show the state of every run of a sweep: pending, running, completed, failed or diverged, and the epochs
+    each of its attempts advanced it (`0→3 3→3!`: the second attempt saved nothing).
 
     Examples:
 

@@ -119,16 +119,18 @@ def build_loaders(config: RunConfig, data: DataSplits, device: torch.device, *,
 def load_given_teacher(config: RunConfig, teacher_ckpt: TeacherCheckpoint | str | Path | None,
                        results_dir: str | Path | None, data: DataSplits,
                        dev: torch.device, *, zoo_dir: str | Path | None = None,
-                       reporter: Reporter = NULL_REPORTER) -> tuple[torch.nn.Module, dict[str, Any]] | None:
+                       reporter: Reporter = NULL_REPORTER,
+                       evaluated: dict[str, Any] | None = None) -> tuple[torch.nn.Module, dict[str, Any]] | None:
     """The teacher the run was given rather than trained by the zoo: timm's pretrained weights (`config.teacher` is
     `arch.tag`; their card goes to the zoo at `zoo_dir`), the user's file (`config.teacher_ckpt_sha256`) or
-    another run's student (`config.teacher_run`); None for a zoo teacher or none."""
+    another run's student (`config.teacher_run`); None for a zoo teacher or none. `evaluated`: its metrics from an
+    earlier attempt (kdbench.teachers.zoo.load_teacher_checkpoint keeps them for the same file)."""
     if config.teacher_ckpt_sha256 and not config.teacher_run and is_pretrained_name(config.teacher):
         return load_pretrained(config, teacher_ckpt, data, dev, zoo_dir=zoo_dir, reporter=reporter)
     if config.teacher_ckpt_sha256:
-        return load_user_teacher(config, teacher_ckpt, data, dev)
+        return load_user_teacher(config, teacher_ckpt, data, dev, evaluated)
     if config.teacher_run:
-        return load_run_teacher(config, results_dir, data, dev)
+        return load_run_teacher(config, results_dir, data, dev, evaluated)
     return None
 
 
@@ -152,7 +154,8 @@ def load_pretrained(config: RunConfig, teacher_ckpt: TeacherCheckpoint | str | P
 
 
 def load_user_teacher(
-    config: RunConfig, teacher_ckpt: TeacherCheckpoint | str | Path | None, data: DataSplits, dev: torch.device
+    config: RunConfig, teacher_ckpt: TeacherCheckpoint | str | Path | None, data: DataSplits, dev: torch.device,
+    evaluated: dict[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     ckpt = teacher_ckpt if isinstance(teacher_ckpt, TeacherCheckpoint) or teacher_ckpt is None \
         else TeacherCheckpoint.hash(teacher_ckpt)
@@ -160,16 +163,17 @@ def load_user_teacher(
         raise UserError("this run's teacher is a user checkpoint: pass the same --teacher-ckpt file")
     assert config.teacher is not None
     return load_teacher_checkpoint(ckpt.path, config.teacher, data, dev, cifar_stem=config.recipe.cifar_stem,
-                                   sha256=ckpt.sha256)
+                                   sha256=ckpt.sha256, evaluated=evaluated)
 
 
-def load_run_teacher(config: RunConfig, results_dir: str | Path | None, data: DataSplits,
-                     dev: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_run_teacher(config: RunConfig, results_dir: str | Path | None, data: DataSplits, dev: torch.device,
+                     evaluated: dict[str, Any] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The student of run `config.teacher_run` (its last-epoch export, checked against its card) as the teacher;
     the run must be completed and its student of the architecture the config names."""
     assert config.teacher is not None and config.teacher_run is not None
     path = exports.run_teacher_file(exports.RUN_TEACHER_PREFIX + config.teacher_run, results_dir)
-    teacher, card = load_teacher_checkpoint(path, config.teacher, data, dev, cifar_stem=config.recipe.cifar_stem)
+    teacher, card = load_teacher_checkpoint(path, config.teacher, data, dev, cifar_stem=config.recipe.cifar_stem,
+                                            evaluated=evaluated)
     if card.get("source") != exports.RUN_TEACHER_PREFIX + config.teacher_run or \
             exports.read_card(path.parent)["architecture"] != config.teacher:
         raise UserError(f"--teacher run:{config.teacher_run}: its export is not a {config.teacher} of that run")

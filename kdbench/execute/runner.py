@@ -40,6 +40,7 @@ from kdbench.spec.config import RunConfig
 from kdbench.spec.paths import Paths
 from kdbench.store import attempts, exports
 from kdbench.store.fingerprint import code_fingerprint
+from kdbench.store.liveness import StartupClock, StepClock, imports_s_once
 from kdbench.store.record_builder import (
     attempt_blocks,
     completed_blocks,
@@ -89,6 +90,7 @@ class _PreparedRun:
     options: ExecuteOptions
     threads: dict[str, Any]  # what configure_threads() chose
     determinism: dict[str, Any]
+    startup: StartupClock  # the seconds of this attempt's start-up phases (the attempt's entry holds them)
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,27 +161,35 @@ def execute(
     `run_locked`: the caller holds that lock already (the launcher of a `--nproc` run, for all its processes).
     """
     _check_steps(checkpoint_every_steps)
+    clock = StartupClock(imports_s_once())  # what this attempt spends before its first step, phase by phase
     paths = paths or Paths()
     store = RunStore(paths.results_dir)
-    check_code(config)
-    existing = store.load(config.run_id)
-    shown = _stored_result(existing, force, reporter, "already completed; showing the stored result (--force to rerun)")
-    if shown is not None:
-        return shown
-    _check_before_writing(config, store, existing, log, reporter)
-    check_run_folders(config, paths)  # results and zoo: not an OSError mid-run, nor a half-made run (issue #34)
-    dev = resolve_device(device)
-    threads, determinism = _configure_process(config, dev, deterministic)
-    settings = replace(_engine_settings(config, dev, checkpoint_interval_s, strict),
-                       checkpoint_every_steps=checkpoint_every_steps)
-    with distributed.main_first():  # a dataset prepared on first use is prepared once
+    with clock.phase("checks"):
+        check_code(config)
+        existing = store.load(config.run_id)
+        shown = _stored_result(existing, force, reporter,
+                               "already completed; showing the stored result (--force to rerun)")
+        if shown is not None:
+            return shown
+        _check_before_writing(config, store, existing, log, reporter)
+        check_run_folders(config, paths)  # results and zoo: not an OSError mid-run, nor a half-made run (issue #34)
+    with clock.phase("configure"):
+        dev = resolve_device(device)
+        threads, determinism = _configure_process(config, dev, deterministic)
+        settings = replace(_engine_settings(config, dev, checkpoint_interval_s, strict),
+                           checkpoint_every_steps=checkpoint_every_steps)
+    with clock.phase("data"), distributed.main_first():  # a dataset prepared on first use is prepared once
         data = load_data(config, paths.data_root)
-    given_teacher = load_given_teacher(config, teacher_ckpt, paths.results_dir, data, dev,
-                                       zoo_dir=paths.zoo_dir, reporter=reporter)
+    with clock.phase("teacher"):
+        given_teacher = load_given_teacher(config, teacher_ckpt, paths.results_dir, data, dev,
+                                           zoo_dir=paths.zoo_dir, reporter=reporter,
+                                           evaluated=_evaluated_teacher(existing, force, dev))
     prepared = _PreparedRun(config, paths, data, given_teacher, settings, store, reporter,
                             ExecuteOptions(infer_batch_size, keep_checkpoint, tuple(log), teacher_cache,
-                                           data_on_device), threads, determinism)
+                                           data_on_device), threads, determinism, clock)
+    lock_t0 = time.perf_counter()
     with world_run_lock(store, config.run_id, reporter, held=run_locked):
+        clock.add("lock", time.perf_counter() - lock_t0)
         existing = store.load(config.run_id)  # finished by another process while this one waited for the lock
         shown = _stored_result(existing, force, reporter, "completed by another process; showing its result")
         if shown is not None:
@@ -193,6 +203,15 @@ def execute(
 def _check_steps(every: int) -> None:
     if isinstance(every, bool) or not isinstance(every, int) or every < 0:
         raise UserError(f"--checkpoint-every-steps {every!r}: expected a number of optimizer steps ≥ 0 (0: off)")
+
+
+def _evaluated_teacher(existing: dict[str, Any] | None, force: bool, dev: torch.device) -> dict[str, Any] | None:
+    """The teacher metrics an earlier attempt of this run recorded on a device of this type (a resumed run does
+    not evaluate the same teacher file again: kdbench.teachers.zoo.load_teacher_checkpoint); None otherwise."""
+    if existing is None or force or existing.get("status") == "completed":
+        return None
+    device = ((existing.get("environment") or {}).get("device") or {}).get("type")
+    return existing.get("teacher_metrics") if device == dev.type else None
 
 
 def _stored_result(existing: dict[str, Any] | None, force: bool, reporter: Reporter, why: str) -> dict[str, Any] | None:
@@ -254,11 +273,13 @@ def _engine_settings(config: RunConfig, dev: torch.device, checkpoint_interval_s
 def _execute_locked(prepared: _PreparedRun, *, existing: dict[str, Any] | None) -> dict[str, Any]:
     """The run proper, under its lock. `existing` is the run's earlier record (an interrupted attempt's), whose
     attempt history the new record continues."""
-    record = _new_record(prepared, existing)
+    with prepared.startup.phase("record"):
+        record = _new_record(prepared, existing)
     t_start = time.perf_counter()
     try:
         t0 = time.perf_counter()
-        teacher = _teacher(prepared, record)
+        with prepared.startup.phase("teacher"):
+            teacher = _teacher(prepared, record)
         return _distill(Distillation(prepared, teacher, record, t_start, teacher_s=time.perf_counter() - t0))
     except RunDiverged as e:
         record.update(status="diverged", divergence={"epoch": e.epoch, "step": e.step, "losses": e.losses})
@@ -279,7 +300,8 @@ def _new_record(prepared: _PreparedRun, existing: dict[str, Any] | None) -> dict
     record = {**new_record(prepared.config),
               **attempt_blocks(prepared.settings.device, prepared.threads, prepared.determinism, prepared.data)}
     same_run = existing is not None and existing.get("config") == record["config"]
-    attempts.begin(record, existing if same_run else None, prepared.store, prepared.threads)  # sets started_at
+    attempts.begin(record, existing if same_run else None, prepared.store, prepared.threads,  # sets started_at
+                   prepared.startup)
     prepared.store.write(record)
     return record
 
@@ -313,9 +335,10 @@ def _teacher(prepared: _PreparedRun, record: dict[str, Any]) -> torch.nn.Module 
 def _distill(d: Distillation) -> dict[str, Any]:
     """Build the method around a new student, train it, measure it, store its record and exports."""
     distiller = _build_distiller_with_cache(d)
-    loaders = build_loaders(d.config, d.run.data, d.settings.device, on_device=d.run.options.data_on_device)
-    d.record["data"]["served"] = served_block(loaders.train)
-    d.record.update(evaluation_blocks(d.config, d.settings.device))
+    with d.run.startup.phase("loaders"):
+        loaders = build_loaders(d.config, d.run.data, d.settings.device, on_device=d.run.options.data_on_device)
+        d.record["data"]["served"] = served_block(loaders.train)
+        d.record.update(evaluation_blocks(d.config, d.settings.device))
     fit, train_s = _fit(d, distiller, loaders)
     _complete_record(d, distiller, fit, train_s)
     return _store_completed(d, distiller.student)
@@ -323,11 +346,13 @@ def _distill(d: Distillation) -> dict[str, Any]:
 
 def _build_distiller_with_cache(d: Distillation) -> Distiller:
     """The method around a new student, with the run's teacher-output cache (what the record says of it too)."""
-    distiller = build_distiller(d.config, d.run.data, d.teacher)
+    with d.run.startup.phase("model"):
+        distiller = build_distiller(d.config, d.run.data, d.teacher)
     teacher_sha256 = (d.record.get("teacher_metrics") or {}).get("sha256")  # the weights the run loaded
-    distiller.teacher_cache, d.record["teacher_cache"] = open_run_cache(
-        d.config, teacher_sha256, len(d.run.data.train), d.settings.device, d.run.options.teacher_cache,
-        d.run.paths.cache_dir, d.run.reporter)
+    with d.run.startup.phase("cache"):
+        distiller.teacher_cache, d.record["teacher_cache"] = open_run_cache(
+            d.config, teacher_sha256, len(d.run.data.train), d.settings.device, d.run.options.teacher_cache,
+            d.run.paths.cache_dir, d.run.reporter)
     return distiller
 
 
@@ -355,10 +380,13 @@ def _fit(d: Distillation, distiller: Distiller, loaders: Loaders) -> tuple[FitRe
     hooks = RunCallbacks(d.run.store, d.run_id, d.run_dir, distiller)
     callbacks = FitCallbacks(on_new_best=hooks.on_new_best, on_epoch_end=hooks.on_epoch_end)
     t0 = time.perf_counter()
-    attempts.training_started()
     with metric_logs(d.run.options.log, d.run.reporter, d.run_dir / "logs", d.run_id,
                      d.record["config"]) as engine_reporter:
-        fit = Engine(d.settings, engine_reporter).fit(
+        # The attempt's steps and their seconds, for its entry; start-up's end written into the record at once.
+        steps = StepClock(engine_reporter, on_first_epoch=attempts.startup_finished)
+        attempts.training_started(steps)
+        steps.fit_started()
+        fit = Engine(d.settings, steps).fit(
             distiller, loaders.train, loaders.test, d.config.recipe, d.config.seed,
             checkpoint_path=d.run.store.checkpoint_path(d.run_id), val_loader=loaders.val, callbacks=callbacks,
         )

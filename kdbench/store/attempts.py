@@ -1,7 +1,8 @@
 """A run's attempts: every process that worked on it (a requeued or resubmitted job is a new attempt).
 
 The record keeps `attempts`, one entry per start: job id, node, start and end, epochs done when it started
-and when it ended, torch threads, and why it ended:
+and when it ended (and the saved position, `{"epoch", "step"}`, kdbench.store.liveness), the seconds of each
+start-up phase (`startup`), the steps it took and one step's seconds, torch threads, and why it ended:
 
 - `completed` / `diverged`: the run finished in this attempt;
 - `timeout`: the time limit's warning signal; the job requeued itself;
@@ -25,6 +26,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from kdbench.store.liveness import (
+    StartupClock,
+    StepClock,
+    process_age_s,
+    saved_position,
+    stalled_attempts,
+)
 from kdbench.store.records import RunStore
 
 REASONS = ("completed", "diverged", "timeout", "preempted", "cancelled", "failed", "lost")
@@ -35,15 +43,6 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def epochs_done(store: RunStore, run_id: str) -> int:
-    """Epochs with a line in metrics.jsonl (the engine rewrites it after every epoch)."""
-    path = store.metrics_path(run_id)
-    try:
-        return sum(1 for line in path.read_text().splitlines() if line.strip())
-    except OSError:
-        return 0
-
-
 @dataclass
 class _Live:
     record: dict[str, Any]
@@ -52,14 +51,17 @@ class _Live:
     train_t0: float | None = None
     stop_reason: str | None = None  # set by a signal handler before the exception that unwinds the run
     note: str | None = None  # why the run gives up (no progress), for the record's error
+    startup: StartupClock | None = None
+    steps: StepClock | None = None
 
 
 _live: _Live | None = None
 
 
 def begin(record: dict[str, Any], previous: dict[str, Any] | None, store: RunStore,
-          threads: dict[str, Any] | None = None) -> None:
-    """Open a new attempt on `record` (a fresh record of the run), carrying over `previous`'s attempts."""
+          threads: dict[str, Any] | None = None, startup: StartupClock | None = None) -> None:
+    """Open a new attempt on `record` (a fresh record of the run), carrying over `previous`'s attempts.
+    `startup`: the attempt's start-up clock; its phases (also those timed later) are the entry's `startup`."""
     global _live
     history = [dict(a) for a in (previous or {}).get("attempts") or []]
     for attempt in history:
@@ -67,16 +69,19 @@ def begin(record: dict[str, Any], previous: dict[str, Any] | None, store: RunSto
             attempt["reason"] = "lost"
     run_id = record["run_id"]
     resumed = store.checkpoint_path(run_id).exists()  # else it starts at epoch 0 whatever metrics.jsonl says
+    position = saved_position(store, run_id) if resumed else {"epoch": 0, "step": 0}
     attempt: dict[str, Any] = {
         "job_id": job_id(), "node": socket.gethostname(), "started_at": _now(), "ended_at": None,
-        "epochs_at_start": epochs_done(store, run_id) if resumed else 0, "epochs_done": None, "reason": None,
-        "duration_s": None, "train_s": None,
+        "epochs_at_start": position["epoch"], "epochs_done": None, "reason": None,
+        "duration_s": None, "train_s": None, "position_at_start": position, "position": None,
     }
+    if startup is not None:
+        attempt["startup"] = startup.phases
     if threads:
         attempt["torch_threads"] = threads.get("torch_threads")
     record["attempts"] = [*history, attempt]
     record["started_at"] = history[0]["started_at"] if history else attempt["started_at"]
-    _live = _Live(record, store, time.perf_counter())
+    _live = _Live(record, store, startup.t0 if startup is not None else time.perf_counter(), startup=startup)
 
 
 def job_id() -> str | None:
@@ -85,9 +90,20 @@ def job_id() -> str | None:
     return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
 
 
-def training_started() -> None:
+def training_started(steps: StepClock | None = None) -> None:
+    """Training begins; `steps` times its steps (the entry's `steps`, `step_s`, and start-up's `resume_s`)."""
     if _live is not None:
         _live.train_t0 = time.perf_counter()
+        _live.steps = steps
+
+
+def startup_finished() -> None:
+    """The first epoch starts: the attempt's start-up phases and total are written now, so that an attempt killed
+    outright still says what its start-up cost."""
+    if _live is None or not _live.record.get("attempts"):
+        return
+    _close_clocks(_live.record["attempts"][-1], _live)
+    _live.store.write(_live.record)
 
 
 def end(record: dict[str, Any], reason: str) -> None:
@@ -102,16 +118,68 @@ def end(record: dict[str, Any], reason: str) -> None:
     attempt = attempts[-1]
     now = time.perf_counter()
     live = _live if _live is not None and _live.record is record else None
-    attempt.update(ended_at=_now(), reason=reason, epochs_done=epochs_done(live.store, record["run_id"])
-                   if live else attempt.get("epochs_at_start"))
+    position = saved_position(live.store, record["run_id"]) if live else attempt.get("position_at_start")
+    attempt.update(ended_at=_now(), reason=reason, position=position,
+                   epochs_done=(position or {}).get("epoch", attempt.get("epochs_at_start")))
     if live is not None:
         attempt["duration_s"] = round(now - live.t0, 3)
         attempt["train_s"] = round(now - live.train_t0, 3) if live.train_t0 is not None else 0.0
+        _close_clocks(attempt, live)
+
+
+def _close_clocks(attempt: dict[str, Any], live: _Live) -> None:
+    """What the attempt's clocks measured, into its entry: start-up's total and its steps."""
+    steps, startup = live.steps, live.startup
+    if steps is not None:
+        attempt.update(steps.facts())
+        if startup is not None and steps.resume_s is not None:
+            startup.phases["resume_s"] = round(steps.resume_s, 3)
+    if startup is not None:
+        began = steps.t_first_epoch if steps is not None else None
+        attempt["startup_s"] = round((startup.phases.get("imports_s") or 0.0) + (began - startup.t0), 3) \
+            if began is not None else None  # None: the attempt ended before its first step
+
+
+def stalled_so_far(store: RunStore, run_id: str, reason: str) -> tuple[int, dict[str, Any]]:
+    """From a signal handler: how many attempts in a row, this one (ending on `reason`) included, ended on the time
+    limit where the one before left the run (kdbench.store.liveness.stalled_attempts), and what this one spent
+    (:func:`spent`)."""
+    if _live is not None and _live.record.get("run_id") == run_id and _live.record.get("attempts"):
+        history = [dict(a) for a in _live.record["attempts"]]
+        history[-1].update(position=saved_position(store, run_id), reason=reason)
+    else:  # the signal came before this attempt opened the record: it saved nothing
+        previous = store.load(run_id) or {}
+        position = saved_position(store, run_id)
+        history = [*(previous.get("attempts") or []),
+                   {"position_at_start": position, "position": position, "reason": reason}]
+    return stalled_attempts(history), spent(history[-1].get("position") or {})
+
+
+def spent(position: dict[str, Any]) -> dict[str, Any]:
+    """What this attempt spent so far: `startup_s` (None while still starting; then `starting_s`, the seconds
+    since the process started), `step_s`, `steps`, `steps_per_epoch`, and the saved `position`."""
+    live = _live
+    steps = live.steps if live is not None else None
+    startup = live.startup if live is not None else None
+    out: dict[str, Any] = {"position": position, "startup_s": None, "step_s": None, "steps": 0,
+                           "steps_per_epoch": None}
+    if steps is not None and startup is not None and steps.t_first_epoch is not None:
+        out["startup_s"] = (startup.phases.get("imports_s") or 0.0) + steps.t_first_epoch - startup.t0
+        out.update(steps=steps.steps, step_s=steps.step_s, steps_per_epoch=steps.steps_per_epoch)
+        return out
+    age = process_age_s()
+    if startup is not None:
+        age = (startup.phases.get("imports_s") or 0.0) + time.perf_counter() - startup.t0
+    out["starting_s"] = age
+    return out
 
 
 def totals(record: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
     """`timing` of the last attempt → totals across attempts (`total_s`, `train_s`), with the last one kept."""
     attempts = record.get("attempts") or []
+    last = attempts[-1] if attempts else {}
+    # Start-up: the last attempt's phases (kdbench.store.liveness.StartupClock) and its seconds, summed below.
+    timing = {**timing, "startup": last.get("startup"), "startup_s": last.get("startup_s")}
     if len(attempts) <= 1:
         return {**timing, "attempts": len(attempts) or 1}
     earlier = attempts[:-1]
@@ -119,22 +187,37 @@ def totals(record: dict[str, Any], timing: dict[str, Any]) -> dict[str, Any]:
         **timing,
         "total_s": timing["total_s"] + sum(a.get("duration_s") or 0.0 for a in earlier),
         "train_s": timing["train_s"] + sum(a.get("train_s") or 0.0 for a in earlier),
-        "last_attempt": {"total_s": timing["total_s"], "train_s": timing["train_s"]},
+        "startup_s": round(sum(a.get("startup_s") or 0.0 for a in attempts), 3),
+        "last_attempt": {"total_s": timing["total_s"], "train_s": timing["train_s"],
+                         "startup_s": last.get("startup_s")},
         "attempts": len(attempts),
     }
 
 
-def give_up(why: str) -> None:
-    """From a signal handler: the run will not be requeued; the exception that follows fails it with `why`."""
+def give_up(why: str, store: RunStore | None = None, run_id: str | None = None) -> None:
+    """From a signal handler: the run will not be requeued; the exception that follows fails it with `why`.
+
+    Before the attempt opened the record (the signal came during start-up) nothing would write it: the stored
+    record of `run_id` is marked `failed` with `why` here, with an entry for this attempt."""
     if _live is not None:
         _live.stop_reason = "failed"
         _live.note = why
+        return
+    record = store.load(run_id) if store is not None and run_id is not None else None
+    if record is None or store is None:
+        return
+    position = saved_position(store, record["run_id"])
+    record["attempts"] = [*(record.get("attempts") or []), {
+        "job_id": job_id(), "node": socket.gethostname(), "started_at": None, "ended_at": _now(),
+        "epochs_at_start": position["epoch"], "epochs_done": position["epoch"], "reason": "failed",
+        "position_at_start": position, "position": position, "startup_s": None}]
+    record.update(status="failed", error=why, finished_at=_now())
+    store.write(record)
 
 
 def error_text(error: BaseException) -> str:
-    """The record's `error`: why the run gave up when it did, else the exception."""
-    text = f"{type(error).__name__}: {error}"
-    return f"{_live.note} ({text})" if _live is not None and _live.note else text
+    """The record's `error`: why the run gave up when it did (one line), else the exception."""
+    return _live.note if _live is not None and _live.note else f"{type(error).__name__}: {error}"
 
 
 def stop_reason_so_far() -> str | None:

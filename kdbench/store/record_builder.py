@@ -30,7 +30,8 @@ from kdbench.train.transductive import transductive_config
 
 # What a teacher's card says that a run's record keeps of it.
 TEACHER_FACTS = ("top1", "top5", "top1_best", "top5_best", "best_epoch", "epochs", "train_s", "sha256", "path",
-                 "cached", "user_checkpoint", "recipe", "source", "source_sha256", "train_data", "pretrained")
+                 "cached", "user_checkpoint", "recipe", "source", "source_sha256", "train_data", "pretrained",
+                 "evaluated")  # a given teacher's test metrics: measured in "this attempt" or an "earlier attempt"
 
 
 def now() -> str:

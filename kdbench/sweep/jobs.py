@@ -56,8 +56,6 @@ class RunJob(submitit.helpers.Checkpointable):
         self.force = force
         self.threads = threads
         self.timeout_min = timeout_min
-        self.stalled = 0  # attempts in a row that finished no epoch (kept across requeues: pickled)
-        self._epochs_at_start = 0
 
     @property
     def run_id(self) -> str:
@@ -73,8 +71,6 @@ class RunJob(submitit.helpers.Checkpointable):
         # A one-process run in a job of several tasks: only rank 0 trains (the others would race on its record).
         if _global_rank() != 0:
             return None
-        from kdbench.store.attempts import epochs_done
-        from kdbench.store.records import RunStore
         from kdbench.sweep.signals import defer_checkpoint_signal, install_sigterm_handler
 
         if os.environ.get("SLURM_JOB_ID"):  # not in the debug executor's own process: it must still die on SIGTERM
@@ -82,9 +78,6 @@ class RunJob(submitit.helpers.Checkpointable):
             defer_checkpoint_signal()  # submitit's USR2 handler: after the step in progress is saved
         _set_threads(self.threads)
         config = RunConfig.from_dict(self.config)
-        store = RunStore(self.paths.get("results_dir"))
-        resumes = store.checkpoint_path(config.run_id).exists() and not self.force  # a forced run starts over
-        self._epochs_at_start = epochs_done(store, config.run_id) if resumes else 0
         reporter = _reporter()
         reporter.log(f"run {config.run_id}: {config.method} {config.teacher or '-'} -> {config.student} "
                      f"{config.dataset} seed {config.seed} (restart {os.environ.get('SLURM_RESTART_COUNT', 0)})")
@@ -125,25 +118,29 @@ class RunJob(submitit.helpers.Checkpointable):
         return {"run_id": record["run_id"], "status": record["status"], "metrics": record.get("metrics")}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission | None:
-        """On the time limit's warning or a preemption: requeue if this attempt finished an epoch.
+        """On the time limit's warning or a preemption: requeue, unless this attempt and the one before it both
+        ended on the time limit where the run already was (kdbench.store.liveness; a preemption does not count):
+        then the run stops as `failed` with one line saying what the last attempt spent and the --timeout-min that
+        would let it progress.
 
         The engine already saved the last finished epoch, or (the signal came during an epoch's steps: called
         after the step in progress, kdbench.sweep.signals.defer_checkpoint_signal) that step; the requeued call
-        resumes from it. A forced run must
-        not start over again after a preemption. Returning None tells submitit not to requeue.
+        resumes from it. The count comes from the run's attempt records, not from this object: an attempt killed
+        outright (no checkpoint call) counts too. A forced run must not start over again after a preemption.
+        Returning None tells submitit not to requeue.
         """
         from kdbench.store import attempts
+        from kdbench.store.liveness import STALLED_ATTEMPTS_TO_FAIL
         from kdbench.store.records import RunStore
         from kdbench.sweep.signals import warning_reason
-        from kdbench.sweep.time_limits import MAX_STALLED_ATTEMPTS
+        from kdbench.sweep.stalls import stall_line
 
         timeout_min = getattr(self, "timeout_min", None) or 60
         reason = warning_reason()
-        done = attempts.epochs_done(RunStore(self.paths.get("results_dir")), self.run_id)
-        self.stalled = 0 if done > getattr(self, "_epochs_at_start", 0) else getattr(self, "stalled", 0) + 1
-        if self.stalled >= MAX_STALLED_ATTEMPTS:
-            attempts.give_up(f"{self.stalled} attempts in a row finished no epoch (last one: {reason}); "
-                             f"one epoch may take longer than --timeout-min {timeout_min:g} allows")
+        store = RunStore(self.paths.get("results_dir"))
+        stalled, spent = attempts.stalled_so_far(store, self.run_id, reason)
+        if stalled >= STALLED_ATTEMPTS_TO_FAIL:
+            attempts.give_up(stall_line(stalled, reason, spent, timeout_min), store, self.run_id)
             return None
         attempts.interrupt(reason)
         self.force = False

@@ -27,6 +27,7 @@ from submitit.core.utils import JobPaths
 
 from kdbench.core.errors import UserError
 from kdbench.core.safe_load import RefusedPickle, load_plain_pickle
+from kdbench.store.liveness import end_position, start_position
 from kdbench.store.records import RunStore
 from kdbench.sweep.grid import Resources
 from kdbench.sweep.node_fit import PartitionNodes, partition_nodes
@@ -53,6 +54,7 @@ class RunState:
     top1: float | None
     error: str | None
     reason: str | None = None  # why SLURM keeps its job pending (squeue's reason)
+    attempts: tuple[dict[str, Any], ...] = ()  # each attempt's progress (attempt_progress), oldest first
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,20 @@ def teacher_state(job_state: str | None) -> str | None:
     return "failed" if job_state in _ENDED_BADLY else None
 
 
+def attempt_progress(record: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
+    """Each attempt of a run: its job, why it ended, the saved position (`{"epoch", "step"}`) it started from and
+    reached (None while it runs or if it vanished), its start-up seconds, and the steps it took and their time."""
+    out = []
+    for attempt in (record or {}).get("attempts") or []:
+        start, end = start_position(attempt), end_position(attempt)
+        out.append({"job_id": attempt.get("job_id"), "reason": attempt.get("reason"),
+                    "from": {"epoch": start[0], "step": start[1]},
+                    "to": None if end is None else {"epoch": end[0], "step": end[1]},
+                    "startup_s": attempt.get("startup_s"), "steps": attempt.get("steps"),
+                    "step_s": attempt.get("step_s")})
+    return tuple(out)
+
+
 def sweep_state(sweep: dict[str, Any]) -> SweepState:
     store = RunStore(sweep["paths"]["results_dir"])
     run_jobs, teacher_jobs = latest_jobs(sweep)
@@ -278,6 +294,7 @@ def sweep_state(sweep: dict[str, Any]) -> SweepState:
             state=combine(status, job_state, job_id is not None),
             job_id=job_id, job_state=job_state, top1=metrics.get("top1_last"),
             error=unreadable or (record or {}).get("error"), reason=reasons.get(job_id) if job_id else None,
+            attempts=attempt_progress(record),
         ))
     teachers = {d: (j, states.get(j)) for d, j in teacher_jobs.items()}
     return SweepState(sweep["sweep_id"], sweep["executor"], runs, teachers, notes[0] if notes else None,

@@ -4,9 +4,9 @@ SLURM sends submitit's warning signal (USR2) `signal_delay_s` before the limit; 
 and resumes from the run's last epoch checkpoint. submitit's default delay (90 s) is longer than a 1-minute
 limit, and its default of 3 requeues after timeouts stops a 240-epoch run on a 4-hour partition long before
 it ends. Here the delay is a tenth of the limit (at most 90 s, never under the time a checkpoint and the
-requeue take), a job may requeue `max_requeues` times, and an attempt that finished no epoch counts toward
-failure instead: `MAX_STALLED_ATTEMPTS` of them in a row and the run fails (an epoch longer than the limit
-would otherwise requeue forever).
+requeue take), a job may requeue `max_requeues` times, and an attempt that saved nothing counts toward
+failure instead: kdbench.store.liveness.STALLED_ATTEMPTS_TO_FAIL of them in a row and the run fails with the
+line of kdbench.sweep.stalls (an epoch longer than the limit would otherwise requeue forever).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ CHECKPOINT_FLOOR_S = 5
 MAX_SIGNAL_DELAY_S = 90
 # Enough for 240 epochs at one epoch per attempt (the worst case a pre-check lets through without a warning).
 DEFAULT_MAX_REQUEUES = 300
-MAX_STALLED_ATTEMPTS = 3
 
 
 def signal_delay_s(timeout_min: float, checkpoint_s: float = CHECKPOINT_FLOOR_S) -> int:

@@ -348,13 +348,15 @@ def _refuse_to_train_imported(key: TeacherKey, entry: Path) -> None:
 
 def load_teacher_checkpoint(
     path: str | Path, arch: str, data: DataSplits, device: torch.device, cifar_stem: bool = False,
-    sha256: str | None = None,
+    sha256: str | None = None, evaluated: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """A user's own teacher weights (`--teacher-ckpt`): safetensors, or a torch file holding a state dict
     (optionally under "state_dict" or "model", "module." prefixes removed; a run's `checkpoint.pt` gives its
     student). A run's student export (`runs/<id>/student*.safetensors`) is built from the card beside it and
     recorded with `source: "run:<id>"`. Evaluated on the test split for the run's teacher metrics.
-    `sha256` is the file's digest when the caller already has it (the file is not hashed again).
+    `sha256` is the file's digest when the caller already has it (the file is not hashed again). `evaluated`: the
+    teacher metrics an earlier attempt of the same run recorded on this device; when they are of this very file
+    (its sha256), their top-1/top-5 are kept instead of evaluating the same weights on the same split again.
     A file that is not in the expected format or does not fit `arch` is a UserError naming the path."""
     from kdbench.models.state_dicts import unwrap_state_dict
     from kdbench.store.exports import build_from_card, card_of_file
@@ -377,11 +379,14 @@ def load_teacher_checkpoint(
                data.num_classes)
     model.load_state_dict(state)
     model.eval()
-    loader = make_eval_loader(data.test, 256, 0, device)
-    ev = evaluate(model.to(device), loader, device)
+    if evaluated and evaluated.get("sha256") == sha256 and evaluated.get("top1") is not None:
+        top1, top5, when = evaluated["top1"], evaluated.get("top5"), "earlier attempt"
+    else:
+        ev = evaluate(model.to(device), make_eval_loader(data.test, 256, 0, device), device)
+        top1, top5, when = ev.top1, ev.top5, "this attempt"
     return model, {
         "path": str(path), "sha256": sha256, "arch": arch, "params": count_parameters(model),
-        "top1": ev.top1, "top5": ev.top5, "cached": True, "user_checkpoint": True,
+        "top1": top1, "top5": top5, "evaluated": when, "cached": True, "user_checkpoint": True,
         **({"source": f"run:{card['run_id']}"} if card is not None else {}),
     }
 
