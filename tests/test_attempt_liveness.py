@@ -164,3 +164,44 @@ def test_a_stall_seen_before_the_attempt_opened_its_record_fails_the_stored_reco
     stored = store.load(record["run_id"])
     assert stored["status"] == "failed" and stored["error"] == line
     assert [a["reason"] for a in stored["attempts"]] == ["timeout", "failed"]
+
+
+def test_the_saved_position_reads_the_step_of_a_step_checkpoint(tmp_path):
+    # A stop signal saves the step in progress (kdbench.train.checkpoint): an attempt that saved steps 1..S of
+    # epoch E+1 made progress, and the position says so, read without loading the checkpoint's tensors.
+    import torch
+
+    from kdbench.store.liveness import saved_position
+    from kdbench.store.records import RunStore
+    from kdbench.train import rng_state
+    from kdbench.train.checkpoint import StepPosition, save_checkpoint
+
+    store, run_id = RunStore(tmp_path), "0123456789abcdef"
+    store.run_dir(run_id).mkdir(parents=True)
+    epoch = json.dumps({"epoch": 1, "top1": 10.0, "losses": {"ce": 2.0}})
+    store.metrics_path(run_id).write_text(epoch + "\n")
+    model = torch.nn.Linear(2, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    assert saved_position(store, run_id) == {"epoch": 1, "step": 0}  # no checkpoint yet
+    position = StepPosition(2, 7, 0.1, 0.1, {"ce": 1.0, "total": 1.0}, torch.tensor(3), 64, rng_state.capture())
+    save_checkpoint(store.checkpoint_path(run_id), model, opt, scaler, [], position)
+    assert saved_position(store, run_id) == {"epoch": 1, "step": 7}
+    save_checkpoint(store.checkpoint_path(run_id), model, opt, scaler, [])  # an epoch boundary's
+    assert saved_position(store, run_id) == {"epoch": 1, "step": 0}
+
+
+def test_a_one_process_run_saves_at_the_next_step_so_the_stall_line_asks_for_one_step():
+    spent = {"position": {"epoch": 29, "step": 0}, "startup_s": 20.0, "step_s": 0.5, "steps": 80,
+             "steps_per_epoch": 120, "saves_steps": True}
+    line = stall_line(2, "timeout", spent, 1)
+    assert "(1 step to the next save: 0 s)" in line, line
+
+
+def test_a_step_that_outlasts_the_attempt_asks_for_more_than_the_attempt_trained():
+    spent = {"position": {"epoch": 0, "step": 0}, "startup_s": 4.0, "step_s": None, "steps": 0,
+             "steps_per_epoch": None, "training_s": 46.0, "saves_steps": True}
+    line = stall_line(2, "timeout", spent, 1)
+    assert "no step finished in the 46.0 s after it" in line, line
+    # 4 s + 46 s + 10 s of evaluation and save = 60 s, with a quarter more: 75 s -> 2 minutes at least
+    assert line.endswith("--timeout-min 2 or more may let it progress"), line

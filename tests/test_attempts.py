@@ -21,7 +21,7 @@ def test_an_interruption_marks_the_record_and_the_next_attempt_carries_the_histo
     attempts.begin(first, None, store, {"torch_threads": 1})
     store.write(first)
     assert warning_reason() == "timeout"  # USR2 with no SIGTERM before it: the time limit's warning
-    store.metrics_path(first["run_id"]).write_text(json.dumps({"epoch": 1}) + "\n")
+    store.metrics_path(first["run_id"]).write_text(json.dumps({"epoch": 1, "top1": 10.0, "losses": {}}) + "\n")
     attempts.interrupt("timeout")  # what the USR2 / SIGTERM handlers call
     assert warning_reason() == "timeout"
     on_disk = store.load(first["run_id"])

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from kdbench.core import distributed
 from kdbench.store.liveness import (
     StartupClock,
     StepClock,
@@ -157,15 +158,19 @@ def stalled_so_far(store: RunStore, run_id: str, reason: str) -> tuple[int, dict
 
 def spent(position: dict[str, Any]) -> dict[str, Any]:
     """What this attempt spent so far: `startup_s` (None while still starting; then `starting_s`, the seconds
-    since the process started), `step_s`, `steps`, `steps_per_epoch`, and the saved `position`."""
+    since the process started), `step_s`, `steps`, `steps_per_epoch`, `training_s` (seconds since start-up ended),
+    and the saved `position`."""
     live = _live
     steps = live.steps if live is not None else None
     startup = live.startup if live is not None else None
     out: dict[str, Any] = {"position": position, "startup_s": None, "step_s": None, "steps": 0,
-                           "steps_per_epoch": None}
+                           "steps_per_epoch": None,
+                           # one process saves the step in progress on a stop signal; data-parallel ranks do not
+                           "saves_steps": distributed.world_size() == 1}
     if steps is not None and startup is not None and steps.t_first_epoch is not None:
         out["startup_s"] = (startup.phases.get("imports_s") or 0.0) + steps.t_first_epoch - startup.t0
-        out.update(steps=steps.steps, step_s=steps.step_s, steps_per_epoch=steps.steps_per_epoch)
+        out.update(steps=steps.steps, step_s=steps.step_s, steps_per_epoch=steps.steps_per_epoch,
+                   training_s=time.perf_counter() - steps.t_first_epoch)  # a step in progress took this long, or more
         return out
     age = process_age_s()
     if startup is not None:

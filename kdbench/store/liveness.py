@@ -3,9 +3,8 @@
 A run under a time limit advances only by what it saves: an attempt that ends where the one before it left the run
 gained nothing, and a run whose start-up plus the work up to its next save no longer fits the limit would requeue
 forever. Each attempt's entry (kdbench.store.attempts) holds the run's saved position when it started and when it
-ended, `{"epoch": E, "step": S}`: E epochs completed and S steps of epoch E+1 saved. Until step checkpoints exist
-the saved position is always at an epoch boundary (step 0); a step checkpoint then only has to report its step
-(:func:`saved_position`), and everything below counts steps with no other change.
+ended, `{"epoch": E, "step": S}`: E epochs completed and S steps of epoch E+1 saved in a step-level checkpoint
+(kdbench.train.checkpoint: on a stop signal after the step in progress, or every --checkpoint-every-steps N).
 
 It also holds what the attempt measured: the seconds of each start-up phase (:class:`StartupClock`) and, from the
 engine's per-step reports (:class:`StepClock`), how many steps it took and how long one took. From these the line
@@ -22,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from kdbench.core.progress import Reporter
-from kdbench.store.records import RunStore
+from kdbench.core.storage import inside
+from kdbench.store.records import RunStore, UnreadableHistory
+from kdbench.train.checkpoint import saved_step
 
 # Test-only: seconds each training step is held back, so that a tiny run's epoch outlasts a short time limit (the
 # SLURM test of a stalled run); a sleep changes no number and leaves the shared CPUs to the other jobs.
@@ -33,18 +34,21 @@ STALLED_ATTEMPTS_TO_FAIL = 2
 
 
 def epochs_done(store: RunStore, run_id: str) -> int:
-    """Epochs with a line in metrics.jsonl (the engine rewrites it after every epoch)."""
-    path = store.metrics_path(run_id)
+    """Epochs with a line in metrics.jsonl (the engine rewrites it after every epoch); read bounded and never
+    through a link out of the results folder (RunStore.read_history), 0 when it cannot be read."""
     try:
-        return sum(1 for line in path.read_text().splitlines() if line.strip())
-    except OSError:
+        return len(store.read_history(run_id))
+    except UnreadableHistory:
         return 0
 
 
 def saved_position(store: RunStore, run_id: str) -> dict[str, int]:
-    """Where a resumed attempt would start: epochs completed (each with its checkpoint) and the step saved within
-    the next epoch (0 until the engine saves steps)."""
-    return {"epoch": epochs_done(store, run_id), "step": 0}
+    """Where a resumed attempt would start: epochs completed (each with its checkpoint) and the steps of the next
+    epoch saved in a step-level checkpoint (kdbench.train.checkpoint; 0 when the checkpoint is an epoch's)."""
+    done = epochs_done(store, run_id)
+    path = store.checkpoint_path(run_id)
+    step = saved_step(path) if path.is_file() and inside(store.root / "runs", path) else None
+    return {"epoch": done, "step": step[1] if step is not None and step[0] == done + 1 else 0}
 
 
 def _key(position: dict[str, Any] | None) -> tuple[int, int] | None:

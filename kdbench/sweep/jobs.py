@@ -72,10 +72,12 @@ class RunJob(submitit.helpers.Checkpointable):
         if _global_rank() != 0:
             return None
         from kdbench.sweep.signals import defer_checkpoint_signal, install_sigterm_handler
+        from kdbench.sweep.time_limits import signal_delay_s
 
         if os.environ.get("SLURM_JOB_ID"):  # not in the debug executor's own process: it must still die on SIGTERM
             install_sigterm_handler()
-            defer_checkpoint_signal()  # submitit's USR2 handler: after the step in progress is saved
+            # submitit's USR2 handler: after the step in progress is saved, or half the warning's lead at most
+            defer_checkpoint_signal(wait_s=signal_delay_s(self.timeout_min or 60) / 2)
         _set_threads(self.threads)
         config = RunConfig.from_dict(self.config)
         reporter = _reporter()

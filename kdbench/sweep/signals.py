@@ -63,17 +63,32 @@ def install_sigterm_handler() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
-def defer_checkpoint_signal(signum: int = signal.SIGUSR2) -> None:
+def defer_checkpoint_signal(signum: int = signal.SIGUSR2, wait_s: float = 30.0) -> None:
     """Run the handler installed for `signum` (submitit's checkpoint signal: checkpoint, requeue, exit) at the end
-    of the optimizer step in progress, after its step checkpoint is saved; at once outside an epoch's steps."""
+    of the optimizer step in progress, after its step checkpoint is saved; at once outside an epoch's steps.
+
+    A step that has not ended `wait_s` seconds after the signal is not waited for any longer: the handler runs then
+    (the job requeues from the last save), since SLURM kills the job at its limit whatever it is doing, and a job
+    killed before submitit's handler ran is never requeued at all."""
     original = signal.getsignal(signum)
     if not callable(original) or getattr(original, "deferred_to_step_end", False):
         return  # no handler of submitit's (a plain process), or deferred already (several runs in one job)
     handler: Callable[[int, FrameType | None], Any] = original
 
     def deferred(sig: int, frame: FrameType | None) -> None:
-        if not stop_request.request(lambda: handler(sig, frame)):
+        acted: list[bool] = []
+
+        def act() -> None:  # once: at the step's end, or when the step overruns its share of the grace
+            if not acted:
+                acted.append(True)
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                handler(sig, frame)
+
+        if not stop_request.request(act):
             handler(sig, frame)
+            return
+        signal.signal(signal.SIGALRM, lambda *_: act())
+        signal.setitimer(signal.ITIMER_REAL, max(wait_s, 0.001))
 
     deferred.deferred_to_step_end = True  # type: ignore[attr-defined]
     signal.signal(signum, deferred)

@@ -29,8 +29,11 @@ def timeout_min_for(need_s: float) -> int:
 
 
 def steps_to_next_save(spent: dict[str, Any]) -> int | None:
-    """Steps an attempt must take from its saved position before anything more is saved: the rest of the epoch
-    (the engine saves at epoch ends)."""
+    """Steps an attempt must take from its saved position before anything more is saved: one where the engine
+    saves the step in progress on the time limit's signal (a one-process run: kdbench.train.checkpoint), else the
+    rest of the epoch (a data-parallel run saves at epoch ends)."""
+    if spent.get("saves_steps"):
+        return 1
     per_epoch = spent.get("steps_per_epoch")
     if not per_epoch:
         return None
@@ -52,10 +55,13 @@ def stall_line(stalled: int, reason: str, spent: dict[str, Any], timeout_min: fl
                 f"{timeout_min_for(need * MARGIN)} or more may let it progress")
     steps = steps_to_next_save(spent)
     if step_s is None or steps is None:
-        return (f"{head}: start-up took {startup_s:.1f} s and no step finished after it in the last attempt; "
-                f"--timeout-min {timeout_min_for((startup_s + SAVE_FLOOR_S) * MARGIN * 2)} or more may let it "
-                "progress")
+        # Not one step ended: a step takes longer than the attempt trained, which is all that is known of it.
+        training_s = spent.get("training_s") or 0.0
+        need = startup_s + training_s + SAVE_FLOOR_S
+        return (f"{head}: start-up took {startup_s:.1f} s and no step finished in the {training_s:.1f} s after it "
+                f"in the last attempt; --timeout-min {timeout_min_for(need * MARGIN)} or more may let it progress")
     need = startup_s + steps * step_s + SAVE_FLOOR_S
+    steps_text = f"{steps} step{'s' if steps != 1 else ''}"
     return (f"{head}: start-up took {startup_s:.1f} s and one step {step_s:.2f} s in the last attempt "
-            f"({steps} steps to the next save: {steps * step_s:.0f} s); --timeout-min {timeout_min_for(need * MARGIN)} "
+            f"({steps_text} to the next save: {steps * step_s:.0f} s); --timeout-min {timeout_min_for(need * MARGIN)} "
             "would let it progress")

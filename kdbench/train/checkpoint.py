@@ -22,6 +22,7 @@ from scratch (with a warning) when it is refused, unless the run asked to stop i
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,24 @@ class StepPosition:
             raise ValueError("not a step position")
         return cls(state["epoch"], state["step"], state["lr_first"], state["lr_last"],
                    dict(zip(names, sums.numpy(), strict=True)), state["correct"], state["seen"], state["rng"])
+
+
+def saved_step(path: Path) -> tuple[int, int] | None:
+    """(epoch, step) of the step-level checkpoint at `path` (the epoch it is inside, the steps of it done), read
+    with its tensors memory-mapped rather than loaded; None for an epoch-boundary checkpoint, none, or a file the
+    safe loader refuses. For a run's liveness (kdbench.store.liveness), which asks at every attempt's end."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - missing, refused or damaged: no step saved that a resume could use
+        return None
+    inner = state.get(STEP_KEY) if isinstance(state, dict) else None
+    if not isinstance(inner, dict):
+        return None
+    epoch, step = inner.get("epoch"), inner.get("step")
+    ok = isinstance(epoch, int) and isinstance(step, int) and not isinstance(epoch, bool) and epoch >= 1 and step >= 1
+    return (epoch, step) if ok else None
 
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
