@@ -131,8 +131,8 @@ MDISTILLER_IMAGENET = Recipe(
     eval_batch_size=256,
 )
 # torchdistill (yoshitomo-matsubara/torchdistill, configs/official/ilsvrc2012/yoshitomo-matsubara/rrpr2020/
-# kd-resnet18_from_resnet34.yaml, train:): SGD 0.9, batch 256 (its train_data_loader, per process under its
-# distributed launch), lr 0.1 ×0.1 after epochs 30/60/90 (MultiStepLR) of 100, weight decay 1e-4.
+# kd-resnet18_from_resnet34.yaml, train:): SGD 0.9, batch 256 (its train_data_loader), lr 0.1 ×0.1 after epochs
+# 30/60/90 (MultiStepLR) of 100, weight decay 1e-4; its README's numbers are from 1 GPU or from 3 with -adjust_lr.
 TORCHDISTILL_IMAGENET = Recipe(
     name="torchdistill-imagenet", epochs=100, batch_size=256, lr=0.1, optimizer="sgd", momentum=0.9,
     weight_decay=1e-4, schedule="multistep", milestones=(30, 60, 90), gamma=0.1, augment="rrc-flip",
