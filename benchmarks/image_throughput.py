@@ -1,0 +1,136 @@
+"""JPEG decode + ImageNet augmentation, images/s per CPU core: kdbench's `imagenet` loader against torchvision's
+ImageFolder with the same transforms, at the same worker counts, in one run.
+
+    python benchmarks/image_throughput.py [--images 2000] [--size 500x375] [--workers 0,2] [--batch-size 64]
+                                          [--epochs 2] [--threads 1]
+
+Writes `--images` JPEGs of ImageNet's typical size (500 × 375, quality 90, smooth gradients plus noise so that
+they compress like photographs rather than flat colour) into an ILSVRC2012 tree, then times whole epochs of:
+- kdbench: `build_dataset("imagenet")` with its recipe's augmentation (keyed RandomResizedCrop(224) + flip,
+  torchvision.io's libjpeg-turbo decoder, fused uint8 → float normalisation) through `make_train_loader`;
+- torchvision: `ImageFolder` (PIL loader, `convert("RGB")`) + RandomResizedCrop(224), RandomHorizontalFlip,
+  ToTensor, Normalize, through a DataLoader with the same batch size, workers, shuffling and prefetch.
+The first epoch (forking workers, cold page cache) is reported apart; "steady" is the mean of the others. Per-core
+rates divide by the worker count (by 1 with 0 workers: the main process decodes). The ratio is kdbench / torchvision
+at each worker count. No model runs: only loading is timed. Nothing is asserted about speed (machines are shared);
+tests/test_image_throughput_benchmark.py runs this on a few images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kdbench.data import build_dataset, get_dataset_spec  # noqa: E402
+from kdbench.data.imagenet import imagenet_wnids  # noqa: E402
+from kdbench.data.loaders import make_train_loader  # noqa: E402
+from kdbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+
+
+def write_tree(root: Path, images: int, size: tuple[int, int], classes: int = 10, seed: int = 0) -> Path:
+    """`imagenet/train/<wnid>/*.JPEG` (images spread over `classes` real wnids) and one val image per class."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    wnids = imagenet_wnids()[:: 1000 // classes][:classes]
+    base = root / "imagenet"
+    for i in range(images):
+        a, b, c = rng.uniform(0.2, 2.0, 3)
+        img = np.stack([np.sin(xx / (37 * a) + yy / (53 * b)), np.cos(yy / (41 * c)), np.sin((xx + yy) / (29 * a))])
+        img = (img.transpose(1, 2, 0) * 90 + 128 + rng.normal(0, 12, (h, w, 3))).clip(0, 255).astype(np.uint8)
+        folder = base / "train" / wnids[i % classes]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"{wnids[i % classes]}_{i}.JPEG", quality=90)
+    for wnid in wnids:
+        (base / "val" / wnid).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(base / "val" / wnid / "v.JPEG")
+    return base
+
+
+def torchvision_loader(train_dir: Path, batch_size: int, workers: int) -> torch.utils.data.DataLoader:
+    from torchvision import datasets, transforms
+
+    pipeline = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
+                                   transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return torch.utils.data.DataLoader(datasets.ImageFolder(str(train_dir), pipeline), batch_size=batch_size,
+                                       shuffle=True, drop_last=True, num_workers=workers,
+                                       prefetch_factor=4 if workers else None)
+
+
+def time_epochs(loader, epochs: int) -> tuple[float, float, tuple[int, ...]]:
+    """(first epoch images/s, mean of the others, one batch's shape)."""
+    rates, shape = [], ()
+    for epoch in range(1, epochs + 1):
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        t0, n = time.perf_counter(), 0
+        for batch in loader:
+            n += batch[0].shape[0]
+            shape = tuple(batch[0].shape)
+        rates.append(n / (time.perf_counter() - t0))
+    steady = rates[1:] or rates
+    return rates[0], sum(steady) / len(steady), shape
+
+
+def measure(root: Path, workers: list[int], batch_size: int, epochs: int) -> list[dict]:
+    """One row per (pipeline, workers): images/s first and steady, per core, and the batch shape."""
+    augment = get_dataset_spec("imagenet").recipe.augment
+    data = build_dataset("imagenet", None, root, augment)
+    rows = []
+    for w in workers:
+        for name, loader in (
+            ("kdbench", make_train_loader(data.train, batch_size, seed=0, device=torch.device("cpu"), num_workers=w)),
+            ("torchvision", torchvision_loader(root / "imagenet" / "train", batch_size, w)),
+        ):
+            first, steady, shape = time_epochs(loader, epochs)
+            rows.append({"pipeline": name, "workers": w, "first": first, "steady": steady,
+                         "per_core": steady / max(w, 1), "shape": shape})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| workers | kdbench img/s | torchvision img/s | kdbench / torchvision | kdbench img/s per core |",
+             "|--:|--:|--:|--:|--:|"]
+    for w in dict.fromkeys(r["workers"] for r in rows):
+        ours = next(r for r in rows if r["workers"] == w and r["pipeline"] == "kdbench")
+        theirs = next(r for r in rows if r["workers"] == w and r["pipeline"] == "torchvision")
+        lines.append(f"| {w} | {ours['steady']:,.0f} | {theirs['steady']:,.0f} | "
+                     f"{ours['steady'] / theirs['steady']:.2f}× | {ours['per_core']:,.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--size", default="500x375", help="W x H of the generated JPEGs")
+    ap.add_argument("--workers", default="0,2", help="comma-separated DataLoader worker counts")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the main process")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    workers = [int(v) for v in args.workers.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_tree(root, args.images, (w, h))
+        rows = measure(root, workers, args.batch_size, args.epochs)
+    print(f"{args.images} JPEGs {w}×{h}, batch {args.batch_size}, {args.epochs} epochs (first apart), "
+          f"torch threads {torch.get_num_threads()}")
+    for r in rows:
+        print(f"{r['pipeline']:<12} workers {r['workers']}: first epoch {r['first']:,.0f}/s, "
+              f"steady {r['steady']:,.0f}/s, batch {r['shape']}")
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
