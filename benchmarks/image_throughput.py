@@ -10,6 +10,10 @@ they compress like photographs rather than flat colour) into an ILSVRC2012 tree,
   torchvision.io's libjpeg-turbo decoder, fused uint8 → float normalisation) through `make_train_loader`;
 - torchvision: `ImageFolder` (PIL loader, `convert("RGB")`) + RandomResizedCrop(224), RandomHorizontalFlip,
   ToTensor, Normalize, through a DataLoader with the same batch size, workers, shuffling and prefetch.
+With `--gpu-decode` (a CUDA device only; refused in one line without one) a third pipeline is timed:
+- kdbench-gpu-decode: loader workers only read the files' bytes; the main process decodes each batch with
+  torchvision.io.decode_jpeg on the GPU (nvJPEG), then applies the same keyed RandomResizedCrop, flip and
+  normalisation there — the crops kdbench's CPU path draws, on the device.
 The first epoch (forking workers, cold page cache) is reported apart; "steady" is the mean of the others. Per-core
 rates divide by the worker count (by 1 with 0 workers: the main process decodes). The ratio is kdbench / torchvision
 at each worker count. No model runs: only loading is timed. Nothing is asserted about speed (machines are shared);
@@ -31,9 +35,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kdbench.data import build_dataset, get_dataset_spec  # noqa: E402
+from kdbench.data.augment import SampleKey  # noqa: E402
 from kdbench.data.imagenet import imagenet_wnids  # noqa: E402
 from kdbench.data.loaders import make_train_loader  # noqa: E402
-from kdbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from kdbench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Pipeline  # noqa: E402
+
+GPU_DECODE_REFUSED = ("image_throughput: --gpu-decode needs a CUDA device (torchvision.io.decode_jpeg on CUDA) and "
+                      "none is visible; leave the option out to time the CPU pipelines")
 
 
 def write_tree(root: Path, images: int, size: tuple[int, int], classes: int = 10, seed: int = 0) -> Path:
@@ -66,6 +74,50 @@ def torchvision_loader(train_dir: Path, batch_size: int, workers: int) -> torch.
                                        prefetch_factor=4 if workers else None)
 
 
+class FileBytes(torch.utils.data.Dataset):
+    """A split's files as raw bytes (uint8 1-D tensors) with their index: what the GPU-decode path's workers do."""
+
+    def __init__(self, files) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from torchvision.io import read_file
+
+        return read_file(str(self.files[index])), index
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+class GpuDecodeLoader:
+    """Batches of the training split decoded on `device` by nvJPEG, then cropped, flipped and normalised there
+    with the keyed steps of the dataset's own pipeline (the same crops as its CPU path)."""
+
+    def __init__(self, train, batch_size: int, workers: int, device: torch.device, seed: int = 0) -> None:
+        self.steps: Pipeline = train.transform
+        self.device, self.seed, self.epoch = device, seed, 1
+        self.sampler = self  # time_epochs calls sampler.set_epoch
+        self.loader = torch.utils.data.DataLoader(FileBytes(train.files), batch_size=batch_size, shuffle=True,
+                                                  drop_last=True, num_workers=workers, collate_fn=_as_list,
+                                                  prefetch_factor=4 if workers else None)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        for batch in self.loader:
+            images = decode_jpeg([data for data, _ in batch], mode=ImageReadMode.RGB, device=self.device)
+            out = torch.stack([self.steps(image, SampleKey(self.seed, self.epoch, index))
+                               for image, (_, index) in zip(images, batch, strict=True)])
+            yield out, None
+
+
 def time_epochs(loader, epochs: int) -> tuple[float, float, tuple[int, ...]]:
     """(first epoch images/s, mean of the others, one batch's shape)."""
     rates, shape = [], ()
@@ -81,16 +133,19 @@ def time_epochs(loader, epochs: int) -> tuple[float, float, tuple[int, ...]]:
     return rates[0], sum(steady) / len(steady), shape
 
 
-def measure(root: Path, workers: list[int], batch_size: int, epochs: int) -> list[dict]:
+def measure(root: Path, workers: list[int], batch_size: int, epochs: int, gpu_decode: bool = False) -> list[dict]:
     """One row per (pipeline, workers): images/s first and steady, per core, and the batch shape."""
     augment = get_dataset_spec("imagenet").recipe.augment
     data = build_dataset("imagenet", None, root, augment)
     rows = []
     for w in workers:
-        for name, loader in (
+        pipelines = [
             ("kdbench", make_train_loader(data.train, batch_size, seed=0, device=torch.device("cpu"), num_workers=w)),
             ("torchvision", torchvision_loader(root / "imagenet" / "train", batch_size, w)),
-        ):
+        ]
+        if gpu_decode:
+            pipelines.append(("kdbench-gpu-decode", GpuDecodeLoader(data.train, batch_size, w, torch.device("cuda"))))
+        for name, loader in pipelines:
             first, steady, shape = time_epochs(loader, epochs)
             rows.append({"pipeline": name, "workers": w, "first": first, "steady": steady,
                          "per_core": steady / max(w, 1), "shape": shape})
@@ -105,6 +160,9 @@ def table(rows: list[dict]) -> str:
         theirs = next(r for r in rows if r["workers"] == w and r["pipeline"] == "torchvision")
         lines.append(f"| {w} | {ours['steady']:,.0f} | {theirs['steady']:,.0f} | "
                      f"{ours['steady'] / theirs['steady']:.2f}× | {ours['per_core']:,.0f} |")
+    for r in rows:
+        if r["pipeline"] == "kdbench-gpu-decode":
+            lines.append(f"| {r['workers']} (GPU decode) | {r['steady']:,.0f} | | | |")
     return "\n".join(lines)
 
 
@@ -116,14 +174,18 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the main process")
+    ap.add_argument("--gpu-decode", action="store_true", help="also time nvJPEG decoding on the GPU (CUDA only)")
     args = ap.parse_args()
+    if args.gpu_decode and not torch.cuda.is_available():
+        print(GPU_DECODE_REFUSED, file=sys.stderr)
+        raise SystemExit(2)
     torch.set_num_threads(args.threads)
     w, h = (int(v) for v in args.size.lower().split("x"))
     workers = [int(v) for v in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_tree(root, args.images, (w, h))
-        rows = measure(root, workers, args.batch_size, args.epochs)
+        rows = measure(root, workers, args.batch_size, args.epochs, args.gpu_decode)
     print(f"{args.images} JPEGs {w}×{h}, batch {args.batch_size}, {args.epochs} epochs (first apart), "
           f"torch threads {torch.get_num_threads()}")
     for r in rows:

@@ -24,3 +24,18 @@ def test_benchmark_times_both_pipelines_on_the_same_batches(tmp_path):
     assert rows[0]["shape"] == rows[1]["shape"] == (4, 3, 224, 224)
     assert all(r["steady"] > 0 for r in rows)
     assert "kdbench / torchvision" in bench.table(rows) and "×" in bench.table(rows)
+
+
+def test_gpu_decode_is_refused_in_one_line_without_cuda(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, str(BENCH), "--gpu-decode", "--images", "4"], capture_output=True,
+                          text=True, timeout=120, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "image_throughput: --gpu-decode needs a CUDA device (torchvision.io.decode_jpeg on CUDA) and none is "
+        "visible; leave the option out to time the CPU pipelines"]
+    assert done.stdout == ""  # refused before writing or timing anything
