@@ -129,3 +129,15 @@ def test_run_end_to_end_on_the_fixture(in_process, dirs):
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["status"] == "completed"
+
+
+def test_torchvision_meta_bin_labels_a_flat_val_in_image_order(tmp_path):
+    # torchvision.datasets.ImageNet writes meta.bin = (wnid → class names, val wnids in image order) from the
+    # devkit; a tree prepared by it once is read through its own load_meta_file.
+    base, truth = write_imagenet(tmp_path, labels="loc")
+    (base / "LOC_val_solution.csv").unlink()
+    val_wnids = [truth[f"ILSVRC2012_val_{n:08d}.JPEG"] for n in range(1, len(truth) + 1)]
+    torch.save(({w: (w,) for w in imagenet_wnids()}, val_wnids), base / "meta.bin")
+    data = build_dataset("imagenet", None, tmp_path)
+    assert data.notes["val_labels"] == "meta.bin"
+    assert _labels(data.test) == {name: imagenet_wnids().index(w) for name, w in truth.items()}
