@@ -14,9 +14,10 @@ With `--gpu-decode` (a CUDA device only; refused in one line without one) a thir
 - kdbench-gpu-decode: loader workers only read the files' bytes; the main process decodes each batch with
   torchvision.io.decode_jpeg on the GPU (nvJPEG), then applies the same keyed RandomResizedCrop, flip and
   normalisation there — the crops kdbench's CPU path draws, on the device.
-The first epoch (forking workers, cold page cache) is reported apart; "steady" is the mean of the others. Per-core
-rates divide by the worker count (by 1 with 0 workers: the main process decodes). The ratio is kdbench / torchvision
-at each worker count. No model runs: only loading is timed. Nothing is asserted about speed (machines are shared);
+The pipelines' epochs are interleaved, their order rotating each epoch. The first epoch (forking workers, cold
+page cache) is reported apart; "steady" is the median of the others. Per-core rates divide by the worker count (by 1
+with 0 workers: the main process decodes). The ratio, kdbench / torchvision at each worker count, is the median of
+the per-epoch ratios. No model runs: only loading is timed. Nothing is asserted about speed (machines are shared);
 tests/test_image_throughput_benchmark.py runs this on a few images.
 """
 
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 import torch
@@ -100,7 +102,7 @@ class GpuDecodeLoader:
     def __init__(self, train, batch_size: int, workers: int, device: torch.device, seed: int = 0) -> None:
         self.steps: Pipeline = train.transform
         self.device, self.seed, self.epoch = device, seed, 1
-        self.sampler = self  # time_epochs calls sampler.set_epoch
+        self.sampler = self  # time_epoch calls sampler.set_epoch
         self.loader = torch.utils.data.DataLoader(FileBytes(train.files), batch_size=batch_size, shuffle=True,
                                                   drop_last=True, num_workers=workers, collate_fn=_as_list,
                                                   prefetch_factor=4 if workers else None)
@@ -118,23 +120,21 @@ class GpuDecodeLoader:
             yield out, None
 
 
-def time_epochs(loader, epochs: int) -> tuple[float, float, tuple[int, ...]]:
-    """(first epoch images/s, mean of the others, one batch's shape)."""
-    rates, shape = [], ()
-    for epoch in range(1, epochs + 1):
-        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        t0, n = time.perf_counter(), 0
-        for batch in loader:
-            n += batch[0].shape[0]
-            shape = tuple(batch[0].shape)
-        rates.append(n / (time.perf_counter() - t0))
-    steady = rates[1:] or rates
-    return rates[0], sum(steady) / len(steady), shape
+def time_epoch(loader, epoch: int) -> tuple[float, tuple[int, ...]]:
+    """One epoch's images/s and one batch's shape."""
+    if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+        loader.sampler.set_epoch(epoch)
+    t0, n, shape = time.perf_counter(), 0, ()
+    for batch in loader:
+        n += batch[0].shape[0]
+        shape = tuple(batch[0].shape)
+    return n / (time.perf_counter() - t0), shape
 
 
 def measure(root: Path, workers: list[int], batch_size: int, epochs: int, gpu_decode: bool = False) -> list[dict]:
-    """One row per (pipeline, workers): images/s first and steady, per core, and the batch shape."""
+    """One row per (pipeline, workers): images/s of the first epoch and the median of the others, per core, the
+    median of the per-epoch ratios to torchvision, and the batch shape. The pipelines' epochs are interleaved (the
+    order rotating each epoch), so that a shared machine's changing load falls on all of them alike."""
     augment = get_dataset_spec("imagenet").recipe.augment
     data = build_dataset("imagenet", None, root, augment)
     rows = []
@@ -145,10 +145,18 @@ def measure(root: Path, workers: list[int], batch_size: int, epochs: int, gpu_de
         ]
         if gpu_decode:
             pipelines.append(("kdbench-gpu-decode", GpuDecodeLoader(data.train, batch_size, w, torch.device("cuda"))))
-        for name, loader in pipelines:
-            first, steady, shape = time_epochs(loader, epochs)
-            rows.append({"pipeline": name, "workers": w, "first": first, "steady": steady,
-                         "per_core": steady / max(w, 1), "shape": shape})
+        rates: dict[str, list[float]] = {name: [] for name, _ in pipelines}
+        shapes: dict[str, tuple[int, ...]] = {}
+        for epoch in range(1, epochs + 1):
+            turn = (epoch - 1) % len(pipelines)
+            for name, loader in pipelines[turn:] + pipelines[:turn]:
+                rate, shapes[name] = time_epoch(loader, epoch)
+                rates[name].append(rate)
+        for name, _ in pipelines:
+            steady = rates[name][1:] or rates[name]
+            ratios = [a / b for a, b in zip(steady, rates["torchvision"][1:] or rates["torchvision"], strict=True)]
+            rows.append({"pipeline": name, "workers": w, "first": rates[name][0], "steady": median(steady),
+                         "per_core": median(steady) / max(w, 1), "ratio": median(ratios), "shape": shapes[name]})
     return rows
 
 
@@ -159,10 +167,10 @@ def table(rows: list[dict]) -> str:
         ours = next(r for r in rows if r["workers"] == w and r["pipeline"] == "kdbench")
         theirs = next(r for r in rows if r["workers"] == w and r["pipeline"] == "torchvision")
         lines.append(f"| {w} | {ours['steady']:,.0f} | {theirs['steady']:,.0f} | "
-                     f"{ours['steady'] / theirs['steady']:.2f}× | {ours['per_core']:,.0f} |")
+                     f"{ours['ratio']:.2f}× | {ours['per_core']:,.0f} |")
     for r in rows:
         if r["pipeline"] == "kdbench-gpu-decode":
-            lines.append(f"| {r['workers']} (GPU decode) | {r['steady']:,.0f} | | | |")
+            lines.append(f"| {r['workers']} (GPU decode) | {r['steady']:,.0f} | | {r['ratio']:.2f}× | |")
     return "\n".join(lines)
 
 
