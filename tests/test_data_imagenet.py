@@ -144,3 +144,14 @@ def test_torchvision_meta_bin_labels_a_flat_val_in_image_order(tmp_path):
     data = build_dataset("imagenet", None, tmp_path)
     assert data.notes["val_labels"] == "meta.bin"
     assert _labels(data.test) == {name: imagenet_wnids().index(w) for name, w in truth.items()}
+
+
+def test_the_documented_command_selects_torchdistills_recipe(in_process, dirs):
+    # docs/reproducing.md: `--set recipe.name=torchdistill-imagenet --batch-size 256 --lr 0.1` is that recipe.
+    write_imagenet(dirs["data"])
+    result = in_process("run", "--method", "ce", "--student", "resnet18", "--dataset", "imagenet", "--data-root",
+                        str(dirs["data"]), "--set", "recipe.name=torchdistill-imagenet", "--batch-size", "256",
+                        "--lr", "0.1", "--dry-run", "--json")
+    assert result.returncode == 0, result.stderr
+    recipe = json.loads(result.stdout)["config"]["recipe"]
+    assert recipe == json.loads(json.dumps(IMAGENET_RECIPES["torchdistill-imagenet"].to_dict()))
