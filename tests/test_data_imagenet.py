@@ -74,7 +74,7 @@ def test_grayscale_and_cmyk_jpegs_decode_to_rgb(tmp_path):
     for name, mode in ((f"{first.name}_1.JPEG", "L"), (f"{first.name}_2.JPEG", "CMYK")):
         with Image.open(first / name) as im:
             assert im.mode == mode
-            rgb = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1)
+            rgb = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)
         image = decode_image_file(first / name)
         assert image.shape[0] == 3 and image.dtype == torch.uint8
         assert (image.int() - rgb.int()).abs().max() <= 2  # PIL's colour conversion (CMYK: not inverted)
