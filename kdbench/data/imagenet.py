@@ -176,7 +176,7 @@ def flat_val_labels(base: Path, val_dir: Path, files: list[str]) -> tuple[dict[s
     return classes, source
 
 
-def _class_index(classes: dict[str, list[str]], folder: Path) -> None:
+def _check_wnids(classes: dict[str, list[str]], folder: Path) -> None:
     known = set(imagenet_wnids())
     unknown = sorted(set(classes) - known)
     if unknown:
@@ -199,7 +199,7 @@ def build_imagenet(params: ImageNetParams, root: Path, augment: str) -> DataSpli
     train_classes = scan_class_folders(train_dir)
     if not train_classes:
         raise UserError(f"imagenet: no images in class folders under {train_dir}; " + where_to_put(base))
-    _class_index(train_classes, train_dir)
+    _check_wnids(train_classes, train_dir)
     flat = sorted(str(p) for p in val_dir.iterdir() if p.is_file() and is_image_file(p.name))
     if flat:
         val_classes, val_source = flat_val_labels(base, val_dir, flat)
@@ -207,7 +207,7 @@ def build_imagenet(params: ImageNetParams, root: Path, augment: str) -> DataSpli
         val_classes, val_source = scan_class_folders(val_dir), "class folders"
     if not val_classes:
         raise UserError(f"imagenet: no images in {val_dir}; " + where_to_put(base))
-    _class_index(val_classes, val_dir)
+    _check_wnids(val_classes, val_dir)
     index = {wnid: i for i, wnid in enumerate(imagenet_wnids())}
     # Sorted by class index so that file order is the same whichever way val/ is laid out.
     train = flatten(dict(sorted(train_classes.items())), index)
