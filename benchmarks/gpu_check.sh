@@ -23,4 +23,12 @@ if ! "$PYTHON" -c "import importlib.util as u, sys; sys.exit(not all(u.find_spec
     "(pip install -e . ; offline: pip install --no-deps --no-build-isolation -e .), or set PYTHON" >&2
   exit 2
 fi
+# nvJPEG decoding on the GPU (torchvision.io.decode_jpeg) + the imagenet set's keyed crops there, timed beside the
+# CPU pipelines on 400 generated JPEGs (benchmarks/image_throughput.py --gpu-decode; under a minute). Only where
+# nvidia-smi sees a GPU: without one, gpu_check.py below says so.
+if [[ " $* " != *" --cpu-dry-run "* ]] && command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+  rc=0
+  "$PYTHON" benchmarks/image_throughput.py --gpu-decode --images 400 --workers 0,4 --epochs 2 || rc=$?
+  if [ "$rc" = 1 ]; then echo "gpu_check: benchmarks/image_throughput.py --gpu-decode failed" >&2; exit 1; fi
+fi
 exec "$PYTHON" benchmarks/gpu_check.py "$@"

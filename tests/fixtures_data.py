@@ -126,3 +126,81 @@ def write_imagefolder(
             Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / "extra.png")
             (folder / "notes.txt").write_text("not an image")
     return base
+
+
+# ImageNet (ILSVRC2012): a few of the real 1000 wnids, in the devkit's true files. The devkit numbers its 1000
+# leaf synsets (ILSVRC2012_ID 1..1000) in its own order, not sorted-wnid order; the fixture numbers them by a
+# fixed permutation of the sorted list so that a reader that confused the two would give wrong labels, and adds
+# non-leaf synsets (num_children > 0, IDs above 1000) as meta.mat has.
+IMAGENET_FIXTURE_WNIDS = ("n01440764", "n01443537", "n02085620", "n04037443", "n15075141")
+
+
+def imagenet_devkit_ids(wnids: list[str]) -> dict[str, int]:
+    order = np.random.default_rng(37).permutation(len(wnids))
+    return {wnids[int(j)]: i + 1 for i, j in enumerate(order)}
+
+
+def _meta_mat(wnids: list[str]) -> bytes:
+    import io
+
+    import scipy.io
+
+    ids = imagenet_devkit_ids(wnids)
+    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children", "wordnet_height",
+              "num_train_images"]
+    rows = [(ids[w], w, f"words of {w}", "a gloss", 0, np.zeros((0,), np.uint8), 0, 1300) for w in wnids]
+    rows.sort(key=lambda r: r[0])
+    rows += [(1001, "n00001740", "entity", "the root", 2, np.array([1, 2], np.uint8), 18, 0),
+             (1002, "n99999999", "a parent", "inner node", 1, np.array([3], np.uint8), 1, 0)]
+    synsets = np.empty((len(rows), 1), dtype=[(f, object) for f in fields])
+    for i, row in enumerate(rows):
+        synsets[i, 0] = row
+    out = io.BytesIO()
+    scipy.io.savemat(out, {"synsets": synsets})
+    return out.getvalue()
+
+
+def write_imagenet(
+    root: Path, wnids: tuple[str, ...] = IMAGENET_FIXTURE_WNIDS, train_per_class: int = 2, val_images: int = 10,
+    val: str = "flat", labels: str = "devkit", size: tuple[int, int] = (64, 48), seed: int = 0,
+) -> tuple[Path, dict[str, str]]:
+    """`imagenet/train/<wnid>/<wnid>_<n>.JPEG` + `val/` flat (labels from the devkit archive `labels="devkit"`,
+    its extracted folder `"devkit-folder"` or Kaggle's `"loc"` CSV) or as class folders (`val="folders"`).
+    The first training image is grayscale and the second CMYK. Returns the base and val file name → wnid."""
+    import io
+    import tarfile
+
+    from kdbench.data.imagenet import imagenet_wnids
+
+    base = root / "imagenet"
+    rng = np.random.default_rng(seed)
+    for wnid in wnids:
+        (base / "train" / wnid).mkdir(parents=True, exist_ok=True)
+        for j in range(train_per_class):
+            _jpeg(base / "train" / wnid / f"{wnid}_{j + 1}.JPEG", rng, size)
+    first = base / "train" / wnids[0]
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0]), dtype=np.uint8), "L").save(first / f"{wnids[0]}_1.JPEG")
+    Image.new("CMYK", size, (0, 128, 255, 30)).save(first / f"{wnids[0]}_2.JPEG")
+    truth = {f"ILSVRC2012_val_{n:08d}.JPEG": wnids[int(rng.integers(len(wnids)))] for n in range(1, val_images + 1)}
+    for name, wnid in truth.items():
+        folder = base / "val" / (wnid if val == "folders" else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        _jpeg(folder / name, rng, size)
+    ids = imagenet_devkit_ids(list(imagenet_wnids()))
+    ground_truth = "".join(f"{ids[w]}\n" for w in truth.values()).encode()
+    meta = _meta_mat(list(imagenet_wnids()))
+    if labels == "loc":
+        rows = "".join(f"{Path(n).stem},{w} 1 2 30 40 {w} 5 6 7 8\n" for n, w in truth.items())
+        (base / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n" + rows)
+    elif labels == "devkit-folder":
+        data = base / "ILSVRC2012_devkit_t12" / "data"
+        data.mkdir(parents=True)
+        (data / "meta.mat").write_bytes(meta)
+        (data / "ILSVRC2012_validation_ground_truth.txt").write_bytes(ground_truth)
+    else:
+        with tarfile.open(base / "ILSVRC2012_devkit_t12.tar.gz", "w:gz") as tar:
+            for name, blob in (("meta.mat", meta), ("ILSVRC2012_validation_ground_truth.txt", ground_truth)):
+                info = tarfile.TarInfo(f"ILSVRC2012_devkit_t12/data/{name}")
+                info.size = len(blob)
+                tar.addfile(info, io.BytesIO(blob))
+    return base, truth

@@ -112,6 +112,18 @@ def flatten(classes: dict[str, list[str]], class_index: dict[str, int]) -> tuple
     return files, targets
 
 
+def image_file_splits(
+    train: tuple[list[str], list[int]], test: tuple[list[str], list[int]], num_classes: int, augment: str,
+    size: int, mean: tuple[float, ...], std: tuple[float, ...], crop_ratio: float, notes: dict,
+) -> DataSplits:
+    """(files, targets) of each split as image-file datasets: the `augment` pipeline for training, resize to
+    size / crop_ratio + centre crop for evaluation; decoded in loader workers (AUTO_WORKERS)."""
+    train_set = ImageFileDataset(*train, train_transform(augment, size, mean, std))
+    test_set = ImageFileDataset(*test, eval_transform(size, mean, std, crop_ratio=crop_ratio))
+    return DataSplits(train=train_set, test=test_set, num_classes=num_classes, in_chans=3, image_size=size,
+                      train_targets=train_set.targets, mean=mean, std=std, notes=notes, num_workers=AUTO_WORKERS)
+
+
 @dataclass(frozen=True)
 class ImageFolderParams:
     path: str = "imagefolder"  # absolute, or relative to the data root
@@ -153,23 +165,10 @@ def build_imagefolder(params: ImageFolderParams, root: Path, augment: str) -> Da
     if unknown:
         raise UserError(f"imagefolder: classes {unknown[:5]} of {test_dir} have no folder in {train_dir}")
     class_index = {name: i for i, name in enumerate(train_classes)}
-    train_files, train_targets = flatten(train_classes, class_index)
-    test_files, test_targets = flatten(test_classes, class_index)
-    size, mean, std = params.image_size, tuple(params.mean), tuple(params.std)
-    train = ImageFileDataset(train_files, train_targets, train_transform(augment, size, mean, std))
-    test = ImageFileDataset(test_files, test_targets, eval_transform(size, mean, std, crop_ratio=params.crop_ratio))
-    return DataSplits(
-        train=train,
-        test=test,
-        num_classes=len(class_index),
-        in_chans=3,
-        image_size=size,
-        train_targets=train.targets,
-        mean=mean,
-        std=std,
-        notes={
-            "split": f"folders {params.train_dir}/ and {params.test_dir}/ as given ({len(train):,}/{len(test):,})",
-            "classes": len(class_index),
-        },
-        num_workers=AUTO_WORKERS,
-    )
+    train = flatten(train_classes, class_index)
+    test = flatten(test_classes, class_index)
+    notes = {"split": f"folders {params.train_dir}/ and {params.test_dir}/ as given "
+                      f"({len(train[0]):,}/{len(test[0]):,})",
+             "classes": len(class_index)}
+    return image_file_splits(train, test, len(class_index), augment, params.image_size, tuple(params.mean),
+                             tuple(params.std), params.crop_ratio, notes)

@@ -119,3 +119,23 @@ def crd_schedule(name: str, *, augment: str, cifar_stem: bool) -> Recipe:
         schedule="multistep", milestones=(150, 180, 210), gamma=0.1, augment=augment, eval_batch_size=256,
         cifar_stem=cifar_stem,
     )
+
+
+# ImageNet-1k (ILSVRC2012) recipes, named after the code they come from; both train with RandomResizedCrop(224)
+# + flip and evaluate at resize 256 → centre crop 224 (the `imagenet` dataset's eval transform).
+# mdistiller (megvii-research/mdistiller, configs/imagenet/r34_r18/kd.yaml, SOLVER): SGD 0.9, batch 512, lr 0.2
+# ×0.1 after epochs 30/60/90 of 100, weight decay 1e-4 — the DKD / ReviewKD ImageNet tables' schedule.
+MDISTILLER_IMAGENET = Recipe(
+    name="mdistiller-imagenet", epochs=100, batch_size=512, lr=0.2, optimizer="sgd", momentum=0.9,
+    weight_decay=1e-4, schedule="multistep", milestones=(30, 60, 90), gamma=0.1, augment="rrc-flip",
+    eval_batch_size=256,
+)
+# torchdistill (yoshitomo-matsubara/torchdistill, configs/official/ilsvrc2012/yoshitomo-matsubara/rrpr2020/
+# kd-resnet18_from_resnet34.yaml, train:): SGD 0.9, batch 256 (its train_data_loader), lr 0.1 ×0.1 after epochs
+# 30/60/90 (MultiStepLR) of 100, weight decay 1e-4; its README's numbers are from 1 GPU or from 3 with -adjust_lr.
+TORCHDISTILL_IMAGENET = Recipe(
+    name="torchdistill-imagenet", epochs=100, batch_size=256, lr=0.1, optimizer="sgd", momentum=0.9,
+    weight_decay=1e-4, schedule="multistep", milestones=(30, 60, 90), gamma=0.1, augment="rrc-flip",
+    eval_batch_size=256,
+)
+IMAGENET_RECIPES = {r.name: r for r in (MDISTILLER_IMAGENET, TORCHDISTILL_IMAGENET)}

@@ -1,9 +1,11 @@
-"""Published CIFAR-100 results (top-1 %, test set) that kdbench compares itself against, shipped as data.
+"""Published CIFAR-100 and ImageNet-1k results (top-1 %, test set / ILSVRC2012 val) that kdbench compares itself
+against, shipped as data.
 
 `published.csv` holds one row per published number:
 
-- `paper`: `crd`, `dkd` or `hkd` (see PAPERS); `table`: where the number is printed (CRD: Table 1 = same
-  architecture, Table 2 = cross architecture; DKD and HKD: their authors' README).
+- `paper`: `crd`, `dkd`, `hkd`, `mdistiller` or `torchdistill` (see PAPERS); `table`: where the number is printed
+  (CRD: Table 1 = same architecture, Table 2 = cross architecture; the others: their authors' README). The
+  ImageNet rows (`mdistiller`, `torchdistill`) give top-1 only: no source found for their top-5.
 - `dataset`, `teacher`, `student`: kdbench names (the CRD codebase's `resnet8x4` is kdbench's `cifar_resnet8x4`).
 - `method`: a kdbench method name (`kd`, `fitnet`, `at`, `rkd`, `pkt`, `crd`, `crd+kd`, `dkd`, `rkd+kd`, `hkd`,
   `hkd+kd`). Two rows of each pair are not distillation methods, and are named as kdbench's leaderboard names
@@ -31,6 +33,8 @@ PAPERS = {
     "crd": "Tian, Krishnan, Isola 2020, Contrastive Representation Distillation (ICLR), Tables 1 and 2",
     "dkd": "Zhao et al. 2022, Decoupled Knowledge Distillation (CVPR), as in the mdistiller README",
     "hkd": "Zhou et al. 2021, Distilling Holistic Knowledge with Graph Neural Networks (ICCV), as in its README",
+    "mdistiller": "Zhao et al. 2022 (DKD) and KD on ImageNet-1k, as in the mdistiller README's ImageNet table",
+    "torchdistill": "Matsubara 2021, torchdistill (RRPR workshop), as in its ILSVRC2012 README",
 }
 COLUMNS = ("paper", "table", "dataset", "teacher", "student", "method", "top1", "std", "runs", "epoch", "source",
            "note")
