@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import timm
 import torch
+from deadline import deadline
 from safetensors.torch import save_file
 
 from kdbench.core.storage import sha256_file
-from tests.deadline import deadline
 
 NAME = "test_resnet.r160_in1k"
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -286,3 +286,32 @@ def test_kd_on_imagenet_runs_with_t1_and_half_weights(in_process, dirs):
         pytest.skip("the imagenet dataset is another branch's (issue #37 part 2)")
     params = _kd_params(in_process, dirs, ["--dataset", "imagenet"])
     assert params == {"temperature": 1.0, "w_ce": 0.5, "w_kd": 0.5}
+
+
+def test_kd_from_a_pretrained_resnet34_to_resnet18_on_imagenet_offline(offline_hf, dirs):
+    # Issue #37's `kdbench run --method kd --teacher resnet34.tv_in1k --student resnet18 --dataset imagenet
+    # --data-root FIXTURE`, end to end offline through the library call the command makes (kdbench.run; the CLI's
+    # own path for pretrained teachers is the test_resnet test above): the weights in a Hugging Face cache (drawn at
+    # random: this checks the path, not the accuracy), the data an ILSVRC2012 tree in the true layout (flat val/
+    # labelled by the devkit). The teacher's 1000-way head meets the dataset's 1000 sorted wnids; KD takes its
+    # ImageNet defaults. Inference is timed at batch 4, not the records' 256 (37 s of 224-px ResNet-18 on 2 cores).
+    from fixtures_data import write_imagenet
+
+    import kdbench
+
+    name, revision = "resnet34.tv_in1k", "89abcdef0123456789abcdef0123456789abcdef"
+    torch.manual_seed(0)
+    weights = offline_hf / "hub" / f"models--timm--{name}" / "snapshots" / revision / "model.safetensors"
+    weights.parent.mkdir(parents=True)
+    (weights.parents[2] / "refs").mkdir()
+    (weights.parents[2] / "refs" / "main").write_text(revision)
+    save_file({k: v.contiguous() for k, v in timm.create_model("resnet34").state_dict().items()}, str(weights))
+    write_imagenet(dirs["data"], train_per_class=1, val_images=5)
+    with deadline(300):
+        record = kdbench.run(method="kd", teacher=name, student="resnet18", dataset="imagenet", epochs=1,
+                             device="cpu", infer_batch_size=4, results_dir=dirs["results"], zoo_dir=dirs["zoo"],
+                             data_root=dirs["data"])
+    assert record["status"] == "completed" and record["config"]["teacher_ckpt_sha256"] == sha256_file(weights)
+    assert record["teacher_metrics"]["source"] == "timm pretrained"
+    assert record["teacher_metrics"]["pretrained"]["evaluated_on"]["num_images"] == 5
+    assert record["config"]["method_params"] == {"temperature": 1.0, "w_ce": 0.5, "w_kd": 0.5}
