@@ -180,7 +180,17 @@ def test_every_sweep_option_has_a_check():
     assert set(OPTION_KEYS) == fields | {"executor", "max_runs"}
 
 
-def test_the_shipped_sweep_files_pass_their_checks(dirs, in_process):
+def test_the_shipped_sweep_files_pass_their_checks(dirs, in_process, tmp_path, monkeypatch):
+    # A pretrained teacher's weights are hashed into its runs' ids, so a dry run needs the files: stand-ins in a
+    # Hugging Face cache (a dry run hashes them; it never loads them), offline.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("resnet34.tv_in1k", "resnet50.tv_in1k"):
+        snapshot = tmp_path / "hf" / "hub" / f"models--timm--{name}" / "snapshots" / ("0" * 40)
+        snapshot.mkdir(parents=True)
+        (snapshot.parents[1] / "refs").mkdir()
+        (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+        (snapshot / "model.safetensors").write_bytes(name.encode())
     repo = Path(__file__).resolve().parent.parent
     for sweep in sorted((repo / "slurm" / "sweeps").glob("*.yaml")):
         done = in_process("sweep", "--config", str(sweep), "--dry-run", "--executor", "local", "--json")

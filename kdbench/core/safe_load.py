@@ -47,17 +47,18 @@ class UnsafeCheckpointError(UnusableCheckpointError):
         self.reason = reason  # the loader's own words (e.g. which global the pickle asked for), for debugging
 
 
-def load_plain_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_plain_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     """The dict saved in the torch file `path`, loaded on the CPU by the safe (weights-only) unpickler.
 
     Raises `UnsafeCheckpointError` when the unpickler refuses the file (it asks for any other object: a crafted
     pickle, a pickled model class) or the file is not a readable torch file, or holds something else than a dict.
+    `mmap`: map the tensors' storage from the file instead of reading it (for a caller that reads a few numbers).
     """
     path = Path(path)
     try:
         with warnings.catch_warnings():  # torch warns about odd pickles it then refuses: the refusal is the news
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except OSError as e:  # missing, unreadable: not a question of content
         raise UnusableCheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from None
     except Exception as e:  # noqa: BLE001 - any failure to decode the file means it is not one we can use

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -115,6 +116,9 @@ def stop_on_sigterm() -> Iterator[None]:
         if not stop_request.request(stop):
             stop()
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler (a caller running kdbench in a thread keeps its own)
+        return
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield

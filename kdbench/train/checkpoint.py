@@ -22,7 +22,6 @@ from scratch (with a warning) when it is refused, unless the run asked to stop i
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,9 +85,7 @@ def saved_step(path: Path) -> tuple[int, int] | None:
     with its tensors memory-mapped rather than loaded; None for an epoch-boundary checkpoint, none, or a file the
     safe loader refuses. For a run's liveness (kdbench.store.liveness), which asks at every attempt's end."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        state = load_plain_checkpoint(path, mmap=True)  # the safe loader's refusals are errors like any other here
     except Exception:  # noqa: BLE001 - missing, refused or damaged: no step saved that a resume could use
         return None
     inner = state.get(STEP_KEY) if isinstance(state, dict) else None
