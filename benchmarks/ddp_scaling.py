@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 
 
 def default_worlds(device: str) -> list[int]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 
 
 def zoo_teacher() -> Path | None:

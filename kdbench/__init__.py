@@ -24,7 +24,7 @@ __all__ = ["create_teacher", "get_method", "leaderboard", "list_methods", "load_
 def __getattr__(name: str) -> Any:
     # Lazy: `import kdbench` stays cheap (no torch/timm import) until a function is used.
     if name == "run":
-        from kdbench.execute.runner import run
+        from kdbench.execute.api import run
 
         return run
     if name in ("list_methods", "get_method"):

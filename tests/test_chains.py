@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kdbench.core.errors import UserError
+from kdbench.execute.api import run
 from kdbench.execute.resolve import RunOptions, resolve_config
-from kdbench.execute.runner import run
 from kdbench.store.records import RunStore
 from kdbench.sweep.chains import local_shares, parse_chains
 from kdbench.sweep.saved_sweep import load_saved_sweep

@@ -2,7 +2,7 @@
 
 The commands' CLI behaviour is tested end to end in test_cli*.py and test_sweep*.py; these tests pin the logic
 of the pieces in between: which flags count as "not given" (so a sweep file's value holds), how a file and the
-flags become a grid, and that a run's option groups are exactly what `kdbench.execute.runner.run` takes.
+flags become a grid, and that a run's option groups are exactly what `kdbench.execute.api.run` takes.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from kdbench.cli.sweep_options import (
     sweep_inputs,
 )
 from kdbench.core.errors import UserError
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 from kdbench.spec.scoped_sets import parse_grid, parse_set_options, set_items, split_scoped_key
 from kdbench.spec.yaml_file import yaml_mapping
 from kdbench.sweep.grid import expand

@@ -16,7 +16,7 @@ import typer
 
 from kdbench.cli.app import _register_commands, app
 from kdbench.cli.run_config import run_machine, run_options, run_params, save_run_config
-from kdbench.execute import runner
+from kdbench.execute import api, runner
 from kdbench.execute.build import build_loaders, load_data
 from kdbench.execute.resolve import resolve_config
 from kdbench.store.record_builder import served_block
@@ -63,7 +63,7 @@ def test_a_cpu_run_serves_from_the_host_and_records_it(dirs, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(runner, "build_loaders", spy)
-    record = runner.run("ce", student="cifar_resnet8", epochs=1, sets=["data.image_size=8"], device="cpu",
+    record = api.run("ce", student="cifar_resnet8", epochs=1, sets=["data.image_size=8"], device="cpu",
                         results_dir=dirs["results"], zoo_dir=dirs["zoo"], data_root=dirs["data"],
                         data_on_device=False)
     assert given == [False]

@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 from kdbench.core import distributed
 from kdbench.core.errors import UserError
 from kdbench.data.loaders import FixedOrderSampler, RankBatches, RankSliceSampler, make_train_loader
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 from kdbench.methods.crd import CRDLoss
 from kdbench.models.zoo import create_model
 from kdbench.train.method import Batch, MethodContext, get_method

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from kdbench.core.progress import Reporter
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 from kdbench.spec.recipe import Recipe
 from kdbench.train.schedule import lr_factor
 

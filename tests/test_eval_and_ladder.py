@@ -9,9 +9,9 @@ import pytest
 
 from kdbench.cli.app import main
 from kdbench.core.errors import UserError
+from kdbench.execute.api import run
 from kdbench.execute.ladder import ladder_options, run_ladder
 from kdbench.execute.reevaluate import reevaluate
-from kdbench.execute.runner import run
 from kdbench.spec.paths import Paths
 
 TINY = {"epochs": 1, "teacher_epochs": 1, "sets": ["data.image_size=8"], "device": "cpu"}

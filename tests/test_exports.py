@@ -16,8 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from kdbench.core.errors import UserError
 from kdbench.core.storage import sha256_file
+from kdbench.execute.api import run
 from kdbench.execute.reevaluate import reevaluate
-from kdbench.execute.runner import run
 from kdbench.store import exports
 
 # gnn2 at lr 2 for 4 epochs with seed 7: its best epoch (2: 16.39 % top-1, last 10.28 %) is neither the first nor
@@ -86,7 +86,7 @@ def test_an_old_run_with_only_a_checkpoint_is_still_evaluated_and_has_no_best(tm
 KILLED = """
     import os, signal, sys
     from kdbench.store.records import RunStore
-    from kdbench.execute.runner import run
+    from kdbench.execute.api import run
 
     real = RunStore.write_metrics
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 from kdbench.teachers import cache_folder
 from kdbench.teachers.cache_entry import encode_entry, parse_entry
 from kdbench.teachers.output_cache import TeacherOutputCache

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from kdbench.core.progress import Reporter
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 from kdbench.report.results import load_runs
 
 # timm's test_resnet: the launcher holds the run's lock before its workers start (seconds of spawning and

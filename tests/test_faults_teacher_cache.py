@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from kdbench.core.progress import Reporter
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 from kdbench.teachers import cache_entry
 from kdbench.teachers import output_cache as teacher_cache
 

@@ -234,7 +234,7 @@ def test_a_float16_state_dict_still_imports(trained_zoo, tmp_path, in_process):
 def test_eval_of_a_student_export_of_another_dtype_is_one_line_exit_2(tmp_path, in_process, dirs):
     """`kdbench eval` loads the run's student export through the same fit check: float bytes labelled int32 (with
     the export card's sha256 made to match, as a colleague could) are refused, not evaluated as other weights."""
-    from kdbench.execute.runner import run
+    from kdbench.execute.api import run
 
     record = run("ce", student=ARCH, dataset="digits", epochs=1, sets=[SETS[1]], device="cpu",
                  results_dir=dirs["results"])

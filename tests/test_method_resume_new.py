@@ -8,7 +8,7 @@ import json
 import pytest
 
 from kdbench.core.progress import Reporter
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 
 # Small on purpose (a resume test trains five student epochs): the smallest CNNs (cifar_resnet8 teacher,
 # timm test_resnet student; ResNet-10-T took 3× as long), 8 px, half of digits to train.

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from kdbench.core.errors import UserError
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 
 TINY = {"student": "gnn2", "epochs": 2, "sets": ["data.image_size=8", "student.hidden=16"], "device": "cpu"}
 

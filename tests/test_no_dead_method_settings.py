@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 from kdbench.train.method import get_method, list_methods
 
 TEACHER, STUDENT = "test_resnet", "test_resnet"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from kdbench.execute.api import run
 from kdbench.execute.resolve import RunOptions, resolve_config
-from kdbench.execute.runner import run
 from kdbench.spec.config import RunConfig
 from kdbench.spec.recipe import Recipe
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from kdbench.core.errors import UserError
+from kdbench.execute.api import run
 from kdbench.execute.resolve import RunOptions, resolve_config
-from kdbench.execute.runner import run
 from kdbench.models import create_model
 from kdbench.spec.recipe import Recipe
 from kdbench.train.method import MethodContext, get_method

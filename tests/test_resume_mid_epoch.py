@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from kdbench.core.progress import Reporter
 from kdbench.core.safe_load import load_plain_checkpoint
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 from kdbench.store import exports
 from kdbench.sweep.signals import stop_on_sigterm
 

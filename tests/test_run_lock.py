@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from kdbench.core.progress import Reporter
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 from kdbench.report.results import load_runs
 
 TINY = {"student": "resnet18", "sets": ["data.image_size=8"], "device": "cpu"}

@@ -16,7 +16,7 @@ from kdbench.cli.app import main
 from kdbench.core.errors import UserError
 from kdbench.core.safe_load import load_plain_checkpoint
 from kdbench.core.storage import atomic_write_json
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 from kdbench.models import create_model
 from kdbench.models.state_dicts import unwrap_state_dict
 from kdbench.store.records import RunStore

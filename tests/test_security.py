@@ -30,8 +30,8 @@ from kdbench.core.safe_load import (
     load_plain_weights,
 )
 from kdbench.core.storage import atomic_torch_save, atomic_write_json, sha256_file
+from kdbench.execute.api import run
 from kdbench.execute.create_teacher import create_teacher
-from kdbench.execute.runner import run
 from kdbench.store.exports import remove_exports
 from kdbench.store.records import RunStore
 from kdbench.sweep.status import local_job_states

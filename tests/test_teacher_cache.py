@@ -14,7 +14,7 @@ import torch
 from kdbench.data.loaders import make_train_loader
 from kdbench.data.tensor_dataset import IndexedTensorDataset
 from kdbench.data.transforms import PadCropFlip
-from kdbench.execute.runner import run
+from kdbench.execute.api import run
 from kdbench.teachers import cache_entry, cache_folder
 from kdbench.teachers import output_cache as teacher_cache
 

@@ -10,7 +10,8 @@ from safetensors.torch import save_file
 import kdbench.core.storage
 from kdbench.core.errors import UserError
 from kdbench.core.storage import sha256_file
-from kdbench.execute.runner import TeacherCheckpoint, run
+from kdbench.execute.api import run
+from kdbench.execute.runner import TeacherCheckpoint
 from kdbench.models import create_model
 
 TINY = {"student": "gnn2", "epochs": 1, "sets": ["data.image_size=8", "student.hidden=16"], "device": "cpu"}

@@ -12,8 +12,8 @@ from safetensors.torch import save_file
 
 from kdbench.core.progress import Reporter
 from kdbench.core.storage import sha256_file
+from kdbench.execute.api import run
 from kdbench.execute.create_teacher import create_teacher
-from kdbench.execute.runner import run
 from kdbench.teachers.zoo import TeacherZoo
 
 TINY = {"epochs": 1, "sets": ["data.image_size=8"], "device": "cpu"}

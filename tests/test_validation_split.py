@@ -12,9 +12,9 @@ import torch
 from kdbench.core.errors import UserError
 from kdbench.data.registry import build_dataset
 from kdbench.data.validation import parse_val_fraction, stratified_holdout
+from kdbench.execute.api import run
 from kdbench.execute.build import teacher_key
 from kdbench.execute.resolve import RunOptions, resolve_config
-from kdbench.execute.runner import run
 from kdbench.store.record_builder import fit_metrics
 from kdbench.train.engine import EpochRecord, FitResult
 

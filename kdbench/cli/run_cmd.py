@@ -33,9 +33,9 @@ from kdbench.cli.options import (
 )
 from kdbench.cli.reporter import RichReporter, console, out
 from kdbench.cli.run_config import RunMachine, run_arguments, run_identity, run_machine, run_params, save_run_config
+from kdbench.execute.api import run
 from kdbench.execute.dry_run import dry_run_plan
 from kdbench.execute.resolve import RunOptions
-from kdbench.execute.runner import run
 from kdbench.sweep.signals import stop_on_sigterm
 
 

@@ -37,7 +37,7 @@ NOT_GIVEN = ("DEFAULT", "DEFAULT_MAP")
 # Options written only when given: where files live and how this machine runs, not what the run is.
 MACHINE_OPTIONS = ("results_dir", "zoo_dir", "data_root", "device", "strict", "deterministic", "cache_dir",
                    "data_on_device", "checkpoint_every_steps")
-# `--data-on-device`: the words and what kdbench.execute.runner.run is given for each.
+# `--data-on-device`: the words and what kdbench.execute.api.run is given for each.
 DATA_ON_DEVICE = {"auto": None, "on": True, "off": False}
 PATH_OPTIONS = ("results_dir", "zoo_dir", "data_root", "teacher_ckpt", "cache_dir")
 
@@ -161,7 +161,7 @@ def run_machine(params: dict[str, Any]) -> RunMachine:
 
 
 def run_arguments(identity: RunOptions) -> dict[str, Any]:
-    """The identity as keyword arguments of :func:`kdbench.execute.runner.run` (which resolves `run:` teachers
+    """The identity as keyword arguments of :func:`kdbench.execute.api.run` (which resolves `run:` teachers
     itself, so `teacher_run` is not one of them)."""
     return {f.name: getattr(identity, f.name) for f in dataclasses.fields(identity) if f.name != "teacher_run"}
 
