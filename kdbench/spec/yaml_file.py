@@ -38,7 +38,7 @@ def yaml_mapping(path: Path) -> Any:
         raise UserError(f"--config {path}: no such file")
     if path.is_dir():
         raise UserError(f"--config {path}: is a directory, not a sweep file")
-    if not path.is_file():  # before opening it: open() of a FIFO waits for a writer
+    if not path.is_file():  # the reader below refuses it too; this says what the file is instead
         raise UserError(f"--config {path}: not a regular file (a device or a FIFO); pass a YAML file")
     try:
         data = read_regular_bytes(path, MAX_FILE_BYTES)
