@@ -338,6 +338,9 @@ def _wait_for(results: Path, sweep_id: str, timeout_s: float):
 @pytest.mark.parametrize(("option", "named"), [
     (["--partition", "nosuchpartition"], "--partition nosuchpartition: SLURM refused"),
     (["--gpus-per-node", "1"], "--gpus-per-node 1: SLURM refused"),
+    # sbatch says "CPU count per node can not be satisfied", naming neither: the extra line comes first (it was
+    # blamed on --cpus-per-task alone, which the node satisfies without it).
+    (["--sbatch", "mincpus=64"], "--sbatch mincpus=64 or --cpus-per-task 2: SLURM refused"),
 ])
 def test_a_refused_submission_is_one_line_exit_2_and_leaves_nothing(slurm_conf, tmp_path, option, named):
     from kdbench.core.errors import UserError

@@ -25,6 +25,19 @@ _OPTIONS: tuple[tuple[str, str, str | None], ...] = (
     (r"cpus|processors|cpu count", "--cpus-per-task", "cpus_per_task"),
 )
 _NODE_ATTRS = ("gpus_per_node", "mem_gb", "constraint", "cpus_per_task")
+# Extra `--sbatch KEY=VALUE` lines that ask the node for the same thing as an option above: when sbatch refuses
+# that thing, its message names neither (`--sbatch mincpus=64` is refused as "CPU count per node can not be
+# satisfied"), so both are named, the extra line first: the option alone was satisfiable before it was added.
+_SBATCH_SAME_AS = {
+    "cpus_per_task": ("mincpus", "cpus-per-task", "cpus-per-gpu", "ntasks-per-node", "ntasks"),
+    "mem_gb": ("mem", "mem-per-cpu", "mem-per-gpu"),
+    "gpus_per_node": ("gres", "gpus", "gpus-per-node", "gpus-per-task"),
+    "constraint": ("constraint", "cluster-constraint"),
+    "partition": ("partition",),
+    "account": ("account",),
+    "qos": ("qos",),
+    "timeout_min": ("time", "time-min"),
+}
 
 
 def scheduler_message(stderr: str) -> str:
@@ -46,15 +59,22 @@ def refused_option(message: str, resources: Resources) -> str | None:
     for pattern, flag, attr in _OPTIONS:
         if re.search(pattern, lowered):
             value = getattr(resources, attr) if attr else None
-            return f"{flag} {value}" if value not in (None, "", 0) else flag
+            option = f"{flag} {value}" if value not in (None, "", 0) else flag
+            extra = [_sbatch_option(key, value) for key, value in resources.sbatch.items()
+                     if key.lower() in _SBATCH_SAME_AS.get(attr or "", ())]
+            return " or ".join([*extra, option])
     if "node configuration" in lowered:  # no single culprit: name what was asked of the node
         asked = [f"{flag} {getattr(resources, attr)}" for _, flag, attr in _OPTIONS
                  if attr in _NODE_ATTRS and getattr(resources, attr) not in (None, "", 0)]
         return ", ".join(asked) or None
     for key, value in resources.sbatch.items():  # an extra `--sbatch KEY=VALUE` the message names
         if key.lower() in lowered:
-            return f"--sbatch {key}={value}" if value else f"--sbatch {key}"
+            return _sbatch_option(key, value)
     return None
+
+
+def _sbatch_option(key: str, value: str) -> str:
+    return f"--sbatch {key}={value}" if value else f"--sbatch {key}"
 
 
 def scheduler_refusal(stderr: str, resources: Resources, what: str) -> UserError:
