@@ -200,6 +200,8 @@ def test_sync_bn_goes_into_each_data_parallel_runs_config_and_id(dirs, tmp_path)
     (("--sync-bn",), "each run has one: add --tasks-per-node N or --nodes M"),
     (("--sync-bn", "--tasks-per-node", "2"), "--sync-bn needs GPUs"),
     (("--resume", "20250101-120000-ab12", "--tasks-per-node", "2"), "drop --tasks-per-node"),
+    # The saved grid was expanded (and bounded) when the sweep started: a --max-runs here would be ignored.
+    (("--resume", "20250101-120000-ab12", "--max-runs", "5"), "drop --max-runs"),
 ])
 def test_sync_bn_without_processes_or_gpus_and_a_new_world_on_resume_are_refused(dirs, flags, message):
     res = kdbench_cli("sweep", "--executor", "local", "--dry-run", *flags)

@@ -289,7 +289,9 @@ _GRID_FLAGS = ("methods", "teachers", "students", "pairs", "chains", "datasets",
 
 def _resume_plan(sweep_id: str, cli: dict[str, Any], force: bool) -> tuple[dict[str, Any], Plan, str]:
     """The saved sweep with resource flags applied, and a plan of its runs not done and not in flight."""
-    given = [k for k in _GRID_FLAGS if cli.get(k) is not None] + [k for k in ("sets", "grid") if cli.get(k)]
+    # --max-runs too: it bounds a grid's expansion, and a resumed sweep's runs were expanded when it started.
+    given = [k for k in (*_GRID_FLAGS, "max_runs") if cli.get(k) is not None] + \
+        [k for k in ("sets", "grid") if cli.get(k)]
     if given:
         raise UserError(f"--resume keeps the sweep's grid and paths; drop --{given[0].replace('_', '-')} "
                         "(resource flags such as --timeout-min may change)")
