@@ -14,7 +14,7 @@ import torch
 from kdbench.methods._logit_standardization import standardize_logits, standardized_pair
 from kdbench.methods.dkd import dkd_loss
 from kdbench.methods.kd import kd_loss
-from kdbench.train.method import list_methods
+from kdbench.train.method import get_method, list_methods
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures/reference_losses/logit_std.json").read_text())
 
@@ -79,3 +79,31 @@ def test_the_switch_changes_the_run_and_its_id_through_the_cli(dirs, in_process,
         return json.loads(path.read_text().splitlines()[0])["losses"]
 
     assert losses(records["true"]) != losses(records["false"])
+
+
+def test_published_ls_rows_meet_only_our_runs_with_the_switch_on(dirs, in_process):
+    """`kdbench leaderboard --published`: the logit-standardization paper's CTKD+LS number is compared with our
+    ctkd runs that have `logit_std` on, the CTKD paper's plain number with those that have it off."""
+    import dataclasses
+    import io
+
+    import pandas as pd
+    from test_leaderboard import make_config, write_run
+
+    pair = {"teacher": "cifar_resnet56", "student": "cifar_resnet20", "dataset": "cifar100"}
+    for seed, (std, top1) in enumerate([(False, 70.0), (True, 72.0), (True, 74.0)]):
+        config = make_config("kd", teacher="resnet50", seed=seed)
+        params = {**dataclasses.asdict(get_method("ctkd").params), "logit_std": std, "lambda_epochs": 0}
+        write_run(dirs["results"], dataclasses.replace(config, method="ctkd", method_params=params, **pair), top1)
+    result = in_process("leaderboard", "--published", "--results-dir", str(dirs["results"]), "--format", "csv")
+    assert result.returncode == 0, result.stderr
+    board = pd.read_csv(io.StringIO(result.stdout))
+    ctkd = board[(board["method"] == "ctkd") & (board["student"] == "cifar_resnet20")
+                 & (board["teacher"] == "cifar_resnet56")]
+    ls = board[(board["method"] == "ctkd+ls") & (board["student"] == "cifar_resnet20")
+               & (board["teacher"] == "cifar_resnet56")]
+    assert len(ctkd) == 1 and len(ls) == 1, board
+    assert ctkd.iloc[0]["row"] == "ctkd [logit_std=False]"
+    assert ls.iloc[0]["row"] == "ctkd [logit_std=True]"
+    # The LS paper reports the best epoch: the two runs with the switch on, top1_best = top1_last + 1.
+    assert (ls.iloc[0]["published_top1"], ls.iloc[0]["n"], ls.iloc[0]["mean"]) == (71.34, 2, pytest.approx(74.0))
