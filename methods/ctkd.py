@@ -178,4 +178,10 @@ class CTKD(Distiller):
                         "kd": p.w_kd * ctkd_kd_loss(s, t, temperature)}
 
     def describe(self) -> dict[str, Any]:
-        return {"lambda_epochs": self.lambda_epochs, "temperature_mode": self.params.temperature_mode}
+        """The curriculum's length, the mode and, for a global temperature, the one learned by the end (the
+        reference logs it as `temp`): where the adversary took it within (T_min, T_min + T_span)."""
+        info: dict[str, Any] = {"lambda_epochs": self.lambda_epochs, "temperature_mode": self.params.temperature_mode}
+        if isinstance(self.temperature, GlobalTemperature):
+            with torch.no_grad():
+                info["temperature_learned"] = float(self.temperature(torch.empty(0), torch.empty(0), 0.0))
+        return info

@@ -138,7 +138,10 @@ def test_ctkd_runs_from_the_cli_on_digits(dirs, in_process):
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["status"] == "completed"
-    assert record["method_info"] == {"lambda_epochs": 0, "temperature_mode": "global"}
+    info = record["method_info"]
+    assert (info["lambda_epochs"], info["temperature_mode"]) == (0, "global")
+    # The learned temperature left its start, 1 + 20 · sigmoid(1) = 15.62, and stayed in (1, 21).
+    assert 1.0 < info["temperature_learned"] < 21.0 and info["temperature_learned"] != pytest.approx(15.6212, abs=1e-4)
     epoch = json.loads((dirs["results"] / "runs" / record["run_id"] / "metrics.jsonl").read_text().splitlines()[0])
     assert set(epoch["losses"]) == {"ce", "kd", "total"}
 
