@@ -147,6 +147,9 @@ def test_methods_command_lists_paper_and_defaults(monkeypatch, capsys):
                          "nckd_preset=published"]),
         ("at", "Zagoruyko", ["w_ce=1.0", "w_at=1000.0", "pairs=shallow"]),
         ("pkt", "Passalis", ["w_ce=1.0", "w_pkt=30000.0"]),
+        ("dist", "Huang", ["w_ce=1.0", "w_inter=2.0", "w_intra=2.0", "temperature=4.0", "logit_std=False"]),
+        ("ctkd", "Li", ["w_ce=0.1", "w_kd=0.9", "temperature_min=1.0", "temperature_span=20.0",
+                        "temperature_mode=global", "logit_std=False"]),
     ]:
         assert name in rows, f"{name} not listed"
         assert paper in rows[name] and all(d in rows[name] for d in defaults), rows[name]

@@ -1,5 +1,6 @@
-"""A killed hkd run (memory banks) and a killed dkd run (warm-up) resume to exactly the numbers of the run that
-was never interrupted, through the engine's checkpoint, as `ce` does in test_engine."""
+"""A killed hkd run (memory banks), a killed dkd run (warm-up) and a killed ctkd run (learned temperature, λ
+curriculum) resume to exactly the numbers of the run that was never interrupted, through the engine's checkpoint,
+as `ce` does in test_engine."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def shared_zoo(tmp_path_factory):
     return tmp_path_factory.mktemp("zoo")  # the teacher trains once for both methods
 
 
-@pytest.mark.parametrize(("method", "sets"), [("hkd", ["hkd.nce_k=64"]), ("dkd", ["dkd.warmup=3"])])
+@pytest.mark.parametrize(("method", "sets"), [("hkd", ["hkd.nce_k=64"]), ("dkd", ["dkd.warmup=3"]),
+                                                  ("ctkd", ["ctkd.lambda_epochs=3"])])
 def test_a_killed_run_resumes_to_the_uninterrupted_numbers(method, sets, tmp_path, shared_zoo):
     opts = {**TINY, "sets": TINY["sets"] + sets, "zoo_dir": shared_zoo}
     whole = run(method, results_dir=tmp_path / "whole", **opts)

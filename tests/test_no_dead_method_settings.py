@@ -93,6 +93,14 @@ CHANGES: dict[str, dict[str, Change]] = {
     "crd+kd": _crd("crd+kd"),
     "hkd": _hkd("hkd"),
     "hkd+kd": _hkd("hkd+kd"),
+    "dist": {"w_ce": Change("0.5"), "w_inter": Change("1"), "w_intra": Change("1"), "temperature": Change("2"),
+             "logit_std": Change("true")},
+    "ctkd": {
+        "w_ce": Change("0.5"), "w_kd": Change("0.5"), "temperature_min": Change("2"), "temperature_span": Change("5"),
+        "lambda_max": Change("0.5"),  # a 1-epoch run resolves the ramp to 0 epochs: λ = λ_max from the start
+        "lambda_epochs": Change("2"),  # λ(1) = λ_max / 2 (1 would be λ_max again)
+        "temperature_mode": Change("instance"), "logit_std": Change("true"),
+    },
     "cnn2gnn": {
         "temperature": Change("2"), "w_ce": Change("0.5"), "w_kd": Change("0.5"), "graph": Change("anchor"),
         "k": Change("5"), "hidden": Change("64"), "proj_dim": Change("64"), "dropout": Change("0.1"),

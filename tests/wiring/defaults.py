@@ -34,6 +34,12 @@ PUBLISHED: dict[str, dict[str, object]] = {
             "nckd_preset": "published"},
     "hkd": _HKD,
     "hkd+kd": {**_HKD, "w_kd": 1.0},
+    # DIST: image_classification_sota's dist_cifar.yaml (kd_loss_weight 2 × β = γ = 1, dist_t4).
+    "dist": {"w_ce": 1.0, "w_inter": 2.0, "w_intra": 2.0, "temperature": 4.0, "logit_std": False},
+    # CTKD: zhengli97/CTKD's scripts/run_cifar_distill.sh (-r 0.1 -a 0.9, t_start 1, t_end 20, decay_min -1,
+    # decay_loops 10 of 240 epochs, resolved per run; global temperature).
+    "ctkd": {"w_ce": 0.1, "w_kd": 0.9, "temperature_min": 1.0, "temperature_span": 20.0, "lambda_max": 1.0,
+             "lambda_epochs": None, "temperature_mode": "global", "logit_std": False},
     "cnn2gnn": {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9, "graph": "batch", "k": 10, "hidden": 256,
                 "proj_dim": 256, "anchors": 256, "dropout": 0.5, "pool": 0,
                 # kdbench's own options (docs/cnn2gnn.md): CRD's memory momentum for graph=memory, the graph built
@@ -58,6 +64,10 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "pool": (0, 224, False),
     "smooth_m": (0.0, 1.0, False),
     "warmup": (0, None, False),
+    "temperature_min": (0.0, 100.0, True),
+    "temperature_span": (0.0, 100.0, False),
+    "lambda_max": (0.0, 100.0, False),
+    "lambda_epochs": (0, None, False),
     # A method whose field of a shared name has another range: "method.field" wins over "field".
     "hkd.k": (1, 100_000, False),
     "hkd+kd.k": (1, 100_000, False),

@@ -42,8 +42,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kdbench.methods._logit_standardization import standardized_pair
 from kdbench.methods.at import at_loss
 from kdbench.methods.crd import CRDLoss, sample_other_class
+from kdbench.methods.ctkd import ctkd_kd_loss
+from kdbench.methods.dist import dist_relations
 from kdbench.methods.dkd import dkd_loss, warmup_factor
 from kdbench.methods.fitnet import fitnet_loss
 from kdbench.methods.hkd import HKDLoss
@@ -247,3 +250,25 @@ _HKD_VARIANT = {"w_ce": 0.6, "w_hkd": 1.3, "w_kd": 2.1, "temperature": 2.0, "fea
 oracle("hkd", variants=[_HKD_VARIANT])(_hkd_terms)
 oracle("hkd+kd", variants=[{**_HKD_VARIANT, "w_ce": 0.4, "w_kd": 0.7, "temperature": 3.0, "individual": False}])(
     _hkd_terms)
+
+
+@oracle("dist", variants=[{"w_ce": 0.3, "w_inter": 1.5, "w_intra": 0.7, "temperature": 2.0, "logit_std": True}])
+def _dist(case: Case) -> dict[str, torch.Tensor]:
+    p = case.params
+    zs, zt = standardized_pair(case.student.logits, case.teacher.logits, p.logit_std)
+    inter, intra = dist_relations(zs, zt, p.temperature)
+    return {"ce": _ce(case, p.w_ce), "inter": p.w_inter * inter, "intra": p.w_intra * intra}
+
+
+@oracle("ctkd", variants=[
+    {"w_ce": 0.3, "w_kd": 1.7, "temperature_min": 2.0, "temperature_span": 5.0, "lambda_max": 0.5,
+     "lambda_epochs": 2, "logit_std": True},
+    {"w_ce": 0.6, "w_kd": 0.4, "temperature_mode": "instance", "temperature_span": 8.0, "_epoch": 2},
+])
+def _ctkd(case: Case) -> dict[str, torch.Tensor]:
+    # The temperature module as it was before the step (the instance MLP's weights are random); λ scales only
+    # its gradient, never the forward value.
+    p = case.params
+    zs, zt = standardized_pair(case.student.logits, case.teacher.logits, p.logit_std)
+    temperature = case.module_before("temperature")(zs, zt, 0.0)
+    return {"ce": _ce(case, p.w_ce), "kd": p.w_kd * ctkd_kd_loss(zs, zt, temperature)}

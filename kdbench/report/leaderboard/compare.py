@@ -8,6 +8,7 @@ best-epoch number with our `top1_best`, and a number whose convention the paper 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
@@ -22,6 +23,10 @@ from kdbench.report.published import EPOCH_METRIC, EPOCH_WORDS
 # The spread of re-runs users of the papers' own code report (DKD and CRD repositories' issues).
 NOISE = 0.5
 CE_ROW = "ce"
+# Logit standardization is a switch of a method, not a method: a published `M+ls` row is compared with our `M` runs
+# that have it on (row label `M [logit_std=True]`), a plain `M` row with those that have it off.
+LS_SUFFIX = "+ls"
+_LS_ON = re.compile(r"\blogit_std=true\b", re.IGNORECASE)
 DATA_COLUMNS = ["paper", "table", "dataset", "teacher", "student", "method", "row", "epoch", "published_top1",
                 "published_std", "published_runs", "metric", "mean", "std", "n", "delta", "setting", "run_ids"]
 
@@ -29,8 +34,11 @@ DATA_COLUMNS = ["paper", "table", "dataset", "teacher", "student", "method", "ro
 def _ours_for(cells: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
     """Our cells (of one metric's methods table) that match a published row: same dataset, student and method,
     and same teacher. The student alone has no teacher: it is taken from whichever pair column shows it."""
+    method = str(row["method"])
+    ls = method.endswith(LS_SUFFIX)
     same = cells[(cells["dataset"] == row["dataset"]) & (cells["student"] == row["student"])
-                 & (cells["method"] == row["method"]) & (cells["n"] > 0)]
+                 & (cells["method"] == method.removesuffix(LS_SUFFIX)) & (cells["n"] > 0)]
+    same = same[same["row"].map(lambda label: _LS_ON.search(str(label)) is not None) == ls]
     exact = same[same["teacher"] == row["teacher"]]
     if len(exact) or row["method"] != CE_ROW:
         return exact

@@ -8,14 +8,17 @@ against, shipped as data.
   ImageNet rows (`mdistiller`, `torchdistill`) give top-1 only: no source found for their top-5.
 - `dataset`, `teacher`, `student`: kdbench names (the CRD codebase's `resnet8x4` is kdbench's `cifar_resnet8x4`).
 - `method`: a kdbench method name (`kd`, `fitnet`, `at`, `rkd`, `pkt`, `crd`, `crd+kd`, `dkd`, `rkd+kd`, `hkd`,
-  `hkd+kd`). Two rows of each pair are not distillation methods, and are named as kdbench's leaderboard names
-  them: `teacher` is the teacher alone (the papers' "Teacher" column) and `ce` the student trained alone with
-  cross-entropy (the papers' "Student" column). Both keep the teacher → student pair they are printed under.
+  `hkd+kd`, `dist`, `ctkd`), or one with `+ls` (`kd+ls`, `dkd+ls`, `ctkd+ls`: the method with logit
+  standardization, its `logit_std` switch on; compared with our runs of the method that have it on). Two rows
+  of each pair are not distillation methods, and are named as kdbench's leaderboard names them: `teacher` is
+  the teacher alone (the papers' "Teacher" column) and `ce` the student trained alone with cross-entropy (the
+  papers' "Student" column). Both keep the teacher → student pair they are printed under.
 - `top1`: the published mean; `std`: its standard deviation where the paper gives one (for CRD only the values its
   appendix tables give for resnet32x4 → resnet8x4); `runs`: how many runs the mean is over, where stated (CRD:
   5 in Table 1, 3 in Table 2; DKD: 5; not stated for teachers, which are single checkpoints, nor by HKD).
 - `epoch`: `last` (accuracy after the last epoch: CRD, per its repository's issue #16), `best` (best test accuracy
-  over all epochs: DKD) or `unstated` (HKD). A number is only ever compared with ours at the same convention.
+  over all epochs: DKD, logit standardization) or `unstated` (HKD, DIST, CTKD). A number is only ever compared
+  with ours at the same convention.
   DKD's table copies its KD column from CRD, so those rows are `last` while its DKD rows are `best`.
 - `source`, `note`: where the number comes from and what to know about it.
 """
@@ -35,6 +38,9 @@ PAPERS = {
     "hkd": "Zhou et al. 2021, Distilling Holistic Knowledge with Graph Neural Networks (ICCV), as in its README",
     "mdistiller": "Zhao et al. 2022 (DKD) and KD on ImageNet-1k, as in the mdistiller README's ImageNet table",
     "torchdistill": "Matsubara 2021, torchdistill (RRPR workshop), as in its ILSVRC2012 README",
+    "dist": "Huang et al. 2022, Knowledge Distillation from A Stronger Teacher (NeurIPS), as in its README",
+    "ctkd": "Li et al. 2023, Curriculum Temperature for Knowledge Distillation (AAAI), as in its README",
+    "ls": "Sun et al. 2024, Logit Standardization in Knowledge Distillation (CVPR), as in its README",
 }
 COLUMNS = ("paper", "table", "dataset", "teacher", "student", "method", "top1", "std", "runs", "epoch", "source",
            "note")
