@@ -1,6 +1,6 @@
-"""CC (correlation congruence, RepDistiller's form): the loss against numbers from RepDistiller's own CC.py, its
-properties, both linear heads trained in their own parameter group, a CLI run on digits, and the one-line
-refusal of out-of-range settings."""
+"""CC (correlation congruence): RepDistiller's form against numbers from its own CC.py and the paper's RBF form
+against Knowledge-Distillation-Zoo's cc.py, their properties, both linear heads trained in their own parameter
+group (none in the RBF form), a CLI run on digits, and the one-line refusal of bad settings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from method_cli import one_line_exit_2, reference, run_on_digits, tensor
 
-from kdbench.methods.cc import CCParams, cc_loss
+from kdbench.methods.cc import CCParams, cc_loss, rbf_cc_loss
 from kdbench.models import create_model
 from kdbench.train.method import Batch, MethodContext, get_method
 
@@ -17,6 +17,35 @@ def test_cc_loss_matches_the_reference_code():
     ref = reference("cc")
     got = cc_loss(tensor(ref["inputs"]["f_s"]), tensor(ref["inputs"]["f_t"]))
     assert got.item() == pytest.approx(ref["output"], rel=1e-5)
+
+
+def test_rbf_cc_loss_matches_the_reference_code():
+    ref = reference("cc")["rbf"]
+    s, t = tensor(ref["inputs"]["f_s"]), tensor(ref["inputs"]["f_t"])  # widths 4 and 6: B × B matrices
+    for case in ref["outputs"]:
+        assert rbf_cc_loss(s, t, case["gamma"], case["P_order"]).item() == pytest.approx(case["output"], rel=1e-5)
+
+
+def test_rbf_cc_loss_properties():
+    g = torch.Generator().manual_seed(0)
+    e = torch.randn(6, 5, generator=g)
+    assert rbf_cc_loss(e, 4.0 * e, 0.4, 2).item() == pytest.approx(0.0, abs=1e-7)  # unit embeddings: scale-free
+    # Order 0 is the constant e^{-2γ}: nothing to match.
+    assert rbf_cc_loss(e, torch.randn(6, 3, generator=g), 0.4, 0).item() == 0.0
+    s = e.clone().requires_grad_(True)
+    t = torch.randn(6, 3, generator=g, requires_grad=True)
+    loss = rbf_cc_loss(s, t, 0.4, 2)
+    loss.backward()
+    assert loss.item() > 0 and s.grad.abs().sum() > 0 and t.grad is None
+
+
+def test_the_rbf_form_has_no_heads():
+    ctx = MethodContext(10, 3, 16, 8, torch.zeros(8, dtype=torch.long), 1, 0)
+    s = create_model("cifar_resnet8", num_classes=10, image_size=16)
+    t = create_model("resnet18", num_classes=10, image_size=16)
+    cc = get_method("cc").cls(s, t, CCParams(kernel="rbf"), ctx)
+    assert cc.embed is None and cc.describe() == {"kernel": "rbf"}
+    assert [n for n, _ in cc.named_parameters() if not n.startswith("student.")] == []
 
 
 def test_cc_loss_pairs_consecutive_samples():
@@ -56,6 +85,9 @@ def test_cc_runs_from_the_cli_with_its_embed_group(dirs, in_process):
 @pytest.mark.parametrize(("setting", "message"), [
     ("cc.w_cc=-0.5", "cc.w_cc=-0.5 is out of range; allowed: [0, inf)"),
     ("cc.feat_dim=0", "cc.feat_dim=0 is out of range; allowed: [1, 65536]"),
+    ("cc.kernel=gauss", "unknown cc.kernel 'gauss'; valid: repdistiller, rbf"),
+    ("cc.gamma=0", "cc.gamma=0 is out of range; allowed: (0, 100]"),
+    ("cc.p_order=21", "cc.p_order=21 is out of range; allowed: [0, 20]"),
 ])
 def test_an_out_of_range_setting_is_one_line(dirs, in_process, setting, message):
     done = in_process("run", "--method", "cc", "--teacher", "cifar_resnet8", "--set", setting)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods.at import at_loss
-from kdbench.methods.cc import cc_loss
+from kdbench.methods.cc import cc_loss, rbf_cc_loss
 from kdbench.methods.crd import CRDLoss, sample_other_class
 from kdbench.methods.dkd import dkd_loss, warmup_factor
 from kdbench.methods.fitnet import fitnet_loss
@@ -260,10 +260,15 @@ def _sp(case: Case) -> dict[str, torch.Tensor]:
     return {"ce": _ce(case, p.w_ce), "sp": p.w_sp * sp_loss(s.stages[max(s.stages)], t.stages[max(t.stages)])}
 
 
-@oracle("cc", variants=[{"w_ce": 0.4, "w_cc": 3.0, "feat_dim": 8}])
+@oracle("cc", variants=[{"w_ce": 0.4, "w_cc": 3.0, "feat_dim": 8},
+                         {"w_ce": 0.6, "w_cc": 90.0, "kernel": "rbf", "gamma": 0.7, "p_order": 3}])
 def _cc(case: Case) -> dict[str, torch.Tensor]:
-    # The method's two linear heads (trainable; unchanged by the forward) on the pooled embeddings.
-    p, s, t, embed = case.params, case.student, case.teacher, case.module_before("embed")
+    # RepDistiller's form: the method's two linear heads (trainable; unchanged by the forward) on the pooled
+    # embeddings; the RBF form: the pooled embeddings themselves.
+    p, s, t = case.params, case.student, case.teacher
+    if p.kernel == "rbf":
+        return {"ce": _ce(case, p.w_ce), "cc": p.w_cc * rbf_cc_loss(s.embedding, t.embedding, p.gamma, p.p_order)}
+    embed = case.module_before("embed")
     assert embed.student.out_features == p.feat_dim
     return {"ce": _ce(case, p.w_ce), "cc": p.w_cc * cc_loss(embed.student(s.embedding), embed.teacher(t.embedding))}
 
