@@ -39,7 +39,16 @@ def channel_distributions(feature_map: torch.Tensor) -> torch.Tensor:
 
 
 def poly_kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """mean over the batch and every channel pair (j, k) of (a_j · b_k)²: the squared polynomial kernel."""
+    """mean over the batch and every channel pair (j, k) of (a_j · b_k)²: the squared polynomial kernel.
+
+    a, b: (B, C_a, N), (B, C_b, N). Σ_jk (a_j · b_k)² = ‖A Bᵀ‖²_F = ⟨AᵀA, BᵀB⟩_F, so when the maps have fewer
+    positions N than channels (deep stages: 2048 channels of 4×4 in a ResNet-50) the two N × N Gram matrices
+    replace the C_a × C_b one (1 GB in float32 for a batch of 64 at 2048 × 2048; RepDistiller's broadcast form
+    holds N times that). Same value either way, up to float rounding."""
+    if a.shape[2] < min(a.shape[1], b.shape[1]):
+        gram_a = torch.bmm(a.transpose(1, 2), a)
+        gram_b = torch.bmm(b.transpose(1, 2), b)
+        return (gram_a * gram_b).sum() / (a.shape[0] * a.shape[1] * b.shape[1])
     return torch.bmm(a, b.transpose(1, 2)).pow(2).mean()
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from method_cli import one_line_exit_2, reference, run_on_digits, tensor
 
 from kdbench.core.errors import UserError
-from kdbench.methods.nst import NSTParams, nst_loss
+from kdbench.methods.nst import NSTParams, nst_loss, poly_kernel_mean
 from kdbench.models import create_model
 from kdbench.train.method import MethodContext, get_method
 
@@ -36,6 +36,17 @@ def test_nst_loss_is_the_squared_polynomial_kernel_mmd():
     teacher = t.clone().requires_grad_(True)
     nst_loss(student, teacher).backward()
     assert student.grad is not None and student.grad.abs().sum() > 0 and teacher.grad is None
+
+
+def test_the_gram_form_for_maps_with_fewer_positions_than_channels_gives_the_same_kernel_mean():
+    g = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(3, 40, 4, generator=g), dim=2)  # 40 channels of 2×2 maps: the Gram path
+    b = F.normalize(torch.randn(3, 24, 4, generator=g), dim=2)
+    direct = torch.bmm(a, b.transpose(1, 2)).pow(2).mean()
+    assert poly_kernel_mean(a, b).item() == pytest.approx(direct.item(), rel=1e-6)
+    wide = F.normalize(torch.randn(3, 2, 9, generator=g), dim=2)  # more positions than channels: direct
+    assert poly_kernel_mean(wide, wide).item() == pytest.approx(
+        torch.bmm(wide, wide.transpose(1, 2)).pow(2).mean().item(), rel=1e-6)
 
 
 def _nst(student: str, teacher: str, size: int = 16):
