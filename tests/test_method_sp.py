@@ -39,3 +39,17 @@ def test_sp_runs_from_the_cli_on_the_last_stages(dirs, in_process):
 def test_a_negative_weight_is_one_line(dirs, in_process):
     done = in_process("run", "--method", "sp", "--teacher", "cifar_resnet8", "--set", "sp.w_sp=-1")
     assert "sp.w_sp=-1 is out of range; allowed: [0, inf)" in one_line_exit_2(done)
+
+
+def test_a_student_without_spatial_maps_is_taken_flattened():
+    # SP compares only B × B similarities, so the GNN student's (B, D) hidden layer is a valid last stage.
+    from kdbench.models import create_model
+    from kdbench.train.method import Batch, MethodContext, get_method
+
+    ctx = MethodContext(10, 3, 16, 8, torch.zeros(8, dtype=torch.long), 1, 0)
+    sp = get_method("sp").cls(create_model("gnn2", num_classes=10, image_size=16),
+                              create_model("resnet18", num_classes=10, image_size=16), get_method("sp").params, ctx)
+    g = torch.Generator().manual_seed(0)
+    _, losses = sp.forward_train(Batch(torch.randn(6, 3, 16, 16, generator=g), torch.arange(6), torch.arange(6)))
+    assert losses["sp"].item() > 0
+    losses["sp"].backward()
