@@ -26,9 +26,13 @@ LOSSES = {
     "dkd": {"ce", "dkd"},
     "at": {"ce", "at"},
     "pkt": {"ce", "pkt"},
+    "sp": {"ce", "sp"},
+    "cc": {"ce", "cc"},
+    "vid": {"ce", "vid"},
+    "nst": {"ce", "nst"},
 }
 # Methods whose own modules train with the student (regressor, embedding heads, graph convolutions).
-WITH_MODULES = {"fitnet", "crd", "crd+kd", "hkd", "hkd+kd"}
+WITH_MODULES = {"fitnet", "crd", "crd+kd", "hkd", "hkd+kd", "cc", "vid"}
 # (teacher, student, image side): VGG needs ≥ 32 px in timm; the others run at 16 to stay fast.
 PAIRS = [
     ("resnet152", "resnet18", 16),

@@ -73,6 +73,11 @@ CHANGES: dict[str, dict[str, Change]] = {
     # At 8 px the default (shallow) pairing keeps only stage 1:1 (2×2); the stems' 4×4 maps are another term.
     "at": {"w_ce": Change("0.5"), "w_at": Change("100"), "pairs": Change("0:0")},
     "pkt": {"w_ce": Change("0.5"), "w_pkt": Change("1000")},
+    "sp": {"w_ce": Change("0.5"), "w_sp": Change("100")},
+    "cc": {"w_ce": Change("0.5"), "w_cc": Change("1"), "feat_dim": Change("32"), "kernel": Change("rbf"),
+           "gamma": Change("1", ("cc.kernel=rbf",)), "p_order": Change("1", ("cc.kernel=rbf",))},
+    "vid": {"w_ce": Change("0.5"), "w_vid": Change("2"), "init_pred_var": Change("1"), "eps": Change("0.1")},
+    "nst": {"w_ce": Change("0.5"), "w_nst": Change("5")},
     "rkd": {"w_ce": Change("0.5"), "w_dist": Change("5"), "w_angle": Change("5")},
     "dkd": {
         "w_ce": Change("0.5"), "w_tckd": Change("2"), "w_nckd": Change("2"), "temperature": Change("2"),

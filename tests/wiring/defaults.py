@@ -30,6 +30,11 @@ PUBLISHED: dict[str, dict[str, object]] = {
     "crd+kd": {**_CRD, "w_kd": 1.0},
     "at": {"w_ce": 1.0, "w_at": 1000.0, "pairs": "shallow"},
     "pkt": {"w_ce": 1.0, "w_pkt": 30000.0},
+    # RepDistiller scripts/run_cifar_distill.sh (-b per method, -r 1) and its VIDLoss / --feat_dim defaults.
+    "sp": {"w_ce": 1.0, "w_sp": 3000.0},
+    "cc": {"w_ce": 1.0, "w_cc": 0.02, "feat_dim": 128, "kernel": "repdistiller", "gamma": 0.4, "p_order": 2},
+    "vid": {"w_ce": 1.0, "w_vid": 1.0, "init_pred_var": 5.0, "eps": 1e-5},
+    "nst": {"w_ce": 1.0, "w_nst": 50.0},
     "dkd": {"w_ce": 1.0, "w_tckd": 1.0, "w_nckd": None, "temperature": 4.0, "warmup": None,
             "nckd_preset": "published"},
     "hkd": _HKD,
@@ -68,6 +73,10 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "temperature_span": (0.0, 100.0, False),
     "lambda_max": (0.0, 100.0, False),
     "lambda_epochs": (0, None, False),
+    "init_pred_var": (0.0, 1e4, True),
+    "eps": (0.0, 1.0, True),
+    "cc.gamma": (0.0, 100.0, True),
+    "p_order": (0, 20, False),
     # A method whose field of a shared name has another range: "method.field" wins over "field".
     "hkd.k": (1, 100_000, False),
     "hkd+kd.k": (1, 100_000, False),

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from kdbench.methods._logit_standardization import standardized_pair
 from kdbench.methods.at import at_loss
+from kdbench.methods.cc import cc_loss, rbf_cc_loss
 from kdbench.methods.crd import CRDLoss, sample_other_class
 from kdbench.methods.ctkd import ctkd_kd_loss
 from kdbench.methods.dist import dist_relations
@@ -51,8 +52,11 @@ from kdbench.methods.dkd import dkd_loss, warmup_factor
 from kdbench.methods.fitnet import fitnet_loss
 from kdbench.methods.hkd import HKDLoss
 from kdbench.methods.kd import kd_loss
+from kdbench.methods.nst import nst_loss
 from kdbench.methods.pkt import pkt_loss
 from kdbench.methods.rkd import rkd_angle_loss, rkd_distance_loss
+from kdbench.methods.sp import sp_loss
+from kdbench.methods.vid import vid_loss
 from kdbench.models.features import Features
 from kdbench.train.method import Batch, Distiller, MethodContext
 
@@ -272,3 +276,47 @@ def _ctkd(case: Case) -> dict[str, torch.Tensor]:
     zs, zt = standardized_pair(case.student.logits, case.teacher.logits, p.logit_std)
     temperature = case.module_before("temperature")(zs, zt, 0.0)
     return {"ce": _ce(case, p.w_ce), "kd": p.w_kd * ctkd_kd_loss(zs, zt, temperature)}
+@oracle("sp", variants=[{"w_ce": 0.4, "w_sp": 70.0}])
+def _sp(case: Case) -> dict[str, torch.Tensor]:
+    # Each model's last stage (RepDistiller's feat[-2]).
+    p, s, t = case.params, case.student, case.teacher
+    return {"ce": _ce(case, p.w_ce), "sp": p.w_sp * sp_loss(s.stages[max(s.stages)], t.stages[max(t.stages)])}
+
+
+@oracle("cc", variants=[{"w_ce": 0.4, "w_cc": 3.0, "feat_dim": 8},
+                         {"w_ce": 0.6, "w_cc": 90.0, "kernel": "rbf", "gamma": 0.7, "p_order": 3}])
+def _cc(case: Case) -> dict[str, torch.Tensor]:
+    # RepDistiller's form: the method's two linear heads (trainable; unchanged by the forward) on the pooled
+    # embeddings; the RBF form: the pooled embeddings themselves.
+    p, s, t = case.params, case.student, case.teacher
+    if p.kernel == "rbf":
+        return {"ce": _ce(case, p.w_ce), "cc": p.w_cc * rbf_cc_loss(s.embedding, t.embedding, p.gamma, p.p_order)}
+    embed = case.module_before("embed")
+    assert embed.student.out_features == p.feat_dim
+    return {"ce": _ce(case, p.w_ce), "cc": p.w_cc * cc_loss(embed.student(s.embedding), embed.teacher(t.embedding))}
+
+
+@oracle("vid", variants=[{"w_ce": 0.4, "w_vid": 2.5, "init_pred_var": 0.5, "eps": 1e-3}])
+def _vid(case: Case) -> dict[str, torch.Tensor]:
+    # Stage i with stage i from 1 (RepDistiller's feat[1:-1]); the larger map average-pooled to the smaller's size;
+    # each pair's regressor mean and variance parameters are the method's trainable modules.
+    p, s, t = case.params, case.student, case.teacher
+    total = 0.0
+    for k, i in enumerate(range(1, min(len(s.stages), len(t.stages)))):
+        fs, ft = s.stages[i], t.stages[i]
+        size = (min(fs.shape[2], ft.shape[2]), min(fs.shape[3], ft.shape[3]))
+        fs, ft = F.adaptive_avg_pool2d(fs, size), F.adaptive_avg_pool2d(ft, size)
+        reg = case.method.regressors[k]
+        assert torch.allclose(F.softplus(reg.log_scale) + p.eps, torch.full_like(reg.log_scale, p.init_pred_var))
+        total = total + vid_loss(reg.mean(fs), ft, reg.log_scale, p.eps)
+    return {"ce": _ce(case, p.w_ce), "vid": p.w_vid * total}
+
+
+@oracle("nst", variants=[{"w_ce": 0.4, "w_nst": 7.0}])
+def _nst(case: Case) -> dict[str, torch.Tensor]:
+    # Stage i with stage i from 1; pairs compared at 1×1 (16 px: stages 3 and 4 of both tiny models) are dropped.
+    p, s, t = case.params, case.student, case.teacher
+    pairs = [(i, i) for i in range(1, min(len(s.stages), len(t.stages)))]
+    pairs = [(i, j) for i, j in pairs if min(s.stages[i].shape[2], t.stages[j].shape[2]) > 1
+             or min(s.stages[i].shape[3], t.stages[j].shape[3]) > 1]
+    return {"ce": _ce(case, p.w_ce), "nst": p.w_nst * sum(nst_loss(s.stages[i], t.stages[j]) for i, j in pairs)}
