@@ -156,3 +156,22 @@ def test_pair_stages_by_relative_depth():
         pair_stages(4, 5, [5])
     with pytest.raises(UserError, match="the teacher has 0 stages"):
         pair_stages(0, 5, [1])
+
+
+def test_a_model_with_two_classifiers_gets_its_pre_logits_embedding():
+    # A distilled DeiT: a class and a distillation token, head and head_dist (get_classifier is a pair, no one
+    # module to hook): the embedding is forward_head's pre-logits, the stage maps drop both prefix tokens.
+    torch.manual_seed(0)
+    model = create_model("deit_tiny_distilled_patch16_224", num_classes=10, img_size=SIDE, patch_size=8, depth=2,
+                         embed_dim=32, num_heads=2).eval()
+    x = torch.randn(2, 3, SIDE, SIDE)
+    with torch.no_grad():
+        f = IntermediateTap(model, stages=[1], embedding=True)(x)
+        only_head = IntermediateTap(model, embedding=True)(x)
+        tokens = FeatureTap(model, stages=[1])(x).stages[1]
+        expected = model.forward_head(model.forward_features(x), pre_logits=True)
+        plain = model(x)
+    assert torch.equal(f.logits, plain) and torch.equal(only_head.logits, plain)
+    assert torch.equal(f.embedding, expected) and torch.equal(only_head.embedding, expected)
+    assert tokens.shape == (2, 2 + 16, 32) and torch.equal(f.stages[1], as_nchw(tokens, "vit", (4, 4)))
+    assert stage_info(model, 3, SIDE).embedding_width == 32
