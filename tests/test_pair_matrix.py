@@ -8,7 +8,8 @@ cnn2gnn with its GNN student under every teacher family. A run cell also checks 
 taps are N × C × H × W, so a method that runs on a layout it misreads is caught (Swin's channels-last maps).
 
 These record the methods as they are (their stages through FeatureTap's hooks); next session switches them to
-kdbench.models.taps.IntermediateTap, whose own matrix below must all pass already.
+kdbench.models.taps.IntermediateTap, whose own matrix below must all pass already; the last test previews that
+switch for fitnet and at on the same cells.
 """
 
 from __future__ import annotations
@@ -129,9 +130,10 @@ def one_step(method: str, teacher_family: str, student_family: str) -> torch.nn.
 
 
 def tapped_maps_are_nchw(d: torch.nn.Module) -> bool:
-    """Whether every stage a method taps through a FeatureTap comes back N × C × H × W (C the stage's channels)."""
+    """Whether every stage a method taps (FeatureTap or IntermediateTap) comes back N × C × H × W (C the stage's
+    channels)."""
     for tap in vars(d).values():
-        if isinstance(tap, FeatureTap) and tap.stage_ids:
+        if isinstance(tap, FeatureTap | IntermediateTap) and tap.stage_ids:
             stages = tap.probe(torch.zeros(2, 3, SIDE, SIDE)).stages
             for sid, fmap in stages.items():
                 if fmap.dim() != 4 or fmap.shape[1] != tap.model.feature_info[sid]["num_chs"]:
@@ -199,3 +201,36 @@ def test_intermediate_tap_pairs_every_student_stage_with_a_teacher_map(teacher):
         assert pairs[-1][1] == len(t_shapes) - 1  # the last stages meet
         for s, t in pairs:
             assert len(s_shapes[s]) == len(t_shapes[t]) == 3, (student, s, teacher, t)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The switch next session makes, previewed: fitnet and at with IntermediateTap in place of FeatureTap (the real
+# tap, set into the two method modules for the test), on the same cells. With token maps laid out N × C × H × W,
+# `at` runs on every family but the GNN, and `fitnet` on Mixer; fitnet's default hint stage 2 stays out of range for
+# a 2-block ViT and a 2-stage Swin (its own refusal, the same line as above).
+SWITCHED_RUNS_TOO = {cell for cell in REFUSED if cell[0] == "at" and cell[2] != "gnn"} | set(MISREAD) | {
+    ("fitnet", "mixer", "cifar_resnet"), ("fitnet", "resnet", "mixer")}
+
+
+@pytest.fixture
+def switched_to_the_tap(monkeypatch):
+    from kdbench.methods import at, fitnet
+
+    def tapped_stage_shapes(model: torch.nn.Module, in_chans: int, image_size: int) -> dict[int, tuple[int, ...]]:
+        return {s.index: s.shape for s in stage_info(model, in_chans, image_size).stages}
+
+    for module in (at, fitnet):
+        monkeypatch.setattr(module, "FeatureTap", IntermediateTap)
+    monkeypatch.setattr(at, "stage_shapes", tapped_stage_shapes)
+
+
+@pytest.mark.parametrize("cell", [c for c in cells() if c[0] in ("fitnet", "at")], ids=_cell_id)
+def test_one_training_step_per_cell_with_the_tap_switched_in(cell, switched_to_the_tap):
+    expected = RUNS if cell in SWITCHED_RUNS_TOO else REFUSED.get(cell, RUNS)
+    try:
+        d = one_step(*cell)
+    except UserError as e:
+        assert str(e) == expected
+        return
+    assert expected == RUNS, f"ran, expected the refusal: {expected}"
+    assert tapped_maps_are_nchw(d)
