@@ -35,6 +35,9 @@ def test_the_recipes_small_image_stem_and_an_explicit_image_size(in_process):
     assert rows(done.stdout)["1"] == ["layer1", "64×64×64", "1", "64"]
     plain = in_process("models", "describe", "resnet18", "--dataset", "cifar100", "--no-cifar-stem")
     assert rows(plain.stdout)["1"] == ["layer1", "64×8×8", "4", "64"]
+    own = in_process("models", "describe", "cifar_resnet8", "--dataset", "cifar100")  # built for 32 px already
+    assert "cifar_resnet8 at 32×32 (cifar100)" in own.stdout and "small-image stem" not in own.stdout
+    assert rows(own.stdout)["3"] == ["layer3", "64×8×8", "4", "64"]
 
 
 def test_a_tiny_vit_from_model_options_as_token_maps(in_process):

@@ -14,7 +14,7 @@ from kdbench.cli.reporter import out
 from kdbench.core.errors import UserError, check_range, shortened
 from kdbench.data.registry import get_dataset_spec
 from kdbench.models.taps import INTERMEDIATES, ModelStages, stage_info
-from kdbench.models.zoo import create_model, is_model, list_architectures
+from kdbench.models.zoo import CUSTOM_MODELS, create_model, is_model, list_architectures
 from kdbench.spec.config import convert_free_kwargs
 
 models_app = typer.Typer(help="Model architectures: their stages and embedding, as feature methods tap them.",
@@ -79,6 +79,8 @@ def describe_model(name: str, dataset: str, image_size: int, options: dict[str, 
             raise
         stem = False  # the recipe's stem does not exist for this family (a ViT): the model keeps its own
         model = build(stem)
+    # kdbench's own architectures (the cifar_ ones, gnn2) are built for small images: the flag leaves them as they are
+    stem = stem and name not in CUSTOM_MODELS and not getattr(model, "small_image_native", False)
     if getattr(model, "feature_info", None) is None:
         raise UserError(f"{name} has no feature_info: it has no stages to tap (logit methods only)")
     try:
