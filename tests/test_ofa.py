@@ -151,6 +151,12 @@ def test_stages_pick_the_exits_and_a_student_without_them_is_refused():
         _ofa("cifar_resnet8", "resnet18", OFAParams(stages="1"))
 
 
+def test_a_student_without_stage_maps_is_refused_in_one_line():
+    # The GNN student's one stage is its (B, 256) hidden layer: nothing for an exit to project.
+    with pytest.raises(UserError, match=r"stage 0 has shape \(256,\); use kd, dkd or rkd for this student"):
+        _ofa("gnn2", "resnet18")
+
+
 def test_ofa_deit_tiny_teacher_to_resnet18_runs_end_to_end(dirs, in_process):
     tiny = [f"--set=teacher.{k}={v}" for k, v in TINY_VIT.items()]
     code, stdout, stderr = in_process("run", "--method", "ofa", "--teacher", "deit_tiny_patch16_224", "--student",
