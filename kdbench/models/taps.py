@@ -18,6 +18,8 @@ N × C × H × W whatever the family —
 The embedding is the classifier's input, read by a forward pre-hook during the one head pass (FeatureTap's
 definition). It equals `forward_head(x, pre_logits=True)` (tests/test_taps.py checks it per family), but a
 second head pass would draw a head dropout twice in training mode: a different random stream from `model(x)`.
+Models with two classifiers (a distilled DeiT, LeViT, EfficientFormer: `get_classifier()` is a pair) have no one
+classifier input: theirs is `forward_head(x, pre_logits=True)`, a second head pass.
 """
 
 from __future__ import annotations
@@ -72,11 +74,18 @@ class IntermediateTap:
                 raise ValueError(f"stage {sid} out of range: {type(model).__name__} has {n} stages")
         # stage id as asked (negative ids kept, as FeatureTap keys them) → non-negative feature_info index
         self._index = {sid: sid % n for sid in self.stage_ids} if n else {}
+        # Two classifiers (a distilled DeiT's, LeViT's, EfficientFormer's head and head_dist): no one classifier
+        # input to hook; the embedding is forward_head's pre-logits then (their inputs averaged), read by a second
+        # head pass (in training mode it draws a head dropout again, so only these models take that path).
+        self._pre_logits = False
         if embedding:
             head = model.get_classifier()
             if isinstance(head, nn.Identity):
                 raise ValueError("model has no classifier to read the embedding from")
-            self._handles.append(head.register_forward_pre_hook(self._embedding_hook))
+            if isinstance(head, nn.Module):
+                self._handles.append(head.register_forward_pre_hook(self._embedding_hook))
+            else:
+                self._pre_logits = True
 
     def _embedding_hook(self, module: nn.Module, inputs: tuple) -> None:
         x = inputs[0]
@@ -86,13 +95,18 @@ class IntermediateTap:
         if self._hooks is not None:
             return self._hooks(x)
         self._embedding = None
-        if not self.stage_ids:  # nothing to tap but the head: the plain forward
+        if not self.stage_ids and not self._pre_logits:  # nothing to tap but the head: the plain forward
             logits = self.model(x)
             return Features(logits, {}, self._embedding)
         indices = sorted(set(self._index.values()))
-        final, intermediates = self.model.forward_intermediates(x, indices=indices, output_fmt="NCHW")
+        if indices:
+            final, intermediates = self.model.forward_intermediates(x, indices=indices, output_fmt="NCHW")
+        else:
+            final, intermediates = self.model.forward_features(x), []
         by_index = dict(zip(indices, intermediates, strict=True))
         logits = self.model.forward_head(final)
+        if self._pre_logits:
+            self._embedding = self.model.forward_head(final, pre_logits=True)
         return Features(logits, {sid: by_index[i] for sid, i in self._index.items()}, self._embedding)
 
     def remove(self) -> None:
