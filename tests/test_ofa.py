@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from model_families import FAMILIES, SIDE, build
 
 from kdbench.core.errors import UserError
 from kdbench.methods.ofa import (
@@ -155,6 +156,40 @@ def test_a_student_without_stage_maps_is_refused_in_one_line():
     # The GNN student's one stage is its (B, 256) hidden layer: nothing for an exit to project.
     with pytest.raises(UserError, match=r"stage 0 has shape \(256,\); use kd, dkd or rkd for this student"):
         _ofa("gnn2", "resnet18")
+
+
+# Reference stages each family's tiny configuration (tests/model_families.py) has: a 2-block ViT taps block 1 for
+# stages 1, 2 and block 2 for 3, 4; a 2-stage Swin and a 3-stride CIFAR ResNet have the last strides only.
+FAMILY_EXITS = {
+    "cifar_resnet": {"2": 1, "3": 2, "4": 3}, "resnet": {"1": 1, "2": 2, "3": 3, "4": 4},
+    "mobilenet": {"1": 1, "2": 2, "3": 3, "4": 4}, "convnext": {"1": 0, "2": 1, "3": 2, "4": 3},
+    "vit": {"1": 0, "2": 0, "3": 1, "4": 1}, "swin": {"3": 0, "4": 1}, "mixer": {"1": 1, "2": 2, "3": 6, "4": 7},
+}
+
+
+def _step(teacher: str, student: str) -> dict:
+    torch.manual_seed(0)
+    ctx = MethodContext(num_classes=10, in_chans=3, image_size=SIDE, num_train=8,
+                        train_targets=torch.arange(8) % 10, epochs=1, seed=0)
+    d = get_method("ofa").cls(build(student), build(teacher), OFAParams(), ctx)
+    idx = torch.arange(4)
+    _, losses = d.forward_train(Batch(torch.randn(4, 3, SIDE, SIDE), idx % 10, idx))
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert all(p.grad is not None for e in d.exits.values() for p in e.parameters() if p.dim() > 1)
+    return d.describe()
+
+
+@pytest.mark.parametrize("student", list(FAMILIES))
+def test_every_student_family_gets_its_exits_under_a_vit_teacher(student):
+    described = _step("vit", student)
+    assert described["exits"] == FAMILY_EXITS[student]
+    assert described["exit_kind"] == ("token" if student in ("vit", "swin", "mixer") else "cnn")
+
+
+@pytest.mark.parametrize("teacher", list(FAMILIES))
+def test_every_teacher_family_teaches_a_cifar_resnet(teacher):
+    assert _step(teacher, "cifar_resnet")["exits"] == FAMILY_EXITS["cifar_resnet"]
 
 
 def test_ofa_deit_tiny_teacher_to_resnet18_runs_end_to_end(dirs, in_process):
