@@ -16,13 +16,14 @@ when the teacher is confident in it (the paper's "adaptive target enhancement");
 cross-entropy against the teacher's soft labels (KD without the T² factor). The teacher only gives its logits:
 any teacher works, and the teacher-output cache serves them.
 
-Exits (the reference's projectors; :func:`build_exit`), one per tapped student stage k ∈ {1, 2, 3, 4}:
+Exits (the reference's projectors; :func:`cnn_exit`, :func:`token_exit`), one per tapped student stage k ∈ {1, 2, 3, 4}:
 - a CNN student (ResNet, MobileNet, ConvNeXt, the CIFAR nets): 4 − k depthwise-separable stride-2 blocks
   (:class:`SepConv`) doubling the channels, the last one to max(D_s, D_t) (the embedding widths), or a 1×1 conv
   to max(D_s, D_t) at stage 4; then global average pooling and a linear classifier;
 - a token student (ViT/DeiT, Swin, MLP-Mixer: a timm PatchEmbed): patch merging (:class:`PatchMerging`) until
   the patch grid is the reference's 7 × 7 (224 px / stride 32), the first merge projecting to D_s; then
-  max(4 − k, 1) transformer blocks of width D_s (timm's Block, 4 heads); the mean over the patch tokens; a linear
+  max(4 − k, 1) transformer blocks of width D_s (timm's Block, 4 heads; 1 where D_s is not a multiple of 4,
+  which timm's attention refuses); the mean over the patch tokens; a linear
   classifier. The reference reads a DeiT's class token through the exit's blocks; the stage maps of kdbench's
   tap (kdbench.models.taps.IntermediateTap) drop the prefix tokens, so every token student takes the mean, the
   reference's path for students without one (Swin, Mixer). Where no merge happens and the stage's width is not
