@@ -37,8 +37,22 @@ class Recorder:
             modules[name].register_forward_hook(lambda m, i, o, sid=sid: self.stages.__setitem__(sid, o))
         model.get_classifier().register_forward_pre_hook(lambda m, i: setattr(self, "embedding", i[0].flatten(1)))
         model.register_forward_hook(self._done)
+        # kdbench.models.taps.IntermediateTap runs forward_intermediates then forward_head, not model(x): its
+        # forward_head call (outside model(x), which calls forward_head itself) is the model's forward too.
+        self._in_forward = False
+        model.register_forward_pre_hook(lambda m, i: setattr(self, "_in_forward", True))
+        head = getattr(model, "forward_head", None)
+        if callable(head):
+            def forward_head(*args, **kwargs):
+                out = head(*args, **kwargs)
+                if not self._in_forward:
+                    self._done(model, args, out)
+                return out
+
+            model.forward_head = forward_head
 
     def _done(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        self._in_forward = False
         self.calls += 1
         self.logits = output
 

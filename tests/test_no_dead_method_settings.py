@@ -116,6 +116,8 @@ CHANGES: dict[str, dict[str, Change]] = {
         "graph_features": Change("teacher"),
         "graph_scope": Change("global"),
     },
+    "ofa": {"w_ce": Change("0.5"), "w_kd": Change("0.5"), "w_ofa": Change("0.5"), "eps": Change("1.5"),
+            "temperature": Change("2"), "stages": Change("2,4")},
 }
 
 # (method, field) -> why no configuration shows it changing a run; such a case runs as a strict xfail, so it

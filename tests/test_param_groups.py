@@ -92,7 +92,7 @@ def test_a_run_records_its_groups_and_a_group_setting_changes_its_numbers(tmp_pa
     assert lines[0]["losses"] != lines[1]["losses"]
 
 
-@pytest.mark.parametrize("method", sorted(m for m in ("fitnet", "crd", "crd+kd", "hkd", "hkd+kd", "cnn2gnn")))
+@pytest.mark.parametrize("method", sorted(m for m in ("fitnet", "crd", "crd+kd", "hkd", "hkd+kd", "cnn2gnn", "ofa")))
 def test_each_declared_group_holds_its_modules_parameters(method):
     spec = get_method(method)
     assert spec.cls.param_group_modules, f"{method} declares no parameter group"

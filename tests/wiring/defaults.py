@@ -50,6 +50,9 @@ PUBLISHED: dict[str, dict[str, object]] = {
                 # kdbench's own options (docs/cnn2gnn.md): CRD's memory momentum for graph=memory, the graph built
                 # on the student's features, the batch graph per rank in data-parallel runs.
                 "memory_momentum": 0.5, "graph_features": "student", "graph_scope": "rank"},
+    # OFA: Hao840/OFAKD train.py's defaults (--gt/--kd/--ofa-loss-weight 1, --ofa-eps 1, --ofa-temperature 1,
+    # --ofa-stage 1 2 3 4).
+    "ofa": {"w_ce": 1.0, "w_kd": 1.0, "w_ofa": 1.0, "eps": 1.0, "temperature": 1.0, "stages": "1,2,3,4"},
 }
 
 WEIGHT_RANGE = (0.0, None, False)
@@ -80,6 +83,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     # A method whose field of a shared name has another range: "method.field" wins over "field".
     "hkd.k": (1, 100_000, False),
     "hkd+kd.k": (1, 100_000, False),
+    "ofa.eps": (0.0, 10.0, True),  # the exponent of the target enhancement (the reference uses 1 to 1.5)
 }
 
 UNCHECKED = {

@@ -53,6 +53,7 @@ from kdbench.methods.fitnet import fitnet_loss
 from kdbench.methods.hkd import HKDLoss
 from kdbench.methods.kd import kd_loss
 from kdbench.methods.nst import nst_loss
+from kdbench.methods.ofa import ofa_loss, parse_stages, reference_stage_indices
 from kdbench.methods.pkt import pkt_loss
 from kdbench.methods.rkd import rkd_angle_loss, rkd_distance_loss
 from kdbench.methods.sp import sp_loss
@@ -320,3 +321,15 @@ def _nst(case: Case) -> dict[str, torch.Tensor]:
     pairs = [(i, j) for i, j in pairs if min(s.stages[i].shape[2], t.stages[j].shape[2]) > 1
              or min(s.stages[i].shape[3], t.stages[j].shape[3]) > 1]
     return {"ce": _ce(case, p.w_ce), "nst": p.w_nst * sum(nst_loss(s.stages[i], t.stages[j]) for i, j in pairs)}
+@oracle("ofa", variants=[{"w_ce": 0.4, "w_kd": 1.3, "w_ofa": 0.7, "eps": 1.5, "temperature": 2.0},
+                          {"w_ce": 0.6, "w_kd": 0.8, "w_ofa": 2.2, "eps": 0.9, "temperature": 3.0, "stages": "2,4"}])
+def _ofa(case: Case) -> dict[str, torch.Tensor]:
+    # Each exit (the method's trainable modules, keyed by the reference stage k) on the student stage that k names;
+    # every exit and the student's logits against the teacher's logits. BN in train mode: a second call on the
+    # same map gives the same output.
+    p, s, t, y = case.params, case.student, case.teacher, case.batch.labels
+    index = reference_stage_indices(case.method.student)
+    exits = [ofa_loss(case.method.exits[str(k)](s.stages[index[k]]), t.logits, y, p.eps, p.temperature)
+             for k in parse_stages(p.stages) if k in index]
+    return {"ce": _ce(case, p.w_ce), "kd": p.w_kd * ofa_loss(s.logits, t.logits, y, p.eps, p.temperature),
+            "ofa": p.w_ofa * sum(exits)}
