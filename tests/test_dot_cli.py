@@ -48,6 +48,16 @@ def test_kd_with_dot_delta_trains_with_dot_and_the_record_says_so(tmp_path, shar
     assert dot_epoch != plain_epoch
 
 
+def test_two_stage_fitnet_trains_with_dot_through_its_hint_only_pre_stage(tmp_path, shared_zoo, in_process):
+    """Epoch 1 is FitNet's hint stage (`hint` alone, no `ce`: the distillation buffer alone), epoch 2 its kd stage."""
+    done = in_process(*_run_args(tmp_path / "results", shared_zoo, DOT, "fitnet.stages=2", method="fitnet"),
+                      "--epochs", "2")
+    assert done.returncode == 0, done.stderr
+    lines = (tmp_path / "results" / "runs" / json.loads(done.stdout)["run_id"] / "metrics.jsonl").read_text()
+    first, second = (json.loads(line)["losses"] for line in lines.splitlines())
+    assert "ce" not in first and "hint" in first and {"ce", "kd"} <= second.keys()
+
+
 def test_a_dot_run_killed_inside_an_epoch_resumes_to_the_bits_of_an_uninterrupted_one(tmp_path, shared_zoo):
     opts = {"teacher": TEACHER, "student": "test_resnet", "epochs": 2, "teacher_epochs": 1, "device": "cpu",
             "sets": [*SETS, DOT], "zoo_dir": shared_zoo}

@@ -8,8 +8,10 @@ distillation losses' gradient, the distillation one kept longer.
     θ ← θ − lr · v_task − lr · v_kd
 
 In kdbench the task loss is the `ce` term of a method's weighted loss dict and every other term is distillation
-(their sum is L_kd). A run whose dict lacks either half has nothing for DOT to balance and is refused in one
-line (:func:`split_losses`; a method without a teacher is refused earlier, when the run is resolved).
+(their sum is L_kd). A run without a teacher has nothing for DOT to balance and is refused in one line when it
+is resolved (:func:`check_dot_run`). A step whose dict holds one half only (FitNet's two-stage hint pre-stage:
+`hint` alone) moves by that half's buffer alone, at β: the reference's rule for a parameter with one gradient,
+i.e. plain SGD momentum for that stage.
 
 Everything follows the reference, mdistiller (megvii-research/mdistiller, commit a08d46f,
 mdistiller/engine/dot.py `DistillationOrientedTrainer` and engine/trainer.py `DOT`), checked against its numbers in
@@ -60,16 +62,14 @@ def check_dot_run(recipe: Recipe, *, amp: bool = False, distils: bool = True, wo
                         "none (no teacher); use it with a distillation method, e.g. kd")
 
 
-def split_losses(losses: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_task, L_kd): the `ce` term, and the sum of every other term in the dict's order."""
+def split_losses(losses: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(L_task, L_kd): the `ce` term, and the sum of every other term in the dict's order; None for a half
+    this step's dict does not hold."""
     others = [v for k, v in losses.items() if k != TASK_TERM]
-    if TASK_TERM not in losses or not others:
-        raise UserError(f"recipe.dot_delta: DOT needs a task term '{TASK_TERM}' and at least one distillation term "
-                        f"in the method's losses; this method gives: {', '.join(losses)}")
-    distil = others[0]
+    distil = others[0] if others else None
     for term in others[1:]:
         distil = distil + term
-    return losses[TASK_TERM], distil
+    return losses.get(TASK_TERM), distil
 
 
 class DistillationOrientedSGD(torch.optim.Optimizer):

@@ -302,12 +302,13 @@ class _Steps:
         # kept for the second pass), then the task half's; one step moves the parameters by both momenta.
         optimizer = self.optimizer
         task, distil = split_losses(losses)
+        # A half the step lacks (FitNet's hint pre-stage has no `ce`), or one without a graph, adds no gradient.
         optimizer.zero_grad(set_to_none=True)
-        if distil.requires_grad:  # a term weighted off by its schedule may hold no graph
-            distil.backward(retain_graph=True)
+        if distil is not None and distil.requires_grad:
+            distil.backward(retain_graph=task is not None)
         optimizer.stash_kd_grads()
         optimizer.zero_grad(set_to_none=True)  # to None: the stashed gradients are kept, not zeroed
-        if task.requires_grad:
+        if task is not None and task.requires_grad:
             task.backward()
         optimizer.step()
         self.scheduler.step()
