@@ -92,4 +92,4 @@ def test_dot_without_a_teacher_is_refused_in_one_line(tmp_path, in_process):
     done = in_process("run", "--method", "ce", "--student", "test_resnet", "--results-dir", str(tmp_path),
                       "--set", DOT)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "this training has none (no teacher); use it with a distillation method, e.g. kd" in done.stderr
+    assert "method 'ce' has none (no teacher); use it with a distillation method, e.g. kd" in done.stderr

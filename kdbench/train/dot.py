@@ -45,7 +45,7 @@ TASK_TERM = "ce"
 
 
 def check_dot_run(recipe: Recipe, *, amp: bool = False, distils: bool = True, world_size: int = 1,
-                  scope: str = "recipe") -> None:
+                  scope: str = "recipe", trainee: str = "this training") -> None:
     """Refuse, in one line, a run DOT cannot train (the recipe's own checks, optimizer and momentum, are in
     Recipe): AMP (the two backward passes would each need the scaler's unscale), data-parallel (DDP reduces
     gradients once per forward) and a run without distillation (a teacher's or the `ce` baseline)."""
@@ -58,7 +58,7 @@ def check_dot_run(recipe: Recipe, *, amp: bool = False, distils: bool = True, wo
         raise UserError(f"{setting}: DOT is not implemented for data-parallel runs (--nproc {world_size}); "
                         "run it with one process")
     if not distils:
-        raise UserError(f"{setting}: DOT balances a task loss against distillation losses and this training has "
+        raise UserError(f"{setting}: DOT balances a task loss against distillation losses and {trainee} has "
                         "none (no teacher); use it with a distillation method, e.g. kd")
 
 
