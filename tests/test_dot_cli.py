@@ -79,7 +79,7 @@ def test_a_dot_run_killed_inside_an_epoch_resumes_to_the_bits_of_an_uninterrupte
     ([], [DOT, "recipe.momentum=0"], "use optimizer=sgd with momentum > 0"),
     (["--amp"], [DOT], "not implemented with --amp"),
     (["--nproc", "2"], [DOT], "not implemented for data-parallel runs (--nproc 2)"),
-    ([], ["teacher_recipe.dot_delta=0.075"], "teacher_recipe.dot_delta=0.075: DOT balances a task loss"),
+    ([], ["teacher_recipe.dot_delta=0.075"], "distillation losses and a zoo teacher (CE alone) has none"),
 ])
 def test_a_run_dot_cannot_train_is_refused_in_one_line(tmp_path, in_process, extra, sets, message):
     done = in_process(*_run_args(tmp_path / "results", tmp_path / "zoo", *sets), *extra)
@@ -92,4 +92,4 @@ def test_dot_without_a_teacher_is_refused_in_one_line(tmp_path, in_process):
     done = in_process("run", "--method", "ce", "--student", "test_resnet", "--results-dir", str(tmp_path),
                       "--set", DOT)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "method 'ce' has none (no teacher); use it with a distillation method, e.g. kd" in done.stderr
+    assert "method 'ce' (no teacher) has none; use it with a distillation method, e.g. kd" in done.stderr

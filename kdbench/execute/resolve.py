@@ -151,7 +151,7 @@ def resolve_teacher(
     ds = get_dataset_spec(dataset)
     scoped = sets if isinstance(sets, dict) else parse_set_options(sets)
     recipe = _recipe_for(ds.recipe, epochs, scoped.get("teacher_recipe", {}), "teacher_recipe")
-    check_dot_run(recipe, distils=False, scope="teacher_recipe", trainee="a zoo teacher")  # trains on CE alone
+    check_dot_run(recipe, distils=False, scope="teacher_recipe", trainee="a zoo teacher (CE alone)")
     fraction = train_fraction_of(teacher_data_params(scoped.get(TEACHER_SCOPE, {})))
     return TeacherKey(arch, ds.name, recipe, seed, _asdict(_data_params(ds, scoped)), _teacher_options(scoped),
                       code=zoo_teacher_code(recipe), train_fraction=fraction, val_fraction=_val_fraction(scoped))
@@ -289,7 +289,7 @@ def resolve_config(opts: RunOptions) -> RunConfig:
     student = opts.student or spec.default_student
     _check_model(student, "student")
     recipe = _student_recipe(opts, ds, student, sets)
-    check_dot_run(recipe, amp=opts.amp, distils=spec.needs_teacher, trainee=f"method '{spec.name}'")
+    check_dot_run(recipe, amp=opts.amp, distils=spec.needs_teacher, trainee=f"method '{spec.name}' (no teacher)")
     method_params = spec.cls.resolve_params(method_params, teacher=opts.teacher if spec.needs_teacher else None,
                                             student=student, epochs=recipe.epochs)
     student_params = convert_free_kwargs(sets.get("student", {}), "student")

@@ -45,7 +45,7 @@ TASK_TERM = "ce"
 
 
 def check_dot_run(recipe: Recipe, *, amp: bool = False, distils: bool = True, world_size: int = 1,
-                  scope: str = "recipe", trainee: str = "this training") -> None:
+                  scope: str = "recipe", trainee: str = "this training (no teacher)") -> None:
     """Refuse, in one line, a run DOT cannot train (the recipe's own checks, optimizer and momentum, are in
     Recipe): AMP (the two backward passes would each need the scaler's unscale), data-parallel (DDP reduces
     gradients once per forward) and a run without distillation (a teacher's or the `ce` baseline)."""
@@ -59,7 +59,7 @@ def check_dot_run(recipe: Recipe, *, amp: bool = False, distils: bool = True, wo
                         "run it with one process")
     if not distils:
         raise UserError(f"{setting}: DOT balances a task loss against distillation losses and {trainee} has "
-                        "none (no teacher); use it with a distillation method, e.g. kd")
+                        "none; use it with a distillation method, e.g. kd")
 
 
 def split_losses(losses: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
