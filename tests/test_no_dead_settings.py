@@ -43,14 +43,19 @@ CHANGES: dict[str, tuple[list[str], str]] = {
     "eval_batch_size": (["student.graph=batch"], "recipe.eval_batch_size=100"),
     "label_smoothing": ([], "recipe.label_smoothing=0.5"),
     "cifar_stem": ([], "recipe.cifar_stem=true"),
+    "dot_delta": ([], "recipe.dot_delta=0.075"),
 }
 STUDENT_FOR = {"eval_batch_size": "gnn2"}
+# DOT balances `ce` against distillation terms, so its change is tried on kd (the teacher in the pair's own zoo).
+METHOD_FOR = {"dot_delta": "kd"}
 
 
 def _numbers(tmp: Path, field: str, extra: list[str], method: str = "ce") -> list[dict]:
     student = STUDENT_FOR.get(field, BASE["student"])
     sets = [*BASE_SETS, *CHANGES.get(field, ([], ""))[0], *extra]
-    record = run(method, **{**BASE, "student": student}, sets=sets, results_dir=tmp)
+    method = METHOD_FOR.get(field, method)
+    teacher = {"teacher": "test_resnet", "teacher_epochs": 1, "zoo_dir": tmp.parent / "zoo"} if method == "kd" else {}
+    record = run(method, **{**BASE, "student": student}, sets=sets, results_dir=tmp, **teacher)
     lines = (tmp / "runs" / record["run_id"] / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")} for line in lines]
 

@@ -19,7 +19,7 @@ _ZOO_HELP = "Teacher zoo \\[default: ~/.cache/kdbench/zoo or $KDBENCH_ZOO]."
 _DATA_HELP = "Dataset files \\[default: ~/.cache/kdbench/data or $KDBENCH_DATA]."
 _DEVICE_HELP = "auto | cpu | cuda | cuda:N."
 _SETS_HELP = ("SCOPE.KEY=VALUE, repeatable: kd.temperature=2, data.image_size=32, student.k=0, "
-              "recipe.weight_decay=1e-4.")
+              "recipe.weight_decay=1e-4, recipe.dot_delta=0.075 (DOT's two momenta, any method with a teacher).")
 
 MethodOption = Annotated[str, typer.Option("--method", "-m", help="Distillation method (see `kdbench methods`).")]
 TeacherOption = Annotated[str | None, typer.Option("--teacher", "-t", help="Teacher architecture (any timm model).")]

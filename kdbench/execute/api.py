@@ -19,6 +19,7 @@ from kdbench.execute.runner import INFER_BATCH_SIZE, ExecuteOptions, execute, st
 from kdbench.spec.config import RunConfig
 from kdbench.spec.paths import Paths
 from kdbench.store.records import RunStore
+from kdbench.train.dot import check_dot_run
 
 
 def run(
@@ -99,6 +100,7 @@ def run(
     if nproc < 1:
         raise UserError(f"--nproc {nproc}: expected a number of processes ≥ 1")
     if nproc > 1:
+        check_dot_run(config.recipe, world_size=nproc)
         return _launch(replace(config, world_size=nproc, sync_bn=sync_bn), paths, _RankArgs(
             force, ckpt, options, strict, deterministic), device, reporter)
     return execute(config, paths, device=device, force=force, reporter=reporter, teacher_ckpt=ckpt,

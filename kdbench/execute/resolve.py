@@ -38,6 +38,7 @@ from kdbench.store.fingerprint import code_fingerprint, teacher_code
 from kdbench.teachers.pretrained import find_weights, is_pretrained_name
 from kdbench.teachers.zoo import IMPORTED_RECIPE, TeacherKey
 from kdbench.teachers.zoo_files import user_file_sha256
+from kdbench.train.dot import check_dot_run
 from kdbench.train.method import MethodSpec, get_method
 from kdbench.train.optim import GROUP_SCOPE, parse_group_sets
 
@@ -150,6 +151,7 @@ def resolve_teacher(
     ds = get_dataset_spec(dataset)
     scoped = sets if isinstance(sets, dict) else parse_set_options(sets)
     recipe = _recipe_for(ds.recipe, epochs, scoped.get("teacher_recipe", {}), "teacher_recipe")
+    check_dot_run(recipe, distils=False, scope="teacher_recipe", trainee="a zoo teacher (CE alone)")
     fraction = train_fraction_of(teacher_data_params(scoped.get(TEACHER_SCOPE, {})))
     return TeacherKey(arch, ds.name, recipe, seed, _asdict(_data_params(ds, scoped)), _teacher_options(scoped),
                       code=zoo_teacher_code(recipe), train_fraction=fraction, val_fraction=_val_fraction(scoped))
@@ -287,6 +289,7 @@ def resolve_config(opts: RunOptions) -> RunConfig:
     student = opts.student or spec.default_student
     _check_model(student, "student")
     recipe = _student_recipe(opts, ds, student, sets)
+    check_dot_run(recipe, amp=opts.amp, distils=spec.needs_teacher, trainee=f"method '{spec.name}' (no teacher)")
     method_params = spec.cls.resolve_params(method_params, teacher=opts.teacher if spec.needs_teacher else None,
                                             student=student, epochs=recipe.epochs)
     student_params = convert_free_kwargs(sets.get("student", {}), "student")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdbench.core.errors import UserError, shortened
-from kdbench.spec.recipe import Recipe
+from kdbench.spec.recipe import Recipe, without_added_defaults
 
 RUN_ID_LENGTH = 16
 
@@ -102,6 +102,9 @@ class RunConfig:
         for key, default in defaults.items():
             if d[key] == default:
                 del d[key]
+        for key in ("recipe", "teacher_recipe"):  # and the recipes' own added fields (e.g. DOT's dot_delta)
+            if d[key] is not None:
+                d[key] = without_added_defaults(d[key])
         return d
 
     def without_code(self) -> RunConfig:

@@ -21,6 +21,16 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "multistep", "constant")
 
 
+# Fields added after the first records, left out of a recipe's dict at these values (off), so that the run ids and
+# zoo keys of every recipe without them stay what they were.
+ADDED_AT_DEFAULT: dict[str, object] = {"dot_delta": 0.0}
+
+
+def without_added_defaults(recipe: dict) -> dict:
+    """A recipe's dict without the ADDED_AT_DEFAULT fields that hold their default."""
+    return {k: v for k, v in recipe.items() if k not in ADDED_AT_DEFAULT or v != ADDED_AT_DEFAULT[k]}
+
+
 def rescale_epochs(value: int, from_epochs: int, to_epochs: int) -> int:
     """An epoch count (a milestone, a warm-up, a method's warm-up or hint phase) stated for a schedule of
     `from_epochs`, moved to one of `to_epochs`: round(value · to / from) (halves round up), at least 1 when
@@ -56,6 +66,10 @@ class Recipe:
     # Small-image CNN stem (3×3 stride-1 conv, no max-pool) as the CIFAR KD literature uses; timm's ImageNet
     # stem shrinks a 32 px input 4× at once. Applies to teacher and student CNNs built for this recipe.
     cifar_stem: bool = False
+    # DOT (Zhao et al. ICCV 2023; kdbench.train.dot): Δ > 0 trains the `ce` term's gradient with momentum − Δ and the
+    # distillation terms' with momentum + Δ (the paper's Δ: 0.075, mdistiller's configs/cifar100/dot/*.yaml).
+    # 0 (off): plain SGD, and the field is left out of the recipe's dict (ADDED_AT_DEFAULT).
+    dot_delta: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("epochs", self.epochs, 1, 100_000)
@@ -77,6 +91,18 @@ class Recipe:
             raise UserError(f"unknown optimizer '{self.optimizer}'. Valid: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise UserError(f"unknown schedule '{self.schedule}'. Valid: {', '.join(SCHEDULES)}")
+        self._check_dot()
+
+    def _check_dot(self) -> None:
+        """DOT's Δ: both momenta β ± Δ within [0, 1], on SGD with momentum (what its reference implements)."""
+        check_range("dot_delta", self.dot_delta, 0.0, 1.0)
+        if not self.dot_delta:
+            return
+        if self.optimizer != "sgd" or self.momentum == 0:
+            raise UserError(f"dot_delta={self.dot_delta:g}: DOT splits SGD's momentum; this recipe trains with "
+                            f"optimizer={self.optimizer}, momentum={self.momentum:g}: use optimizer=sgd with "
+                            "momentum > 0")
+        check_range("dot_delta", self.dot_delta, 0.0, min(self.momentum, 1.0 - self.momentum))
 
     def replace(self, **overrides: object) -> Recipe:
         """A copy with the non-None overrides applied (None means "keep the recipe's value")."""
@@ -101,7 +127,8 @@ class Recipe:
         return dataclasses.replace(self, epochs=epochs, milestones=milestones, warmup_epochs=warmup)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields, those of ADDED_AT_DEFAULT left out at their default (the dict the run id and zoo key hash)."""
+        return without_added_defaults(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict) -> Recipe:

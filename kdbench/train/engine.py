@@ -35,6 +35,7 @@ from kdbench.core.progress import NULL_REPORTER, Reporter
 from kdbench.spec.recipe import Recipe
 from kdbench.train import rng_state, stop_request
 from kdbench.train.checkpoint import StepPosition, resume, save_checkpoint
+from kdbench.train.dot import DistillationOrientedSGD, check_dot_run, split_losses
 from kdbench.train.epoch_record import EpochRecord
 from kdbench.train.evaluate import EvalResult, _autocast, evaluate
 from kdbench.train.method import Batch, Distiller
@@ -254,8 +255,8 @@ class _StepSaver:
 class _Steps:
     """One training step, in two halves around the step log: `forward` (the batch to the device, channels-last,
     autocast when AMP is on; the method's logits and weighted losses and their total) and `step` (backward, the
-    optimizer step, the AMP scaler when on, then the scheduler: the next step's lr). Settings are read once here,
-    not at every step."""
+    optimizer step, the AMP scaler when on, then the scheduler: the next step's lr; with DOT, a backward pass
+    per half of the losses: kdbench.train.dot). Settings are read once here, not at every step."""
 
     def __init__(self, settings: EngineSettings, fit: _Fit) -> None:
         self.device = settings.device
@@ -263,7 +264,10 @@ class _Steps:
         self.forward_train = fit.forward_train
         self.amp = settings.amp
         self.optimizer, self.scheduler, self.scaler = fit.optimizer, fit.scheduler, fit.scaler
-        self.step = self._scaled_step if fit.scaler.is_enabled() else self._plain_step
+        if isinstance(fit.optimizer, DistillationOrientedSGD):
+            self.step = self._dot_step
+        else:
+            self.step = self._scaled_step if fit.scaler.is_enabled() else self._plain_step
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
@@ -279,18 +283,34 @@ class _Steps:
             logits, losses = self.forward_train(batch)
         return logits, losses, _total(losses)
 
-    def _scaled_step(self, total: torch.Tensor) -> None:
+    def _scaled_step(self, total: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
 
-    def _plain_step(self, total: torch.Tensor) -> None:
+    def _plain_step(self, total: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
         # AMP off: the disabled scaler's three calls would only pass through to these two.
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
+        self.scheduler.step()
+
+    def _dot_step(self, total: torch.Tensor, losses: dict[str, torch.Tensor]) -> None:
+        # DOT (kdbench.train.dot), in its reference's order: the distillation half's gradients first (the graph
+        # kept for the second pass), then the task half's; one step moves the parameters by both momenta.
+        optimizer = self.optimizer
+        task, distil = split_losses(losses)
+        # A half the step lacks (FitNet's hint pre-stage has no `ce`), or one without a graph, adds no gradient.
+        optimizer.zero_grad(set_to_none=True)
+        if distil is not None and distil.requires_grad:
+            distil.backward(retain_graph=task is not None)
+        optimizer.stash_kd_grads()
+        optimizer.zero_grad(set_to_none=True)  # to None: the stashed gradients are kept, not zeroed
+        if task is not None and task.requires_grad:
+            task.backward()
+        optimizer.step()
         self.scheduler.step()
 
 
@@ -315,6 +335,7 @@ class Engine:
         each, calling `callbacks`' hooks (:class:`FitCallbacks`)."""
         hooks = callbacks or FitCallbacks()
         forward_train = self._place(model)
+        check_dot_run(recipe, amp=self.s.amp, world_size=self.s.world_size)
         optimizer, groups = build_optimizer(model, recipe, self.s.param_groups)
         scaler = torch.amp.GradScaler(self.s.device.type, enabled=self.s.amp and self.s.device.type == "cuda")
         result = FitResult(param_groups=groups)
@@ -436,7 +457,7 @@ class Engine:
                 # interval's batch of them (step_log.flush), before the epoch ends and so before any checkpoint
                 # holding a diverged step. StepLog also keeps the epoch's loss sums.
                 step_log.add(step, first_global + step, losses, total, lr_last)
-                one.step(total)
+                one.step(total, losses)
                 hits.add(logits, labels)
                 seen += labels.numel()
                 batches += 1

@@ -33,6 +33,7 @@ from torch import nn
 
 from kdbench.core.errors import UserError
 from kdbench.spec.recipe import Recipe
+from kdbench.train.dot import DistillationOrientedSGD
 
 GROUP_SCOPE = "group"
 # The group holding every trainable parameter no declared group claims (the student, mostly).
@@ -107,7 +108,8 @@ def check_partition(groups: list[ParamGroup], trainable: list[nn.Parameter]) -> 
 
 def build_optimizer(model: nn.Module, recipe: Recipe, overrides: Mapping[str, Mapping[str, float]] | None = None,
                     ) -> tuple[torch.optim.Optimizer, list[dict[str, Any]]]:
-    """The one optimizer builder: the recipe's optimizer (SGD with its momentum / Nesterov, or AdamW) over
+    """The one optimizer builder: the recipe's optimizer (SGD with its momentum / Nesterov, DOT's two-momentum SGD
+    when `recipe.dot_delta` is set, or AdamW) over
     `model.param_groups()` (a Distiller) — or over a plain module's trainable parameters, as one group — and,
     for the run record, each group's name, parameter count, base lr and weight decay."""
     # Asked by attribute, not isinstance(Distiller): kdbench.train.method imports this module.
@@ -129,6 +131,9 @@ def build_optimizer(model: nn.Module, recipe: Recipe, overrides: Mapping[str, Ma
 
 def _torch_optimizer(groups: list[dict[str, Any]], recipe: Recipe) -> torch.optim.Optimizer:
     # The recipe's lr and weight decay are the defaults of groups that do not set their own.
+    if recipe.dot_delta:  # DOT (kdbench.train.dot); the recipe has checked it is SGD with momentum
+        return DistillationOrientedSGD(groups, lr=recipe.lr, momentum=recipe.momentum, dot_delta=recipe.dot_delta,
+                                       weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
