@@ -39,6 +39,9 @@ PUBLISHED: dict[str, dict[str, object]] = {
                 # kdbench's own options (docs/cnn2gnn.md): CRD's memory momentum for graph=memory, the graph built
                 # on the student's features, the batch graph per rank in data-parallel runs.
                 "memory_momentum": 0.5, "graph_features": "student", "graph_scope": "rank"},
+    # mdistiller cfg.py CFG.OFD / CFG.REVIEWKD (w_review None: 5 for resnet32x4→8x4 by its config, else 1).
+    "ofd": {"w_ce": 1.0, "w_feat": 0.001, "connector_kernel": 1},
+    "reviewkd": {"w_ce": 1.0, "w_review": None, "warmup": None, "max_mid_channels": 512, "student_preact": False},
 }
 
 WEIGHT_RANGE = (0.0, None, False)
@@ -61,6 +64,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     # A method whose field of a shared name has another range: "method.field" wins over "field".
     "hkd.k": (1, 100_000, False),
     "hkd+kd.k": (1, 100_000, False),
+    "connector_kernel": (1, 7, False),  # odd only: tests/test_method_ofd.py
+    "max_mid_channels": (1, 4096, False),
 }
 
 UNCHECKED = {
