@@ -15,6 +15,7 @@ from method_cli import assert_refused_in_one_line, run_on_digits
 from kdbench.core.errors import UserError
 from kdbench.methods.reviewkd import ABF, ReviewKDParams, hcl_loss
 from kdbench.models import create_model
+from kdbench.report.published import load_published
 from kdbench.train.method import Batch, MethodContext, get_method
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "reference_losses" / "reviewkd.json").read_text())
@@ -114,3 +115,10 @@ def test_cli_run_on_digits_logs_the_review_term(dirs, in_process):
 ])
 def test_bad_settings_are_one_line_errors(setting, message, dirs, in_process):
     assert_refused_in_one_line(in_process, "reviewkd", setting, message)
+
+
+def test_published_rows_sit_beside_ours_under_the_method_name():
+    df = load_published("reviewkd")
+    row = df[(df["teacher"] == "cifar_resnet32x4") & (df["student"] == "cifar_resnet8x4")].iloc[0]
+    assert (row["method"], row["top1"], row["epoch"]) == ("reviewkd", 75.63, "unstated")
+    assert set(df["method"]) == {"reviewkd"}

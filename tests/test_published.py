@@ -22,7 +22,8 @@ CIFAR_ARCHS = {
     *(f"cifar_vgg{d}" for d in (8, 11, 13, 16, 19)), "cifar_mobilenetv2", "cifar_shufflev1", "cifar_shufflev2",
 }
 IMAGENET_ARCHS = {"resnet34", "resnet18", "resnet50", "mobilenetv1_100"}  # timm's names, as kdbench's
-METHODS = {"teacher", "ce", "kd", "fitnet", "at", "rkd", "pkt", "crd", "crd+kd", "dkd", "rkd+kd", "hkd", "hkd+kd"}
+METHODS = {"teacher", "ce", "kd", "fitnet", "at", "rkd", "pkt", "crd", "crd+kd", "dkd", "rkd+kd", "hkd", "hkd+kd",
+           "reviewkd"}
 
 
 def one(df: pd.DataFrame, **match: str) -> dict:
@@ -51,7 +52,7 @@ def test_published_numbers_as_the_papers_print_them() -> None:
     assert (hkd["top1"], hkd["std"], hkd["epoch"]) == (76.13, 0.05, "unstated")
     # 13 CRD pairs × (teacher, student, 7 methods); DKD 11 pairs × 2; HKD 5 pairs × 7 rows.
     assert df["paper"].value_counts().to_dict() == {"crd": 117, "dkd": 22, "hkd": 35, "mdistiller": 4,
-                                                    "torchdistill": 4}
+                                                    "torchdistill": 4, "reviewkd": 3}
 
 
 def test_every_published_row_uses_kdbench_names() -> None:
@@ -66,7 +67,7 @@ def test_every_published_row_uses_kdbench_names() -> None:
     assert not df.duplicated(["paper", "table", "teacher", "student", "method"]).any()
     assert df["top1"].between(50, 90).all() and df["source"].str.len().gt(0).all()
     assert set(load_published("hkd")["paper"]) == {"hkd"}
-    with pytest.raises(UserError, match="Valid: crd, dkd, hkd, mdistiller, torchdistill"):
+    with pytest.raises(UserError, match="Valid: crd, dkd, hkd, mdistiller, reviewkd, torchdistill"):
         load_published("kd")
 
 
@@ -81,7 +82,7 @@ def test_published_command_formats_and_bad_paper(in_process) -> None:
     assert "| kd (last) | dkd (best) |" in markdown.stdout
     assert "| README · cifar_resnet32x4 → cifar_resnet8x4 | 73.33 | 76.32 |" in markdown.stdout
     latex = in_process("published", "--format", "latex")
-    assert latex.returncode == 0 and latex.stdout.count(r"\begin{tabular}") == 5
+    assert latex.returncode == 0 and latex.stdout.count(r"\begin{tabular}") == 6  # one per paper
     assert r"73.33 $\pm$ 0.25" in latex.stdout
     bad = in_process("published", "--paper", "fitnet")
     assert bad.returncode == 2 and "crd, dkd, hkd" in bad.stderr and "Traceback" not in bad.stderr

@@ -18,6 +18,9 @@ against, shipped as data.
   over all epochs: DKD) or `unstated` (HKD). A number is only ever compared with ours at the same convention.
   DKD's table copies its KD column from CRD, so those rows are `last` while its DKD rows are `best`.
 - `source`, `note`: where the number comes from and what to know about it.
+
+Paper `reviewkd` (method `reviewkd`, epoch `unstated`): the ReviewKD paper's numbers as Papers with Code lists
+them (its table numbers not stated there, hence `table` = "Papers with Code").
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ PAPERS = {
     "hkd": "Zhou et al. 2021, Distilling Holistic Knowledge with Graph Neural Networks (ICCV), as in its README",
     "mdistiller": "Zhao et al. 2022 (DKD) and KD on ImageNet-1k, as in the mdistiller README's ImageNet table",
     "torchdistill": "Matsubara 2021, torchdistill (RRPR workshop), as in its ILSVRC2012 README",
+    "reviewkd": "Chen et al. 2021, Distilling Knowledge via Knowledge Review (CVPR), as Papers with Code lists it",
 }
 COLUMNS = ("paper", "table", "dataset", "teacher", "student", "method", "top1", "std", "runs", "epoch", "source",
            "note")
