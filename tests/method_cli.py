@@ -11,16 +11,16 @@ from typing import Any
 DIGITS_RUN = ("--teacher", "cifar_resnet8", "--student", "test_resnet", "--epochs", "1")
 
 
-def run_on_digits(in_process: Any, results: Path, method: str) -> tuple[dict[str, Any], set[str]]:
-    """`kdbench run --method METHOD` for 1 epoch (its teacher trained for 1 epoch first): the run's record and the
-    names of the losses its first epoch logged."""
-    result = in_process("run", "--method", method, *DIGITS_RUN, "--teacher-epochs", "1",
-                        "--set", "data.image_size=8", "--set", "data.train_fraction=0.2", "--json")
+def run_on_digits(in_process: Any, results: Path, method: str, *extra: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`kdbench run --method METHOD [EXTRA...]` for 1 epoch into `results` (its teacher trained for 1 epoch first):
+    the run's record and its first epoch's line of metrics.jsonl (`losses`, accuracies)."""
+    result = in_process("run", "--method", method, *DIGITS_RUN, "--teacher-epochs", "1", "--set", "data.image_size=8",
+                        "--set", "data.train_fraction=0.2", "--results-dir", str(results), *extra, "--json")
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["status"] == "completed"
     lines = (results / "runs" / record["run_id"] / "metrics.jsonl").read_text().splitlines()
-    return record, set(json.loads(lines[0])["losses"])
+    return record, json.loads(lines[0])
 
 
 def assert_refused_in_one_line(in_process: Any, method: str, setting: str, message: str) -> None:

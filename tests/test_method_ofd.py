@@ -132,8 +132,8 @@ def test_margins_come_from_the_teachers_bn_when_the_method_is_built():
 
 
 def test_cli_run_on_digits_logs_the_ofd_term(dirs, in_process):
-    record, losses = run_on_digits(in_process, dirs["results"], "ofd")
-    assert losses == {"ce", "ofd", "total"}
+    record, epoch = run_on_digits(in_process, dirs["results"], "ofd")
+    assert set(epoch["losses"]) == {"ce", "ofd", "total"}
     assert record["method_info"]["stage_pairs"] == [[2, 1], [3, 2], [4, 3]]
     assert record["student_info"]["method_extra_params"] > 0  # the connectors train with the student
     assert record["config"]["method_params"] == {"w_ce": 1.0, "w_feat": 0.001, "connector_kernel": 1}
@@ -147,3 +147,19 @@ def test_cli_run_on_digits_logs_the_ofd_term(dirs, in_process):
 ])
 def test_bad_settings_are_one_line_errors(setting, message, dirs, in_process):
     assert_refused_in_one_line(in_process, "ofd", setting, message)
+
+
+def test_pre_relu_maps_read_from_the_teacher_cache_give_the_numbers_of_recomputed_ones(dirs, in_process):
+    # The first run fills a fresh cache with the teacher's pre-ReLU maps (`stage1.preact` ...); a run with another
+    # weight reads them, and must compute what the same run without the cache computes.
+    cache = ("--cache-dir", str(dirs["results"] / "cache"))
+    filled, _ = run_on_digits(in_process, dirs["results"] / "fill", "ofd", *cache)
+    assert filled["teacher_cache"]["features"] == "cached" and filled["teacher_cache"]["hits"] == 0
+    assert {p.name.split("-", 1)[1] for p in (dirs["results"] / "cache").glob("*/*.kdtc")} == {
+        "logits.kdtc", "stage1.preact.kdtc", "stage2.preact.kdtc", "stage3.preact.kdtc"}
+    read, read_epoch = run_on_digits(in_process, dirs["results"] / "read", "ofd", *cache, "--set", "ofd.w_feat=0.01")
+    assert read["teacher_cache"]["hits"] > 0 and read["teacher_cache"]["misses"] == 0
+    _, off_epoch = run_on_digits(in_process, dirs["results"] / "off", "ofd", "--set", "ofd.w_feat=0.01",
+                                 "--teacher-cache", "off")
+    for key in ("losses", "train_top1", "top1"):
+        assert read_epoch[key] == off_epoch[key]
