@@ -163,3 +163,12 @@ def test_pre_relu_maps_read_from_the_teacher_cache_give_the_numbers_of_recompute
                                  "--teacher-cache", "off")
     for key in ("losses", "train_top1", "top1"):
         assert read_epoch[key] == off_epoch[key]
+
+
+def test_kdbench_methods_lists_ofd_and_reviewkd_with_paper_and_defaults(in_process):
+    result = in_process("methods")
+    assert result.returncode == 0
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert "Heo et al. 2019" in rows["ofd"] and "Chen et al. 2021" in rows["reviewkd"]
+    flat = " ".join(result.stdout.split())  # the defaults column wraps
+    assert "w_feat=0.001" in flat and "max_mid_channels" in flat
