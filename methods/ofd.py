@@ -147,8 +147,10 @@ class OFD(Distiller):
 
     def __init__(self, student: nn.Module, teacher: nn.Module, params: OFDParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
+        shapes = {}
         for role, model in (("student", student), ("teacher", teacher)):
-            for shape in stage_shapes(model, ctx.in_chans, ctx.image_size).values():
+            shapes[role] = stage_shapes(model, ctx.in_chans, ctx.image_size)
+            for shape in shapes[role].values():
                 if len(shape) != 3:  # e.g. the GNN student's hidden layer is (B, D): there is no map
                     raise UserError(f"ofd distils spatial pre-ReLU maps, but the {role}'s stage output has shape "
                                     f"{shape} per sample; use kd, dkd, rkd, pkt or crd for this pair")
@@ -159,10 +161,8 @@ class OFD(Distiller):
         self._s_tap, self._t_tap, margins = _preact_taps(student, teacher, s_stages, t_stages)
         for i, margin in enumerate(margins):  # derived from the teacher: rebuilt, never checkpointed
             self.register_buffer(f"margin{i}", margin, persistent=False)
-        s_shapes = stage_shapes(student, ctx.in_chans, ctx.image_size)
-        self.connectors = nn.ModuleList(
-            Connector(s_shapes[s][0], len(m), params.connector_kernel) for s, m in zip(s_stages, margins,
-                                                                                       strict=True))
+        self.connectors = nn.ModuleList(Connector(shapes["student"][s][0], len(m), params.connector_kernel)
+                                        for s, m in zip(s_stages, margins, strict=True))
 
     @property
     def margins(self) -> list[torch.Tensor]:

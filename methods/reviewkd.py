@@ -134,12 +134,18 @@ def resolved_warmup(params: ReviewKDParams, epochs: int) -> int:
 
 def _taps(student: nn.Module, teacher: nn.Module, s_stages: list[int], t_stages: list[int],
           student_preact: bool) -> tuple[FeatureTap, PreactTap]:
+    """The student's tap (pre-ReLU with `student_preact`) and the teacher's pre-ReLU one, both with the embedding,
+    or the one-line refusal of a model without pre-ReLU maps."""
     try:
-        s_tap = (PreactTap if student_preact else FeatureTap)(student, stages=s_stages, embedding=True)
         t_tap = PreactTap(teacher, stages=t_stages, embedding=True)
     except ValueError as e:
         raise UserError(f"reviewkd distils the teacher's pre-ReLU stage maps: {e}; use fitnet, at, kd, rkd or crd "
                         "for this pair") from None
+    try:
+        s_tap = (PreactTap if student_preact else FeatureTap)(student, stages=s_stages, embedding=True)
+    except ValueError as e:
+        raise UserError(f"reviewkd.student_preact=true reads the student's pre-ReLU stage maps: {e}; leave it "
+                        "false for this student") from None
     return s_tap, t_tap
 
 

@@ -122,3 +122,11 @@ def test_published_rows_sit_beside_ours_under_the_method_name():
     row = df[(df["teacher"] == "cifar_resnet32x4") & (df["student"] == "cifar_resnet8x4")].iloc[0]
     assert (row["method"], row["top1"], row["epoch"]) == ("reviewkd", 75.63, "unstated")
     assert set(df["method"]) == {"reviewkd"}
+
+
+def test_a_student_without_pre_relu_maps_is_refused_with_student_preact():
+    t = create_model("cifar_resnet8", num_classes=10, image_size=32)
+    s = create_model("mobilenetv3_small_050", num_classes=10, image_size=32)
+    get_method("reviewkd").cls(s, t, ReviewKDParams(), _ctx(32))  # its post-ReLU stage outputs are enough
+    with pytest.raises(UserError, match="reviewkd.student_preact=true reads the student's pre-ReLU stage maps"):
+        get_method("reviewkd").cls(s, t, ReviewKDParams(student_preact=True), _ctx(32))
