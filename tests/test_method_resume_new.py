@@ -34,7 +34,8 @@ def shared_zoo(tmp_path_factory):
     return tmp_path_factory.mktemp("zoo")  # the teacher trains once for both methods
 
 
-@pytest.mark.parametrize(("method", "sets"), [("hkd", ["hkd.nce_k=64"]), ("dkd", ["dkd.warmup=3"])])
+@pytest.mark.parametrize(("method", "sets"), [("hkd", ["hkd.nce_k=64"]), ("dkd", ["dkd.warmup=3"]),
+                                             ("reviewkd", ["reviewkd.warmup=3"])])  # ABF modules + warm-up
 def test_a_killed_run_resumes_to_the_uninterrupted_numbers(method, sets, tmp_path, shared_zoo):
     opts = {**TINY, "sets": TINY["sets"] + sets, "zoo_dir": shared_zoo}
     whole = run(method, results_dir=tmp_path / "whole", **opts)
