@@ -44,3 +44,28 @@ def one_line_exit_2(done) -> str:  # noqa: ANN001 - conftest's CliResult
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     return done.stderr.strip()
+
+
+# The feature methods' pair (tests/test_method_ofd.py, test_method_reviewkd.py): ResNet-8 into the small timm-style
+# ResNet, at 8 px on a fifth of digits' training split, the whole command path in a few seconds.
+DIGITS_RUN = ("--teacher", "cifar_resnet8", "--student", "test_resnet", "--epochs", "1")
+
+
+def run_epoch_on_digits(in_process: Any, results: Path, method: str, *extra: str) -> tuple[dict[str, Any],
+                                                                                         dict[str, Any]]:
+    """`kdbench run --method METHOD [EXTRA...]` for 1 epoch into `results` (its teacher trained for 1 epoch first):
+    the run's record and its first epoch's line of metrics.jsonl (`losses`, accuracies)."""
+    result = in_process("run", "--method", method, *DIGITS_RUN, "--teacher-epochs", "1", "--set", "data.image_size=8",
+                        "--set", "data.train_fraction=0.2", "--results-dir", str(results), *extra, "--json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["status"] == "completed"
+    lines = (results / "runs" / record["run_id"] / "metrics.jsonl").read_text().splitlines()
+    return record, json.loads(lines[0])
+
+
+def assert_refused_in_one_line(in_process: Any, method: str, setting: str, message: str) -> None:
+    """`kdbench run --method METHOD --set SETTING` exits 2 with exactly `error: MESSAGE`."""
+    result = in_process("run", "--method", method, *DIGITS_RUN, "--set", setting)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {message}"

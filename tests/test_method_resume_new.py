@@ -36,7 +36,8 @@ def shared_zoo(tmp_path_factory):
 
 
 @pytest.mark.parametrize(("method", "sets"), [("hkd", ["hkd.nce_k=64"]), ("dkd", ["dkd.warmup=3"]),
-                                                  ("ctkd", ["ctkd.lambda_epochs=3"])])
+                                             ("ctkd", ["ctkd.lambda_epochs=3"]),
+                                             ("reviewkd", ["reviewkd.warmup=3"])])  # ABF modules + warm-up
 def test_a_killed_run_resumes_to_the_uninterrupted_numbers(method, sets, tmp_path, shared_zoo):
     opts = {**TINY, "sets": TINY["sets"] + sets, "zoo_dir": shared_zoo}
     whole = run(method, results_dir=tmp_path / "whole", **opts)

@@ -118,6 +118,12 @@ CHANGES: dict[str, dict[str, Change]] = {
     },
     "ofa": {"w_ce": Change("0.5"), "w_kd": Change("0.5"), "w_ofa": Change("0.5"), "eps": Change("1.5"),
             "temperature": Change("2"), "stages": Change("2,4")},
+    "ofd": {"w_ce": Change("0.5"), "w_feat": Change("0.01"), "connector_kernel": Change("3")},
+    "reviewkd": {
+        "w_ce": Change("0.5"), "w_review": Change("2"), "max_mid_channels": Change("16"),
+        "student_preact": Change("true"),
+        "warmup": Change("3"),  # the default, 20 of 240 epochs rescaled to this 1-epoch run, is 0 (none)
+    },
 }
 
 # (method, field) -> why no configuration shows it changing a run; such a case runs as a strict xfail, so it

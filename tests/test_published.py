@@ -23,7 +23,7 @@ CIFAR_ARCHS = {
 }
 IMAGENET_ARCHS = {"resnet34", "resnet18", "resnet50", "mobilenetv1_100"}  # timm's names, as kdbench's
 METHODS = {"teacher", "ce", "kd", "fitnet", "at", "rkd", "pkt", "crd", "crd+kd", "dkd", "rkd+kd", "hkd", "hkd+kd",
-           "dist", "ctkd", "kd+ls", "dkd+ls", "ctkd+ls", "sp", "cc", "vid", "nst"}
+           "dist", "ctkd", "kd+ls", "dkd+ls", "ctkd+ls", "sp", "cc", "vid", "nst", "reviewkd"}
 
 
 def one(df: pd.DataFrame, **match: str) -> dict:
@@ -58,7 +58,7 @@ def test_published_numbers_as_the_papers_print_them() -> None:
         74.89, 3)
     # 13 CRD pairs × (teacher, student, 7 methods); DKD 11 pairs × 2; HKD 5 pairs × 7 rows.
     assert df["paper"].value_counts().to_dict() == {"crd": 169, "dkd": 22, "hkd": 35, "mdistiller": 4,
-                                                    "torchdistill": 4, "dist": 6, "ctkd": 6, "ls": 42}
+                                                    "torchdistill": 4, "dist": 6, "ctkd": 6, "ls": 42, "reviewkd": 3}
 
 
 def test_every_published_row_uses_kdbench_names() -> None:
@@ -73,7 +73,7 @@ def test_every_published_row_uses_kdbench_names() -> None:
     assert not df.duplicated(["paper", "table", "teacher", "student", "method"]).any()
     assert df["top1"].between(50, 90).all() and df["source"].str.len().gt(0).all()
     assert set(load_published("hkd")["paper"]) == {"hkd"}
-    with pytest.raises(UserError, match="Valid: crd, ctkd, dist, dkd, hkd, ls, mdistiller, torchdistill"):
+    with pytest.raises(UserError, match="Valid: crd, ctkd, dist, dkd, hkd, ls, mdistiller, reviewkd, torchdistill"):
         load_published("kd")
 
 

@@ -53,6 +53,9 @@ PUBLISHED: dict[str, dict[str, object]] = {
     # OFA: Hao840/OFAKD train.py's defaults (--gt/--kd/--ofa-loss-weight 1, --ofa-eps 1, --ofa-temperature 1,
     # --ofa-stage 1 2 3 4).
     "ofa": {"w_ce": 1.0, "w_kd": 1.0, "w_ofa": 1.0, "eps": 1.0, "temperature": 1.0, "stages": "1,2,3,4"},
+    # mdistiller cfg.py CFG.OFD / CFG.REVIEWKD (w_review None: 5 for resnet32x4→8x4 by its config, else 1).
+    "ofd": {"w_ce": 1.0, "w_feat": 0.001, "connector_kernel": 1},
+    "reviewkd": {"w_ce": 1.0, "w_review": None, "warmup": None, "max_mid_channels": 512, "student_preact": False},
 }
 
 WEIGHT_RANGE = (0.0, None, False)
@@ -84,6 +87,8 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "hkd.k": (1, 100_000, False),
     "hkd+kd.k": (1, 100_000, False),
     "ofa.eps": (0.0, 10.0, True),  # the exponent of the target enhancement (the reference uses 1 to 1.5)
+    "connector_kernel": (1, 7, False),  # odd only: tests/test_method_ofd.py
+    "max_mid_channels": (1, 4096, False),
 }
 
 UNCHECKED = {

@@ -54,11 +54,14 @@ from kdbench.methods.hkd import HKDLoss
 from kdbench.methods.kd import kd_loss
 from kdbench.methods.nst import nst_loss
 from kdbench.methods.ofa import ofa_loss, parse_stages, reference_stage_indices
+from kdbench.methods.ofd import ofd_loss, ofd_margin
 from kdbench.methods.pkt import pkt_loss
+from kdbench.methods.reviewkd import hcl_loss
 from kdbench.methods.rkd import rkd_angle_loss, rkd_distance_loss
 from kdbench.methods.sp import sp_loss
 from kdbench.methods.vid import vid_loss
 from kdbench.models.features import Features
+from kdbench.models.preact import PreactTap, bn_before_relu, preact_id
 from kdbench.train.method import Batch, Distiller, MethodContext
 
 # Tiny timm models (0.4 M / 0.1 M parameters) with feature_info and a classifier, differing in every width.
@@ -333,3 +336,46 @@ def _ofa(case: Case) -> dict[str, torch.Tensor]:
              for k in parse_stages(p.stages) if k in index]
     return {"ce": _ce(case, p.w_ce), "kd": p.w_kd * ofa_loss(s.logits, t.logits, y, p.eps, p.temperature),
             "ofa": p.w_ofa * sum(exits)}
+def _preact(model: torch.nn.Module, stages: list[int], images: torch.Tensor, embedding: bool = False) -> Features:
+    """Pre-ReLU stage maps (which the wiring test's hooks do not record) by a second forward through a PreactTap:
+    the same outputs, the BNs being the frozen teacher's or, in train mode, the batch's statistics."""
+    tap = PreactTap(model, stages=stages, embedding=embedding)
+    try:
+        return tap(images)
+    finally:
+        tap.remove()
+
+
+# OFD and ReviewKD read pre-ReLU maps, which test_efficientnet has not: a CIFAR ResNet teacher (3 stages under the
+# student's 4, so the stage alignment from the deepest is exercised too).
+@oracle("ofd", teacher="cifar_resnet8", variants=[{"w_ce": 0.4, "w_feat": 0.02, "connector_kernel": 3}])
+def _ofd(case: Case) -> dict[str, torch.Tensor]:
+    p, m, images = case.params, case.method, case.batch.images
+    pairs = [(2, 1), (3, 2), (4, 3)]  # every stage but the stem, from the deepest back
+    s = _preact(m.student, [i for i, _ in pairs], images)
+    t = _preact(m.teacher, [j for _, j in pairs], images)
+    margins = [ofd_margin(bn.weight, bn.bias) for bn in bn_before_relu(m.teacher, [j for _, j in pairs])]
+    connected = [r(s.stages[preact_id(i)]) for r, (i, _) in zip(m.connectors, pairs, strict=True)]
+    ofd = ofd_loss(connected, [t.stages[preact_id(j)] for _, j in pairs], margins)
+    return {"ce": _ce(case, p.w_ce), "ofd": p.w_feat * ofd}
+
+
+@oracle("reviewkd", teacher="cifar_resnet8", variants=[
+    {"w_ce": 0.4, "w_review": 2.5, "warmup": 4, "_epoch": 2},  # mid warm-up: factor ½
+    {"w_review": 0.7, "warmup": 0, "student_preact": True, "max_mid_channels": 8},
+])
+def _reviewkd(case: Case) -> dict[str, torch.Tensor]:
+    # Unresolved, w_review is cfg.py's 1 and the warm-up 20 of 240 epochs rescaled to the context's 3: 1.
+    p, m, images = case.params, case.method, case.batch.images
+    s_stages, t_stages = [2, 3, 4], [1, 2, 3]  # the last 3 stages of each, then the embeddings
+    if p.student_preact:
+        s_maps = [_preact(m.student, s_stages, images).stages[preact_id(i)] for i in s_stages]
+    else:
+        s_maps = [case.student.stages[i] for i in s_stages]
+    t = _preact(m.teacher, t_stages, images, embedding=True)
+    student_levels = s_maps + [case.student.embedding[:, :, None, None]]
+    teacher_levels = [t.stages[preact_id(j)] for j in t_stages] + [t.embedding[:, :, None, None]]
+    weight = 1.0 if p.w_review is None else p.w_review
+    warmup = 1 if p.warmup is None else p.warmup
+    review = hcl_loss(m.review(student_levels), teacher_levels)  # the method's ABF chain, its trained module
+    return {"ce": _ce(case, p.w_ce), "review": weight * warmup_factor(case.epoch, warmup) * review}

@@ -21,6 +21,9 @@ against, shipped as data.
   with ours at the same convention.
   DKD's table copies its KD column from CRD, so those rows are `last` while its DKD rows are `best`.
 - `source`, `note`: where the number comes from and what to know about it.
+
+Paper `reviewkd` (method `reviewkd`, epoch `unstated`): the ReviewKD paper's numbers as Papers with Code lists
+them (its table numbers not stated there, hence `table` = "Papers with Code").
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ PAPERS = {
     "dist": "Huang et al. 2022, Knowledge Distillation from A Stronger Teacher (NeurIPS), as in its README",
     "ctkd": "Li et al. 2023, Curriculum Temperature for Knowledge Distillation (AAAI), as in its README",
     "ls": "Sun et al. 2024, Logit Standardization in Knowledge Distillation (CVPR), as in its README",
+    "reviewkd": "Chen et al. 2021, Distilling Knowledge via Knowledge Review (CVPR), as Papers with Code lists it",
 }
 COLUMNS = ("paper", "table", "dataset", "teacher", "student", "method", "top1", "std", "runs", "epoch", "source",
            "note")
