@@ -31,6 +31,15 @@ def resolved_init_epochs(init_epochs: int | None, epochs: int) -> int:
     return rescale_epochs(PUBLISHED_INIT_EPOCHS, PUBLISHED_EPOCHS, epochs)
 
 
+def check_pre_stage(method: str, init_epochs: int, epochs: int) -> None:
+    """Refuse a run without both stages (one line naming the cause and the allowed range)."""
+    if epochs < 2:  # with no pre-stage the run would be plain CE under the method's name
+        raise UserError(f"{method} needs a pre-stage and a training stage: at least 2 epochs, got {epochs}")
+    if not 1 <= init_epochs < epochs:
+        raise UserError(f"{method}.init_epochs={init_epochs} leaves no training stage in {epochs} epochs; "
+                        f"allowed: [1, {epochs - 1}]")
+
+
 class PreStageDistiller(Distiller):
     """A Distiller whose params have `init_epochs` (int | None): epochs 1 … init_epochs are the pre-stage.
 
@@ -40,13 +49,8 @@ class PreStageDistiller(Distiller):
     pre_stage_trains: str = ""  # what trains in the pre-stage, for the record
 
     def setup_pre_stage(self, ctx: MethodContext) -> None:
-        name, p = self.name, self.params
-        self.init_epochs = resolved_init_epochs(p.init_epochs, ctx.epochs)
-        if ctx.epochs < 2:  # with no pre-stage the run would be plain CE under this method's name
-            raise UserError(f"{name} needs a pre-stage and a training stage: at least 2 epochs, got {ctx.epochs}")
-        if not 1 <= self.init_epochs < ctx.epochs:
-            raise UserError(f"{name}.init_epochs={self.init_epochs} leaves no training stage in {ctx.epochs} epochs;"
-                            f" allowed: [1, {ctx.epochs - 1}]")
+        self.init_epochs = resolved_init_epochs(self.params.init_epochs, ctx.epochs)
+        check_pre_stage(self.name, self.init_epochs, ctx.epochs)
         self.in_pre_stage = False
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -54,10 +58,11 @@ class PreStageDistiller(Distiller):
 
     @classmethod
     def resolve_params(cls, params: Any, *, teacher: str | None, student: str, epochs: int) -> Any:
-        """`init_epochs` rescaled to the run's `epochs` into the config (an explicit value is kept)."""
-        if params.init_epochs is not None or epochs < 2:
-            return params  # a 1-epoch run is refused when the method is built, naming the cause
-        return replace(params, init_epochs=resolved_init_epochs(None, epochs))
+        """`init_epochs` rescaled to the run's `epochs` into the config (an explicit value is kept); a run with no
+        room for both stages is refused here, before a teacher is trained for it."""
+        init_epochs = resolved_init_epochs(params.init_epochs, epochs)
+        check_pre_stage(cls.name, init_epochs, epochs)
+        return params if params.init_epochs is not None else replace(params, init_epochs=init_epochs)
 
     def describe(self) -> dict[str, Any]:
         return {"pre_stage_epochs": [1, self.init_epochs], "pre_stage_trains": self.pre_stage_trains}

@@ -21,6 +21,9 @@ of its own (at lr 0.01 for the CIFAR ResNet/WRN students, its `learning_rate` ot
 group.paraphraser.lr_scale=` sets the paraphraser's lr); the student is run without gradient in the pre-stage
 (nothing of it trains there, as in RepDistiller; its BatchNorm statistics still move, as in any train-mode
 forward). Paraphraser and translator are their own parameter groups (`paraphraser`, `translator`).
+
+A pair whose compared last-stage maps are 1×1 (timm's ResNets at digits' default 16 px: layer4 is 1×1) is refused:
+φ of a single position is 1 on both sides, so the term would be identically zero (AT refuses such pairs too).
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ class FTParams:
     def __post_init__(self) -> None:
         check_range("ft.w_ce", self.w_ce, 0.0, None)
         check_range("ft.w_ft", self.w_ft, 0.0, None)
-        check_range("ft.w_rec", self.w_rec, 0.0, None, low_open=True)
+        check_range("ft.w_rec", self.w_rec, 0.0, None)
         check_range("ft.factor_rate", self.factor_rate, 0.0, 1.0, low_open=True)
         if self.init_epochs is not None:
             check_range("ft.init_epochs", self.init_epochs, 1, None)
@@ -124,6 +127,11 @@ class FT(PreStageDistiller):
             if fmap.dim() != 4:  # e.g. the GNN student's hidden layer is (B, D): nothing to paraphrase
                 raise UserError(f"ft transfers factors of spatial feature maps, but the {role}'s last stage has shape "
                                 f"{tuple(fmap.shape[1:])} per sample; use kd, rkd or crd for this pair")
+        if min(s_map.shape[2], t_map.shape[2]) == 1 and min(s_map.shape[3], t_map.shape[3]) == 1:
+            # φ of a 1×1 map is 1 on both sides: the term would be identically zero, the run CE under ft's name.
+            raise UserError(f"ft compares the last stages' factors at 1×1 (student {tuple(s_map.shape[1:])}, teacher "
+                            f"{tuple(t_map.shape[1:])} at {ctx.image_size} px): a term identically zero; use larger "
+                            "images (e.g. --set data.image_size=32) or a method without spatial maps (kd, rkd, crd)")
         if int(t_map.shape[1] * params.factor_rate) < 1:
             raise UserError(f"ft.factor_rate={params.factor_rate:g} leaves no factor channel of the teacher's "
                             f"{t_map.shape[1]}; allowed: [{1 / t_map.shape[1]:g}, 1]")

@@ -39,6 +39,13 @@ PUBLISHED: dict[str, dict[str, object]] = {
                 # kdbench's own options (docs/cnn2gnn.md): CRD's memory momentum for graph=memory, the graph built
                 # on the student's features, the batch graph per rank in data-parallel runs.
                 "memory_momentum": 0.5, "graph_features": "student", "graph_scope": "rank"},
+    # RepDistiller's pre-stage methods: the init loss unweighted (helper/pretrain.py), 30 of 240 init epochs
+    # (rescaled when resolved, hence None here); FT's -b 200 and factor rate 0.5 (models/util.py).
+    "ab": {"w_ce": 1.0, "w_ab": 1.0, "margin": 1.0, "init_epochs": None},
+    "ft": {"w_ce": 1.0, "w_ft": 200.0, "w_rec": 1.0, "factor_rate": 0.5, "init_epochs": None},
+    "fsp": {"w_ce": 1.0, "w_fsp": 1.0, "init_epochs": None},
+    # mdistiller/engine/cfg.py CFG.KDSVD (RepDistiller's KDSVD(k=1); its script gives KDSVD no -b).
+    "kdsvd": {"w_ce": 1.0, "w_svd": 1.0, "k": 1},
 }
 
 WEIGHT_RANGE = (0.0, None, False)
@@ -58,9 +65,13 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "pool": (0, 224, False),
     "smooth_m": (0.0, 1.0, False),
     "warmup": (0, None, False),
+    "init_epochs": (1, None, False),
+    "margin": (0.0, None, True),
+    "factor_rate": (0.0, 1.0, True),
     # A method whose field of a shared name has another range: "method.field" wins over "field".
     "hkd.k": (1, 100_000, False),
     "hkd+kd.k": (1, 100_000, False),
+    "kdsvd.k": (1, 64, False),
 }
 
 UNCHECKED = {

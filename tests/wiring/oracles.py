@@ -29,6 +29,7 @@ defaults and parameter ranges go in tests/wiring/defaults.py, checked by tests/t
 - A key `"state:<name>"` in the returned dict is compared with `method.state_dict()[<name>]` after the step
   instead of with a loss term (e.g. a memory bank's momentum update, which no loss term shows).
 - `teacher`/`student` in `@oracle(...)` choose other architectures (defaults: DEFAULT_TEACHER, DEFAULT_STUDENT).
+- A variant may hold `"_teacher_calls": 0` for a stage that does not run the teacher (AB's and FSP's CE stage).
 """
 
 from __future__ import annotations
@@ -42,12 +43,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from kdbench.methods.ab import PreActTap, ab_total_loss
 from kdbench.methods.at import at_loss
 from kdbench.methods.crd import CRDLoss, sample_other_class
 from kdbench.methods.dkd import dkd_loss, warmup_factor
 from kdbench.methods.fitnet import fitnet_loss
+from kdbench.methods.fsp import fsp_loss
+from kdbench.methods.ft import ft_loss
 from kdbench.methods.hkd import HKDLoss
 from kdbench.methods.kd import kd_loss
+from kdbench.methods.kdsvd import kdsvd_loss
 from kdbench.methods.pkt import pkt_loss
 from kdbench.methods.rkd import rkd_angle_loss, rkd_distance_loss
 from kdbench.models.features import Features
@@ -247,3 +252,53 @@ _HKD_VARIANT = {"w_ce": 0.6, "w_hkd": 1.3, "w_kd": 2.1, "temperature": 2.0, "fea
 oracle("hkd", variants=[_HKD_VARIANT])(_hkd_terms)
 oracle("hkd+kd", variants=[{**_HKD_VARIANT, "w_ce": 0.4, "w_kd": 0.7, "temperature": 3.0, "individual": False}])(
     _hkd_terms)
+
+
+# The pre-stage methods (kdbench.methods._prestage): with the context's 3 epochs the published 30 of 240 rescale to 1,
+# so epoch 1 is the pre-stage and epoch 2 the training stage.
+@oracle("ab", student="cifar_resnet8", teacher="test_resnet", variants=[  # preact modules / timm's act2; connectors
+    {"w_ab": 2.5, "margin": 0.5, "_epoch": 1},
+    {"w_ce": 0.4, "w_ab": 3.0, "init_epochs": 1, "_epoch": 2, "_teacher_calls": 0},
+])
+def _ab(case: Case) -> dict[str, torch.Tensor]:
+    p, m = case.params, case.method
+    if case.epoch > m.init_epochs:
+        return {"ce": _ce(case, p.w_ce)}
+    # Pre-ReLU maps of stages 1..n-1, from a second forward (train-mode BatchNorm: the same batch, the same maps).
+    s_pre = PreActTap(m.student, m.stages)(case.batch.images).stages
+    t_pre = PreActTap(m.teacher, m.stages)(case.batch.images).stages
+    connected = [c(s_pre[i]) for c, i in zip(m.connectors, m.stages, strict=True)]
+    return {"ab": p.w_ab * ab_total_loss(connected, [t_pre[i] for i in m.stages], p.margin)}
+
+
+@oracle("fsp", student="cifar_resnet8", teacher="cifar_resnet20", variants=[  # equal widths, as FSP needs
+    {"w_fsp": 2.5, "_epoch": 1},
+    {"w_ce": 0.4, "w_fsp": 3.0, "init_epochs": 1, "_epoch": 2, "_teacher_calls": 0},
+])
+def _fsp(case: Case) -> dict[str, torch.Tensor]:
+    p, s, t = case.params, case.student, case.teacher
+    if case.epoch > case.method.init_epochs:
+        return {"ce": _ce(case, p.w_ce)}
+    stages = range(min(len(s.stages), len(t.stages)))  # the stem and every stage
+    return {"fsp": p.w_fsp * fsp_loss([s.stages[i] for i in stages], [t.stages[i] for i in stages])}
+
+
+# The tiny timm models' last stages are 1×1 at 16 px (refused: φ would be 1 on both sides); the CIFAR ones' are 4×4.
+@oracle("ft", student="cifar_resnet8", teacher="cifar_resnet8x4", variants=[
+    {"w_rec": 1.7, "w_ft": 30.0, "_epoch": 1},
+    {"w_ce": 0.4, "w_ft": 30.0, "w_rec": 2.0, "factor_rate": 0.25, "_epoch": 2},
+])
+def _ft(case: Case) -> dict[str, torch.Tensor]:
+    p, s, t, m = case.params, case.student, case.teacher, case.method
+    f_s, f_t = s.stages[len(s.stages) - 1], t.stages[len(t.stages) - 1]  # the last stage of each
+    if case.epoch <= m.init_epochs:
+        return {"rec": p.w_rec * F.mse_loss(m.paraphraser(f_t)[1], f_t)}
+    return {"ce": _ce(case, p.w_ce), "ft": p.w_ft * ft_loss(m.translator(f_s), m.paraphraser.encoder(f_t))}
+
+
+@oracle("kdsvd", student="cifar_resnet8", teacher="cifar_resnet20", variants=[{"w_ce": 0.4, "w_svd": 2.5, "k": 2}])
+def _kdsvd(case: Case) -> dict[str, torch.Tensor]:
+    p, s, t = case.params, case.student, case.teacher
+    stages = range(1, min(len(s.stages), len(t.stages)))  # every stage but the stem
+    return {"ce": _ce(case, p.w_ce),
+            "svd": p.w_svd * kdsvd_loss([s.stages[i] for i in stages], [t.stages[i] for i in stages], p.k)}
