@@ -22,7 +22,8 @@ CIFAR_ARCHS = {
     *(f"cifar_vgg{d}" for d in (8, 11, 13, 16, 19)), "cifar_mobilenetv2", "cifar_shufflev1", "cifar_shufflev2",
 }
 IMAGENET_ARCHS = {"resnet34", "resnet18", "resnet50", "mobilenetv1_100"}  # timm's names, as kdbench's
-METHODS = {"teacher", "ce", "kd", "fitnet", "at", "rkd", "pkt", "crd", "crd+kd", "dkd", "rkd+kd", "hkd", "hkd+kd"}
+METHODS = {"teacher", "ce", "kd", "fitnet", "at", "rkd", "pkt", "crd", "crd+kd", "dkd", "rkd+kd", "hkd", "hkd+kd",
+           "ab", "ft", "fsp"}
 
 
 def one(df: pd.DataFrame, **match: str) -> dict:
@@ -49,8 +50,12 @@ def test_published_numbers_as_the_papers_print_them() -> None:
     assert one(df, paper="dkd", method="kd", **pair)["epoch"] == "last"
     hkd = one(df, paper="hkd", method="hkd+kd", **pair)
     assert (hkd["top1"], hkd["std"], hkd["epoch"]) == (76.13, 0.05, "unstated")
-    # 13 CRD pairs × (teacher, student, 7 methods); DKD 11 pairs × 2; HKD 5 pairs × 7 rows.
-    assert df["paper"].value_counts().to_dict() == {"crd": 117, "dkd": 22, "hkd": 35, "mdistiller": 4,
+    # AB, FT, FSP: Table 1 (FSP "N/A" for WRN-40-2 → WRN-40-1, unequal widths) and AB, FT in Table 2.
+    assert one(df, paper="crd", method="ab", **pair)["top1"] == 73.17
+    assert one(df, paper="crd", method="ft", teacher="cifar_vgg13", student="cifar_mobilenetv2")["top1"] == 61.78
+    assert df.query("method == 'fsp'")["table"].tolist() == ["Table 1"] * 6
+    # 13 CRD pairs × (teacher, student, 7 methods) + AB, FT 13 pairs + FSP 6; DKD 11 pairs × 2; HKD 5 pairs × 7 rows.
+    assert df["paper"].value_counts().to_dict() == {"crd": 149, "dkd": 22, "hkd": 35, "mdistiller": 4,
                                                     "torchdistill": 4}
 
 
@@ -74,7 +79,7 @@ def test_published_command_formats_and_bad_paper(in_process) -> None:
     csv = in_process("published", "--paper", "crd", "--format", "csv")
     assert csv.returncode == 0, csv.stderr
     rows = pd.read_csv(io.StringIO(csv.stdout))
-    assert set(rows["paper"]) == {"crd"} and len(rows) == 117
+    assert set(rows["paper"]) == {"crd"} and len(rows) == 149
     markdown = in_process("published", "--paper", "dkd")
     assert markdown.returncode == 0, markdown.stderr
     # DKD mixes conventions, so its columns say which; the resnet32x4 → resnet8x4 row holds both numbers.
