@@ -104,7 +104,7 @@ CHANGES: dict[str, dict[str, Change]] = {
     "fsp": _pre_stage({"w_fsp": Change("2", _TWO_EPOCHS)}),
     # FT compares the last stages, 1×1 for test_resnet at 8 px (refused): the CRD code's ResNet-8 has 2×2 maps.
     "ft": _pre_stage({name: Change(value, _TWO_EPOCHS, _RESNET8) for name, value in
-                            (("w_ft", "20"), ("w_rec", "2"), ("factor_rate", "0.25"))}, _RESNET8),
+                      (("w_ft", "20"), ("w_rec", "2"), ("factor_rate", "0.25"))}, _RESNET8),
     # At 8 px test_resnet's deeper stages are 1×1: one singular vector, so k acts only at 16 px.
     "kdsvd": {"w_ce": Change("0.5"), "w_svd": Change("2"), "k": Change("2", ("data.image_size=16",))},
     "crd": _crd("crd"),
