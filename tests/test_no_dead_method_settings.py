@@ -67,6 +67,15 @@ def _hkd(name: str) -> dict[str, Change]:
 # FitNet's paper schedule: 1 epoch of hints, then KD; its w_kd / temperature act only in the second stage.
 _FITNET_TWO_STAGES = ("fitnet.stages=2", "fitnet.hint_epochs=1", "recipe.epochs=3")
 
+_TWO_EPOCHS = ("recipe.epochs=2",)
+_RESNET8 = ("cifar_resnet8", "cifar_resnet8")
+
+
+def _pre_stage(fields: dict[str, Change], pair: tuple[str, str] | None = None) -> dict[str, Change]:
+    """A pre-stage method's (kdbench.methods._prestage) own `fields` plus its CE weight and pre-stage length."""
+    return {**fields, "w_ce": Change("0.5", _TWO_EPOCHS, pair), "init_epochs": Change("2", ("recipe.epochs=3",), pair)}
+
+
 CHANGES: dict[str, dict[str, Change]] = {
     "ce": {"w_ce": Change("0.5")},
     "kd": {"temperature": Change("2"), "w_ce": Change("0.5"), "w_kd": Change("0.5")},
@@ -94,6 +103,15 @@ CHANGES: dict[str, dict[str, Change]] = {
         "w_kd": Change("0.5", _FITNET_TWO_STAGES),
         "temperature": Change("2", _FITNET_TWO_STAGES),
     },
+    # The pre-stage methods need 2 epochs (epoch 1 the pre-stage, 30 of 240 rescaled); their CE weight acts in the
+    # second. init_epochs: the default is 1 of 3 epochs; 2 makes epoch 2 a pre-stage epoch too.
+    "ab": _pre_stage({"w_ab": Change("2", _TWO_EPOCHS), "margin": Change("0.5", _TWO_EPOCHS)}),
+    "fsp": _pre_stage({"w_fsp": Change("2", _TWO_EPOCHS)}),
+    # FT compares the last stages, 1×1 for test_resnet at 8 px (refused): the CRD code's ResNet-8 has 2×2 maps.
+    "ft": _pre_stage({name: Change(value, _TWO_EPOCHS, _RESNET8) for name, value in
+                      (("w_ft", "20"), ("w_rec", "2"), ("factor_rate", "0.25"))}, _RESNET8),
+    # At 8 px test_resnet's deeper stages are 1×1: one singular vector, so k acts only at 16 px.
+    "kdsvd": {"w_ce": Change("0.5"), "w_svd": Change("2"), "k": Change("2", ("data.image_size=16",))},
     "crd": _crd("crd"),
     "crd+kd": _crd("crd+kd"),
     "hkd": _hkd("hkd"),

@@ -23,7 +23,7 @@ CIFAR_ARCHS = {
 }
 IMAGENET_ARCHS = {"resnet34", "resnet18", "resnet50", "mobilenetv1_100"}  # timm's names, as kdbench's
 METHODS = {"teacher", "ce", "kd", "fitnet", "at", "rkd", "pkt", "crd", "crd+kd", "dkd", "rkd+kd", "hkd", "hkd+kd",
-           "dist", "ctkd", "kd+ls", "dkd+ls", "ctkd+ls", "sp", "cc", "vid", "nst", "reviewkd"}
+           "dist", "ctkd", "kd+ls", "dkd+ls", "ctkd+ls", "sp", "cc", "vid", "nst", "reviewkd", "ab", "ft", "fsp"}
 
 
 def one(df: pd.DataFrame, **match: str) -> dict:
@@ -50,14 +50,19 @@ def test_published_numbers_as_the_papers_print_them() -> None:
     assert one(df, paper="dkd", method="kd", **pair)["epoch"] == "last"
     hkd = one(df, paper="hkd", method="hkd+kd", **pair)
     assert (hkd["top1"], hkd["std"], hkd["epoch"]) == (76.13, 0.05, "unstated")
+    # AB, FT, FSP: Table 1 (FSP "N/A" for WRN-40-2 → WRN-40-1, unequal widths) and AB, FT in Table 2.
+    assert one(df, paper="crd", method="ab", **pair)["top1"] == 73.17
+    assert one(df, paper="crd", method="ft", teacher="cifar_vgg13", student="cifar_mobilenetv2")["top1"] == 61.78
+    assert df.query("method == 'fsp'")["table"].tolist() == ["Table 1"] * 6
     # The SP, CC, VID and NST columns of CRD's Tables 1-2 (RepDistiller's README), at the last epoch.
     assert {m: one(df, paper="crd", method=m, **pair)["top1"] for m in ("sp", "cc", "vid", "nst")} == {
         "sp": 72.94, "cc": 72.97, "vid": 73.09, "nst": 73.30}
     shufflenet = {"teacher": "cifar_wrn_40_2", "student": "cifar_shufflev1", "dataset": "cifar100"}
     assert (one(df, paper="crd", method="nst", **shufflenet)["top1"], one(df, method="nst", **shufflenet)["runs"]) == (
         74.89, 3)
-    # 13 CRD pairs × (teacher, student, 7 methods); DKD 11 pairs × 2; HKD 5 pairs × 7 rows.
-    assert df["paper"].value_counts().to_dict() == {"crd": 169, "dkd": 22, "hkd": 35, "mdistiller": 4,
+    # CRD: 13 pairs × (teacher, student, 7 methods) + SP, CC, VID, NST, AB, FT 13 pairs each + FSP 6;
+    # DKD 11 pairs × 2; HKD 5 pairs × 7 rows.
+    assert df["paper"].value_counts().to_dict() == {"crd": 201, "dkd": 22, "hkd": 35, "mdistiller": 4,
                                                     "torchdistill": 4, "dist": 6, "ctkd": 6, "ls": 42, "reviewkd": 3}
 
 
@@ -81,7 +86,7 @@ def test_published_command_formats_and_bad_paper(in_process) -> None:
     csv = in_process("published", "--paper", "crd", "--format", "csv")
     assert csv.returncode == 0, csv.stderr
     rows = pd.read_csv(io.StringIO(csv.stdout))
-    assert set(rows["paper"]) == {"crd"} and len(rows) == 169
+    assert set(rows["paper"]) == {"crd"} and len(rows) == 201
     markdown = in_process("published", "--paper", "dkd")
     assert markdown.returncode == 0, markdown.stderr
     # DKD mixes conventions, so its columns say which; the resnet32x4 → resnet8x4 row holds both numbers.

@@ -30,7 +30,8 @@ from kdbench.sweep.signals import stop_on_sigterm
 # The smallest CNNs (as test_method_resume_new), 8 px, half of digits to test on: 14 steps of 64 per epoch.
 TINY = {"teacher": "cifar_resnet8", "student": "test_resnet", "epochs": 2, "teacher_epochs": 1, "device": "cpu",
         "sets": ["data.image_size=8", "data.test_fraction=0.5"]}
-METHODS = {"kd": [], "crd": ["crd.nce_k=64"], "fitnet": ["fitnet.stages=2"]}
+# ab: a pre-stage method (epoch 1 the AB pre-stage with its connectors, epoch 2 CE), killed in either stage.
+METHODS = {"kd": [], "crd": ["crd.nce_k=64"], "fitnet": ["fitnet.stages=2"], "ab": []}
 
 
 @pytest.fixture(scope="module")

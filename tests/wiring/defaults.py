@@ -56,6 +56,13 @@ PUBLISHED: dict[str, dict[str, object]] = {
     # mdistiller cfg.py CFG.OFD / CFG.REVIEWKD (w_review None: 5 for resnet32x4→8x4 by its config, else 1).
     "ofd": {"w_ce": 1.0, "w_feat": 0.001, "connector_kernel": 1},
     "reviewkd": {"w_ce": 1.0, "w_review": None, "warmup": None, "max_mid_channels": 512, "student_preact": False},
+    # RepDistiller's pre-stage methods: the init loss unweighted (helper/pretrain.py), 30 of 240 init epochs
+    # (rescaled when resolved, hence None here); FT's -b 200 and factor rate 0.5 (models/util.py).
+    "ab": {"w_ce": 1.0, "w_ab": 1.0, "margin": 1.0, "init_epochs": None},
+    "ft": {"w_ce": 1.0, "w_ft": 200.0, "w_rec": 1.0, "factor_rate": 0.5, "init_epochs": None},
+    "fsp": {"w_ce": 1.0, "w_fsp": 1.0, "init_epochs": None},
+    # mdistiller/engine/cfg.py CFG.KDSVD (RepDistiller's KDSVD(k=1); its script gives KDSVD no -b).
+    "kdsvd": {"w_ce": 1.0, "w_svd": 1.0, "k": 1},
 }
 
 WEIGHT_RANGE = (0.0, None, False)
@@ -89,6 +96,10 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "ofa.eps": (0.0, 10.0, True),  # the exponent of the target enhancement (the reference uses 1 to 1.5)
     "connector_kernel": (1, 7, False),  # odd only: tests/test_method_ofd.py
     "max_mid_channels": (1, 4096, False),
+    "init_epochs": (1, None, False),
+    "margin": (0.0, None, True),
+    "factor_rate": (0.0, 1.0, True),
+    "kdsvd.k": (1, 64, False),
 }
 
 UNCHECKED = {

@@ -29,6 +29,7 @@ defaults and parameter ranges go in tests/wiring/defaults.py, checked by tests/t
 - A key `"state:<name>"` in the returned dict is compared with `method.state_dict()[<name>]` after the step
   instead of with a loss term (e.g. a memory bank's momentum update, which no loss term shows).
 - `teacher`/`student` in `@oracle(...)` choose other architectures (defaults: DEFAULT_TEACHER, DEFAULT_STUDENT).
+- A variant may hold `"_teacher_calls": 0` for a stage that does not run the teacher (AB's and FSP's CE stage).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods._logit_standardization import standardized_pair
+from kdbench.methods.ab import PreActTap, ab_total_loss
 from kdbench.methods.at import at_loss
 from kdbench.methods.cc import cc_loss, rbf_cc_loss
 from kdbench.methods.crd import CRDLoss, sample_other_class
@@ -50,8 +52,11 @@ from kdbench.methods.ctkd import ctkd_kd_loss
 from kdbench.methods.dist import dist_relations
 from kdbench.methods.dkd import dkd_loss, warmup_factor
 from kdbench.methods.fitnet import fitnet_loss
+from kdbench.methods.fsp import fsp_loss
+from kdbench.methods.ft import ft_loss
 from kdbench.methods.hkd import HKDLoss
 from kdbench.methods.kd import kd_loss
+from kdbench.methods.kdsvd import kdsvd_loss
 from kdbench.methods.nst import nst_loss
 from kdbench.methods.ofa import ofa_loss, parse_stages, reference_stage_indices
 from kdbench.methods.ofd import ofd_loss, ofd_margin
@@ -280,6 +285,8 @@ def _ctkd(case: Case) -> dict[str, torch.Tensor]:
     zs, zt = standardized_pair(case.student.logits, case.teacher.logits, p.logit_std)
     temperature = case.module_before("temperature")(zs, zt, 0.0)
     return {"ce": _ce(case, p.w_ce), "kd": p.w_kd * ctkd_kd_loss(zs, zt, temperature)}
+
+
 @oracle("sp", variants=[{"w_ce": 0.4, "w_sp": 70.0}])
 def _sp(case: Case) -> dict[str, torch.Tensor]:
     # Each model's last stage (RepDistiller's feat[-2]).
@@ -324,6 +331,8 @@ def _nst(case: Case) -> dict[str, torch.Tensor]:
     pairs = [(i, j) for i, j in pairs if min(s.stages[i].shape[2], t.stages[j].shape[2]) > 1
              or min(s.stages[i].shape[3], t.stages[j].shape[3]) > 1]
     return {"ce": _ce(case, p.w_ce), "nst": p.w_nst * sum(nst_loss(s.stages[i], t.stages[j]) for i, j in pairs)}
+
+
 @oracle("ofa", variants=[{"w_ce": 0.4, "w_kd": 1.3, "w_ofa": 0.7, "eps": 1.5, "temperature": 2.0},
                           {"w_ce": 0.6, "w_kd": 0.8, "w_ofa": 2.2, "eps": 0.9, "temperature": 3.0, "stages": "2,4"}])
 def _ofa(case: Case) -> dict[str, torch.Tensor]:
@@ -348,6 +357,8 @@ def _preact(model: torch.nn.Module, stages: list[int], images: torch.Tensor, emb
 
 # OFD and ReviewKD read pre-ReLU maps, which test_efficientnet has not: a CIFAR ResNet teacher (3 stages under the
 # student's 4, so the stage alignment from the deepest is exercised too).
+
+
 @oracle("ofd", teacher="cifar_resnet8", variants=[{"w_ce": 0.4, "w_feat": 0.02, "connector_kernel": 3}])
 def _ofd(case: Case) -> dict[str, torch.Tensor]:
     p, m, images = case.params, case.method, case.batch.images
@@ -379,3 +390,55 @@ def _reviewkd(case: Case) -> dict[str, torch.Tensor]:
     warmup = 1 if p.warmup is None else p.warmup
     review = hcl_loss(m.review(student_levels), teacher_levels)  # the method's ABF chain, its trained module
     return {"ce": _ce(case, p.w_ce), "review": weight * warmup_factor(case.epoch, warmup) * review}
+# The pre-stage methods (kdbench.methods._prestage): with the context's 3 epochs the published 30 of 240 rescale to 1,
+# so epoch 1 is the pre-stage and epoch 2 the training stage.
+
+
+@oracle("ab", student="cifar_resnet8", teacher="test_resnet", variants=[  # preact modules / timm's act2; connectors
+    {"w_ab": 2.5, "margin": 0.5, "_epoch": 1},
+    {"w_ce": 0.4, "w_ab": 3.0, "init_epochs": 1, "_epoch": 2, "_teacher_calls": 0},
+])
+def _ab(case: Case) -> dict[str, torch.Tensor]:
+    p, m = case.params, case.method
+    if case.epoch > m.init_epochs:
+        return {"ce": _ce(case, p.w_ce)}
+    # Pre-ReLU maps of stages 1..n-1, from a second forward (train-mode BatchNorm: the same batch, the same maps).
+    s_pre = PreActTap(m.student, m.stages)(case.batch.images).stages
+    t_pre = PreActTap(m.teacher, m.stages)(case.batch.images).stages
+    connected = [c(s_pre[i]) for c, i in zip(m.connectors, m.stages, strict=True)]
+    return {"ab": p.w_ab * ab_total_loss(connected, [t_pre[i] for i in m.stages], p.margin)}
+
+
+@oracle("fsp", student="cifar_resnet8", teacher="cifar_resnet20", variants=[  # equal widths, as FSP needs
+    {"w_fsp": 2.5, "_epoch": 1},
+    {"w_ce": 0.4, "w_fsp": 3.0, "init_epochs": 1, "_epoch": 2, "_teacher_calls": 0},
+])
+def _fsp(case: Case) -> dict[str, torch.Tensor]:
+    p, s, t = case.params, case.student, case.teacher
+    if case.epoch > case.method.init_epochs:
+        return {"ce": _ce(case, p.w_ce)}
+    stages = range(min(len(s.stages), len(t.stages)))  # the stem and every stage
+    return {"fsp": p.w_fsp * fsp_loss([s.stages[i] for i in stages], [t.stages[i] for i in stages])}
+
+
+# The tiny timm models' last stages are 1×1 at 16 px (refused: φ would be 1 on both sides); the CIFAR ones' are 4×4.
+
+
+@oracle("ft", student="cifar_resnet8", teacher="cifar_resnet8x4", variants=[
+    {"w_rec": 1.7, "w_ft": 30.0, "_epoch": 1},
+    {"w_ce": 0.4, "w_ft": 30.0, "w_rec": 2.0, "factor_rate": 0.25, "_epoch": 2},
+])
+def _ft(case: Case) -> dict[str, torch.Tensor]:
+    p, s, t, m = case.params, case.student, case.teacher, case.method
+    f_s, f_t = s.stages[len(s.stages) - 1], t.stages[len(t.stages) - 1]  # the last stage of each
+    if case.epoch <= m.init_epochs:
+        return {"rec": p.w_rec * F.mse_loss(m.paraphraser(f_t)[1], f_t)}
+    return {"ce": _ce(case, p.w_ce), "ft": p.w_ft * ft_loss(m.translator(f_s), m.paraphraser.encoder(f_t))}
+
+
+@oracle("kdsvd", student="cifar_resnet8", teacher="cifar_resnet20", variants=[{"w_ce": 0.4, "w_svd": 2.5, "k": 2}])
+def _kdsvd(case: Case) -> dict[str, torch.Tensor]:
+    p, s, t = case.params, case.student, case.teacher
+    stages = range(1, min(len(s.stages), len(t.stages)))  # every stage but the stem
+    return {"ce": _ce(case, p.w_ce),
+            "svd": p.w_svd * kdsvd_loss([s.stages[i] for i in stages], [t.stages[i] for i in stages], p.k)}
