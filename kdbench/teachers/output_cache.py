@@ -48,6 +48,14 @@ from kdbench.core.storage import atomic_write_bytes, atomic_write_json
 from kdbench.models.features import Features, FeatureTap
 from kdbench.teachers.cache_entry import FORMAT, SUFFIX, BadEntry, Expected, dtype_name, encode_entry, read_entry
 from kdbench.teachers.cache_folder import evict
+from kdbench.teachers.cache_outputs import (
+    as_features,
+    choose_stored,
+    compute_outputs,
+    output_names,
+    row_bytes,
+    stage_count,
+)
 
 DEFAULT_CAP_GB = 20.0
 DTYPES = ("float32", "float16")
@@ -114,7 +122,10 @@ class TeacherOutputCache:
     bytes_written: int = 0
     corrupt: int = 0
     evicted: int = 0
-    features_mode: str = "none asked"
+    # The outputs a computing batch of this run stores (None until one is computed): see :meth:`plan`.
+    stored: list[str] | None = None
+    feature_bytes: dict[str, int] = field(default_factory=dict)
+    _asked: set[str] = field(default_factory=set)
     # Where the cache says what the run should know (a bad entry recomputed, a disk it cannot write): once.
     reporter: Reporter = NULL_REPORTER
     # Why nothing is written any more (a full or read-only disk): the cache is optional, the run goes on without it.
@@ -208,15 +219,18 @@ class TeacherOutputCache:
 
     # -- per batch ------------------------------------------------------------------------------------------
 
-    def features_allowed(self, example: dict[str, torch.Tensor]) -> bool:
-        """Whether feature outputs like `example` (one batch's) fit the cap for the whole run; decided once."""
-        if self.features_mode in ("cached", "recomputed"):
-            return self.features_mode == "cached"
-        rows = {n: t for n, t in example.items() if n != "logits"}
-        per_epoch = sum(t[0].numel() * _stored_size(t.dtype, self.dtype) for t in rows.values()) * self.num_train
-        self.features_mode = "cached" if per_epoch * self.epochs <= self.cap else "recomputed"
-        self.feature_bytes = per_epoch * self.epochs
-        return self.features_mode == "cached"
+    def plan(self, outputs: dict[str, torch.Tensor]) -> list[str]:
+        """The outputs this run stores, given one computed batch of all of them; decided once per run (the choice
+        is the teacher's, the data's and the cap's: kdbench.teachers.cache_outputs.choose_stored)."""
+        if self.stored is None:
+            self.stored = choose_stored(outputs, self.num_train * self.epochs, self.cap, self.dtype)
+            self.feature_bytes = {n: row_bytes(v, self.dtype) * self.num_train * self.epochs
+                                  for n, v in outputs.items() if n != "logits"}
+        return self.stored
+
+    def asked(self, names: list[str]) -> None:
+        """Note what the run's method reads (the record's `features` says whether it came from the cache)."""
+        self._asked.update(n for n in names if n != "logits")
 
     def lookup(self, names: list[str], index: torch.Tensor,
                probe: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor] | None:
@@ -234,19 +248,22 @@ class TeacherOutputCache:
         return out
 
     def store(self, outputs: dict[str, torch.Tensor], index: torch.Tensor) -> None:
+        """Keep the batch's `outputs` (rows `index`) for the epoch's entries. An output whose entry already holds
+        these rows (read from disk: another run stored it) is left as it is, not written again."""
         if self.unwritable:  # nothing would reach the disk: keep no copy in memory either
             return
         rows = index.cpu()
         for name, value in outputs.items():
             value = value.detach()
             expected = self._expect(name, value)
-            stored = value.to("cpu", dtype=expected.stored)
-            slot = self._slots.get(name)
+            slot = self._slot(name, probe=dict)  # (its expected shape is known: no probe)
+            if slot is not None and bool(slot.filled[rows].all()):
+                continue
             if slot is None:
-                slot = _Slot(torch.zeros((self.num_train, *stored.shape[1:]), dtype=stored.dtype),
+                slot = _Slot(torch.zeros((self.num_train, *value.shape[1:]), dtype=expected.stored),
                              torch.zeros(self.num_train, dtype=torch.bool), value.dtype)
                 self._slots[name] = slot
-            slot.values[rows] = stored
+            slot.values[rows] = value.to("cpu", dtype=expected.stored)
             slot.filled[rows] = True
             slot.dirty = True
 
@@ -286,7 +303,7 @@ class TeacherOutputCache:
 
     def describe(self, mode: str = "on") -> dict[str, Any]:
         out = {"mode": mode, "dtype": self.dtype, "hits": self.hits, "misses": self.misses,
-               "bytes_read": self.bytes_read, "bytes_written": self.bytes_written, "features": self.features_mode,
+               "bytes_read": self.bytes_read, "bytes_written": self.bytes_written, "features": self.features_mode(),
                "namespace": self.namespace, "dir": str(self.root)}
         if self.corrupt:
             out["corrupt_entries_recomputed"] = self.corrupt
@@ -294,61 +311,53 @@ class TeacherOutputCache:
             out["evicted_entries"] = self.evicted
         if self.unwritable:
             out["unwritable"] = self.unwritable
-        if self.features_mode == "recomputed":
-            out["feature_bytes_needed"] = self.feature_bytes
+        if self.stored is not None:
+            out["stored"] = list(self.stored)
+        if out["features"] == "recomputed":  # what the asked outputs left out would need under the cap
+            out["feature_bytes_needed"] = sum(self.feature_bytes.get(n, 0) for n in self._asked)
         return out
 
-
-def _stored_size(dtype: torch.dtype, cache_dtype: str) -> int:
-    if cache_dtype == "float16" and dtype.is_floating_point:
-        return 2
-    return torch.empty((), dtype=dtype).element_size()
+    def features_mode(self) -> str:
+        """Whether the feature outputs the method reads were cached: "none asked" (logits only), "cached", or
+        "recomputed" (some do not fit the cap: every batch runs the teacher)."""
+        if not self._asked:
+            return "none asked"
+        if self.stored is not None and not self._asked <= set(self.stored):
+            return "recomputed"
+        return "cached"
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The one path from a method to its teacher's outputs (kdbench.train.method.Distiller.teacher_features)
 
 
-def output_names(tap: FeatureTap | None) -> list[str]:
-    """The cache names of what a FeatureTap (or None: logits only) returns."""
-    if tap is None:
-        return ["logits"]
-    return ["logits", *(f"stage{i}" for i in tap.stage_ids), *(["embedding"] if tap.want_embedding else [])]
-
-
-def _by_name(f: Features) -> dict[str, torch.Tensor]:
-    return {"logits": f.logits, **{f"stage{i}": v for i, v in f.stages.items()},
-            **({"embedding": f.embedding} if f.embedding is not None else {})}
-
-
 @torch.no_grad()
 def teacher_outputs(cache: TeacherOutputCache | None, teacher: torch.nn.Module, tap: FeatureTap | None,
                     images: torch.Tensor, index: torch.Tensor) -> Features:
     """The teacher's :class:`~kdbench.models.features.Features` for a batch: read from `cache` when it holds every
-    output for every sample, else computed (by `tap`, or the plain teacher for logits only) and stored."""
+    output `tap` takes for every sample, else computed — with every output the teacher's taps give, so that the
+    other methods of a sweep read theirs (kdbench.teachers.cache_outputs) — and stored as far as the cap allows."""
+    if cache is None:
+        return tap(images) if tap is not None else Features(teacher(images), {}, None)
+    count = stage_count(teacher)
+    names = output_names(tap, count)
+    cache.asked(names)
 
-    def compute(x: torch.Tensor) -> Features:
-        return tap(x) if tap is not None else Features(teacher(x), {}, None)
+    def compute(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return compute_outputs(teacher, tap, x, count)
 
-    names = output_names(tap)
-    wants_features = len(names) > 1
-    if cache is not None and not (wants_features and cache.features_mode == "recomputed"):
-        # The probe: two samples through the teacher in this batch's context (device, layout, autocast), so a
-        # stored entry is checked against the shapes and dtypes this run's teacher gives; only asked for when an
-        # entry is read before this run has computed any batch. The teacher is frozen in eval mode: no state.
-        got = cache.lookup(names, index, probe=lambda: _by_name(compute(images[:2])))
-        if got is not None:
-            stages = {i: got[f"stage{i}"] for i in (tap.stage_ids if tap is not None else [])}
-            return Features(got["logits"], stages, got.get("embedding"))
-    f = compute(images)
-    if cache is not None:
-        outputs = _by_name(f)
-        cache.store(outputs if not wants_features or cache.features_allowed(outputs) else {"logits": f.logits},
-                    index)
-        if cache.dtype == "float16":  # what a reading run gets, whether this batch was stored or not
-            f = Features(_round_half(f.logits), {i: _round_half(v) for i, v in f.stages.items()},
-                         None if f.embedding is None else _round_half(f.embedding))
-    return f
+    # The probe: two samples through the teacher in this batch's context (device, layout, autocast), so a stored
+    # entry is checked against the shapes and dtypes this run's teacher gives; only asked for when an entry is
+    # read before this run has computed any batch. The teacher is frozen in eval mode: no state.
+    got = cache.lookup(names, index, probe=lambda: compute(images[:2]))
+    if got is not None:
+        return as_features(got, tap, count)
+    outputs = compute(images)
+    stored = cache.plan(outputs)
+    cache.store({n: outputs[n] for n in stored if n in outputs}, index)
+    if cache.dtype == "float16":  # what a reading run gets, whether this batch was stored or not
+        outputs = {n: _round_half(v) for n, v in outputs.items()}
+    return as_features(outputs, tap, count)
 
 
 def _round_half(t: torch.Tensor) -> torch.Tensor:
