@@ -16,6 +16,8 @@ FeatureTap's entry of the same stage index with other contents.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn as nn
 
@@ -89,6 +91,16 @@ def row_bytes(value: torch.Tensor, cache_dtype: str) -> int:
     """The bytes one sample's row of `value` takes in an entry of the cache's dtype."""
     size = 2 if cache_dtype == "float16" and value.is_floating_point() else value.element_size()
     return value[0].numel() * size
+
+
+def feature_memory() -> int:
+    """The memory one epoch's feature entries may take: a quarter of what is available now. An epoch's entries
+    are held in memory until the epoch ends, so a short run with a large cap (1 epoch, 20 GB) must not fill
+    the machine's memory with stage maps it was never asked for. (What is stored never changes a number.)"""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that says
+        return 1 << 62
 
 
 def choose_stored(outputs: dict[str, torch.Tensor], rows: int, cap: int, cache_dtype: str) -> list[str]:

@@ -9,8 +9,11 @@ An entry is one file per (namespace, epoch, output): the (N, ...) tensor of ever
 mask of the rows filled. The namespace is the hash of everything the bits depend on: the teacher checkpoint's
 sha256, dataset and data parameters (its transform), the recipe's augmentation, seed, batch size (the batch a
 sample was computed in: a convolution's bits may depend on it), training-set size, device type, AMP,
-channels_last, stored dtype and the harness's RESULTS_VERSION. Outputs are "logits" always, and the feature
-stages ("stage2", ...) or "embedding" a method asks for (kdbench.train.method.Distiller.teacher_features).
+channels_last, stored dtype and the harness's RESULTS_VERSION. Outputs are "logits", "embedding" and the feature
+stages ("stage2", ...). A batch the cache does not hold is computed once through a tap on all of them, whatever
+the asking method takes (kdbench.train.method.Distiller.teacher_features), and the run stores the logits, then
+the embedding and the stage maps, smallest first, as far as the cap allows (kdbench.teachers.cache_outputs): so
+in a sweep of kd, dkd, pkt and at on one teacher and seed only the first run pays the teacher (issue #35).
 
 An entry's file format, and what makes a file a usable entry, are kdbench.teachers.cache_entry's: a file that is
 not exactly what this run would have written (truncated, corrupted, another dtype or shape than the teacher's
@@ -22,11 +25,19 @@ kdbench.teachers.cache_folder's. The cache only saves time: a disk that refuses 
 read-only) is said once and the run goes on without storing to it, with the same numbers.
 Writes are atomic (kdbench.core.storage), so concurrent runs filling the same entry each write a whole file and the
 last rename wins. The cache is capped at $KDBENCH_CACHE_GB (default 20) with least-recently-used eviction (a read
-touches its file); a run whose feature entries alone would exceed the cap recomputes its features (logits are
-still cached).
+touches its file); the feature outputs whose entries for the whole run do not fit it are not stored, and a method
+that reads one of them recomputes the teacher (the logits are always stored).
 
 fp32 (default): the cached bits are the recomputed bits, so results are unchanged and the cache is not in the run
-id. float16 (opt-in, `--teacher-cache-dtype float16`) halves the size but changes results: it is in the run id.
+id. float16 (opt-in, `--teacher-cache-dtype float16`) halves the size but changes results: it is in the run id,
+and it rounds every output, logits included, whether read or computed, so a float16 run's numbers never depend
+on what the cache held. Stage maps follow the same rule and are stored float32 by default, though they are the
+large entries (issue #35 suggested float16): a float16 map read back is not the map recomputed, so a feature
+method's loss (AT's normalised squared maps, FitNet's MSE) would take other numbers from the cache than without
+it; rounding the computed maps too (as float16 does) would make every feature run's numbers differ from its
+cache-off run's, the cache's dtype would enter those runs' ids, and the reference records would no longer be the
+runs a sweep makes. The size is bounded by the cap instead (the smallest maps first), and
+`--teacher-cache-dtype float16` stores twice as many maps under the same cap for whoever accepts its numbers.
 """
 
 from __future__ import annotations
@@ -52,6 +63,7 @@ from kdbench.teachers.cache_outputs import (
     as_features,
     choose_stored,
     compute_outputs,
+    feature_memory,
     output_names,
     row_bytes,
     stage_count,
@@ -105,8 +117,8 @@ class TeacherOutputCache:
     """The cache as one run uses it (kdbench.train.teacher_outputs.TeacherOutputs): `features` per batch,
     `begin_epoch` / `end_epoch` (writes the epoch's entries) called by the engine.
 
-    `key` is the namespace's identity (see the module docstring); `epochs` and the cap decide whether features
-    are cached (their entries for the whole run must fit the cap).
+    `key` is the namespace's identity (see the module docstring); `epochs` and the cap decide which feature outputs
+    are stored (their entries for the whole run must fit the cap together: :meth:`plan`).
     """
 
     root: Path
@@ -223,7 +235,8 @@ class TeacherOutputCache:
         """The outputs this run stores, given one computed batch of all of them; decided once per run (the choice
         is the teacher's, the data's and the cap's: kdbench.teachers.cache_outputs.choose_stored)."""
         if self.stored is None:
-            self.stored = choose_stored(outputs, self.num_train * self.epochs, self.cap, self.dtype)
+            budget = min(self.cap, feature_memory() * self.epochs)  # the disk's cap; an epoch's in memory
+            self.stored = choose_stored(outputs, self.num_train * self.epochs, budget, self.dtype)
             self.feature_bytes = {n: row_bytes(v, self.dtype) * self.num_train * self.epochs
                                   for n, v in outputs.items() if n != "logits"}
         return self.stored
