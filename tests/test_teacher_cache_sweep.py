@@ -32,6 +32,11 @@ def bench() -> SimpleNamespace:
     return SimpleNamespace(**runpy.run_path(str(BENCH)))  # the benchmark's functions (benchmarks is no package)
 
 
+def _weights(results: Path, record: dict) -> bytes:
+    """The run's trained student, byte for byte: any other bit in a teacher output a loss read changes it."""
+    return (results / "runs" / record["run_id"] / "student.safetensors").read_bytes()
+
+
 def _sweep(bench, dirs: dict[str, Path], results: Path, *options: str) -> tuple[dict[str, dict], int]:
     """`kdbench sweep --methods kd,dkd,pkt,at ...` in process: its records by method, and the batches the
     teacher ran on (calls on more than the 2 images of a probe)."""
@@ -66,6 +71,7 @@ def test_a_sweep_of_kd_dkd_pkt_at_pays_the_teacher_in_one_run_only(bench, dirs, 
     for method in SWEEP:  # the same run, the same numbers: the cache is not in the run id
         assert on[method]["run_id"] == off[method]["run_id"]
         assert on[method]["metrics"] == off[method]["metrics"], method
+        assert _weights(tmp_path / "on", on[method]) == _weights(tmp_path / "off", off[method]), method
 
 
 def test_the_outputs_stored_are_the_embedding_then_the_smallest_stages_that_fit_the_cap():
@@ -80,3 +86,18 @@ def test_the_outputs_stored_are_the_embedding_then_the_smallest_stages_that_fit_
     assert choose_stored(outputs, rows, mb["embedding"] - 1, "float32") == ["logits"]  # logits are always kept
     # float16 entries take half: the same cap holds every stage.
     assert choose_stored(outputs, rows, sum(mb.values()) // 2, "float16") == everything
+
+
+def test_stage_maps_read_under_channels_last_give_the_numbers_of_recomputing_them(dirs, tmp_path):
+    """A channels_last teacher's maps come back channels_last: AT's mean over a map's channels sums in another
+    order on a contiguous copy (other bits), so a read map in the wrong layout changed AT's numbers."""
+    from kdbench.execute.api import run
+
+    tiny = dict(student="cifar_resnet8", dataset="digits", epochs=1, teacher_epochs=1, device="cpu",
+                sets=["data.image_size=8"], zoo_dir=dirs["zoo"], channels_last=True, cache_dir=tmp_path / "cache")
+    off = run("at", "cifar_resnet8x4", **tiny, results_dir=tmp_path / "off", teacher_cache="off")
+    run("kd", "cifar_resnet8x4", **tiny, results_dir=tmp_path / "kd")  # fills the cache with every stage
+    read = run("at", "cifar_resnet8x4", **tiny, results_dir=tmp_path / "read")
+    assert read["teacher_cache"]["misses"] == 0 and read["teacher_cache"]["hits"] > 0
+    assert read["metrics"] == off["metrics"]
+    assert _weights(tmp_path / "read", read) == _weights(tmp_path / "off", off)

@@ -146,6 +146,7 @@ class TeacherOutputCache:
     # What each output's entry must hold: learnt from the teacher (its first computed batch, or a 2-sample probe
     # when the first batch is read), so a file is checked against the run's own outputs, not against its header.
     _expected: dict[str, Expected] = field(default_factory=dict)
+    _layouts: dict[str, torch.memory_format] = field(default_factory=dict)  # each output's, learnt as _expected is
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -178,6 +179,7 @@ class TeacherOutputCache:
         if name not in self._expected:
             stored = torch.float16 if self.dtype == "float16" and value.is_floating_point() else value.dtype
             self._expected[name] = Expected(self.num_train, tuple(value.shape[1:]), value.dtype, stored)
+            self._layouts[name] = _layout(value)
         return self._expected[name]
 
     def _bad(self, path: Path, why: str) -> None:
@@ -256,7 +258,10 @@ class TeacherOutputCache:
             if slot is None or not bool(slot.filled[rows].all()):
                 self.misses += 1
                 return None
-            out[name] = slot.values[rows].to(device=index.device, dtype=slot.produced)
+            # In the layout the teacher gives it (channels_last maps under --channels-last): a reduction over a
+            # map's channels sums in another order, so other bits, in a contiguous copy.
+            out[name] = slot.values[rows].to(device=index.device, dtype=slot.produced).contiguous(
+                memory_format=self._layouts.get(name, torch.contiguous_format))
         self.hits += 1
         return out
 
@@ -371,6 +376,13 @@ def teacher_outputs(cache: TeacherOutputCache | None, teacher: torch.nn.Module, 
     if cache.dtype == "float16":  # what a reading run gets, whether this batch was stored or not
         outputs = {n: _round_half(v) for n, v in outputs.items()}
     return as_features(outputs, tap, count)
+
+
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    """The memory format a read entry's rows are given back in: the teacher's own for this output."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _round_half(t: torch.Tensor) -> torch.Tensor:
