@@ -101,3 +101,17 @@ def test_stage_maps_read_under_channels_last_give_the_numbers_of_recomputing_the
     assert read["teacher_cache"]["misses"] == 0 and read["teacher_cache"]["hits"] > 0
     assert read["metrics"] == off["metrics"]
     assert _weights(tmp_path / "read", read) == _weights(tmp_path / "off", off)
+
+
+def test_under_float16_a_method_reading_another_methods_maps_trains_as_if_it_had_filled_them(dirs, tmp_path):
+    """`--teacher-cache-dtype float16` rounds every output, read or computed: AT reading the maps a KD run stored
+    trains the weights of an AT run that computed (and rounded) them itself."""
+    from kdbench.execute.api import run
+
+    tiny = dict(student="cifar_resnet8", dataset="digits", epochs=1, teacher_epochs=1, device="cpu",
+                sets=["data.image_size=8"], zoo_dir=dirs["zoo"], teacher_cache_dtype="float16")
+    own = run("at", "cifar_resnet8", **tiny, results_dir=tmp_path / "own", cache_dir=tmp_path / "own-cache")
+    run("kd", "cifar_resnet8", **tiny, results_dir=tmp_path / "kd", cache_dir=tmp_path / "cache")
+    read = run("at", "cifar_resnet8", **tiny, results_dir=tmp_path / "read", cache_dir=tmp_path / "cache")
+    assert own["teacher_cache"]["hits"] == 0 and read["teacher_cache"]["misses"] == 0
+    assert _weights(tmp_path / "read", read) == _weights(tmp_path / "own", own)
