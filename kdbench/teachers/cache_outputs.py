@@ -21,7 +21,7 @@ import os
 import torch
 import torch.nn as nn
 
-from kdbench.models.features import Features, FeatureTap, num_stages
+from kdbench.models.features import Features, FeatureTap, num_stages, stage_modules
 
 
 def stage_count(teacher: nn.Module) -> int:
@@ -51,25 +51,32 @@ def output_names(tap: FeatureTap | None, count: int = 0) -> list[str]:
 
 
 def _full_tap(teacher: nn.Module, count: int) -> FeatureTap | None:
-    """A tap on every stage and the embedding of `teacher` (None: it has neither)."""
-    try:
-        return FeatureTap(teacher, stages=range(count), embedding=True)
-    except (ValueError, AttributeError):  # no classifier to read the embedding from (or no get_classifier)
-        return FeatureTap(teacher, stages=range(count)) if count else None
+    """A tap on every stage and the embedding of `teacher`; without the embedding when it has no classifier to
+    read it from; None when a stage module its `feature_info` names is not in it. Checked before the tap is
+    built: a FeatureTap that fails half-way leaves the hooks it had registered on the model."""
+    modules = dict(teacher.named_modules())
+    if count and any(name not in modules for name, _ in stage_modules(teacher)):
+        return None
+    get_classifier = getattr(teacher, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    embedding = isinstance(head, nn.Module) and not isinstance(head, nn.Identity)
+    if not (count or embedding):
+        return None
+    return FeatureTap(teacher, stages=range(count), embedding=embedding)
 
 
 def compute_outputs(teacher: nn.Module, tap: FeatureTap | None, images: torch.Tensor, count: int,
                     ) -> dict[str, torch.Tensor]:
     """One forward of the teacher on `images`, every output it gives by cache name: for a FeatureTap (or None)
-    all the stages and the embedding; for a tap of another class what that tap gives. The hooks are removed
-    after the call, so they neither hold the batch's maps nor stay on the teacher."""
-    if tap is not None and type(tap) is not FeatureTap:
+    all the stages and the embedding; for a tap of another class (or a teacher no full tap fits) what the asking
+    tap gives. The full tap's hooks are removed after the call: they neither hold the batch's maps nor stay."""
+    full = _full_tap(teacher, count) if tap is None or type(tap) is FeatureTap else None
+    if full is None:
+        if tap is None:
+            return {"logits": teacher(images)}
         f = tap(images)
         return {"logits": f.logits, **{_stage_name(tap, i, count): v for i, v in f.stages.items()},
                 **({_embedding_name(tap): f.embedding} if f.embedding is not None else {})}
-    full = _full_tap(teacher, count)
-    if full is None:
-        return {"logits": teacher(images)}
     try:
         f = full(images)
     finally:
