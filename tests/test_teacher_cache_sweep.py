@@ -115,3 +115,24 @@ def test_under_float16_a_method_reading_another_methods_maps_trains_as_if_it_had
     read = run("at", "cifar_resnet8", **tiny, results_dir=tmp_path / "read", cache_dir=tmp_path / "cache")
     assert own["teacher_cache"]["hits"] == 0 and read["teacher_cache"]["misses"] == 0
     assert _weights(tmp_path / "read", read) == _weights(tmp_path / "own", own)
+
+
+def test_stage_maps_past_the_cap_are_left_out_and_recomputed_with_the_same_numbers(dirs, tmp_path, monkeypatch):
+    """$KDBENCH_CACHE_GB bounds what a computing run stores: at 2 MB (digits, 1437 samples, 1 epoch) the logits,
+    the embedding (0.4 MB) and the smallest stage map (64×2×2: 1.5 MB) fit, the others do not. pkt then reads
+    everything; at, whose pairs take the larger maps, runs the teacher again, rewrites nothing, and trains the
+    student of the run without the cache."""
+    from kdbench.execute.api import run
+
+    monkeypatch.setenv("KDBENCH_CACHE_GB", "0.002")
+    tiny = dict(student="cifar_resnet8", dataset="digits", epochs=1, teacher_epochs=1, device="cpu",
+                sets=["data.image_size=8"], zoo_dir=dirs["zoo"], cache_dir=tmp_path / "cache")
+    off = run("at", "cifar_resnet8", **tiny, results_dir=tmp_path / "off", teacher_cache="off")
+    kd = run("kd", "cifar_resnet8", **tiny, results_dir=tmp_path / "kd")["teacher_cache"]
+    assert kd["stored"] == ["logits", "embedding", "stage3"]
+    pkt = run("pkt", "cifar_resnet8", **tiny, results_dir=tmp_path / "pkt")["teacher_cache"]
+    assert pkt["misses"] == 0 and pkt["hits"] == kd["misses"]
+    at = run("at", "cifar_resnet8", **tiny, results_dir=tmp_path / "at")
+    tc = at["teacher_cache"]
+    assert tc["features"] == "recomputed" and tc["misses"] == kd["misses"] and tc["bytes_written"] == 0
+    assert _weights(tmp_path / "at", at) == _weights(tmp_path / "off", off)
