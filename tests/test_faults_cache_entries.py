@@ -50,7 +50,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> dict:
     off = run("kd", "cifar_resnet8", **API, results_dir=base / "off", zoo_dir=zoo, teacher_cache="off")
     on = run("kd", "cifar_resnet8", **API, results_dir=base / "on", zoo_dir=zoo, teacher_cache="on", cache_dir=cache)
     assert _metrics(on) == _metrics(off)
-    [entry] = sorted(cache.glob("*/*.kdtc"))  # the logits of epoch 1
+    [entry] = sorted(cache.glob("*/*-logits.kdtc"))  # the logits of epoch 1 (the other entries: its features)
     return {"zoo": zoo, "cache": cache, "entry": entry.relative_to(cache), "off": _metrics(off)}
 
 
@@ -137,7 +137,7 @@ def test_a_feature_entry_of_another_per_sample_shape_is_bad(filled, tmp_path, in
               teacher_cache="off")
     run("fitnet", "cifar_resnet8", **API, results_dir=tmp_path / "fill", zoo_dir=filled["zoo"],
         teacher_cache="on", cache_dir=cache)
-    [entry] = [p for p in cache.glob("*/*.kdtc") if "-stage" in p.name]
+    [entry] = cache.glob("*/e00001-stage2.kdtc")  # FitNet's hint stage (the run stores every stage that fits)
     good, _ = parse_entry(entry.read_bytes())
     _rewrite(entry, lambda t, m: ({**t, "values": t["values"].flatten(2)}, m))
     args = (*ARGS, "--zoo-dir", str(filled["zoo"]), "--results-dir", str(tmp_path / "read"), "--cache-dir", str(cache))

@@ -46,7 +46,7 @@ def _numbers(record: dict) -> tuple:
 def test_damaged_entries_are_recomputed_and_said_once(dirs, tmp_path):
     cache = tmp_path / "cache"
     first = _kd(dirs, cache, "a")
-    damaged = sorted(cache.glob(f"*/*{cache_entry.SUFFIX}"))
+    damaged = sorted(cache.glob(f"*/*-logits{cache_entry.SUFFIX}"))
     assert len(damaged) == 2  # logits of epochs 1 and 2
     for entry in damaged:
         entry.write_bytes(entry.read_bytes()[:100])  # truncated, as by a full disk or a killed copy

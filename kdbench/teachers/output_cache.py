@@ -9,8 +9,11 @@ An entry is one file per (namespace, epoch, output): the (N, ...) tensor of ever
 mask of the rows filled. The namespace is the hash of everything the bits depend on: the teacher checkpoint's
 sha256, dataset and data parameters (its transform), the recipe's augmentation, seed, batch size (the batch a
 sample was computed in: a convolution's bits may depend on it), training-set size, device type, AMP,
-channels_last, stored dtype and the harness's RESULTS_VERSION. Outputs are "logits" always, and the feature
-stages ("stage2", ...) or "embedding" a method asks for (kdbench.train.method.Distiller.teacher_features).
+channels_last, stored dtype and the harness's RESULTS_VERSION. Outputs are "logits", "embedding" and the feature
+stages ("stage2", ...). A batch the cache does not hold is computed once through a tap on all of them, whatever
+the asking method takes (kdbench.train.method.Distiller.teacher_features), and the run stores the logits, then
+the embedding and the stage maps, smallest first, as far as the cap allows (kdbench.teachers.cache_outputs): so
+in a sweep of kd, dkd, pkt and at on one teacher and seed only the first run pays the teacher (issue #35).
 
 An entry's file format, and what makes a file a usable entry, are kdbench.teachers.cache_entry's: a file that is
 not exactly what this run would have written (truncated, corrupted, another dtype or shape than the teacher's
@@ -22,11 +25,19 @@ kdbench.teachers.cache_folder's. The cache only saves time: a disk that refuses 
 read-only) is said once and the run goes on without storing to it, with the same numbers.
 Writes are atomic (kdbench.core.storage), so concurrent runs filling the same entry each write a whole file and the
 last rename wins. The cache is capped at $KDBENCH_CACHE_GB (default 20) with least-recently-used eviction (a read
-touches its file); a run whose feature entries alone would exceed the cap recomputes its features (logits are
-still cached).
+touches its file); the feature outputs whose entries for the whole run do not fit it are not stored, and a method
+that reads one of them recomputes the teacher (the logits are always stored).
 
 fp32 (default): the cached bits are the recomputed bits, so results are unchanged and the cache is not in the run
-id. float16 (opt-in, `--teacher-cache-dtype float16`) halves the size but changes results: it is in the run id.
+id. float16 (opt-in, `--teacher-cache-dtype float16`) halves the size but changes results: it is in the run id,
+and it rounds every output, logits included, whether read or computed, so a float16 run's numbers never depend
+on what the cache held. Stage maps follow the same rule and are stored float32 by default, though they are the
+large entries (issue #35 suggested float16): a float16 map read back is not the map recomputed, so a feature
+method's loss (AT's normalised squared maps, FitNet's MSE) would take other numbers from the cache than without
+it; rounding the computed maps too (as float16 does) would make every feature run's numbers differ from its
+cache-off run's, the cache's dtype would enter those runs' ids, and the reference records would no longer be the
+runs a sweep makes. The size is bounded by the cap instead (the smallest maps first), and
+`--teacher-cache-dtype float16` stores twice as many maps under the same cap for whoever accepts its numbers.
 """
 
 from __future__ import annotations
@@ -48,6 +59,15 @@ from kdbench.core.storage import atomic_write_bytes, atomic_write_json
 from kdbench.models.features import Features, FeatureTap
 from kdbench.teachers.cache_entry import FORMAT, SUFFIX, BadEntry, Expected, dtype_name, encode_entry, read_entry
 from kdbench.teachers.cache_folder import evict
+from kdbench.teachers.cache_outputs import (
+    as_features,
+    choose_stored,
+    compute_outputs,
+    feature_memory,
+    output_names,
+    row_bytes,
+    stage_count,
+)
 
 DEFAULT_CAP_GB = 20.0
 DTYPES = ("float32", "float16")
@@ -97,8 +117,8 @@ class TeacherOutputCache:
     """The cache as one run uses it (kdbench.train.teacher_outputs.TeacherOutputs): `features` per batch,
     `begin_epoch` / `end_epoch` (writes the epoch's entries) called by the engine.
 
-    `key` is the namespace's identity (see the module docstring); `epochs` and the cap decide whether features
-    are cached (their entries for the whole run must fit the cap).
+    `key` is the namespace's identity (see the module docstring); `epochs` and the cap decide which feature outputs
+    are stored (their entries for the whole run must fit the cap together: :meth:`plan`).
     """
 
     root: Path
@@ -114,7 +134,10 @@ class TeacherOutputCache:
     bytes_written: int = 0
     corrupt: int = 0
     evicted: int = 0
-    features_mode: str = "none asked"
+    # The outputs a computing batch of this run stores (None until one is computed): see :meth:`plan`.
+    stored: list[str] | None = None
+    feature_bytes: dict[str, int] = field(default_factory=dict)
+    _asked: set[str] = field(default_factory=set)
     # Where the cache says what the run should know (a bad entry recomputed, a disk it cannot write): once.
     reporter: Reporter = NULL_REPORTER
     # Why nothing is written any more (a full or read-only disk): the cache is optional, the run goes on without it.
@@ -123,6 +146,7 @@ class TeacherOutputCache:
     # What each output's entry must hold: learnt from the teacher (its first computed batch, or a 2-sample probe
     # when the first batch is read), so a file is checked against the run's own outputs, not against its header.
     _expected: dict[str, Expected] = field(default_factory=dict)
+    _layouts: dict[str, torch.memory_format] = field(default_factory=dict)  # each output's, learnt as _expected is
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -155,6 +179,7 @@ class TeacherOutputCache:
         if name not in self._expected:
             stored = torch.float16 if self.dtype == "float16" and value.is_floating_point() else value.dtype
             self._expected[name] = Expected(self.num_train, tuple(value.shape[1:]), value.dtype, stored)
+            self._layouts[name] = _layout(value)
         return self._expected[name]
 
     def _bad(self, path: Path, why: str) -> None:
@@ -208,15 +233,19 @@ class TeacherOutputCache:
 
     # -- per batch ------------------------------------------------------------------------------------------
 
-    def features_allowed(self, example: dict[str, torch.Tensor]) -> bool:
-        """Whether feature outputs like `example` (one batch's) fit the cap for the whole run; decided once."""
-        if self.features_mode in ("cached", "recomputed"):
-            return self.features_mode == "cached"
-        rows = {n: t for n, t in example.items() if n != "logits"}
-        per_epoch = sum(t[0].numel() * _stored_size(t.dtype, self.dtype) for t in rows.values()) * self.num_train
-        self.features_mode = "cached" if per_epoch * self.epochs <= self.cap else "recomputed"
-        self.feature_bytes = per_epoch * self.epochs
-        return self.features_mode == "cached"
+    def plan(self, outputs: dict[str, torch.Tensor]) -> list[str]:
+        """The outputs this run stores, given one computed batch of all of them; decided once per run (the choice
+        is the teacher's, the data's and the cap's: kdbench.teachers.cache_outputs.choose_stored)."""
+        if self.stored is None:
+            budget = min(self.cap, feature_memory() * self.epochs)  # the disk's cap; an epoch's in memory
+            self.stored = choose_stored(outputs, self.num_train * self.epochs, budget, self.dtype)
+            self.feature_bytes = {n: row_bytes(v, self.dtype) * self.num_train * self.epochs
+                                  for n, v in outputs.items() if n != "logits"}
+        return self.stored
+
+    def asked(self, names: list[str]) -> None:
+        """Note what the run's method reads (the record's `features` says whether it came from the cache)."""
+        self._asked.update(n for n in names if n != "logits")
 
     def lookup(self, names: list[str], index: torch.Tensor,
                probe: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor] | None:
@@ -229,24 +258,30 @@ class TeacherOutputCache:
             if slot is None or not bool(slot.filled[rows].all()):
                 self.misses += 1
                 return None
-            out[name] = slot.values[rows].to(device=index.device, dtype=slot.produced)
+            # In the layout the teacher gives it (channels_last maps under --channels-last): a reduction over a
+            # map's channels sums in another order, so other bits, in a contiguous copy.
+            out[name] = slot.values[rows].to(device=index.device, dtype=slot.produced).contiguous(
+                memory_format=self._layouts.get(name, torch.contiguous_format))
         self.hits += 1
         return out
 
     def store(self, outputs: dict[str, torch.Tensor], index: torch.Tensor) -> None:
+        """Keep the batch's `outputs` (rows `index`) for the epoch's entries. An output whose entry already holds
+        these rows (read from disk: another run stored it) is left as it is, not written again."""
         if self.unwritable:  # nothing would reach the disk: keep no copy in memory either
             return
         rows = index.cpu()
         for name, value in outputs.items():
             value = value.detach()
             expected = self._expect(name, value)
-            stored = value.to("cpu", dtype=expected.stored)
-            slot = self._slots.get(name)
+            slot = self._slot(name, probe=dict)  # (its expected shape is known: no probe)
+            if slot is not None and bool(slot.filled[rows].all()):
+                continue
             if slot is None:
-                slot = _Slot(torch.zeros((self.num_train, *stored.shape[1:]), dtype=stored.dtype),
+                slot = _Slot(torch.zeros((self.num_train, *value.shape[1:]), dtype=expected.stored),
                              torch.zeros(self.num_train, dtype=torch.bool), value.dtype)
                 self._slots[name] = slot
-            slot.values[rows] = stored
+            slot.values[rows] = value.to("cpu", dtype=expected.stored)
             slot.filled[rows] = True
             slot.dirty = True
 
@@ -286,7 +321,7 @@ class TeacherOutputCache:
 
     def describe(self, mode: str = "on") -> dict[str, Any]:
         out = {"mode": mode, "dtype": self.dtype, "hits": self.hits, "misses": self.misses,
-               "bytes_read": self.bytes_read, "bytes_written": self.bytes_written, "features": self.features_mode,
+               "bytes_read": self.bytes_read, "bytes_written": self.bytes_written, "features": self.features_mode(),
                "namespace": self.namespace, "dir": str(self.root)}
         if self.corrupt:
             out["corrupt_entries_recomputed"] = self.corrupt
@@ -294,61 +329,60 @@ class TeacherOutputCache:
             out["evicted_entries"] = self.evicted
         if self.unwritable:
             out["unwritable"] = self.unwritable
-        if self.features_mode == "recomputed":
-            out["feature_bytes_needed"] = self.feature_bytes
+        if self.stored is not None:
+            out["stored"] = list(self.stored)
+        if out["features"] == "recomputed":  # what the asked outputs left out would need under the cap
+            out["feature_bytes_needed"] = sum(self.feature_bytes.get(n, 0) for n in self._asked)
         return out
 
-
-def _stored_size(dtype: torch.dtype, cache_dtype: str) -> int:
-    if cache_dtype == "float16" and dtype.is_floating_point:
-        return 2
-    return torch.empty((), dtype=dtype).element_size()
+    def features_mode(self) -> str:
+        """Whether the feature outputs the method reads were cached: "none asked" (logits only), "cached", or
+        "recomputed" (some do not fit the cap: every batch runs the teacher)."""
+        if not self._asked:
+            return "none asked"
+        if self.stored is not None and not self._asked <= set(self.stored):
+            return "recomputed"
+        return "cached"
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The one path from a method to its teacher's outputs (kdbench.train.method.Distiller.teacher_features)
 
 
-def output_names(tap: FeatureTap | None) -> list[str]:
-    """The cache names of what a FeatureTap (or None: logits only) returns."""
-    if tap is None:
-        return ["logits"]
-    return ["logits", *(f"stage{i}" for i in tap.stage_ids), *(["embedding"] if tap.want_embedding else [])]
-
-
-def _by_name(f: Features) -> dict[str, torch.Tensor]:
-    return {"logits": f.logits, **{f"stage{i}": v for i, v in f.stages.items()},
-            **({"embedding": f.embedding} if f.embedding is not None else {})}
-
-
 @torch.no_grad()
 def teacher_outputs(cache: TeacherOutputCache | None, teacher: torch.nn.Module, tap: FeatureTap | None,
                     images: torch.Tensor, index: torch.Tensor) -> Features:
     """The teacher's :class:`~kdbench.models.features.Features` for a batch: read from `cache` when it holds every
-    output for every sample, else computed (by `tap`, or the plain teacher for logits only) and stored."""
+    output `tap` takes for every sample, else computed — with every output the teacher's taps give, so that the
+    other methods of a sweep read theirs (kdbench.teachers.cache_outputs) — and stored as far as the cap allows."""
+    if cache is None:
+        return tap(images) if tap is not None else Features(teacher(images), {}, None)
+    count = stage_count(teacher)
+    names = output_names(tap, count)
+    cache.asked(names)
 
-    def compute(x: torch.Tensor) -> Features:
-        return tap(x) if tap is not None else Features(teacher(x), {}, None)
+    def compute(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return compute_outputs(teacher, tap, x, count)
 
-    names = output_names(tap)
-    wants_features = len(names) > 1
-    if cache is not None and not (wants_features and cache.features_mode == "recomputed"):
-        # The probe: two samples through the teacher in this batch's context (device, layout, autocast), so a
-        # stored entry is checked against the shapes and dtypes this run's teacher gives; only asked for when an
-        # entry is read before this run has computed any batch. The teacher is frozen in eval mode: no state.
-        got = cache.lookup(names, index, probe=lambda: _by_name(compute(images[:2])))
-        if got is not None:
-            stages = {i: got[f"stage{i}"] for i in (tap.stage_ids if tap is not None else [])}
-            return Features(got["logits"], stages, got.get("embedding"))
-    f = compute(images)
-    if cache is not None:
-        outputs = _by_name(f)
-        cache.store(outputs if not wants_features or cache.features_allowed(outputs) else {"logits": f.logits},
-                    index)
-        if cache.dtype == "float16":  # what a reading run gets, whether this batch was stored or not
-            f = Features(_round_half(f.logits), {i: _round_half(v) for i, v in f.stages.items()},
-                         None if f.embedding is None else _round_half(f.embedding))
-    return f
+    # The probe: two samples through the teacher in this batch's context (device, layout, autocast), so a stored
+    # entry is checked against the shapes and dtypes this run's teacher gives; only asked for when an entry is
+    # read before this run has computed any batch. The teacher is frozen in eval mode: no state.
+    got = cache.lookup(names, index, probe=lambda: compute(images[:2]))
+    if got is not None:
+        return as_features(got, tap, count)
+    outputs = compute(images)
+    stored = cache.plan(outputs)
+    cache.store({n: outputs[n] for n in stored if n in outputs}, index)
+    if cache.dtype == "float16":  # what a reading run gets, whether this batch was stored or not
+        outputs = {n: _round_half(v) for n, v in outputs.items()}
+    return as_features(outputs, tap, count)
+
+
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    """The memory format a read entry's rows are given back in: the teacher's own for this output."""
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _round_half(t: torch.Tensor) -> torch.Tensor:
