@@ -22,8 +22,10 @@ against, shipped as data.
   DKD's table copies its KD column from CRD, so those rows are `last` while its DKD rows are `best`.
 - `source`, `note`: where the number comes from and what to know about it.
 
-Paper `reviewkd` (method `reviewkd`, epoch `unstated`): the ReviewKD paper's numbers as Papers with Code lists
-them (its table numbers not stated there, hence `table` = "Papers with Code").
+Paper `reviewkd` (methods `ce`, `reviewkd`, epoch `unstated`): its ImageNet numbers from the authors' repository
+(dvlab-research/ReviewKD ImageNet/README.md, `table` = "ImageNet README": the student alone and ReviewKD, top-1
+only), its CIFAR-100 numbers as Papers with Code lists them (the paper's table numbers not stated there, hence
+`table` = "Papers with Code").
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ PAPERS = {
     "dist": "Huang et al. 2022, Knowledge Distillation from A Stronger Teacher (NeurIPS), as in its README",
     "ctkd": "Li et al. 2023, Curriculum Temperature for Knowledge Distillation (AAAI), as in its README",
     "ls": "Sun et al. 2024, Logit Standardization in Knowledge Distillation (CVPR), as in its README",
-    "reviewkd": "Chen et al. 2021, Distilling Knowledge via Knowledge Review (CVPR), as Papers with Code lists it",
+    "reviewkd": "Chen et al. 2021, Distilling Knowledge via Knowledge Review (CVPR): its repository's ImageNet README, "
+                "and CIFAR-100 as Papers with Code lists it",
 }
 COLUMNS = ("paper", "table", "dataset", "teacher", "student", "method", "top1", "std", "runs", "epoch", "source",
            "note")
