@@ -63,7 +63,7 @@ def test_published_numbers_as_the_papers_print_them() -> None:
     # CRD: 13 pairs × (teacher, student, 7 methods) + SP, CC, VID, NST, AB, FT 13 pairs each + FSP 6;
     # DKD 11 pairs × 2; HKD 5 pairs × 7 rows.
     assert df["paper"].value_counts().to_dict() == {"crd": 201, "dkd": 22, "hkd": 35, "mdistiller": 4,
-                                                    "torchdistill": 4, "dist": 6, "ctkd": 6, "ls": 42, "reviewkd": 6}
+                                                    "torchdistill": 4, "dist": 12, "ctkd": 11, "ls": 42, "reviewkd": 6}
 
 
 def test_every_published_row_uses_kdbench_names() -> None:
@@ -164,3 +164,15 @@ def test_cli_leaderboard_published(cifar_results: Path, in_process) -> None:
     assert one(rows, paper="dkd", method="dkd")["mean"] == pytest.approx(76.1)
     mixed = in_process("leaderboard", "--published", "--metric", "top1_last", "--results-dir", str(cifar_results))
     assert mixed.returncode == 2 and "epoch convention" in mixed.stderr
+
+
+def test_top5_is_read_where_a_paper_gives_it_and_shown_beside_top1(in_process) -> None:
+    """CTKD's README gives ImageNet top-1 and top-5 (its table, read at zhengli97/CTKD); the CIFAR tables give top-1
+    only, so top5 is NaN there, never 0."""
+    df = load_published("ctkd")
+    imagenet = {"dataset": "imagenet", "teacher": "resnet34", "student": "resnet18"}
+    assert (one(df, method="teacher", **imagenet)["top1"], one(df, method="teacher", **imagenet)["top5"]) == (
+        73.96, 91.58)
+    assert df[df["dataset"] == "cifar100"]["top5"].isna().all()
+    shown = in_process("published", "--paper", "ctkd")
+    assert shown.returncode == 0 and "| 73.96 / 91.58 |" in shown.stdout and "`top-1 / top-5`" in shown.stdout

@@ -49,8 +49,9 @@ PAPERS = {
     "reviewkd": "Chen et al. 2021, Distilling Knowledge via Knowledge Review (CVPR): its repository's ImageNet README, "
                 "and CIFAR-100 as Papers with Code lists it",
 }
+# `top5` is last: it came after the file's first rows (the CIFAR tables give top-1 only), blank where not given.
 COLUMNS = ("paper", "table", "dataset", "teacher", "student", "method", "top1", "std", "runs", "epoch", "source",
-           "note")
+           "note", "top5")
 # Which of our metrics a published number is compared with; an `unstated` convention is compared with neither.
 EPOCH_METRIC = {"last": "top1_last", "best": "top1_best"}
 EPOCHS = (*EPOCH_METRIC, "unstated")
@@ -69,7 +70,7 @@ def published_csv() -> str:
 def load_published(paper: str | None = None) -> pd.DataFrame:
     """The published numbers (all papers, or one of PAPERS) as a DataFrame in the file's order.
 
-    `top1` and `std` are floats (std NaN where not given); `runs` is a nullable integer.
+    `top1`, `top5` and `std` are floats (top5 and std NaN where not given); `runs` is a nullable integer.
 
     >>> load_published("crd").query("student == 'cifar_resnet8x4' and method == 'crd'")["top1"].item()
     75.51
@@ -79,6 +80,7 @@ def load_published(paper: str | None = None) -> pd.DataFrame:
     df = pd.read_csv(io.StringIO(published_csv()), dtype={c: str for c in COLUMNS}, keep_default_na=False)
     df["top1"] = df["top1"].astype(float)
     df["std"] = pd.to_numeric(df["std"].replace("", None), errors="raise").astype(float)
+    df["top5"] = pd.to_numeric(df["top5"].replace("", None), errors="raise").astype(float)
     df["runs"] = pd.array([int(v) if v else None for v in df["runs"]], dtype="Int64")
     if paper is not None:
         df = df[df["paper"] == paper].reset_index(drop=True)

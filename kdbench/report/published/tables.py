@@ -29,9 +29,12 @@ def paper_board(rows: pd.DataFrame) -> Leaderboard:
     table = pd.DataFrame("—", index=pd.Index(list(dict.fromkeys(labels)), name=ROW_LABEL),
                          columns=[column(m, e) for m, e in methods], dtype=object)
     for label, r in zip(labels, rows.to_dict("records"), strict=True):
-        table.loc[label, column(r["method"], r["epoch"])] = published_cell(r["top1"], r["std"])
+        cell = published_cell(r["top1"], r["std"])  # `top-1 / top-5` where the paper gives top-5
+        table.loc[label, column(r["method"], r["epoch"])] = cell if is_missing(r["top5"]) else \
+            f"{cell} / {r['top5']:.2f}"
 
-    footer = [f"{PAPERS[paper]}; {', '.join(sorted(set(rows['dataset'])))} top-1 (%)",
+    metric = "top-1 (%)" if rows["top5"].isna().all() else "top-1 (%), `top-1 / top-5` where the paper gives top-5"
+    footer = [f"{PAPERS[paper]}; {', '.join(sorted(set(rows['dataset'])))} {metric}",
               "epoch: " + "; ".join(f"{e} = {EPOCH_WORDS[e]}" for e in conventions)]
     runs = sorted({int(n) for n in rows["runs"] if not is_missing(n)})
     if runs:
