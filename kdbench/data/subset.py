@@ -14,8 +14,9 @@ are held out first and the fraction is taken of the samples left.
 
 `--set data.subset_seed=K` draws the fraction with seed K in place of `split_seed`: another subset of the same
 training split, the test set unchanged (`split_seed` moves both), so a sweep can sample subset draws (issue #38.4:
-`--grid data.subset_seed=0,1,2`). It is kept in `data_params` only when given, so earlier run ids are unchanged,
-and it needs a fraction below 1 (there is nothing to draw otherwise).
+`--grid data.subset_seed=0,1,2`). It is kept in `data_params` only when it differs from `split_seed` (the same
+draw otherwise: the same run, the same id as before the setting existed), and it needs a fraction below 1 (there is
+nothing to draw otherwise).
 
 The teacher trains on the full training split whatever the student's fraction. The information-matched control
 asks for a teacher that saw no more labels than the student: `--set teacher_data.train_fraction=F` (its own scope,
@@ -74,14 +75,17 @@ def parse_subset_seed(value: str | int) -> int:
 
 
 def with_subset_seed(data_params: dict[str, Any], scoped: dict[str, str], fraction: float) -> dict[str, Any]:
-    """The data parameters plus `subset_seed` where the `data` scope's `--set` strings give it (absent otherwise:
-    earlier run ids stay valid). Without a fraction below 1 there is no draw for it to move: refused."""
+    """The data parameters plus `subset_seed` where the `data` scope's `--set` strings give it away from the
+    dataset's `split_seed` (absent otherwise: earlier run ids stay valid, and `subset_seed` equal to `split_seed`,
+    the same draw, is the same run). Without a fraction below 1 there is no draw for it to move: refused."""
     if SUBSET_SEED_KEY not in scoped:
         return dict(data_params)
     seed = parse_subset_seed(scoped[SUBSET_SEED_KEY])
     if fraction >= 1.0:
         raise UserError(f"data.{SUBSET_SEED_KEY} chooses which data.{TRAIN_KEY} subset a student trains on: set "
                         f"data.{TRAIN_KEY} below 1 too (e.g. data.{TRAIN_KEY}=0.1), or leave it out")
+    if seed == int(data_params.get("split_seed", 0)):
+        return dict(data_params)
     return {**data_params, SUBSET_SEED_KEY: seed}
 
 
