@@ -173,7 +173,7 @@ def _footer(df: pd.DataFrame, data: pd.DataFrame, metric: str) -> list[str]:
              "share of the total; — where the design has one unit at that level (ce: no teacher)",
              f"Δ vs {BASELINE}: mean of the paired differences (same subset draw and student seed as {BASELINE}), "
              f"with its {LEVEL:.0%} percentile interval from a two-stage cluster bootstrap over teacher seeds and the "
-             f"draws within them ({BOOTSTRAP_RESAMPLES} resamples, seeded); with 2–3 units per level the intervals "
+             f"draws within them ({BOOTSTRAP_RESAMPLES} resamples, seeded); with 2 or 3 units per level the intervals "
              "and components are rough"]
     lines += _dominance_lines(data)
     lines += caveats_footer(df, metric)
