@@ -279,7 +279,7 @@ def expand(grid: Grid, max_runs: int = DEFAULT_MAX_RUNS) -> list[SweepRun]:
             teacher_seeds = grid.teacher_seed_list(spec.needs_teacher)
             for sets in method_settings(grid, method):  # nested loops: itertools.product would list the points
                 for (teacher, student), t_seed, seed in itertools.product(points, teacher_seeds, grid.seeds):
-                    config = _resolve_point(grid, method, dataset, seed, sets, teacher, student, t_seed)
+                    config = _resolve_point(grid, method, dataset, seed, sets, teacher, student, teacher_seed=t_seed)
                     runs.setdefault(config.run_id, _sweep_run(config))
             for sets in method_settings(grid, method) if grid.chains and spec.needs_teacher else ():
                 for chain, t_seed, seed in itertools.product(grid.chains, teacher_seeds, grid.seeds):
@@ -290,7 +290,7 @@ def expand(grid: Grid, max_runs: int = DEFAULT_MAX_RUNS) -> list[SweepRun]:
 
 
 def _resolve_point(grid: Grid, method: str, dataset: str, seed: int, sets: list[str], teacher: str | None,
-                   student: str | None, teacher_seed: int | None = None, teacher_run: str | None = None) -> RunConfig:
+                   student: str | None, teacher_run: str | None = None, teacher_seed: int | None = None) -> RunConfig:
     return resolve_config(RunOptions(
         method=method, teacher=teacher, student=student, dataset=dataset, seed=seed,
         teacher_seed=grid.teacher_seed if teacher_seed is None else teacher_seed,
