@@ -92,3 +92,22 @@ def test_subset_seed_without_a_subset_is_refused_in_one_line(in_process, dirs) -
     bad = in_process("run", "--method", "ce", "--student", "cifar_resnet8", "--set", "data.train_fraction=0.1",
                      "--set", "data.subset_seed=-1", "--dry-run")
     assert bad.returncode == 2 and "expected an integer ≥ 0" in bad.stderr
+
+
+def test_a_subset_draw_moves_the_training_subset_and_not_the_test_set() -> None:
+    import torch
+
+    from kdbench.execute.build import load_data, teacher_key
+    from kdbench.execute.resolve import RunOptions, resolve_config
+
+    def config(*sets: str):  # noqa: ANN202 - a RunConfig
+        return resolve_config(RunOptions(method="kd", teacher="cifar_resnet8", student="cifar_resnet8",
+                                         sets=["data.image_size=8", "data.train_fraction=0.1", *sets]))
+
+    base, same, other = config(), config("data.subset_seed=0"), config("data.subset_seed=1")
+    assert same.run_id == base.run_id and other.run_id != base.run_id  # split_seed's own draw: the same run
+    assert teacher_key(other) == teacher_key(base)  # one zoo teacher serves every draw
+    a, b = load_data(base, None), load_data(other, None)
+    assert torch.equal(a.test.images, b.test.images) and torch.equal(a.test.targets, b.test.targets)
+    assert len(a.train) == len(b.train) == 142 and torch.equal(a.train_targets.bincount(), b.train_targets.bincount())
+    assert a.train.positions != b.train.positions  # another 142 of the same 1,437 training images

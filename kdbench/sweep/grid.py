@@ -176,7 +176,11 @@ class SweepRun:
         c = self.config
         teacher = f"{c.teacher} of run:{c.teacher_run}" if c.teacher_run else c.teacher
         pair = f"{teacher} → {c.student}" if c.teacher else c.student
-        return f"{c.method} {pair} {c.dataset} seed {c.seed}"
+        # The nested design's levels (issue #38.4), named only away from their defaults.
+        nested = f" teacher seed {c.teacher_seed}" if c.teacher_recipe is not None and c.teacher_seed else ""
+        draw = c.data_params.get("subset_seed")
+        nested += f" subset draw {draw}" if draw is not None else ""
+        return f"{c.method} {pair} {c.dataset}{nested} seed {c.seed}"
 
 
 def check_scopes(grid: Grid) -> None:
