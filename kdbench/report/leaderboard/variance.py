@@ -111,6 +111,8 @@ def _column_records(column: pd.DataFrame, alone: pd.DataFrame, label: str, row_l
     members = pd.concat([column[has_teacher], same_student]) if has_teacher.any() else column
     first = members.iloc[0]
     baseline = members[members["method"] == BASELINE]
+    if baseline["_row_key"].nunique() > 1:  # ce variants (`--set student.…`): pair with the most-run one
+        baseline = baseline[baseline["_row_key"] == baseline["_row_key"].value_counts().index[0]]
     base_runs = baseline.to_dict("records")
     info = {"column": label, "dataset": first["dataset"], "teacher": column.loc[has_teacher, "teacher"].iloc[0]
             if has_teacher.any() else None, "student": first["student"],
@@ -173,8 +175,9 @@ def _footer(df: pd.DataFrame, data: pd.DataFrame, metric: str) -> list[str]:
              "share of the total; — where the design has one unit at that level (ce: no teacher)",
              f"Δ vs {BASELINE}: mean of the paired differences (same subset draw and student seed as {BASELINE}), "
              f"with its {LEVEL:.0%} percentile interval from a two-stage cluster bootstrap over teacher seeds and the "
-             f"draws within them ({BOOTSTRAP_RESAMPLES} resamples, seeded); with 2 or 3 units per level the intervals "
-             "and components are rough"]
+             f"draws within them ({BOOTSTRAP_RESAMPLES} resamples, seeded; with one teacher and one draw, over the "
+             "student seeds: at a few seeds narrower than the methods table's t-interval); with 2 or 3 units per "
+             "level the intervals and components are rough"]
     lines += _dominance_lines(data)
     lines += caveats_footer(df, metric)
     if not len(data):
@@ -186,6 +189,14 @@ def _dominance_lines(data: pd.DataFrame) -> list[str]:
     """Which variance dominates: per source, the rows it dominates; pooled over rows, the largest mean share."""
     if not len(data):
         return []
+    # A row of one teacher and one draw sampled the student seed alone: it says nothing of teachers or subsets.
+    seeds_only = (data["n_teachers"] <= 1) & (data["n_draws"] <= 1)
+    alone = ", ".join(map(str, data.loc[seeds_only, "row"]))
+    lines = [f"only student seeds sampled (one teacher, one subset draw) in {alone}: the table says which variance "
+             "dominates only where teacher seeds or draws vary"] if seeds_only.any() else []
+    data = data[~seeds_only]
+    if not len(data):
+        return lines
     by_level: dict[str, list[str]] = defaultdict(list)
     for row, level in zip(data["row"], data["dominant"], strict=True):
         by_level[level if isinstance(level, str) else "none"].append(str(row))
@@ -196,6 +207,6 @@ def _dominance_lines(data: pd.DataFrame) -> list[str]:
     overall = max(shares, key=lambda lv: shares[lv]) if shares else None
     line = f"dominant variance: {'; '.join(parts)}"
     if overall:
-        line += (f"; over all rows the {LEVEL_WORDS[overall]} holds the largest mean share "
+        line += (f"; over these rows the {LEVEL_WORDS[overall]} holds the largest mean share "
                  f"({shares[overall] * 100:.0f} %)")
-    return [line]
+    return [*lines, line]
