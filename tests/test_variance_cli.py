@@ -92,6 +92,13 @@ def test_subset_seed_without_a_subset_is_refused_in_one_line(in_process, dirs) -
     bad = in_process("run", "--method", "ce", "--student", "cifar_resnet8", "--set", "data.train_fraction=0.1",
                      "--set", "data.subset_seed=-1", "--dry-run")
     assert bad.returncode == 2 and "expected an integer ≥ 0" in bad.stderr
+    # The information-matched control's teacher trains on split_seed's draw: another draw would not be the
+    # student's subset any more.
+    control = in_process("run", "--method", "kd", "--teacher", "cifar_resnet8", "--student", "cifar_resnet8",
+                         "--set", "data.train_fraction=0.1", "--set", "teacher_data.train_fraction=0.1",
+                         "--set", "data.subset_seed=1", "--dry-run")
+    assert control.returncode == 2 and len(control.stderr.strip().splitlines()) == 1
+    assert "data.subset_seed moves the student's subset away from the one teacher_data.train_fraction" in control.stderr
 
 
 def test_a_subset_draw_moves_the_training_subset_and_not_the_test_set() -> None:
