@@ -73,6 +73,8 @@ def leaderboard_command(
       kdbench leaderboard --published --where dataset=cifar100
 
       kdbench leaderboard --table pivot --rows kd.temperature --cols kd.w_kd --where method=kd
+
+      kdbench leaderboard --table variance --format markdown   (teacher seed × subset draw × seed: which dominates)
     """
     where = join_where(where)
     runs = load_runs(results_dir, strict=strict)

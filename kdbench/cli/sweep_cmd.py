@@ -111,6 +111,9 @@ def sweep_command(
     datasets: str = typer.Option(None, "--datasets", help="Comma list of datasets \\[default: digits]."),
     seeds: str = typer.Option(None, "--seeds", help="Seeds: 0,1,2 or a range 0-4 \\[default: 0]."),
     teacher_seed: TeacherSeedOption = None,
+    teacher_seeds: str = typer.Option(None, "--teacher-seeds", help="Zoo teacher seeds, 0,1,2 or 0-2: one teacher "
+                                      "per seed, each distilled into every run (with --grid data.subset_seed=... "
+                                      "and --seeds: the `leaderboard --table variance` design)."),
     epochs: EpochsOption = None,
     teacher_epochs: TeacherEpochsOption = None,
     batch_size: BatchSizeOption = None,
@@ -182,7 +185,8 @@ def sweep_command(
     """
     selection = GridSelection(
         methods=methods, teachers=teachers, students=students, pairs=pairs, chains=chains, datasets=datasets,
-        seeds=seeds, teacher_seed=teacher_seed, epochs=epochs, teacher_epochs=teacher_epochs,
+        seeds=seeds, teacher_seed=teacher_seed, teacher_seeds=teacher_seeds, epochs=epochs,
+        teacher_epochs=teacher_epochs,
         batch_size=batch_size, lr=lr, sets=sets, grid=grids, portable=portable, max_runs=max_runs)
     places = SweepPlaces(results_dir=results_dir, zoo_dir=zoo_dir, data_root=data_root, device=device,
                          teacher_cache=teacher_cache, cache_dir=cache_dir,
@@ -281,8 +285,8 @@ def stuck_line(sweep: dict[str, Any], state: SweepState) -> str:
 
 _RESOURCE_FLAGS = ("partition", "gpus_per_node", "cpus_per_task", "mem_gb", "timeout_min", "max_requeues",
                    "array_parallelism", "account", "qos", "constraint")
-_GRID_FLAGS = ("methods", "teachers", "students", "pairs", "chains", "datasets", "seeds", "teacher_seed", "epochs",
-               "teacher_epochs", "batch_size", "lr", "zoo_dir", "data_root", "device",
+_GRID_FLAGS = ("methods", "teachers", "students", "pairs", "chains", "datasets", "seeds", "teacher_seed",
+               "teacher_seeds", "epochs", "teacher_epochs", "batch_size", "lr", "zoo_dir", "data_root", "device",
                # how many processes train each run, and how, is in its config and id: kept on resume as well
                "tasks_per_node", "nodes", "sync_bn")
 

@@ -42,6 +42,7 @@ class GridSelection:
     datasets: str | None = None
     seeds: str | None = None
     teacher_seed: int | None = None
+    teacher_seeds: str | None = None
     epochs: int | None = None
     teacher_epochs: int | None = None
     batch_size: int | None = None

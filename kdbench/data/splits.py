@@ -12,6 +12,9 @@ from torch.utils.data import Dataset
 # The `data` setting that trains the student on a stratified fraction of the training split (kdbench.data.subset);
 # here because the validation hold-out must leave it out of the dataset's own settings too.
 TRAIN_KEY = "train_fraction"
+# The `data` setting that chooses which stratified draw `train_fraction` takes (kdbench.data.subset), apart from the
+# dataset's `split_seed` (which also moves the test set): here for the same reason as TRAIN_KEY.
+SUBSET_SEED_KEY = "subset_seed"
 
 
 @dataclass

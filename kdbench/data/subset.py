@@ -12,6 +12,12 @@ of the `data` scope (:func:`kdbench.data.validation.split_data_params`) and kept
 when it is below 1, so the ids of full-data runs are unchanged. With a validation split too, the validation samples
 are held out first and the fraction is taken of the samples left.
 
+`--set data.subset_seed=K` draws the fraction with seed K in place of `split_seed`: another subset of the same
+training split, the test set unchanged (`split_seed` moves both), so a sweep can sample subset draws (issue #38.4:
+`--grid data.subset_seed=0,1,2`). It is kept in `data_params` only when it differs from `split_seed` (the same
+draw otherwise: the same run, the same id as before the setting existed), and it needs a fraction below 1 (there is
+nothing to draw otherwise).
+
 The teacher trains on the full training split whatever the student's fraction. The information-matched control
 asks for a teacher that saw no more labels than the student: `--set teacher_data.train_fraction=F` (its own scope,
 beside `teacher_recipe`) trains the zoo teacher on the very samples `data.train_fraction=F` gives a student (the
@@ -25,7 +31,7 @@ import dataclasses
 from typing import Any
 
 from kdbench.core.errors import UserError
-from kdbench.data.splits import TRAIN_KEY, DataSplits
+from kdbench.data.splits import SUBSET_SEED_KEY, TRAIN_KEY, DataSplits
 from kdbench.data.validation import ReindexedSubset, parse_fraction, stratified_holdout
 
 # The `--set` scope of the teacher's training data (the control of the limited-data setting); its one key.
@@ -47,6 +53,40 @@ def train_fraction_of(data_params: dict[str, Any]) -> float:
 def with_train_fraction(data_params: dict[str, Any], fraction: float) -> dict[str, Any]:
     """The data parameters plus the fraction, recorded only when below 1 (full-data run ids stay valid)."""
     return {**data_params, TRAIN_KEY: fraction} if fraction < 1.0 else dict(data_params)
+
+
+def subset_seed_of(data_params: dict[str, Any], split_seed: int) -> int:
+    """The seed of the student's `train_fraction` draw: `data.subset_seed` where a run sets it, else the dataset's
+    `split_seed` (what every run drew with before the setting existed)."""
+    value = data_params.get(SUBSET_SEED_KEY)
+    return split_seed if value is None else parse_subset_seed(value)
+
+
+def parse_subset_seed(value: str | int) -> int:
+    """`data.subset_seed` as an int ≥ 0, else a one-line UserError."""
+    try:
+        seed = int(str(value).strip())
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise UserError(f"data.{SUBSET_SEED_KEY}={value}: expected an integer ≥ 0 (the seed of the "
+                        "data.train_fraction draw; e.g. data.subset_seed=1)")
+    return seed
+
+
+def with_subset_seed(data_params: dict[str, Any], scoped: dict[str, str], fraction: float) -> dict[str, Any]:
+    """The data parameters plus `subset_seed` where the `data` scope's `--set` strings give it away from the
+    dataset's `split_seed` (absent otherwise: earlier run ids stay valid, and `subset_seed` equal to `split_seed`,
+    the same draw, is the same run). Without a fraction below 1 there is no draw for it to move: refused."""
+    if SUBSET_SEED_KEY not in scoped:
+        return dict(data_params)
+    seed = parse_subset_seed(scoped[SUBSET_SEED_KEY])
+    if fraction >= 1.0:
+        raise UserError(f"data.{SUBSET_SEED_KEY} chooses which data.{TRAIN_KEY} subset a student trains on: set "
+                        f"data.{TRAIN_KEY} below 1 too (e.g. data.{TRAIN_KEY}=0.1), or leave it out")
+    if seed == int(data_params.get("split_seed", 0)):
+        return dict(data_params)
+    return {**data_params, SUBSET_SEED_KEY: seed}
 
 
 def teacher_data_params(scoped: dict[str, str]) -> dict[str, Any]:

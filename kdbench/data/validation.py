@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from kdbench.core.errors import UserError
 from kdbench.data.augment import SampleKey
-from kdbench.data.splits import TRAIN_KEY, DataSplits
+from kdbench.data.splits import SUBSET_SEED_KEY, TRAIN_KEY, DataSplits
 
 VAL_KEY = "val_fraction"
 
@@ -51,10 +51,11 @@ def parse_val_fraction(value: str | float) -> float:
 
 def split_data_params(data_params: dict[str, Any]) -> tuple[dict[str, Any], float]:
     """`data` settings as (the dataset's own, the validation fraction; 0 when absent; the student-only
-    `train_fraction` left out of both): a run's recorded
+    `train_fraction` and its `subset_seed` left out of both): a run's recorded
     `data_params`, or the `data` scope's `--set` strings."""
     rest = dict(data_params)
     rest.pop(TRAIN_KEY, None)  # the student's training fraction, read by kdbench.data.subset.train_fraction_of
+    rest.pop(SUBSET_SEED_KEY, None)  # which draw that fraction is: kdbench.data.subset.subset_seed_of
     return rest, parse_val_fraction(rest.pop(VAL_KEY, 0.0))
 
 

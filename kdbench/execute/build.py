@@ -19,7 +19,7 @@ from kdbench.core.errors import UserError
 from kdbench.core.progress import NULL_REPORTER, Reporter
 from kdbench.data.loaders import make_eval_loader, make_train_loader
 from kdbench.data.registry import DataSplits, build_dataset, get_dataset_spec
-from kdbench.data.subset import TRAIN_KEY, keep_train_fraction, train_fraction_of
+from kdbench.data.subset import TRAIN_KEY, keep_train_fraction, subset_seed_of, train_fraction_of
 from kdbench.data.validation import split_data_params
 from kdbench.execute.resolve import TeacherCheckpoint, zoo_teacher_code
 from kdbench.spec.config import RunConfig
@@ -67,7 +67,8 @@ def load_data(
                            val_fraction=val_fraction if validation else 0.0)
     if not validation:
         return splits
-    return keep_train_fraction(splits, train_fraction_of(config.data_params), int(getattr(params, "split_seed", 0)))
+    seed = subset_seed_of(config.data_params, int(getattr(params, "split_seed", 0)))
+    return keep_train_fraction(splits, train_fraction_of(config.data_params), seed)
 
 
 def student_model_facts(config: RunConfig, data: DataSplits) -> dict[str, Any]:

@@ -21,7 +21,14 @@ from typing import Any
 
 from kdbench.core.errors import UserError, check_range, unknown_name
 from kdbench.data.registry import DatasetSpec, get_dataset_spec
-from kdbench.data.subset import TEACHER_SCOPE, teacher_data_params, train_fraction_of, with_train_fraction
+from kdbench.data.splits import SUBSET_SEED_KEY
+from kdbench.data.subset import (
+    TEACHER_SCOPE,
+    teacher_data_params,
+    train_fraction_of,
+    with_subset_seed,
+    with_train_fraction,
+)
 from kdbench.data.validation import split_data_params, with_val_fraction
 from kdbench.models.zoo import is_model, list_architectures, student_lr_scale
 from kdbench.spec.config import (
@@ -307,8 +314,7 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         method_params=_asdict(method_params),
         student_params=student_params,
         teacher_params=side.options if side.teacher else {},
-        data_params=with_train_fraction(with_val_fraction(_asdict(data_params), _val_fraction(sets)),
-                                        train_fraction_of(sets.get("data", {}))),
+        data_params=_student_data_params(_asdict(data_params), sets, side.data if side.recipe is not None else {}),
         amp=opts.amp,
         channels_last=opts.channels_last,
         code=code_fingerprint(spec.name)["fingerprint"],
@@ -319,6 +325,21 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         param_groups=parse_group_sets(sets.get(GROUP_SCOPE, {}), spec.cls.param_group_modules, spec.name),
         portable=opts.portable,
     )
+
+
+def _student_data_params(own: dict[str, Any], sets: dict[str, dict[str, str]],
+                         teacher_data: dict[str, Any]) -> dict[str, Any]:
+    """The run's `data_params`: the dataset's own, then the validation fraction, the training fraction and the
+    subset draw's seed, each recorded only away from its default (earlier run ids stay valid)."""
+    fraction = train_fraction_of(sets.get("data", {}))
+    params = with_subset_seed(with_train_fraction(with_val_fraction(own, _val_fraction(sets)), fraction),
+                              sets.get("data", {}), fraction)
+    if SUBSET_SEED_KEY in params and teacher_data:
+        # The control teacher trains on split_seed's draw (its zoo key holds no subset seed): it would not be
+        # the student's subset any more.
+        raise UserError(f"data.subset_seed moves the student's subset away from the one {TEACHER_SCOPE}."
+                        "train_fraction trains the control teacher on: use one of the two")
+    return params
 
 
 def _teacher_cache_dtype(dtype: str, teacher: str | None) -> str:

@@ -16,6 +16,11 @@ once per distinct student of the pairs (student-only entries included).
 
 `chains` (`--chain resnet152,resnet50,resnet18`) adds teacher-assistant chains: see kdbench.sweep.chains.
 
+`teacher_seeds` (`--teacher-seeds 0,1,2`) multiplies the runs of each method with a teacher by its zoo teachers'
+seeds (one teacher trained per seed); with `--grid data.subset_seed=0,1,2` (kdbench.data.subset) and `--seeds` this
+is the nested design of the leaderboard's `variance` table (teacher seeds × subset draws × student seeds). A method
+without a teacher runs once per subset draw and seed.
+
 A grid is counted before it is expanded (:func:`count_runs`, from the lengths of its lists), and one of more than
 `max_runs` runs (DEFAULT_MAX_RUNS, or `--max-runs`) is refused with its count; the expansion then walks the grid
 point by point, holding only the distinct runs it keeps.
@@ -64,6 +69,9 @@ class Grid:
     datasets: list[str] = field(default_factory=lambda: ["digits"])
     seeds: list[int] = field(default_factory=lambda: [0])
     teacher_seed: int = 0
+    # Several zoo teachers per architecture, one per seed (`--teacher-seeds 0,1,2`, issue #38.4: teacher seeds ×
+    # `--grid data.subset_seed=…` × seeds, nested); empty: `teacher_seed` alone.
+    teacher_seeds: list[int] = field(default_factory=list)
     epochs: int | None = None
     teacher_epochs: int | None = None
     batch_size: int | None = None
@@ -85,6 +93,16 @@ class Grid:
         kept["pairs"] = [(t, s) for t, s in kept.get("pairs") or []]  # JSON turns tuples into lists
         kept["chains"] = [list(c) for c in kept.get("chains") or []]
         return cls(**kept)
+
+    def teacher_seed_list(self, needs_teacher: bool) -> list[int]:
+        """The teacher seeds a method's runs take: `teacher_seeds` (or `teacher_seed`) when it distils; one (0,
+        unused) when it does not, so `ce` is not repeated per teacher seed."""
+        if self.teacher_seeds and self.teacher_seed:
+            raise UserError("a sweep takes --teacher-seed or --teacher-seeds (teacher_seed: or teacher_seeds:), "
+                            "not both")
+        if not needs_teacher:
+            return [self.teacher_seed]
+        return list(dict.fromkeys(self.teacher_seeds)) or [self.teacher_seed]
 
     def points(self, needs_teacher: bool) -> list[tuple[str | None, str | None]]:
         """The (teacher, student) combinations one method runs over; None student: the method's default."""
@@ -158,7 +176,11 @@ class SweepRun:
         c = self.config
         teacher = f"{c.teacher} of run:{c.teacher_run}" if c.teacher_run else c.teacher
         pair = f"{teacher} → {c.student}" if c.teacher else c.student
-        return f"{c.method} {pair} {c.dataset} seed {c.seed}"
+        # The nested design's levels (issue #38.4), named only away from their defaults.
+        nested = f" teacher seed {c.teacher_seed}" if c.teacher_recipe is not None and c.teacher_seed else ""
+        draw = c.data_params.get("subset_seed")
+        nested += f" subset draw {draw}" if draw is not None else ""
+        return f"{c.method} {pair} {c.dataset}{nested} seed {c.seed}"
 
 
 def check_scopes(grid: Grid) -> None:
@@ -202,7 +224,8 @@ def count_runs(grid: Grid) -> int:
     for method in grid.methods:
         needs_teacher = get_method(method).needs_teacher
         pairs = len(grid.points(needs_teacher)) + (sum(len(c) - 1 for c in grid.chains) if needs_teacher else 0)
-        total += math.prod(len(grid.grid[key]) for key in _gridded_keys(grid, method)) * pairs
+        total += math.prod(len(grid.grid[key]) for key in _gridded_keys(grid, method)) * pairs \
+            * len(grid.teacher_seed_list(needs_teacher))
     return total * len(grid.datasets) * len(grid.seeds)
 
 
@@ -257,23 +280,25 @@ def expand(grid: Grid, max_runs: int = DEFAULT_MAX_RUNS) -> list[SweepRun]:
                 raise UserError(f"method '{method}' distils from a teacher: pass --teachers ARCH[,ARCH...], "
                                 "--pairs TEACHER:STUDENT[,...] or --chain TEACHER,ASSISTANT,STUDENT")
             points = grid.points(spec.needs_teacher)
+            teacher_seeds = grid.teacher_seed_list(spec.needs_teacher)
             for sets in method_settings(grid, method):  # nested loops: itertools.product would list the points
-                for (teacher, student), seed in itertools.product(points, grid.seeds):
-                    config = _resolve_point(grid, method, dataset, seed, sets, teacher, student)
+                for (teacher, student), t_seed, seed in itertools.product(points, teacher_seeds, grid.seeds):
+                    config = _resolve_point(grid, method, dataset, seed, sets, teacher, student, teacher_seed=t_seed)
                     runs.setdefault(config.run_id, _sweep_run(config))
             for sets in method_settings(grid, method) if grid.chains and spec.needs_teacher else ():
-                for chain, seed in itertools.product(grid.chains, grid.seeds):
-                    link = functools.partial(_resolve_point, grid, method, dataset, seed, sets)
+                for chain, t_seed, seed in itertools.product(grid.chains, teacher_seeds, grid.seeds):
+                    link = functools.partial(_resolve_point, grid, method, dataset, seed, sets, teacher_seed=t_seed)
                     for config in chain_configs(chain, link):
                         runs.setdefault(config.run_id, _sweep_run(config))
     return list(runs.values())
 
 
 def _resolve_point(grid: Grid, method: str, dataset: str, seed: int, sets: list[str], teacher: str | None,
-                   student: str | None, teacher_run: str | None = None) -> RunConfig:
+                   student: str | None, teacher_run: str | None = None, teacher_seed: int | None = None) -> RunConfig:
     return resolve_config(RunOptions(
         method=method, teacher=teacher, student=student, dataset=dataset, seed=seed,
-        teacher_seed=grid.teacher_seed, epochs=grid.epochs, teacher_epochs=grid.teacher_epochs,
+        teacher_seed=grid.teacher_seed if teacher_seed is None else teacher_seed,
+        epochs=grid.epochs, teacher_epochs=grid.teacher_epochs,
         batch_size=grid.batch_size, lr=grid.lr, sets=sets, amp=grid.amp, channels_last=grid.channels_last,
         teacher_run=teacher_run, portable=grid.portable,
     ))

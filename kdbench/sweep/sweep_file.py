@@ -176,7 +176,9 @@ OPTION_KEYS: dict[str, OptionKey] = {
     "seeds": OptionKey(f"integers 0,1,2 or a range 0-4 (from 0 to {INT_MAX})", parse_seeds),
     # epochs, batch size and lr: the recipe (kdbench.spec.recipe) holds their ranges and checks them (NaN and
     # ±inf included), as for `kdbench run`
-    "teacher_seed": _integer(0), "epochs": _integer(1), "teacher_epochs": _integer(1), "batch_size": _integer(1),
+    "teacher_seed": _integer(0),
+    "teacher_seeds": OptionKey(f"integers 0,1,2 or a range 0-2 (from 0 to {INT_MAX})", parse_seeds),
+    "epochs": _integer(1), "teacher_epochs": _integer(1), "batch_size": _integer(1),
     "lr": _number(positive=False),
     "sets": OptionKey("SCOPE.KEY: VALUE settings (a mapping or a list of SCOPE.KEY=VALUE)",
                       lambda v: set_items(v, "sets")),
@@ -252,6 +254,7 @@ def grid_from_options(options: dict[str, Any]) -> Grid:
         datasets=_option(options, "datasets") or ["digits"],
         seeds=_option(options, "seeds") or [0],
         teacher_seed=_option(options, "teacher_seed") or 0,
+        teacher_seeds=_option(options, "teacher_seeds") or [],
         epochs=_option(options, "epochs"),
         teacher_epochs=_option(options, "teacher_epochs"),
         batch_size=_option(options, "batch_size"),

@@ -10,6 +10,9 @@ Tables (the kinds of comparison the CNN2GNN paper makes):
   parameters, accuracy, inference time per image at a stated batch size, training time.
 - `runs`: one row per run record, whatever its status.
 - `ablation`: one method's hyperparameter variants (e.g. CNN2GNN's k and graph mode) beside the student alone.
+- `variance`: which variance dominates each method's accuracy in a nested sweep (teacher seeds ⊃ subset draws ⊃
+  student seeds; `variance`, its arithmetic in `nested`), with the paired difference from ce and a cluster-bootstrap
+  interval; runs differing only in teacher seed and subset draw are pooled there, kept apart everywhere else;
 - `pivot`: a hyperparameter grid as a grid of cells (`rows=["kd.temperature"], cols=["kd.w_kd"]`), the view of a
   sweep's `--grid`; runs must agree on everything else but the seed.
 
@@ -60,13 +63,14 @@ from kdbench.report.leaderboard.render import (
     to_text,
 )
 from kdbench.report.leaderboard.runs import filter_runs, is_missing, pair_label, parse_where, prepare_runs
+from kdbench.report.leaderboard.variance import variance_table
 
 __all__ = [
     "FAMILIES", "FORMATS", "Leaderboard", "METRICS", "TABLES", "ablation_table", "build", "build_published",
     "distinguish",
     "filter_runs", "format_cell", "format_for_path", "is_missing", "ladder_table", "latex_escape", "leaderboard",
     "methods_table", "pair_label", "parse_where", "pivot_table", "prepare_runs", "published_table", "render",
-    "runs_table", "to_html", "to_latex", "to_markdown", "to_text",
+    "runs_table", "to_html", "to_latex", "to_markdown", "to_text", "variance_table",
 ]
 
 
@@ -137,6 +141,8 @@ def build(
         board = runs_table(df)
     elif table == "pivot":
         board = pivot_table(df, metric, rows, cols)
+    elif table == "variance":
+        board = variance_table(df, metric)
     else:
         board = ablation_table(df, metric, method, family=family, ci=ci)
     board.footer += code_lines

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-TABLES = ("methods", "ladder", "runs", "ablation", "pivot")
+TABLES = ("methods", "ladder", "runs", "ablation", "pivot", "variance")
 METRICS = ("top1_last", "top1_best", "top5_last", "top5_best")
 
 # The teacher's own accuracy, as the run record's teacher_metrics (flattened with a `teacher_` prefix) holds it.

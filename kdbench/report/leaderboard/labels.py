@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 
 from kdbench.core.errors import UserError
+from kdbench.data.splits import SUBSET_SEED_KEY
 from kdbench.report.leaderboard.board import selection_label
 from kdbench.report.leaderboard.runs import canon, clean
 
@@ -125,9 +126,9 @@ def label_columns(columns: pd.DataFrame, with_pair: bool = True, best: bool = Fa
     for base, settings in by_base.items():
         extras = distinguish(list(settings.values())) if len(settings) > 1 else [""]
         for key, extra in zip(settings, extras, strict=True):
-            note = _partial_teacher_note(settings[key])
-            if note and note not in extra:
-                extra = f"{extra}, {note}" if extra else note
+            for note in (_partial_teacher_note(settings[key]), *_nested_notes(settings[key])):
+                if note and note not in extra:
+                    extra = f"{extra}, {note}" if extra else note
             labels[key] = _with_suffix(base, extra)
     return labels
 
@@ -137,3 +138,11 @@ def _partial_teacher_note(setting: dict[str, Any]) -> str:
     column even alone: the teacher row's accuracy means something else then."""
     fraction = (setting.get("teacher_data") or {}).get("train_fraction", 1.0)
     return f"teacher_data.train_fraction={fraction:g}" if fraction < 1 else ""
+
+
+def _nested_notes(setting: dict[str, Any]) -> list[str]:
+    """A column of a second teacher seed or another subset draw is named so even alone (the nested design of the
+    variance table; issue #38.4); at their defaults nothing is added, so one-teacher tables read as before."""
+    notes = [f"teacher_seed={setting['teacher_seed']}"] if setting.get("teacher_seed") else []
+    subset_seed = (setting.get("data") or {}).get(SUBSET_SEED_KEY)
+    return notes + ([f"data.{SUBSET_SEED_KEY}={subset_seed}"] if subset_seed is not None else [])

@@ -89,7 +89,8 @@ _LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "‡": r"$^\ddagger$", "§": r"\S{}",
                   "↑": r"$\uparrow$", "↓": r"$\downarrow$", "⇑": r"$\Uparrow$", "⇓": r"$\Downarrow$",
                   "ʷ": r"$^{w}$", "√": r"$\surd$", "α": r"$\alpha$", "−": "-", "²": r"$^2$",
-                  "—": "--", "Δ": r"$\Delta$"}
+                  "—": "--", "Δ": r"$\Delta$", "σ": r"$\sigma$", "×": r"$\times$", "⊃": r"$\supset$",
+                  "≥": r"$\geq$"}
 
 
 def latex_escape(text: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from kdbench.core.errors import UserError, unknown_name
+from kdbench.data.splits import SUBSET_SEED_KEY
 from kdbench.report.results import COLUMNS
 
 
@@ -59,19 +60,38 @@ def prepare_runs(runs: pd.DataFrame, row_recipe_fields: Sequence[str] = ()) -> p
             if key in s["recipe"]:
                 v[f"recipe.{key}"] = s["recipe"].pop(key)
     df["_setting"] = settings
-    # Which runs may share a cell: everything that changes numbers except the seeds.
-    df["_student_key"] = [
-        canon([r["dataset"], r["student"], s["data"], s["recipe"], s["amp"], s["channels_last"], s["best_on"]])
-        for r, s in zip(df.to_dict("records"), settings, strict=True)
-    ]
-    df["_col_key"] = [
-        canon([sk, r["teacher"], s["teacher_recipe"], s["teacher_ckpt"], s["teacher_params"],
-               *([s["teacher_data"]] if s["teacher_data"] else [])])
-        for sk, r, s in zip(df["_student_key"], df.to_dict("records"), settings, strict=True)
-    ]
+    # Which runs may share a cell: everything that changes numbers except the seeds. The `_pool_*` keys leave out
+    # the teacher seed and the subset draw too: the nested design the variance table pools (kdbench.report.
+    # leaderboard.variance); every other table keeps those runs apart.
+    rows = df.to_dict("records")
+    df["_student_key"] = [_student_key(r, s) for r, s in zip(rows, settings, strict=True)]
+    df["_col_key"] = [_col_key(sk, r, s) for sk, r, s in zip(df["_student_key"], rows, settings, strict=True)]
+    df["_pool_student_key"] = [_student_key(r, s, pooled=True) for r, s in zip(rows, settings, strict=True)]
+    df["_pool_col_key"] = [_col_key(sk, r, s, pooled=True)
+                           for sk, r, s in zip(df["_pool_student_key"], rows, settings, strict=True)]
     df["variant"] = variants
     df["_row_key"] = [canon([m, v]) for m, v in zip(df["method"], df["variant"], strict=True)]
     return df
+
+
+def _student_key(r: dict[str, Any], s: dict[str, Any], pooled: bool = False) -> str:
+    data = {k: v for k, v in s["data"].items() if not (pooled and k == SUBSET_SEED_KEY)}
+    return canon([r["dataset"], r["student"], data, s["recipe"], s["amp"], s["channels_last"], s["best_on"]])
+
+
+def _col_key(student_key: str, r: dict[str, Any], s: dict[str, Any], pooled: bool = False) -> str:
+    # The teacher seed joins the key only away from 0, so the keys (and labels) of one-teacher tables stay.
+    seed = [{"teacher_seed": s["teacher_seed"]}] if s["teacher_seed"] and not pooled else []
+    return canon([student_key, r["teacher"], s["teacher_recipe"], s["teacher_ckpt"], s["teacher_params"],
+                  *([s["teacher_data"]] if s["teacher_data"] else []), *seed])
+
+
+def teacher_seed_of(r: dict[str, Any]) -> int:
+    """The seed of a run's zoo teacher (0 for a run without one, and for records from before it was recorded)."""
+    if is_missing(r.get("teacher")):
+        return 0
+    value = clean(r.get("teacher_seed"))
+    return int(value) if value is not None else 0
 
 
 def selection_of(value: Any) -> str:
@@ -95,6 +115,8 @@ def _setting(r: dict[str, Any]) -> dict[str, Any]:
         "teacher_params": clean(r.get("teacher_params")) or {},
         # What the zoo teacher trained on (kdbench.report.results.teacher_data_of): the control column is told apart.
         "teacher_data": clean(r.get("teacher_data")) or {},
+        # Which of the architecture's zoo teachers (one per seed): runs of two teachers never share a cell.
+        "teacher_seed": teacher_seed_of(r),
         "param_groups": clean(r.get("param_groups")) or {},
         "amp": bool(clean(r.get("amp")) or False),
         "channels_last": bool(clean(r.get("channels_last")) or False),
