@@ -199,3 +199,21 @@ def test_a_colleagues_read_only_cache_is_read(in_process, dirs, mounts, tmp_path
     record = json.loads(result.stdout)
     assert record["teacher_cache"]["hits"] > 0 and record["teacher_cache"]["misses"] == 0
     assert record["metrics"]["top1_last"] == filled["metrics"]["top1_last"]
+
+
+def test_a_corrupt_teacher_in_a_read_only_zoo_is_one_line_and_leaves_no_run_folder(in_process, dirs, mounts,
+                                                                                    tmp_path) -> None:
+    # Before: the checksum mismatch was found after the run's record was written, setting the file aside hit the
+    # read-only mount: a traceback and a `failed` run folder. The zoo can neither set it aside nor retrain it.
+    assert in_process("teachers", "train", "cifar_resnet8", "--epochs", "1", "--set", "data.image_size=8",
+                      "--device", "cpu").returncode == 0
+    weights = next(dirs["zoo"].glob("*/*/*/model.safetensors"))
+    with weights.open("r+b") as f:  # the same size, other bytes: only the checksum tells
+        f.seek(weights.stat().st_size - 8)
+        f.write(b"\xff" * 8)
+    shared = mounts(tmp_path / "colleagues-zoo", source=dirs["zoo"])
+    result = in_process(*KD, "--zoo-dir", str(shared))
+    entry = shared / weights.parent.relative_to(dirs["zoo"])
+    _one_error_line(result, "checksum mismatch", str(entry), "Read-only file system", "--zoo-dir")
+    assert _run_folders(dirs["results"]) == []
+    assert weights.exists() and "epoch" not in result.stderr  # nothing set aside, nothing trained
