@@ -56,6 +56,8 @@ def test_a_vit_student_of_a_logit_method_built_for_another_size_is_one_line(in_p
      ("cannot be built with", "--set teacher.num_heads=3", "dim should be divisible by num_heads")),
     (("img_size=16", "patch_size=32", *TINY_VIT), ("Kernel size", "a --set teacher.patch_size that divides 16")),
     (("img_size=16", "patch_size=0", *TINY_VIT), ("cannot be built with", "--set teacher.patch_size=0")),
+    # kdbench.models.zoo's own line, now before the record (it came from the zoo's training: a `failed` run folder)
+    (("img_size=16", "patch_size=4", "no_such_option=1", *TINY_VIT), ("rejected its options", "no_such_option")),
 ])
 def test_teacher_options_timm_refuses_are_one_line(in_process, dirs, options, words) -> None:
     result = in_process("run", "--method", "kd", "--teacher", "deit_tiny_patch16_224", "--student", "cifar_resnet8",
