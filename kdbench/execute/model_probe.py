@@ -1,4 +1,4 @@
-"""A model built and run once on two blank images of the run's data before any record is written.
+"""A model built and run once on a blank image of the run's data before any record is written.
 
 timm checks a model's options and input size only when it is built or first called: a ViT built for 32 px fed
 digits' 16 px images, `--set teacher.num_heads=3` that does not divide embed_dim, a patch larger than the image.
@@ -30,7 +30,7 @@ _MODEL_ERRORS = (AssertionError, RuntimeError, ValueError, TypeError, ZeroDivisi
 def check_model_takes_data(role: str, arch: str, options: dict[str, Any], dataset: str, data: DataSplits,
                            build: Callable[[], nn.Module]) -> None:
     """Build `arch` (the run's `role`: "teacher" or "student", with its `--set role.*` `options`) with `build` and
-    run it on two blank images of `data`'s shape; a one-line UserError when either fails. The global RNG is left
+    run it on a blank image of `data`'s shape; a one-line UserError when either fails. The global RNG is left
     as it was: the run's numbers do not change."""
     with torch.random.fork_rng(devices=[]):
         try:
@@ -38,7 +38,7 @@ def check_model_takes_data(role: str, arch: str, options: dict[str, Any], datase
         except _MODEL_ERRORS as e:
             raise UserError(f"--{role} {arch} cannot be built with {_options_text(role, options)}: {_first_line(e)}"
                             f"; change {'them' if options else f'--{role}'}") from None
-        example = torch.zeros(2, data.in_chans, data.image_size, data.image_size)
+        example = torch.zeros(1, data.in_chans, data.image_size, data.image_size)  # eval mode: one will do
         try:
             with torch.no_grad():
                 model.eval()(example)
