@@ -74,3 +74,20 @@ def test_teachers_train_with_a_size_the_model_does_not_take_is_one_line(in_proce
     line = _one_error_line(result)
     assert "built for 32×32" in line and "--set teacher.img_size=16" in line, line
     _nothing_left(dirs)
+
+
+def test_a_sweeps_teacher_job_with_a_size_the_model_does_not_take_is_one_line(in_process, dirs) -> None:
+    # A sweep's teacher job trains its teacher itself (kdbench.sweep.jobs.TeacherJob): its log gets the same line.
+    import json
+
+    from kdbench.core.errors import UserError
+    from kdbench.sweep.jobs import TeacherJob
+
+    planned = in_process("run", "--method", "kd", "--teacher", "deit_tiny_patch16_224", "--student", "cifar_resnet8",
+                         "--epochs", "1", "--teacher-epochs", "1", "--device", "cpu", "--dry-run", "--json",
+                         *_sets("teacher", "img_size=32", "patch_size=4", *TINY_VIT))
+    config = json.loads(planned.stdout)["config"]
+    job = TeacherJob(config, {"zoo_dir": str(dirs["zoo"]), "data_root": str(dirs["data"]), "device": "cpu"})
+    with pytest.raises(UserError, match=r"built for 32×32.*--set teacher\.img_size=16"):
+        job()
+    _nothing_left(dirs)
