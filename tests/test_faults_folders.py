@@ -199,3 +199,46 @@ def test_a_colleagues_read_only_cache_is_read(in_process, dirs, mounts, tmp_path
     record = json.loads(result.stdout)
     assert record["teacher_cache"]["hits"] > 0 and record["teacher_cache"]["misses"] == 0
     assert record["metrics"]["top1_last"] == filled["metrics"]["top1_last"]
+
+
+def test_a_corrupt_teacher_in_a_read_only_zoo_is_one_line_and_leaves_no_run_folder(in_process, dirs, mounts,
+                                                                                    tmp_path) -> None:
+    # Before: the checksum mismatch was found after the run's record was written, setting the file aside hit the
+    # read-only mount: a traceback and a `failed` run folder. The zoo can neither set it aside nor retrain it.
+    assert in_process("teachers", "train", "cifar_resnet8", "--epochs", "1", "--set", "data.image_size=8",
+                      "--device", "cpu").returncode == 0
+    weights = next(dirs["zoo"].glob("*/*/*/model.safetensors"))
+    with weights.open("r+b") as f:  # the same size, other bytes: only the checksum tells
+        f.seek(weights.stat().st_size - 8)
+        f.write(b"\xff" * 8)
+    shared = mounts(tmp_path / "colleagues-zoo", source=dirs["zoo"])
+    result = in_process(*KD, "--zoo-dir", str(shared))
+    entry = shared / weights.parent.relative_to(dirs["zoo"])
+    _one_error_line(result, "checksum mismatch", str(entry), "Read-only file system", "--zoo-dir")
+    assert _run_folders(dirs["results"]) == []
+    assert weights.exists() and "epoch" not in result.stderr  # nothing set aside, nothing trained
+
+
+def test_a_teacher_that_does_not_fit_in_a_read_only_zoo_is_one_line_and_a_failed_record(in_process, dirs, mounts,
+                                                                                       tmp_path) -> None:
+    # Weights whose checksum matches their card but that do not fit the architecture are found only when loaded,
+    # after the record is written: the run ends `failed` with one line, not an OSError from setting them aside.
+    import torch
+    from safetensors.torch import save_file
+
+    from kdbench.core.storage import sha256_file
+
+    assert in_process("teachers", "train", "cifar_resnet8", "--epochs", "1", "--set", "data.image_size=8",
+                      "--device", "cpu").returncode == 0
+    weights = next(dirs["zoo"].glob("*/*/*/model.safetensors"))
+    save_file({"fc.weight": torch.zeros(10, 4)}, str(weights))
+    card_path = weights.parent / "card.json"
+    card = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**card, "sha256": sha256_file(weights), "size": weights.stat().st_size}))
+    shared = mounts(tmp_path / "colleagues-zoo", source=dirs["zoo"])
+    result = in_process(*KD, "--zoo-dir", str(shared), "--json")
+    entry = shared / weights.parent.relative_to(dirs["zoo"])
+    _one_error_line(result, f"teacher cifar_resnet8 at {entry}", "does not fit", "cannot be set aside",
+                    "Read-only file system", "--zoo-dir")
+    [run] = _run_folders(dirs["results"])
+    assert json.loads((run / "result.json").read_text())["status"] == "failed"

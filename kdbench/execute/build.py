@@ -150,8 +150,12 @@ def load_pretrained(config: RunConfig, teacher_ckpt: TeacherCheckpoint | str | P
                         "resolve the run again (rerun the command or resubmit the sweep)")
     own, _ = split_data_params(config.data_params)
     eval_params = {k: v for k, v in own.items() if k != TRAIN_KEY}  # the evaluation split is the same at any fraction
-    return load_pretrained_teacher(weights, config.dataset, eval_params, data, dev, options=config.teacher_params,
-                                   zoo_dir=zoo_dir, eval_batch_size=config.recipe.eval_batch_size, reporter=reporter)
+    teacher, card = load_pretrained_teacher(weights, config.dataset, eval_params, data, dev,
+                                            options=config.teacher_params, zoo_dir=zoo_dir,
+                                            eval_batch_size=config.recipe.eval_batch_size, reporter=reporter)
+    # The digest of the weights just loaded, never a stored card's claim: the record states it and the
+    # teacher-output cache is keyed by it (a card with another teacher's sha256 served that teacher's outputs).
+    return teacher, {**card, "sha256": weights.sha256}
 
 
 def load_user_teacher(

@@ -11,6 +11,7 @@ from kdbench.core.environment import configure_threads, resolve_device
 from kdbench.core.errors import UserError
 from kdbench.core.progress import NULL_REPORTER, Reporter
 from kdbench.execute.folders import check_zoo_can_store
+from kdbench.execute.model_probe import check_teacher_takes_data
 from kdbench.execute.resolve import TEACHER_SCOPES, resolve_teacher
 from kdbench.spec.scoped_sets import parse_set_options
 from kdbench.teachers.zoo import TeacherZoo, training_data
@@ -47,4 +48,5 @@ def create_teacher(
     configure_threads()
     dev = resolve_device(device)
     data = training_data(key, data_root)
+    check_teacher_takes_data(zoo, key, data)  # one line, not timm's traceback from its first training step
     return zoo.get_or_train(key, data, EngineSettings(dev))

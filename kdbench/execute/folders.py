@@ -12,11 +12,13 @@ still be read, e.g. a colleague's read-only cache).
 
 from __future__ import annotations
 
+from kdbench.core.errors import UserError
 from kdbench.execute.build import teacher_key
 from kdbench.spec.config import RunConfig
 from kdbench.spec.paths import Paths, check_folder
 from kdbench.store.records import RunStore
 from kdbench.teachers.zoo import CARD, WEIGHTS, TeacherKey, TeacherZoo
+from kdbench.teachers.zoo_files import BadZooFile
 
 
 def check_run_folders(config: RunConfig, paths: Paths) -> None:
@@ -33,11 +35,23 @@ def uses_zoo(config: RunConfig) -> bool:
 
 
 def check_zoo_can_store(zoo: TeacherZoo, key: TeacherKey) -> None:
-    """The zoo must be writable where it will train (store) the teacher of `key`: not checked when the teacher is
-    there already (only read; its checksum is checked when loaded)."""
+    """The zoo must be writable where it will train (store) the teacher of `key`. A zoo that holds the teacher
+    already need not be (a colleague's read-only zoo serves it), unless the teacher fails its checksum: then it
+    would be set aside and retrained there, so that is a UserError now, saying what is wrong and where."""
     entry = zoo.entry_dir(key)
-    if not ((entry / CARD).is_file() and (entry / WEIGHTS).is_file()):
+    held = (entry / CARD).is_file() and (entry / WEIGHTS).is_file()
+    try:
         check_folder(zoo.root, f"zoo dir {zoo.root}", "--zoo-dir")
+    except UserError as cannot_write:
+        if not held:
+            raise
+        # Before, a bad teacher found after the run's record was written hit the read-only zoo when set aside: a
+        # half-made run folder and a misleading "free space" line. Checked here only, as it reads the weights.
+        try:
+            zoo.verified_card(key)
+        except BadZooFile as bad:
+            raise UserError(f"teacher {key.arch} at {entry}: {bad}, and it cannot be set aside and retrained there: "
+                            f"{cannot_write}") from None
 
 
 def check_sweep_folders(paths: Paths, *, trains_teachers: bool) -> None:

@@ -36,6 +36,7 @@ from kdbench.execute.build import (
 )
 from kdbench.execute.folders import check_run_folders
 from kdbench.execute.locks import world_run_lock
+from kdbench.execute.model_probe import check_run_models
 from kdbench.execute.resolve import RunOptions, TeacherCheckpoint
 from kdbench.spec.config import RunConfig
 from kdbench.spec.paths import Paths
@@ -181,6 +182,8 @@ def execute(
                            checkpoint_every_steps=checkpoint_every_steps)
     with clock.phase("data"), distributed.main_first():  # a dataset prepared on first use is prepared once
         data = load_data(config, paths.data_root)
+    with clock.phase("model"):  # a model that cannot take the data: one line now, not a traceback mid-run
+        check_run_models(config, data, paths.zoo_dir)
     with clock.phase("teacher"):
         given_teacher = load_given_teacher(config, teacher_ckpt, paths.results_dir, data, dev,
                                            zoo_dir=paths.zoo_dir, reporter=reporter,

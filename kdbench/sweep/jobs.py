@@ -160,6 +160,7 @@ class TeacherJob(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any] | None:
         from kdbench.core.environment import resolve_device
         from kdbench.execute.build import load_teacher_data, teacher_key
+        from kdbench.execute.model_probe import check_teacher_takes_data
         from kdbench.teachers.zoo import TeacherZoo
         from kdbench.train.engine import EngineSettings
 
@@ -177,7 +178,9 @@ class TeacherJob(submitit.helpers.Checkpointable):
         data = load_teacher_data(config, self.paths.get("data_root"))  # what the key says, never the student's
         settings = EngineSettings(resolve_device(self.paths.get("device", "auto")), amp=config.amp,
                                   channels_last=config.channels_last)
-        _, card = TeacherZoo(self.paths.get("zoo_dir"), reporter).get_or_train(key, data, settings)
+        zoo = TeacherZoo(self.paths.get("zoo_dir"), reporter)
+        check_teacher_takes_data(zoo, key, data)  # the job's log: one line, not timm's traceback from training
+        _, card = zoo.get_or_train(key, data, settings)
         return {"arch": key.arch, "dataset": key.dataset, "digest": key.digest, "top1": card.get("top1"),
                 "cached": card.get("cached"), "path": card.get("path")}
 

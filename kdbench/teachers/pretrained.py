@@ -290,7 +290,7 @@ def _stored_card(zoo_root: Path, key: dict[str, Any]) -> dict[str, Any] | None:
         card = read_card(zoo_root, path)
     except BadZooFile:
         return None  # measured again and written anew
-    return card if card.get("key") == key else None
+    return card if card.get("key") == key and card.get("sha256") == key["sha256"] else None  # else measured anew
 
 
 def load_pretrained_teacher(

@@ -239,9 +239,13 @@ class TeacherZoo:
         else:
             weights = entry / WEIGHTS
             rejected = weights.with_suffix(".safetensors.rejected")
-            with contextlib.suppress(FileNotFoundError):  # set aside already by a concurrent run
-                os.replace(weights, rejected)  # a symlink is renamed itself: its target is left as it is
-            (entry / CARD).unlink(missing_ok=True)
+            try:
+                with contextlib.suppress(FileNotFoundError):  # set aside already by a concurrent run
+                    os.replace(weights, rejected)  # a symlink is renamed itself: its target is left as it is
+                (entry / CARD).unlink(missing_ok=True)
+            except OSError as e:  # a read-only zoo (kdbench.execute.folders checks the checksum before a run)
+                raise UserError(f"teacher {key.arch} at {entry}: {why}; it cannot be set aside and retrained there "
+                                f"({e.strerror or e}): pass --zoo-dir DIR, a folder you can write") from None
             done = f"file rejected as {rejected.name}"
         if key.imported:
             raise UserError(f"imported teacher {key.arch} at {entry}: {why}; {done}: import it again with "
