@@ -96,3 +96,20 @@ def test_an_unknown_compile_mode_is_refused_in_one_line(in_process):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert "unknown compile mode 'fast'" in done.stderr and "max-autotune" in done.stderr
+
+
+def test_compile_from_the_sweep_flag_or_the_sweep_file_reaches_every_run_id(tmp_path):
+    from kdbench.cli.sweep_options import GridSelection, SchedulerFlags, SweepPlaces, sweep_flags, sweep_inputs
+    from kdbench.sweep.grid import expand
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text("methods: [ce]\nseeds: 0\n")
+    places = SweepPlaces(results_dir=tmp_path / "results")
+    eager = sweep_inputs(sweep_flags(GridSelection(), places, SchedulerFlags()), path)
+    flag = sweep_inputs(sweep_flags(GridSelection(compile=True), places, SchedulerFlags()), path)
+    path.write_text("methods: [ce]\nseeds: 0\ncompile: true\ncompile_mode: max-autotune\n")
+    from_file = sweep_inputs(sweep_flags(GridSelection(), places, SchedulerFlags()), path)
+    [eager_run], [flag_run], [file_run] = expand(eager.grid), expand(flag.grid), expand(from_file.grid)
+    assert not eager_run.config.compile and flag_run.config.compile_mode == "default"
+    assert file_run.config.compile and file_run.config.compile_mode == "max-autotune"
+    assert len({eager_run.config.run_id, flag_run.config.run_id, file_run.config.run_id}) == 3

@@ -176,7 +176,8 @@ class TeacherJob(submitit.helpers.Checkpointable):
         reporter = _reporter()
         data = load_teacher_data(config, self.paths.get("data_root"))  # what the key says, never the student's
         settings = EngineSettings(resolve_device(self.paths.get("device", "auto")), amp=config.amp,
-                                  channels_last=config.channels_last)
+                                  channels_last=config.channels_last, compile=config.compile,
+                                  compile_mode=config.compile_mode or "default")  # a compiled key: compiled
         _, card = TeacherZoo(self.paths.get("zoo_dir"), reporter).get_or_train(key, data, settings)
         return {"arch": key.arch, "dataset": key.dataset, "digest": key.digest, "top1": card.get("top1"),
                 "cached": card.get("cached"), "path": card.get("path")}
