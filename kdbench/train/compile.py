@@ -115,6 +115,11 @@ class _Guarded:
 def compile_module(module: nn.Module, name: str, mode: str, stats: CompileStats,
                    warn: Callable[[str], None]) -> None:
     """Compile `module` in place (its state_dict unchanged); on failure it warns once and runs eager."""
+    if not hasattr(torch, "compile"):  # a torch before 2.0
+        stats.eager[name] = f"torch {torch.__version__} has no torch.compile"
+        warn(f"--compile: {name} ({type(module).__name__}) not compiled: torch {torch.__version__} has no "
+             "torch.compile; it runs eager")
+        return
     module._compiled_call_impl = _Guarded(module, name, mode, stats, warn)
     stats.modules.append(name)
 
