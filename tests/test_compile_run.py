@@ -33,6 +33,9 @@ def opaque_scale(x: torch.Tensor) -> torch.Tensor:
     return x * 0.5  # no register_fake: dynamo cannot trace it
 
 
+opaque_scale.register_autograd(lambda ctx, grad: grad * 0.5)  # trainable eagerly
+
+
 class OpaqueConnector(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -87,9 +90,10 @@ def test_a_compiled_run_records_its_compile_time_falls_back_per_module_and_diffe
     compiled = _kdbench(tmp_path, "--compile")
     assert compiled.returncode == 0, compiled.stderr[-3000:]
     assert "Traceback" not in compiled.stderr
-    warned = [line for line in compiled.stderr.splitlines() if "could not be compiled" in line]
-    assert warned == [line for line in warned if line.strip().startswith("--compile: connector (OpaqueConnector)")]
-    assert len(warned) == 1, compiled.stderr[-3000:]
+    # One warning naming the module (the console may fold it at the terminal's width, as any message)
+    said = " ".join(compiled.stderr.split())
+    assert said.count("could not be compiled") == 1, compiled.stderr[-3000:]
+    assert "warning: --compile: connector (OpaqueConnector) could not be compiled (" in said and "runs eager" in said
     eager_rec, compiled_rec = json.loads(eager.stdout), json.loads(compiled.stdout)
     assert compiled_rec["run_id"] != eager_rec["run_id"] and "compile" not in eager_rec["timing"]
     stats = compiled_rec["timing"]["compile"]

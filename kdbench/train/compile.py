@@ -49,11 +49,21 @@ def inductor_cache_dir(teacher_cache_dir: Path) -> Path:
 
 def use_inductor_cache(teacher_cache_dir: Path) -> None:
     """Point inductor at the kdbench cache (a sweep on one machine then reuses its compiled kernels), unless the
-    user set TORCHINDUCTOR_CACHE_DIR."""
-    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    user set TORCHINDUCTOR_CACHE_DIR. (Importing parts of torch sets it to torch's default, /tmp/torchinductor_USER:
+    that value is not the user's choice.)"""
+    given = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if given is None or os.path.abspath(given) == _torch_default_cache_dir():
         folder = inductor_cache_dir(teacher_cache_dir)
         folder.mkdir(parents=True, exist_ok=True)
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+
+
+def _torch_default_cache_dir() -> str | None:
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # another torch: its default is not known here
+        return None
+    return os.path.abspath(default_cache_dir())
 
 
 @dataclass
@@ -106,7 +116,7 @@ class _Guarded:
             self.stats.modules.remove(self.name)
             why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             self.stats.eager[self.name] = f"{type(e).__name__}: {why}"[:200]
-            self.warn(f"--compile: {self.name} ({type(self.module).__name__}) could not be compiled "
+            self.warn(f"warning: --compile: {self.name} ({type(self.module).__name__}) could not be compiled "
                       f"({type(e).__name__}); it runs eager")
             torch._dynamo.reset()  # drop the half-built state of the failed frame
             return self.module._call_impl(*args, **kwargs)
@@ -117,7 +127,7 @@ def compile_module(module: nn.Module, name: str, mode: str, stats: CompileStats,
     """Compile `module` in place (its state_dict unchanged); on failure it warns once and runs eager."""
     if not hasattr(torch, "compile"):  # a torch before 2.0
         stats.eager[name] = f"torch {torch.__version__} has no torch.compile"
-        warn(f"--compile: {name} ({type(module).__name__}) not compiled: torch {torch.__version__} has no "
+        warn(f"warning: --compile: {name} ({type(module).__name__}) not compiled: torch {torch.__version__} has no "
              "torch.compile; it runs eager")
         return
     module._compiled_call_impl = _Guarded(module, name, mode, stats, warn)
