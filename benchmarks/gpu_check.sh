@@ -30,5 +30,10 @@ if [[ " $* " != *" --cpu-dry-run "* ]] && command -v nvidia-smi >/dev/null && nv
   rc=0
   "$PYTHON" benchmarks/image_throughput.py --gpu-decode --images 400 --workers 0,4 --epochs 2 || rc=$?
   if [ "$rc" = 1 ]; then echo "gpu_check: benchmarks/image_throughput.py --gpu-decode failed" >&2; exit 1; fi
+  # --compile on the GPU: eager vs torch.compile epoch times, compile overhead and the epochs that repay it
+  # (benchmarks/compile_speed.py; a few minutes, most of it compiling ResNet-152).
+  "$PYTHON" benchmarks/compile_speed.py --device cuda --threads 16 --epochs 2 \
+    --cases cifar_resnet8,resnet18,gnn2,resnet152-teacher,kd-resnet152 --out compile_speed_gpu.json \
+    || { echo "gpu_check: benchmarks/compile_speed.py --device cuda failed" >&2; exit 1; }
 fi
 exec "$PYTHON" benchmarks/gpu_check.py "$@"

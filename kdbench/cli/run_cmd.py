@@ -78,6 +78,11 @@ def run_command(
     portable: bool = typer.Option(False, "--portable", help="CPU: numbers every x86 CPU computes alike (ATen's "
                                   "DEFAULT kernels, MKL's COMPATIBLE branch, no oneDNN/NNPACK, one thread); "
                                   "slower, and another run id than without it (README: Reproducibility)."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the student, the teacher's forward and "
+                                 "the method's modules (a module that cannot be compiled runs eager); other "
+                                 "numbers than eager, so another run id (README: Compiled runs)."),
+    compile_mode: str = typer.Option("default", "--compile-mode", help="With --compile: torch.compile's mode "
+                                     "(default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs)."),
     strict: bool = typer.Option(False, "--strict", help="Stop (exit 2) on a checkpoint that cannot be resumed "
                                 "instead of restarting the run from scratch with a warning."),
     nproc: int = typer.Option(1, "--nproc", help="Train this one run data-parallel across N processes on this "

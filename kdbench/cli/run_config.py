@@ -105,6 +105,7 @@ def run_options(params: dict[str, Any]) -> RunOptions:
         sets=list(params.get("sets") or []), teacher_ckpt=str(ckpt) if ckpt else None,
         amp=bool(params.get("amp")), channels_last=bool(params.get("channels_last")),
         teacher_cache_dtype=params.get("teacher_cache_dtype") or "float32", portable=bool(params.get("portable")),
+        compile=bool(params.get("compile")), compile_mode=params.get("compile_mode") or "default",
     )
 
 
@@ -195,6 +196,8 @@ def run_config_document(params: dict[str, Any], config: RunConfig) -> dict[str, 
         doc["teacher_cache_dtype"] = config.teacher_cache_dtype
     if config.portable:  # written only when on, as the run id leaves it out when off
         doc["portable"] = True
+    if config.compile:  # the same: written only when on
+        doc.update(compile=True, compile_mode=config.compile_mode)
     for name in MACHINE_OPTIONS:
         value = params.get(name)
         if name == "deterministic":  # on by default: written only when turned off

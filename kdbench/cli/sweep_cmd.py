@@ -125,6 +125,11 @@ def sweep_command(
     portable: bool = typer.Option(False, "--portable", help="CPU: every run and zoo teacher with numbers every "
                                   "x86 CPU computes alike (kdbench run --portable; another run id); the sweep "
                                   "file's `portable: true` does the same."),
+    compile: bool = typer.Option(False, "--compile", help="Every run and zoo teacher through torch.compile "
+                                 "(kdbench run --compile; another run id); the sweep file's `compile: true` does "
+                                 "the same."),
+    compile_mode: str = typer.Option(None, "--compile-mode", help="With --compile: torch.compile's mode "
+                                     "(default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs)."),
     max_runs: int = typer.Option(None, "--max-runs", help="Refuse a grid of more runs than this, before "
                                  f"expanding it \\[default: {DEFAULT_MAX_RUNS}]; `max_runs:` in a sweep file."),
     results_dir: ResultsDirOption = None,
@@ -186,8 +191,8 @@ def sweep_command(
     selection = GridSelection(
         methods=methods, teachers=teachers, students=students, pairs=pairs, chains=chains, datasets=datasets,
         seeds=seeds, teacher_seed=teacher_seed, teacher_seeds=teacher_seeds, epochs=epochs,
-        teacher_epochs=teacher_epochs,
-        batch_size=batch_size, lr=lr, sets=sets, grid=grids, portable=portable, max_runs=max_runs)
+        teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=sets, grid=grids, portable=portable,
+        compile=compile, compile_mode=compile_mode, max_runs=max_runs)
     places = SweepPlaces(results_dir=results_dir, zoo_dir=zoo_dir, data_root=data_root, device=device,
                          teacher_cache=teacher_cache, cache_dir=cache_dir,
                          checkpoint_every_steps=checkpoint_every_steps)

@@ -50,6 +50,8 @@ class GridSelection:
     sets: list[str] | None = None
     grid: list[str] | None = None
     portable: bool | None = None  # False (the flag not given): the sweep file's `portable` holds
+    compile: bool | None = None  # False (the flag not given): the sweep file's `compile` holds
+    compile_mode: str | None = None
     max_runs: int | None = None  # the most runs the grid may expand to (kdbench.sweep.grid.DEFAULT_MAX_RUNS)
 
 
@@ -108,7 +110,7 @@ def sweep_flags(selection: GridSelection, places: SweepPlaces, scheduler: Schedu
     """The command line's sweep options by sweep-file key, None where a flag was not given (an empty list and an
     unset --sync-bn included), so that the sweep file's value holds there."""
     flags = {**dataclasses.asdict(selection), **dataclasses.asdict(places), **dataclasses.asdict(scheduler)}
-    for key in ("chains", "sets", "grid", "sbatch", "sync_bn", "portable"):
+    for key in ("chains", "sets", "grid", "sbatch", "sync_bn", "portable", "compile"):
         flags[key] = flags[key] or None
     return flags
 

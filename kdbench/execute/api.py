@@ -55,6 +55,8 @@ def run(
     nproc: int = 1,
     sync_bn: bool = False,
     portable: bool = False,
+    compile: bool = False,
+    compile_mode: str = "default",
     data_on_device: bool | None = None,
     checkpoint_every_steps: int = 0,
 ) -> dict[str, Any]:
@@ -80,6 +82,8 @@ def run(
     same numbers, not in the run id).
     `portable=True`: CPU numbers that every x86 CPU computes alike (kdbench.core.cpu_numerics.configure_portable;
     slower, in the run id); only in a process that has not computed with torch yet.
+    `compile=True`: the student, teacher and method modules through torch.compile in `compile_mode`
+    (kdbench.train.compile; other numbers than eager, so in the run id); a module that cannot be compiled runs eager.
 
     >>> import kdbench
     >>> record = kdbench.run("kd", teacher="resnet18", student="resnet18", epochs=2, teacher_epochs=2)
@@ -89,7 +93,7 @@ def run(
         method=method, teacher=teacher, student=student, dataset=dataset, seed=seed, teacher_seed=teacher_seed,
         epochs=epochs, teacher_epochs=teacher_epochs, batch_size=batch_size, lr=lr, sets=list(sets or []),
         teacher_ckpt=teacher_ckpt, amp=amp, channels_last=channels_last, teacher_cache_dtype=teacher_cache_dtype,
-        portable=portable,
+        portable=portable, compile=compile, compile_mode=compile_mode,
     )
     config = resolve_config(with_run_teacher(opts, results_dir))
     paths = Paths(results_dir, zoo_dir, data_root, cache_dir)

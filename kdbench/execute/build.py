@@ -39,7 +39,7 @@ def teacher_key(config: RunConfig) -> TeacherKey:
         data_params=own, model_options=config.teacher_params,
         code=zoo_teacher_code(config.teacher_recipe),
         train_fraction=train_fraction_of(config.teacher_data), val_fraction=val_fraction,
-        portable=config.portable,
+        portable=config.portable, compiled=config.compile,
     )
 
 

@@ -45,6 +45,7 @@ from kdbench.store.fingerprint import code_fingerprint, teacher_code
 from kdbench.teachers.pretrained import find_weights, is_pretrained_name
 from kdbench.teachers.zoo import IMPORTED_RECIPE, TeacherKey
 from kdbench.teachers.zoo_files import user_file_sha256
+from kdbench.train.compile import check_compile_mode
 from kdbench.train.dot import check_dot_run
 from kdbench.train.method import MethodSpec, get_method
 from kdbench.train.optim import GROUP_SCOPE, parse_group_sets
@@ -96,6 +97,9 @@ class RunOptions:
     teacher_cache_dtype: str = "float32"  # "float16": the teacher's outputs rounded through the cache (in the id)
     # CPU numbers independent of the CPU (kdbench.core.cpu_numerics.configure_portable; in the run id)
     portable: bool = False
+    # torch.compile the run's modules (kdbench.train.compile; other numbers: in the run id) in this mode
+    compile: bool = False
+    compile_mode: str = "default"
     # The id of the completed (or, in a sweep's chain, planned) run whose student is the teacher; `teacher` is
     # then that student's architecture (see :func:`with_run_teacher` for `teacher="run:RUN_ID"`).
     teacher_run: str | None = None
@@ -324,6 +328,8 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         teacher_data=side.data if side.recipe is not None else {},
         param_groups=parse_group_sets(sets.get(GROUP_SCOPE, {}), spec.cls.param_group_modules, spec.name),
         portable=opts.portable,
+        compile=opts.compile,
+        compile_mode=check_compile_mode(opts.compile_mode) if opts.compile else "",
     )
 
 

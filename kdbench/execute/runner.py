@@ -53,8 +53,9 @@ from kdbench.store.record_builder import (
     teacher_block,
 )
 from kdbench.store.records import RunStore
-from kdbench.teachers.output_cache import open_run_cache
+from kdbench.teachers.output_cache import default_cache_dir, open_run_cache
 from kdbench.teachers.zoo import TeacherZoo
+from kdbench.train.compile import use_inductor_cache
 from kdbench.train.engine import Engine, EngineSettings, FitCallbacks, FitResult
 from kdbench.train.evaluate import inference_time_per_image
 from kdbench.train.method import Distiller
@@ -180,6 +181,8 @@ def execute(
         threads, determinism = _configure_process(config, dev, deterministic)
         settings = replace(_engine_settings(config, dev, checkpoint_interval_s, strict),
                            checkpoint_every_steps=checkpoint_every_steps)
+        if config.compile:  # a sweep's runs on this machine reuse the kernels compiled once
+            use_inductor_cache(Path(paths.cache_dir).expanduser() if paths.cache_dir else default_cache_dir())
     with clock.phase("data"), distributed.main_first():  # a dataset prepared on first use is prepared once
         data = load_data(config, paths.data_root)
     with clock.phase("model"):  # a model that cannot take the data: one line now, not a traceback mid-run
@@ -271,7 +274,8 @@ def _engine_settings(config: RunConfig, dev: torch.device, checkpoint_interval_s
         distributed.check_sync_bn(config.sync_bn, dev)
     return EngineSettings(dev, amp=config.amp, channels_last=config.channels_last,
                           checkpoint_interval_s=checkpoint_interval_s, strict_resume=strict,
-                          param_groups=config.param_groups, world_size=config.world_size, sync_bn=config.sync_bn)
+                          param_groups=config.param_groups, world_size=config.world_size, sync_bn=config.sync_bn,
+                          compile=config.compile, compile_mode=config.compile_mode or "default")
 
 
 def _execute_locked(prepared: _PreparedRun, *, existing: dict[str, Any] | None) -> dict[str, Any]:
@@ -415,7 +419,8 @@ def _complete_record(d: Distillation, distiller: Distiller, fit: FitResult, trai
         fit, student=distiller.student, extra_params=extra_params,
         inference={"batch_size": d.run.options.infer_batch_size, "s_per_image": per_image,
                    "device": d.settings.device.type},
-        timing={"teacher_s": d.teacher_s, "train_s": train_s, "total_s": time.perf_counter() - d.t_start},
+        timing={"teacher_s": d.teacher_s, "train_s": train_s, "total_s": time.perf_counter() - d.t_start,
+                **({"compile": fit.compiled.describe()} if fit.compiled is not None else {})},
         device=d.settings.device, log=d.run.options.log, method_info=distiller.describe(),
         teacher_cache=d.record["teacher_cache"] if distiller.teacher_cache is None else
         distiller.teacher_cache.describe()))

@@ -93,12 +93,18 @@ class RunConfig:
     # same bits. Other numbers than the native kernels' on the same CPU, so another run; left out of the dict
     # when off, so every other run's id is what it was.
     portable: bool = False
+    # `--compile` (kdbench.train.compile): the student, teacher and method modules through torch.compile. Inductor's
+    # kernels sum in another order than ATen's (measured on CPU: tests/test_compile_run.py), so a compiled run is
+    # another run; `compile_mode` is torch.compile's mode. Both left out of the dict when off.
+    compile: bool = False
+    compile_mode: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = json.loads(canonical_json(self))
         # Fields added after the first records, left out at their defaults so older run ids stay what they were.
         defaults = {"code": "", "teacher_cache_dtype": "", "param_groups": {}, "teacher_run": None,
-                    "world_size": 1, "sync_bn": False, "teacher_data": {}, "portable": False}
+                    "world_size": 1, "sync_bn": False, "teacher_data": {}, "portable": False,
+                    "compile": False, "compile_mode": ""}
         for key, default in defaults.items():
             if d[key] == default:
                 del d[key]

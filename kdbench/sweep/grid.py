@@ -82,6 +82,8 @@ class Grid:
     amp: bool = False
     channels_last: bool = False
     portable: bool = False  # `portable: true`: every run (and zoo teacher) in --portable mode (another run id)
+    compile: bool = False  # `compile: true`: every run (and zoo teacher) through torch.compile (another run id)
+    compile_mode: str = "default"  # torch.compile's mode for them (kdbench.train.compile.COMPILE_MODES)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -300,7 +302,7 @@ def _resolve_point(grid: Grid, method: str, dataset: str, seed: int, sets: list[
         teacher_seed=grid.teacher_seed if teacher_seed is None else teacher_seed,
         epochs=grid.epochs, teacher_epochs=grid.teacher_epochs,
         batch_size=grid.batch_size, lr=grid.lr, sets=sets, amp=grid.amp, channels_last=grid.channels_last,
-        teacher_run=teacher_run, portable=grid.portable,
+        teacher_run=teacher_run, portable=grid.portable, compile=grid.compile, compile_mode=grid.compile_mode,
     ))
 
 

@@ -177,7 +177,8 @@ class TeacherJob(submitit.helpers.Checkpointable):
         reporter = _reporter()
         data = load_teacher_data(config, self.paths.get("data_root"))  # what the key says, never the student's
         settings = EngineSettings(resolve_device(self.paths.get("device", "auto")), amp=config.amp,
-                                  channels_last=config.channels_last)
+                                  channels_last=config.channels_last, compile=config.compile,
+                                  compile_mode=config.compile_mode or "default")  # a compiled key: compiled
         zoo = TeacherZoo(self.paths.get("zoo_dir"), reporter)
         check_teacher_takes_data(zoo, key, data)  # the job's log: one line, not timm's traceback from training
         _, card = zoo.get_or_train(key, data, settings)

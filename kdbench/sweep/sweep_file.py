@@ -183,7 +183,7 @@ OPTION_KEYS: dict[str, OptionKey] = {
     "sets": OptionKey("SCOPE.KEY: VALUE settings (a mapping or a list of SCOPE.KEY=VALUE)",
                       lambda v: set_items(v, "sets")),
     "grid": OptionKey("SCOPE.KEY: [VALUES] (a mapping or a list of SCOPE.KEY=V1,V2)", lambda v: parse_grid(v, "grid")),
-    "amp": _FLAG, "channels_last": _FLAG, "portable": _FLAG,
+    "amp": _FLAG, "channels_last": _FLAG, "portable": _FLAG, "compile": _FLAG, "compile_mode": _TEXT,
     # where things live and how each job runs (kdbench.spec.paths.Paths, kdbench.sweep.grid.JobSettings)
     "results_dir": _PATH, "zoo_dir": _PATH, "data_root": _PATH, "cache_dir": _PATH,
     "device": _TEXT, "teacher_cache": OptionKey("on or off", _on_off), "checkpoint_every_steps": _integer(0),
@@ -264,6 +264,8 @@ def grid_from_options(options: dict[str, Any]) -> Grid:
         amp=bool(_option(options, "amp")),
         channels_last=bool(_option(options, "channels_last")),
         portable=bool(_option(options, "portable")),
+        compile=bool(_option(options, "compile")),
+        compile_mode=_option(options, "compile_mode") or "default",
     )
 
 

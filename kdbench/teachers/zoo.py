@@ -89,6 +89,9 @@ class TeacherKey:
     # Trained under `--portable` (the same weights on any x86 CPU): another entry than the native one; left out
     # of the digest when off, so existing entries keep their place.
     portable: bool = False
+    # Trained under `--compile` (kdbench.train.compile; inductor's kernels give other numbers): another entry, left
+    # out of the digest when off.
+    compiled: bool = False
 
     def __post_init__(self) -> None:
         if self.train_fraction < 1.0 and self.imported:
@@ -123,6 +126,7 @@ class TeacherKey:
             "arch": self.arch, "dataset": self.dataset, "recipe": self.recipe.to_dict(), "seed": self.seed,
             "data_params": self.data_params, "model_options": self.model_options,
             **({"code": self.code} if self.code else {}), **({"portable": True} if self.portable else {}),
+            **({"compiled": True} if self.compiled else {}),
             **({"train_data": self.train_data} if self.train_data is not None else {}),
         }
 

@@ -35,6 +35,7 @@ from kdbench.core.progress import NULL_REPORTER, Reporter
 from kdbench.spec.recipe import Recipe
 from kdbench.train import rng_state, stop_request
 from kdbench.train.checkpoint import StepPosition, resume, save_checkpoint
+from kdbench.train.compile import CompileStats, compile_distiller
 from kdbench.train.dot import DistillationOrientedSGD, check_dot_run, split_losses
 from kdbench.train.epoch_record import EpochRecord
 from kdbench.train.evaluate import EvalResult, _autocast, evaluate
@@ -53,6 +54,8 @@ class FitResult:
     schedule: dict[str, Any] = field(default_factory=dict)  # the lr schedule used (schedule.describe_schedule)
     # The optimizer's parameter groups: name, parameter count, base lr, weight decay (kdbench.train.optim).
     param_groups: list[dict[str, Any]] = field(default_factory=list)
+    # With --compile: what compiling cost (kdbench.train.compile.CompileStats.describe), read after the fit.
+    compiled: CompileStats | None = None
 
     @property
     def last(self) -> EpochRecord:
@@ -155,6 +158,9 @@ class EngineSettings:
     # checkpoints, sharded evaluation. 1 = the one-process path. `sync_bn`: SyncBatchNorm when > 1.
     world_size: int = 1
     sync_bn: bool = False
+    # `--compile`: the student, teacher and method modules through torch.compile in this mode (kdbench.train.compile).
+    compile: bool = False
+    compile_mode: str = "default"
 
 
 def _nothing(result: FitResult) -> None:
@@ -335,10 +341,11 @@ class Engine:
         each, calling `callbacks`' hooks (:class:`FitCallbacks`)."""
         hooks = callbacks or FitCallbacks()
         forward_train = self._place(model)
+        compiled = compile_distiller(model, self.s.compile_mode, self.reporter.log) if self.s.compile else None
         check_dot_run(recipe, amp=self.s.amp, world_size=self.s.world_size)
         optimizer, groups = build_optimizer(model, recipe, self.s.param_groups)
         scaler = torch.amp.GradScaler(self.s.device.type, enabled=self.s.amp and self.s.device.type == "cuda")
-        result = FitResult(param_groups=groups)
+        result = FitResult(param_groups=groups, compiled=compiled)
         position = self._resume_into(result, checkpoint_path, model, optimizer, scaler)
         steps_per_epoch = len(train_loader)
         result.schedule = describe_schedule(recipe, steps_per_epoch)
