@@ -30,6 +30,7 @@ from kdbench.core.safe_load import RefusedPickle, load_plain_pickle
 from kdbench.store.liveness import end_position, start_position
 from kdbench.store.records import RunStore
 from kdbench.sweep.grid import Resources
+from kdbench.sweep.job_errors import job_error_line
 from kdbench.sweep.node_fit import PartitionNodes, partition_nodes
 from kdbench.sweep.pending import StuckJob, never_clears
 from kdbench.sweep.saved_sweep import latest_jobs
@@ -293,12 +294,21 @@ def sweep_state(sweep: dict[str, Any]) -> SweepState:
             run_id=rid, label=f"{entry['method']} {pair} {entry['dataset']} s{entry['seed']}",
             state=combine(status, job_state, job_id is not None),
             job_id=job_id, job_state=job_state, top1=metrics.get("top1_last"),
-            error=unreadable or (record or {}).get("error"), reason=reasons.get(job_id) if job_id else None,
+            error=unreadable or (record or {}).get("error") or _error_without_record(sweep, record, job_id, job_state),
+            reason=reasons.get(job_id) if job_id else None,
             attempts=attempt_progress(record),
         ))
     teachers = {d: (j, states.get(j)) for d, j in teacher_jobs.items()}
     return SweepState(sweep["sweep_id"], sweep["executor"], runs, teachers, notes[0] if notes else None,
                       stuck_jobs(reasons, Resources(**sweep["resources"])))
+
+
+def _error_without_record(sweep: dict[str, Any], record: dict[str, Any] | None, job_id: str | None,
+                          job_state: str | None) -> str | None:
+    """A failed job's error from its log, for a run it refused before writing a record (none to read it from)."""
+    if record is not None or not job_id or job_state not in _ENDED_BADLY:
+        return None
+    return job_error_line(sweep["folder"], job_id)
 
 
 def stuck_jobs(reasons: dict[str, str], resources: Resources) -> tuple[StuckJob, ...]:
