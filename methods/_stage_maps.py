@@ -1,6 +1,6 @@
 """Stage-map pieces shared by the methods that compare intermediate feature maps stage by stage as RepDistiller
-does (`vid`, `nst`): which stages they pair, the refusal of a model without spatial maps, and the pooling that
-brings two maps of different sizes to one.
+does (`vid`, `nst`; `fsp`, `kdsvd` for the equal-width check): which stages they pair, the refusal of a model without
+spatial maps or of unequal widths, and the pooling that brings two maps of different sizes to one.
 
 Not a method (the leading underscore keeps the registry loader from importing it as one).
 """
@@ -38,6 +38,22 @@ def spatial_stage_shapes(method: str, student: nn.Module, teacher: nn.Module, in
         raise UserError(f"{method} needs at least two stages in student and teacher (it pairs every stage but the "
                         "stem)")
     return shapes[0], shapes[1]
+
+
+def check_equal_width_maps(method: str, s_shapes: dict[int, tuple[int, ...]], t_shapes: dict[int, tuple[int, ...]],
+                           stages: list[int], uses: str, compared: str, width_takers: str) -> None:
+    """Refuse, in one line, a stage of `stages` that is not a spatial map in both models (`method` `uses` spatial
+    stage maps) or whose channel counts differ (`compared` entry by entry): what FSP's Grams and KDSVD's relations
+    need. `width_takers` are the methods that take a pair of unequal widths."""
+    for sid in stages:
+        s, t = s_shapes[sid], t_shapes[sid]
+        if len(s) != 3 or len(t) != 3:  # e.g. a graph student's (B, D) hidden layer
+            raise UserError(f"{method} {uses} spatial stage maps, but stage {sid} has shapes {s} (student) and {t} "
+                            "(teacher) per sample; use kd, rkd or crd for this pair")
+        if s[0] != t[0]:
+            raise UserError(f"{method} needs the same channel count in student and teacher at every stage ({compared} "
+                            f"are compared entry by entry), but stage {sid} has {s[0]} and {t[0]}; use {width_takers} "
+                            "for this pair")
 
 
 def pool_to_common_size(f_s: torch.Tensor, f_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods._prestage import PreStageDistiller
+from kdbench.methods._stage_maps import check_equal_width_maps
 from kdbench.models.features import FeatureTap, stage_shapes
 from kdbench.train.method import Batch, MethodContext, register_method
 
@@ -86,15 +87,8 @@ class FSP(PreStageDistiller):
         if n < 2:
             raise UserError("fsp needs at least two stages (the stem included) in student and teacher")
         self.stages = list(range(n))
-        for sid in self.stages:
-            s, t = s_shapes[sid], t_shapes[sid]
-            if len(s) != 3 or len(t) != 3:  # e.g. a graph student's (B, D) hidden layer
-                raise UserError(f"fsp takes Grams of spatial stage maps, but stage {sid} has shapes {s} (student) "
-                                f"and {t} (teacher) per sample; use kd, rkd or crd for this pair")
-            if s[0] != t[0]:
-                raise UserError(f"fsp needs the same channel count in student and teacher at every stage (its FSP "
-                                f"matrices are compared entry by entry), but stage {sid} has {s[0]} and {t[0]}; use "
-                                "ab, at or fitnet for this pair")
+        check_equal_width_maps("fsp", s_shapes, t_shapes, self.stages, uses="takes Grams of",
+                               compared="its FSP matrices", width_takers="ab, at or fitnet")
         self._s_tap = FeatureTap(student, stages=self.stages)
         self._t_tap = FeatureTap(teacher, stages=self.stages)
 

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
+from kdbench.methods._stage_maps import check_equal_width_maps
 from kdbench.models.features import FeatureTap, stage_shapes
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
@@ -106,15 +107,8 @@ class KDSVD(Distiller):
             raise UserError("kdsvd relates consecutive stages: it needs at least two stages after the stem in "
                             "student and teacher")
         self.stages = list(range(1, n))
-        for sid in self.stages:
-            s, t = s_shapes[sid], t_shapes[sid]
-            if len(s) != 3 or len(t) != 3:  # e.g. a graph student's (B, D) hidden layer
-                raise UserError(f"kdsvd decomposes spatial stage maps, but stage {sid} has shapes {s} (student) and "
-                                f"{t} (teacher) per sample; use kd, rkd or crd for this pair")
-            if s[0] != t[0]:
-                raise UserError(f"kdsvd needs the same channel count in student and teacher at every stage (its RBF "
-                                f"relations are compared entry by entry), but stage {sid} has {s[0]} and {t[0]}; use "
-                                "at, fitnet or ab for this pair")
+        check_equal_width_maps("kdsvd", s_shapes, t_shapes, self.stages, uses="decomposes",
+                               compared="its RBF relations", width_takers="at, fitnet or ab")
         self._s_tap = FeatureTap(student, stages=self.stages)
         self._t_tap = FeatureTap(teacher, stages=self.stages)
 
