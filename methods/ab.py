@@ -37,7 +37,7 @@ import torch.nn as nn
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods._prestage import PreStageDistiller
 from kdbench.methods.fitnet import HintRegressor
-from kdbench.models.features import Features, num_stages, stage_modules
+from kdbench.models.features import Features, FeatureTap, num_stages, stage_modules
 from kdbench.train.method import Batch, MethodContext, register_method
 
 # RepDistiller's ABLoss scales the summed loss by 3/1000 (its "loss / 1000 * 3").
@@ -109,14 +109,7 @@ class PreActTap:
         logits = self.model(x)
         return Features(logits, dict(self._captured), None)
 
-    @torch.no_grad()
-    def probe(self, example: torch.Tensor) -> Features:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return self(example)
-        finally:
-            self.model.train(was_training)
+    probe = FeatureTap.probe  # the eval-mode probe: it needs only `model` and a call
 
 
 def _last_activation(stage: nn.Module) -> nn.Module | None:

@@ -116,15 +116,9 @@ class IntermediateTap:
             h.remove()
         self._handles = []
 
-    # Shapes, for methods that size their extra modules (regressors, embed heads) before training.
-    @torch.no_grad()
-    def probe(self, example: torch.Tensor) -> Features:
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return self(example)
-        finally:
-            self.model.train(was_training)
+    # Shapes, for methods that size their extra modules (regressors, embed heads) before training: FeatureTap's
+    # eval-mode probe, which needs only `model` and a call.
+    probe = FeatureTap.probe
 
 
 @dataclass(frozen=True)
