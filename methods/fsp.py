@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods._prestage import PreStageDistiller
-from kdbench.models.features import FeatureTap, stage_shapes
+from kdbench.models.taps import IntermediateTap, stage_shapes
 from kdbench.train.method import Batch, MethodContext, register_method
 
 
@@ -95,8 +95,8 @@ class FSP(PreStageDistiller):
                 raise UserError(f"fsp needs the same channel count in student and teacher at every stage (its FSP "
                                 f"matrices are compared entry by entry), but stage {sid} has {s[0]} and {t[0]}; use "
                                 "ab, at or fitnet for this pair")
-        self._s_tap = FeatureTap(student, stages=self.stages)
-        self._t_tap = FeatureTap(teacher, stages=self.stages)
+        self._s_tap = IntermediateTap(student, stages=self.stages)
+        self._t_tap = IntermediateTap(teacher, stages=self.stages)
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
-from kdbench.models.features import FeatureTap, stage_shapes
+from kdbench.models.taps import IntermediateTap, stage_shapes
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 RBF_WIDTH = 8.0  # RepDistiller / the authors' code: exp(-d² / 8)
@@ -115,8 +115,8 @@ class KDSVD(Distiller):
                 raise UserError(f"kdsvd needs the same channel count in student and teacher at every stage (its RBF "
                                 f"relations are compared entry by entry), but stage {sid} has {s[0]} and {t[0]}; use "
                                 "at, fitnet or ab for this pair")
-        self._s_tap = FeatureTap(student, stages=self.stages)
-        self._t_tap = FeatureTap(teacher, stages=self.stages)
+        self._s_tap = IntermediateTap(student, stages=self.stages)
+        self._t_tap = IntermediateTap(teacher, stages=self.stages)
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
