@@ -13,9 +13,9 @@ Stage pairs (`at.pairs`, indices into timm's `feature_info`; for a ResNet 0 is t
   deep stages go unused.
 - `deep`: the last min(n_s, n_t) − 1 stages of each, aligned from the deepest one back (kdbench's default
   until it took the references' pairing; kept to compare with records made with it).
-- `depth`: student stage i, i = 1 … n_s − 1, with the teacher stage at the same relative depth
-  (kdbench.models.taps.pair_stages): a 4-stage student under a 12-block ViT pairs 1:5, 2:8, 3:11, so a
-  transformer's deep blocks are used, not its first three.
+- `depth`: every student stage (but a ResNet-like student's stem, stage 0) with the teacher stage at the same
+  relative depth (kdbench.models.taps.pair_stages): a 4-stage student under a 12-block ViT pairs 1:5, 2:8, 3:11,
+  so a transformer's deep blocks are used, not its first three.
 - `S:T,S:T,...`: the pairs listed (any stage, the stem included), e.g. `--set at.pairs=1:1,2:2`.
 
 Stage maps are read through kdbench.models.taps.IntermediateTap: N × C × H × W for every family (a ViT's or
@@ -100,9 +100,10 @@ def deep_pairs(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
 
 
 def depth_pairs(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
-    """(i, t(i)) for i = 1 … n_s − 1: every student stage but the first with the teacher stage at its relative
-    depth (kdbench.models.taps.pair_stages)."""
-    return pair_stages(n_teacher, n_student, range(1, n_student))
+    """(i, t(i)): every student stage but a ResNet-like student's stem (its stage 0; a transformer's stage 0 is
+    a block) with the teacher stage at its relative depth (kdbench.models.taps.pair_stages)."""
+    first = 1 if resnet_like(n_student) else 0
+    return pair_stages(n_teacher, n_student, range(first, n_student))
 
 
 def named_pairs(name: str, n_student: int, n_teacher: int) -> list[tuple[int, int]]:
