@@ -12,7 +12,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdbench.core.errors import UserError
-from kdbench.models.features import stage_shapes
+from kdbench.models.taps import pair_stages, stage_shapes
+
+# The stage counts of the networks RepDistiller's stage indices were set for: stem + 3 stages (the CIFAR ResNets,
+# WRNs) and stem + 4 (the ImageNet ResNets). Its defaults are kept as they are on these.
+RESNET_STAGE_COUNTS = (4, 5)
+RESNET_STAGES = 5  # an ImageNet ResNet's feature_info: the stem, layer1 … layer4
+
+
+def resnet_like(n: int) -> bool:
+    """Whether a model with `n` feature_info stages takes RepDistiller's ResNet stage indices as they are."""
+    return n in RESNET_STAGE_COUNTS
+
+
+def resnet_stage(n: int, index: int) -> int:
+    """RepDistiller's ResNet stage `index` on a model with `n` stages: `index` itself where the model has a ResNet's
+    stage count, else its stage at the relative depth of `index` in a 5-stage ResNet (kdbench.models.taps.pair_stages:
+    layer2 is block 6 of a 12-block ViT, stage 0 of a 2-stage Swin)."""
+    if resnet_like(n):
+        return index
+    return pair_stages(n, RESNET_STAGES, [index])[0][1]
 
 
 def reference_stage_pairs(n_student: int, n_teacher: int) -> list[tuple[int, int]]:

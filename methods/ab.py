@@ -37,7 +37,8 @@ import torch.nn as nn
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods._prestage import PreStageDistiller
 from kdbench.methods.fitnet import HintRegressor
-from kdbench.models.features import Features, FeatureTap, num_stages, stage_modules
+from kdbench.models.features import num_stages
+from kdbench.models.preact import PreactTap, preact_id
 from kdbench.train.method import Batch, MethodContext, register_method
 
 # RepDistiller's ABLoss scales the summed loss by 3/1000 (its "loss / 1000 * 3").
@@ -70,68 +71,14 @@ def ab_total_loss(student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[t
                                                                                strict=True))
 
 
-class PreActTap:
-    """Runs a model once and returns its logits and the *pre-activation* outputs of the asked stages.
-
-    Where the model lists `preact_feature_info` (kdbench's CIFAR models: each stage's last block `preact`, the
-    residual sum before its ReLU) those modules' outputs; else (timm's ResNets) the input of the stage's last
-    block's final activation (`act3` of a bottleneck, `act2` of a basic block), cloned because timm's ReLU is in
-    place. Other models are refused in :func:`preact_tap`."""
-
-    def __init__(self, model: nn.Module, stages: Sequence[int]) -> None:
-        self.model = model
-        self._captured: dict[int, torch.Tensor] = {}
-        self._handles = []
-        modules = dict(model.named_modules())
-        preact_info = getattr(model, "preact_feature_info", None)
-        for sid in stages:
-            if preact_info is not None:
-                module = modules[preact_info[sid]["module"]]
-                self._handles.append(module.register_forward_hook(self._output_hook(sid)))
-            else:
-                act = _last_activation(modules[stage_modules(model)[sid][0]])
-                self._handles.append(act.register_forward_pre_hook(self._input_hook(sid)))
-
-    def _output_hook(self, sid: int):
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            self._captured[sid] = output
-
-        return hook
-
-    def _input_hook(self, sid: int):
-        def hook(module: nn.Module, inputs: tuple) -> None:
-            self._captured[sid] = inputs[0].clone()  # the activation overwrites it in place
-
-        return hook
-
-    def __call__(self, x: torch.Tensor) -> Features:
-        self._captured = {}
-        logits = self.model(x)
-        return Features(logits, dict(self._captured), None)
-
-    probe = FeatureTap.probe  # the eval-mode probe: it needs only `model` and a call
-
-
-def _last_activation(stage: nn.Module) -> nn.Module | None:
-    blocks = list(stage.children())
-    block = blocks[-1] if blocks else stage
-    for name in ("act3", "act2"):
-        act = getattr(block, name, None)
-        if isinstance(act, nn.Module):
-            return act
-    return None
-
-
-def preact_tap(model: nn.Module, stages: Sequence[int], role: str) -> PreActTap:
-    """A :class:`PreActTap` on `model`, or a one-line refusal when its stages' pre-activation outputs are not found."""
-    if getattr(model, "preact_feature_info", None) is None:
-        modules = dict(model.named_modules())
-        for sid in stages:
-            if _last_activation(modules[stage_modules(model)[sid][0]]) is None:
-                raise UserError(f"ab distils pre-ReLU stage outputs, but the {role} {type(model).__name__} exposes "
-                                f"none for stage {sid} (kdbench's CIFAR models and timm's ResNets do); use at, "
-                                "fitnet or fsp for this pair")
-    return PreActTap(model, stages)
+def preact_tap(model: nn.Module, stages: Sequence[int], role: str) -> PreactTap:
+    """A :class:`~kdbench.models.preact.PreactTap` on `model` (the residual sum before each stage's last ReLU:
+    RepDistiller's `preact=True` features), or a one-line refusal for a family without those points."""
+    try:
+        return PreactTap(model, stages)
+    except ValueError as e:
+        raise UserError(f"ab distils pre-ReLU stage outputs, but the {role} has none: {e}; use at, fitnet or fsp "
+                        "for this pair") from None
 
 
 @dataclass(frozen=True)
@@ -168,6 +115,7 @@ class AB(PreStageDistiller):
         self._t_tap = preact_tap(teacher, self.stages, "teacher")
         example = torch.zeros(2, ctx.in_chans, ctx.image_size, ctx.image_size)
         s_maps, t_maps = self._s_tap.probe(example).stages, self._t_tap.probe(example).stages
+        s_maps, t_maps = ({sid: maps[preact_id(sid)] for sid in self.stages} for maps in (s_maps, t_maps))
         connectors = []
         for sid in self.stages:
             s_shape, t_shape = tuple(s_maps[sid].shape[1:]), tuple(t_maps[sid].shape[1:])
@@ -186,8 +134,8 @@ class AB(PreStageDistiller):
         s = self._s_tap(batch.images)
         with torch.no_grad():
             t = self._t_tap(batch.images)
-        connected = [c(s.stages[sid]) for c, sid in zip(self.connectors, self.stages, strict=True)]
-        teacher_maps = [t.stages[sid] for sid in self.stages]
+        connected = [c(s.stages[preact_id(sid)]) for c, sid in zip(self.connectors, self.stages, strict=True)]
+        teacher_maps = [t.stages[preact_id(sid)] for sid in self.stages]
         return s.logits, {"ab": p.w_ab * ab_total_loss(connected, teacher_maps, p.margin)}
 
     def describe(self) -> dict[str, Any]:

@@ -5,16 +5,22 @@ Performance of Convolutional Neural Networks via Attention Transfer", arXiv:1612
 
 Stage pairs (`at.pairs`, indices into timm's `feature_info`; for a ResNet 0 is the stem, 1 … 4 layer1 … layer4):
 
-- `shallow` (default): student stage i with teacher stage i, i = 1 … min(n_s, n_t) − 1 — every stage but the
+- `auto` (default): `shallow` when both models have a ResNet's stage count (4: a CIFAR ResNet's stem + 3 stages,
+  5: an ImageNet ResNet's stem + 4; every CNN pair of the references), else `depth`.
+- `shallow`: student stage i with teacher stage i, i = 1 … min(n_s, n_t) − 1 — every stage but the
   stem, paired from the shallowest one, as RepDistiller (`zip(feat_s[1:-1], feat_t[1:-1])`) and mdistiller
   (`zip(feats_s[1:], feats_t[1:])`) pair them: Python's zip stops at the shorter list, so a teacher's extra
   deep stages go unused.
 - `deep`: the last min(n_s, n_t) − 1 stages of each, aligned from the deepest one back (kdbench's default
   until it took the references' pairing; kept to compare with records made with it).
+- `depth`: every student stage (but a ResNet-like student's stem, stage 0) with the teacher stage at the same
+  relative depth (kdbench.models.taps.pair_stages): a 4-stage student under a 12-block ViT pairs 1:5, 2:8, 3:11,
+  so a transformer's deep blocks are used, not its first three.
 - `S:T,S:T,...`: the pairs listed (any stage, the stem included), e.g. `--set at.pairs=1:1,2:2`.
 
-Channel counts may differ (the map averages over channels); maps of different sizes are compared at the
-smaller one's size.
+Stage maps are read through kdbench.models.taps.IntermediateTap: N × C × H × W for every family (a ViT's or
+Mixer's patch tokens as their grid, Swin's maps channels-first). Channel counts may differ (the map averages over
+channels); maps of different sizes are compared at the smaller one's size.
 
 Why the loss scales with 1/(H·W), and what that means on small images: per sample q_s and q_t are unit vectors
 of H·W non-negative entries, so Σ_k (q_s[k] − q_t[k])² = 2 − 2 q_s·q_t lies in [0, 2] whatever the map size,
@@ -48,10 +54,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
-from kdbench.models.features import FeatureTap, stage_shapes
+from kdbench.methods._stage_maps import resnet_like
+from kdbench.models.taps import IntermediateTap, pair_stages, stage_shapes
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
-PAIRINGS = ("shallow", "deep")
+PAIRINGS = ("auto", "shallow", "deep", "depth")
 
 
 def attention_map(feature_map: torch.Tensor) -> torch.Tensor:
@@ -92,6 +99,20 @@ def deep_pairs(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
     return [(n_student - m + i, n_teacher - m + i) for i in range(m)]
 
 
+def depth_pairs(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
+    """(i, t(i)): every student stage but a ResNet-like student's stem (its stage 0; a transformer's stage 0 is
+    a block) with the teacher stage at its relative depth (kdbench.models.taps.pair_stages)."""
+    first = 1 if resnet_like(n_student) else 0
+    return pair_stages(n_teacher, n_student, range(first, n_student))
+
+
+def named_pairs(name: str, n_student: int, n_teacher: int) -> list[tuple[int, int]]:
+    """The candidate pairs of a pairing named in :data:`PAIRINGS`."""
+    if name == "auto":
+        name = "shallow" if resnet_like(n_student) and resnet_like(n_teacher) else "depth"
+    return {"shallow": shallow_pairs, "deep": deep_pairs, "depth": depth_pairs}[name](n_student, n_teacher)
+
+
 def parse_pairs(spec: str) -> str | list[tuple[int, int]]:
     """`at.pairs`: a pairing name from :data:`PAIRINGS`, or explicit `S:T` pairs separated by commas."""
     spec = spec.strip()
@@ -130,7 +151,7 @@ def choose_pairs(spec: str, s_shapes: dict[int, tuple[int, ...]],
     stages = f"student stages: {_sizes(s_shapes)}; teacher stages: {_sizes(t_shapes)}"
     parsed = parse_pairs(spec)
     if isinstance(parsed, str):
-        candidates = (shallow_pairs if parsed == "shallow" else deep_pairs)(len(s_shapes), len(t_shapes))
+        candidates = named_pairs(parsed, len(s_shapes), len(t_shapes))
     else:
         candidates = parsed
         for s, t in candidates:
@@ -153,7 +174,9 @@ def choose_pairs(spec: str, s_shapes: dict[int, tuple[int, ...]],
 class ATParams:
     w_ce: float = 1.0
     w_at: float = 1000.0
-    pairs: str = "shallow"  # "shallow" (the references), "deep", or explicit "S:T,S:T" stage pairs
+    # "auto" (the references' "shallow" on ResNet-like pairs, else "depth"), "shallow", "deep", "depth", or
+    # explicit "S:T,S:T" stage pairs
+    pairs: str = "auto"
 
     def __post_init__(self) -> None:
         check_range("at.w_ce", self.w_ce, 0.0, None)
@@ -186,8 +209,8 @@ class AT(Distiller):
                             f"identically zero): dropped; {len(self.pairs)} pair(s) left. Choose pairs with "
                             "--set at.pairs=S:T,...")
             print(f"warning: {self.warning}", file=sys.stderr)
-        self._s_tap = FeatureTap(student, stages=sorted({s for s, _ in self.pairs}))
-        self._t_tap = FeatureTap(teacher, stages=sorted({t for _, t in self.pairs}))
+        self._s_tap = IntermediateTap(student, stages=sorted({s for s, _ in self.pairs}))
+        self._t_tap = IntermediateTap(teacher, stages=sorted({t for _, t in self.pairs}))
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params

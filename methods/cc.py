@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
-from kdbench.models.features import embedding_taps
+from kdbench.models.taps import embedding_taps
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 

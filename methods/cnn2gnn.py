@@ -32,8 +32,8 @@ import torch.nn as nn
 from kdbench.core import distributed
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods.kd import KD, kd_loss
-from kdbench.models.features import FeatureTap
 from kdbench.models.graph import GRAPH_MODES, SparseGraphLearner, sparse_conditional_probs
+from kdbench.models.taps import IntermediateTap
 from kdbench.train.method import Batch, MethodContext, register_method
 
 __all__ = ["CNN2GNN", "CNN2GNNParams", "SparseGraphLearner", "sparse_conditional_probs"]
@@ -103,7 +103,7 @@ class CNN2GNN(KD):
         super().__init__(student, teacher, params, ctx)
         learner = getattr(student, "graph", None)
         self._graph_head = isinstance(learner, SparseGraphLearner) and learner.k > 0
-        self._teacher_tap: FeatureTap | None = None
+        self._teacher_tap: IntermediateTap | None = None
         if self._graph_head and learner.mode == "memory" and params.graph_scope == "rank" \
                 and distributed.world_size() > 1:
             # Each rank would write only its own samples' memory rows, and the ranks' memories would drift apart.
@@ -111,7 +111,7 @@ class CNN2GNN(KD):
                             "then updates the memory from the whole global batch)")
         if self._graph_head and params.graph_features == "teacher":
             assert teacher is not None
-            self._teacher_tap = FeatureTap(teacher, embedding=True)
+            self._teacher_tap = IntermediateTap(teacher, embedding=True)
             example = torch.zeros(2, ctx.in_chans, ctx.image_size, ctx.image_size)
             width = self._teacher_tap.probe(example).embedding.shape[1]
             self.graph_proj = nn.Linear(width, params.proj_dim)  # z = W_g t + b_g, trained through P's weights

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from kdbench.core import distributed
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods.kd import kd_loss
-from kdbench.models.features import embedding_taps
+from kdbench.models.taps import embedding_taps
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 _NCE_EPS = 1e-7  # RepDistiller's ContrastLoss eps

@@ -15,7 +15,11 @@ recipe's milestones follow (:func:`kdbench.spec.recipe.rescale_epochs`: 30 of 24
 the run config (`fitnet.hint_epochs`, so the run id follows) when `stages=2`. An explicit
 `--set fitnet.hint_epochs=N` is taken as stated. With one stage the setting is unused and stays None.
 
-Layers are indices into timm's `feature_info` (for a ResNet 2 = `layer2`, RepDistiller's `hint_layer=2`). The
+Layers are indices into timm's `feature_info` (for a ResNet 2 = `layer2`, RepDistiller's `hint_layer=2`), read
+through kdbench.models.taps.IntermediateTap (every family's stages as N × C × H × W maps). By default each model's
+layer is RepDistiller's 2 where it has a ResNet's stage count (4: a CIFAR ResNet's stem + 3 stages; 5: an
+ImageNet ResNet's stem + 4) and the stage at the same relative depth elsewhere (a 12-block ViT: block 6; a 2-stage
+model: stage 0), so the CNN pairs keep RepDistiller's layers and a ViT or Mixer gets a hint from its middle. The
 paper annealed its KD weight in stage 2; here it is fixed (w_kd = 1, T = 4, the CRD+KD values). The stage is
 a function of the epoch alone (`on_epoch_start`), so a resumed run takes the same path; the optimizer is the
 engine's and is never touched: parameters without a gradient in a stage are simply not updated.
@@ -30,8 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
+from kdbench.methods._stage_maps import resnet_stage
 from kdbench.methods.kd import kd_loss
-from kdbench.models.features import FeatureTap, num_stages
+from kdbench.models.features import num_stages
+from kdbench.models.taps import IntermediateTap
 from kdbench.spec.recipe import rescale_epochs
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
@@ -80,8 +86,11 @@ class HintRegressor(nn.Module):
 
 @dataclass(frozen=True)
 class FitNetParams:
-    hint_stage: int = 2  # teacher's hint layer (feature_info index); also the student's unless guided_stage is set
-    guided_stage: int | None = None  # student's guided layer; None: the same index as hint_stage
+    # Teacher's hint layer (feature_info index); None: RepDistiller's hint_layer=2 (a ResNet's layer2) on a model
+    # with a ResNet's stage count, else the stage at layer2's relative depth (methods/_stage_maps.resnet_stage).
+    hint_stage: int | None = None
+    # Student's guided layer; None: the same index as an explicit hint_stage, else chosen as hint_stage's default.
+    guided_stage: int | None = None
     w_ce: float = 1.0
     w_feat: float = 100.0
     regressor_relu: bool = True
@@ -101,9 +110,24 @@ class FitNetParams:
         check_range("fitnet.w_kd", self.w_kd, 0.0, None)
         check_range("fitnet.temperature", self.temperature, 0.0, 100.0, low_open=True)
 
-    @property
-    def student_stage(self) -> int:
-        return self.hint_stage if self.guided_stage is None else self.guided_stage
+
+
+# RepDistiller's hint_layer: a ResNet's layer2 (feature_info index 2).
+REFERENCE_HINT_STAGE = 2
+
+
+def fitnet_stages(params: FitNetParams, student: nn.Module, teacher: nn.Module) -> tuple[int, int]:
+    """(guided student stage, hint teacher stage) as the run uses them: the explicit settings (the student's
+    guided stage defaulting to the hint's index), else RepDistiller's stage 2 where a model has a ResNet's stage
+    count and the stage at its relative depth elsewhere (a ViT's blocks, a 2-stage Swin), each model on its own."""
+    if params.hint_stage is not None:
+        hint = params.hint_stage
+        guided = hint if params.guided_stage is None else params.guided_stage
+        return guided, hint
+    hint = resnet_stage(num_stages(teacher), REFERENCE_HINT_STAGE)
+    guided = resnet_stage(num_stages(student), REFERENCE_HINT_STAGE) if params.guided_stage is None \
+        else params.guided_stage
+    return guided, hint
 
 
 # RepDistiller's init_epochs and the length of the CIFAR-100 schedule it sits beside.
@@ -134,20 +158,21 @@ class FitNet(Distiller):
     def __init__(self, student: nn.Module, teacher: nn.Module, params: FitNetParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
         p = params
-        _check_stage("fitnet.hint_stage", p.hint_stage, teacher, "teacher")
+        self.guided_stage, self.hint_stage = fitnet_stages(p, student, teacher)
+        _check_stage("fitnet.hint_stage", self.hint_stage, teacher, "teacher")
         _check_stage("fitnet.guided_stage" if p.guided_stage is not None else "fitnet.hint_stage",
-                     p.student_stage, student, "student")
+                     self.guided_stage, student, "student")
         self.hint_epochs = resolved_hint_epochs(p, ctx.epochs) if p.stages == 2 else 0
         if p.stages == 2 and ctx.epochs < 2:
             raise UserError(f"fitnet.stages=2 needs a hint stage and a KD stage: at least 2 epochs, got {ctx.epochs}")
         if p.stages == 2 and self.hint_epochs >= ctx.epochs:
             raise UserError(f"fitnet.hint_epochs={self.hint_epochs} leaves no KD stage in {ctx.epochs} epochs; "
                             f"allowed with fitnet.stages=2: [1, {ctx.epochs - 1}]")
-        self._s_tap = FeatureTap(student, stages=[p.student_stage])
-        self._t_tap = FeatureTap(teacher, stages=[p.hint_stage])
+        self._s_tap = IntermediateTap(student, stages=[self.guided_stage])
+        self._t_tap = IntermediateTap(teacher, stages=[self.hint_stage])
         example = torch.zeros(2, ctx.in_chans, ctx.image_size, ctx.image_size)
-        s_map = self._s_tap.probe(example).stages[p.student_stage]
-        t_map = self._t_tap.probe(example).stages[p.hint_stage]
+        s_map = self._s_tap.probe(example).stages[self.guided_stage]
+        t_map = self._t_tap.probe(example).stages[self.hint_stage]
         for role, fmap in (("student", s_map), ("teacher", t_map)):
             if fmap.dim() != 4:  # e.g. the GNN student's hidden layer is (B, D): there is no map to regress
                 raise UserError(f"fitnet regresses spatial feature maps, but the {role}'s stage output has shape "
@@ -165,7 +190,7 @@ class FitNet(Distiller):
         if p.stages == 2 and not self._hint_phase:  # the paper's second stage: KD, the hint is done
             return s.logits, {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels),
                               "kd": p.w_kd * kd_loss(s.logits, t.logits, p.temperature)}
-        hint = p.w_feat * fitnet_loss(self.regressor(s.stages[p.student_stage]), t.stages[p.hint_stage])
+        hint = p.w_feat * fitnet_loss(self.regressor(s.stages[self.guided_stage]), t.stages[self.hint_stage])
         if self._hint_phase:
             return s.logits, {"hint": hint}
         return s.logits, {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels), "hint": hint}
@@ -179,6 +204,7 @@ class FitNet(Distiller):
         return replace(params, hint_epochs=resolved_hint_epochs(params, epochs))
 
     def describe(self) -> dict[str, object]:
-        return {"regressor": type(self.regressor.conv).__name__,
+        return {"stage_pair": [self.guided_stage, self.hint_stage],
+                "regressor": type(self.regressor.conv).__name__,
                 "regressor_kernel": list(getattr(self.regressor.conv, "kernel_size", ())),
                 "regressor_pools": not isinstance(self.regressor.pool, nn.Identity)}

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods._prestage import PreStageDistiller
 from kdbench.methods._stage_maps import check_equal_width_maps
-from kdbench.models.features import FeatureTap, stage_shapes
+from kdbench.models.taps import IntermediateTap, stage_shapes
 from kdbench.train.method import Batch, MethodContext, register_method
 
 
@@ -89,8 +89,8 @@ class FSP(PreStageDistiller):
         self.stages = list(range(n))
         check_equal_width_maps("fsp", s_shapes, t_shapes, self.stages, uses="takes Grams of",
                                compared="its FSP matrices", width_takers="ab, at or fitnet")
-        self._s_tap = FeatureTap(student, stages=self.stages)
-        self._t_tap = FeatureTap(teacher, stages=self.stages)
+        self._s_tap = IntermediateTap(student, stages=self.stages)
+        self._t_tap = IntermediateTap(teacher, stages=self.stages)
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params

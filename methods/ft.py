@@ -37,7 +37,8 @@ import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods._prestage import PreStageDistiller
-from kdbench.models.features import FeatureTap, num_stages
+from kdbench.models.features import num_stages
+from kdbench.models.taps import IntermediateTap
 from kdbench.train.method import Batch, MethodContext, register_method
 
 
@@ -118,8 +119,8 @@ class FT(PreStageDistiller):
         super().__init__(student, teacher, params, ctx)
         self.setup_pre_stage(ctx)
         self.s_stage, self.t_stage = num_stages(student) - 1, num_stages(teacher) - 1
-        self._s_tap = FeatureTap(student, stages=[self.s_stage])
-        self._t_tap = FeatureTap(teacher, stages=[self.t_stage])
+        self._s_tap = IntermediateTap(student, stages=[self.s_stage])
+        self._t_tap = IntermediateTap(teacher, stages=[self.t_stage])
         example = torch.zeros(2, ctx.in_chans, ctx.image_size, ctx.image_size)
         s_map = self._s_tap.probe(example).stages[self.s_stage]
         t_map = self._t_tap.probe(example).stages[self.t_stage]

@@ -47,7 +47,7 @@ from kdbench.core import distributed
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods.crd import Embed, init_memory, momentum_update_, other_class_capacity, sample_other_class
 from kdbench.methods.kd import kd_loss
-from kdbench.models.features import embedding_taps
+from kdbench.models.taps import embedding_taps
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 _COS_EPS = 1e-7  # the authors' eps under the cosine's denominator

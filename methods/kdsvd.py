@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods._stage_maps import check_equal_width_maps
-from kdbench.models.features import FeatureTap, stage_shapes
+from kdbench.models.taps import IntermediateTap, stage_shapes
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 RBF_WIDTH = 8.0  # RepDistiller / the authors' code: exp(-d² / 8)
@@ -109,8 +109,8 @@ class KDSVD(Distiller):
         self.stages = list(range(1, n))
         check_equal_width_maps("kdsvd", s_shapes, t_shapes, self.stages, uses="decomposes",
                                compared="its RBF relations", width_takers="at, fitnet or ab")
-        self._s_tap = FeatureTap(student, stages=self.stages)
-        self._t_tap = FeatureTap(teacher, stages=self.stages)
+        self._s_tap = IntermediateTap(student, stages=self.stages)
+        self._t_tap = IntermediateTap(teacher, stages=self.stages)
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods._stage_maps import pool_to_common_size, reference_stage_pairs, spatial_stage_shapes
-from kdbench.models.features import FeatureTap
+from kdbench.models.taps import IntermediateTap
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 
@@ -100,8 +100,8 @@ class NST(Distiller):
             self.warning = (f"nst: stage pairs {listed} compare 1×1 maps at {ctx.image_size} px (normalised to their "
                             f"signs: no gradient): dropped; {len(self.pairs)} pair(s) left")
             print(f"warning: {self.warning}", file=sys.stderr)
-        self._s_tap = FeatureTap(student, stages=[i for i, _ in self.pairs])
-        self._t_tap = FeatureTap(teacher, stages=[j for _, j in self.pairs])
+        self._s_tap = IntermediateTap(student, stages=[i for i, _ in self.pairs])
+        self._t_tap = IntermediateTap(teacher, stages=[j for _, j in self.pairs])
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params

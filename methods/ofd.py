@@ -40,8 +40,9 @@ import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods.at import deep_pairs
-from kdbench.models.features import num_stages, stage_shapes
+from kdbench.models.features import num_stages
 from kdbench.models.preact import PreactTap, bn_before_relu, preact_id
+from kdbench.models.taps import stage_shapes
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 # Below this Φ(−β/|γ|) (the share of negative responses) the margin is −3|γ|, as mdistiller's OFD.

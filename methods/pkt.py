@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from kdbench.core.errors import check_range
-from kdbench.models.features import FeatureTap
+from kdbench.models.taps import IntermediateTap
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 PKT_EPS = 1e-7
@@ -74,8 +74,8 @@ class PKT(Distiller):
     teacher_outputs = "logits + embedding (features: cached when they fit the cap)"
     def __init__(self, student, teacher, params: PKTParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
-        self._s_tap = FeatureTap(self.student, embedding=True)
-        self._t_tap = FeatureTap(self.teacher, embedding=True)
+        self._s_tap = IntermediateTap(self.student, embedding=True)
+        self._t_tap = IntermediateTap(self.teacher, embedding=True)
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params

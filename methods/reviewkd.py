@@ -36,8 +36,9 @@ import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods.dkd import warmup_factor
-from kdbench.models.features import FeatureTap, num_stages, stage_shapes
+from kdbench.models.features import num_stages
 from kdbench.models.preact import PreactTap, preact_id
+from kdbench.models.taps import IntermediateTap, stage_shapes
 from kdbench.spec.recipe import rescale_epochs
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
@@ -133,7 +134,7 @@ def resolved_warmup(params: ReviewKDParams, epochs: int) -> int:
 
 
 def _taps(student: nn.Module, teacher: nn.Module, s_stages: list[int], t_stages: list[int],
-          student_preact: bool) -> tuple[FeatureTap, PreactTap]:
+          student_preact: bool) -> tuple[IntermediateTap, PreactTap]:
     """The student's tap (pre-ReLU with `student_preact`) and the teacher's pre-ReLU one, both with the embedding,
     or the one-line refusal of a model without pre-ReLU maps."""
     try:
@@ -142,7 +143,7 @@ def _taps(student: nn.Module, teacher: nn.Module, s_stages: list[int], t_stages:
         raise UserError(f"reviewkd distils the teacher's pre-ReLU stage maps: {e}; use fitnet, at, kd, rkd or crd "
                         "for this pair") from None
     try:
-        s_tap = (PreactTap if student_preact else FeatureTap)(student, stages=s_stages, embedding=True)
+        s_tap = (PreactTap if student_preact else IntermediateTap)(student, stages=s_stages, embedding=True)
     except ValueError as e:
         raise UserError(f"reviewkd.student_preact=true reads the student's pre-ReLU stage maps: {e}; leave it "
                         "false for this student") from None

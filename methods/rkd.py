@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.core.errors import check_range
-from kdbench.models.features import FeatureTap
+from kdbench.models.taps import IntermediateTap
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 
@@ -86,8 +86,8 @@ class RKD(Distiller):
     teacher_outputs = "logits + embedding (features: cached when they fit the cap)"
     def __init__(self, student, teacher, params: RKDParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
-        self._s_tap = FeatureTap(self.student, embedding=True)
-        self._t_tap = FeatureTap(self.teacher, embedding=True)
+        self._s_tap = IntermediateTap(self.student, embedding=True)
+        self._t_tap = IntermediateTap(self.teacher, embedding=True)
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params

@@ -23,7 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdbench.core.errors import check_range
-from kdbench.models.features import FeatureTap, num_stages
+from kdbench.models.features import num_stages
+from kdbench.models.taps import IntermediateTap
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 
@@ -67,8 +68,8 @@ class SP(Distiller):
     def __init__(self, student: nn.Module, teacher: nn.Module, params: SPParams, ctx: MethodContext) -> None:
         super().__init__(student, teacher, params, ctx)
         self.student_stage, self.teacher_stage = num_stages(student) - 1, num_stages(teacher) - 1
-        self._s_tap = FeatureTap(student, stages=[self.student_stage])
-        self._t_tap = FeatureTap(teacher, stages=[self.teacher_stage])
+        self._s_tap = IntermediateTap(student, stages=[self.student_stage])
+        self._t_tap = IntermediateTap(teacher, stages=[self.teacher_stage])
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params

@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from kdbench.core.errors import UserError, check_range
 from kdbench.methods._stage_maps import pool_to_common_size, reference_stage_pairs, spatial_stage_shapes
-from kdbench.models.features import FeatureTap
+from kdbench.models.taps import IntermediateTap
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
 
@@ -106,8 +106,8 @@ class VID(Distiller):
         self.pairs = reference_stage_pairs(len(s_shapes), len(t_shapes))
         self.regressors = nn.ModuleList(
             VIDRegressor(s_shapes[i][0], t_shapes[j][0], params.init_pred_var, params.eps) for i, j in self.pairs)
-        self._s_tap = FeatureTap(student, stages=[i for i, _ in self.pairs])
-        self._t_tap = FeatureTap(teacher, stages=[j for _, j in self.pairs])
+        self._s_tap = IntermediateTap(student, stages=[i for i, _ in self.pairs])
+        self._t_tap = IntermediateTap(teacher, stages=[j for _, j in self.pairs])
 
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params

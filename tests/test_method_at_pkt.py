@@ -104,7 +104,7 @@ def test_explicit_pairs_are_used_as_listed_and_a_degenerate_or_unknown_one_is_re
     cases = [("3:3", r"at.pairs=3:3: pair 3:3 compares 1×1 attention maps.*teacher stages: 0 8×8, 1 4×4, 2 2×2, "
                      r"3 1×1, 4 1×1\)"),
              ("1:5", r"stage pair 1:5 is out of range; allowed: student stages 0..3, teacher stages 0..4"),
-             ("1-1", r"at.pairs='1-1': expected shallow, deep or student:teacher stage pairs")]
+             ("1-1", r"at.pairs='1-1': expected auto, shallow, deep, depth or student:teacher stage pairs")]
     for pairs, message in cases:
         with pytest.raises(UserError, match=message) as err:
             _at("cifar_resnet8", "resnet18", pairs)

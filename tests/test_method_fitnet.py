@@ -144,7 +144,7 @@ def test_every_hyperparameter_is_settable_from_the_command_line():
     assert params == {**params, "hint_stage": 3, "guided_stage": 2, "stages": 2, "hint_epochs": 4, "w_feat": 50.0,
                       "regressor_relu": False}
     defaults = get_method("fitnet").defaults()
-    assert (defaults["hint_stage"], defaults["w_ce"], defaults["w_feat"], defaults["stages"]) == (2, 1.0, 100.0, 1)
+    assert (defaults["hint_stage"], defaults["w_ce"], defaults["w_feat"], defaults["stages"]) == (None, 1.0, 100.0, 1)
 
 
 def test_fitnet_refuses_a_student_without_spatial_maps_in_one_line():

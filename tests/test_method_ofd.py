@@ -156,9 +156,9 @@ def test_pre_relu_maps_read_from_the_teacher_cache_give_the_numbers_of_recompute
     filled, _ = run_epoch_on_digits(in_process, dirs["results"] / "fill", "ofd", *cache)
     assert filled["teacher_cache"]["features"] == "cached" and filled["teacher_cache"]["hits"] == 0
     assert {p.name.split("-", 1)[1] for p in (dirs["results"] / "cache").glob("*/*.kdtc")} == {
-        # A tap of another class than FeatureTap has entries of its own (kdbench.teachers.cache_outputs): the
-        # pre-ReLU maps are never served to a method asking for the post-ReLU stage of the same index.
-        "logits.kdtc", "PreactTap-stage1.preact.kdtc", "PreactTap-stage2.preact.kdtc", "PreactTap-stage3.preact.kdtc"}
+        # The pre-ReLU maps have entries of their own (`.preact`, kdbench.teachers.cache_outputs): they are never
+        # served to a method asking for the post-ReLU stage of the same index.
+        "logits.kdtc", "stage1.preact.kdtc", "stage2.preact.kdtc", "stage3.preact.kdtc"}
     read, read_epoch = run_epoch_on_digits(in_process, dirs["results"] / "read", "ofd", *cache,
                                            "--set", "ofd.w_feat=0.01")
     assert read["teacher_cache"]["hits"] > 0 and read["teacher_cache"]["misses"] == 0

@@ -139,7 +139,7 @@ def test_methods_command_lists_paper_and_defaults(monkeypatch, capsys):
     out = capsys.readouterr()
     rows = table_rows(out.out + out.err)
     for name, paper, defaults in [
-        ("fitnet", "Romero", ["hint_stage=2", "w_ce=1.0", "w_feat=100.0", "stages=1"]),
+        ("fitnet", "Romero", ["hint_stage=None", "w_ce=1.0", "w_feat=100.0", "stages=1"]),
         ("rkd", "Park", ["w_ce=1.0", "w_dist=25.0", "w_angle=50.0"]),
         ("crd", "Tian", ["w_ce=1.0", "w_crd=0.8", "w_kd=0.0", "feat_dim=128", "nce_k=16384", "nce_t=0.07",
                          "nce_m=0.5"]),
@@ -149,7 +149,7 @@ def test_methods_command_lists_paper_and_defaults(monkeypatch, capsys):
         ("hkd+kd", "Zhou", ["w_hkd=3.0", "w_kd=1.0", "temperature=4.0"]),
         ("dkd", "Zhao", ["w_ce=1.0", "w_tckd=1.0", "w_nckd=None", "temperature=4.0", "warmup=None",
                          "nckd_preset=published"]),
-        ("at", "Zagoruyko", ["w_ce=1.0", "w_at=1000.0", "pairs=shallow"]),
+        ("at", "Zagoruyko", ["w_ce=1.0", "w_at=1000.0", "pairs=auto"]),
         ("pkt", "Passalis", ["w_ce=1.0", "w_pkt=30000.0"]),
         ("dist", "Huang", ["w_ce=1.0", "w_inter=2.0", "w_intra=2.0", "temperature=4.0", "logit_std=False"]),
         ("ctkd", "Li", ["w_ce=0.1", "w_kd=0.9", "temperature_min=1.0", "temperature_span=20.0",

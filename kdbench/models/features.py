@@ -4,6 +4,10 @@ Stage outputs come from the modules that timm lists in `model.feature_info` (for
 1..4 the four stages, so "stage 2" is `layer2`, the FitNet hint of RepDistiller). The pooled embedding is the
 input of the classifier (`model.get_classifier()`): the penultimate representation that RKD and CRD use. Custom
 models (the GNN student) expose the same two conventions.
+
+The methods and the teacher-output cache tap through kdbench.models.taps.IntermediateTap, which falls back to this
+hooks tap for models without timm's `forward_intermediates` (kdbench's CIFAR networks, the GNN student); the
+shape helpers the methods size their modules from (`stage_shapes`, `embedding_taps`) live beside it there.
 """
 
 from __future__ import annotations
@@ -90,26 +94,3 @@ class FeatureTap:
             return self(example)
         finally:
             self.model.train(was_training)
-
-
-def stage_shapes(model: nn.Module, in_chans: int, image_size: int) -> dict[int, tuple[int, ...]]:
-    """The shape of every `feature_info` stage output for one `image_size` input, without the batch dimension
-    ((C, H, W) for a CNN stage; (D,) for a stage without a spatial map, e.g. the GNN student's hidden layer), read
-    from one eval-mode probe. Methods that compare maps use it to pair stages and to refuse pairs that cannot
-    carry a signal before training starts."""
-    tap = FeatureTap(model, stages=range(num_stages(model)))
-    try:
-        stages = tap.probe(torch.zeros(2, in_chans, image_size, image_size)).stages
-    finally:
-        tap.remove()
-    return {sid: tuple(fmap.shape[1:]) for sid, fmap in stages.items()}
-
-
-def embedding_taps(
-    student: nn.Module, teacher: nn.Module, in_chans: int, image_size: int
-) -> tuple[FeatureTap, FeatureTap, int, int]:
-    """Embedding taps on student and teacher and their embedding widths (read from one eval-mode probe): what a
-    method that heads both embeddings into a common space (CRD, HKD) builds its heads from."""
-    s_tap, t_tap = FeatureTap(student, embedding=True), FeatureTap(teacher, embedding=True)
-    example = torch.zeros(2, in_chans, image_size, image_size)
-    return s_tap, t_tap, s_tap.probe(example).embedding.shape[1], t_tap.probe(example).embedding.shape[1]

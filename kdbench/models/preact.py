@@ -15,7 +15,7 @@ Index 0 (the stem) is its post-activation output in both, as mdistiller's `preac
 no such point (a ViT has no ReLU after a residual sum; MobileNetV2's stage outputs are linear already): asking
 for one raises ValueError naming the families that have them; the methods turn it into their one-line refusal.
 
-The tap's stage ids are strings (`"2.preact"`), not the ints of kdbench.models.features.FeatureTap: the
+The tap's stage ids are strings (`"2.preact"`), not the ints of kdbench.models.taps.IntermediateTap: the
 teacher-output cache names what it stores after the stage ids (`stage2.preact`) in a namespace shared by every
 method of a sweep, so a pre-activation map can never be served where another method stored the post-ReLU one.
 """
@@ -28,7 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from kdbench.models.features import FeatureTap, num_stages, stage_modules
+from kdbench.models.features import Features, FeatureTap, num_stages, stage_modules
+from kdbench.models.taps import IntermediateTap
 
 PREACT_FAMILIES = "kdbench's CIFAR networks and timm's ResNet family"
 BN_FAMILIES = "kdbench's CIFAR ResNets, WRNs, VGGs and MobileNetV2, and timm's ResNet family"
@@ -112,19 +113,26 @@ def bn_before_relu(model: nn.Module, stages: Sequence[int]) -> list[nn.BatchNorm
     return bns
 
 
-class PreactTap(FeatureTap):
-    """A FeatureTap whose stage maps are pre-activation (keys :func:`preact_id`), plus the usual logits and, with
-    `embedding=True`, the pooled embedding. Works wherever a FeatureTap goes (the teacher-output cache too)."""
+class PreactTap:
+    """Pre-activation stage maps (keys :func:`preact_id`) by hooks on the points :func:`preact_points` finds, plus the
+    logits and, with `embedding=True`, the pooled embedding from an :class:`~kdbench.models.taps.IntermediateTap`
+    on the same forward (asked for no stage, so the forward is the plain `model(x)`). The one pre-ReLU tap of the
+    methods (ab, ofd, reviewkd); it works wherever an IntermediateTap goes (the teacher-output cache too)."""
 
     def __init__(self, model: nn.Module, stages: Sequence[int] = (), embedding: bool = False) -> None:
-        super().__init__(model, stages=(), embedding=embedding)
-        points = preact_points(model)
+        points = preact_points(model)  # ValueError for a family without pre-activation points: nothing hooked yet
         n = num_stages(model)
-        modules = dict(model.named_modules())
-        self.stage_ids = []
         for sid in stages:
             if not -n <= sid < n:
                 raise ValueError(f"stage {sid} out of range: {type(model).__name__} has {n} stages")
+        self.model = model
+        self.want_embedding = embedding
+        self._base = IntermediateTap(model, embedding=embedding)
+        self._captured: dict[str, torch.Tensor] = {}
+        self._handles: list = []
+        modules = dict(model.named_modules())
+        self.stage_ids = []
+        for sid in stages:
             sid = sid % n
             key = preact_id(sid)
             self.stage_ids.append(key)
@@ -146,3 +154,17 @@ class PreactTap(FeatureTap):
             self._captured[key] = output
 
         return hook
+
+    def __call__(self, x: torch.Tensor) -> Features:
+        self._captured = {}
+        f = self._base(x)
+        return Features(f.logits, dict(self._captured), f.embedding)
+
+    def remove(self) -> None:
+        self._base.remove()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    # FeatureTap's eval-mode probe: it needs only `model` and a call.
+    probe = FeatureTap.probe

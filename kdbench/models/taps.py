@@ -187,3 +187,20 @@ def pair_stages(n_teacher_stages: int, n_student_stages: int,
         t = (2 * depth * n_teacher_stages + n_student_stages) // (2 * n_student_stages) - 1
         pairs.append((s, max(t, 0)))
     return pairs
+
+
+def stage_shapes(model: nn.Module, in_chans: int, image_size: int) -> dict[int, tuple[int, ...]]:
+    """Every `feature_info` stage's shape without the batch dimension, as :class:`IntermediateTap` returns it
+    (:func:`stage_info`): (C, H, W) for a map, token models included; (D,) for a stage without one (the GNN
+    student's hidden layer). Methods that compare maps pair stages and refuse pairs that cannot carry a signal
+    from it before training starts."""
+    return {s.index: s.shape for s in stage_info(model, in_chans, image_size).stages}
+
+
+def embedding_taps(student: nn.Module, teacher: nn.Module, in_chans: int,
+                   image_size: int) -> tuple[IntermediateTap, IntermediateTap, int, int]:
+    """Embedding taps on student and teacher and their embedding widths (read from one eval-mode probe): what a
+    method that heads both embeddings into a common space (CRD, HKD, CC) builds its heads from."""
+    s_tap, t_tap = IntermediateTap(student, embedding=True), IntermediateTap(teacher, embedding=True)
+    example = torch.zeros(2, in_chans, image_size, image_size)
+    return s_tap, t_tap, s_tap.probe(example).embedding.shape[1], t_tap.probe(example).embedding.shape[1]

@@ -23,12 +23,12 @@ _HKD = {"w_ce": 1.0, "w_hkd": 3.0, "w_kd": 0.0, "temperature": 4.0, "feat_dim": 
 PUBLISHED: dict[str, dict[str, object]] = {
     "ce": {"w_ce": 1.0},
     "kd": {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9},
-    "fitnet": {"hint_stage": 2, "guided_stage": None, "w_ce": 1.0, "w_feat": 100.0, "regressor_relu": True,
+    "fitnet": {"hint_stage": None, "guided_stage": None, "w_ce": 1.0, "w_feat": 100.0, "regressor_relu": True,
                "stages": 1, "hint_epochs": None, "w_kd": 1.0, "temperature": 4.0},
     "rkd": {"w_ce": 1.0, "w_dist": 25.0, "w_angle": 50.0},
     "crd": _CRD,
     "crd+kd": {**_CRD, "w_kd": 1.0},
-    "at": {"w_ce": 1.0, "w_at": 1000.0, "pairs": "shallow"},
+    "at": {"w_ce": 1.0, "w_at": 1000.0, "pairs": "auto"},
     "pkt": {"w_ce": 1.0, "w_pkt": 30000.0},
     # RepDistiller scripts/run_cifar_distill.sh (-b per method, -r 1) and its VIDLoss / --feat_dim defaults.
     "sp": {"w_ce": 1.0, "w_sp": 3000.0},

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.methods._logit_standardization import standardized_pair
-from kdbench.methods.ab import PreActTap, ab_total_loss
+from kdbench.methods.ab import ab_total_loss
 from kdbench.methods.at import at_loss
 from kdbench.methods.cc import cc_loss, rbf_cc_loss
 from kdbench.methods.crd import CRDLoss, sample_other_class
@@ -162,12 +162,13 @@ def _rkd(case: Case) -> dict[str, torch.Tensor]:
 ])
 def _fitnet(case: Case) -> dict[str, torch.Tensor]:
     p, s, t = case.params, case.student, case.teacher
-    student_stage = p.hint_stage if p.guided_stage is None else p.guided_stage
+    hint_stage = 2 if p.hint_stage is None else p.hint_stage  # default: RepDistiller's layer2 (5-stage models)
+    student_stage = hint_stage if p.guided_stage is None else p.guided_stage
     if p.stages == 2 and case.epoch > p.hint_epochs:
         return {"ce": _ce(case, p.w_ce), "kd": p.w_kd * kd_loss(s.logits, t.logits, p.temperature)}
     # The regressor is the method's trainable module; in train mode its BatchNorm normalises by the batch, so a
     # second call on the same map gives the same output.
-    hint = p.w_feat * fitnet_loss(case.method.regressor(s.stages[student_stage]), t.stages[p.hint_stage])
+    hint = p.w_feat * fitnet_loss(case.method.regressor(s.stages[student_stage]), t.stages[hint_stage])
     if p.stages == 2:
         return {"hint": hint}
     return {"ce": _ce(case, p.w_ce), "hint": hint}
@@ -206,7 +207,7 @@ def _at(case: Case) -> dict[str, torch.Tensor]:
     # of both tiny models) are dropped: their term is identically zero.
     p, s, t = case.params, case.student, case.teacher
     m = min(len(s.stages), len(t.stages)) - 1
-    if p.pairs == "shallow":
+    if p.pairs in ("auto", "shallow"):  # auto is shallow on ResNet-like stage counts (both tiny models': 5)
         pairs = [(i, i) for i in range(1, m + 1)]
     elif p.pairs == "deep":
         pairs = list(zip(sorted(s.stages)[-m:], sorted(t.stages)[-m:], strict=True))
@@ -403,10 +404,10 @@ def _ab(case: Case) -> dict[str, torch.Tensor]:
     if case.epoch > m.init_epochs:
         return {"ce": _ce(case, p.w_ce)}
     # Pre-ReLU maps of stages 1..n-1, from a second forward (train-mode BatchNorm: the same batch, the same maps).
-    s_pre = PreActTap(m.student, m.stages)(case.batch.images).stages
-    t_pre = PreActTap(m.teacher, m.stages)(case.batch.images).stages
-    connected = [c(s_pre[i]) for c, i in zip(m.connectors, m.stages, strict=True)]
-    return {"ab": p.w_ab * ab_total_loss(connected, [t_pre[i] for i in m.stages], p.margin)}
+    s_pre = _preact(m.student, m.stages, case.batch.images).stages
+    t_pre = _preact(m.teacher, m.stages, case.batch.images).stages
+    connected = [c(s_pre[preact_id(i)]) for c, i in zip(m.connectors, m.stages, strict=True)]
+    return {"ab": p.w_ab * ab_total_loss(connected, [t_pre[preact_id(i)] for i in m.stages], p.margin)}
 
 
 @oracle("fsp", student="cifar_resnet8", teacher="cifar_resnet20", variants=[  # equal widths, as FSP needs
