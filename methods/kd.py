@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.core.errors import check_range
+from kdbench.methods._logit_standardization import standardized_pair
 from kdbench.train.method import Batch, Distiller, register_method
 
 
@@ -35,6 +36,7 @@ class KDParams:
     temperature: float = 4.0
     w_ce: float = 0.1
     w_kd: float = 0.9
+    logit_std: bool = False  # standardize both models' logits first (Sun et al. 2024; _logit_standardization.py)
 
     def __post_init__(self) -> None:
         check_range("kd.temperature", self.temperature, 0.0, 100.0, low_open=True)
@@ -49,8 +51,8 @@ class KD(Distiller):
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
         logits = self.student(batch.images)
-        teacher_logits = self.teacher_logits(batch)
+        s, t = standardized_pair(logits, self.teacher_logits(batch), p.logit_std)
         return logits, {
             "ce": p.w_ce * self.cross_entropy(logits, batch.labels),
-            "kd": p.w_kd * kd_loss(logits, teacher_logits, p.temperature),
+            "kd": p.w_kd * kd_loss(s, t, p.temperature),
         }

@@ -26,6 +26,10 @@ from kdbench.spec.recipe import Recipe, without_added_defaults
 
 RUN_ID_LENGTH = 16
 
+# Method settings that logit methods gained after their first records, left out of `method_params` (and so of the run
+# id and the record) at their default: a run with the switch off keeps its config (and, code aside, run id).
+ADDED_METHOD_PARAMS: dict[str, Any] = {"logit_std": False}  # logit standardization (methods/_logit_standardization.py)
+
 
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: the same content always gives the same bytes."""
@@ -105,6 +109,8 @@ class RunConfig:
         for key in ("recipe", "teacher_recipe"):  # and the recipes' own added fields (e.g. DOT's dot_delta)
             if d[key] is not None:
                 d[key] = without_added_defaults(d[key])
+        d["method_params"] = {k: v for k, v in d["method_params"].items()  # and the methods' added switches
+                              if k not in ADDED_METHOD_PARAMS or v != ADDED_METHOD_PARAMS[k]}
         return d
 
     def without_code(self) -> RunConfig:
