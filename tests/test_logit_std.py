@@ -1,7 +1,7 @@
 """Logit standardization (Sun et al. 2024): the shared function against the authors' code (fixture: their
 `normalize`, and their kd_loss / dkd_loss with logit_stand=True, reproduced by kdbench's kd_loss / dkd_loss on
 standardized logits, so that adding the switch to kd and dkd is one line), its properties, and the switch of the
-logit methods (dist, ctkd) end to end through the CLI."""
+logit methods (kd, dkd, dist, ctkd, crd+kd, hkd+kd, cnn2gnn, fitnet's KD stage) end to end through the CLI."""
 
 from __future__ import annotations
 
@@ -62,21 +62,37 @@ def test_the_shared_module_is_not_a_method():
     assert "_logit_standardization" not in list_methods() and "logit_standardization" not in list_methods()
 
 
-@pytest.mark.parametrize("method", ["dist", "ctkd"])
+# Every logit method takes the switch; where its KD term acts only in some configuration, that configuration.
+SWITCH_CONTEXT = {
+    "kd": [], "dkd": [], "dist": [], "ctkd": [], "cnn2gnn": [],
+    "crd+kd": ["crd+kd.nce_k=64"], "hkd+kd": ["hkd+kd.nce_k=64"],
+    # FitNet's KD term is its second stage's: epoch 1 the hints, epoch 2 KD (the last line compared).
+    "fitnet": ["fitnet.stages=2", "fitnet.hint_epochs=1", "recipe.epochs=2"],
+}
+
+
+@pytest.mark.parametrize("method", sorted(SWITCH_CONTEXT))
 def test_the_switch_changes_the_run_and_its_id_through_the_cli(dirs, in_process, method):
     base = ["run", "--method", method, "--teacher", "test_resnet", "--student", "test_resnet", "--epochs", "1",
             "--teacher-epochs", "1", "--set", "data.image_size=8", "--json"]
+    for item in SWITCH_CONTEXT[method]:
+        base += ["--set", item]
     records = {}
-    for switch in ("false", "true"):
-        result = in_process(*base, "--set", f"{method}.logit_std={switch}")
+    # Unnamed only for kd (each run costs seconds): the switch left at its default keeps the run id.
+    for switch in ("", "false", "true") if method == "kd" else ("false", "true"):
+        result = in_process(*base, *(["--set", f"{method}.logit_std={switch}"] if switch else []))
         assert result.returncode == 0, result.stderr
         records[switch] = json.loads(result.stdout)
     assert records["true"]["run_id"] != records["false"]["run_id"]
     assert records["true"]["config"]["method_params"]["logit_std"] is True
+    # Off, the switch is left out of the config: the run id (and record) of a run that does not name it.
+    assert "logit_std" not in records["false"]["config"]["method_params"]
+    if method == "kd":
+        assert records["false"]["run_id"] == records[""]["run_id"]
 
     def losses(record: dict) -> dict:
         path = dirs["results"] / "runs" / record["run_id"] / "metrics.jsonl"
-        return json.loads(path.read_text().splitlines()[0])["losses"]
+        return json.loads(path.read_text().splitlines()[-1])["losses"]
 
     assert losses(records["true"]) != losses(records["false"])
 
