@@ -4,7 +4,8 @@ Network", arXiv:1503.02531).
     L = w_ce · CE(z_s, y) + w_kd · T² · KL( softmax(z_t / T) ‖ softmax(z_s / T) )
 
 KL summed over classes and averaged over the batch; T² keeps the gradient scale independent of T. Defaults
-are the CIFAR values of RepDistiller/mdistiller: T = 4, w_ce = 0.1, w_kd = 0.9.
+are the CIFAR values of RepDistiller/mdistiller: T = 4, w_ce = 0.1, w_kd = 0.9. `kd.logit_std=true` standardizes
+both models' logits first, in the KD term only (Sun et al. 2024; methods/_logit_standardization.py).
 """
 
 from __future__ import annotations
