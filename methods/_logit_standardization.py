@@ -8,13 +8,13 @@ applied to the student's and the teacher's logits alike *before* the temperature
 keeps its own logit range, and the KD term compares logit relations rather than magnitudes.
 
 A shared switch, not a method: the file's name starts with "_" so kdbench.train.method._load_methods does not load
-it as one. A logit method takes it as a `logit_std: bool = False` field of its params (in the run id only when on,
-since the params are hashed); today `dist` and `ctkd`. The methods whose files are fingerprinted by the committed
-reference records (kd, dkd, crd+kd, hkd+kd) get it next session with one field and one line each:
+it as one. A logit method takes it as a `logit_std: bool = False` field of its params (in the run config and id only
+when on: kdbench.spec.config.ADDED_METHOD_PARAMS leaves it out at its default): kd, dkd, dist, ctkd, crd / crd+kd and
+hkd / hkd+kd (their KD term), cnn2gnn (its KD term), fitnet (its second stage's KD term), each with one line
 
     logits_s, logits_t = standardized_pair(logits_s, logits_t, p.logit_std)
 
-before their KD loss (the reference code standardizes at the entry of its kd_loss / dkd_loss in the same way).
+before its KD loss (the reference code standardizes at the entry of its kd_loss / dkd_loss in the same way).
 The paper's CIFAR-100 runs pair it with a base temperature of 2 and a KD weight of 9 (w_ce 0.1), its README's
 `--logit-stand --base-temp 2 --kd-weight 9`: set those with `--set`, the switch does not change other defaults.
 """

@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from kdbench.core import distributed
 from kdbench.core.errors import UserError, check_range
+from kdbench.methods._logit_standardization import standardized_pair
 from kdbench.methods.kd import KD, kd_loss
 from kdbench.models.graph import GRAPH_MODES, SparseGraphLearner, sparse_conditional_probs
 from kdbench.models.taps import IntermediateTap
@@ -47,6 +48,7 @@ class CNN2GNNParams:
     temperature: float = 4.0
     w_ce: float = 0.1
     w_kd: float = 0.9
+    logit_std: bool = False  # standardize both models' logits in the KD term (Sun et al. 2024)
     # The GNN student's graph and widths, passed to `gnn2` (an explicit `--set student.KEY=...` wins).
     graph: str = "batch"
     k: int = 10
@@ -148,7 +150,7 @@ class CNN2GNN(KD):
             teacher_logits = self.teacher_logits(batch)  # the Batch: the teacher-output cache may hold them
         return logits, {
             "ce": p.w_ce * self.cross_entropy(logits, batch.labels),
-            "kd": p.w_kd * kd_loss(logits, teacher_logits, p.temperature),
+            "kd": p.w_kd * kd_loss(*standardized_pair(logits, teacher_logits, p.logit_std), p.temperature),
         }
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

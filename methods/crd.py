@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from kdbench.core import distributed
 from kdbench.core.errors import UserError, check_range
+from kdbench.methods._logit_standardization import standardized_pair
 from kdbench.methods.kd import kd_loss
 from kdbench.models.taps import embedding_taps
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
@@ -186,6 +187,7 @@ class CRDParams:
     w_crd: float = 0.8
     w_kd: float = 0.0  # crd+kd: 1
     temperature: float = 4.0  # for the KD term of crd+kd
+    logit_std: bool = False  # standardize both models' logits in the KD term (Sun et al. 2024)
     feat_dim: int = 128
     nce_k: int = 16384  # negatives per sample, capped below the number of other-class samples
     nce_t: float = 0.07
@@ -224,7 +226,7 @@ class CRD(Distiller):
         losses = {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels),
                   "crd": p.w_crd * self.crd(s.embedding, t.embedding, batch.index)}
         if p.w_kd > 0:
-            losses["kd"] = p.w_kd * kd_loss(s.logits, t.logits, p.temperature)
+            losses["kd"] = p.w_kd * kd_loss(*standardized_pair(s.logits, t.logits, p.logit_std), p.temperature)
         return s.logits, losses
 
     def describe(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
+from kdbench.methods._logit_standardization import standardized_pair
 from kdbench.spec.recipe import rescale_epochs
 from kdbench.train.method import Batch, Distiller, MethodContext, register_method
 
@@ -113,6 +114,7 @@ class DKDParams:
     # to the run's epochs (resolve_params; :func:`resolved_warmup`).
     warmup: int | None = None
     nckd_preset: str = "published"
+    logit_std: bool = False  # standardize both models' logits first (Sun et al. 2024; _logit_standardization.py)
 
     def __post_init__(self) -> None:
         check_range("dkd.w_ce", self.w_ce, 0.0, None)
@@ -170,8 +172,8 @@ class DKD(Distiller):
     def forward_train(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         p = self.params
         logits = self.student(batch.images)
-        teacher_logits = self.teacher_logits(batch)
-        dkd = dkd_loss(logits, teacher_logits, batch.labels, p.w_tckd, p.resolved_w_nckd, p.temperature)
+        s, t = standardized_pair(logits, self.teacher_logits(batch), p.logit_std)
+        dkd = dkd_loss(s, t, batch.labels, p.w_tckd, p.resolved_w_nckd, p.temperature)
         return logits, {"ce": p.w_ce * self.cross_entropy(logits, batch.labels), "dkd": self._warmup * dkd}
 
     def describe(self) -> dict[str, Any]:

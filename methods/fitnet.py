@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdbench.core.errors import UserError, check_range
+from kdbench.methods._logit_standardization import standardized_pair
 from kdbench.methods._stage_maps import resnet_stage
 from kdbench.methods.kd import kd_loss
 from kdbench.models.features import num_stages
@@ -100,6 +101,7 @@ class FitNetParams:
     hint_epochs: int | None = None
     w_kd: float = 1.0  # two-stage only, stage 2
     temperature: float = 4.0  # two-stage only, stage 2
+    logit_std: bool = False  # standardize both models' logits in the KD term (Sun et al. 2024)
 
     def __post_init__(self) -> None:
         check_range("fitnet.w_ce", self.w_ce, 0.0, None)
@@ -189,7 +191,8 @@ class FitNet(Distiller):
         t = self.teacher_features(batch, self._t_tap)
         if p.stages == 2 and not self._hint_phase:  # the paper's second stage: KD, the hint is done
             return s.logits, {"ce": p.w_ce * self.cross_entropy(s.logits, batch.labels),
-                              "kd": p.w_kd * kd_loss(s.logits, t.logits, p.temperature)}
+                              "kd": p.w_kd * kd_loss(*standardized_pair(s.logits, t.logits, p.logit_std),
+                                                      p.temperature)}
         hint = p.w_feat * fitnet_loss(self.regressor(s.stages[self.guided_stage]), t.stages[self.hint_stage])
         if self._hint_phase:
             return s.logits, {"hint": hint}

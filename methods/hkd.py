@@ -45,6 +45,7 @@ import torch.nn.functional as F
 
 from kdbench.core import distributed
 from kdbench.core.errors import UserError, check_range
+from kdbench.methods._logit_standardization import standardized_pair
 from kdbench.methods.crd import Embed, init_memory, momentum_update_, other_class_capacity, sample_other_class
 from kdbench.methods.kd import kd_loss
 from kdbench.models.taps import embedding_taps
@@ -198,6 +199,7 @@ class HKDParams:
     w_hkd: float = 3.0  # the authors' -b (beta)
     w_kd: float = 0.0  # the authors' -a (alpha); hkd+kd: 1
     temperature: float = 4.0  # for the KD term of hkd+kd (the authors' kd_T)
+    logit_std: bool = False  # standardize both models' logits in the KD term (Sun et al. 2024)
     feat_dim: int = 128
     k: int = 8  # neighbours in the instance graph, the sample itself included
     nce_k: int = 16384  # negatives per sample, capped below the number of other-class samples
@@ -248,7 +250,7 @@ class HKD(Distiller):
             losses["hkd_individual"] = p.w_hkd * individual
         losses["hkd_holistic"] = p.w_hkd * holistic
         if p.w_kd > 0:
-            losses["kd"] = p.w_kd * kd_loss(s.logits, t.logits, p.temperature)
+            losses["kd"] = p.w_kd * kd_loss(*standardized_pair(s.logits, t.logits, p.logit_std), p.temperature)
         return s.logits, losses
 
     def describe(self) -> dict[str, Any]:

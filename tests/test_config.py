@@ -55,7 +55,7 @@ def test_parse_set_options_groups_by_scope():
 @pytest.mark.parametrize(
     ("sets", "message"),
     [
-        (["kd.temprature=2"], "Valid: kd.temperature, kd.w_ce, kd.w_kd"),
+        (["kd.temprature=2"], "Valid: kd.logit_std, kd.temperature, kd.w_ce, kd.w_kd"),
         (["kd.temperature=-1"], "allowed: (0, 100]"),
         (["kd.temperature=hot"], "expected float"),
         (["nope.x=1"], "Valid scopes"),

@@ -1,7 +1,7 @@
 """Logit standardization (Sun et al. 2024): the shared function against the authors' code (fixture: their
 `normalize`, and their kd_loss / dkd_loss with logit_stand=True, reproduced by kdbench's kd_loss / dkd_loss on
 standardized logits, so that adding the switch to kd and dkd is one line), its properties, and the switch of the
-logit methods (dist, ctkd) end to end through the CLI."""
+logit methods (kd, dkd, dist, ctkd, crd+kd, hkd+kd, cnn2gnn, fitnet's KD stage) end to end through the CLI."""
 
 from __future__ import annotations
 
@@ -62,28 +62,50 @@ def test_the_shared_module_is_not_a_method():
     assert "_logit_standardization" not in list_methods() and "logit_standardization" not in list_methods()
 
 
-@pytest.mark.parametrize("method", ["dist", "ctkd"])
+# Every logit method takes the switch; where its KD term acts only in some configuration, that configuration.
+SWITCH_CONTEXT = {
+    "kd": [], "dkd": [], "dist": [], "ctkd": [], "cnn2gnn": [],
+    "crd+kd": ["crd+kd.nce_k=64"], "hkd+kd": ["hkd+kd.nce_k=64"],
+    # FitNet's KD term is its second stage's: epoch 1 the hints, epoch 2 KD (the last line compared).
+    "fitnet": ["fitnet.stages=2", "fitnet.hint_epochs=1", "recipe.epochs=2"],
+}
+
+
+@pytest.mark.parametrize("method", sorted(SWITCH_CONTEXT))
 def test_the_switch_changes_the_run_and_its_id_through_the_cli(dirs, in_process, method):
     base = ["run", "--method", method, "--teacher", "test_resnet", "--student", "test_resnet", "--epochs", "1",
             "--teacher-epochs", "1", "--set", "data.image_size=8", "--json"]
+    for item in SWITCH_CONTEXT[method]:
+        base += ["--set", item]
     records = {}
-    for switch in ("false", "true"):
-        result = in_process(*base, "--set", f"{method}.logit_std={switch}")
+    # Unnamed only for kd (each run costs seconds): the switch left at its default keeps the run id.
+    for switch in ("", "false", "true") if method == "kd" else ("false", "true"):
+        result = in_process(*base, *(["--set", f"{method}.logit_std={switch}"] if switch else []))
         assert result.returncode == 0, result.stderr
         records[switch] = json.loads(result.stdout)
     assert records["true"]["run_id"] != records["false"]["run_id"]
     assert records["true"]["config"]["method_params"]["logit_std"] is True
+    # Off, the switch is left out of the config: the run id (and record) of a run that does not name it.
+    assert "logit_std" not in records["false"]["config"]["method_params"]
+    if method == "kd":
+        assert records["false"]["run_id"] == records[""]["run_id"]
 
     def losses(record: dict) -> dict:
         path = dirs["results"] / "runs" / record["run_id"] / "metrics.jsonl"
-        return json.loads(path.read_text().splitlines()[0])["losses"]
+        return json.loads(path.read_text().splitlines()[-1])["losses"]
 
     assert losses(records["true"]) != losses(records["false"])
 
 
-def test_published_ls_rows_meet_only_our_runs_with_the_switch_on(dirs, in_process):
-    """`kdbench leaderboard --published`: the logit-standardization paper's CTKD+LS number is compared with our
-    ctkd runs that have `logit_std` on, the CTKD paper's plain number with those that have it off."""
+# The paper's README numbers for resnet56 → resnet20 (best epoch), one per method it pairs with the switch.
+PUBLISHED_LS_56_20 = {"kd": 71.43, "dkd": 72.32, "ctkd": 71.34}
+
+
+@pytest.mark.parametrize("method", sorted(PUBLISHED_LS_56_20))
+def test_published_ls_rows_meet_only_our_runs_with_the_switch_on(dirs, in_process, method):
+    """`kdbench leaderboard --published`: the logit-standardization paper's `M+ls` number is compared with our
+    `M` runs that have `logit_std` on, the plain `M` numbers with those that have it off (whose records leave the
+    switch out: it is labelled at its default)."""
     import dataclasses
     import io
 
@@ -91,19 +113,21 @@ def test_published_ls_rows_meet_only_our_runs_with_the_switch_on(dirs, in_proces
     from test_leaderboard import make_config, write_run
 
     pair = {"teacher": "cifar_resnet56", "student": "cifar_resnet20", "dataset": "cifar100"}
+    spec = get_method(method)
     for seed, (std, top1) in enumerate([(False, 70.0), (True, 72.0), (True, 74.0)]):
         config = make_config("kd", teacher="resnet50", seed=seed)
-        params = {**dataclasses.asdict(get_method("ctkd").params), "logit_std": std, "lambda_epochs": 0}
-        write_run(dirs["results"], dataclasses.replace(config, method="ctkd", method_params=params, **pair), top1)
+        params = spec.cls.resolve_params(dataclasses.replace(spec.params, logit_std=std), teacher=pair["teacher"],
+                                         student=pair["student"], epochs=config.recipe.epochs)
+        write_run(dirs["results"], dataclasses.replace(config, method=method, method_params=dataclasses.asdict(params),
+                                                       **pair), top1)
     result = in_process("leaderboard", "--published", "--results-dir", str(dirs["results"]), "--format", "csv")
     assert result.returncode == 0, result.stderr
     board = pd.read_csv(io.StringIO(result.stdout))
-    ctkd = board[(board["method"] == "ctkd") & (board["student"] == "cifar_resnet20")
-                 & (board["teacher"] == "cifar_resnet56")]
-    ls = board[(board["method"] == "ctkd+ls") & (board["student"] == "cifar_resnet20")
-               & (board["teacher"] == "cifar_resnet56")]
-    assert len(ctkd) == 1 and len(ls) == 1, board
-    assert ctkd.iloc[0]["row"] == "ctkd [logit_std=False]"
-    assert ls.iloc[0]["row"] == "ctkd [logit_std=True]"
+    ours = board[(board["student"] == "cifar_resnet20") & (board["teacher"] == "cifar_resnet56")]
+    plain, ls = ours[ours["method"] == method], ours[ours["method"] == f"{method}+ls"]
+    assert len(ls) == 1, board
+    assert set(plain["row"]) == {f"{method} [logit_std=False]"}
+    assert ls.iloc[0]["row"] == f"{method} [logit_std=True]"
     # The LS paper reports the best epoch: the two runs with the switch on, top1_best = top1_last + 1.
-    assert (ls.iloc[0]["published_top1"], ls.iloc[0]["n"], ls.iloc[0]["mean"]) == (71.34, 2, pytest.approx(74.0))
+    assert (ls.iloc[0]["published_top1"], ls.iloc[0]["n"], ls.iloc[0]["mean"]) == \
+        (PUBLISHED_LS_56_20[method], 2, pytest.approx(74.0))

@@ -52,7 +52,7 @@ def _contrastive(name: str) -> dict[str, Change]:
     kd_on = () if name.endswith("+kd") else (f"{name}.w_kd=1",)
     return {"w_ce": Change("0.5"), "w_kd": Change("0.5" if name.endswith("+kd") else "1"),
             "temperature": Change("2", kd_on), "feat_dim": Change("32"), "nce_k": Change("32"),
-            "nce_t": Change("0.2"), "nce_m": Change("0.8")}
+            "nce_t": Change("0.2"), "nce_m": Change("0.8"), "logit_std": Change("true", kd_on)}
 
 
 def _crd(name: str) -> dict[str, Change]:
@@ -78,7 +78,7 @@ def _pre_stage(fields: dict[str, Change], pair: tuple[str, str] | None = None) -
 
 CHANGES: dict[str, dict[str, Change]] = {
     "ce": {"w_ce": Change("0.5")},
-    "kd": {"temperature": Change("2"), "w_ce": Change("0.5"), "w_kd": Change("0.5")},
+    "kd": {"temperature": Change("2"), "w_ce": Change("0.5"), "w_kd": Change("0.5"), "logit_std": Change("true")},
     # At 8 px the default (shallow) pairing keeps only stage 1:1 (2×2); the stems' 4×4 maps are another term.
     "at": {"w_ce": Change("0.5"), "w_at": Change("100"), "pairs": Change("0:0")},
     "pkt": {"w_ce": Change("0.5"), "w_pkt": Change("1000")},
@@ -93,6 +93,7 @@ CHANGES: dict[str, dict[str, Change]] = {
         "warmup": Change("3"),  # the default, 20 of 240 epochs rescaled to this 1-epoch run, is 0 (none)
         # The preset picks β from the DKD paper's table only for its CIFAR pairs (β = 2 here, 8 under `none`).
         "nckd_preset": Change("none", pair=("cifar_resnet56", "cifar_resnet20")),
+        "logit_std": Change("true"),
     },
     "fitnet": {
         "hint_stage": Change("1"), "guided_stage": Change("1"), "w_ce": Change("0.5"), "w_feat": Change("10"),
@@ -102,6 +103,7 @@ CHANGES: dict[str, dict[str, Change]] = {
         "hint_epochs": Change("2", _FITNET_TWO_STAGES),
         "w_kd": Change("0.5", _FITNET_TWO_STAGES),
         "temperature": Change("2", _FITNET_TWO_STAGES),
+        "logit_std": Change("true", _FITNET_TWO_STAGES),
     },
     # The pre-stage methods need 2 epochs (epoch 1 the pre-stage, 30 of 240 rescaled); their CE weight acts in the
     # second. init_epochs: the default is 1 of 3 epochs; 2 makes epoch 2 a pre-stage epoch too.
@@ -133,6 +135,7 @@ CHANGES: dict[str, dict[str, Change]] = {
         "memory_momentum": Change("0.9", ("cnn2gnn.graph=memory", "recipe.epochs=2")),
         "graph_features": Change("teacher"),
         "graph_scope": Change("global"),
+        "logit_std": Change("true"),
     },
     "ofa": {"w_ce": Change("0.5"), "w_kd": Change("0.5"), "w_ofa": Change("0.5"), "eps": Change("1.5"),
             "temperature": Change("2"), "stages": Change("2,4")},

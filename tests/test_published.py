@@ -23,7 +23,8 @@ CIFAR_ARCHS = {
 }
 IMAGENET_ARCHS = {"resnet34", "resnet18", "resnet50", "mobilenetv1_100"}  # timm's names, as kdbench's
 METHODS = {"teacher", "ce", "kd", "fitnet", "at", "rkd", "pkt", "crd", "crd+kd", "dkd", "rkd+kd", "hkd", "hkd+kd",
-           "dist", "ctkd", "kd+ls", "dkd+ls", "ctkd+ls", "sp", "cc", "vid", "nst", "reviewkd", "ab", "ft", "fsp"}
+           "dist", "ctkd", "kd+ls", "dkd+ls", "ctkd+ls", "kd+dot", "sp", "cc", "vid", "nst", "reviewkd", "ab", "ft",
+           "fsp"}
 
 
 def one(df: pd.DataFrame, **match: str) -> dict:
@@ -63,7 +64,8 @@ def test_published_numbers_as_the_papers_print_them() -> None:
     # CRD: 13 pairs × (teacher, student, 7 methods) + SP, CC, VID, NST, AB, FT 13 pairs each + FSP 6;
     # DKD 11 pairs × 2; HKD 5 pairs × 7 rows.
     assert df["paper"].value_counts().to_dict() == {"crd": 201, "dkd": 22, "hkd": 35, "mdistiller": 4,
-                                                    "torchdistill": 4, "dist": 12, "ctkd": 11, "ls": 42, "reviewkd": 6}
+                                                    "torchdistill": 4, "dist": 12, "ctkd": 11, "ls": 42, "reviewkd": 6,
+                                                    "dot": 5}
 
 
 def test_every_published_row_uses_kdbench_names() -> None:
@@ -78,7 +80,8 @@ def test_every_published_row_uses_kdbench_names() -> None:
     assert not df.duplicated(["paper", "table", "teacher", "student", "method"]).any()
     assert df["top1"].between(50, 90).all() and df["source"].str.len().gt(0).all()
     assert set(load_published("hkd")["paper"]) == {"hkd"}
-    with pytest.raises(UserError, match="Valid: crd, ctkd, dist, dkd, hkd, ls, mdistiller, reviewkd, torchdistill"):
+    with pytest.raises(UserError, match="Valid: crd, ctkd, dist, dkd, dot, hkd, ls, mdistiller, reviewkd, "
+                                        "torchdistill"):
         load_published("kd")
 
 
@@ -176,3 +179,22 @@ def test_top5_is_read_where_a_paper_gives_it_and_shown_beside_top1(in_process) -
     assert df[df["dataset"] == "cifar100"]["top5"].isna().all()
     shown = in_process("published", "--paper", "ctkd")
     assert shown.returncode == 0 and "| 73.96 / 91.58 |" in shown.stdout and "`top-1 / top-5`" in shown.stdout
+
+
+def test_published_kd_dot_rows_meet_only_our_kd_runs_trained_with_dot(cifar_results: Path, in_process) -> None:
+    """`kdbench leaderboard --published`: mdistiller's KD+DOT number (best epoch) is compared with our kd runs whose
+    recipe has `dot_delta` > 0, and the plain KD numbers only with the kd runs trained without DOT."""
+    for seed, v in enumerate([74.0, 74.4]):
+        config = make_config("kd", teacher="resnet50", seed=seed, sets=("data.image_size=8", "recipe.dot_delta=0.075"))
+        assert config.recipe.dot_delta == 0.075
+        write_run(cifar_results, dataclasses.replace(config, teacher="cifar_resnet32x4", student="cifar_resnet8x4",
+                                                     dataset="cifar100"), v, teacher_top1=79.0)
+    res = in_process("leaderboard", "--published", "--results-dir", str(cifar_results), "--format", "csv")
+    assert res.returncode == 0, res.stderr
+    rows = pd.read_csv(io.StringIO(res.stdout))
+    dot = one(rows, paper="dot", method="kd+dot", teacher="cifar_resnet32x4", student="cifar_resnet8x4")
+    assert (dot["published_top1"], dot["epoch"], dot["n"]) == (75.12, "best", 2)
+    assert dot["mean"] == pytest.approx(75.2)  # top1_best = top1_last + 1 of the two DOT runs
+    assert "dot_delta=0.075" in dot["setting"]
+    plain = one(rows, paper="crd", method="kd", teacher="cifar_resnet32x4", student="cifar_resnet8x4")
+    assert plain["n"] == 3 and plain["mean"] == pytest.approx(73.5)  # KD_LAST: the DOT runs stay out

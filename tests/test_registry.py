@@ -19,7 +19,7 @@ def test_builtin_methods_are_registered_with_papers_and_defaults():
     assert {"ce", "kd"} <= set(list_methods())
     kd = get_method("kd")
     assert "Hinton" in kd.paper
-    assert kd.defaults() == {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9}
+    assert kd.defaults() == {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9, "logit_std": False}
     assert kd.needs_teacher and not get_method("ce").needs_teacher
 
 

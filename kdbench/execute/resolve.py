@@ -37,6 +37,7 @@ from kdbench.spec.config import (
     apply_overrides,
     convert_free_kwargs,
     convert_option,
+    without_added_method_params,
 )
 from kdbench.spec.recipe import Recipe
 from kdbench.spec.scoped_sets import parse_set_options
@@ -315,7 +316,7 @@ def resolve_config(opts: RunOptions) -> RunConfig:
         teacher_recipe=side.recipe,
         teacher_seed=opts.teacher_seed if side.recipe is not None or side.ckpt_sha256 else 0,
         teacher_ckpt_sha256=side.ckpt_sha256,
-        method_params=_asdict(method_params),
+        method_params=without_added_method_params(_asdict(method_params)),  # as a record holds them
         student_params=student_params,
         teacher_params=side.options if side.teacher else {},
         data_params=_student_data_params(_asdict(data_params), sets, side.data if side.recipe is not None else {}),

@@ -26,6 +26,17 @@ from kdbench.spec.recipe import Recipe, without_added_defaults
 
 RUN_ID_LENGTH = 16
 
+# Method settings that logit methods gained after their first records, left out of `method_params` (and so of the run
+# id and the record) at their default: a run with the switch off keeps its config (and, code aside, run id).
+ADDED_METHOD_PARAMS: dict[str, Any] = {"logit_std": False}  # logit standardization (methods/_logit_standardization.py)
+
+
+
+def without_added_method_params(params: dict[str, Any]) -> dict[str, Any]:
+    """A method's params without the ADDED_METHOD_PARAMS that hold their default (a method reads a missing field as
+    its dataclass default)."""
+    return {k: v for k, v in params.items() if k not in ADDED_METHOD_PARAMS or v != ADDED_METHOD_PARAMS[k]}
+
 
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: the same content always gives the same bytes."""
@@ -111,6 +122,7 @@ class RunConfig:
         for key in ("recipe", "teacher_recipe"):  # and the recipes' own added fields (e.g. DOT's dot_delta)
             if d[key] is not None:
                 d[key] = without_added_defaults(d[key])
+        d["method_params"] = without_added_method_params(d["method_params"])  # and the methods' added switches
         return d
 
     def without_code(self) -> RunConfig:

@@ -13,18 +13,19 @@ listed here or in UNCHECKED (with the reason), so a new parameter's validation i
 from __future__ import annotations
 
 _CRD = {"w_ce": 1.0, "w_crd": 0.8, "w_kd": 0.0, "temperature": 4.0, "feat_dim": 128, "nce_k": 16384, "nce_t": 0.07,
-        "nce_m": 0.5}
+        "nce_m": 0.5, "logit_std": False}
 
 # HKD: the authors' run (`-a 1 -b 3`: w_ce 1, w_hkd 3), CRD's contrast settings with their momentum 0.9, k = 8
 # neighbours, the holistic positive smoothed with momentum 0.75 (their `get_smooth`).
 _HKD = {"w_ce": 1.0, "w_hkd": 3.0, "w_kd": 0.0, "temperature": 4.0, "feat_dim": 128, "k": 8, "nce_k": 16384,
-        "nce_t": 0.07, "nce_m": 0.9, "smooth_m": 0.75, "individual": True, "negatives": "opposite"}
+        "nce_t": 0.07, "nce_m": 0.9, "smooth_m": 0.75, "individual": True, "negatives": "opposite",
+        "logit_std": False}
 
 PUBLISHED: dict[str, dict[str, object]] = {
     "ce": {"w_ce": 1.0},
-    "kd": {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9},
+    "kd": {"temperature": 4.0, "w_ce": 0.1, "w_kd": 0.9, "logit_std": False},
     "fitnet": {"hint_stage": None, "guided_stage": None, "w_ce": 1.0, "w_feat": 100.0, "regressor_relu": True,
-               "stages": 1, "hint_epochs": None, "w_kd": 1.0, "temperature": 4.0},
+               "stages": 1, "hint_epochs": None, "w_kd": 1.0, "temperature": 4.0, "logit_std": False},
     "rkd": {"w_ce": 1.0, "w_dist": 25.0, "w_angle": 50.0},
     "crd": _CRD,
     "crd+kd": {**_CRD, "w_kd": 1.0},
@@ -36,7 +37,7 @@ PUBLISHED: dict[str, dict[str, object]] = {
     "vid": {"w_ce": 1.0, "w_vid": 1.0, "init_pred_var": 5.0, "eps": 1e-5},
     "nst": {"w_ce": 1.0, "w_nst": 50.0},
     "dkd": {"w_ce": 1.0, "w_tckd": 1.0, "w_nckd": None, "temperature": 4.0, "warmup": None,
-            "nckd_preset": "published"},
+            "nckd_preset": "published", "logit_std": False},
     "hkd": _HKD,
     "hkd+kd": {**_HKD, "w_kd": 1.0},
     # DIST: image_classification_sota's dist_cifar.yaml (kd_loss_weight 2 × β = γ = 1, dist_t4).
@@ -49,7 +50,8 @@ PUBLISHED: dict[str, dict[str, object]] = {
                 "proj_dim": 256, "anchors": 256, "dropout": 0.5, "pool": 0,
                 # kdbench's own options (docs/cnn2gnn.md): CRD's memory momentum for graph=memory, the graph built
                 # on the student's features, the batch graph per rank in data-parallel runs.
-                "memory_momentum": 0.5, "graph_features": "student", "graph_scope": "rank"},
+                "memory_momentum": 0.5, "graph_features": "student", "graph_scope": "rank",
+                "logit_std": False},
     # OFA: Hao840/OFAKD train.py's defaults (--gt/--kd/--ofa-loss-weight 1, --ofa-eps 1, --ofa-temperature 1,
     # --ofa-stage 1 2 3 4).
     "ofa": {"w_ce": 1.0, "w_kd": 1.0, "w_ofa": 1.0, "eps": 1.0, "temperature": 1.0, "stages": "1,2,3,4"},

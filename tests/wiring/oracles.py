@@ -139,12 +139,15 @@ def _ce_only(case: Case) -> dict[str, torch.Tensor]:
 
 def _kd_terms(case: Case) -> dict[str, torch.Tensor]:
     p = case.params
-    return {"ce": _ce(case, p.w_ce), "kd": p.w_kd * kd_loss(case.student.logits, case.teacher.logits, p.temperature)}
+    zs, zt = standardized_pair(case.student.logits, case.teacher.logits, p.logit_std)  # CE keeps the raw logits
+    return {"ce": _ce(case, p.w_ce), "kd": p.w_kd * kd_loss(zs, zt, p.temperature)}
 
 
-oracle("kd", variants=[{"temperature": 2.0, "w_ce": 0.3, "w_kd": 1.7}])(_kd_terms)
+oracle("kd", variants=[{"temperature": 2.0, "w_ce": 0.3, "w_kd": 1.7},
+                       {"temperature": 2.0, "w_ce": 0.1, "w_kd": 9.0, "logit_std": True}])(_kd_terms)
 # CNN2GNN's loss is KD's; its graph options shape the student (tests/test_cnn2gnn.py), not the loss terms.
-oracle("cnn2gnn", variants=[{"temperature": 3.0, "w_ce": 0.6, "w_kd": 2.2}])(_kd_terms)
+oracle("cnn2gnn", variants=[{"temperature": 3.0, "w_ce": 0.6, "w_kd": 2.2},
+                            {"temperature": 2.0, "w_ce": 0.3, "w_kd": 1.4, "logit_std": True}])(_kd_terms)
 
 
 @oracle("rkd", variants=[{"w_ce": 0.4, "w_dist": 3.0, "w_angle": 7.0}])
@@ -159,13 +162,15 @@ def _rkd(case: Case) -> dict[str, torch.Tensor]:
     {"w_ce": 0.5, "w_feat": 30.0, "hint_stage": 3, "guided_stage": 2},  # one stage, other layers
     {"stages": 2, "hint_epochs": 1, "w_feat": 20.0, "_epoch": 1},  # two stages: the hint stage
     {"stages": 2, "hint_epochs": 1, "w_ce": 0.3, "w_kd": 1.9, "temperature": 2.5, "_epoch": 2},  # then KD
+    {"stages": 2, "hint_epochs": 1, "w_ce": 0.2, "w_kd": 1.1, "temperature": 2.0, "logit_std": True, "_epoch": 2},
 ])
 def _fitnet(case: Case) -> dict[str, torch.Tensor]:
     p, s, t = case.params, case.student, case.teacher
     hint_stage = 2 if p.hint_stage is None else p.hint_stage  # default: RepDistiller's layer2 (5-stage models)
     student_stage = hint_stage if p.guided_stage is None else p.guided_stage
     if p.stages == 2 and case.epoch > p.hint_epochs:
-        return {"ce": _ce(case, p.w_ce), "kd": p.w_kd * kd_loss(s.logits, t.logits, p.temperature)}
+        zs, zt = standardized_pair(s.logits, t.logits, p.logit_std)
+        return {"ce": _ce(case, p.w_ce), "kd": p.w_kd * kd_loss(zs, zt, p.temperature)}
     # The regressor is the method's trainable module; in train mode its BatchNorm normalises by the batch, so a
     # second call on the same map gives the same output.
     hint = p.w_feat * fitnet_loss(case.method.regressor(s.stages[student_stage]), t.stages[hint_stage])
@@ -189,14 +194,15 @@ def _crd_terms(case: Case) -> dict[str, torch.Tensor]:
     terms["state:crd.memory_s"], terms["state:crd.memory_t"] = crd.memory_s, crd.memory_t  # nce_m's update
     terms["state:crd.z_s"], terms["state:crd.z_t"] = crd.z_s, crd.z_t
     if p.w_kd > 0:
-        terms["kd"] = p.w_kd * kd_loss(s.logits, t.logits, p.temperature)
+        terms["kd"] = p.w_kd * kd_loss(*standardized_pair(s.logits, t.logits, p.logit_std), p.temperature)
     return terms
 
 
 _CRD_VARIANT = {"w_ce": 0.6, "w_crd": 1.3, "w_kd": 2.1, "temperature": 2.0, "feat_dim": 16, "nce_k": 7,
                 "nce_t": 0.2, "nce_m": 0.3}
 oracle("crd", variants=[_CRD_VARIANT])(_crd_terms)
-oracle("crd+kd", variants=[{**_CRD_VARIANT, "w_ce": 0.4, "w_kd": 0.7, "temperature": 3.0}])(_crd_terms)
+oracle("crd+kd", variants=[{**_CRD_VARIANT, "w_ce": 0.4, "w_kd": 0.7, "temperature": 3.0},
+                           {**_CRD_VARIANT, "w_kd": 0.9, "logit_std": True}])(_crd_terms)
 
 
 @oracle("at", variants=[{"w_ce": 0.4, "w_at": 250.0}, {"w_ce": 0.6, "w_at": 90.0, "pairs": "deep"},
@@ -228,6 +234,7 @@ def _pkt(case: Case) -> dict[str, torch.Tensor]:
 @oracle("dkd", variants=[
     {"w_ce": 0.5, "w_tckd": 2.0, "w_nckd": 3.0, "temperature": 2.0, "warmup": 4, "_epoch": 2},  # mid warm-up
     {"w_tckd": 0.7, "w_nckd": 5.0, "warmup": 0},  # no warm-up: factor 1
+    {"w_ce": 0.3, "w_tckd": 1.5, "w_nckd": 2.0, "temperature": 2.0, "warmup": 0, "logit_std": True},
 ])
 def _dkd(case: Case) -> dict[str, torch.Tensor]:
     # The defaults leave w_nckd (β) to the per-pair preset, resolved by the config; unresolved it is the paper's 8.
@@ -236,7 +243,8 @@ def _dkd(case: Case) -> dict[str, torch.Tensor]:
     p, s, t = case.params, case.student, case.teacher
     beta = 8.0 if p.w_nckd is None else p.w_nckd
     warmup = 1 if p.warmup is None else p.warmup
-    dkd = dkd_loss(s.logits, t.logits, case.batch.labels, p.w_tckd, beta, p.temperature)
+    zs, zt = standardized_pair(s.logits, t.logits, p.logit_std)
+    dkd = dkd_loss(zs, zt, case.batch.labels, p.w_tckd, beta, p.temperature)
     return {"ce": _ce(case, p.w_ce), "dkd": warmup_factor(case.epoch, warmup) * dkd}
 
 
@@ -254,7 +262,7 @@ def _hkd_terms(case: Case) -> dict[str, torch.Tensor]:
     if p.individual:
         terms["hkd_individual"] = p.w_hkd * individual
     if p.w_kd > 0:
-        terms["kd"] = p.w_kd * kd_loss(s.logits, t.logits, p.temperature)
+        terms["kd"] = p.w_kd * kd_loss(*standardized_pair(s.logits, t.logits, p.logit_std), p.temperature)
     terms["state:hkd.memory_s"], terms["state:hkd.memory_t"] = hkd.memory_s, hkd.memory_t  # nce_m's update
     return terms
 
@@ -262,8 +270,8 @@ def _hkd_terms(case: Case) -> dict[str, torch.Tensor]:
 _HKD_VARIANT = {"w_ce": 0.6, "w_hkd": 1.3, "w_kd": 2.1, "temperature": 2.0, "feat_dim": 16, "k": 3, "nce_k": 7,
                 "nce_t": 0.2, "nce_m": 0.3, "smooth_m": 0.4, "negatives": "own"}
 oracle("hkd", variants=[_HKD_VARIANT])(_hkd_terms)
-oracle("hkd+kd", variants=[{**_HKD_VARIANT, "w_ce": 0.4, "w_kd": 0.7, "temperature": 3.0, "individual": False}])(
-    _hkd_terms)
+oracle("hkd+kd", variants=[{**_HKD_VARIANT, "w_ce": 0.4, "w_kd": 0.7, "temperature": 3.0, "individual": False},
+                           {**_HKD_VARIANT, "w_kd": 0.9, "logit_std": True}])(_hkd_terms)
 
 
 @oracle("dist", variants=[{"w_ce": 0.3, "w_inter": 1.5, "w_intra": 0.7, "temperature": 2.0, "logit_std": True}])

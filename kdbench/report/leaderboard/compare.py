@@ -17,7 +17,7 @@ from kdbench.report.leaderboard.board import DECIMALS, TEACHER_ROW, Leaderboard
 from kdbench.report.leaderboard.cells import format_cell, published_cell
 from kdbench.report.leaderboard.footers import caveats_footer
 from kdbench.report.leaderboard.methods import methods_table
-from kdbench.report.leaderboard.runs import is_missing
+from kdbench.report.leaderboard.runs import clean, is_missing
 from kdbench.report.published import EPOCH_METRIC, EPOCH_WORDS
 
 # The spread of re-runs users of the papers' own code report (DKD and CRD repositories' issues).
@@ -27,18 +27,34 @@ CE_ROW = "ce"
 # that have it on (row label `M [logit_std=True]`), a plain `M` row with those that have it off.
 LS_SUFFIX = "+ls"
 _LS_ON = re.compile(r"\blogit_std=true\b", re.IGNORECASE)
+# DOT is a recipe setting, not a method: a published `M+dot` row is compared with our `M` cells whose runs trained
+# with `recipe.dot_delta` > 0 (their column), a plain `M` row only with cells trained without it.
+DOT_SUFFIX = "+dot"
 DATA_COLUMNS = ["paper", "table", "dataset", "teacher", "student", "method", "row", "epoch", "published_top1",
                 "published_std", "published_runs", "metric", "mean", "std", "n", "delta", "setting", "run_ids"]
 
 
-def _ours_for(cells: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
-    """Our cells (of one metric's methods table) that match a published row: same dataset, student and method,
-    and same teacher. The student alone has no teacher: it is taken from whichever pair column shows it."""
+def _dot_runs(df: pd.DataFrame) -> set[str]:
+    """The run ids of `df` trained with DOT (`recipe.dot_delta` > 0)."""
+    if not len(df):
+        return set()
+    return {str(run_id) for run_id, recipe in zip(df["run_id"], df["recipe_params"], strict=True)
+            if isinstance(clean(recipe), dict) and float(clean(recipe).get("dot_delta") or 0.0) > 0}
+
+
+def _ours_for(cells: pd.DataFrame, row: dict[str, Any], dot_runs: set[str]) -> pd.DataFrame:
+    """Our cells (of one metric's methods table) that match a published row: same dataset, student and method
+    (with the `+ls` / `+dot` settings on exactly when the row names them), and same teacher. The student alone has
+    no teacher: it is taken from whichever pair column shows it."""
     method = str(row["method"])
+    dot = method.endswith(DOT_SUFFIX)
+    method = method.removesuffix(DOT_SUFFIX)
     ls = method.endswith(LS_SUFFIX)
     same = cells[(cells["dataset"] == row["dataset"]) & (cells["student"] == row["student"])
                  & (cells["method"] == method.removesuffix(LS_SUFFIX)) & (cells["n"] > 0)]
     same = same[same["row"].map(lambda label: _LS_ON.search(str(label)) is not None) == ls]
+    # A cell's runs share their column's recipe: one DOT run makes it a DOT cell.
+    same = same[same["run_ids"].map(lambda ids: bool(set(str(ids).split()) & dot_runs)) == dot]
     exact = same[same["teacher"] == row["teacher"]]
     if len(exact) or row["method"] != CE_ROW:
         return exact
@@ -60,10 +76,11 @@ def published_table(df: pd.DataFrame, published: pd.DataFrame) -> Leaderboard:
     in the footer, not shown."""
     cells = {metric: methods_table(df, metric).data for metric in EPOCH_METRIC.values()}
     records, unmatched = [], 0
+    dot_runs = _dot_runs(df)
     for p in published.to_dict("records"):
         metric = EPOCH_METRIC.get(p["epoch"])
         # Unstated convention: show that we have runs, but compare with neither metric.
-        ours = _ours_for(cells[metric or "top1_last"], p)
+        ours = _ours_for(cells[metric or "top1_last"], p, dot_runs)
         if not len(ours):
             unmatched += 1
         records += [_beside(p, o, metric) for o in ours.to_dict("records")]

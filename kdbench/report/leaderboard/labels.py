@@ -11,6 +11,7 @@ from kdbench.core.errors import UserError
 from kdbench.data.splits import SUBSET_SEED_KEY
 from kdbench.report.leaderboard.board import selection_label
 from kdbench.report.leaderboard.runs import canon, clean
+from kdbench.spec.config import ADDED_METHOD_PARAMS
 
 # Paper-like row order; methods not listed follow alphabetically.
 METHOD_ORDER = ("teacher", "ce", "kd", "fitnet", "at", "sp", "pkt", "rkd", "rkd+kd", "crd", "crd+kd", "crd_kd",
@@ -43,7 +44,8 @@ def distinguish(dicts: Sequence[dict[str, Any]], defaults: Sequence[dict[str, An
     With `defaults` (one per dict, None where unknown) a key is shown too where any dict sets it away from its
     own default, so a setting that every dict shares (or a single dict) still shows when it is not the
     default: `kd [temperature=2]` even when no default `kd` run sits beside it."""
-    flats = [_flat(d) for d in dicts]
+    row_defaults = list(defaults) + [None] * (len(dicts) - len(defaults))
+    flats = [_with_added_defaults(_flat(d), default) for d, default in zip(dicts, row_defaults, strict=True)]
     keys = sorted({k for f in flats for k in f})
     differing = {k for k in keys if len({canon(f.get(k, "—")) for f in flats}) > 1}
     for f, default in zip(flats, defaults, strict=False):
@@ -53,6 +55,14 @@ def distinguish(dicts: Sequence[dict[str, Any]], defaults: Sequence[dict[str, An
         differing |= {k for k, v in f.items() if _is_set_away(k, v, base)}
     shown = [k for k in keys if k in differing]
     return [", ".join(f"{k}={_fmt_value(f.get(k, '—'))}" for k in shown) for f in flats]
+
+
+def _with_added_defaults(flat: dict[str, Any], defaults: dict[str, Any] | None) -> dict[str, Any]:
+    """A row's settings with those its record leaves out at their default (a method setting added after the first
+    records, :data:`kdbench.spec.config.ADDED_METHOD_PARAMS`) shown at that default, not as "—"."""
+    if defaults is None:
+        return flat
+    return {**{k: defaults[k] for k in ADDED_METHOD_PARAMS if k in defaults}, **flat}
 
 
 def _is_set_away(key: str, value: Any, defaults: dict[str, Any]) -> bool:

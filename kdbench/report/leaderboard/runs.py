@@ -13,6 +13,7 @@ import pandas as pd
 from kdbench.core.errors import UserError, unknown_name
 from kdbench.data.splits import SUBSET_SEED_KEY
 from kdbench.report.results import COLUMNS
+from kdbench.spec.config import ADDED_METHOD_PARAMS
 
 
 def is_missing(value: Any) -> bool:
@@ -126,7 +127,9 @@ def _setting(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _variant(r: dict[str, Any]) -> dict[str, Any]:
-    out = dict(clean(r.get("method_params")) or {})
+    # A setting added after the first records is left out of newer ones at its default: group old and new alike.
+    out = {k: v for k, v in (clean(r.get("method_params")) or {}).items()
+           if k not in ADDED_METHOD_PARAMS or v != ADDED_METHOD_PARAMS[k]}
     out.update({f"student.{k}": v for k, v in (clean(r.get("student_params")) or {}).items()})
     return out
 

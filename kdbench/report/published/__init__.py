@@ -9,7 +9,9 @@ against, shipped as data.
 - `dataset`, `teacher`, `student`: kdbench names (the CRD codebase's `resnet8x4` is kdbench's `cifar_resnet8x4`).
 - `method`: a kdbench method name (`kd`, `fitnet`, `at`, `rkd`, `pkt`, `crd`, `crd+kd`, `dkd`, `rkd+kd`, `hkd`,
   `hkd+kd`, `dist`, `ctkd`), or one with `+ls` (`kd+ls`, `dkd+ls`, `ctkd+ls`: the method with logit
-  standardization, its `logit_std` switch on; compared with our runs of the method that have it on). Two rows
+  standardization, its `logit_std` switch on; compared with our runs of the method that have it on), or one with
+  `+dot` (`kd+dot`: the method trained with DOT, compared with our runs whose `recipe.dot_delta` > 0; our runs
+  without DOT meet the plain rows only). Two rows
   of each pair are not distillation methods, and are named as kdbench's leaderboard names them: `teacher` is
   the teacher alone (the papers' "Teacher" column) and `ce` the student trained alone with cross-entropy (the
   papers' "Student" column). Both keep the teacher → student pair they are printed under.
@@ -17,8 +19,8 @@ against, shipped as data.
   appendix tables give for resnet32x4 → resnet8x4); `runs`: how many runs the mean is over, where stated (CRD:
   5 in Table 1, 3 in Table 2; DKD: 5; not stated for teachers, which are single checkpoints, nor by HKD).
 - `epoch`: `last` (accuracy after the last epoch: CRD, per its repository's issue #16), `best` (best test accuracy
-  over all epochs: DKD, logit standardization) or `unstated` (HKD, DIST, CTKD). A number is only ever compared
-  with ours at the same convention.
+  over all epochs: DKD, logit standardization, DOT on CIFAR-100) or `unstated` (HKD, DIST, CTKD, the ImageNet
+  rows). A number is only ever compared with ours at the same convention.
   DKD's table copies its KD column from CRD, so those rows are `last` while its DKD rows are `best`.
 - `source`, `note`: where the number comes from and what to know about it.
 
@@ -48,6 +50,7 @@ PAPERS = {
     "ls": "Sun et al. 2024, Logit Standardization in Knowledge Distillation (CVPR), as in its README",
     "reviewkd": "Chen et al. 2021, Distilling Knowledge via Knowledge Review (CVPR): its repository's ImageNet README, "
                 "and CIFAR-100 as Papers with Code lists it",
+    "dot": "Zhao et al. 2023, DOT: A Distillation-Oriented Trainer (ICCV), as in the mdistiller README",
 }
 # `top5` is last: it came after the file's first rows (the CIFAR tables give top-1 only), blank where not given.
 COLUMNS = ("paper", "table", "dataset", "teacher", "student", "method", "top1", "std", "runs", "epoch", "source",
