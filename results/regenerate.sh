@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Regenerates the reference leaderboard of the embedded benchmark (digits) committed in results/.
 #
-#   bash results/regenerate.sh            # ~37 min on 2 CPU cores (results version 4); completed runs are reused, so it can be resumed
+#   bash results/regenerate.sh            # ~1 h 30 min on 2 CPU cores (results version 5, estimated); completed runs are reused, so it can be resumed
+#
+# Results version 5's estimate (docs/benchmark.md, "The next regeneration"; one thread per run, measured per method on
+# this 2-core machine under load, 2026-12-07): everything version 4 made, ~37 min; the 12 new methods on digits and
+# the DOT / logit-std variants, ~21 min (kdsvd alone ~6.5 min); on embedded-hard the 10 new methods, the CIFAR pair
+# (ft, fsp, kdsvd), the ViT column, the variants, the weight sweeps and the nested design, ~352 new runs, ~22 min;
+# the new zoo teachers (cifar_resnet56 ~1.5 min, the DeiT ~3 min, two ResNet-18 seeds ~1.5 min), ~6 min. Cuts if it
+# does not fit: kdsvd out of embedded.yaml (-6.5 min), the nested seeds 3 -> 2 (-4.5 min), the ViT column at 3 seeds.
 #
 # 1. the embedded sweep (slurm/sweeps/embedded.yaml: every method from a resnet18 teacher, seeds 0-2) and
 #    cnn2gnn from resnet152, on this machine (local executor; pass EXECUTOR=slurm to use a cluster);
@@ -60,6 +67,28 @@ done
 for sweep in embedded-hard embedded-hard-control cnn2gnn-graph-ablation cnn2gnn-graph-ablation-teacher; do
   kdbench sweep --config "slurm/sweeps/$sweep.yaml" --executor "$EXECUTOR" --results-dir "$R" --wait \
     --cpus-per-task "$CPUS"
+done
+# Results version 5 (issues #35.5, #36, #38.4-5; docs/benchmark.md, "The next regeneration"):
+# - the CIFAR pair (cifar_resnet56 -> cifar_resnet8: equal widths, spatial last stages) for ft, fsp and kdsvd, which
+#   refuse the ResNet-18 pair, beside kd and ce on the same pair;
+# - the heterogeneous column: a tiny DeiT teacher (trained once by the zoo) -> cifar_resnet8, every method it can give;
+# - DOT (recipe.dot_delta) and logit standardization (logit_std) as variants of the methods they apply to;
+# - the weight sweeps of the methods below the student alone (at, fitnet, crd), in committed records.
+for sweep in embedded-hard-cifar-pair embedded-hard-vit embedded-hard-dot embedded-hard-logit-std \
+    embedded-hard-weights; do
+  kdbench sweep --config "slurm/sweeps/$sweep.yaml" --executor "$EXECUTOR" --results-dir "$R" --wait \
+    --cpus-per-task "$CPUS"
+done
+# The same variants on digits (the digits table's own rows; its methods are in embedded.yaml).
+kdbench sweep --methods kd --teachers resnet18 --datasets digits --seeds "$SEEDS" --set recipe.dot_delta=0.075 \
+  --executor "$EXECUTOR" --results-dir "$R" --wait --cpus-per-task "$CPUS"
+kdbench sweep --methods dist,ctkd --teachers resnet18 --datasets digits --seeds "$SEEDS" --set dist.logit_std=true \
+  --set ctkd.logit_std=true --executor "$EXECUTOR" --results-dir "$R" --wait --cpus-per-task "$CPUS"
+# embedded-hard nested (issue #38.4): 3 zoo teachers (seeds 0-2) x 3 subset draws x 3 student seeds; the two outer
+# factors are given here (the file's header says why), `kdbench leaderboard --table variance` reads them.
+for teacher_seed in 0 1 2; do
+  kdbench sweep --config slurm/sweeps/embedded-hard-nested.yaml --teacher-seed "$teacher_seed" \
+    --grid data.subset_seed=0,1,2 --executor "$EXECUTOR" --results-dir "$R" --wait --cpus-per-task "$CPUS"
 done
 # The deeper CNNs of the ladder (ResNet-34…152 alone) take one seed: they only place the GNN on the depth axis.
 kdbench ladder --teacher resnet152 --dataset digits --seeds "${LADDER_SEEDS:-0}" --results-dir "$R" \
