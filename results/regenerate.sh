@@ -25,7 +25,8 @@
 # environment.git.diff_sha256 (sha256 of `git diff HEAD`), which names the exact changes it ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# What this script writes (records, tables, plots) does not count as a change to the code that made them.
+# What this script writes (records, tables, plots) does not count as a change to the code that made them (nor in a
+# record's environment.git: kdbench.core.environment.OUTPUT_PATHSPECS is the same list).
 OUTPUTS=(':(exclude)results/reference' ':(exclude)results/plots' ':(exclude)results/*.md' ':(exclude)results/*.csv')
 if [ -n "$(git status --porcelain --untracked-files=no -- . "${OUTPUTS[@]}")" ]; then
   if [ "${ALLOW_DIRTY:-0}" != 1 ]; then
@@ -33,7 +34,7 @@ if [ -n "$(git status --porcelain --untracked-files=no -- . "${OUTPUTS[@]}")" ];
       "ALLOW_DIRTY=1 to record the diff's sha256 in every record (environment.git.diff_sha256)" >&2
     exit 2
   fi
-  echo "results/regenerate.sh: dirty tree, diff sha256 $(git diff HEAD | sha256sum | cut -d' ' -f1)" >&2
+  echo "results/regenerate.sh: dirty tree, diff sha256 $(git diff HEAD -- . "${OUTPUTS[@]}" | sha256sum | cut -d' ' -f1)" >&2
 fi
 # Records go to results/reference (not ./results, the default results dir, so a user's own first run trains
 # instead of finding the reference record); tables and the plot go to results/.

@@ -159,6 +159,30 @@ def test_method_hyperparameter_variants_are_separate_rows(dirs: dict[str, Path])
     assert list(ablation.columns) == [GNN_PAIR]
 
 
+def test_where_reaches_settings_by_their_set_names_and_setting_keeps_the_defaults(dirs: dict[str, Path]) -> None:
+    """`recipe.dot_delta=0|none` and `data.subset_seed=none` read the settings dicts (a key left out at its default
+    is `none`); `setting=none` keeps the runs at their method's registered defaults, `setting!=none` the variants,
+    whose text is the row label's bracket."""
+    root = dirs["results"]
+    for seed in range(2):
+        write_run(root, make_config("kd", teacher="resnet50", seed=seed), 90.0 + seed)
+        write_run(root, make_config("kd", teacher="resnet50", seed=seed, sets=("data.image_size=8",
+                                                                                "kd.temperature=2")), 91.0)
+        write_run(root, make_config("kd", teacher="resnet50", seed=seed, sets=("data.image_size=8",
+                                                                                "recipe.dot_delta=0.075")), 92.0)
+        write_run(root, make_config("ce", seed=seed, sets=("data.image_size=8", "data.subset_seed=1",
+                                                            "data.train_fraction=0.5")), 80.0)
+    runs = build(root, "runs", where="setting=none,recipe.dot_delta=0|none,data.subset_seed=none").data
+    assert len(runs) == 2 and set(runs["method"]) == {"kd"}
+    variants = build(root, "runs", where="setting!=none").data
+    assert len(variants) == 2 and set(variants["variant"]) == {"temperature=2"}
+    assert len(build(root, "runs", where="recipe.dot_delta=0.075").data) == 2
+    assert len(build(root, "runs", where="data.subset_seed=1").data) == 2
+    for wrong in ("recipe.", "optim.lr"):  # a scope without its key; a scope that is not a settings dict
+        with pytest.raises(UserError, match=f"unknown --where column '{wrong}'.*recipe.KEY"):
+            build(root, "runs", where=f"{wrong}=1")
+
+
 def test_where_filters_runs_before_the_table_is_built(results: Path) -> None:
     runs = build(results, "runs", where="method=kd,seed=1").data
     assert list(runs["method"]) == ["kd"] and list(runs["seed"]) == [1]

@@ -10,6 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from kdbench.core.environment import OUTPUT_PATHSPECS, checkout_info
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -45,7 +47,8 @@ def test_a_dirty_tree_is_refused_unless_allowed_and_then_its_diff_is_named(tmp_p
     refused = _regenerate(repo)
     assert refused.returncode == 2 and "uncommitted changes" in refused.stderr and "ALLOW_DIRTY=1" in refused.stderr
     allowed = _regenerate(repo, ALLOW_DIRTY="1")
-    diff = subprocess.run(["git", "-C", str(repo), "diff", "HEAD"], capture_output=True, check=True).stdout
+    diff = subprocess.run(["git", "-C", str(repo), "diff", "HEAD", "--", ".", *OUTPUT_PATHSPECS], capture_output=True,
+                          check=True).stdout
     assert allowed.returncode == 127 and f"diff sha256 {hashlib.sha256(diff).hexdigest()}" in allowed.stderr
 
 
@@ -56,16 +59,23 @@ def test_every_process_gets_the_threads_the_readme_states() -> None:
     assert exported < script.index("\nkdbench sweep") and exported < script.index("\nkdbench ladder")
 
 
-def test_a_record_from_a_dirty_tree_names_its_diff() -> None:
-    """environment.git: with uncommitted changes, diff_sha256 is `git diff HEAD | sha256sum` of this checkout."""
-    from kdbench.core.environment import git_info
-
-    git_info.cache_clear()
-    info = git_info()
-    if info["sha"] is None:
-        return  # not a git checkout (an installed wheel): nothing to name
-    diff = subprocess.run(["git", "-C", str(ROOT), "diff", "HEAD"], capture_output=True, check=True).stdout
-    if info["dirty"]:
-        assert info["diff_sha256"] == hashlib.sha256(diff).hexdigest()
-    else:
-        assert "diff_sha256" not in info
+def test_a_record_names_the_code_it_ran_not_the_records_being_rewritten(tmp_path: Path) -> None:
+    """environment.git (kdbench.core.environment.checkout_info): a regeneration rewriting results/reference and the
+    tables leaves its records clean (the version-4 records were all marked dirty by the records they replaced);
+    a change to code is dirty, with diff_sha256 the sha256 of that diff, which names exactly the code change."""
+    repo = _repo(tmp_path)
+    (repo / "results" / "reference").mkdir()
+    (repo / "results" / "reference" / "old.json").write_text("{}\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a record"], check=True)
+    subprocess.run([*git, "rm", "-q", "results/reference/old.json"], check=True)  # the old records, staged away
+    (repo / "results" / "leaderboard.md").write_text("a regenerated table\n")
+    info = checkout_info(repo)
+    assert info["sha"] and info["dirty"] is False and "diff_sha256" not in info
+    (repo / "code.py").write_text("x = 2\n")
+    info = checkout_info(repo)
+    diff = subprocess.run(["git", "-C", str(repo), "diff", "HEAD", "--", "code.py"], capture_output=True,
+                          check=True).stdout
+    assert info["dirty"] is True and info["diff_sha256"] == hashlib.sha256(diff).hexdigest()
+    assert checkout_info(tmp_path / "not-a-repo") == {"sha": None, "dirty": None}

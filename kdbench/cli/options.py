@@ -28,7 +28,9 @@ TeacherSeedOption = Annotated[int | None, typer.Option("--teacher-seed",
                                                         help="Seed of the zoo teacher to use or train.")]
 WhereOption = Annotated[list[str] | None, typer.Option(
     "--where", "-w", help="Filter runs first: COLUMN=VALUE[,COLUMN=VALUE…] (comma = AND, `|` = OR, `!=` negates), "
-    "e.g. method=kd|crd,dataset=digits; repeatable: every --where must hold.")]
+    "e.g. method=kd|crd,dataset=digits; a setting as --set names it (recipe.dot_delta=0|none, data.subset_seed=none: "
+    "none = left at its default); setting=none keeps the runs at their method's defaults; repeatable: every --where "
+    "must hold.")]
 
 
 def join_where(where: list[str] | None) -> str | None:

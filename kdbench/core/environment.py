@@ -14,13 +14,23 @@ from typing import Any
 
 import torch
 
+# What results/regenerate.sh writes (records, tables, plots): data, not code. A regeneration that rewrites them
+# runs from a clean tree; the same list is in results/regenerate.sh's check.
+OUTPUT_PATHSPECS = (":(exclude)results/reference", ":(exclude)results/plots", ":(exclude)results/*.md",
+                    ":(exclude)results/*.csv")
+
 _PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn", "submitit", "safetensors")
 
 
 @lru_cache(maxsize=1)
 def git_info() -> dict[str, Any]:
     """The sha of the kdbench checkout this code runs from (None when installed from a wheel)."""
-    here = Path(__file__).resolve().parent.parent
+    return checkout_info(Path(__file__).resolve().parent.parent)
+
+
+def checkout_info(here: Path) -> dict[str, Any]:
+    """`sha`, `dirty` (uncommitted changes to tracked files other than OUTPUT_PATHSPECS) and, when dirty,
+    `diff_sha256` of the git checkout holding `here`; None values outside a checkout."""
     try:
         sha = subprocess.run(
             ["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
@@ -28,14 +38,15 @@ def git_info() -> dict[str, Any]:
         if sha.returncode != 0:
             return {"sha": None, "dirty": None}
         dirty = subprocess.run(
-            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no", "--", ".", *OUTPUT_PATHSPECS],
             capture_output=True, text=True, timeout=5,
         )
         info: dict[str, Any] = {"sha": sha.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
         if info["dirty"]:
             # What the uncommitted changes were, so that a record from a dirty tree names the exact code it ran
             # (`git diff HEAD | sha256sum` reproduces it from the tree that made it).
-            diff = subprocess.run(["git", "-C", str(here), "diff", "HEAD"], capture_output=True, timeout=30)
+            diff = subprocess.run(["git", "-C", str(here), "diff", "HEAD", "--", ".", *OUTPUT_PATHSPECS],
+                                  capture_output=True, timeout=30)
             info["diff_sha256"] = hashlib.sha256(diff.stdout).hexdigest() if diff.returncode == 0 else None
         return info
     except (OSError, subprocess.SubprocessError):

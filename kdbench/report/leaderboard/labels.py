@@ -121,6 +121,16 @@ def label_rows(groups: pd.DataFrame) -> dict[str, str]:
     return labels
 
 
+def setting_text(run: dict[str, Any]) -> str:
+    """What sets one run's method away from its registered defaults, as its row label's bracket shows it
+    (`w_at=250`, `logit_std=True`); "" at the defaults (and for a method this checkout does not know)."""
+    defaults = method_defaults(run["method"], run["teacher"], run["student"],
+                               (clean(run.get("recipe_params")) or {}).get("epochs", 0))
+    if defaults is None:
+        return ""
+    return distinguish([run["variant"]], [defaults])[0]
+
+
 def label_columns(columns: pd.DataFrame, with_pair: bool = True, best: bool = False) -> dict[str, str]:
     """Column key → "dataset · teacher → student · recipe", plus the settings that differ under one name; with
     `best` (a best-epoch metric) plus how the best epoch was chosen: "· best (val-selected)"."""
