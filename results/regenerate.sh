@@ -99,33 +99,6 @@ kdbench ladder --teacher resnet152 --dataset digits --seeds "${LADDER_SEEDS:-0}"
 kdbench ladder --teacher resnet18 --dataset digits --seeds "${LADDER_SEEDS:-0}" --epochs 40 \
   --set data.train_fraction=0.1 --set recipe.batch_size=47 --set recipe.name=embedded-hard-v2 --results-dir "$R" --format markdown > /dev/null
 
-# The embedded benchmark's own table (digits-v1); embedded-hard has its own below; the ladder holds both.
-# Its columns ask separate questions (CNN methods into ResNet-18; CNN2GNN's ablations into the GNN, per teacher), so
-# Holm corrects each column apart (--family column), as the README's and docs/cnn2gnn.md's sentences claim them.
-kdbench leaderboard --results-dir "$R" --table methods --where recipe=digits-v1 --family column --format markdown \
-  --out "$OUT/leaderboard.md"
-kdbench leaderboard --results-dir "$R" --table methods --where recipe=digits-v1 --family column --format csv \
-  --out "$OUT/leaderboard.csv"
-kdbench leaderboard --results-dir "$R" --table ladder --format markdown --out "$OUT/ladder.md"
-kdbench leaderboard --results-dir "$R" --table ladder --format csv --out "$OUT/ladder.csv"
-# embedded-hard (docs/benchmark.md): its own leaderboard, and CNN2GNN's graph study on it (docs/cnn2gnn.md).
-HARD=(--where recipe=embedded-hard-v2)
-# The CNN student's table: its two columns (the full-data teacher's and the information-matched control's) share one
-# ce, so Holm's family is the table's 14 comparisons, as the docs' sentences pool them; the GNN's are in ablation.md.
-CNN=(--where recipe=embedded-hard-v2,student=cifar_resnet8)
-kdbench leaderboard --results-dir "$R" --table methods "${CNN[@]}" --ci --format markdown --out "$OUT/embedded-hard.md"
-kdbench leaderboard --results-dir "$R" --table methods "${CNN[@]}" --format csv --out "$OUT/embedded-hard.csv"
-{
-  echo "# CNN2GNN: does the graph help? (embedded-hard, 5 seeds)"
-  echo
-  echo "Made by \`results/regenerate.sh\` from the records in \`results/reference/runs/\`" \
-    "(\`slurm/sweeps/cnn2gnn-graph-ablation*.yaml\`); what it means:" \
-    "[docs/cnn2gnn.md](../docs/cnn2gnn.md#does-the-graph-help-embedded-hard-5-seeds)."
-  echo
-  kdbench leaderboard --results-dir "$R" --table pivot "${HARD[@]}" --where method=cnn2gnn \
-    --rows cnn2gnn.graph_features,cnn2gnn.graph --cols cnn2gnn.k --format markdown
-  echo
-  kdbench leaderboard --results-dir "$R" --table ablation --method cnn2gnn "${HARD[@]}" --format markdown
-} > "$OUT/ablation.md"
-kdbench plot --results-dir "$R" --out-dir "$OUT/plots" --formats png
+# Tables (markdown, CSV) and the plot, from the records alone: results/tables.sh (it can be rerun by itself).
+bash results/tables.sh "$R" "$OUT"
 bash results/canary.sh
