@@ -59,14 +59,15 @@ def test_the_cifar_pair_runs_the_methods_the_resnet18_pair_refuses_beside_kd_and
 
 def test_the_weight_sweeps_plan_each_weight_five_times_through_the_cli(dirs, in_process) -> None:
     plan = _plan(in_process, "--config", str(SWEEPS / "embedded-hard-weights.yaml"))
-    weights = {"at": "w_at", "fitnet": "w_feat", "crd": "w_crd"}
+    weights = {"at": "w_at", "fitnet": "w_feat", "crd": "w_crd", "ab": "w_ab", "nst": "w_nst", "ofd": "w_feat"}
     seen: dict[str, set[float]] = {m: set() for m in weights}
     for run in plan:
         seen[run["method"]].add(run["method_params"][weights[run["method"]]])
     # each method's published weight (the embedded-hard row) and the values below it
     assert seen == {"at": {1000, 250, 62.5, 15.625, 3.90625}, "fitnet": {100, 30, 10, 3, 1},
-                    "crd": {0.8, 0.4, 0.2, 0.1}}
-    assert len(plan) == 14 * 5 and {r["seed"] for r in plan} == set(range(5))
+                    "crd": {0.8, 0.4, 0.2, 0.1}, "ab": {1, 0.25, 0.0625, 0.015625}, "nst": {50, 12.5, 3.125, 0.78125},
+                    "ofd": {0.001, 0.00025, 6.25e-5, 1.5625e-5}}
+    assert len(plan) == 26 * 5 and {r["seed"] for r in plan} == set(range(5))
 
 
 def test_the_heterogeneous_column_is_every_method_the_vit_teacher_can_give(dirs, in_process) -> None:
