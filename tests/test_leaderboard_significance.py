@@ -178,3 +178,16 @@ def test_a_column_without_the_student_alone_has_no_marks(dirs: dict[str, Path]) 
     assert board.table.loc["kd", PAIR] == "92.00 ± 2.00 (3)"
     assert board.data["p_vs_ce"].isna().all()
     assert not any("Welch" in line or line.startswith("power") for line in board.footer)
+
+
+def test_a_cell_whose_seeds_agree_but_for_the_last_bit_is_tested_without_a_scipy_warning() -> None:
+    """Three seeds at the same accuracy, one of them a bit off in float (98.33333333333334): scipy printed a
+    "precision loss ... catastrophic cancellation" RuntimeWarning line under the table (results version 5's tables);
+    the p is still computed, and the line is not something a reader can act on."""
+    import warnings
+
+    a = [98.33333333333333, 98.33333333333333, 98.33333333333334]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = welch_p(a, [97.5, 98.0, 98.2])
+    assert 0 < p < 1
