@@ -1,14 +1,11 @@
 #!/usr/bin/env bash
 # Regenerates the reference leaderboard of the embedded benchmark (digits) committed in results/.
 #
-#   bash results/regenerate.sh            # ~1 h 30 min on 2 CPU cores (results version 5, estimated); completed runs are reused, so it can be resumed
+#   bash results/regenerate.sh            # ~65 min on 2 CPU cores from nothing; completed runs are reused, so it can be resumed
 #
-# Results version 5's estimate (docs/benchmark.md, "The next regeneration"; one thread per run, measured per method on
-# this 2-core machine under load, 2026-12-07): everything version 4 made, ~37 min; the 12 new methods on digits and
-# the DOT / logit-std variants, ~21 min (kdsvd alone ~6.5 min); on embedded-hard the 10 new methods, the CIFAR pair
-# (ft, fsp, kdsvd), the ViT column, the variants, the weight sweeps and the nested design, ~352 new runs, ~22 min;
-# the new zoo teachers (cifar_resnet56 ~1.5 min, the DeiT ~3 min, two ResNet-18 seeds ~1.5 min), ~6 min. Cuts if it
-# does not fit: kdsvd out of embedded.yaml (-6.5 min), the nested seeds 3 -> 2 (-4.5 min), the ViT column at 3 seeds.
+# Results version 5, measured 2026-12-07 on a 2-core AMD EPYC (docs/benchmark.md, "What results version 5 ran"):
+# 704 runs and 7 zoo teachers; the digits sweep ~20 min (kdsvd most of it), embedded-hard's ~600 runs ~35 min, the
+# ladders ~9 min. Writes results/reference (records, canaries) and, through results/tables.sh, the tables and plot.
 #
 # 1. the embedded sweep (slurm/sweeps/embedded.yaml: every method from a resnet18 teacher, seeds 0-2) and
 #    cnn2gnn from resnet152, on this machine (local executor; pass EXECUTOR=slurm to use a cluster);

@@ -1,9 +1,9 @@
 """Issue #38, parts 1-3, on the committed reference records (results/reference/runs), through `kdbench
 leaderboard`: each comparison's difference from ce with its 95 % interval and each cell's Wilson interval (the
-issue's kd +2.94 [2.01, 3.88], crd −2.28 [−5.17, 0.61], ±1.24 at 94 % on 360 images, one image 0.28); Holm
-across the table's comparisons by default (over embedded-hard's 14 CNN comparisons pkt's ⇑ is ↑), per column with
-`--family column`, the footer naming which; the power line per comparison at the family's α/m, named post-hoc
-(the issue's 0.90–3.91 at uncorrected α and 4.01 pooled at Holm's first step, recomputed from the CSV)."""
+issue quoted results version 4's kd +2.94 [2.01, 3.88] and crd −2.28 [−5.17, 0.61]; version 5's are pinned here);
+Holm across the table's comparisons by default, per column with `--family column`, the footer naming which; the
+power line per comparison at the family's α/m, named post-hoc (against the old pooled line, recomputed from the
+CSV)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from kdbench.report.leaderboard.intervals import wilson_interval
 from kdbench.report.leaderboard.stats import detectable_difference
 
 REFERENCE = Path(__file__).resolve().parents[1] / "results" / "reference"
-# embedded-hard's CNN student: its two columns (the full-data teacher's, the information-matched control's) share
-# one ce, the 14 comparisons the README's sentences pool.
-CNN = ("--results-dir", str(REFERENCE), "--where", "recipe=embedded-hard-v2,student=cifar_resnet8")
+# embedded-hard's CNN student from the ResNet-18 teacher, as results/tables.sh makes its table: its two columns (the
+# full-data teacher's, the information-matched control's) share one ce, the 24 comparisons the README's sentences
+# pool; the methods at their defaults (the variants and the other teachers have tables of their own).
+CNN = ("--results-dir", str(REFERENCE), "--where", "recipe=embedded-hard-v2,student=cifar_resnet8,"
+       "teacher=resnet18|none,teacher_seed=0|none,setting=none,recipe.dot_delta=0|none,data.subset_seed=none")
 FULL = "teacher_data.train_fraction=1"  # the full-data teacher's column
 
 
@@ -34,22 +36,21 @@ def test_cells_carry_the_difference_and_its_interval_and_the_family_is_the_table
     shown = in_process("leaderboard", *CNN, "--format", "markdown", "--ci")
     assert shown.returncode == 0, shown.stderr
     rows = {line.split(" | ")[0].lstrip("| "): line for line in shown.stdout.splitlines() if line.startswith("| ")}
-    assert "97.11 ± 0.58 (5)⇑ Δ +2.94 [2.01, 3.88]" in rows["kd"]
-    assert "91.89 ± 2.22 (5) Δ −2.28 [−5.17, 0.61]" in rows["crd"]
-    assert "94.17 ± 0.44 (5) W [91.25, 96.15]" in rows["ce"]  # the test set's own error at ce's 94.17 %
-    # Holm over the table's 14 comparisons: pkt's p = 0.014 · 12 > 0.05, so its ⇑ (Holm over its column's 10) is ↑.
-    assert "96.39 ± 0.86 (5)↑ Δ" in rows["pkt"]
-    assert "after Holm's correction across the table's 14 comparisons with ce (family: table;" in shown.stdout
-    assert "- power (post-hoc" in shown.stdout and "(α = 0.05/14; 5 pairs)" in shown.stdout
+    assert "97.67 ± 0.72 (5)⇑ Δ +3.00 [2.38, 3.62]" in rows["kd"]
+    assert "93.78 ± 0.80 (5)↓ Δ −0.89 [−1.51, −0.27]" in rows["crd"]
+    assert "94.67 ± 0.69 (5) W [91.84, 96.55]" in rows["ce"]  # the test set's own error at ce's 94.67 %
+    # Holm over the table's 24 comparisons: crd's p = 0.016 is ↓ alone, not beyond noise after the correction.
+    assert "after Holm's correction across the table's 24 comparisons with ce (family: table;" in shown.stdout
+    assert "- power (post-hoc" in shown.stdout and "(α = 0.05/24; 5 pairs)" in shown.stdout
     assert "one image is 0.28 points" in shown.stdout
 
     by_column = in_process("leaderboard", *CNN, "--format", "markdown", "--family", "column")
     assert by_column.returncode == 0, by_column.stderr
-    assert "| pkt | — | 96.39 ± 0.86 (5)⇑ |" in by_column.stdout
-    assert "(family: column; sizes 4, 10;" in by_column.stdout and "(α = 0.05/10; 5 pairs)" in by_column.stdout
+    assert "| hkd+kd | 96.11 ± 0.98 (5) | **98.00 ± 0.50 (5)⇑** |" in by_column.stdout
+    assert "(family: column; sizes 4, 20;" in by_column.stdout and "(α = 0.05/20; 5 pairs)" in by_column.stdout
 
     latex = in_process("leaderboard", *CNN, "--format", "latex", "--ci")
-    assert latex.returncode == 0 and latex.stdout.isascii() and r"$\Delta$ +2.94 [2.01, 3.88]" in latex.stdout
+    assert latex.returncode == 0 and latex.stdout.isascii() and r"$\Delta$ +3.00 [2.38, 3.62]" in latex.stdout
 
 
 def test_the_csv_has_intervals_sizes_and_per_comparison_power(in_process) -> None:
@@ -57,22 +58,22 @@ def test_the_csv_has_intervals_sizes_and_per_comparison_power(in_process) -> Non
     assert shown.returncode == 0, shown.stderr
     csv = pd.read_csv(io.StringIO(shown.stdout))
     kd, crd, ce = _row(csv, "kd"), _row(csv, "crd"), _row(csv, "ce")
-    assert [f"{kd[k]:.2f}" for k in ("diff", "diff_lo", "diff_hi")] == ["2.94", "2.01", "3.88"]
-    assert [f"{crd[k]:.2f}" for k in ("diff", "diff_lo", "diff_hi")] == ["-2.28", "-5.17", "0.61"]
-    # ±1.24 points at ce's 94 % on 360 test images; its Wilson interval.
-    assert ce["num_test"] == 360 and f"{ce['binomial_se']:.2f}" == "1.24"
+    assert [f"{kd[k]:.2f}" for k in ("diff", "diff_lo", "diff_hi")] == ["3.00", "2.38", "3.62"]
+    assert [f"{crd[k]:.2f}" for k in ("diff", "diff_lo", "diff_hi")] == ["-0.89", "-1.51", "-0.27"]
+    # ±1.18 points at ce's 95 % on 360 test images; its Wilson interval.
+    assert ce["num_test"] == 360 and f"{ce['binomial_se']:.2f}" == "1.18"
     assert (ce["wilson_lo"], ce["wilson_hi"]) == pytest.approx(wilson_interval(ce["mean"], 360))
-    assert set(csv["family_m"][csv["test"].notna()]) == {14}
+    assert set(csv["family_m"][csv["test"].notna()]) == {24}
     full = csv[csv["column"].str.contains(FULL, regex=False) & csv["test"].notna()]
-    # The issue's audit of the old line: each comparison's own figure at uncorrected α ran 0.90–3.91; the line
-    # pooled them (√ of the mean se²) and at Holm's first step (α/10 over this column) would have said 4.01.
+    # What the old line would say of these records: each comparison's own figure at uncorrected α runs 0.33–2.42,
+    # and the line pooled them (√ of the mean se²) into one figure, 3.23 at α/20 over this column.
     own = [detectable_difference(se, df) for se, df in zip(full["se_diff"], full["df_diff"], strict=True)]
-    assert (f"{min(own):.2f}", f"{max(own):.2f}") == ("0.90", "3.91")
+    assert (f"{min(own):.2f}", f"{max(own):.2f}") == ("0.33", "2.42")
     pooled = math.sqrt((full["se_diff"] ** 2).mean())
-    assert f"{detectable_difference(pooled, float(full['df_diff'].min()), 0.05 / 10):.2f}" == "4.01"
+    assert f"{detectable_difference(pooled, float(full['df_diff'].min()), 0.05 / 20):.2f}" == "3.23"
     # What the table now says: each comparison at the family's α/m.
-    assert full["alpha_mdd"].tolist() == pytest.approx([0.05 / 14] * len(full))
-    assert full["mdd"].tolist() == pytest.approx([detectable_difference(se, df, 0.05 / 14) for se, df in
+    assert full["alpha_mdd"].tolist() == pytest.approx([0.05 / 24] * len(full))
+    assert full["mdd"].tolist() == pytest.approx([detectable_difference(se, df, 0.05 / 24) for se, df in
                                                   zip(full["se_diff"], full["df_diff"], strict=True)])
 
 

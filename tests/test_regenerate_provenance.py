@@ -79,3 +79,15 @@ def test_a_record_names_the_code_it_ran_not_the_records_being_rewritten(tmp_path
                           check=True).stdout
     assert info["dirty"] is True and info["diff_sha256"] == hashlib.sha256(diff).hexdigest()
     assert checkout_info(tmp_path / "not-a-repo") == {"sha": None, "dirty": None}
+
+
+def test_the_committed_records_name_one_clean_commit_and_one_thread() -> None:
+    """What the README says of results/reference: one regeneration, from a clean tree (the version-4 records were all
+    dirty), each run with one torch thread (9 version-4 ladder records ran with 2), the canaries too."""
+    import json
+
+    records = [json.loads(p.read_text()) for p in (ROOT / "results" / "reference").glob("**/runs/*/result.json")]
+    assert len(records) > 100
+    gits = {json.dumps(r["environment"]["git"], sort_keys=True) for r in records}
+    assert len(gits) == 1 and json.loads(gits.pop())["dirty"] is False
+    assert {r["threads"]["torch_threads"] for r in records} == {1}
