@@ -54,7 +54,8 @@ def test_the_cifar_pair_runs_the_methods_the_resnet18_pair_refuses_beside_kd_and
     assert {(r.config.teacher, r.config.student) for r in runs if r.config.teacher} == {
         ("cifar_resnet56", "cifar_resnet8")}
     assert {r.config.method for r in runs} == {"ce", "kd", "ft", "fsp", "kdsvd"}
-    assert {r.config.recipe.name for r in runs} == {"embedded-hard-v2"} and len(runs) == 5 * 5
+    # 5 methods × 5 seeds, and ft's and fsp's weight sweeps: 3 values below each published weight × 5 seeds.
+    assert {r.config.recipe.name for r in runs} == {"embedded-hard-v2"} and len(runs) == 5 * 5 + 2 * 3 * 5
 
 
 def test_the_weight_sweeps_plan_each_weight_five_times_through_the_cli(dirs, in_process) -> None:

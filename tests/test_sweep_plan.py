@@ -152,19 +152,20 @@ def test_shipped_sweep_files_expand():
     embedded = read_sweep_file(REPO / "slurm" / "sweeps" / "embedded.yaml")
     grid = grid_from_options(embedded)
     assert grid.methods == ["ce", "kd", "fitnet", "at", "pkt", "rkd", "crd", "crd+kd", "dkd", "hkd", "hkd+kd",
-                            "cnn2gnn"]
+                            "cnn2gnn", "sp", "cc", "vid", "nst", "ab", "fsp", "kdsvd", "ofd", "reviewkd", "dist",
+                            "ctkd", "ofa"]
     assert grid.teachers == ["resnet18"] and grid.seeds == [0, 1, 2] and grid.students == []
     runs = expand(grid)
     # ce once per seed; every other method once per teacher and seed.
-    assert len(runs) == 3 + 11 * 1 * 3
+    assert len(runs) == 3 + 23 * 1 * 3
     # DKD's β is resolved per pair into each run's config (neither pair here is a published one: β = 8).
     assert {r.config.method_params["w_nckd"] for r in runs if r.config.method == "dkd"} == {8.0}
     assert {r.config.student for r in runs if r.config.method == "cnn2gnn"} == {get_method("cnn2gnn").default_student}
 
-    # embedded-hard (docs/benchmark.md): 11 methods × 5 seeds into cifar_resnet8 on 10 % of the training split,
+    # embedded-hard (docs/benchmark.md): 21 methods × 5 seeds into cifar_resnet8 on 10 % of the training split,
     # all from the one zoo teacher that trains on the full split; CNN2GNN's graph ablation on the same setting.
     hard = expand(grid_from_options(read_sweep_file(REPO / "slurm" / "sweeps" / "embedded-hard.yaml")))
-    assert len(hard) == 5 + 10 * 5 and {r.config.student for r in hard} == {"cifar_resnet8"}
+    assert len(hard) == 5 + 20 * 5 and {r.config.student for r in hard} == {"cifar_resnet8"}
     assert {r.config.data_params["train_fraction"] for r in hard} == {0.1}
     # Batches of 47: 142 training images make three full batches (the loader drops a ragged last one).
     assert {(r.config.recipe.name, r.config.recipe.epochs, r.config.recipe.batch_size) for r in hard} == {

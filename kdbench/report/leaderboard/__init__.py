@@ -62,8 +62,9 @@ from kdbench.report.leaderboard.render import (
     to_markdown,
     to_text,
 )
-from kdbench.report.leaderboard.runs import filter_runs, is_missing, pair_label, parse_where, prepare_runs
+from kdbench.report.leaderboard.runs import is_missing, pair_label, prepare_runs
 from kdbench.report.leaderboard.variance import variance_table
+from kdbench.report.leaderboard.where import filter_runs, parse_where
 
 __all__ = [
     "FAMILIES", "FORMATS", "Leaderboard", "METRICS", "TABLES", "ablation_table", "build", "build_published",
