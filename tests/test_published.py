@@ -21,10 +21,10 @@ CIFAR_ARCHS = {
     "cifar_resnet50", "cifar_wrn_16_1", "cifar_wrn_16_2", "cifar_wrn_40_1", "cifar_wrn_40_2",
     *(f"cifar_vgg{d}" for d in (8, 11, 13, 16, 19)), "cifar_mobilenetv2", "cifar_shufflev1", "cifar_shufflev2",
 }
-IMAGENET_ARCHS = {"resnet34", "resnet18", "resnet50", "mobilenetv1_100"}  # timm's names, as kdbench's
+IMAGENET_ARCHS = {"resnet34", "resnet18", "resnet50", "resnet152", "mobilenetv1_100"}  # timm's names, as kdbench's
 METHODS = {"teacher", "ce", "kd", "fitnet", "at", "rkd", "pkt", "crd", "crd+kd", "dkd", "rkd+kd", "hkd", "hkd+kd",
            "dist", "ctkd", "kd+ls", "dkd+ls", "ctkd+ls", "kd+dot", "sp", "cc", "vid", "nst", "reviewkd", "ab", "ft",
-           "fsp"}
+           "fsp", "ofd"}
 
 
 def one(df: pd.DataFrame, **match: str) -> dict:
@@ -65,7 +65,7 @@ def test_published_numbers_as_the_papers_print_them() -> None:
     # DKD 11 pairs × 2; HKD 5 pairs × 7 rows.
     assert df["paper"].value_counts().to_dict() == {"crd": 201, "dkd": 22, "hkd": 35, "mdistiller": 4,
                                                     "torchdistill": 4, "dist": 12, "ctkd": 11, "ls": 42, "reviewkd": 6,
-                                                    "dot": 5}
+                                                    "dot": 5, "ofd": 6}
 
 
 def test_every_published_row_uses_kdbench_names() -> None:
@@ -80,7 +80,7 @@ def test_every_published_row_uses_kdbench_names() -> None:
     assert not df.duplicated(["paper", "table", "teacher", "student", "method"]).any()
     assert df["top1"].between(50, 90).all() and df["source"].str.len().gt(0).all()
     assert set(load_published("hkd")["paper"]) == {"hkd"}
-    with pytest.raises(UserError, match="Valid: crd, ctkd, dist, dkd, dot, hkd, ls, mdistiller, reviewkd, "
+    with pytest.raises(UserError, match="Valid: crd, ctkd, dist, dkd, dot, hkd, ls, mdistiller, ofd, reviewkd, "
                                         "torchdistill"):
         load_published("kd")
 
@@ -198,3 +198,13 @@ def test_published_kd_dot_rows_meet_only_our_kd_runs_trained_with_dot(cifar_resu
     assert "dot_delta=0.075" in dot["setting"]
     plain = one(rows, paper="crd", method="kd", teacher="cifar_resnet32x4", student="cifar_resnet8x4")
     assert plain["n"] == 3 and plain["mean"] == pytest.approx(73.5)  # KD_LAST: the DOT runs stay out
+
+
+def test_ofd_rows_are_the_authors_imagenet_errors_as_accuracies() -> None:
+    """clovaai/overhaul-distillation's README gives top-1/top-5 *error*: the rows hold 100 − error, both numbers."""
+    df = load_published("ofd")
+    mv1 = {"dataset": "imagenet", "teacher": "resnet50", "student": "mobilenetv1_100"}
+    assert (one(df, method="ofd", **mv1)["top1"], one(df, method="ofd", **mv1)["top5"]) == (71.25, 90.34)
+    r50 = {"dataset": "imagenet", "teacher": "resnet152", "student": "resnet50"}
+    assert (one(df, method="teacher", **r50)["top1"], one(df, method="ce", **r50)["top5"]) == (78.31, 93.03)
+    assert set(df["epoch"]) == {"unstated"}

@@ -51,6 +51,8 @@ PAPERS = {
     "reviewkd": "Chen et al. 2021, Distilling Knowledge via Knowledge Review (CVPR): its repository's ImageNet README, "
                 "and CIFAR-100 as Papers with Code lists it",
     "dot": "Zhao et al. 2023, DOT: A Distillation-Oriented Trainer (ICCV), as in the mdistiller README",
+    "ofd": "Heo et al. 2019, A Comprehensive Overhaul of Feature Distillation (ICCV): its repository's ImageNet README "
+           "(its CIFAR-100 setups use WRN-28-4 and PyramidNet, which kdbench does not build)",
 }
 # `top5` is last: it came after the file's first rows (the CIFAR tables give top-1 only), blank where not given.
 COLUMNS = ("paper", "table", "dataset", "teacher", "student", "method", "top1", "std", "runs", "epoch", "source",
