@@ -312,3 +312,15 @@ def test_best_and_fewer_seed_marks_skip_the_teacher_and_empty_cells() -> None:
     assert marked["best"].tolist() == [False, False, True, True, False, True, False]
     assert marked.attrs["max_n"] == 3
     assert mark_best_and_flags(data[data["row"] == TEACHER_ROW]).attrs["max_n"] == 0  # no student: no seeds
+
+
+def test_variant_rows_sort_by_their_numbers_not_as_text(dirs: dict[str, Path]) -> None:
+    """A weight sweep's rows read in the order of the weight (2 < 4 < 10), not as strings ("10" < "2")."""
+    root = dirs["results"]
+    for temperature in ("10", "2", "4"):
+        sets = ("data.image_size=8", f"kd.temperature={temperature}")
+        write_run(root, make_config("kd", teacher="resnet50", sets=sets), 90.0)
+    write_run(root, make_config("ce"), 85.0)
+    shown = render(build(root, "ablation", method="kd"), "markdown")
+    rows = [line.split(" | ")[0].lstrip("| ") for line in shown.splitlines() if line.startswith("| kd [")]
+    assert rows == ["kd [temperature=2]", "kd [temperature=4]", "kd [temperature=10]"]

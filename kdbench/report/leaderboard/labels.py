@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -98,6 +99,13 @@ def method_defaults(method: Any, teacher: Any, student: Any, epochs: Any) -> dic
 
 def _with_suffix(base: str, extra: str) -> str:
     return f"{base} [{extra}]" if extra else base
+
+
+def natural_key(label: str) -> tuple[tuple[int, float, str], ...]:
+    """A row label's sort key with its numbers compared as numbers: `at [w_at=3.90625]` < `at [w_at=15.625]` <
+    `at [w_at=1000]` (as text, 1000 came first)."""
+    parts = re.split(r"(-?\d+(?:\.\d+)?(?:e-?\d+)?)", str(label))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts) if p)
 
 
 def method_rank(method: str) -> tuple[int, str]:

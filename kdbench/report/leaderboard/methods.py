@@ -26,7 +26,7 @@ from kdbench.report.leaderboard.footers import (
     selection_footer,
 )
 from kdbench.report.leaderboard.intervals import interval_text
-from kdbench.report.leaderboard.labels import label_columns, label_rows, method_rank
+from kdbench.report.leaderboard.labels import label_columns, label_rows, method_rank, natural_key
 from kdbench.report.leaderboard.layout import Cell, GridOptions, cell_numbers, layout
 from kdbench.report.leaderboard.marks import (
     mark_transductive,
@@ -69,7 +69,7 @@ def methods_table(df: pd.DataFrame, metric: str = "top1_last", methods: Sequence
     columns = _columns(done)
     data = _with_marks(*_cells(scope, done, columns, metric), metric, family)
     rows = sorted(data["row"].unique(), key=lambda r: (*method_rank(data.loc[data["row"] == r, "method"].iloc[0]),
-                                                       r))
+                                                       natural_key(r)))
     # Teacher → student pairs first, then students that were only trained alone.
     lone_cols = set(data.loc[data["teacher"].map(is_missing).astype(bool), "column"])
     cols = sorted(data["column"].unique(), key=lambda c: (c in lone_cols, c))
