@@ -26,7 +26,7 @@ from kdbench.report.leaderboard.stats import best_in_groups, completed
 
 # `SCOPE.KEY` scopes that are not a method's, and the runs-DataFrame column holding their settings.
 SECTIONS = {"recipe": "recipe_params", "teacher_recipe": "teacher_recipe_params", "data": "data_params",
-            "student": "student_params", "teacher": "teacher_params"}
+            "student": "student_params", "teacher": "teacher_params", "teacher_data": "teacher_data"}
 _ABSENT = object()
 
 
@@ -65,7 +65,7 @@ def _rest(run: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
             variant.pop(f"student.{name}", None)
         elif scope in SECTIONS:
             section = {"recipe": "recipe", "teacher_recipe": "teacher_recipe", "data": "data",
-                       "teacher": "teacher_params"}[scope]
+                       "teacher": "teacher_params", "teacher_data": "teacher_data"}[scope]
             if isinstance(setting.get(section), dict):
                 setting[section].pop(name, None)
         else:

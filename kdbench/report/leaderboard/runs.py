@@ -12,7 +12,7 @@ import pandas as pd
 from kdbench.core.errors import UserError
 from kdbench.data.splits import SUBSET_SEED_KEY
 from kdbench.report.results import COLUMNS
-from kdbench.spec.config import ADDED_METHOD_PARAMS
+from kdbench.spec.config import without_added_method_params
 
 
 def is_missing(value: Any) -> bool:
@@ -127,7 +127,6 @@ def _setting(r: dict[str, Any]) -> dict[str, Any]:
 
 def _variant(r: dict[str, Any]) -> dict[str, Any]:
     # A setting added after the first records is left out of newer ones at its default: group old and new alike.
-    out = {k: v for k, v in (clean(r.get("method_params")) or {}).items()
-           if k not in ADDED_METHOD_PARAMS or v != ADDED_METHOD_PARAMS[k]}
+    out = without_added_method_params(clean(r.get("method_params")) or {})
     out.update({f"student.{k}": v for k, v in (clean(r.get("student_params")) or {}).items()})
     return out

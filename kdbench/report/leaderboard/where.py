@@ -10,6 +10,7 @@ import pandas as pd
 
 from kdbench.core.errors import UserError, unknown_name
 from kdbench.report.leaderboard.labels import setting_text
+from kdbench.report.leaderboard.pivot import SECTIONS
 from kdbench.report.leaderboard.runs import clean, is_missing
 
 
@@ -45,19 +46,17 @@ def _matches(cell: Any, values: list[str]) -> bool:
     return False
 
 
-# `--where` reaches into a run's settings as `--set` names them (`recipe.dot_delta`, `data.subset_seed`,
-# `teacher_data.train_fraction`): the column of that dict in the runs DataFrame. A key a record leaves out (at its
-# default) is missing there, and `KEY=none` matches it.
-SETTING_SCOPES = {"recipe": "recipe_params", "data": "data_params", "teacher_data": "teacher_data",
-                  "teacher_recipe": "teacher_recipe_params", "student": "student_params"}
 # `setting`: what sets a run's method away from its registered defaults (the bracket of its row label,
 # `at [w_at=250]`); missing for a run at its method's defaults, so `setting=none` keeps exactly those.
 SETTING_COLUMN = "setting"
 
 
 def _scoped_values(runs: pd.DataFrame, col: str) -> pd.Series | None:
+    """`--where` reaches into a run's settings as `--set` (and the pivot table) name them (`recipe.dot_delta`,
+    `data.subset_seed`, `teacher_data.train_fraction`): the column of that dict in the runs DataFrame (the pivot's
+    SECTIONS). A key a record leaves out (at its default) is missing there, and `KEY=none` matches it."""
     scope, dot, key = col.partition(".")
-    source = SETTING_SCOPES.get(scope) if dot and key else None
+    source = SECTIONS.get(scope) if dot and key else None
     if source is None or source not in runs.columns:
         return None
     return runs[source].map(lambda d, key=key: clean(d).get(key) if isinstance(clean(d), dict) else None)
@@ -69,7 +68,7 @@ def _setting_values(runs: pd.DataFrame) -> pd.Series:
 
 def filter_runs(runs: pd.DataFrame, where: str | None) -> pd.DataFrame:
     """The runs matching every `COLUMN=VALUE` clause of `where`: any column of the runs DataFrame, a setting as
-    `--set` names it (SETTING_SCOPES: `recipe.dot_delta=0|none`), or `setting` (SETTING_COLUMN)."""
+    `--set` names it (`recipe.dot_delta=0|none`), or `setting` (SETTING_COLUMN)."""
     clauses = parse_where(where)
     if not clauses:
         return runs
@@ -84,7 +83,7 @@ def filter_runs(runs: pd.DataFrame, where: str | None) -> pd.DataFrame:
             cells = scoped
         else:
             raise unknown_name("--where column", col, [*columns, SETTING_COLUMN,
-                                                      *(f"{s}.KEY" for s in SETTING_SCOPES)], max_listed=70)
+                                                      *(f"{s}.KEY" for s in SECTIONS)], max_listed=70)
         hit = cells.map(lambda cell, values=values: _matches(cell, values)).astype(bool)
         keep &= hit if equal else ~hit
     return runs[keep]
