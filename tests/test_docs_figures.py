@@ -242,10 +242,14 @@ def bracket2(pair: tuple[float, float]) -> str:
     return f"[{pair[0]:.2f}, {pair[1]:.2f}]"
 
 
-def _seed_values(row: str, column: str) -> dict[int, float]:
-    c = _cell(HARD, column, row)
+def _run_seeds(run_ids: str) -> dict[int, float]:
+    """seed → top-1 (last epoch) of a cell's runs (its `run_ids`, space-separated)."""
     df = runs().set_index("run_id")
-    return {int(df.loc[r, "seed"]): float(df.loc[r, "top1_last"]) for r in str(c["run_ids"]).split()}
+    return {int(df.loc[r, "seed"]): float(df.loc[r, "top1_last"]) for r in str(run_ids).split()}
+
+
+def _seed_values(row: str, column: str) -> dict[int, float]:
+    return _run_seeds(_cell(HARD, column, row)["run_ids"])
 
 
 @cache
@@ -351,8 +355,7 @@ def ls_board() -> pd.DataFrame:
 def _seeds_of(data: pd.DataFrame, row: str) -> dict[int, float]:
     hit = data[data["row"].map(_bare) == row]
     assert len(hit) == 1, f"{len(hit)} rows {row!r}"
-    df = runs().set_index("run_id")
-    return {int(df.loc[r, "seed"]): float(df.loc[r, "top1_last"]) for r in str(hit.iloc[0]["run_ids"]).split()}
+    return _run_seeds(hit.iloc[0]["run_ids"])
 
 
 LS_ROWS = {"kd": ("kd [logit_std=False, temperature=4, w_kd=0.9]", "kd [logit_std=True, temperature=2, w_kd=9]")}

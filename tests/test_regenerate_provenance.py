@@ -91,3 +91,13 @@ def test_the_committed_records_name_one_clean_commit_and_one_thread() -> None:
     gits = {json.dumps(r["environment"]["git"], sort_keys=True) for r in records}
     assert len(gits) == 1 and json.loads(gits.pop())["dirty"] is False
     assert {r["threads"]["torch_threads"] for r in records} == {1}
+
+
+def test_regenerate_sh_and_the_records_leave_out_the_same_outputs() -> None:
+    """results/regenerate.sh's clean-tree check (bash) and a record's dirty check (kdbench.core.environment) must
+    name the same outputs, or a regeneration could pass one check and fail the other."""
+    import re
+
+    script = (ROOT / "results" / "regenerate.sh").read_text()
+    outputs = re.search(r"^OUTPUTS=\((.*)\)$", script, flags=re.M).group(1)
+    assert tuple(re.findall(r"'([^']+)'", outputs)) == OUTPUT_PATHSPECS
