@@ -37,11 +37,21 @@ def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     return d
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (the default in pyproject) starts one worker per core plus one: the SLURM group's worker spends
+    most of its time waiting on SLURM (time limits of a minute at least, requeues) while the jobs run in slurmd, so
+    one worker per core left a core idle for minutes (measured on the 2-core CI machine: 668 s with 2 workers, 603 s
+    with 3 and one SLURM group)."""
+    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) + 1
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`-n auto --dist loadgroup`, the default in pyproject), every SLURM test runs on one
     worker: they share the single-node cluster, whose few CPU slots two workers' jobs would contend for (and time
     out on). They are collected first, so that worker starts on them at once while the others take the rest;
-    collected last, they were the suite's tail (~10 minutes on one worker)."""
+    collected last, they were the suite's tail (~10 minutes on one worker). (Splitting the two tests that wait out
+    SLURM's time limit into a group of their own gained nothing: 603 s either way with 3 workers, the preemption
+    tests' jobs slower by the contention.)"""
     for item in items:
         if item.get_closest_marker("slurm") is not None:
             item.add_marker(pytest.mark.xdist_group("slurm"))
