@@ -114,3 +114,33 @@ def test_compile_from_the_sweep_flag_or_the_sweep_file_reaches_every_run_id(tmp_
     assert not eager_run.config.compile and flag_run.config.compile_mode == "default"
     assert file_run.config.compile and file_run.config.compile_mode == "max-autotune"
     assert len({eager_run.config.run_id, flag_run.config.run_id, file_run.config.run_id}) == 3
+
+
+def test_a_compiled_runs_optimizer_step_is_the_fused_kernel_and_an_eager_runs_stays_foreach():
+    """`fused` only under --compile (kdbench.train.engine): every eager run's numbers come from torch's default
+    (foreach), which sums in another order than the fused kernel."""
+    from kdbench.train.optim import build_optimizer
+
+    for optimizer_name in ("sgd", "adamw"):
+        recipe = Recipe(name="r", epochs=1, batch_size=4, lr=0.1, weight_decay=5e-4, optimizer=optimizer_name)
+        eager, _ = build_optimizer(nn.Linear(4, 3), recipe)
+        compiled, _ = build_optimizer(nn.Linear(4, 3), recipe, fused=True)
+        assert all(not g["fused"] for g in eager.param_groups), optimizer_name
+        assert all(g["fused"] for g in compiled.param_groups), optimizer_name
+        assert type(eager) is type(compiled)
+
+
+def test_inductor_keeps_contiguous_convolutions_on_a_cpu_and_its_default_elsewhere():
+    import torch._inductor.config as inductor_config
+
+    from kdbench.train.compile import configure_inductor
+
+    before = inductor_config.layout_optimization
+    try:
+        inductor_config.layout_optimization = True
+        configure_inductor(torch.device("meta"))  # not a CPU: torch's default stays
+        assert inductor_config.layout_optimization is True
+        configure_inductor(torch.device("cpu"))
+        assert inductor_config.layout_optimization is False
+    finally:
+        inductor_config.layout_optimization = before

@@ -341,9 +341,11 @@ class Engine:
         each, calling `callbacks`' hooks (:class:`FitCallbacks`)."""
         hooks = callbacks or FitCallbacks()
         forward_train = self._place(model)
-        compiled = compile_distiller(model, self.s.compile_mode, self.reporter.log) if self.s.compile else None
+        compiled = compile_distiller(model, self.s.compile_mode, self.reporter.log, self.s.device) \
+            if self.s.compile else None
         check_dot_run(recipe, amp=self.s.amp, world_size=self.s.world_size)
-        optimizer, groups = build_optimizer(model, recipe, self.s.param_groups)
+        # A compiled run's optimizer step is the fused kernel (kdbench.train.compile).
+        optimizer, groups = build_optimizer(model, recipe, self.s.param_groups, fused=self.s.compile)
         scaler = torch.amp.GradScaler(self.s.device.type, enabled=self.s.amp and self.s.device.type == "cuda")
         result = FitResult(param_groups=groups, compiled=compiled)
         position = self._resume_into(result, checkpoint_path, model, optimizer, scaler)

@@ -107,11 +107,13 @@ def check_partition(groups: list[ParamGroup], trainable: list[nn.Parameter]) -> 
 
 
 def build_optimizer(model: nn.Module, recipe: Recipe, overrides: Mapping[str, Mapping[str, float]] | None = None,
-                    ) -> tuple[torch.optim.Optimizer, list[dict[str, Any]]]:
+                    *, fused: bool = False) -> tuple[torch.optim.Optimizer, list[dict[str, Any]]]:
     """The one optimizer builder: the recipe's optimizer (SGD with its momentum / Nesterov, DOT's two-momentum SGD
     when `recipe.dot_delta` is set, or AdamW) over
     `model.param_groups()` (a Distiller) — or over a plain module's trainable parameters, as one group — and,
-    for the run record, each group's name, parameter count, base lr and weight decay."""
+    for the run record, each group's name, parameter count, base lr and weight decay. `fused`: torch's fused
+    SGD / AdamW kernel (a compiled run's optimizer step, kdbench.train.compile; DOT's optimizer has none), which
+    sums in another order than the default."""
     # Asked by attribute, not isinstance(Distiller): kdbench.train.method imports this module.
     trainable = list(model.trainable_parameters() if hasattr(model, "trainable_parameters")
                      else (p for p in model.parameters() if p.requires_grad))
@@ -123,23 +125,25 @@ def build_optimizer(model: nn.Module, recipe: Recipe, overrides: Mapping[str, Ma
         torch_groups: list[Any] = [{"name": MAIN_GROUP, "params": trainable, "lr_scale": 1.0}]  # today's order
     else:
         torch_groups = resolved_groups(groups, recipe, overrides)
-    optimizer = _torch_optimizer(torch_groups, recipe)
+    optimizer = _torch_optimizer(torch_groups, recipe, fused)
     described = [{"name": g["name"], "params": sum(p.numel() for p in g["params"]), "lr": g["lr"],
                   "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
     return optimizer, described
 
 
-def _torch_optimizer(groups: list[dict[str, Any]], recipe: Recipe) -> torch.optim.Optimizer:
-    # The recipe's lr and weight decay are the defaults of groups that do not set their own.
+def _torch_optimizer(groups: list[dict[str, Any]], recipe: Recipe, fused: bool = False) -> torch.optim.Optimizer:
+    # The recipe's lr and weight decay are the defaults of groups that do not set their own. `fused` only when asked:
+    # left unset, torch picks foreach, which every eager run's numbers come from.
+    kernel = {"fused": True} if fused else {}
     if recipe.dot_delta:  # DOT (kdbench.train.dot); the recipe has checked it is SGD with momentum
         return DistillationOrientedSGD(groups, lr=recipe.lr, momentum=recipe.momentum, dot_delta=recipe.dot_delta,
                                        weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
-            weight_decay=recipe.weight_decay,
+            weight_decay=recipe.weight_decay, **kernel,
         )
-    return torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.AdamW(groups, lr=recipe.lr, weight_decay=recipe.weight_decay, **kernel)
 
 
 def group_base_lr(group: Mapping[str, Any], recipe: Recipe) -> float:
