@@ -62,7 +62,7 @@ class _Method(nn.Module):
 
 
 def test_compile_distiller_names_student_teacher_and_trained_modules_only():
-    stats = compile_distiller(_Method(), "default", print)
+    stats = compile_distiller(_Method(), "default", print, torch.device("cpu"))
     assert stats.modules == ["student", "teacher", "connector"]
 
 

@@ -152,12 +152,10 @@ def configure_inductor(device: torch.device) -> None:
             inductor_config.layout_optimization = False
 
 
-def compile_distiller(distiller: Any, mode: str, warn: Callable[[str], None],
-                      device: torch.device | None = None) -> CompileStats:
+def compile_distiller(distiller: Any, mode: str, warn: Callable[[str], None], device: torch.device) -> CompileStats:
     """The student, the teacher and the method's other trained modules compiled (see the module docstring), with
     inductor set for `device` (:func:`configure_inductor`)."""
-    if device is not None:
-        configure_inductor(device)
+    configure_inductor(device)
     stats = CompileStats(mode=check_compile_mode(mode))
     stats.begin()
     compile_module(distiller.student, "student", mode, stats, warn)

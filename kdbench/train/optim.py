@@ -131,7 +131,7 @@ def build_optimizer(model: nn.Module, recipe: Recipe, overrides: Mapping[str, Ma
     return optimizer, described
 
 
-def _torch_optimizer(groups: list[dict[str, Any]], recipe: Recipe, fused: bool = False) -> torch.optim.Optimizer:
+def _torch_optimizer(groups: list[dict[str, Any]], recipe: Recipe, fused: bool) -> torch.optim.Optimizer:
     # The recipe's lr and weight decay are the defaults of groups that do not set their own. `fused` only when asked:
     # left unset, torch picks foreach, which every eager run's numbers come from.
     kernel = {"fused": True} if fused else {}
